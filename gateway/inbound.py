@@ -1,0 +1,92 @@
+"""From a deliver_sm to what a handler reads: text decoded, parts found, receipts recognised.
+
+Pure functions: no Redis, no sockets. Long-message parts are stored in Redis by the caller
+(several gateway processes may each get some of the parts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from ussdgw.smpp.concat import ConcatError, parse_udh
+from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState
+
+MO_TTL_WITH_REFERENCE_S = 24 * 3600
+MO_TTL_CONTENT_ONLY_S = 300
+
+_RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>\w+)(?:.*?err:(?P<err>\w+))?", re.S | re.I)
+_STAT_WORDS = {
+    "DELIVRD": MessageState.DELIVERED, "EXPIRED": MessageState.EXPIRED, "DELETED": MessageState.DELETED,
+    "UNDELIV": MessageState.UNDELIVERABLE, "ACCEPTD": MessageState.ACCEPTED, "UNKNOWN": MessageState.UNKNOWN,
+    "REJECTD": MessageState.REJECTED, "ENROUTE": MessageState.ENROUTE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a long MO: reference, total and number, wherever the sender put them."""
+
+    reference: int
+    total: int
+    seqnum: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    message_id: str
+    state: MessageState
+    error: str = ""
+
+
+def find_part(pdu: DeliverSm | DataSm) -> tuple[Part | None, bytes]:
+    """The concatenation info (UDH or SAR TLVs) and the user data without its header."""
+    payload = pdu.message_payload if pdu.message_payload is not None else getattr(pdu, "short_message", b"")
+    if pdu.sar_msg_ref_num is not None and pdu.sar_total_segments and pdu.sar_segment_seqnum:
+        part = Part(pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum, payload)
+        return (part if part.total > 1 else None), payload
+    if pdu.esm_class & EsmClass.UDHI:
+        try:
+            info, data = parse_udh(payload)
+        except ConcatError:
+            return None, payload
+        if info is not None and info.total > 1:
+            return Part(info.reference, info.total, info.seqnum, data), data
+        return None, data
+    return None, payload
+
+
+def mo_identity(pdu: DeliverSm | DataSm, payload: bytes, part: Part | None = None) -> tuple[str, int]:
+    """An id that a redelivery of the same MO reproduces, and how long to remember it.
+
+    With a `user_message_reference` from the SMSC the id tells repeated sends of the same text
+    apart for a day. Without one, only the content identifies the MO, so it is remembered for a
+    few minutes: long enough to absorb redelivery, short enough not to swallow a real repeat.
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for value in (pdu.source_addr, pdu.destination_addr, str(pdu.data_coding), str(pdu.user_message_reference),
+                  str(pdu.its_session_info), str(part.reference if part else ""), str(part.total if part else "")):
+        digest.update(value.encode() + b"\x00")
+    digest.update(payload)
+    ttl = MO_TTL_WITH_REFERENCE_S if pdu.user_message_reference is not None else MO_TTL_CONTENT_ONLY_S
+    return digest.hexdigest(), ttl
+
+
+def parse_receipt(pdu: DeliverSm | DataSm, text: str) -> Receipt | None:
+    """A delivery receipt from its TLVs, else from the de-facto `id:... stat:...` text."""
+    match = _RECEIPT_TEXT.search(text)
+    message_id = pdu.receipted_message_id or (match.group("id") if match else None)
+    if not message_id:
+        return None
+    state: MessageState | None = None
+    if pdu.message_state is not None:
+        try:
+            state = MessageState(pdu.message_state)
+        except ValueError:
+            state = MessageState.UNKNOWN
+    elif match:
+        state = _STAT_WORDS.get(match.group("stat").upper(), MessageState.UNKNOWN)
+    err = match.group("err") if match and match.group("err") else ""
+    return Receipt(message_id, state or MessageState.UNKNOWN, err)

@@ -1,0 +1,225 @@
+"""The gateway: SMPP binds in, handlers in the middle, MTs out, with nothing kept in memory
+that another gateway process on the same Redis would need.
+
+An MO is answered ESME_ROK only after its handler's commit is durable in Redis, ESME_RX_T_APPN
+when Redis is unreachable (the SMSC keeps it and retries). MTs are queued in the same commit
+and sent after it; one whose sender died is picked up by any gateway once its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+
+import structlog
+
+from gateway.esme import EsmeClient
+from gateway.inbound import find_part, mo_identity, parse_receipt
+from gateway.router import Router
+from handlers.base import Channel, HandlerContext, InboundMessage
+from ussdgw.config import Settings
+from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
+from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
+from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
+
+log = structlog.get_logger("ussdgw.gateway")
+
+USSD_MAX_OCTETS = 160
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, router: Router) -> None:
+        self.settings = settings
+        self.store = store
+        self.router = router
+        self.clients = [
+            EsmeClient(
+                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
+                system_type=settings.system_type, window=settings.window, enquire_link_s=settings.enquire_link_s,
+                response_timeout_s=settings.response_timeout_s, reconnect_max_s=settings.reconnect_max_s,
+                name=f"bind-{i + 1}",
+            )
+            for i in range(max(1, settings.binds))
+        ]
+        self._round_robin = itertools.cycle(self.clients)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runners: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._runners = [asyncio.create_task(c.run(), name=c.name) for c in self.clients]
+        self._runners.append(asyncio.create_task(self._recover_loop(), name="mt-recovery"))
+
+    async def wait_bound(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(asyncio.gather(*(c.bound.wait() for c in self.clients)), timeout)
+
+    async def stop(self) -> None:
+        """Finish in-flight work, unbind every link, stop background loops."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
+        for task in self._runners:
+            task.cancel()
+        for task in self._runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ---- inbound ----------------------------------------------------------------------------
+    async def on_deliver(self, pdu: DeliverSm | DataSm) -> int:
+        started = time.perf_counter()
+        try:
+            if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
+                await self._on_receipt(pdu)
+                return Status.ROK
+            message = await self._assemble(pdu)
+            if message is None:
+                return Status.ROK
+            handler_name = await self._dispatch(message)
+        except StoreUnavailable as exc:
+            log.warning("mo_deferred", msisdn=pdu.source_addr, reason="redis_unavailable", error=str(exc))
+            return Status.RX_T_APPN
+        log.info(
+            "mo_handled", msisdn=message.msisdn, to=message.short_code, channel=message.channel, handler=handler_name,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return Status.ROK
+
+    async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:
+        part, payload = find_part(pdu)
+        if part is not None:
+            whole = await self.store.add_part(
+                pdu.source_addr, f"{pdu.destination_addr}:{part.reference}:{part.total}", part.seqnum, part.total,
+                part.payload,
+            )
+            if whole is None:
+                log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
+                return None
+            payload = whole
+        mo_id, mo_ttl = mo_identity(pdu, payload, part)
+        try:
+            text = decode_text(payload, pdu.data_coding)
+        except TextDecodeError:
+            log.info("mo_undecodable", msisdn=pdu.source_addr, data_coding=pdu.data_coding)
+            text = ""
+        is_ussd = pdu.ussd_service_op is not None
+        return InboundMessage(
+            msisdn=pdu.source_addr,
+            short_code=pdu.destination_addr,
+            text=text,
+            channel=Channel.USSD if is_ussd else Channel.SMS,
+            mo_id=mo_id,
+            mo_ttl_s=mo_ttl,
+            ussd_service_op=pdu.ussd_service_op,
+            its_session_info=pdu.its_session_info,
+        )
+
+    async def _dispatch(self, message: InboundMessage) -> str:
+        if message.channel is Channel.USSD:
+            route = self.router.route_ussd(message.text.strip("*#"))
+            handler = route.handler if route else self.router.help_handler
+        else:
+            handler = self.router.route_sms(message.short_code, message.text)
+        ctx = HandlerContext(message, self.store, self.settings)
+        await handler(ctx)
+        if ctx.result is None:
+            raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
+        for mt in ctx.result.messages:
+            self._spawn(self.send(mt))
+        return handler.__qualname__
+
+    async def _on_receipt(self, pdu: DeliverSm) -> None:
+        text = decode_text(pdu.short_message, pdu.data_coding) if pdu.short_message else ""
+        receipt = parse_receipt(pdu, text)
+        if receipt is None:
+            log.warning("receipt_unreadable", msisdn=pdu.source_addr)
+            return
+        known = await self.store.receipt_meet(receipt.message_id, state=receipt.state.name, err=receipt.error)
+        if "msisdn" not in known:
+            log.info("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
+            return
+        await self._record_receipt(known)
+
+    async def _record_receipt(self, known: dict[str, str]) -> None:
+        msisdn, mt_id, state, err = known["msisdn"], known["mt_id"], known["state"], known.get("err", "")
+        outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
+        await self.store.set_mt_state(
+            msisdn, mt_id, state,
+            AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=f"mt={mt_id} state={state} err={err}"),
+        )
+        log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
+
+    # ---- outbound ---------------------------------------------------------------------------
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pick_client(self) -> EsmeClient:
+        for _ in range(len(self.clients)):
+            client = next(self._round_robin)
+            if client.bound.is_set():
+                return client
+        return next(self._round_robin)
+
+    def _submit_pdus(self, mt: OutboundMessage) -> list[SubmitSm]:
+        if mt.ussd_service_op is not None:
+            coding = choose_encoding(mt.text)
+            data = encode_text(mt.text, coding)[:USSD_MAX_OCTETS]
+            return [SubmitSm(service_type="USSD", source_addr=mt.source, destination_addr=mt.destination,
+                             data_coding=coding, short_message=data, ussd_service_op=mt.ussd_service_op,
+                             its_session_info=mt.its_session_info)]
+        split = split_text(mt.text, reference=random.randrange(256))
+        esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
+        return [
+            SubmitSm(source_addr_ton=5 if not mt.source.isdigit() else 0, source_addr=mt.source,
+                     dest_addr_ton=1, dest_addr_npi=1, destination_addr=mt.destination, esm_class=esm_class,
+                     registered_delivery=1, data_coding=split.data_coding, short_message=part)
+            for part in split.parts
+        ]
+
+    async def send(self, mt: OutboundMessage) -> bool:
+        """Submit one MT (all its parts); leave it queued for recovery if the link stays down."""
+        message_ids: list[str] = []
+        status = Status.ROK
+        for pdu in self._submit_pdus(mt):
+            resp = await self._pick_client().submit(pdu)
+            if resp.status in (Status.RMSGQFUL, Status.RTHROTTLED):
+                log.warning("mt_postponed", msisdn=mt.destination, mt_id=mt.mt_id, status=resp.status)
+                return False
+            if resp.status != Status.ROK:
+                status = Status(resp.status) if resp.status in Status._value2member_map_ else Status.RUNKNOWNERR
+                break
+            message_ids.append(resp.message_id)
+        channel = Channel.USSD if mt.ussd_service_op is not None else Channel.SMS
+        outcome = "ok" if status == Status.ROK else "failed"
+        try:
+            await self.store.mt_done(
+                mt.destination, mt.mt_id,
+                AuditEvent("mt_submitted", channel, outcome=outcome,
+                           detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}"),
+            )
+            await self.store.set_mt_state(mt.destination, mt.mt_id, "SUBMITTED" if outcome == "ok" else "REJECTED")
+            for message_id in message_ids:
+                known = await self.store.receipt_meet(message_id, msisdn=mt.destination, mt_id=mt.mt_id)
+                if "state" in known:
+                    await self._record_receipt(known)
+        except StoreUnavailable:
+            log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
+        log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
+        return status == Status.ROK
+
+    async def _recover_loop(self) -> None:
+        interval = max(0.2, self.settings.mt_lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for mt in await self.store.reclaim():
+                    log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
+                    self._spawn(self.send(mt))
+            except StoreUnavailable:
+                continue
+            except Exception:
+                log.exception("mt_recovery_failed")

@@ -1,0 +1,56 @@
+"""R1, R2, P1-P4: a new self-care password by SMS (ПАРОЛЬ to 3339, логин to 7888).
+
+The plain password exists only in the reply MT (sealed while queued) and never in a log.
+Issuing one clears the P4 lock and the wrong-password counter.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from handlers.base import HandlerContext
+from sms_codes import Decision, format_retry_reply, generate_password
+from ussdgw.store import AuditEvent, Change, RateGuard
+
+log = structlog.get_logger("ussdgw.handlers.password")
+
+
+
+def secret_guard(ctx: HandlerContext) -> RateGuard:
+    return RateGuard("secret", cooldown_s=ctx.settings.secret_cooldown_s, per_hour=ctx.settings.secret_per_hour)
+
+
+def password_reply(password: str) -> str:
+    return f"Пароль для входа в Личный кабинет: {password}\nЛогин - ваш номер телефона. Никому не сообщайте пароль."
+
+
+async def issue_password(ctx: HandlerContext) -> None:
+    guard = secret_guard(ctx)
+    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    if refused is None:
+        password = generate_password()
+        pw_hash = await ctx.hash_password(password)
+        result = await ctx.reply(
+            password_reply(password),
+            change=Change(
+                set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(time.time())},
+                rate_guards=[guard],
+            ),
+            audit=[AuditEvent("password_issued", ctx.message.channel, detail=f"via={ctx.message.short_code}")],
+            secret=True,
+        )
+        if not result.refused:
+            log.info("password_issued", msisdn=ctx.msisdn, outcome=result.outcome)
+            return
+        assert result.reason is not None and result.retry_at is not None
+        refused = (result.reason, result.retry_at)
+    reason, retry_at = refused
+    decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
+                        per_hour=guard.per_hour)
+    await ctx.reply(
+        format_retry_reply(decision, time.time()),
+        audit=[AuditEvent("password_refused", ctx.message.channel, outcome="rate_limited", detail=reason)],
+    )
+    log.info("password_rate_limited", msisdn=ctx.msisdn, reason=reason)

@@ -1,0 +1,38 @@
+"""The explicit registry: every short code and USSD string the platform serves (SPEC R1-R9)."""
+
+from __future__ import annotations
+
+from gateway.router import Router, SmsRoute, UssdRoute
+from handlers.base import HandlerContext
+from handlers.password import issue_password
+from ussdgw.store import AuditEvent
+
+SMS_ROUTES = [
+    SmsRoute("3339", frozenset({"пароль", "parol", "password"}), issue_password,
+             "ПАРОЛЬ - новый пароль для Личного кабинета"),
+    SmsRoute("7888", frozenset({"логин", "login"}), issue_password, "ЛОГИН - восстановить пароль"),
+]
+USSD_ROUTES: list[UssdRoute] = []
+
+
+def help_text_for(router: Router, short_code: str) -> str:
+    routes = router.sms_routes(short_code)
+    if routes:
+        lines = "; ".join(r.description for r in routes)
+        return f"Не удалось распознать запрос. На номер {short_code} можно отправить: {lines}."
+    codes = ", ".join(router.short_codes())
+    return f"Номер {short_code} не обслуживается. Сервисные номера: {codes}. Справка: *111#."
+
+
+def build_router() -> Router:
+    router: Router
+
+    async def send_help(ctx: HandlerContext) -> None:
+        """R9: the help reply of the code that was written to."""
+        await ctx.reply(
+            help_text_for(router, ctx.message.short_code),
+            audit=[AuditEvent("unknown_request", ctx.message.channel, outcome="help_sent")],
+        )
+
+    router = Router(SMS_ROUTES, USSD_ROUTES, send_help)
+    return router

@@ -1,0 +1,406 @@
+"""The SMSC simulator: an asyncio SMPP server in front of the virtual phones.
+
+- binds are checked against configured accounts (ESME_RINVSYSID / ESME_RINVPASWD otherwise);
+- an MO from a phone becomes a deliver_sm to a bound receiver, retried until it is acknowledged
+  with ESME_ROK (ESME_RX_T_APPN, a timeout or a dropped link all mean "again, later");
+- a submit_sm goes to the phone, which decides its fate; a receipt follows when one was asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from simulator.phones import PhoneBook
+from ussdgw.smpp.concat import ConcatError, parse_udh
+from ussdgw.smpp.pdu import (
+    Bind,
+    BindResp,
+    DataSm,
+    DataSmResp,
+    DeliverSm,
+    EsmClass,
+    MessageState,
+    Pdu,
+    QuerySm,
+    QuerySmResp,
+    Status,
+    SubmitSm,
+    SubmitSmResp,
+)
+from ussdgw.smpp.session import ProtocolError, RequestReceived, ResponseReceived, Role, SmppSession, Unbound
+from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
+
+log = structlog.get_logger("ussdgw.smsc")
+
+_STAT_WORD = {
+    MessageState.DELIVERED: "DELIVRD", MessageState.EXPIRED: "EXPIRED", MessageState.DELETED: "DELETED",
+    MessageState.UNDELIVERABLE: "UNDELIV", MessageState.ACCEPTED: "ACCEPTD", MessageState.UNKNOWN: "UNKNOWN",
+    MessageState.REJECTED: "REJECTD", MessageState.ENROUTE: "ENROUTE",
+}
+
+
+@dataclass(slots=True)
+class PendingMo:
+    """A deliver_sm the SMSC owes an ESME, kept until acknowledged."""
+
+    mo_id: str
+    pdu: DeliverSm
+    msisdn: str
+    system_id: str | None = None  # receipts go back to the bind that submitted the MT
+    attempts: int = 0
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)
+    last_status: int | None = None
+
+
+@dataclass(slots=True)
+class MtRecord:
+    message_id: str
+    system_id: str
+    source: str
+    destination: str
+    submitted_at: float
+    state: MessageState = MessageState.ENROUTE
+    error: int = 0
+    done_at: float | None = None
+    registered_delivery: int = 0
+
+
+class SmscConnection:
+    def __init__(self, smsc: Smsc, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.smsc = smsc
+        self.reader = reader
+        self.writer = writer
+        self.session = SmppSession(Role.SMSC)
+        self.pending: dict[int, asyncio.Future[Pdu]] = {}
+        self.peer = writer.get_extra_info("peername")
+        self.window = asyncio.Semaphore(smsc.window)
+
+    def flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def request(self, pdu: Pdu, timeout: float) -> Pdu:
+        async with self.window:
+            sent = self.session.send(pdu)
+            future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+            self.pending[sent.sequence] = future
+            self.flush()
+            try:
+                return await asyncio.wait_for(future, timeout)
+            finally:
+                self.pending.pop(sent.sequence, None)
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                for event in self.session.receive_data(data):
+                    self._on_event(event)
+                self.flush()
+                if self.session.state.name == "CLOSED":
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("link closed"))
+            self.session.close()
+            self.smsc.forget(self)
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, ResponseReceived):
+            future = self.pending.get(event.pdu.sequence)
+            if future is not None and not future.done():
+                future.set_result(event.pdu)
+        elif isinstance(event, RequestReceived):
+            self.smsc.on_request(self, event.pdu)
+        elif isinstance(event, ProtocolError):
+            log.warning("smsc_protocol_error", peer=str(self.peer), reason=event.reason, status=event.status)
+        elif isinstance(event, Unbound):
+            log.info("esme_unbound", system_id=self.session.system_id)
+
+
+class Smsc:
+    def __init__(
+        self,
+        accounts: dict[str, str],
+        phones: PhoneBook | None = None,
+        *,
+        window: int = 64,
+        deliver_timeout_s: float = 5.0,
+        retry_min_s: float = 0.2,
+        retry_max_s: float = 10.0,
+        validity_s: float = 600.0,
+    ) -> None:
+        self.accounts = accounts
+        self.phones = phones or PhoneBook()
+        self.window = window
+        self.deliver_timeout_s = deliver_timeout_s
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self.validity_s = validity_s
+        self.connections: set[SmscConnection] = set()
+        self.mt_records: dict[str, MtRecord] = {}
+        self.mo_pending: dict[str, PendingMo] = {}
+        self._bound_changed = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._serve_tasks: set[asyncio.Task[Any]] = set()
+        self.host = ""
+        self.port = 0
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._accept, host, port)
+        sock = self._server.sockets[0].getsockname()
+        self.host, self.port = sock[0], sock[1]
+        self._spawn(self._expiry_loop())
+        log.info("smsc_listening", host=self.host, port=self.port)
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.writer.close()
+        for task in list(self._tasks) + list(self._serve_tasks):
+            task.cancel()
+        for task in list(self._tasks) + list(self._serve_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("smsc_stopped")
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = SmscConnection(self, reader, writer)
+        self.connections.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._serve_tasks.add(task)
+        try:
+            await conn.serve()
+        finally:
+            if task is not None:
+                self._serve_tasks.discard(task)
+
+    def forget(self, conn: SmscConnection) -> None:
+        self.connections.discard(conn)
+        self._bound_changed.set()
+
+    async def drop_connections(self) -> None:
+        """Cut every link at once, as a network failure would (for tests and fault drills)."""
+        for conn in list(self.connections):
+            conn.writer.transport.abort()
+
+    # ---- requests from ESMEs ----------------------------------------------------------------
+    def on_request(self, conn: SmscConnection, pdu: Pdu) -> None:
+        if isinstance(pdu, Bind):
+            self._bind(conn, pdu)
+        elif isinstance(pdu, SubmitSm):
+            self._submit(conn, pdu)
+        elif isinstance(pdu, DataSm):
+            conn.session.respond(pdu, DataSmResp(message_id=self._submit_data_sm(conn, pdu)))
+        elif isinstance(pdu, QuerySm):
+            record = self.mt_records.get(pdu.message_id)
+            if record is None:
+                conn.session.respond(pdu, QuerySmResp(status=Status.RQUERYFAIL, message_id=pdu.message_id))
+            else:
+                final = _smpp_time(record.done_at) if record.done_at else ""
+                conn.session.respond(pdu, QuerySmResp(message_id=record.message_id, final_date=final,
+                                                      message_state=record.state, error_code=record.error))
+
+    def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
+        expected = self.accounts.get(pdu.system_id)
+        if expected is None:
+            status = Status.RINVSYSID
+        elif expected != pdu.password:
+            status = Status.RINVPASWD
+        else:
+            status = Status.ROK
+        conn.session.respond(pdu, BindResp(status=status, system_id="ussdgw-smsc" if status == Status.ROK else ""))
+        log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status=Status(status).name)
+        if status == Status.ROK:
+            self._bound_changed.set()
+
+    def _next_message_id(self) -> str:
+        return f"{next(self._ids):08x}{random.getrandbits(32):08x}"
+
+    def _submit(self, conn: SmscConnection, pdu: SubmitSm) -> None:
+        message_id = self._next_message_id()
+        conn.session.respond(pdu, SubmitSmResp(message_id=message_id))
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+                          registered_delivery=pdu.registered_delivery)
+        self.mt_records[message_id] = record
+        try:
+            self._to_phone(record, pdu)
+        except (TextDecodeError, ConcatError) as exc:
+            self._fate(record, MessageState.UNDELIVERABLE, 99)
+            log.info("mt_undecodable", msisdn=pdu.destination_addr, error=str(exc))
+
+    def _submit_data_sm(self, conn: SmscConnection, pdu: DataSm) -> str:
+        message_id = self._next_message_id()
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+                          registered_delivery=pdu.registered_delivery)
+        self.mt_records[message_id] = record
+        text = decode_text(pdu.message_payload or b"", pdu.data_coding)
+        self.phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, message_id, validity_s=self.validity_s,
+                               on_fate=lambda state, err: self._fate(record, state, err))
+        return message_id
+
+    def _to_phone(self, record: MtRecord, pdu: SubmitSm) -> None:
+        payload = pdu.payload
+        phones = self.phones
+        phones.log_pdu(pdu.destination_addr, "gateway->smsc", {
+            "command": "submit_sm", "from": pdu.source_addr, "data_coding": pdu.data_coding,
+            "ussd_service_op": pdu.ussd_service_op, "esm_class": pdu.esm_class, "message_id": record.message_id,
+        })
+        if pdu.ussd_service_op is not None:
+            text = decode_text(payload, pdu.data_coding)
+            phone = phones.get(pdu.destination_addr)
+            phones.add_to_inbox(phone, pdu.source_addr, text, kind="ussd", message_ids=[record.message_id],
+                                ussd_op=pdu.ussd_service_op)
+            self._fate(record, MessageState.DELIVERED, 0)
+            return
+        if pdu.esm_class & EsmClass.UDHI:
+            info, data = parse_udh(payload)
+            if info is not None and info.total > 1:
+                whole = phones.reassemble(pdu.destination_addr, pdu.source_addr, info.reference, info.total,
+                                          info.seqnum, data, pdu.data_coding)
+                if whole is None:
+                    # Parts report their own fate; the phone shows the message once all are in.
+                    self._fate(record, MessageState.DELIVERED, 0)
+                    return
+                payload = whole
+            else:
+                payload = data
+        text = decode_text(payload, pdu.data_coding)
+        phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, record.message_id, validity_s=self.validity_s,
+                          on_fate=lambda state, err: self._fate(record, state, err))
+
+    def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
+        record.state, record.error, record.done_at = state, error, time.time()
+        wants = record.registered_delivery & 0x03
+        if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
+            self._send_receipt(record)
+
+    def _send_receipt(self, record: MtRecord) -> None:
+        stat = _STAT_WORD[record.state]
+        sub = "001" if record.state is MessageState.DELIVERED else "000"
+        text = (f"id:{record.message_id} sub:001 dlvrd:{sub} submit date:{_smpp_date(record.submitted_at)} "
+                f"done date:{_smpp_date(record.done_at or time.time())} stat:{stat} err:{record.error:03d} text:")
+        pdu = DeliverSm(
+            source_addr=record.destination, destination_addr=record.source, esm_class=EsmClass.DELIVERY_RECEIPT,
+            short_message=text.encode("ascii"), receipted_message_id=record.message_id, message_state=record.state,
+            network_error_code=bytes([3]) + record.error.to_bytes(2, "big"),
+        )
+        self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id))
+
+    # ---- MOs to ESMEs -----------------------------------------------------------------------
+    def submit_mo(
+        self, msisdn: str, to: str, text: str, *, ussd_service_op: int | None = None,
+        its_session_info: int | None = None,
+    ) -> list[PendingMo]:
+        """A phone sends an SMS (split into parts when long) or a USSD string; returns what is queued."""
+        phone = self.phones.get(msisdn)
+        reference = phone.take_reference()
+        pdus: list[DeliverSm]
+        if ussd_service_op is not None:
+            coding = choose_encoding(text)
+            pdus = [DeliverSm(service_type="USSD", source_addr_ton=1, source_addr_npi=1, source_addr=msisdn,
+                              destination_addr=to, data_coding=coding, short_message=encode_text(text, coding),
+                              ussd_service_op=ussd_service_op, its_session_info=its_session_info,
+                              user_message_reference=reference)]
+        else:
+            split = split_text(text, reference=reference & 0xFF)
+            pdus = [DeliverSm(source_addr_ton=1, source_addr_npi=1, source_addr=msisdn, destination_addr=to,
+                              esm_class=EsmClass.UDHI if split.esm_class_udhi else 0, data_coding=split.data_coding,
+                              short_message=part, user_message_reference=reference)
+                    for part in split.parts]
+        phone.sent.append({"at": time.time(), "to": to, "text": text, "kind": "ussd" if ussd_service_op is not None
+                           else "sms"})
+        queued = []
+        for i, pdu in enumerate(pdus):
+            mo = PendingMo(f"mo-{msisdn}-{reference}-{i + 1}", pdu, msisdn)
+            self._enqueue(mo)
+            queued.append(mo)
+        return queued
+
+    def _enqueue(self, mo: PendingMo) -> None:
+        self.mo_pending[mo.mo_id] = mo
+        self._spawn(self._deliver_until_acked(mo))
+
+    def _receiver(self, system_id: str | None) -> SmscConnection | None:
+        candidates = [c for c in self.connections if c.session.can_deliver
+                      and (system_id is None or c.session.system_id == system_id)]
+        return random.choice(candidates) if candidates else None
+
+    async def _deliver_until_acked(self, mo: PendingMo) -> None:
+        delay = self.retry_min_s
+        while True:
+            conn = self._receiver(mo.system_id)
+            if conn is None:
+                self._bound_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._bound_changed.wait(), self.retry_max_s)
+                continue
+            mo.attempts += 1
+            try:
+                resp = await conn.request(mo.pdu, self.deliver_timeout_s)
+                mo.last_status = resp.status
+            except (TimeoutError, ConnectionError) as exc:
+                log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=type(exc).__name__)
+                mo.last_status = None
+            else:
+                self.phones.log_pdu(mo.msisdn, "smsc->gateway", {
+                    "command": "deliver_sm", "to": mo.pdu.destination_addr, "status": resp.status,
+                    "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,
+                })
+                if resp.status == Status.ROK:
+                    self.mo_pending.pop(mo.mo_id, None)
+                    mo.delivered.set()
+                    return
+                if resp.status not in (Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR):
+                    log.info("deliver_rejected", mo_id=mo.mo_id, status=resp.status)
+                    self.mo_pending.pop(mo.mo_id, None)
+                    mo.delivered.set()
+                    return
+                log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_s)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.phones.expire_held()
+
+
+def _smpp_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%y%m%d%H%M")
+
+
+def _smpp_time(ts: float) -> str:
+    """SMPP absolute time, UTC: YYMMDDhhmmsstnnp."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%y%m%d%H%M%S") + "000+"

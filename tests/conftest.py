@@ -1,0 +1,69 @@
+"""Fixtures: a real redis-server started for the session, the whole stack on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from simulator.phones import InboxMessage
+from ussdgw.config import Settings
+from ussdgw.redis_server import EmbeddedRedis
+from ussdgw.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url, state_dir=str(tmp_path), secret_key=secrets.token_hex(32),
+        sim_port=0, sim_http_port=0, api_port=0, mt_lease_s=1.0, secret_cooldown_s=0, secret_per_hour=100,
+        enquire_link_s=5.0, response_timeout_s=3.0, reconnect_max_s=0.5,
+    )
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    running = Stack(settings)
+    await running.start()
+    assert running.gateway is not None
+    await running.gateway.wait_bound(5)
+    yield running
+    await running.stop()
+
+
+async def send_and_wait(stack: Stack, msisdn: str, to: str, text: str, *, count: int = 1,
+                        timeout: float = 10.0) -> list[InboxMessage]:
+    """A phone sends an MO; returns the first `count` replies that reach its inbox from `to`."""
+    assert stack.smsc is not None
+    phones = stack.smsc.phones
+    after = phones.last_seq
+    stack.smsc.submit_mo(msisdn, to, text)
+    got: list[InboxMessage] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            fresh = await phones.wait_inbox(msisdn, after, timeout)
+            for message in fresh:
+                after = max(after, message.seq)
+                if message.sender == to:
+                    got.append(message)
+    return got

@@ -1,0 +1,118 @@
+"""R1, R2, R9, P1-P4 over the real channel: phone -> SMSC simulator -> SMPP -> gateway -> Redis -> MT."""
+
+from __future__ import annotations
+
+import re
+
+import redis.asyncio as aioredis
+
+from sms_codes import checksum_ok, verify_password
+from tests.conftest import send_and_wait
+from ussdgw.stack import Stack
+from ussdgw.store import sub_key
+
+PASSWORD = re.compile(r"Личный кабинет: (\S+)")
+
+
+def extract_password(text: str) -> str:
+    match = PASSWORD.search(text)
+    assert match, text
+    return match.group(1)
+
+
+def is_p1(password: str) -> bool:
+    digits = sum(c.isdigit() for c in password)
+    letters = sum(c.isascii() and c.isalpha() for c in password)
+    return digits == 5 and 3 <= letters <= 5 and digits + letters == len(password)
+
+
+async def stored_hash(stack: Stack, msisdn: str) -> str:
+    assert stack.store is not None
+    return (await stack.store.subscriber(msisdn))["pw_hash"]
+
+
+async def test_parol_to_3339_replies_from_3339_with_a_p1_password_that_verifies(stack: Stack) -> None:
+    [reply] = await send_and_wait(stack, "79161234567", "3339", "ПАРОЛЬ")
+    assert reply.sender == "3339"
+    password = extract_password(reply.text)
+    assert is_p1(password) and checksum_ok(password)
+    assert verify_password(password, await stored_hash(stack, "79161234567"))
+
+
+async def test_a_second_request_replaces_the_password_and_the_old_one_stops_verifying(stack: Stack) -> None:
+    [first] = await send_and_wait(stack, "79161234567", "3339", "пароль")
+    [second] = await send_and_wait(stack, "79161234567", "3339", "Parol")
+    old, new = extract_password(first.text), extract_password(second.text)
+    assert old != new
+    stored = await stored_hash(stack, "79161234567")
+    assert verify_password(new, stored)
+    assert not verify_password(old, stored)
+
+
+async def test_every_spelling_of_the_keyword_is_understood(stack: Stack) -> None:
+    for i, spelling in enumerate(["ПАРОЛЬ", "пароль", " Пароль! ", "PAROL", "password", "PASSWORD"]):
+        [reply] = await send_and_wait(stack, f"7916000000{i}", "3339", spelling)
+        assert is_p1(extract_password(reply.text)), spelling
+
+
+async def test_login_to_7888_recovers_the_password_from_7888(stack: Stack) -> None:
+    [reply] = await send_and_wait(stack, "79161230000", "7888", "логин")
+    assert reply.sender == "7888"
+    password = extract_password(reply.text)
+    assert "79161230000" not in reply.text  # the login itself is never sent
+    assert verify_password(password, await stored_hash(stack, "79161230000"))
+
+
+async def test_unknown_keyword_gets_the_help_of_that_code(stack: Stack) -> None:
+    [reply] = await send_and_wait(stack, "79161234567", "3339", "HELLO")
+    assert reply.sender == "3339"
+    assert "ПАРОЛЬ" in reply.text
+    assert stack.store is not None
+    assert "pw_hash" not in await stack.store.subscriber("79161234567")
+
+
+async def test_unknown_short_code_answers_with_the_list_of_codes(stack: Stack) -> None:
+    [reply] = await send_and_wait(stack, "79161234567", "5555", "anything")
+    assert reply.sender == "5555"
+    assert "3339" in reply.text and "7888" in reply.text
+
+
+async def test_cyrillic_arrives_as_ucs2_and_the_reply_goes_out_as_ucs2(stack: Stack) -> None:
+    await send_and_wait(stack, "79161234567", "3339", "пароль")
+    assert stack.smsc is not None
+    log = list(stack.smsc.phones.pdu_log["79161234567"])
+    submits = [e for e in log if e["command"] == "submit_sm"]
+    assert submits and all(e["data_coding"] == 8 for e in submits)
+    mo = stack.smsc.phones.get("79161234567").sent[-1]
+    assert mo["text"] == "пароль"
+
+
+async def test_a_new_password_unlocks_a_locked_account(stack: Stack, redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.hset(sub_key("79161234567"), mapping={"locked": 1, "pw_failures": 3})
+    await send_and_wait(stack, "79161234567", "3339", "ПАРОЛЬ")
+    profile = await client.hgetall(sub_key("79161234567"))
+    await client.aclose()
+    assert profile[b"locked"] == b"0" and profile[b"pw_failures"] == b"0"
+
+
+async def test_unknown_msisdn_gets_an_account_on_first_contact(stack: Stack) -> None:
+    assert stack.store is not None
+    assert await stack.store.subscriber("79990000001") == {}
+    await send_and_wait(stack, "79990000001", "3339", "ПАРОЛЬ")
+    profile = await stack.store.subscriber("79990000001")
+    assert "created_at" in profile and "pw_hash" in profile
+
+
+async def test_every_mo_state_change_and_mt_is_in_the_audit_stream(stack: Stack) -> None:
+    await send_and_wait(stack, "79161234567", "3339", "ПАРОЛЬ")
+    assert stack.store is not None
+    events: list[str] = []
+    for _ in range(50):  # the MT record lands just after the phone sees the SMS
+        events = [e["event"] for e in await stack.store.audit_trail("79161234567")]
+        if "mt_submitted" in events and "mt_receipt" in events:
+            break
+        assert stack.smsc is not None
+        await stack.smsc.phones.wait_change(0.1)
+    assert events[:2] == ["mo_received", "password_issued"]
+    assert "mt_submitted" in events and "mt_receipt" in events

@@ -1,0 +1,99 @@
+"""Settings: built-in defaults, then a TOML file, then environment variables, then command-line flags.
+
+Environment variables are the field names upper-cased with a `USSDGW_` prefix
+(`USSDGW_SMSC_PORT=2776`); `REDIS_URL` is honoured as is. The file is `ussdgw.toml` in the
+working directory, or the one `USSDGW_CONFIG` / `--config` names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Redis: a URL, or empty to run a private redis-server with its data under state_dir.
+    redis_url: str = ""
+    state_dir: str = ".state"
+    # Hex key sealing queued MTs and keying short-lived code hashes; generated into state_dir if empty.
+    secret_key: str = ""
+    # The SMSC the gateway binds to.
+    smsc_host: str = "127.0.0.1"
+    smsc_port: int = 2775
+    system_id: str = "ussdgw"
+    password: str = "ussdgw1"
+    system_type: str = ""
+    binds: int = 1
+    window: int = 64
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    reconnect_max_s: float = 30.0
+    mt_rate_per_s: float = 0.0
+    mt_lease_s: float = 15.0
+    # D2: a secret (password, code) per MSISDN at most once per cool-down and so many per hour.
+    secret_cooldown_s: int = 20
+    secret_per_hour: int = 5
+    # The SMSC simulator and its HTTP API / web phone.
+    sim_host: str = "127.0.0.1"
+    sim_port: int = 2775
+    sim_http_port: int = 8080
+    sim_accounts: dict[str, str] = field(default_factory=lambda: {"ussdgw": "ussdgw1"})
+    # The platform's own HTTP API (self-care).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **clean)
+
+    def secret_key_bytes(self) -> bytes:
+        """The configured key, or one kept in the state folder so restarts can read queued MTs."""
+        if self.secret_key:
+            return bytes.fromhex(self.secret_key)
+        path = Path(self.state_dir) / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return bytes.fromhex(path.read_text().strip())
+
+
+def _coerce(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind.startswith("dict"):
+        return dict(pair.split(":", 1) for pair in raw.split(",") if pair)
+    return raw
+
+
+def load_settings(config_file: str | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or env.get("USSDGW_CONFIG") or ("ussdgw.toml" if Path("ussdgw.toml").exists() else None)
+    names = {f.name for f in dataclasses.fields(Settings)}
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        values.update(data)
+    for name in names:
+        raw = env.get(f"USSDGW_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    if "REDIS_URL" in env and "USSDGW_REDIS_URL" not in env:
+        values["redis_url"] = env["REDIS_URL"]
+    return Settings(**values).with_overrides(**overrides)

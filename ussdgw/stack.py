@@ -1,0 +1,77 @@
+"""The whole platform in one process: Redis (embedded unless REDIS_URL), the SMSC simulator with its
+HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+from gateway.service import Gateway
+from handlers.registry import build_router
+from simulator.http import create_app as create_sim_app
+from simulator.phones import PhoneBook
+from simulator.smsc import Smsc
+from ussdgw.config import Settings
+from ussdgw.redis_server import EmbeddedRedis
+from ussdgw.store import Store
+
+log = structlog.get_logger("ussdgw.stack")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    redis: EmbeddedRedis | None = None
+    store: Store | None = None
+    smsc: Smsc | None = None
+    gateway: Gateway | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    async def start_redis(self) -> str:
+        if self.settings.redis_url:
+            return self.settings.redis_url
+        self.redis = EmbeddedRedis(f"{self.settings.state_dir}/redis")
+        await asyncio.to_thread(self.redis.start)
+        return self.redis.url
+
+    async def start(self, *, smsc: bool = True, gateway: bool = True) -> Stack:
+        url = await self.start_redis()
+        self.endpoints["redis"] = url
+        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
+        if smsc:
+            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window)
+            host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
+            self.endpoints["smsc"] = f"smpp://{host}:{port}"
+            self.endpoints["simulator"] = await self._serve(create_sim_app(self.smsc), self.settings.sim_host,
+                                                            self.settings.sim_http_port)
+            self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
+        if gateway:
+            self.gateway = Gateway(self.settings, self.store, build_router())
+            await self.gateway.start()
+            self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
+        return self
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self.runners.append(runner)
+        bound = runner.addresses[-1]
+        return f"http://{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        if self.smsc is not None:
+            await self.smsc.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
