@@ -59,6 +59,8 @@ class PendingMo:
     attempts: int = 0
     delivered: asyncio.Event = field(default_factory=asyncio.Event)
     last_status: int | None = None
+    # Every attempt's outcome (a command_status, or None for a timeout or a dropped link).
+    outcomes: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
 
 
 @dataclass(slots=True)
@@ -373,7 +375,9 @@ class Smsc:
             except (TimeoutError, ConnectionError) as exc:
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=type(exc).__name__)
                 mo.last_status = None
+                mo.outcomes.put_nowait(None)
             else:
+                mo.outcomes.put_nowait(resp.status)
                 self.phones.log_pdu(mo.msisdn, "smsc->gateway", {
                     "command": "deliver_sm", "to": mo.pdu.destination_addr, "status": resp.status,
                     "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,

@@ -29,7 +29,7 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
+def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     renderer: Any
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -46,5 +46,5 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
