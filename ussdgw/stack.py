@@ -35,7 +35,8 @@ class Stack:
         if self.settings.redis_url:
             return self.settings.redis_url
         self.redis = EmbeddedRedis(f"{self.settings.state_dir}/redis")
-        await asyncio.to_thread(self.redis.start)
+        # Started from the loop's own thread on purpose: the server is tied to its parent thread's life.
+        self.redis.start()
         return self.redis.url
 
     async def start(self, *, smsc: bool = True, gateway: bool = True) -> Stack:
