@@ -13,6 +13,8 @@ import contextlib
 import itertools
 import random
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -152,8 +154,8 @@ class Gateway:
         log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
 
     # ---- outbound ---------------------------------------------------------------------------
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

