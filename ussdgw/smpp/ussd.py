@@ -1,0 +1,299 @@
+"""USSD, I/O-free: the dialled string (TS 22.030), `its_session_info`, and the dialogue state machine.
+
+Nothing here reads a clock, a socket or Redis: every method that needs the time takes `now`, and
+the dialogue serialises itself to JSON so that whichever gateway process gets the next step of a
+dialogue can load it (the store keeps it, see `ussdgw.store`).
+
+The dialogue, as the gateway sees it (PROTOCOL.md "USSD over SMPP")::
+
+    phone dials *111#      deliver_sm op 1 (PSSR indication)   IDLE     --DIAL-->    PROCESSING
+    menu shown, wait       submit_sm  op 2 (USSR request)      PROCESSING --SHOW-->  WAITING
+    subscriber types 2     deliver_sm op 18 (USSR confirm)     WAITING  --ANSWER-->  PROCESSING
+    result shown, closed   submit_sm  op 17 (PSSR response)    PROCESSING --END-->   CLOSED
+    network releases       deliver_sm op 0x81 / 16 / 17        *        --ABORT-->   ABORTED
+    nobody answers in time (checked when the next MO comes)    WAITING  --TIMEOUT--> TIMED_OUT
+
+Every transition is in `TRANSITIONS`; anything else raises `IllegalTransition`.
+
+Errors (each carries `reply`, the Russian text that ends the dialogue on the phone)::
+
+    UssdError
+     +-- MalformedUssdString   the dialled string is not *SC[*SI...]# (TS 22.030)
+     +-- DialogueExpired       an answer came after the step or the whole dialogue timed out
+     +-- IllegalTransition     an event the current state does not allow (role, state, event named)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any
+
+from ussdgw.smpp.pdu import UssdOp
+from ussdgw.smpp.text import GSM7, UCS2, choose_encoding, encode_text
+
+MAX_USSD_STRING = 182  # characters in one USSD string (GSM 7-bit, TS 23.038)
+USSD_MAX_OCTETS = 160  # one USSD message (GSM 04.80)
+USSD_MAX_GSM7 = 160  # unpacked septets: SMPP carries GSM 7-bit one septet per octet
+USSD_MAX_UCS2 = 80  # characters: Cyrillic menus are UCS2, two octets each
+VENDOR_ABORT_OPS = frozenset({0x81})  # "user aborted", as one vendor sends it
+
+# *SC[*SI]*...# or #SC#: 1-2 leading * / #, a 1-4 digit service code, then *-separated
+# supplementary parts of digits (a leading + for an international number), then #.
+_USSD_STRING = re.compile(r"^(?P<prefix>[*#]{1,2})(?P<code>\d{1,4})(?P<rest>(?:\*\+?\d{1,20})*)#$")
+
+
+class UssdError(Exception):
+    """Root of this module's errors; `reply` is what the subscriber sees as the dialogue ends."""
+
+    reply = "Запрос не выполнен. Попробуйте ещё раз позже."
+
+    def __init__(self, message: str, reply: str | None = None) -> None:
+        super().__init__(message)
+        if reply is not None:
+            self.reply = reply
+
+
+class MalformedUssdString(UssdError):
+    reply = "Неверный USSD-запрос. Наберите, например, *100# или *111#."
+
+
+class DialogueExpired(UssdError):
+    reply = "Время ожидания ответа истекло, сеанс завершён. Наберите запрос ещё раз."
+
+
+class IllegalTransition(UssdError):
+    def __init__(self, role: str, state: DialogueState, event: DialogueEvent) -> None:
+        super().__init__(f"{role}: event {event.name} is not allowed in state {state.name}")
+        self.state = state
+        self.event = event
+
+
+# ---- the dialled string ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UssdString:
+    """`*111*828*1#` -> service code `111`, supplementary parts `('828', '1')`."""
+
+    raw: str
+    prefix: str
+    service_code: str
+    parts: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """Service code and parts joined by `*` (`111*828*1`): what the router matches prefixes of."""
+        return "*".join((self.service_code, *self.parts))
+
+
+def parse_ussd_string(text: str) -> UssdString:
+    """Parse what the subscriber dialled; raises `MalformedUssdString` with a reply for anything else."""
+    raw = text.strip()
+    if not raw:
+        raise MalformedUssdString("empty USSD string")
+    if len(raw) > MAX_USSD_STRING:
+        raise MalformedUssdString(f"USSD string of {len(raw)} characters, more than {MAX_USSD_STRING}")
+    match = _USSD_STRING.match(raw)
+    if match is None:
+        raise MalformedUssdString(f"not a USSD string: {raw[:40]!r}")
+    rest = match.group("rest")
+    parts = tuple(rest[1:].split("*")) if rest else ()
+    return UssdString(raw, match.group("prefix"), match.group("code"), parts)
+
+
+# ---- its_session_info (TLV 0x1383) ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Octet 1: session number; octet 2: sequence number << 1 | end-of-session bit."""
+
+    session: int
+    sequence: int
+    end: bool = False
+
+    def pack(self) -> int:
+        if not 0 <= self.session <= 0xFF or not 0 <= self.sequence <= 0x7F:
+            raise ValueError(f"its_session_info out of range: session {self.session}, sequence {self.sequence}")
+        return self.session << 8 | self.sequence << 1 | int(self.end)
+
+
+def unpack_session_info(value: int) -> SessionInfo:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"its_session_info {value} does not fit two octets")
+    return SessionInfo(value >> 8, (value & 0xFF) >> 1, bool(value & 1))
+
+
+def reply_session_info(received: int | None, *, end: bool) -> int | None:
+    """The value to echo in a reply: the same session and sequence, the end bit set when closing."""
+    if received is None:
+        return None
+    info = unpack_session_info(received)
+    return SessionInfo(info.session, info.sequence, end).pack()
+
+
+# ---- what an inbound ussd_service_op means ---------------------------------------------------------
+class MoKind(Enum):
+    DIAL = "dial"  # a new dialogue: PSSR indication (1) or phase-1 PSSD indication (0)
+    ANSWER = "answer"  # the subscriber's answer to our USSR request: USSR confirm (18)
+    ABORT = "abort"  # the network released the dialogue
+    NOTICE_ACK = "notice_ack"  # USSN confirm (19): the phone saw a notice, nothing to answer
+    UNSUPPORTED = "unsupported"  # an op meant for the other direction, or a vendor op we do not know
+
+
+def classify_op(op: int | None, session_info: int | None = None) -> MoKind:
+    """Map an inbound ussd_service_op (and an end-of-session bit, if any) to what it means here."""
+    if op in (UssdOp.PSSR_INDICATION, UssdOp.PSSD_INDICATION):
+        return MoKind.DIAL
+    if op == UssdOp.USSR_CONFIRM:
+        if session_info is not None and unpack_session_info(session_info).end:
+            return MoKind.ABORT
+        return MoKind.ANSWER
+    if op in VENDOR_ABORT_OPS or op in (UssdOp.PSSD_RESPONSE, UssdOp.PSSR_RESPONSE):
+        return MoKind.ABORT
+    if op == UssdOp.USSN_CONFIRM:
+        return MoKind.NOTICE_ACK
+    return MoKind.UNSUPPORTED
+
+
+# ---- fitting text into one USSD message --------------------------------------------------------------
+def ussd_length(text: str) -> tuple[int, int]:
+    """(units used, units allowed) for one USSD message: septets of 160 in GSM 7-bit, else UCS2 chars of 80."""
+    coding = choose_encoding(text)
+    if coding == GSM7:
+        return len(encode_text(text, GSM7)), USSD_MAX_GSM7
+    return len(encode_text(text, UCS2)) // 2, USSD_MAX_UCS2
+
+
+def fits_one_message(text: str) -> bool:
+    used, allowed = ussd_length(text)
+    return used <= allowed
+
+
+# ---- the dialogue ----------------------------------------------------------------------------------
+class DialogueState(IntEnum):
+    IDLE = 0
+    PROCESSING = 1  # an MO is being handled; the reply is not decided yet
+    WAITING = 2  # a USSR request went out: waiting for the subscriber's answer
+    CLOSED = 3  # a PSSR response went out
+    ABORTED = 4  # the network released the dialogue
+    TIMED_OUT = 5  # the answer did not come in time (per step or whole dialogue)
+
+
+class DialogueEvent(Enum):
+    DIAL = "dial"
+    SHOW = "show"
+    ANSWER = "answer"
+    END = "end"
+    ABORT = "abort"
+    TIMEOUT = "timeout"
+
+
+_S, _E = DialogueState, DialogueEvent
+TRANSITIONS: dict[tuple[DialogueState, DialogueEvent], DialogueState] = {
+    (_S.IDLE, _E.DIAL): _S.PROCESSING,
+    (_S.PROCESSING, _E.SHOW): _S.WAITING,
+    (_S.PROCESSING, _E.END): _S.CLOSED,
+    (_S.PROCESSING, _E.ABORT): _S.ABORTED,
+    (_S.WAITING, _E.ANSWER): _S.PROCESSING,
+    (_S.WAITING, _E.ABORT): _S.ABORTED,
+    (_S.WAITING, _E.TIMEOUT): _S.TIMED_OUT,
+    (_S.WAITING, _E.END): _S.CLOSED,  # the application closes a waiting dialogue (a new dial replaced it)
+}
+TERMINAL = frozenset({_S.CLOSED, _S.ABORTED, _S.TIMED_OUT})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    step_s: float = 60.0  # for the subscriber's answer to one screen
+    dialogue_s: float = 180.0  # for the whole dialogue, however quick each answer
+
+
+@dataclass(slots=True)
+class UssdDialogue:
+    """One subscriber's USSD dialogue. `data` is the application's own state (JSON-able)."""
+
+    msisdn: str
+    service_code: str
+    started_at: float
+    dialogue_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    state: DialogueState = DialogueState.IDLE
+    step: int = 0  # answers taken so far
+    step_at: float = 0.0  # when the last screen went out
+    session_info: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    ROLE = "ussd dialogue"
+
+    @classmethod
+    def dial(cls, msisdn: str, service_code: str, now: float, session_info: int | None = None) -> UssdDialogue:
+        """A new dialogue for a dialled string (it replaces whatever the phone had open)."""
+        dialogue = cls(msisdn, service_code, started_at=now, step_at=now, session_info=session_info)
+        dialogue._apply(DialogueEvent.DIAL)
+        return dialogue
+
+    @property
+    def version(self) -> str:
+        """Changes with every step: the store refuses to save a step computed from an older one."""
+        return f"{self.dialogue_id}:{self.step}"
+
+    def _apply(self, event: DialogueEvent) -> None:
+        target = TRANSITIONS.get((self.state, event))
+        if target is None:
+            raise IllegalTransition(self.ROLE, self.state, event)
+        self.state = target
+
+    def deadline(self, timeouts: Timeouts) -> float:
+        """When the dialogue stops accepting an answer."""
+        return min(self.step_at + timeouts.step_s, self.started_at + timeouts.dialogue_s)
+
+    def answer(self, now: float, timeouts: Timeouts, session_info: int | None = None) -> None:
+        """The subscriber answered; raises `DialogueExpired` (state TIMED_OUT) when it came too late."""
+        if self.state is DialogueState.WAITING and now > self.deadline(timeouts):
+            self._apply(DialogueEvent.TIMEOUT)
+            whole = now > self.started_at + timeouts.dialogue_s
+            raise DialogueExpired(f"answer {now - self.step_at:.1f}s after the screen "
+                                  f"({'dialogue' if whole else 'step'} timeout)")
+        self._apply(DialogueEvent.ANSWER)
+        self.step += 1
+        if session_info is not None:
+            self.session_info = session_info
+
+    def show(self, now: float) -> None:
+        """A screen goes out and the dialogue waits for the answer (USSR request)."""
+        self._apply(DialogueEvent.SHOW)
+        self.step_at = now
+
+    def end(self) -> None:
+        """The last screen goes out and the dialogue closes (PSSR response)."""
+        self._apply(DialogueEvent.END)
+
+    def abort(self) -> None:
+        self._apply(DialogueEvent.ABORT)
+
+    @property
+    def closed(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def reply_op(self) -> UssdOp:
+        """The ussd_service_op of the reply that the current state calls for."""
+        if self.state is DialogueState.WAITING:
+            return UssdOp.USSR_REQUEST
+        if self.state is DialogueState.CLOSED:
+            return UssdOp.PSSR_RESPONSE
+        raise IllegalTransition(self.ROLE, self.state, DialogueEvent.SHOW)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"msisdn": self.msisdn, "service_code": self.service_code, "started_at": self.started_at,
+             "id": self.dialogue_id, "state": int(self.state), "step": self.step, "step_at": self.step_at,
+             "session_info": self.session_info, "data": self.data},
+            ensure_ascii=False, separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> UssdDialogue:
+        d = json.loads(raw)
+        return cls(d["msisdn"], d["service_code"], d["started_at"], d["id"], DialogueState(d["state"]), d["step"],
+                   d["step_at"], d["session_info"], d["data"])
