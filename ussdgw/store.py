@@ -266,6 +266,135 @@ return {out, redis.call('HLEN', KEYS[1])}
 """
 
 
+# =============================================================================================
+# USSD (issue 4): dialogue state, one step = one atomic script; N2 review index.
+#
+#     sub:{m}:ussd       hash     the phone's one open USSD dialogue: v = version (dialogue id:step),
+#                                 d = JSON (`ussdgw.smpp.ussd.UssdDialogue`); PEXPIRE at the nearer of
+#                                 the step and the whole-dialogue deadline, plus a grace so that a late
+#                                 answer is told politely that it came too late
+#     n2:pending         zset     msisdn -> when its N2 "Управление номерами" application is due for
+#                                 review (an index, rebuildable: the application is the n2_* fields
+#                                 of sub:{m})
+#
+# A USSD step is one `ussd_commit`: the usual commit (subscriber change, reply MTs, audit, MO mark)
+# and the dialogue write or delete, in one script. It answers `conflict` and changes nothing when
+# the dialogue moved on since the step was computed from it; a duplicate MO leaves it alone.
+# =============================================================================================
+
+N2_PENDING = "n2:pending"
+
+
+def ussd_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:ussd"
+
+
+# KEYS: as `_COMMIT_LUA`, then the dialogue key last; ARGV[1] as `_COMMIT_LUA`,
+# ARGV[2]: JSON {expect?: version the step was computed from, write?: dialogue JSON, version, ttl_ms}
+_USSD_COMMIT_LUA = "local function base_commit()\n" + _COMMIT_LUA + """
+end
+local d = cjson.decode(ARGV[2])
+local dk = KEYS[#KEYS]
+local duplicate = cjson.decode(ARGV[1]).mo and redis.call('EXISTS', KEYS[2]) == 1
+if not duplicate and d.expect and (redis.call('HGET', dk, 'v') or '') ~= d.expect then
+  return {'conflict'}
+end
+local r = base_commit()
+if r[1] == 'applied' then
+  redis.call('DEL', dk)
+  if d.write then
+    redis.call('HSET', dk, 'v', d.version, 'd', d.write)
+    redis.call('PEXPIRE', dk, d.ttl_ms)
+  end
+end
+return r
+"""
+
+async def ussd_load(store: Store, msisdn: str, mo_id: str | None) -> tuple[bool, bytes | None]:
+    """(was this MO applied already, the open dialogue's JSON or None), in one round trip."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(mo_key(msisdn, mo_id or "-"))
+        pipe.hget(ussd_key(msisdn), "d")
+        seen, raw = await _guard(pipe.execute())
+    return bool(seen) and mo_id is not None, raw
+
+
+async def ussd_commit(
+    store: Store,
+    msisdn: str,
+    *,
+    mo_id: str | None,
+    mo_ttl_s: int = MO_TTL_S,
+    expect: str | None,
+    dialogue: str | None,
+    version: str = "",
+    ttl_s: float = 0.0,
+    change: Change = Change(),
+    messages: Sequence[OutboundMessage] = (),
+    audit: Sequence[AuditEvent] = (),
+) -> CommitResult:
+    """One USSD step, all or nothing: `Store.commit` plus writing `dialogue` (None: delete it).
+
+    `expect` is the version the step was computed from (None: replace whatever is open, as a new
+    dial does); outcome `conflict` means another step got there first and nothing was written.
+    """
+    script = getattr(store, "_ussd_commit_script", None)
+    if script is None:  # registered once per Store, like the scripts in Store.__init__
+        script = store.redis.register_script(_USSD_COMMIT_LUA)
+        setattr(store, "_ussd_commit_script", script)  # noqa: B010  (Store is not ours to extend)
+    now = time.time()
+    payload = {
+        "now": now, "lease_until": now + store.lease_s, "mo": mo_id is not None, "mo_ttl": mo_ttl_s,
+        "audit_maxlen": AUDIT_MAXLEN, "create": _flat({"created_at": f"{now:.0f}"}),
+        "set": _flat(change.set_fields), "incr": _flat(change.incr_fields), "del": list(change.delete_fields),
+        "guards": [[g.cooldown_s, g.per_hour] for g in change.rate_guards],
+        "mts": [[m.mt_id, store.sealer.seal(m.to_json()).hex()] for m in messages],
+        "audit": [a.fields(now) for a in audit],
+    }
+    step: dict[str, Any] = {"version": version, "ttl_ms": max(1, int(ttl_s * 1000))}
+    if expect is not None:
+        step["expect"] = expect
+    if dialogue is not None:
+        step["write"] = dialogue
+    keys = [
+        sub_key(msisdn), mo_key(msisdn, mo_id or "-"), outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn),
+        *(rate_key(msisdn, g.name) for g in change.rate_guards), ussd_key(msisdn),
+    ]
+    args = [json.dumps(payload, ensure_ascii=False), json.dumps(step, ensure_ascii=False)]
+    result = await _guard(script(keys=keys, args=args))
+    outcome = result[0].decode()
+    if outcome == "conflict":
+        return CommitResult("conflict")
+    if outcome == "limited":
+        return CommitResult("limited", reason=result[1].decode(), retry_at=float(result[2]))
+    sent = tuple(store._unseal(b) for b in result[1:]) if outcome == "duplicate" else tuple(messages)
+    if sent:
+        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+    return CommitResult(outcome, messages=sent)
+
+
+async def ussd_dialogue_ttl(store: Store, msisdn: str) -> float | None:
+    """Seconds the open dialogue has left in Redis (None when there is none)."""
+    ms = int(await _guard(store.redis.pttl(ussd_key(msisdn))))
+    return ms / 1000 if ms >= 0 else None
+
+
+async def n2_index_add(store: Store, msisdn: str, due_at: float) -> None:
+    await _guard(store.redis.zadd(N2_PENDING, {msisdn: due_at}))
+
+
+async def n2_index_remove(store: Store, msisdn: str) -> None:
+    await _guard(store.redis.zrem(N2_PENDING, msisdn))
+
+
+async def n2_index_due(store: Store, now: float, limit: int = 100) -> list[str]:
+    raw = await _guard(store.redis.zrangebyscore(N2_PENDING, "-inf", now, start=0, num=limit))
+    return [m.decode() for m in raw]
+
+
+# ============================================ end of USSD (issue 4) ==========================
+
+
 class Sealer:
     """AES-GCM around MT bodies at rest, so a password in a queued SMS is never plain in Redis."""
 
@@ -470,3 +599,332 @@ async def _guard(awaitable: Any) -> Any:
         return await awaitable
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise StoreUnavailable(str(exc)) from exc
+
+
+# =============================================================================================
+# Self-care (issue 3): sessions, sign-in lock, linked numbers, holds and transfers, archives.
+#
+#     sub:{m}:ops            hash     operation id -> outcome (top-up payment ids, owner changes):
+#                                     a retried or recovered step finds its mark and is not redone
+#     sub:{m}:holds          hash     <op> -> JSON {purpose, to, field, amount, at}, <op>:state ->
+#                                     held | captured | refunded: money or points taken from this
+#                                     subscriber for a step that happens in another subscriber's slot
+#     sub:{m}:gifts          hash     M6 incoming gifts: <tid> -> JSON {from, amount}, <tid>:state ->
+#                                     offered | accepted | expired | void, <tid>:expires, code:<digest> -> tid
+#     sub:{m}:linked         set      N1 numbers this subscriber may act on (their password was shown)
+#     sub:{m}:blacklist      set      M4 Родительский контроль: numbers this (child's) number must not reach
+#     sub:{m}:locator:allow  set      M4 Локатор: numbers this subscriber agreed to be located by
+#     sub:{m}:mms_archive    string   A2 the MMS archive is open while this key lives (TTL 72 h)
+#     session:<sha256>       string   P5 a signed-in session, JSON; the key is the token's hash, TTL
+#     holds:index            zset     "msisdn|op" -> time held (recovery scan; rebuildable)
+#
+# A change to one subscriber is one `sc_apply` call: one Lua script that checks its conditions,
+# applies every write, queues MTs and audits, or refuses with a code and changes nothing (the
+# refusal itself is audited, P10). A cross-subscriber change (a gift, an owner change paid from
+# another number) is a hold in the payer's slot, then an idempotent step in the other slot keyed
+# by the operation id, then the hold is captured or refunded; `holds:index` lets recovery finish
+# whatever a crash left in between. No step ever spans two slots.
+# =============================================================================================
+
+import hashlib  # noqa: E402  (kept with the section that uses it)
+import weakref  # noqa: E402
+
+HOLDS_INDEX = "holds:index"
+
+
+def ops_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:ops"
+
+
+def holds_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:holds"
+
+
+def gifts_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:gifts"
+
+
+def linked_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:linked"
+
+
+def blacklist_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:blacklist"
+
+
+def locator_allow_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:locator:allow"
+
+
+def mms_archive_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:mms_archive"
+
+
+def session_key(token: str) -> str:
+    """Sessions are found by the token's SHA-256: a Redis dump does not hold usable tokens."""
+    return "session:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One condition `sc_apply` tests before writing; `code` names the refusal if it fails.
+
+    kind: exists | absent | eq | ne (hash field vs `value`), gt | gte | lte (numeric field vs
+    `value`, a missing field counts as 0), member | notmember (set member `value`), scard_lt.
+    """
+
+    kind: str
+    key: str
+    field: str
+    value: str | int
+    code: str
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything one atomic self-care step may check and write, all in one subscriber's slot."""
+
+    checks: list[Check] = field(default_factory=list)
+    hset: list[tuple[str, str, str | int]] = field(default_factory=list)
+    hincr: list[tuple[str, str, int]] = field(default_factory=list)
+    hdel: list[tuple[str, str]] = field(default_factory=list)
+    sadd: list[tuple[str, str]] = field(default_factory=list)
+    srem: list[tuple[str, str]] = field(default_factory=list)
+    setex: list[tuple[str, str, int]] = field(default_factory=list)
+    guards: list[RateGuard] = field(default_factory=list)
+    messages: list[OutboundMessage] = field(default_factory=list)
+    audit: list[AuditEvent] = field(default_factory=list)
+    refusal: AuditEvent | None = None  # audited with outcome = the refusal code
+    must_exist: bool = True
+    read: list[tuple[str, str]] = field(default_factory=list)  # hash fields returned after the change
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """`ok`, or `refused` with `code` (and the field it concerns), or `limited` by a D2 guard."""
+
+    outcome: str
+    code: str = ""
+    detail: str = ""
+    balance_kop: int = 0
+    autopaid_kop: int = 0
+    retry_at: float | None = None
+    values: tuple[str | None, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+_SC_APPLY_LUA = _RATE_CHECK_LUA + """
+local p = cjson.decode(ARGV[1])
+local function audit(list) redis.call('XADD', KEYS[2], 'MAXLEN', '~', p.maxlen, '*', unpack(list)) end
+local function num(v) return tonumber(v or '0') or 0 end
+local function refuse(code, detail)
+  if p.refusal then
+    audit({'ts', p.ts, 'event', p.refusal[1], 'channel', p.refusal[2], 'outcome', code, 'detail', p.refusal[3]})
+  end
+  return {'refused', code, detail}
+end
+if p.must_exist and redis.call('EXISTS', KEYS[1]) == 0 then return refuse('not_found', '') end
+for _, c in ipairs(p.checks) do
+  local kind, key, fld, val = c[1], KEYS[c[2]], c[3], c[4]
+  local ok
+  if kind == 'member' or kind == 'notmember' then
+    ok = (redis.call('SISMEMBER', key, val) == 1) == (kind == 'member')
+  elseif kind == 'scard_lt' then
+    ok = redis.call('SCARD', key) < num(val)
+  else
+    local cur = redis.call('HGET', key, fld)
+    if kind == 'exists' then ok = cur ~= false
+    elseif kind == 'absent' then ok = cur == false
+    elseif kind == 'eq' then ok = (cur or '') == val
+    elseif kind == 'ne' then ok = (cur or '') ~= val
+    elseif kind == 'gt' then ok = num(cur) > num(val)
+    elseif kind == 'gte' then ok = num(cur) >= num(val)
+    elseif kind == 'lte' then ok = num(cur) <= num(val)
+    else return redis.error_reply('unknown check ' .. kind) end
+  end
+  if not ok then return refuse(c[5], fld) end
+end
+for _, g in ipairs(p.guards) do
+  local refused = rate_check(KEYS[g[1]], g[2], g[3], p.now)
+  if refused then
+    local r = refuse('rate_limited', refused[1])
+    return {'limited', refused[1], refused[2]}
+  end
+end
+local before = num(redis.call('HGET', KEYS[1], 'balance_kop'))
+for _, w in ipairs(p.hset) do redis.call('HSET', KEYS[w[1]], w[2], w[3]) end
+for _, w in ipairs(p.hincr) do redis.call('HINCRBY', KEYS[w[1]], w[2], w[3]) end
+for _, w in ipairs(p.hdel) do redis.call('HDEL', KEYS[w[1]], w[2]) end
+for _, w in ipairs(p.sadd) do redis.call('SADD', KEYS[w[1]], w[2]) end
+for _, w in ipairs(p.srem) do redis.call('SREM', KEYS[w[1]], w[2]) end
+for _, w in ipairs(p.setex) do redis.call('SET', KEYS[w[1]], w[2], 'EX', w[3]) end
+for i, g in ipairs(p.guards) do
+  redis.call('ZADD', KEYS[g[1]], p.now, tostring(p.now) .. ':' .. tostring(i))
+  redis.call('EXPIRE', KEYS[g[1]], 3600)
+end
+for _, m in ipairs(p.mts) do
+  redis.call('HSET', KEYS[3], m[1], m[2])
+  redis.call('ZADD', KEYS[4], p.lease_until, m[1])
+end
+for _, a in ipairs(p.audit) do audit(a) end
+-- Автоплатёж (M4): a debit that leaves the balance at or below the threshold tops it up at once.
+local after = num(redis.call('HGET', KEYS[1], 'balance_kop'))
+local autopaid = 0
+if after < before then
+  local amount = num(redis.call('HGET', KEYS[1], 'autopay_amount_kop'))
+  if amount > 0 and after <= num(redis.call('HGET', KEYS[1], 'autopay_threshold_kop')) then
+    redis.call('HINCRBY', KEYS[1], 'balance_kop', amount)
+    autopaid = amount
+    audit({'ts', p.ts, 'event', 'autopay_topup', 'channel', 'billing', 'outcome', 'ok',
+           'detail', 'amount_kop=' .. amount})
+  end
+end
+local out = {'ok', tostring(after + autopaid), tostring(autopaid)}
+for _, r in ipairs(p.read) do
+  local v = redis.call('HGET', KEYS[r[1]], r[2])
+  table.insert(out, v or '')
+  table.insert(out, v and '1' or '0')
+end
+return out
+"""
+
+# KEYS: rate key; ARGV: cooldown, per_hour, now -> {} and the attempt counted, or {reason, retry_at}
+_SC_ATTEMPT_LUA = _RATE_CHECK_LUA + """
+local refused = rate_check(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+if refused then return refused end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[3] .. ':' .. ARGV[4])
+redis.call('EXPIRE', KEYS[1], 3600)
+return {}
+"""
+
+# P4: KEYS sub, audit; ARGV expected pw_hash, max failures, maxlen, audit fields...
+# A wrong password counts only against the hash it was tried on (a new SMS password meanwhile wins).
+_SC_SIGNIN_FAIL_LUA = """
+if (redis.call('HGET', KEYS[1], 'pw_hash') or '') ~= ARGV[1] then return {'stale', '0', '0'} end
+local n = redis.call('HINCRBY', KEYS[1], 'pw_failures', 1)
+local locked = 0
+if n >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'locked', 1)
+  locked = 1
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+return {'counted', tostring(n), tostring(locked)}
+"""
+
+_SC_SCRIPTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _sc_script(store: Store, name: str, source: str) -> Any:
+    scripts = _SC_SCRIPTS.setdefault(store.redis, {})
+    if name not in scripts:
+        scripts[name] = store.redis.register_script(source)
+    return scripts[name]
+
+
+async def sc_apply(store: Store, msisdn: str, plan: Plan) -> Applied:
+    """Run one self-care step on `msisdn`'s slot: all of `plan` or nothing (see `Plan`)."""
+    now = time.time()
+    keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn)]
+    tag = f"{{{msisdn}}}"
+
+    def idx(key: str) -> int:
+        if tag not in key:
+            raise ValueError(f"key {key!r} is not in the slot of {tag}")
+        if key not in keys:
+            keys.append(key)
+        return keys.index(key) + 1
+
+    payload = {
+        "now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": now + store.lease_s,
+        "must_exist": plan.must_exist,
+        "checks": [[c.kind, idx(c.key), c.field, str(c.value), c.code] for c in plan.checks],
+        "guards": [[idx(rate_key(msisdn, g.name)), g.cooldown_s, g.per_hour] for g in plan.guards],
+        "hset": [[idx(k), f, str(v)] for k, f, v in plan.hset],
+        "hincr": [[idx(k), f, int(v)] for k, f, v in plan.hincr],
+        "hdel": [[idx(k), f] for k, f in plan.hdel],
+        "sadd": [[idx(k), m] for k, m in plan.sadd],
+        "srem": [[idx(k), m] for k, m in plan.srem],
+        "setex": [[idx(k), v, int(ttl)] for k, v, ttl in plan.setex],
+        "mts": [[m.mt_id, store.sealer.seal(m.to_json()).hex()] for m in plan.messages],
+        "audit": [a.fields(now) for a in plan.audit],
+        "refusal": [plan.refusal.event, plan.refusal.channel, plan.refusal.detail] if plan.refusal else None,
+        "read": [[idx(k), f] for k, f in plan.read],
+    }
+    script = _sc_script(store, "apply", _SC_APPLY_LUA)
+    raw = await _guard(script(keys=keys, args=[json.dumps(payload, ensure_ascii=False)]))
+    result = [r.decode() if isinstance(r, bytes) else r for r in raw]
+    if result[0] == "refused":
+        return Applied("refused", code=result[1], detail=result[2])
+    if result[0] == "limited":
+        return Applied("limited", code=result[1], retry_at=float(result[2]))
+    if plan.messages:
+        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+    rest = result[3:]
+    values = tuple(rest[i] if rest[i + 1] == "1" else None for i in range(0, len(rest), 2))
+    return Applied("ok", balance_kop=int(result[1]), autopaid_kop=int(result[2]), values=values)
+
+
+async def sc_attempt(store: Store, msisdn: str, guard: RateGuard) -> tuple[str, float] | None:
+    """Count one attempt (sign-in, code entry) against `guard`; a refusal counts nothing."""
+    now = time.time()
+    script = _sc_script(store, "attempt", _SC_ATTEMPT_LUA)
+    refused = await _guard(script(keys=[rate_key(msisdn, guard.name)],
+                                  args=[guard.cooldown_s, guard.per_hour, now, os.urandom(4).hex()]))
+    if not refused:
+        return None
+    return refused[0].decode(), float(refused[1])
+
+
+async def sc_signin_failed(store: Store, msisdn: str, pw_hash: str, max_failures: int,
+                           audit: AuditEvent) -> tuple[int, bool] | None:
+    """P4: count a wrong password; returns (failures in a row, locked now) or None if the hash changed."""
+    script = _sc_script(store, "signin_fail", _SC_SIGNIN_FAIL_LUA)
+    raw = await _guard(script(keys=[sub_key(msisdn), audit_key(msisdn)],
+                              args=[pw_hash, max_failures, AUDIT_MAXLEN, *audit.fields(time.time())]))
+    if raw[0] == b"stale":
+        return None
+    return int(raw[1]), raw[2] == b"1"
+
+
+async def sc_hash(store: Store, key: str) -> dict[str, str]:
+    raw = await _guard(store.redis.hgetall(key))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+async def sc_members(store: Store, key: str) -> set[str]:
+    return {m.decode() for m in await _guard(store.redis.smembers(key))}
+
+
+async def sc_ttl(store: Store, key: str) -> int:
+    """Seconds the key has left; -2 when it does not exist, -1 without a TTL."""
+    return int(await _guard(store.redis.ttl(key)))
+
+
+async def session_put(store: Store, token: str, data: Mapping[str, Any], ttl_s: int) -> None:
+    await _guard(store.redis.set(session_key(token), json.dumps(dict(data)), ex=max(1, ttl_s)))
+
+
+async def session_get(store: Store, token: str) -> dict[str, Any] | None:
+    raw = await _guard(store.redis.get(session_key(token)))
+    return json.loads(raw) if raw else None
+
+
+async def session_delete(store: Store, token: str) -> bool:
+    return bool(await _guard(store.redis.delete(session_key(token))))
+
+
+async def holds_index_add(store: Store, msisdn: str, op: str, at: float) -> None:
+    await _guard(store.redis.zadd(HOLDS_INDEX, {f"{msisdn}|{op}": at}))
+
+
+async def holds_index_remove(store: Store, msisdn: str, op: str) -> None:
+    await _guard(store.redis.zrem(HOLDS_INDEX, f"{msisdn}|{op}"))
+
+
+async def holds_index_due(store: Store, before: float, limit: int = 100) -> list[tuple[str, str]]:
+    raw = await _guard(store.redis.zrangebyscore(HOLDS_INDEX, "-inf", before, start=0, num=limit))
+    pairs = [m.decode().split("|", 1) for m in raw]
+    return [(p[0], p[1]) for p in pairs if len(p) == 2]

@@ -1,0 +1,201 @@
+"""What every self-care business function shares: its result, its environment, input checks.
+
+The functions in `account`, `numbers`, `money` and `archives` are plain async functions: the HTTP
+API (`gateway/selfcare_api.py`), the SMS handlers and the USSD menu all call the same ones. A
+refusal is a `Result` with `ok=False`, a machine `code` and a Russian `text` for the subscriber;
+it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from handlers.base import Channel
+from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
+
+if TYPE_CHECKING:
+    from ussdgw.config import Settings
+
+log = structlog.get_logger("ussdgw.handlers.selfcare")
+
+SELFCARE_SENDER = "3339"
+"""Short code that self-care SMS (passwords, codes, notices) come from."""
+
+MSISDN_RE = re.compile(r"^7\d{10}$")
+MAX_AMOUNT_KOP = 1_500_000  # one payment at most 15 000 ₽, as operators cap card top-ups
+
+STATUS_BY_CODE: Mapping[str, int] = {
+    "ok": 200,
+    "bad_request": 400,
+    "weak_password": 400,
+    "password_mismatch": 400,
+    "unauthorized": 401,
+    "wrong_password": 401,
+    "session_expired": 401,
+    "insufficient_funds": 402,
+    "forbidden": 403,
+    "wrong_code_word": 403,
+    "wrong_identity": 403,
+    "no_consent": 403,
+    "not_trusted_network": 403,
+    "corporate": 403,
+    "not_found": 404,
+    "unknown_subscriber": 404,
+    "conflict": 409,
+    "debt": 409,
+    "same_owner": 409,
+    "expired": 410,
+    "locked": 423,
+    "rate_limited": 429,
+    "mail_failed": 502,
+    "unavailable": 503,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a self-care operation came to: `ok`, a text for the subscriber, data for a client."""
+
+    ok: bool
+    text: str
+    code: str = "ok"
+    data: Mapping[str, Any] = field(default_factory=dict)
+    retry_at: float | None = None
+
+    @classmethod
+    def done(cls, text: str, **data: Any) -> Result:
+        return cls(True, text, "ok", data)
+
+    @classmethod
+    def fail(cls, code: str, text: str, *, retry_at: float | None = None, **data: Any) -> Result:
+        return cls(False, text, code, data, retry_at)
+
+    @property
+    def status(self) -> int:
+        return STATUS_BY_CODE.get(self.code, 400)
+
+
+class Mailer(Protocol):
+    async def send(self, to: str, subject: str, body: str,
+                   attachments: tuple[tuple[str, str, bytes], ...] = ()) -> None: ...
+
+
+MtSender = Callable[[OutboundMessage], Awaitable[object]]
+
+
+@dataclass(slots=True)
+class Env:
+    """What the operations that send SMS or e-mail, or keep sessions, need beyond the store.
+
+    `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
+    sends it when its lease runs out). `clock` is injectable so that P5 and expiry tests need no waits.
+    """
+
+    store: Store
+    settings: Settings
+    send_mt: MtSender | None = None
+    mailer: Mailer | None = None
+    clock: Callable[[], float] = time.time
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def secret_guard(self) -> RateGuard:
+        """D2, shared with the SMS password (R1): one cool-down and one hourly cap per MSISDN."""
+        return RateGuard("secret", cooldown_s=self.settings.secret_cooldown_s, per_hour=self.settings.secret_per_hour)
+
+    def dispatch(self, messages: tuple[OutboundMessage, ...] | list[OutboundMessage]) -> None:
+        """Send MTs that were committed to the outbox, without waiting for the SMSC."""
+        if self.send_mt is None:
+            return
+        for mt in messages:
+            task = asyncio.ensure_future(self.send_mt(mt))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def new_mt(destination: str, text: str, *, secret: bool = False, source: str = SELFCARE_SENDER) -> OutboundMessage:
+    return OutboundMessage(mt_id=uuid.uuid4().hex, source=source, destination=destination, text=text, secret=secret)
+
+
+def valid_msisdn(value: object) -> str | None:
+    """'79161234567', '+7 916 123-45-67' or '89161234567' -> '79161234567'; anything else -> None."""
+    if not isinstance(value, str):
+        return None
+    digits = re.sub(r"[\s()+-]", "", value)
+    if len(digits) == 11 and digits.startswith("8"):
+        digits = "7" + digits[1:]
+    return digits if MSISDN_RE.match(digits) else None
+
+
+def bad_msisdn(value: object) -> Result:
+    return Result.fail("bad_request", "Номер должен состоять из 11 цифр и начинаться с 7, например 79161234567.",
+                       field="msisdn", value=str(value)[:32])
+
+
+def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: int = MAX_AMOUNT_KOP) -> int | Result:
+    """A positive whole number of kopecks (int, or a string of digits from USSD), else a refusal."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool):
+        return Result.fail("bad_request", "Сумма должна быть целым числом копеек.", field=field_name)
+    if value <= 0:
+        return Result.fail("bad_request", "Сумма должна быть больше нуля.", field=field_name)
+    if value > maximum:
+        return Result.fail("bad_request", f"Сумма не может быть больше {maximum // 100} ₽.", field=field_name)
+    return value
+
+
+def parse_points(value: object, *, field_name: str = "points") -> int | Result:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool):
+        return Result.fail("bad_request", "Количество баллов должно быть целым числом.", field=field_name)
+    if value <= 0:
+        return Result.fail("bad_request", "Количество баллов должно быть больше нуля.", field=field_name)
+    if value > 1_000_000:
+        return Result.fail("bad_request", "Слишком много баллов за один раз.", field=field_name)
+    return value
+
+
+def unknown_subscriber(msisdn: str) -> Result:
+    return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.", msisdn=msisdn)
+
+
+def api_audit(event: str, channel: Channel | str, outcome: str = "ok", detail: str = "") -> AuditEvent:
+    return AuditEvent(event, str(channel), outcome, detail)
+
+
+def refused_for(code: str) -> Result:
+    """A generic text for store refusal codes not handled by the caller."""
+    texts = {
+        "not_found": "Абонент не найден.",
+        "insufficient_funds": "Недостаточно средств на счёте. Пополните баланс.",
+        "conflict": "Операция уже выполнена или состояние изменилось. Обновите страницу.",
+    }
+    return Result.fail(code if code in STATUS_BY_CODE else "conflict", texts.get(code, texts["conflict"]))
+
+
+def fmt_time(ts: float) -> str:
+    from datetime import datetime
+
+    from sms_codes import OPERATOR_TZ
+
+    return datetime.fromtimestamp(ts, OPERATOR_TZ).strftime("%d.%m.%Y %H:%M")
+
+
+def now_ts() -> float:
+    return time.time()
