@@ -22,6 +22,7 @@ from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
 from gateway.router import Router
 from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.ussd import handle_ussd
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
@@ -119,11 +120,12 @@ class Gateway:
         )
 
     async def _dispatch(self, message: InboundMessage) -> str:
-        if message.channel is Channel.USSD:
-            route = self.router.route_ussd(message.text.strip("*#"))
-            handler = route.handler if route else self.router.help_handler
-        else:
-            handler = self.router.route_sms(message.short_code, message.text)
+        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py (issue 4)
+            outcome = await handle_ussd(message, self.store, self.settings, self.router)
+            for mt in outcome.result.messages:
+                self._spawn(self.send(mt))
+            return outcome.handler
+        handler = self.router.route_sms(message.short_code, message.text)
         ctx = HandlerContext(message, self.store, self.settings)
         await handler(ctx)
         if ctx.result is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from gateway.router import Router, SmsRoute, UssdRoute
+from handlers import number_management, ussd_selfcare
+from handlers.archives import open_mms_archive, sms_archive_code
 from handlers.base import HandlerContext
 from handlers.password import issue_password
 from ussdgw.store import AuditEvent
@@ -12,7 +14,12 @@ SMS_ROUTES = [
              "ПАРОЛЬ - новый пароль для Личного кабинета"),
     SmsRoute("7888", frozenset({"логин", "login"}), issue_password, "ЛОГИН - восстановить пароль"),
 ]
-USSD_ROUTES: list[UssdRoute] = []
+# USSD (issue 4): the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
+USSD_ROUTES: list[UssdRoute] = [
+    UssdRoute("100", ussd_selfcare.balance, "баланс"),
+    UssdRoute("111", ussd_selfcare.selfcare_menu, "меню самообслуживания"),
+    UssdRoute("111*828", number_management.number_management, "Управление номерами"),
+]
 
 
 def help_text_for(router: Router, short_code: str) -> str:

@@ -49,6 +49,16 @@ class Settings:
     api_port: int = 8081
     log_level: str = "info"
     log_format: str = "auto"
+    # USSD (issue 4): how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s
+    # and ~180 s); service codes served by external HTTP apps ("500:http://host/ussd,...") with
+    # their timeout and the networkCode they are told; when an N2 application is reviewed (SPEC:
+    # within 24 h; `handlers.number_management.review_due` runs due reviews, tests fast-forward).
+    ussd_step_timeout_s: float = 60.0
+    ussd_dialogue_timeout_s: float = 180.0
+    ussd_http_apps: dict[str, str] = field(default_factory=dict)
+    ussd_http_timeout_s: float = 3.0
+    ussd_network_code: str = "25001"
+    n2_review_delay_s: float = 3600.0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}

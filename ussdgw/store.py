@@ -379,6 +379,12 @@ async def ussd_dialogue_ttl(store: Store, msisdn: str) -> float | None:
     return ms / 1000 if ms >= 0 else None
 
 
+async def n2_linked_numbers(store: Store, msisdn: str) -> list[str]:
+    """N1 numbers linked to `msisdn` (self-care's `sub:{m}:linked`), sorted."""
+    raw = await _guard(store.redis.smembers(linked_key(msisdn)))  # defined in the self-care section
+    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+
+
 async def n2_index_add(store: Store, msisdn: str, due_at: float) -> None:
     await _guard(store.redis.zadd(N2_PENDING, {msisdn: due_at}))
 

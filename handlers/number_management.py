@@ -1,0 +1,301 @@
+"""N2 "Управление номерами": R5 `*111*828*1#` applies, R6 `*111*828*2#` switches off, `*111*828#` tells the state.
+
+The option joins a subscriber's numbers under one account. Rules (SPEC N2), checked when the
+subscriber applies and again at the review:
+
+- free (no balance check, M1);
+- every number belongs to one owner (`owner_id`) and is registered in one region (`region`);
+- not for corporate clients (`corporate`), neither the applicant nor a joined number.
+
+The numbers are the applicant's own, the numbers dialled after it (`*111*828*1*79161234568#`)
+and the numbers linked to the account ("Мои номера", N1: `sub:{m}:linked`).
+
+An application is `pending` until it is reviewed, `n2_review_delay_s` after it was made (the
+SPEC allows 24 hours). `review_due` reviews what is due (the gateway runs it every few seconds;
+tests and the simulator fast-forward `handlers.ussd.clock` and call it): it re-checks the rules,
+sets `active` or `rejected` with the reason, and tells the subscriber by SMS from 111. Joining
+resets the passwords of every joined number; the SMS asks for a new common password, which
+`*111*828*3#` (or ПАРОЛЬ to 3339) sends.
+
+Profile fields of the applicant: n2_state (pending | active | rejected | off), n2_numbers
+(comma-separated, the applicant first), n2_app (application id), n2_applied_at, n2_due_at,
+n2_reviewed_at, n2_reason. Of each joined number: n2_group (the applicant's MSISDN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from handlers.base import Channel, HandlerContext
+from handlers.password import password_reply, secret_guard
+from handlers.ussd import UssdContext, clock, ussd_context
+from sms_codes import Decision, format_retry_reply, generate_password
+from ussdgw.config import Settings
+from ussdgw.store import (
+    AuditEvent,
+    Change,
+    OutboundMessage,
+    Store,
+    StoreUnavailable,
+    n2_index_add,
+    n2_index_due,
+    n2_index_remove,
+    n2_linked_numbers,
+)
+
+log = structlog.get_logger("ussdgw.handlers.number_management")
+
+OPTION = "«Управление номерами»"
+NOTIFY_FROM = "111"
+MAX_NUMBERS = 10
+_MSISDN = re.compile(r"^(?:\+?7|8)(\d{10})$")
+
+Sender = Callable[[OutboundMessage], Awaitable[object]]
+
+
+def normalise_msisdn(raw: str) -> str | None:
+    """+79161234568, 79161234568, 89161234568 -> 79161234568; anything else -> None."""
+    match = _MSISDN.match(raw.strip())
+    return f"7{match.group(1)}" if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: str
+    text: str
+
+
+async def group_of(store: Store, applicant: str, named: Sequence[str] = ()) -> list[str]:
+    """The applicant first, then the named and the linked numbers, each once."""
+    linked = await n2_linked_numbers(store, applicant)
+    numbers = [applicant]
+    for number in [*named, *linked]:
+        if number not in numbers:
+            numbers.append(number)
+    return numbers
+
+
+async def check_group(store: Store, numbers: Sequence[str]) -> Refusal | None:
+    """The N2 conditions over `numbers` (the applicant first), or the first one that fails."""
+    applicant = numbers[0]
+    profiles = await asyncio.gather(*(store.subscriber(n) for n in numbers))
+    owner, region = profiles[0].get("owner_id", ""), profiles[0].get("region", "")
+    if not owner or not region:
+        return Refusal("unknown_owner", "Нет данных о владельце номера. Обратитесь в офис.")
+    if len(numbers) > MAX_NUMBERS:
+        return Refusal("too_many", f"Можно объединить не больше {MAX_NUMBERS} номеров.")
+    for number, profile in zip(numbers, profiles, strict=True):
+        if profile.get("corporate", "0") == "1":
+            whose = "" if number == applicant else f" (номер {number})"
+            return Refusal("corporate", f"Услуга недоступна корпоративным клиентам{whose}.")
+        if not profile:
+            return Refusal("unknown_number", f"Номер {number} не обслуживается.")
+        if profile.get("owner_id") != owner:
+            return Refusal("other_owner", f"Номер {number} оформлен на другого владельца.")
+        if profile.get("region") != region:
+            return Refusal("other_region", f"Номер {number} зарегистрирован в другом регионе.")
+    return None
+
+
+def state_text(profile: dict[str, str]) -> str:
+    state = profile.get("n2_state", "")
+    numbers = profile.get("n2_numbers", "").split(",") if profile.get("n2_numbers") else []
+    if state == "pending":
+        return f"Заявка на {OPTION} на рассмотрении, ответ придёт по SMS."
+    if state == "active":
+        return f"{OPTION} подключена, номеров: {len(numbers)}."
+    if state == "rejected":
+        return f"Заявка на {OPTION} отклонена: {profile.get('n2_reason', '')}"
+    return f"{OPTION} не подключена. Подключить: *111*828*1#"
+
+
+# ---- the USSD handler: *111*828#, *111*828*1#, *111*828*2#, *111*828*3# ------------------------------
+async def number_management(ctx: HandlerContext) -> None:
+    ussd = ussd_context(ctx)
+    command, *rest = ussd.args or ("",)
+    if command == "1":
+        named = [normalise_msisdn(r) for r in rest]
+        if None in named:
+            await ussd.end("Неверный номер. Пример: *111*828*1*79161234568#",
+                           audit=[AuditEvent("n2_apply", Channel.USSD, outcome="bad_number")])
+            return
+        await apply(ussd, [n for n in named if n is not None])
+    elif command == "2" and not rest:
+        await switch_off(ussd)
+    elif command == "3" and not rest:
+        await common_password(ussd)
+    elif command == "" and not rest:
+        profile = await ctx.subscriber()
+        await ussd.end(state_text(profile), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
+    else:
+        await ussd.end("Наберите *111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
+                       audit=[AuditEvent("n2_unknown_command", Channel.USSD, outcome="help_sent")])
+
+
+async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
+    """R5: check the rules now, then leave the application pending for review."""
+    profile = await ctx.subscriber()
+    state = profile.get("n2_state", "")
+    if state in ("pending", "active"):
+        await ctx.end(state_text(profile), audit=[AuditEvent("n2_apply", Channel.USSD, outcome=f"already_{state}")])
+        return
+    numbers = await group_of(ctx.store, ctx.msisdn, named)
+    refusal = await check_group(ctx.store, numbers)
+    if refusal is not None:
+        log.info("n2_refused", msisdn=ctx.msisdn, reason=refusal.code)
+        await ctx.end(f"{OPTION}: отказ. {refusal.text}",
+                      audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=refusal.code)])
+        return
+    now = clock.now()
+    due = now + ctx.settings.n2_review_delay_s
+    app_id = secrets.token_hex(6)
+    result = await ctx.end(
+        f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ придёт по SMS в течение 24 часов.",
+        change=Change(set_fields={"n2_state": "pending", "n2_numbers": ",".join(numbers), "n2_app": app_id,
+                                  "n2_applied_at": int(now), "n2_due_at": int(due), "n2_reason": ""}),
+        audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
+    )
+    due_at = float((await ctx.subscriber()).get("n2_due_at", due))  # a redelivery keeps the first due time
+    await n2_index_add(ctx.store, ctx.msisdn, due_at)
+    log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
+
+
+async def switch_off(ctx: UssdContext) -> None:
+    """R6: the option off (a pending application is withdrawn). Free."""
+    profile = await ctx.subscriber()
+    if profile.get("n2_state") not in ("pending", "active"):
+        await ctx.end(f"{OPTION} не подключена.", audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
+        return
+    await ctx.end(f"{OPTION} отключена.", change=Change(set_fields={"n2_state": "off", "n2_reason": ""}),
+                  audit=[AuditEvent("n2_off", Channel.USSD, detail=f"was={profile.get('n2_state')}")])
+    with contextlib.suppress(StoreUnavailable):
+        await n2_index_remove(ctx.store, ctx.msisdn)
+    log.info("n2_off", msisdn=ctx.msisdn)
+
+
+async def common_password(ctx: UssdContext) -> None:
+    """A new common password by SMS from 3339 for an active group: one password for every joined number."""
+    profile = await ctx.subscriber()
+    if profile.get("n2_state") != "active":
+        await ctx.end(f"{OPTION} не подключена: общий пароль не нужен.",
+                      audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
+        return
+    guard = secret_guard(ctx)
+    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    if refused is not None:
+        reason, retry_at = refused
+        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
+                            per_hour=guard.per_hour)
+        await ctx.end(format_retry_reply(decision, time.time()),
+                      audit=[AuditEvent("n2_password", Channel.USSD, outcome="rate_limited")])
+        return
+    password = generate_password()
+    pw_hash = await ctx.hash_password(password)
+    members = [m for m in profile.get("n2_numbers", "").split(",") if m and m != ctx.msisdn]
+    fields: dict[str, str | int] = {"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(time.time())}
+    result = await ctx.end(
+        "Новый общий пароль отправлен по SMS с номера 3339.",
+        change=Change(set_fields=fields, rate_guards=[guard]),
+        audit=[AuditEvent("password_issued", Channel.USSD, detail=f"via=*111*828*3# common={len(members) + 1}")],
+        messages=[ctx.sms(password_reply(password), "3339", secret=True)],
+    )
+    if result.refused:
+        return
+    for member in members:  # each in its own slot, once per MO
+        await ctx.store.commit(
+            member, mo_id=f"n2pw:{ctx.message.mo_id}:{member}", change=Change(set_fields=fields),
+            audit=[AuditEvent("password_issued", Channel.USSD, detail=f"n2 common from={ctx.msisdn}")],
+        )
+    log.info("n2_common_password", msisdn=ctx.msisdn, members=len(members) + 1)
+
+
+# ---- the review ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Review:
+    msisdn: str
+    state: str  # active | rejected | skipped
+    reason: str = ""
+
+
+async def review_due(store: Store, settings: Settings, *, now: float | None = None, send: Sender | None = None,
+                     limit: int = 100) -> list[Review]:
+    """Review every N2 application due by `now` (default: `clock.now()`); `send` sends the SMS at once
+    (without it they wait in the outbox for any gateway's recovery loop)."""
+    now = clock.now() if now is None else now
+    reviews = []
+    for msisdn in await n2_index_due(store, now, limit):
+        review = await review_application(store, msisdn, now=now, send=send)
+        reviews.append(review)
+    return reviews
+
+
+async def review_application(store: Store, msisdn: str, *, now: float, send: Sender | None = None) -> Review:
+    profile = await store.subscriber(msisdn)
+    if profile.get("n2_state") != "pending":
+        await n2_index_remove(store, msisdn)
+        return Review(msisdn, "skipped")
+    numbers = [n for n in profile.get("n2_numbers", msisdn).split(",") if n]
+    app_id = profile.get("n2_app", "")
+    refusal = await check_group(store, numbers)
+    outgoing: list[OutboundMessage] = []
+    if refusal is not None:
+        text = f"Заявка на услугу {OPTION} отклонена: {refusal.text}"
+        result = await store.commit(
+            msisdn, mo_id=f"n2-review:{app_id}",
+            change=Change(set_fields={"n2_state": "rejected", "n2_reason": refusal.text, "n2_reviewed_at": int(now)}),
+            messages=[_sms(msisdn, text)],
+            audit=[AuditEvent("n2_rejected", "review", outcome="rejected", detail=f"app={app_id} {refusal.code}")],
+        )
+        outgoing += result.messages
+        review = Review(msisdn, "rejected", refusal.text)
+    else:
+        text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. Пароли этих номеров сброшены. "
+                "Получите новый общий пароль: наберите *111*828*3#.")
+        result = await store.commit(
+            msisdn, mo_id=f"n2-review:{app_id}",
+            change=Change(set_fields={"n2_state": "active", "n2_reason": "", "n2_reviewed_at": int(now)}),
+            messages=[_sms(msisdn, text)],
+            audit=[AuditEvent("n2_activated", "review", detail=f"app={app_id} numbers={len(numbers)}")],
+        )
+        outgoing += result.messages
+        for member in numbers:  # joining resets every joined number's password (SPEC N2)
+            notice = [] if member == msisdn else [_sms(member, f"Ваш номер объединён с номером {msisdn} "
+                                                                f"({OPTION}). Пароль от Личного кабинета сброшен.")]
+            joined = await store.commit(
+                member, mo_id=f"n2-join:{app_id}:{member}",
+                change=Change(set_fields={"n2_group": msisdn}, delete_fields=["pw_hash"]),
+                messages=notice,
+                audit=[AuditEvent("password_reset", "review", detail=f"n2 join app={app_id} group={msisdn}")],
+            )
+            outgoing += joined.messages
+        review = Review(msisdn, "active")
+    await n2_index_remove(store, msisdn)
+    log.info("n2_reviewed", msisdn=msisdn, state=review.state, numbers=len(numbers))
+    if send is not None:
+        for mt in outgoing:
+            await send(mt)
+    return review
+
+
+def _sms(msisdn: str, text: str) -> OutboundMessage:
+    return OutboundMessage(mt_id=secrets.token_hex(16), source=NOTIFY_FROM, destination=msisdn, text=text)
+
+
+async def review_loop(store: Store, settings: Settings, send: Sender, interval_s: float = 5.0) -> None:
+    """Run due reviews every `interval_s` for as long as the gateway runs."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await review_due(store, settings, send=send)
+        except StoreUnavailable:
+            continue
+        except Exception:
+            log.exception("n2_review_failed")

@@ -1,0 +1,189 @@
+"""R8 `*100#` balance and R7 `*111#` the self-service menu (the menu is data: ussd_menus/selfcare.yaml).
+
+The menu's actions call the same business functions as the self-care HTTP API (`handlers.money`:
+tariffs, services; `handlers.number_management`: N2), so both channels follow one set of rules.
+Self-care is free at any balance (M1); a paid switch is refused with the reason by `money`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+import structlog
+
+from handlers import money, number_management
+from handlers.base import Channel, HandlerContext
+from handlers.catalogue import catalogue, rub
+from handlers.password import password_reply, secret_guard
+from handlers.selfcare import Result
+from handlers.ussd import UssdContext, ussd_context
+from sms_codes import Decision, format_retry_reply, generate_password
+from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
+from ussdgw.store import AuditEvent, Change
+
+log = structlog.get_logger("ussdgw.handlers.ussd_selfcare")
+
+
+def balance_text(profile: Mapping[str, str]) -> str:
+    kopecks = int(profile.get("balance_kop") or 0)
+    text = f"Ваш баланс: {rub(kopecks)}."
+    if kopecks <= 0:
+        text += " Пополните счёт: платные услуги недоступны."
+    return text
+
+
+async def balance(ctx: HandlerContext) -> None:
+    """R8: *100# shows the balance and closes."""
+    ussd = ussd_context(ctx)
+    profile = await ctx.subscriber()
+    await ussd.end(balance_text(profile), audit=[AuditEvent("balance_shown", Channel.USSD)])
+
+
+async def selfcare_menu(ctx: HandlerContext) -> None:
+    """R7: *111# and its direct strings (*111*2#: the tariffs at once)."""
+    ussd = ussd_context(ctx)
+    if ussd.is_dial:
+        await MENU.start(ussd, ussd.args)
+    else:
+        assert ussd.answer is not None
+        await MENU.answer(ussd, ussd.answer)
+
+
+# ---- actions ------------------------------------------------------------------------------------
+def _end(result: Result, event: str, detail: str = "") -> End:
+    outcome = "ok" if result.ok else result.code
+    return End(result.text, {"audit": [AuditEvent(event, Channel.USSD, outcome=outcome, detail=detail)]})
+
+
+async def act_balance(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    return End(balance_text(await ctx.subscriber()), {"audit": [AuditEvent("balance_shown", Channel.USSD)]})
+
+
+async def act_switch_tariff(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    result = await money.switch_tariff(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+    return _end(result, "ussd_tariff_switch", f"to={params['id']}")
+
+
+async def act_service_on(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    if params["id"] == "autopay":
+        return Goto("autopay_amount", {"id": "autopay"})
+    result = await money.service_on(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+    return _end(result, "ussd_service_on", f"service={params['id']}")
+
+
+async def act_autopay_on(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    assert value is not None
+    amount_kop = int(value) * 100
+    result = await money.service_on(ctx.store, ctx.msisdn, "autopay", channel=Channel.USSD,
+                                    params={"amount_kop": amount_kop, "threshold_kop": 0})
+    return _end(result, "ussd_service_on", "service=autopay")
+
+
+async def act_service_off(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    result = await money.service_off(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+    return _end(result, "ussd_service_off", f"service={params['id']}")
+
+
+async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    """R1 from the menu: the password goes by SMS from 3339; the USSD screen only says so."""
+    guard = secret_guard(ctx)
+    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    if refused is not None:
+        reason, retry_at = refused
+        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
+                            per_hour=guard.per_hour)
+        return End(format_retry_reply(decision, time.time()),
+                   {"audit": [AuditEvent("password_refused", Channel.USSD, outcome="rate_limited", detail=reason)]})
+    password = generate_password()
+    pw_hash = await ctx.hash_password(password)
+    return End(
+        "Новый пароль отправлен вам по SMS с номера 3339.",
+        {"change": Change(set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0,
+                                      "pw_issued_at": int(time.time())}, rate_guards=[guard]),
+         "audit": [AuditEvent("password_issued", Channel.USSD, detail="via=*111#")],
+         "messages": [ctx.sms(password_reply(password), "3339", secret=True)]},
+        refused_text="Пароль недавно уже отправлялся. Попробуйте чуть позже.",
+    )
+
+
+async def act_n2_apply(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    await number_management.apply(ctx)
+    return ANSWERED
+
+
+async def act_n2_off(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    await number_management.switch_off(ctx)
+    return ANSWERED
+
+
+async def act_n2_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+    await number_management.common_password(ctx)
+    return ANSWERED
+
+
+# ---- lists, texts, validators ---------------------------------------------------------------------
+async def list_tariffs(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
+    profile = await ctx.subscriber()
+    corporate = profile.get("corporate", "0") == "1"
+    return [(t.id, f"{t.name} {rub(t.monthly_fee_kop)}/мес")
+            for t in catalogue().tariffs if corporate or not t.corporate_only]
+
+
+async def text_current_tariff(ctx: UssdContext, params: Mapping[str, str]) -> str:
+    tariff = catalogue().tariff((await ctx.subscriber()).get("tariff", ""))
+    return f"Ваш тариф: {tariff.name}. Тарифы:" if tariff else "Тарифы:"
+
+
+async def text_tariff_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+    tariff = catalogue().tariff(params.get("id", ""))
+    if tariff is None:
+        return "Тариф не найден."
+    price = f"переход {rub(tariff.switch_price_kop)}" if tariff.switch_price_kop else "переход бесплатно"
+    return f"{tariff.name}: {tariff.description} {rub(tariff.monthly_fee_kop)}/мес, {price}."
+
+
+async def list_services(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
+    on = set(money.enabled_services(await ctx.subscriber()))
+    return [(s.id, f"{s.name} ({'вкл' if s.id in on else 'выкл'})") for s in catalogue().services]
+
+
+async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+    service = catalogue().service(params.get("id", ""))
+    if service is None:
+        return "Услуга не найдена."
+    state = "подключена" if service.id in money.enabled_services(await ctx.subscriber()) else "не подключена"
+    fee = f"{rub(service.monthly_fee_kop)}/мес" if service.monthly_fee_kop else "бесплатно"
+    return f"{service.name} ({state}): {service.description} {fee}."
+
+
+async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+    return f"Номер {ctx.msisdn}. {number_management.state_text(await ctx.subscriber())}"
+
+
+def validate_roubles(value: str) -> str | None:
+    if not value.isdigit() or not 100 <= int(value) <= 5000:
+        return "Введите сумму цифрами, от 100 до 5000."
+    return None
+
+
+BINDINGS = Bindings(
+    actions={
+        "balance": act_balance, "switch_tariff": act_switch_tariff, "service_on": act_service_on,
+        "service_off": act_service_off, "autopay_on": act_autopay_on, "new_password": act_new_password,
+        "n2_apply": act_n2_apply, "n2_off": act_n2_off, "n2_password": act_n2_password,
+    },
+    lists={"tariffs": list_tariffs, "services": list_services},
+    texts={"current_tariff": text_current_tariff, "tariff_card": text_tariff_card,
+           "service_card": text_service_card, "numbers_card": text_numbers_card},
+    validators={"roubles": validate_roubles},
+)
+
+
+def _load() -> Menu:
+    with resources.as_file(resources.files("ussd_menus").joinpath("selfcare.yaml")) as path:
+        return load_menu(path, BINDINGS)
+
+
+MENU: Menu = _load()

@@ -1,0 +1,77 @@
+"""Driving USSD through the real stack: a phone dials and answers, the SMSC sends deliver_sm over SMPP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from simulator.phones import InboxMessage
+from simulator.smsc import PendingMo
+from ussdgw.smpp.pdu import SubmitSm, UssdOp
+from ussdgw.stack import Stack
+from ussdgw.store import AuditEvent
+
+
+async def ussd(stack: Stack, msisdn: str, text: str, *, op: int = UssdOp.PSSR_INDICATION, to: str = "*111#",
+               its_session_info: int | None = None, timeout: float = 10.0) -> InboxMessage:
+    """The phone sends one USSD MO (a dial or an answer) and returns the USSD screen that comes back."""
+    assert stack.smsc is not None
+    phones = stack.smsc.phones
+    after = phones.last_seq
+    stack.smsc.submit_mo(msisdn, to, text, ussd_service_op=op, its_session_info=its_session_info)
+    async with asyncio.timeout(timeout):
+        while True:
+            for message in await phones.wait_inbox(msisdn, after, timeout):
+                after = max(after, message.seq)
+                if message.kind == "ussd":
+                    return message
+
+
+async def dial(stack: Stack, msisdn: str, dialled: str, **kw: Any) -> InboxMessage:
+    return await ussd(stack, msisdn, dialled, op=UssdOp.PSSR_INDICATION, to=dialled, **kw)
+
+
+async def answer(stack: Stack, msisdn: str, text: str, *, to: str = "*111#", **kw: Any) -> InboxMessage:
+    return await ussd(stack, msisdn, text, op=UssdOp.USSR_CONFIRM, to=to, **kw)
+
+
+async def send_without_reply(stack: Stack, msisdn: str, text: str, op: int, to: str = "*111#") -> PendingMo:
+    """A USSD MO that gets no screen back (an abort): returns once the gateway acknowledged it."""
+    assert stack.smsc is not None
+    [mo] = stack.smsc.submit_mo(msisdn, to, text, ussd_service_op=op)
+    await asyncio.wait_for(mo.delivered.wait(), 10)
+    return mo
+
+
+async def seed(stack: Stack, msisdn: str, **profile: str | int) -> None:
+    assert stack.store is not None
+    fields: dict[str, str | int] = {"owner_id": f"p-{msisdn}", "region": "77", "corporate": 0, "balance_kop": 0,
+                                    "tariff": "basic"}
+    fields.update(profile)
+    await stack.store.put_subscriber(msisdn, fields, AuditEvent("seeded", "admin"))
+
+
+async def events(stack: Stack, msisdn: str) -> list[str]:
+    assert stack.store is not None
+    return [e["event"] for e in await stack.store.audit_trail(msisdn, 500)]
+
+
+@contextmanager
+def submits_seen(stack: Stack) -> Iterator[list[SubmitSm]]:
+    """Every submit_sm the SMSC receives from the gateway, while the block runs (the SMSC still handles it)."""
+    assert stack.smsc is not None
+    smsc = stack.smsc
+    seen: list[SubmitSm] = []
+    original = smsc._to_phone
+
+    def spy(record: Any, pdu: SubmitSm) -> None:
+        seen.append(pdu)
+        original(record, pdu)
+
+    smsc._to_phone = spy  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        smsc._to_phone = original  # type: ignore[method-assign]

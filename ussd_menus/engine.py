@@ -1,0 +1,468 @@
+"""USSD menus as data: load a YAML menu, check it whole at load time, and run it step by step.
+
+A menu file::
+
+    service_code: "111"
+    start: main
+    screens:
+      main:
+        text: "Мой МТС"                      # a fixed header, or
+        text_from: balance_line              # a header a text source computes
+        items:                               # numbered choices
+          - {label: "Баланс", action: show_balance}
+          - {label: "Тарифы", goto: tariffs}
+      tariffs:
+        text: "Тарифы"
+        list: tariffs                        # choices a list source computes ...
+        select: tariff                       # ... each opening this screen with param id=<its key>
+      tariff:
+        text_from: tariff_card
+        items:
+          - {label: "Перейти на этот тариф", action: switch_tariff}
+      password:
+        input: {prompt: "Введите номер", validate: msisdn, action: add_number}
+
+Names (actions, list and text sources, validators) are bound to Python callables by the
+`Bindings` the loader gets; a name that is not bound, a `goto` to no screen, a label too long
+for a page, a screen with nothing to show: each is a `MenuError` naming the file and the screen.
+
+Running: the state lives in the dialogue (`data`: screen, page, params, back stack); every
+screen is cut into pages that fit one USSD message (160 GSM 7-bit septets, or 80 UCS2
+characters for Cyrillic) with `98 Далее` / `0 Назад` / `00 Главное меню`. Choices keep their
+numbers across pages. An action returns `End` (close with a text, and what to commit),
+`Goto` (another screen) or `Notice` (a text with back/main, the dialogue stays open).
+Extra parts of a dialled string run as answers: `*111*2#` opens the tariffs at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ussdgw.smpp.ussd import fits_one_message
+
+MORE, BACK, MAIN = "98", "0", "00"
+NAV_LABELS = {MORE: "Далее", BACK: "Назад", MAIN: "Главное меню"}
+MAX_LABEL = 40
+MAX_ITEMS = 90
+INVALID_CHOICE = "Нет такого пункта."
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class MenuError(ValueError):
+    """A menu file that cannot be used; the message names the file and the screen."""
+
+
+# ---- what actions and sources return -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class End:
+    """Close the dialogue with `text`; `commit` goes to the host's end() (change, audit, messages)."""
+
+    text: str
+    commit: Mapping[str, Any] = field(default_factory=dict)
+    refused_text: str = "Сейчас это недоступно. Попробуйте позже."
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    screen: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Show `text` with back/main-menu items; the dialogue stays open."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The action answered the subscriber itself (it called the host's end/show): nothing more to do."""
+
+
+ANSWERED = Answered()
+
+ActionResult = End | Goto | Notice | Answered
+
+# The host is the USSD dialogue step (handlers.ussd.UssdContext): it has `menu_state` (a dict
+# saved with the dialogue), `await show(text)` and `await end(text, change=, audit=, messages=)`.
+MenuHost = Any
+
+
+Action = Callable[[Any, Mapping[str, str], str | None], Awaitable[ActionResult]]
+ListSource = Callable[[Any, Mapping[str, str]], Awaitable[Sequence[tuple[str, str]]]]
+TextSource = Callable[[Any, Mapping[str, str]], Awaitable[str]]
+Validator = Callable[[str], str | None]  # an error text for the subscriber, or None when valid
+
+
+@dataclass(frozen=True, slots=True)
+class Bindings:
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    lists: Mapping[str, ListSource] = field(default_factory=dict)
+    texts: Mapping[str, TextSource] = field(default_factory=dict)
+    validators: Mapping[str, Validator] = field(default_factory=dict)
+
+
+# ---- the format ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Item:
+    label: str
+    goto: str | None = None
+    action: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    prompt: str
+    action: str
+    validate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    id: str
+    text: str | None = None
+    text_from: str | None = None
+    items: tuple[Item, ...] = ()
+    list: str | None = None
+    select: str | None = None
+    input: Input | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MenuSpec:
+    source: str
+    service_code: str
+    start: str
+    screens: Mapping[str, Screen]
+
+
+def load_menu(path: str | Path, bindings: Bindings) -> Menu:
+    """Read, check and bind a menu file; raises `MenuError` naming the file and the screen."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MenuError(f"{path}: cannot read the menu: {exc}") from exc
+    return Menu(parse_menu(data, str(path), bindings), bindings)
+
+
+def parse_menu(data: Any, source: str, bindings: Bindings) -> MenuSpec:
+    def fail(where: str, message: str) -> MenuError:
+        return MenuError(f"{source}: {where}: {message}")
+
+    if not isinstance(data, dict):
+        raise fail("top level", "expected a mapping with service_code, start and screens")
+    _only(data, {"service_code", "start", "screens"}, lambda m: fail("top level", m))
+    code, start, raw_screens = data.get("service_code"), data.get("start"), data.get("screens")
+    if not isinstance(code, str | int) or not re.fullmatch(r"\d{1,4}(\*\d+)*", str(code)):
+        raise fail("top level", f"service_code must be digits like \"111\", not {code!r}")
+    if not isinstance(raw_screens, dict) or not raw_screens:
+        raise fail("top level", "screens must be a non-empty mapping of screen id -> screen")
+    screens = {str(sid): _screen(str(sid), raw, lambda sid, m: fail(f"screen '{sid}'", m))
+               for sid, raw in raw_screens.items()}
+    if start not in screens:
+        raise fail("top level", f"start names unknown screen {start!r}")
+    for screen in screens.values():
+        _check_refs(screen, screens, bindings, functools.partial(fail, f"screen '{screen.id}'"))
+    return MenuSpec(source, str(code), str(start), screens)
+
+
+def _only(raw: Mapping[str, Any], allowed: set[str], fail: Callable[[str], MenuError]) -> None:
+    unknown = sorted(set(map(str, raw)) - allowed)
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _text(raw: Any, what: str, fail: Callable[[str], MenuError], *, required: bool = True) -> str | None:
+    if raw is None and not required:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise fail(f"{what} must be a non-empty string")
+    return raw
+
+
+def _screen(sid: str, raw: Any, fail_at: Callable[[str, str], MenuError]) -> Screen:
+    def fail(message: str) -> MenuError:
+        return fail_at(sid, message)
+
+    if not _NAME.match(sid):
+        raise fail("screen ids are lower-case latin letters, digits and _")
+    if not isinstance(raw, dict):
+        raise fail("expected a mapping")
+    _only(raw, {"text", "text_from", "items", "list", "select", "input"}, fail)
+    items: list[Item] = []
+    raw_items = raw.get("items") or []
+    if not isinstance(raw_items, list):
+        raise fail("items must be a list")
+    for n, entry in enumerate(raw_items, start=1):
+        def item_fail(message: str, n: int = n) -> MenuError:
+            return fail(f"item {n}: {message}")
+
+        if not isinstance(entry, dict):
+            raise item_fail("expected a mapping with label and goto or action")
+        _only(entry, {"label", "goto", "action", "params"}, item_fail)
+        label = _text(entry.get("label"), "label", item_fail)
+        assert label is not None
+        if len(label) > MAX_LABEL:
+            raise item_fail(f"label of {len(label)} characters, more than {MAX_LABEL} fit a page line")
+        if (entry.get("goto") is None) == (entry.get("action") is None):
+            raise item_fail("needs exactly one of goto or action")
+        params = entry.get("params") or {}
+        if not isinstance(params, dict):
+            raise item_fail("params must be a mapping")
+        items.append(Item(label, entry.get("goto"), entry.get("action"), {str(k): str(v) for k, v in params.items()}))
+    input_spec: Input | None = None
+    if raw.get("input") is not None:
+        raw_input = raw["input"]
+        if not isinstance(raw_input, dict):
+            raise fail("input must be a mapping with prompt, action and optionally validate")
+        _only(raw_input, {"prompt", "action", "validate"}, lambda m: fail(f"input: {m}"))
+        prompt = _text(raw_input.get("prompt"), "input prompt", fail)
+        action = _text(raw_input.get("action"), "input action", fail)
+        assert prompt is not None and action is not None
+        input_spec = Input(prompt, action, raw_input.get("validate"))
+        if items or raw.get("list"):
+            raise fail("an input screen has no items or list")
+    screen = Screen(sid, _text(raw.get("text"), "text", fail, required=False),
+                    _text(raw.get("text_from"), "text_from", fail, required=False), tuple(items),
+                    raw.get("list"), raw.get("select"), input_spec)
+    if screen.text and screen.text_from:
+        raise fail("text and text_from exclude each other")
+    if not (screen.text or screen.text_from or screen.items or screen.list or screen.input):
+        raise fail("shows nothing: give it text, text_from, items, list or input")
+    if (screen.list is None) != (screen.select is None):
+        raise fail("list and select go together (select: the screen a chosen entry opens)")
+    if len(items) > MAX_ITEMS:
+        raise fail(f"{len(items)} items, more than {MAX_ITEMS}")
+    return screen
+
+
+def _check_refs(screen: Screen, screens: Mapping[str, Screen], bindings: Bindings,
+                fail: Callable[[str], MenuError]) -> None:
+    def need(name: str | None, table: Mapping[str, Any], what: str) -> None:
+        if name is not None and name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise fail(f"{what} {name!r} is not bound (known: {known})")
+
+    for n, item in enumerate(screen.items, start=1):
+        if item.goto is not None and item.goto not in screens:
+            raise fail(f"item {n}: goto names unknown screen {item.goto!r}")
+        need(item.action, bindings.actions, f"item {n}: action")
+    if screen.select is not None and screen.select not in screens:
+        raise fail(f"select names unknown screen {screen.select!r}")
+    need(screen.list, bindings.lists, "list source")
+    need(screen.text_from, bindings.texts, "text source")
+    if screen.input is not None:
+        need(screen.input.action, bindings.actions, "input action")
+        need(screen.input.validate, bindings.validators, "validator")
+
+
+# ---- pages --------------------------------------------------------------------------------------
+def _words(text: str, width: int) -> list[str]:
+    """`text` cut at spaces into pieces of at most `width` characters (a longer word is cut hard)."""
+    pieces: list[str] = []
+    for line in text.splitlines() or [""]:
+        current = ""
+        for word in line.split(" "):
+            while len(word) > width:
+                if current:
+                    pieces.append(current)
+                    current = ""
+                pieces.append(word[:width])
+                word = word[width:]
+            candidate = f"{current} {word}" if current else word
+            if len(candidate) > width:
+                pieces.append(current)
+                current = word
+            else:
+                current = candidate
+        pieces.append(current)
+    return [p for p in pieces if p]
+
+
+def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool) -> list[str]:
+    """Cut a screen (a header, then one line per choice) into pages that each fit one USSD message.
+
+    Every page but the last ends with `98 Далее`; `0 Назад` shows when there is somewhere to go
+    back to (an earlier page counts), `00 Главное меню` when `main`.
+    """
+    units = [*(_words(header, 40) if header else []), *lines]
+
+    def nav(more: bool, first: bool) -> list[str]:
+        out = []
+        if more:
+            out.append(f"{MORE} {NAV_LABELS[MORE]}")
+        if back or not first:
+            out.append(f"{BACK} {NAV_LABELS[BACK]}")
+        if main:
+            out.append(f"{MAIN} {NAV_LABELS[MAIN]}")
+        return out
+
+    pages: list[str] = []
+    i = 0
+    while True:
+        first = not pages
+        rest = units[i:]
+        last = "\n".join([*rest, *nav(False, first)])
+        if fits_one_message(last):
+            pages.append(last)
+            return pages
+        tail = nav(True, first)
+        taken: list[str] = []
+        while i < len(units) and fits_one_message("\n".join([*taken, units[i], *tail])):
+            taken.append(units[i])
+            i += 1
+        if not taken:  # one unit is too long for any page: cut it to what fits
+            unit = units[i]
+            cut = len(unit)
+            while cut > 1 and not fits_one_message("\n".join([unit[:cut], *tail])):
+                cut -= 1
+            taken.append(unit[:cut])
+            units[i] = unit[cut:]
+        pages.append("\n".join([*taken, *tail]))
+
+
+# ---- running ------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Rendered:
+    pages: list[str]
+    choices: list[tuple[str, Item | None, str | None]]  # (label, static item, or list key)
+
+
+class Menu:
+    """A checked menu bound to its callables; `start` and `answer` drive one dialogue step each."""
+
+    def __init__(self, spec: MenuSpec, bindings: Bindings) -> None:
+        self.spec = spec
+        self.bindings = bindings
+
+    @property
+    def service_code(self) -> str:
+        return self.spec.service_code
+
+    async def start(self, host: MenuHost, args: Sequence[str] = ()) -> None:
+        """A dial: show the start screen, or run the dialled extras (`*111*2#`) as answers first."""
+        state = host.menu_state
+        state.clear()
+        state.update(screen=self.spec.start, page=0, params={}, back=[])
+        notice: str | None = None
+        for arg in args:
+            outcome = await self._apply(host, arg)
+            if isinstance(outcome, Answered):
+                return
+            if isinstance(outcome, End):
+                await self._finish(host, outcome)
+                return
+            if outcome is not None:
+                notice = outcome
+                break
+        await self._render(host, notice)
+
+    async def answer(self, host: MenuHost, text: str) -> None:
+        outcome = await self._apply(host, text)
+        if isinstance(outcome, Answered):
+            return
+        if isinstance(outcome, End):
+            await self._finish(host, outcome)
+        else:
+            await self._render(host, outcome)
+
+    async def _finish(self, host: MenuHost, end: End) -> None:
+        result = await host.end(end.text, **end.commit)
+        if getattr(result, "refused", False):
+            await host.end(end.refused_text)
+
+    async def _apply(self, host: MenuHost, text: str) -> End | Answered | str | None:
+        """Apply one answer to the state; returns End, a notice to show with the screen, or None."""
+        state = host.menu_state
+        answer = text.strip()
+        if answer == MAIN:
+            state.update(screen=self.spec.start, page=0, params={}, back=[])
+            return None
+        if answer == BACK:
+            if state["page"] > 0:
+                state["page"] -= 1
+            elif state["back"]:
+                previous: list[Any] = state["back"].pop()
+                state.update(screen=previous[0], params=previous[1], page=0)
+            return None
+        if state["screen"] == "":  # a notice offers only back and main menu
+            return INVALID_CHOICE
+        screen = self.spec.screens[state["screen"]]
+        if screen.input is not None:
+            validator = self.bindings.validators.get(screen.input.validate or "")
+            error = validator(answer) if validator is not None else None
+            if error is not None:
+                return error
+            return await self._act(host, screen.input.action, {}, answer)
+        rendered = await self._build(host, screen)
+        if answer == MORE and state["page"] + 1 < len(rendered.pages):
+            state["page"] += 1
+            return None
+        if not answer.isdigit() or not 1 <= int(answer) <= len(rendered.choices):
+            return INVALID_CHOICE
+        _, item, key = rendered.choices[int(answer) - 1]
+        if item is None:
+            assert screen.select is not None and key is not None
+            return self._go(state, screen.select, {"id": key})
+        if item.goto is not None:
+            return self._go(state, item.goto, dict(item.params))
+        assert item.action is not None
+        return await self._act(host, item.action, item.params, None)
+
+    @staticmethod
+    def _go(state: dict[str, Any], screen: str, params: Mapping[str, str]) -> None:
+        state["back"].append([state["screen"], state["params"]])
+        state.update(screen=screen, page=0, params=dict(params))
+
+    async def _act(self, host: MenuHost, name: str, extra: Mapping[str, str],
+                   value: str | None) -> End | Answered | str | None:
+        state = host.menu_state
+        params = {**state["params"], **extra}
+        result = await self.bindings.actions[name](host, params, value)
+        if isinstance(result, End | Answered):
+            return result
+        if isinstance(result, Goto):
+            return self._go(state, result.screen, result.params)
+        state["back"].append([state["screen"], state["params"]])
+        state.update(screen="", page=0, params={"notice": result.text})
+        return None
+
+    async def _build(self, host: MenuHost, screen: Screen, notice: str | None = None) -> _Rendered:
+        state = host.menu_state
+        params = state["params"]
+        header = screen.text or ""
+        if screen.text_from is not None:
+            header = await self.bindings.texts[screen.text_from](host, params)
+        if screen.input is not None:
+            header = f"{header}\n{screen.input.prompt}" if header else screen.input.prompt
+        if notice:
+            header = f"{notice}\n{header}" if header else notice
+        choices: list[tuple[str, Item | None, str | None]] = [(i.label, i, None) for i in screen.items]
+        if screen.list is not None:
+            entries = await self.bindings.lists[screen.list](host, params)
+            choices += [(label[:MAX_LABEL], None, key) for key, label in entries[:MAX_ITEMS - len(choices)]]
+        lines = [f"{n} {label}" for n, (label, _, _) in enumerate(choices, start=1)]
+        at_start = screen.id == self.spec.start
+        pages = paginate(header, lines, back=bool(state["back"]), main=not at_start)
+        return _Rendered(pages, choices)
+
+    async def _render(self, host: MenuHost, notice: str | None) -> None:
+        state = host.menu_state
+        if state["screen"] == "":  # a Notice from an action: its text with back / main menu
+            page = paginate(state["params"]["notice"], [], back=True, main=True)[0]
+            await host.show(page)
+            return
+        rendered = await self._build(host, self.spec.screens[state["screen"]], notice)
+        page = min(state["page"], len(rendered.pages) - 1)
+        state["page"] = page
+        await host.show(rendered.pages[page])
