@@ -29,7 +29,7 @@ async def test_star_100_shows_the_balance_in_roubles_and_closes_the_dialogue(sta
     assert screen.text.startswith("Ваш баланс: 1234,56 ₽")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE
     assert stack.store is not None and await ussd_dialogue_ttl(stack.store, MSISDN) is None
-    assert ["mo_received", "balance_shown", "ussd_dialogue_closed"] == (await events(stack, MSISDN))[1:4]
+    assert (await events(stack, MSISDN))[1:4] == ["mo_received", "balance_shown", "ussd_dialogue_closed"]
 
 
 async def test_a_negative_balance_is_shown_with_a_minus_and_a_top_up_hint(stack: Stack) -> None:
