@@ -22,6 +22,7 @@ from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
 from gateway.router import Router
 from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.number_management import review_loop
 from handlers.ussd import handle_ussd
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
@@ -55,6 +56,8 @@ class Gateway:
     async def start(self) -> None:
         self._runners = [asyncio.create_task(c.run(), name=c.name) for c in self.clients]
         self._runners.append(asyncio.create_task(self._recover_loop(), name="mt-recovery"))
+        # N2 applications due for review (issue 4): handlers/number_management.py
+        self._runners.append(asyncio.create_task(review_loop(self.store, self.settings, self.send), name="n2-review"))
 
     async def wait_bound(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(asyncio.gather(*(c.bound.wait() for c in self.clients)), timeout)

@@ -89,20 +89,26 @@ async def check_group(store: Store, numbers: Sequence[str]) -> Refusal | None:
     profiles = await asyncio.gather(*(store.subscriber(n) for n in numbers))
     owner, region = profiles[0].get("owner_id", ""), profiles[0].get("region", "")
     if not owner or not region:
-        return Refusal("unknown_owner", "Нет данных о владельце номера. Обратитесь в офис.")
+        return Refusal("unknown_owner", "нет данных о владельце номера, обратитесь в офис.")
     if len(numbers) > MAX_NUMBERS:
-        return Refusal("too_many", f"Можно объединить не больше {MAX_NUMBERS} номеров.")
+        return Refusal("too_many", f"можно объединить не больше {MAX_NUMBERS} номеров.")
     for number, profile in zip(numbers, profiles, strict=True):
         if profile.get("corporate", "0") == "1":
             whose = "" if number == applicant else f" (номер {number})"
-            return Refusal("corporate", f"Услуга недоступна корпоративным клиентам{whose}.")
+            return Refusal("corporate", f"услуга недоступна корпоративным клиентам{whose}.")
         if not profile:
-            return Refusal("unknown_number", f"Номер {number} не обслуживается.")
+            return Refusal("unknown_number", f"номер {number} не обслуживается.")
         if profile.get("owner_id") != owner:
-            return Refusal("other_owner", f"Номер {number} оформлен на другого владельца.")
+            return Refusal("other_owner", f"номер {number} оформлен на другого владельца.")
         if profile.get("region") != region:
-            return Refusal("other_region", f"Номер {number} зарегистрирован в другом регионе.")
+            return Refusal("other_region", f"номер {number} зарегистрирован в другом регионе.")
     return None
+
+
+def short_state(profile: dict[str, str]) -> str:
+    """One word or two for a menu header: не подключена, на рассмотрении, подключена, отклонена."""
+    return {"pending": "заявка на рассмотрении", "active": "подключена",
+            "rejected": "заявка отклонена"}.get(profile.get("n2_state", ""), "не подключена")
 
 
 def state_text(profile: dict[str, str]) -> str:
@@ -136,7 +142,7 @@ async def number_management(ctx: HandlerContext) -> None:
         profile = await ctx.subscriber()
         await ussd.end(state_text(profile), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
     else:
-        await ussd.end("Наберите *111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
+        await ussd.end("*111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
                        audit=[AuditEvent("n2_unknown_command", Channel.USSD, outcome="help_sent")])
 
 
@@ -151,14 +157,14 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     refusal = await check_group(ctx.store, numbers)
     if refusal is not None:
         log.info("n2_refused", msisdn=ctx.msisdn, reason=refusal.code)
-        await ctx.end(f"{OPTION}: отказ. {refusal.text}",
+        await ctx.end(f"Отказ: {refusal.text}",
                       audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=refusal.code)])
         return
     now = clock.now()
     due = now + ctx.settings.n2_review_delay_s
     app_id = secrets.token_hex(6)
     result = await ctx.end(
-        f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ придёт по SMS в течение 24 часов.",
+        f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.",
         change=Change(set_fields={"n2_state": "pending", "n2_numbers": ",".join(numbers), "n2_app": app_id,
                                   "n2_applied_at": int(now), "n2_due_at": int(due), "n2_reason": ""}),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from gateway.router import Router, SmsRoute, UssdRoute
 from handlers import number_management, ussd_selfcare
-from handlers.archives import open_mms_archive, sms_archive_code
 from handlers.base import HandlerContext
 from handlers.password import issue_password
 from ussdgw.store import AuditEvent
@@ -17,7 +16,7 @@ SMS_ROUTES = [
 # USSD (issue 4): the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
 USSD_ROUTES: list[UssdRoute] = [
     UssdRoute("100", ussd_selfcare.balance, "баланс"),
-    UssdRoute("111", ussd_selfcare.selfcare_menu, "меню самообслуживания"),
+    UssdRoute("111", ussd_selfcare.selfcare_menu, "меню"),
     UssdRoute("111*828", number_management.number_management, "Управление номерами"),
 ]
 

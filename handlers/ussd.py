@@ -32,6 +32,7 @@ import structlog
 
 from gateway.router import Router, UssdRoute
 from handlers.base import Channel, HandlerContext, InboundMessage
+from ussd_menus.engine import paginate
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import (
@@ -56,6 +57,7 @@ MAX_CONFLICT_RETRIES = 3
 
 NO_DIALOGUE = "Сеанс USSD уже завершён. Наберите запрос ещё раз, например *111#."
 NO_CHANGE = Change()
+PAGES = "_pages"  # dialogue data: the rest of a closing text too long for one screen
 UNSUPPORTED = "Этот тип USSD-запроса не поддерживается. Наберите *111# для меню."
 
 
@@ -130,7 +132,11 @@ class UssdContext(HandlerContext):
         if self.result is not None:
             raise RuntimeError("a USSD handler answers once per MO")
         dialogue = self.dialogue
-        before = (dialogue.state, dialogue.step_at)
+        before = (dialogue.state, dialogue.step_at, dialogue.data)
+        if close and not fits_one_message(text):  # a long last word: pages, the dialogue closes on the last
+            pages = paginate(text, [], back=False, main=False, page_back=False)
+            dialogue.data = {PAGES: pages[1:]}
+            close, text = False, pages[0]
         now = clock.now()
         if close:
             dialogue.end()
@@ -154,7 +160,7 @@ class UssdContext(HandlerContext):
         if result.outcome == "conflict":
             raise StepConflict(dialogue.version)
         if result.refused:
-            dialogue.state, dialogue.step_at = before
+            dialogue.state, dialogue.step_at, dialogue.data = before
             return result
         self.result = result
         return result
@@ -280,8 +286,16 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
             await ctx.end(err.reply, audit=[AuditEvent("ussd_late_answer", Channel.USSD, outcome="timed_out",
                                                        detail=str(err))])
             return UssdOutcome("ussd.timed_out", _done(ctx))
-        route = find_route(router, settings, open_dialogue.service_code)
         ctx = make(open_dialogue, answer=message.text, expect=expect)
+        if PAGES in open_dialogue.data:  # the next page of a closing text, whatever was answered
+            rest: list[str] = open_dialogue.data[PAGES]
+            if len(rest) > 1:
+                open_dialogue.data = {PAGES: rest[1:]}
+                await ctx.show(rest[0])
+            else:
+                await ctx.end(rest[0])
+            return UssdOutcome("ussd.pages", _done(ctx))
+        route = find_route(router, settings, open_dialogue.service_code)
         if route is None:  # the service went away mid-dialogue (a reconfigured gateway)
             await ctx.end(UNSUPPORTED, audit=[AuditEvent("ussd_unknown_code", Channel.USSD, outcome="gone")])
             return UssdOutcome("ussd.gone", _done(ctx))

@@ -159,7 +159,7 @@ async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
 
 
 async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
-    return f"Номер {ctx.msisdn}. {number_management.state_text(await ctx.subscriber())}"
+    return f"{number_management.OPTION}: {number_management.short_state(await ctx.subscriber())}."
 
 
 def validate_roubles(value: str) -> str | None:

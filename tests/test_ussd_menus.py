@@ -15,7 +15,7 @@ from handlers.catalogue import catalogue
 from handlers.ussd_selfcare import BINDINGS
 from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
-from tests.ussd_helpers import answer, dial, seed
+from tests.ussd_helpers import answer, dial, read_to_end, seed
 from ussd_menus.engine import MenuError, load_menu, paginate
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import fits_one_message
@@ -139,15 +139,13 @@ async def _rest(stack: Stack, screen: Any) -> str:
 
 async def test_a_paid_tariff_switch_at_zero_balance_is_refused_and_changes_nothing(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=0, tariff="basic")
-    paid = next(t for t in catalogue().tariffs if t.switch_price_kop > 0 and not t.corporate_only)
-    await dial(stack, MSISDN, f"*111*2*{[t.id for t in catalogue().tariffs if not t.corporate_only].index(paid.id) + 1}#")
-    done = await _switch_from_card(stack)
-    assert done.ussd_op == UssdOp.PSSR_RESPONSE and "положительный баланс" in done.text
+    offered = [t for t in catalogue().tariffs if not t.corporate_only]
+    choice = next(n for n, t in enumerate(offered, 1) if t.switch_price_kop > 0)
+    card = await dial(stack, MSISDN, f"*111*2*{choice}#")  # the tariff's card straight from the dialled string
+    assert card.text.startswith(offered[choice - 1].name)
+    done = await read_to_end(stack, MSISDN, await answer(stack, MSISDN, "1"))
+    assert "положительный баланс" in done
     assert stack.store is not None and (await stack.store.subscriber(MSISDN))["tariff"] == "basic"
-
-
-async def _switch_from_card(stack: Stack) -> Any:
-    return await answer(stack, MSISDN, "1")
 
 
 async def test_a_direct_string_opens_a_screen_without_walking_the_menu(stack: Stack) -> None:

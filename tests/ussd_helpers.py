@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,11 +31,36 @@ async def ussd(stack: Stack, msisdn: str, text: str, *, op: int = UssdOp.PSSR_IN
 
 
 async def dial(stack: Stack, msisdn: str, dialled: str, **kw: Any) -> InboxMessage:
-    return await ussd(stack, msisdn, dialled, op=UssdOp.PSSR_INDICATION, to=dialled, **kw)
+    """A dial: the string in short_message, its service code as destination_addr (at most 20 octets)."""
+    code = re.match(r"[*#]*(\d+)", dialled)
+    to = f"*{code.group(1)}#" if code else dialled[:20]
+    return await ussd(stack, msisdn, dialled, op=UssdOp.PSSR_INDICATION, to=to, **kw)
 
 
 async def answer(stack: Stack, msisdn: str, text: str, *, to: str = "*111#", **kw: Any) -> InboxMessage:
     return await ussd(stack, msisdn, text, op=UssdOp.USSR_CONFIRM, to=to, **kw)
+
+
+async def read_to_end(stack: Stack, msisdn: str, screen: InboxMessage) -> str:
+    """A closing text that came over several screens (98 Далее): all of it, once the dialogue closed."""
+    text = screen.text
+    while screen.ussd_op != UssdOp.PSSR_RESPONSE:
+        assert text.endswith("98 Далее"), text
+        text = text.removesuffix("98 Далее").rstrip("\n")
+        screen = await answer(stack, msisdn, "98")
+        text += " " + screen.text
+    return text
+
+
+async def wait_sms(stack: Stack, msisdn: str, after: int, timeout: float = 10.0) -> InboxMessage:
+    """The first SMS (not a USSD screen) that reaches the phone's inbox after `after`."""
+    assert stack.smsc is not None
+    async with asyncio.timeout(timeout):
+        while True:
+            for message in await stack.smsc.phones.wait_inbox(msisdn, after, timeout):
+                after = max(after, message.seq)
+                if message.kind == "sms":
+                    return message
 
 
 async def send_without_reply(stack: Stack, msisdn: str, text: str, op: int, to: str = "*111#") -> PendingMo:

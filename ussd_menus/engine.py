@@ -289,19 +289,29 @@ def _words(text: str, width: int) -> list[str]:
     return [p for p in pieces if p]
 
 
-def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool) -> list[str]:
+def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool, page_back: bool = True) -> list[str]:
     """Cut a screen (a header, then one line per choice) into pages that each fit one USSD message.
 
     Every page but the last ends with `98 Далее`; `0 Назад` shows when there is somewhere to go
-    back to (an earlier page counts), `00 Главное меню` when `main`.
+    back to (an earlier page counts, unless not `page_back`), `00 Главное меню` when `main`.
+    A long header flows on over pages, cut between words.
     """
-    units = [*(_words(header, 40) if header else []), *lines]
+    # (text, joiner before it): header pieces continue their line, choices start their own
+    units: list[tuple[str, str]] = []
+    for n, line in enumerate(header.splitlines() if header else []):
+        for k, piece in enumerate(_words(line, 40)):
+            units.append((piece, " " if k else "\n" if n else ""))
+    units += [(line, "\n") for line in lines]
+
+    def join(chosen: Sequence[tuple[str, str]], nav_lines: Sequence[str]) -> str:
+        text = "".join((joiner if i else "") + piece for i, (piece, joiner) in enumerate(chosen))
+        return "\n".join([text, *nav_lines]) if text else "\n".join(nav_lines)
 
     def nav(more: bool, first: bool) -> list[str]:
         out = []
         if more:
             out.append(f"{MORE} {NAV_LABELS[MORE]}")
-        if back or not first:
+        if back or (page_back and not first):
             out.append(f"{BACK} {NAV_LABELS[BACK]}")
         if main:
             out.append(f"{MAIN} {NAV_LABELS[MAIN]}")
@@ -311,24 +321,23 @@ def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool) -> li
     i = 0
     while True:
         first = not pages
-        rest = units[i:]
-        last = "\n".join([*rest, *nav(False, first)])
+        last = join(units[i:], nav(False, first))
         if fits_one_message(last):
             pages.append(last)
             return pages
         tail = nav(True, first)
-        taken: list[str] = []
-        while i < len(units) and fits_one_message("\n".join([*taken, units[i], *tail])):
+        taken: list[tuple[str, str]] = []
+        while i < len(units) and fits_one_message(join([*taken, units[i]], tail)):
             taken.append(units[i])
             i += 1
         if not taken:  # one unit is too long for any page: cut it to what fits
-            unit = units[i]
-            cut = len(unit)
-            while cut > 1 and not fits_one_message("\n".join([unit[:cut], *tail])):
+            piece = units[i][0]
+            cut = len(piece)
+            while cut > 1 and not fits_one_message(join([(piece[:cut], "")], tail)):
                 cut -= 1
-            taken.append(unit[:cut])
-            units[i] = unit[cut:]
-        pages.append("\n".join([*taken, *tail]))
+            taken.append((piece[:cut], ""))
+            units[i] = (piece[cut:], "")
+        pages.append(join(taken, tail))
 
 
 # ---- running ------------------------------------------------------------------------------------
