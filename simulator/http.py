@@ -1,89 +1,187 @@
-"""The simulator's HTTP API: what the CLI, the web phone and test scripts drive phones with.
+"""The simulator's HTTP API: what the CLI, the web phone, scenarios and test scripts drive phones with.
 
+    GET  /                                         the web phone (simulator/web/)
     GET  /api/health
-    GET  /api/phones                              every phone and its settings
-    GET  /api/phones/{msisdn}                     one phone's settings
-    PATCH /api/phones/{msisdn}                    {"power": "off", "inbox_full": true, ...}
-    POST /api/phones/{msisdn}/sms                 {"to": "3339", "text": "ПАРОЛЬ"} -> queued MO ids
+    GET  /api/services                             the short codes and USSD strings the platform serves
+    GET  /api/phones                               every phone and its settings
+    POST /api/phones                               {"msisdn": "79161234567"} -> a new phone (or the one there)
+    GET  /api/phones/{msisdn}                      one phone's settings (faults, counts)
+    PATCH /api/phones/{msisdn}                     faults: {"power": "off"|"airplane"|"on", "inbox_full": true,
+                                                   "unknown_number": true, "blocked_senders": ["3339"]}
+    GET  /api/phones/{msisdn}/state                everything at once: settings, inbox, network log, outbox,
+                                                   USSD dialogue, PDU log
+    GET  /api/phones/{msisdn}/events               the same, then every change, as server-sent events
+    POST /api/phones/{msisdn}/sms                  {"to": "3339", "text": "ПАРОЛЬ"} -> queued MO ids
     GET  /api/phones/{msisdn}/inbox?after=N&wait=S  inbox entries after seq N, waiting up to S s
-    GET  /api/phones/{msisdn}/pdus                the PDUs exchanged for this phone
+    DELETE /api/phones/{msisdn}/inbox              empty the inbox
+    GET  /api/phones/{msisdn}/network              every MT addressed to the phone with its fate
+    GET  /api/phones/{msisdn}/outbox               every MO the phone sent, with its state
+    GET  /api/phones/{msisdn}/pdus                 the PDUs exchanged for this phone
+    GET  /api/phones/{msisdn}/ussd?version=N&wait=S  the USSD dialogue (waiting for a change after N)
+    POST /api/phones/{msisdn}/ussd/dial            {"code": "*100#", "wait": 10} -> the dialogue once the
+                                                   network answered (state "waiting" or "closed")
+    POST /api/phones/{msisdn}/ussd/answer          {"text": "1", "wait": 10}
+    POST /api/phones/{msisdn}/ussd/cancel          close the popup; ends an open dialogue towards the network
+    POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
+    GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
+
+Bad input gets a 400 with {"error": "..."} and changes nothing; a USSD move the dialogue does not
+allow now (answering when nothing was asked) gets a 409.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 
-from simulator.phones import Power
+from simulator.handset import Handsets
+from simulator.phones import Power, UssdDialogue, UssdError
 from simulator.smsc import Smsc
 
 SMSC_KEY = web.AppKey("smsc", Smsc)
+HANDSETS_KEY = web.AppKey("handsets", Handsets)
+SERVICES_KEY = web.AppKey("services", dict)
+CLOSING_KEY = web.AppKey("closing", asyncio.Event)
+WEB_DIR = Path(__file__).parent / "web"
 MSISDN = re.compile(r"^\+?\d{5,15}$")
 SHORT_CODE = re.compile(r"^[\d*#+]{1,21}$")
 MAX_TEXT = 1600
+MAX_WAIT_S = 60.0
+SSE_IDLE_CHECK_S = 10.0
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, message: str) -> None:
+        super().__init__(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": message}, status=status, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def _ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _msisdn_of(value: Any) -> str:
+    if not isinstance(value, str) or not MSISDN.match(value):
+        raise BadRequest("msisdn must be 5-15 digits")
+    return value.lstrip("+")
 
 
 def _msisdn(request: web.Request) -> str:
-    msisdn = request.match_info["msisdn"].lstrip("+")
-    if not MSISDN.match(msisdn):
-        raise web.HTTPBadRequest(text='{"error": "msisdn must be 5-15 digits"}', content_type="application/json")
-    return msisdn
+    return _msisdn_of(request.match_info["msisdn"])
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
+        raise BadRequest("body must be JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+        raise BadRequest("body must be a JSON object")
     return body
+
+
+def _number(value: Any, name: str, *, default: float, low: float = 0.0, high: float = MAX_WAIT_S) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a number") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
+    return number
 
 
 async def health(request: web.Request) -> web.Response:
     smsc = request.app[SMSC_KEY]
     binds = [{"system_id": c.session.system_id, "state": c.session.state.name} for c in smsc.connections]
-    return web.json_response({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+    return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+
+
+async def services(request: web.Request) -> web.Response:
+    return _ok(request.app[SERVICES_KEY])
 
 
 async def list_phones(request: web.Request) -> web.Response:
     phones = request.app[SMSC_KEY].phones.phones.values()
-    return web.json_response({"phones": [p.settings() for p in phones]})
+    return _ok({"phones": [p.settings() for p in phones]})
+
+
+async def create_phone(request: web.Request) -> web.Response:
+    msisdn = _msisdn_of((await _json(request)).get("msisdn"))
+    phones = request.app[SMSC_KEY].phones
+    existed = msisdn in phones.phones
+    return _ok(phones.get(msisdn).settings(), status=200 if existed else 201)
 
 
 async def get_phone(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SMSC_KEY].phones.get(_msisdn(request)).settings())
+    return _ok(request.app[SMSC_KEY].phones.get(_msisdn(request)).settings())
 
 
 async def patch_phone(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     body = await _json(request)
-    phones = request.app[SMSC_KEY].phones
-    phone = phones.get(msisdn)
+    unknown = set(body) - {"power", "inbox_full", "unknown_number", "blocked_senders"}
+    if unknown:
+        raise BadRequest(f"unknown settings {sorted(unknown)}")
+    power = None
     if "power" in body:
         try:
             power = Power(body["power"])
         except ValueError:
-            return _error(400, f"power must be one of {[p.value for p in Power]}")
-        phones.set_power(msisdn, power)
+            raise BadRequest(f"power must be one of {[p.value for p in Power]}") from None
     for flag in ("inbox_full", "unknown_number"):
-        if flag in body:
-            if not isinstance(body[flag], bool):
-                return _error(400, f"{flag} must be true or false")
-            setattr(phone, flag, body[flag])
-    if "blocked_senders" in body:
-        senders = body["blocked_senders"]
-        if not isinstance(senders, list) or not all(isinstance(s, str) for s in senders):
-            return _error(400, "blocked_senders must be a list of strings")
-        phone.blocked_senders = set(senders)
-    await phones.notify()
-    return web.json_response(phone.settings())
+        if flag in body and not isinstance(body[flag], bool):
+            raise BadRequest(f"{flag} must be true or false")
+    senders = body.get("blocked_senders")
+    if senders is not None and (not isinstance(senders, list)
+                                or not all(isinstance(s, str) and SHORT_CODE.match(s) for s in senders)):
+        raise BadRequest("blocked_senders must be a list of short codes or numbers")
+    phone = request.app[SMSC_KEY].phones.set_faults(
+        msisdn, power=power, inbox_full=body.get("inbox_full"), unknown_number=body.get("unknown_number"),
+        blocked_senders=set(senders) if senders is not None else None,
+    )
+    return _ok(phone.settings())
+
+
+async def state(request: web.Request) -> web.Response:
+    return _ok(request.app[SMSC_KEY].phones.snapshot(_msisdn(request)))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """A snapshot, then every change of the phone, until the viewer leaves or the server stops.
+    A viewer too slow to keep up is disconnected; EventSource reconnects and gets a fresh snapshot."""
+    msisdn = _msisdn(request)
+    phones = request.app[SMSC_KEY].phones
+    closing = request.app[CLOSING_KEY]
+    async with sse_response(request) as sse:
+        with phones.subscribe(msisdn) as feed, contextlib.suppress(ConnectionResetError):  # the viewer left
+            await sse.send(_dumps(phones.snapshot(msisdn)), event="snapshot")
+            while sse.is_connected() and not feed.overflowed and not closing.is_set():
+                try:
+                    event = await asyncio.wait_for(feed.queue.get(), SSE_IDLE_CHECK_S)
+                except TimeoutError:
+                    continue
+                if event.kind == "bye":
+                    break
+                await sse.send(_dumps(event.data), event=event.kind)
+    return sse
 
 
 async def send_sms(request: web.Request) -> web.Response:
@@ -91,41 +189,163 @@ async def send_sms(request: web.Request) -> web.Response:
     body = await _json(request)
     to, text = body.get("to"), body.get("text", "")
     if not isinstance(to, str) or not SHORT_CODE.match(to):
-        return _error(400, "to must be a short code or number")
+        raise BadRequest("to must be a short code or number")
     if not isinstance(text, str) or len(text) > MAX_TEXT:
-        return _error(400, f"text must be a string of at most {MAX_TEXT} characters")
-    smsc = request.app[SMSC_KEY]
-    queued = smsc.submit_mo(msisdn, to, text)
-    return web.json_response({"mo_ids": [m.mo_id for m in queued], "inbox_seq": smsc.phones.last_seq}, status=202)
+        raise BadRequest(f"text must be a string of at most {MAX_TEXT} characters")
+    handsets = request.app[HANDSETS_KEY]
+    after = handsets.phones.last_seq
+    entry = handsets.send_sms(msisdn, to, text)
+    return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
 async def inbox(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     try:
         after = int(request.query.get("after", "0"))
-        wait = min(float(request.query.get("wait", "0")), 60.0)
     except ValueError:
-        return _error(400, "after and wait must be numbers")
+        raise BadRequest("after must be a number") from None
+    wait = _number(request.query.get("wait"), "wait", default=0.0)
     phones = request.app[SMSC_KEY].phones
     messages = await phones.wait_inbox(msisdn, after, wait) if wait > 0 else [
         m for m in phones.get(msisdn).inbox if m.seq > after]
-    return web.json_response({"messages": [m.to_dict() for m in messages], "last_seq": phones.last_seq})
+    return _ok({"messages": [m.to_dict() for m in messages], "last_seq": phones.last_seq})
+
+
+async def clear_inbox(request: web.Request) -> web.Response:
+    return _ok({"removed": request.app[SMSC_KEY].phones.clear_inbox(_msisdn(request))})
+
+
+async def network(request: web.Request) -> web.Response:
+    phone = request.app[SMSC_KEY].phones.get(_msisdn(request))
+    return _ok({"mts": [e.to_dict() for e in phone.network]})
+
+
+async def outbox(request: web.Request) -> web.Response:
+    phone = request.app[SMSC_KEY].phones.get(_msisdn(request))
+    return _ok({"sent": [o.to_dict() for o in phone.outbox]})
 
 
 async def pdus(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     entries = list(request.app[SMSC_KEY].phones.pdu_log.get(msisdn, ()))
-    return web.json_response({"pdus": entries})
+    return _ok({"pdus": entries})
 
 
-def create_app(smsc: Smsc) -> web.Application:
+async def _dialogue_after(request: web.Request, msisdn: str, dialogue: UssdDialogue, version: int,
+                          wait: float) -> web.Response:
+    if wait > 0:
+        dialogue = await request.app[HANDSETS_KEY].wait_ussd(msisdn, version, wait)
+    return _ok(dialogue.to_dict())
+
+
+async def ussd_get(request: web.Request) -> web.Response:
+    msisdn = _msisdn(request)
+    try:
+        version = int(request.query.get("version", "-1"))
+    except ValueError:
+        raise BadRequest("version must be a number") from None
+    wait = _number(request.query.get("wait"), "wait", default=0.0)
+    dialogue = request.app[SMSC_KEY].phones.get(msisdn).ussd
+    if wait > 0 and version >= 0:
+        dialogue = await request.app[HANDSETS_KEY].wait_ussd(msisdn, version, wait)
+    return _ok(dialogue.to_dict())
+
+
+async def ussd_dial(request: web.Request) -> web.Response:
+    msisdn = _msisdn(request)
+    body = await _json(request)
+    code, wait = body.get("code"), _number(body.get("wait"), "wait", default=0.0)
+    if not isinstance(code, str):
+        raise BadRequest("code must be a USSD string like *100#")
+    handsets = request.app[HANDSETS_KEY]
+    try:
+        dialogue = handsets.dial(msisdn, code)
+    except UssdError as exc:
+        raise BadRequest(str(exc)) from None
+    return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
+
+
+async def ussd_answer(request: web.Request) -> web.Response:
+    msisdn = _msisdn(request)
+    body = await _json(request)
+    text, wait = body.get("text"), _number(body.get("wait"), "wait", default=0.0)
+    if not isinstance(text, str):
+        raise BadRequest("text must be a string")
+    handsets = request.app[HANDSETS_KEY]
+    try:
+        dialogue = handsets.answer(msisdn, text)
+    except UssdError as exc:
+        return _error(409, str(exc))
+    return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
+
+
+async def ussd_cancel(request: web.Request) -> web.Response:
+    return _ok(request.app[HANDSETS_KEY].cancel(_msisdn(request)).to_dict())
+
+
+async def advance_clock(request: web.Request) -> web.Response:
+    body = await _json(request)
+    seconds = _number(body.get("seconds"), "seconds", default=-1.0, low=0.0, high=366 * 24 * 3600.0)
+    if seconds < 0:
+        raise BadRequest("seconds is required")
+    return _ok(await request.app[HANDSETS_KEY].advance_time(seconds))
+
+
+async def mts(request: web.Request) -> web.Response:
+    msisdn = request.query.get("msisdn")
+    records = request.app[SMSC_KEY].mt_records.values()
+    return _ok({"mts": [
+        {"message_id": r.message_id, "source": r.source, "destination": r.destination, "state": r.state.name,
+         "error": r.error, "submitted_at": r.submitted_at, "done_at": r.done_at,
+         "registered_delivery": r.registered_delivery}
+        for r in records if msisdn is None or r.destination == msisdn
+    ]})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _say_goodbye(app: web.Application) -> None:
+    """Let event streams end at once on shutdown, so that stopping never waits for a browser."""
+    app[CLOSING_KEY].set()
+    app[SMSC_KEY].phones.close_feeds()
+
+
+async def _close_handsets(app: web.Application) -> None:
+    await app[HANDSETS_KEY].close()
+
+
+def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
+               service_list: dict[str, Any] | None = None) -> web.Application:
     app = web.Application()
     app[SMSC_KEY] = smsc
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/api/phones", list_phones)
-    app.router.add_get("/api/phones/{msisdn}", get_phone)
-    app.router.add_patch("/api/phones/{msisdn}", patch_phone)
-    app.router.add_post("/api/phones/{msisdn}/sms", send_sms)
-    app.router.add_get("/api/phones/{msisdn}/inbox", inbox)
-    app.router.add_get("/api/phones/{msisdn}/pdus", pdus)
+    app[HANDSETS_KEY] = handsets or Handsets(smsc)
+    app[SERVICES_KEY] = service_list or {"sms": [], "ussd": []}
+    app[CLOSING_KEY] = asyncio.Event()
+    app.on_shutdown.append(_say_goodbye)
+    app.on_cleanup.append(_close_handsets)
+    r = app.router
+    r.add_get("/", index)
+    r.add_static("/static", WEB_DIR, append_version=True)
+    r.add_get("/api/health", health)
+    r.add_get("/api/services", services)
+    r.add_get("/api/phones", list_phones)
+    r.add_post("/api/phones", create_phone)
+    r.add_get("/api/phones/{msisdn}", get_phone)
+    r.add_patch("/api/phones/{msisdn}", patch_phone)
+    r.add_get("/api/phones/{msisdn}/state", state)
+    r.add_get("/api/phones/{msisdn}/events", events)
+    r.add_post("/api/phones/{msisdn}/sms", send_sms)
+    r.add_get("/api/phones/{msisdn}/inbox", inbox)
+    r.add_delete("/api/phones/{msisdn}/inbox", clear_inbox)
+    r.add_get("/api/phones/{msisdn}/network", network)
+    r.add_get("/api/phones/{msisdn}/outbox", outbox)
+    r.add_get("/api/phones/{msisdn}/pdus", pdus)
+    r.add_get("/api/phones/{msisdn}/ussd", ussd_get)
+    r.add_post("/api/phones/{msisdn}/ussd/dial", ussd_dial)
+    r.add_post("/api/phones/{msisdn}/ussd/answer", ussd_answer)
+    r.add_post("/api/phones/{msisdn}/ussd/cancel", ussd_cancel)
+    r.add_post("/api/clock/advance", advance_clock)
+    r.add_get("/api/mts", mts)
     return app

@@ -2,27 +2,76 @@
 
 The SMSC asks a phone for the fate of each MT: delivered into the inbox, refused (inbox full,
 anti-spam, unknown number), or held while the phone is off until it comes back or the validity
-period runs out. Listeners (the web phone, the CLI) wait on new inbox entries without polling.
+period runs out. Every MT addressed to a phone is kept in its network log (`Phone.network`) with
+that fate, so a tester sees what never landed as well as what did.
+
+Each phone also holds its side of a USSD dialogue (`UssdDialogue`): what the network showed last,
+whether it waits for an answer (USSR request, op 2) or has closed (PSSR response, op 17), and
+the `its_session_info` to echo. Its states and moves are the table `_USSD_MOVES` below.
+
+Listeners get every change as a `PhoneEvent`: per phone through `subscribe()` (the web phone's
+event stream), or all phones through `watchers` (the load generator); `wait_inbox` and
+`wait_change` wait without polling. Time is the simulator's `SimClock`, which scenarios can
+fast-forward to expire held MTs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ussdgw.smpp.concat import Reassembler
-from ussdgw.smpp.pdu import MessageState
+from ussdgw.smpp.pdu import MessageState, UssdOp
+
+Fate = Callable[[MessageState, int], None]  # what the SMSC does with a fate: record it, send the receipt
+
+# Receipt error codes (the `err:` of the receipt text and the network_error_code TLV).
+ERR_UNKNOWN_SUBSCRIBER = 1
+ERR_ABSENT = 2
+ERR_MEMORY_FULL = 8
+ERR_REFUSED_BY_HANDSET = 10
+ERR_UNDECODABLE = 99
+
+REASONS = {
+    "unknown_number": "номер не существует",
+    "absent": "абонент недоступен (телефон выключен или в режиме полёта)",
+    "expired": "истёк срок доставки: телефон не включился",
+    "inbox_full": "память SMS переполнена",
+    "anti_spam": "отклонено антиспамом на телефоне",
+    "incomplete": "не пришли все части длинного сообщения",
+    "undecodable": "не удалось прочитать текст",
+}
+
+NETWORK_LOG_SIZE = 200
+PDU_LOG_SIZE = 200
+FEED_QUEUE_SIZE = 1000
 
 
 class Power(StrEnum):
     ON = "on"
     OFF = "off"
     AIRPLANE = "airplane"
+
+
+class SimClock:
+    """The simulator's time: the wall clock plus an offset that `advance` moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self.offset += seconds
 
 
 @dataclass(slots=True)
@@ -41,14 +90,140 @@ class InboxMessage:
 
 
 @dataclass(slots=True)
+class NetworkEntry:
+    """One MT addressed to the phone, as the network saw it: landed or not, and why."""
+
+    message_id: str
+    sender: str
+    text: str
+    submitted_at: float
+    kind: str = "sms"
+    state: str = MessageState.ENROUTE.name  # ENROUTE while held, then DELIVERED / UNDELIVERABLE / EXPIRED
+    error: int = 0
+    reason: str = ""  # a key of REASONS
+    held_until: float | None = None
+    done_at: float | None = None
+    inbox_seq: int | None = None
+    parts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reason_text"] = REASONS.get(self.reason, "")
+        return out
+
+
+@dataclass(slots=True)
+class OutboxEntry:
+    """An MO the phone sent: `sent` until the gateway acknowledges it (`accepted`) or refuses it."""
+
+    id: int
+    to: str
+    text: str
+    at: float
+    kind: str = "sms"
+    mo_ids: list[str] = field(default_factory=list)
+    state: str = "sent"
+    status: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Verdict:
+    """The fate of one tracked MT: updates its network-log entry, tells the SMSC, tells listeners."""
+
+    __slots__ = ("book", "entry", "msisdn", "on_fate")
+
+    def __init__(self, book: PhoneBook, msisdn: str, entry: NetworkEntry, on_fate: Fate) -> None:
+        self.book, self.msisdn, self.entry, self.on_fate = book, msisdn, entry, on_fate
+
+    def __call__(self, state: MessageState, error: int, reason: str = "") -> None:
+        entry = self.entry
+        entry.state, entry.error, entry.done_at, entry.held_until = state.name, error, self.book.clock.now(), None
+        entry.reason = reason
+        self.on_fate(state, error)
+        self.book.publish(self.msisdn, "network", entry.to_dict())
+
+
+@dataclass(slots=True)
 class HeldMessage:
-    """An MT waiting for a switched-off phone until `expires_at`."""
+    """An MT waiting for a switched-off phone until `expires_at` (simulator clock)."""
 
     message_id: str
     sender: str
     text: str
     expires_at: float
-    on_fate: Callable[[MessageState, int], None]
+    on_fate: Verdict
+
+
+class UssdState(StrEnum):
+    IDLE = "idle"  # no dialogue on screen
+    SENT = "sent"  # the phone sent a request or an answer and waits for the network
+    WAITING = "waiting"  # the network asked (USSR request, op 2): the subscriber answers or cancels
+    CLOSED = "closed"  # the network's last word (PSSR response, op 17) is on screen; nothing to answer
+
+
+class UssdError(ValueError):
+    """A USSD move the dialogue does not allow now (answer with nothing asked, a bad string)."""
+
+
+# (state, move) -> next state. Moves: dial, answer, cancel, and what the network sends.
+_ANY = tuple(UssdState)
+_USSD_MOVES: dict[tuple[UssdState, str], UssdState] = {
+    **{(s, "dial"): UssdState.SENT for s in _ANY},  # a new dial replaces an open dialogue
+    (UssdState.WAITING, "answer"): UssdState.SENT,
+    **{(s, "cancel"): UssdState.IDLE for s in _ANY},
+    **{(s, "net_request"): UssdState.WAITING for s in _ANY},  # USSR request: show and wait
+    **{(s, "net_final"): UssdState.CLOSED for s in _ANY},  # PSSR/PSSD response, USSN, vendor ops
+}
+
+
+def ussd_string_ok(code: str) -> bool:
+    """TS 22.030: starts with * or #, ends with #, digits and * separators in between."""
+    return (len(code) >= 2 and code[0] in "*#" and code.endswith("#")
+            and all(c.isdigit() or c in "*#" for c in code) and any(c.isdigit() for c in code))
+
+
+@dataclass(slots=True)
+class UssdRequest:
+    """What the phone sends to the network for one USSD move."""
+
+    to: str
+    text: str
+    op: int
+    its_session_info: int
+
+
+@dataclass(slots=True)
+class UssdDialogue:
+    state: UssdState = UssdState.IDLE
+    service: str = ""  # the string dialled, also the address the dialogue's PDUs go to
+    session_number: int = 0
+    sequence: int = 0
+    its_session_info: int | None = None  # the last one the network sent, echoed back
+    text: str = ""  # what the screen shows now
+    last_op: int | None = None
+    sender: str = ""
+    version: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def move(self, event: str) -> None:
+        nxt = _USSD_MOVES.get((self.state, event))
+        if nxt is None:
+            raise UssdError(f"USSD: cannot {event} while the dialogue is {self.state.value}")
+        self.state = nxt
+        self.version += 1
+
+    def session_info(self, *, end: bool = False) -> int:
+        """Session number, then sequence shifted left by one with bit 0 = end of session."""
+        return (self.session_number & 0xFF) << 8 | (self.sequence & 0x7F) << 1 | int(end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value, "service": self.service, "text": self.text, "last_op": self.last_op,
+            "its_session_info": self.its_session_info, "version": self.version, "sender": self.sender,
+            "open": self.state in (UssdState.SENT, UssdState.WAITING), "history": list(self.history[-20:]),
+        }
 
 
 @dataclass(slots=True)
@@ -61,14 +236,18 @@ class Phone:
     inbox: list[InboxMessage] = field(default_factory=list)
     held: list[HeldMessage] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    outbox: deque[OutboxEntry] = field(default_factory=lambda: deque(maxlen=NETWORK_LOG_SIZE))
+    network: deque[NetworkEntry] = field(default_factory=lambda: deque(maxlen=NETWORK_LOG_SIZE))
+    ussd: UssdDialogue = field(default_factory=UssdDialogue)
     next_reference: int = 1
+    next_ussd_session: int = 1
     inbox_capacity: int = 100
 
     def settings(self) -> dict[str, Any]:
         return {
             "msisdn": self.msisdn, "power": self.power.value, "inbox_full": self.inbox_full,
             "unknown_number": self.unknown_number, "blocked_senders": sorted(self.blocked_senders),
-            "inbox_count": len(self.inbox), "held_count": len(self.held),
+            "inbox_count": len(self.inbox), "held_count": len(self.held), "inbox_capacity": self.inbox_capacity,
         }
 
     def take_reference(self) -> int:
@@ -76,14 +255,49 @@ class Phone:
         self.next_reference = ref % 0xFFFF + 1
         return ref
 
+    def network_entry(self, message_id: str) -> NetworkEntry | None:
+        for entry in reversed(self.network):
+            if entry.message_id == message_id:
+                return entry
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneEvent:
+    """A change on one phone. `kind`: phone, inbox, network, outbox, ussd, pdu."""
+
+    msisdn: str
+    kind: str
+    data: dict[str, Any]
+
+
+class PhoneFeed:
+    """One listener's queue of a phone's events; `overflowed` once it fell too far behind."""
+
+    def __init__(self, msisdn: str, size: int = FEED_QUEUE_SIZE) -> None:
+        self.msisdn = msisdn
+        self.queue: asyncio.Queue[PhoneEvent] = asyncio.Queue(size)
+        self.overflowed = False
+
+    def push(self, event: PhoneEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
 
 class PhoneBook:
-    def __init__(self, *, reassembly_timeout: float = 60.0) -> None:
+    def __init__(self, *, reassembly_timeout: float = 60.0, clock: SimClock | None = None) -> None:
         self.phones: dict[str, Phone] = {}
-        self._changed = asyncio.Condition()
+        self.clock = clock or SimClock()
         self._seq = 0
+        self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
+        self._part_fates: dict[tuple[str, str, int], list[Fate]] = {}
+        self._outbox_ids = 0
         self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
+        self._feeds: dict[str, set[PhoneFeed]] = {}
+        self.watchers: list[Callable[[PhoneEvent], None]] = []
 
     def get(self, msisdn: str) -> Phone:
         phone = self.phones.get(msisdn)
@@ -91,20 +305,80 @@ class PhoneBook:
             phone = self.phones[msisdn] = Phone(msisdn)
         return phone
 
-    def log_pdu(self, msisdn: str, direction: str, summary: dict[str, Any]) -> None:
-        entries = self.pdu_log.setdefault(msisdn, deque(maxlen=200))
-        entries.append({"at": time.time(), "direction": direction, **summary})
+    # ---- events -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def subscribe(self, msisdn: str) -> Iterator[PhoneFeed]:
+        """Receive every event of one phone while the `with` block runs."""
+        feed = PhoneFeed(msisdn)
+        self._feeds.setdefault(msisdn, set()).add(feed)
+        try:
+            yield feed
+        finally:
+            feeds = self._feeds.get(msisdn)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[msisdn]
+
+    def close_feeds(self) -> None:
+        """Tell every listener the stream is over (an event of kind `bye`)."""
+        for msisdn, feeds in self._feeds.items():
+            for feed in feeds:
+                feed.push(PhoneEvent(msisdn, "bye", {}))
+
+    def publish(self, msisdn: str, kind: str, data: dict[str, Any]) -> None:
+        feeds = self._feeds.get(msisdn)
+        if feeds or self.watchers:
+            event = PhoneEvent(msisdn, kind, data)
+            for feed in feeds or ():
+                feed.push(event)
+            for watcher in self.watchers:
+                watcher(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake()
 
-    def _notify_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.notify())
+    def phone_changed(self, phone: Phone) -> None:
+        self.publish(phone.msisdn, "phone", phone.settings())
+
+    def snapshot(self, msisdn: str) -> dict[str, Any]:
+        """Everything a fresh viewer of the phone needs before the events that follow."""
+        phone = self.get(msisdn)
+        return {
+            "phone": phone.settings(),
+            "inbox": [m.to_dict() for m in phone.inbox],
+            "network": [e.to_dict() for e in phone.network],
+            "outbox": [o.to_dict() for o in phone.outbox],
+            "ussd": phone.ussd.to_dict(),
+            "pdus": list(self.pdu_log.get(msisdn, ())),
+            "clock_offset": self.clock.offset,
+        }
+
+    def log_pdu(self, msisdn: str, direction: str, summary: dict[str, Any]) -> None:
+        entries = self.pdu_log.get(msisdn)
+        if entries is None:
+            entries = self.pdu_log[msisdn] = deque(maxlen=PDU_LOG_SIZE)
+        entry = {"at": time.time(), "direction": direction, **summary}
+        entries.append(entry)
+        if msisdn in self._feeds:
+            self.publish(msisdn, "pdu", entry)
+
+    # ---- MTs: the fate of each ----------------------------------------------------------------
+    def _track(self, phone: Phone, message_id: str, sender: str, text: str, on_fate: Fate, *, kind: str = "sms",
+               parts: int = 1) -> tuple[NetworkEntry, Verdict]:
+        """Put the MT in the phone's network log; its verdict updates that entry."""
+        entry = NetworkEntry(message_id, sender, text, self.clock.now(), kind=kind, parts=parts)
+        phone.network.append(entry)
+        return entry, Verdict(self, phone.msisdn, entry, on_fate)
 
     def deliver_mt(
         self, msisdn: str, sender: str, text: str, message_id: str, *, validity_s: float,
-        on_fate: Callable[[MessageState, int], None],
+        on_fate: Fate, parts: int = 1,
     ) -> None:
         """Decide the MT's fate now, or hold it while the phone is off; report through `on_fate`.
 
@@ -112,60 +386,239 @@ class PhoneBook:
         8 memory capacity exceeded (inbox full), 10 refused by the handset (anti-spam).
         """
         phone = self.get(msisdn)
+        entry, fate = self._track(phone, message_id, sender, text, on_fate, parts=parts)
         if phone.unknown_number:
-            on_fate(MessageState.UNDELIVERABLE, 1)
+            fate(MessageState.UNDELIVERABLE, ERR_UNKNOWN_SUBSCRIBER, "unknown_number")
         elif phone.power is not Power.ON:
-            phone.held.append(HeldMessage(message_id, sender, text, time.time() + validity_s, on_fate))
-            self._notify_soon()
+            expires_at = self.clock.now() + validity_s
+            entry.held_until, entry.reason = expires_at, "absent"
+            phone.held.append(HeldMessage(message_id, sender, text, expires_at, fate))
+            self.publish(msisdn, "network", entry.to_dict())
+            self.phone_changed(phone)
         else:
-            self._land(phone, sender, text, message_id, on_fate)
+            self._land(phone, entry, fate)
 
-    def _land(self, phone: Phone, sender: str, text: str, message_id: str,
-              on_fate: Callable[[MessageState, int], None]) -> None:
+    def _land(self, phone: Phone, entry: NetworkEntry, fate: Verdict) -> None:
         if phone.inbox_full or len(phone.inbox) >= phone.inbox_capacity:
-            on_fate(MessageState.UNDELIVERABLE, 8)
+            fate(MessageState.UNDELIVERABLE, ERR_MEMORY_FULL, "inbox_full")
             return
-        if sender in phone.blocked_senders:
-            on_fate(MessageState.UNDELIVERABLE, 10)
+        if entry.sender in phone.blocked_senders:
+            fate(MessageState.UNDELIVERABLE, ERR_REFUSED_BY_HANDSET, "anti_spam")
             return
-        self.add_to_inbox(phone, sender, text, message_ids=[message_id])
-        on_fate(MessageState.DELIVERED, 0)
+        message = self.add_to_inbox(phone, entry.sender, entry.text, message_ids=[entry.message_id])
+        entry.inbox_seq = message.seq
+        entry.reason = ""
+        fate(MessageState.DELIVERED, 0)
+
+    def reject_mt(self, msisdn: str, sender: str, message_id: str, on_fate: Fate, reason: str = "undecodable") -> None:
+        """An MT the phone cannot show at all (text that does not decode)."""
+        phone = self.get(msisdn)
+        _, fate = self._track(phone, message_id, sender, "", on_fate)
+        fate(MessageState.UNDELIVERABLE, ERR_UNDECODABLE, reason)
 
     def add_to_inbox(self, phone: Phone, sender: str, text: str, *, kind: str = "sms",
                      message_ids: list[str] | None = None, ussd_op: int | None = None) -> InboxMessage:
         self._seq += 1
-        message = InboxMessage(self._seq, sender, text, time.time(), kind, message_ids or [], ussd_op=ussd_op)
+        message = InboxMessage(self._seq, sender, text, self.clock.now(), kind, message_ids or [], ussd_op=ussd_op)
         phone.inbox.append(message)
-        self._notify_soon()
+        self.publish(phone.msisdn, "inbox", message.to_dict())
         return message
+
+    def clear_inbox(self, msisdn: str) -> int:
+        phone = self.get(msisdn)
+        count = len(phone.inbox)
+        phone.inbox.clear()
+        self.phone_changed(phone)
+        return count
 
     def set_power(self, msisdn: str, power: Power) -> None:
         phone = self.get(msisdn)
         phone.power = power
         if power is Power.ON:
             held, phone.held = phone.held, []
-            now = time.time()
+            now = self.clock.now()
             for message in held:
-                if message.expires_at < now:
-                    message.on_fate(MessageState.EXPIRED, 2)
+                if message.expires_at <= now:
+                    message.on_fate(MessageState.EXPIRED, ERR_ABSENT, "expired")
                 else:
-                    self._land(phone, message.sender, message.text, message.message_id, message.on_fate)
-        self._notify_soon()
+                    self._land(phone, message.on_fate.entry, message.on_fate)
+        self.phone_changed(phone)
+
+    def set_faults(self, msisdn: str, *, power: Power | None = None, inbox_full: bool | None = None,
+                   unknown_number: bool | None = None, blocked_senders: set[str] | None = None) -> Phone:
+        phone = self.get(msisdn)
+        if inbox_full is not None:
+            phone.inbox_full = inbox_full
+        if unknown_number is not None:
+            phone.unknown_number = unknown_number
+        if blocked_senders is not None:
+            phone.blocked_senders = set(blocked_senders)
+        if power is not None:
+            self.set_power(msisdn, power)
+        else:
+            self.phone_changed(phone)
+        return phone
 
     def expire_held(self, now: float | None = None) -> int:
-        """Expire MTs held too long for switched-off phones; returns how many expired."""
-        now = time.time() if now is None else now
+        """Expire MTs held too long for switched-off phones, and long MTs whose parts never all came;
+        returns how many expired."""
+        now = self.clock.now() if now is None else now
         count = 0
         for phone in self.phones.values():
+            if not phone.held:
+                continue
             keep = []
             for message in phone.held:
                 if message.expires_at <= now:
-                    message.on_fate(MessageState.EXPIRED, 2)
+                    message.on_fate(MessageState.EXPIRED, ERR_ABSENT, "expired")
                     count += 1
                 else:
                     keep.append(message)
-            phone.held = keep
+            if len(keep) != len(phone.held):
+                phone.held = keep
+                self.phone_changed(phone)
+        for dropped in self._reassembler.expire(time.monotonic()):
+            (msisdn, sender), ref = dropped.key, dropped.reference
+            for on_fate in self._part_fates.pop((msisdn, sender, ref), []):
+                on_fate(MessageState.UNDELIVERABLE, ERR_ABSENT)
         return count
+
+    def advance(self, seconds: float) -> int:
+        """Fast-forward the simulator clock; returns how many held MTs expired on the way."""
+        self.clock.advance(seconds)
+        return self.expire_held()
+
+    # ---- long MTs -----------------------------------------------------------------------------
+    def reassemble(self, msisdn: str, sender: str, ref: int, total: int, seq: int, payload: bytes,
+                   data_coding: int, on_fate: Fate | None = None) -> bytes | None:
+        """Keep one part; the whole payload once all parts are in. With `on_fate`, the part's fate
+        waits for the whole message's (see `whole_fate`)."""
+        whole = self._reassembler.add((msisdn, sender), ref, total, seq, payload, data_coding, time.monotonic())
+        if on_fate is not None:
+            self._part_fates.setdefault((msisdn, sender, ref), []).append(on_fate)
+        return whole
+
+    def whole_fate(self, msisdn: str, sender: str, ref: int) -> Fate:
+        """One fate for all the parts of a long MT: what happens to the message happens to each part."""
+        fates = self._part_fates.pop((msisdn, sender, ref), [])
+
+        def fate(state: MessageState, error: int) -> None:
+            for on_fate in fates:
+                on_fate(state, error)
+
+        return fate
+
+    # ---- USSD, the phone's side --------------------------------------------------------------
+    def ussd_dial(self, msisdn: str, code: str) -> UssdRequest:
+        code = code.strip()
+        if not ussd_string_ok(code):
+            raise UssdError(f"not a USSD string: {code!r} (expected like *100# or *111*828*1#)")
+        phone = self.get(msisdn)
+        if phone.power is not Power.ON or phone.unknown_number:
+            raise UssdError("the phone has no network: switch it on first")
+        dialogue = phone.ussd
+        dialogue.move("dial")
+        dialogue.service, dialogue.sender, dialogue.text = code, "", ""
+        dialogue.session_number = phone.next_ussd_session
+        phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
+        dialogue.sequence, dialogue.its_session_info, dialogue.last_op = 0, None, UssdOp.PSSR_INDICATION
+        dialogue.history = [{"from": "phone", "text": code, "op": int(UssdOp.PSSR_INDICATION), "at": time.time()}]
+        request = UssdRequest(code, code, UssdOp.PSSR_INDICATION, dialogue.session_info())
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+        return request
+
+    def ussd_answer(self, msisdn: str, text: str) -> UssdRequest:
+        dialogue = self.get(msisdn).ussd
+        if len(text) > 160:
+            raise UssdError("a USSD answer holds at most 160 characters")
+        dialogue.move("answer")
+        dialogue.sequence += 1
+        dialogue.last_op = UssdOp.USSR_CONFIRM
+        dialogue.history.append({"from": "phone", "text": text, "op": int(UssdOp.USSR_CONFIRM), "at": time.time()})
+        info = self._echo(dialogue)
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+        return UssdRequest(dialogue.service, text, UssdOp.USSR_CONFIRM, info)
+
+    def ussd_cancel(self, msisdn: str) -> UssdRequest | None:
+        """Close the popup; if the network still waits on this phone, tell it (end-of-session bit)."""
+        dialogue = self.get(msisdn).ussd
+        was_open = dialogue.state in (UssdState.SENT, UssdState.WAITING)
+        dialogue.move("cancel")
+        request = None
+        if was_open:
+            dialogue.sequence += 1
+            dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": time.time()})
+            request = UssdRequest(dialogue.service, "", UssdOp.USSR_CONFIRM, self._echo(dialogue, end=True))
+        dialogue.text = ""
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+        return request
+
+    @staticmethod
+    def _echo(dialogue: UssdDialogue, *, end: bool = False) -> int:
+        """The network's its_session_info with our sequence number, or our own if it sent none."""
+        if dialogue.its_session_info is None:
+            return dialogue.session_info(end=end)
+        return (dialogue.its_session_info & 0xFF00) | (dialogue.sequence & 0x7F) << 1 | int(end)
+
+    def ussd_from_network(self, msisdn: str, sender: str, text: str, op: int, its_session_info: int | None,
+                          message_id: str, on_fate: Fate) -> None:
+        """A USSD MT: shown in the popup at once, or undeliverable (a USSD message is never held)."""
+        phone = self.get(msisdn)
+        entry, fate = self._track(phone, message_id, sender, text, on_fate, kind="ussd")
+        if phone.unknown_number:
+            fate(MessageState.UNDELIVERABLE, ERR_UNKNOWN_SUBSCRIBER, "unknown_number")
+            return
+        if phone.power is not Power.ON:
+            fate(MessageState.UNDELIVERABLE, ERR_ABSENT, "absent")
+            return
+        dialogue = phone.ussd
+        dialogue.move("net_request" if op == UssdOp.USSR_REQUEST else "net_final")
+        if its_session_info is not None:
+            dialogue.its_session_info = its_session_info
+        dialogue.text, dialogue.last_op, dialogue.sender = text, op, sender
+        if not dialogue.service:
+            dialogue.service = sender
+        dialogue.history.append({"from": "network", "text": text, "op": op, "at": time.time()})
+        message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
+        entry.inbox_seq = message.seq
+        fate(MessageState.DELIVERED, 0)
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+
+    async def wait_ussd(self, msisdn: str, version: int, timeout: float) -> UssdDialogue:
+        """The phone's dialogue once the network has spoken after `version` (or at the timeout)."""
+        dialogue = self.get(msisdn).ussd
+
+        def answered() -> bool:
+            return dialogue.version > version and dialogue.state is not UssdState.SENT
+
+        await self._wait_for(answered, timeout)
+        return dialogue
+
+    # ---- MOs: what the phone sent --------------------------------------------------------------
+    def record_sent(self, msisdn: str, to: str, text: str, kind: str, mo_ids: list[str]) -> OutboxEntry:
+        self._outbox_ids += 1
+        entry = OutboxEntry(self._outbox_ids, to, text, self.clock.now(), kind, mo_ids)
+        self.get(msisdn).outbox.append(entry)
+        self.publish(msisdn, "outbox", entry.to_dict())
+        return entry
+
+    def sent_acknowledged(self, msisdn: str, entry: OutboxEntry, status: int | None) -> None:
+        entry.status = status
+        entry.state = "accepted" if status == 0 else "rejected"
+        self.publish(msisdn, "outbox", entry.to_dict())
+
+    # ---- waiting ------------------------------------------------------------------------------
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+        return True
 
     async def wait_inbox(self, msisdn: str, after: int, timeout: float) -> list[InboxMessage]:
         """Inbox entries with seq > `after`, waiting up to `timeout` for the first to arrive."""
@@ -174,24 +627,29 @@ class PhoneBook:
         def fresh() -> list[InboxMessage]:
             return [m for m in phone.inbox if m.seq > after]
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: bool(fresh())), timeout)
-            except TimeoutError:
-                pass
+        await self._wait_for(lambda: bool(fresh()), timeout)
         return fresh()
 
-    async def wait_change(self, timeout: float) -> None:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+    async def wait_network(self, msisdn: str, message_filter: Callable[[NetworkEntry], bool],
+                           timeout: float) -> NetworkEntry | None:
+        """The newest network-log entry matching `message_filter`, waiting up to `timeout`."""
+        phone = self.get(msisdn)
 
-    def reassemble(self, msisdn: str, sender: str, ref: int, total: int, seq: int, payload: bytes,
-                   data_coding: int) -> bytes | None:
-        return self._reassembler.add((msisdn, sender), ref, total, seq, payload, data_coding, time.monotonic())
+        def found() -> NetworkEntry | None:
+            return next((e for e in reversed(phone.network) if message_filter(e)), None)
+
+        await self._wait_for(lambda: found() is not None, timeout)
+        return found()
+
+    async def wait_change(self, timeout: float) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
 
     @property
     def last_seq(self) -> int:
         return self._seq
+
+
+__all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
+           "PhoneFeed", "Power", "SimClock", "UssdDialogue", "UssdError", "UssdRequest", "UssdState"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from simulator.phones import PhoneBook
+from simulator.phones import Fate, PhoneBook
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.pdu import (
     Bind,
@@ -260,7 +260,8 @@ class Smsc:
         try:
             self._to_phone(record, pdu)
         except (TextDecodeError, ConcatError) as exc:
-            self._fate(record, MessageState.UNDELIVERABLE, 99)
+            self.phones.reject_mt(pdu.destination_addr, pdu.source_addr, message_id,
+                                  lambda state, err: self._fate(record, state, err))
             log.info("mt_undecodable", msisdn=pdu.destination_addr, error=str(exc))
 
     def _submit_data_sm(self, conn: SmscConnection, pdu: DataSm) -> str:
@@ -280,28 +281,27 @@ class Smsc:
             "command": "submit_sm", "from": pdu.source_addr, "data_coding": pdu.data_coding,
             "ussd_service_op": pdu.ussd_service_op, "esm_class": pdu.esm_class, "message_id": record.message_id,
         })
+        fate: Fate = lambda state, err: self._fate(record, state, err)  # noqa: E731
         if pdu.ussd_service_op is not None:
             text = decode_text(payload, pdu.data_coding)
-            phone = phones.get(pdu.destination_addr)
-            phones.add_to_inbox(phone, pdu.source_addr, text, kind="ussd", message_ids=[record.message_id],
-                                ussd_op=pdu.ussd_service_op)
-            self._fate(record, MessageState.DELIVERED, 0)
+            phones.ussd_from_network(pdu.destination_addr, pdu.source_addr, text, pdu.ussd_service_op,
+                                     pdu.its_session_info, record.message_id, fate)
             return
+        parts = 1
         if pdu.esm_class & EsmClass.UDHI:
             info, data = parse_udh(payload)
             if info is not None and info.total > 1:
                 whole = phones.reassemble(pdu.destination_addr, pdu.source_addr, info.reference, info.total,
-                                          info.seqnum, data, pdu.data_coding)
+                                          info.seqnum, data, pdu.data_coding, on_fate=fate)
                 if whole is None:
-                    # Parts report their own fate; the phone shows the message once all are in.
-                    self._fate(record, MessageState.DELIVERED, 0)
-                    return
-                payload = whole
+                    return  # each part's fate is the whole message's, decided once all parts are in
+                payload, parts = whole, info.total
+                fate = phones.whole_fate(pdu.destination_addr, pdu.source_addr, info.reference)
             else:
                 payload = data
         text = decode_text(payload, pdu.data_coding)
         phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, record.message_id, validity_s=self.validity_s,
-                          on_fate=lambda state, err: self._fate(record, state, err))
+                          on_fate=fate, parts=parts)
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
         record.state, record.error, record.done_at = state, error, time.time()

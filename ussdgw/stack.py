@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
+from gateway.router import Router
 from gateway.service import Gateway
 from handlers.registry import build_router
+from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
@@ -27,6 +29,7 @@ class Stack:
     redis: EmbeddedRedis | None = None
     store: Store | None = None
     smsc: Smsc | None = None
+    handsets: Handsets | None = None
     gateway: Gateway | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -44,10 +47,13 @@ class Stack:
         self.endpoints["redis"] = url
         self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
         if smsc:
-            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window)
+            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window,
+                             validity_s=self.settings.sim_validity_s)
+            self.handsets = Handsets(self.smsc)
             host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
             self.endpoints["smsc"] = f"smpp://{host}:{port}"
-            self.endpoints["simulator"] = await self._serve(create_sim_app(self.smsc), self.settings.sim_host,
+            sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
+            self.endpoints["simulator"] = await self._serve(sim_app, self.settings.sim_host,
                                                             self.settings.sim_http_port)
             self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
         if gateway:
@@ -76,3 +82,11 @@ class Stack:
             await self.store.close()
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
+
+
+def service_list(router: Router) -> dict[str, list[dict[str, str]]]:
+    """What the web phone offers as shortcuts: every SMS route and USSD string the platform serves."""
+    sms = [{"to": r.short_code, "keyword": r.description.split(" - ")[0] if " - " in r.description else "",
+            "description": r.description} for r in router.sms_routes()]
+    ussd = [{"code": f"*{r.service_code}#", "description": r.description} for r in router.ussd_routes()]
+    return {"sms": sms, "ussd": ussd}

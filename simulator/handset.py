@@ -1,0 +1,104 @@
+"""What a tester does with a virtual phone, whoever drives it: the HTTP API (and so the web phone,
+`ussdgw dial`, scenarios) or code in the same process.
+
+    send an SMS to a short code        -> the MO goes to the gateway through the SMSC; the phone's
+                                          outbox shows it `sent`, then `accepted` or `rejected`
+    dial a USSD string, answer, cancel -> the phone's USSD dialogue (see `simulator.phones`)
+    advance the simulator's clock      -> held MTs expire; registered time hooks run (e.g. the
+                                          USSD service's review of pending applications, SPEC N2)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue, UssdRequest
+from simulator.smsc import PendingMo, Smsc
+
+log = structlog.get_logger("ussdgw.simulator")
+
+TimeHook = Callable[[float], Awaitable[Any]]
+
+
+class Handsets:
+    def __init__(self, smsc: Smsc) -> None:
+        self.smsc = smsc
+        self.time_hooks: dict[str, TimeHook] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def phones(self) -> PhoneBook:
+        return self.smsc.phones
+
+    async def close(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
+        for task in list(self._watchers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ---- SMS ----------------------------------------------------------------------------------
+    def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
+        queued = self.smsc.submit_mo(msisdn, to, text)
+        entry = self.phones.record_sent(msisdn, to, text, "sms", [m.mo_id for m in queued])
+        self._watch(msisdn, entry, queued)
+        log.info("phone_sms_sent", msisdn=msisdn, to=to, parts=len(queued))
+        return entry
+
+    def _watch(self, msisdn: str, entry: OutboxEntry, queued: list[PendingMo]) -> None:
+        async def acknowledged() -> None:
+            for mo in queued:
+                await mo.delivered.wait()
+            statuses = [mo.last_status for mo in queued]
+            worst = next((s for s in statuses if s != 0), 0)
+            self.phones.sent_acknowledged(msisdn, entry, worst)
+
+        task = asyncio.get_running_loop().create_task(acknowledged())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    # ---- USSD ---------------------------------------------------------------------------------
+    def _send_ussd(self, msisdn: str, request: UssdRequest) -> None:
+        queued = self.smsc.submit_mo(msisdn, request.to, request.text, ussd_service_op=request.op,
+                                     its_session_info=request.its_session_info)
+        entry = self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued])
+        self._watch(msisdn, entry, queued)
+
+    def dial(self, msisdn: str, code: str) -> UssdDialogue:
+        """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network."""
+        request = self.phones.ussd_dial(msisdn, code)
+        self._send_ussd(msisdn, request)
+        log.info("phone_ussd_dialled", msisdn=msisdn, service=code)
+        return self.phones.get(msisdn).ussd
+
+    def answer(self, msisdn: str, text: str) -> UssdDialogue:
+        """Answer the network's question; raises `UssdError` when nothing was asked."""
+        request = self.phones.ussd_answer(msisdn, text)
+        self._send_ussd(msisdn, request)
+        return self.phones.get(msisdn).ussd
+
+    def cancel(self, msisdn: str) -> UssdDialogue:
+        """Close the USSD popup; an open dialogue is ended towards the network too."""
+        request = self.phones.ussd_cancel(msisdn)
+        if request is not None:
+            self._send_ussd(msisdn, request)
+            log.info("phone_ussd_cancelled", msisdn=msisdn)
+        return self.phones.get(msisdn).ussd
+
+    async def wait_ussd(self, msisdn: str, version: int, timeout: float) -> UssdDialogue:
+        return await self.phones.wait_ussd(msisdn, version, timeout)
+
+    # ---- time ---------------------------------------------------------------------------------
+    async def advance_time(self, seconds: float) -> dict[str, Any]:
+        """Fast-forward the simulator clock and every registered hook (SPEC N2 review, ...)."""
+        expired = self.phones.advance(seconds)
+        hooks: dict[str, Any] = {}
+        for name, hook in self.time_hooks.items():
+            hooks[name] = await hook(seconds)
+        log.info("sim_time_advanced", seconds=seconds, offset=self.phones.clock.offset, expired=expired)
+        return {"offset": self.phones.clock.offset, "expired": expired, "hooks": hooks}
