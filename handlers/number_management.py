@@ -169,8 +169,7 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
                                   "n2_applied_at": int(now), "n2_due_at": int(due), "n2_reason": ""}),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
     )
-    due_at = float((await ctx.subscriber()).get("n2_due_at", due))  # a redelivery keeps the first due time
-    await n2_index_add(ctx.store, ctx.msisdn, due_at)
+    await n2_index_add(ctx.store, ctx.msisdn, due)
     log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
 
 

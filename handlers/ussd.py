@@ -97,10 +97,17 @@ class UssdContext(HandlerContext):
     dialled: UssdString | None = None
     expect: str | None = None  # the dialogue version this step was computed from
     timeouts: Timeouts = field(default_factory=Timeouts)
+    profile: dict[str, str] | None = None  # read once per step; actions that change it go through `money`
 
     @property
     def is_dial(self) -> bool:
         return self.answer is None
+
+    async def subscriber(self) -> dict[str, str]:
+        """The profile, read once per step (menus ask for it for several parts of one screen)."""
+        if self.profile is None:
+            self.profile = await self.store.subscriber(self.msisdn)
+        return self.profile
 
     @property
     def menu_state(self) -> dict[str, Any]:

@@ -290,6 +290,12 @@ def _words(text: str, width: int) -> list[str]:
 
 
 def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool, page_back: bool = True) -> list[str]:
+    """Cut a screen (a header, then one line per choice) into pages: see `_paginate` (cached: menus repeat)."""
+    return list(_paginate(header, tuple(lines), back, main, page_back))
+
+
+@functools.lru_cache(maxsize=4096)
+def _paginate(header: str, lines: tuple[str, ...], back: bool, main: bool, page_back: bool) -> tuple[str, ...]:
     """Cut a screen (a header, then one line per choice) into pages that each fit one USSD message.
 
     Every page but the last ends with `98 Далее`; `0 Назад` shows when there is somewhere to go
@@ -324,7 +330,7 @@ def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool, page_
         last = join(units[i:], nav(False, first))
         if fits_one_message(last):
             pages.append(last)
-            return pages
+            return tuple(pages)
         tail = nav(True, first)
         taken: list[tuple[str, str]] = []
         while i < len(units) and fits_one_message(join([*taken, units[i]], tail)):

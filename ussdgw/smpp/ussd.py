@@ -33,7 +33,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from ussdgw.smpp.pdu import UssdOp
-from ussdgw.smpp.text import GSM7, UCS2, choose_encoding, encode_text
+from ussdgw.smpp.text import _GSM7_ENCODE  # the default alphabet's table, to count septets
 
 MAX_USSD_STRING = 182  # characters in one USSD string (GSM 7-bit, TS 23.038)
 USSD_MAX_OCTETS = 160  # one USSD message (GSM 04.80)
@@ -157,12 +157,18 @@ def classify_op(op: int | None, session_info: int | None = None) -> MoKind:
 
 
 # ---- fitting text into one USSD message --------------------------------------------------------------
+_SEPTETS = {char: len(code) for char, code in _GSM7_ENCODE.items()}  # 1, or 2 for the extension table
+
+
 def ussd_length(text: str) -> tuple[int, int]:
     """(units used, units allowed) for one USSD message: septets of 160 in GSM 7-bit, else UCS2 chars of 80."""
-    coding = choose_encoding(text)
-    if coding == GSM7:
-        return len(encode_text(text, GSM7)), USSD_MAX_GSM7
-    return len(encode_text(text, UCS2)) // 2, USSD_MAX_UCS2
+    septets = 0
+    for char in text:
+        cost = _SEPTETS.get(char)
+        if cost is None:  # not in the GSM default alphabet: the whole message goes as UCS2
+            return len(text.encode("utf-16-be")) // 2, USSD_MAX_UCS2
+        septets += cost
+    return septets, USSD_MAX_GSM7
 
 
 def fits_one_message(text: str) -> bool:
