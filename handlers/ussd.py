@@ -22,6 +22,7 @@ fast-forward (`clock.advance(seconds)`) in the process that runs the gateway.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from gateway.inbound import MO_TTL_CONTENT_ONLY_S
 from gateway.router import Router, UssdRoute
 from handlers.base import Channel, HandlerContext, InboundMessage
 from ussd_menus.engine import paginate
@@ -53,6 +55,7 @@ from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Stor
 log = structlog.get_logger("ussdgw.handlers.ussd")
 
 LATE_GRACE_S = 60.0  # the dialogue outlives its deadline this long, to tell a late answer why
+CONTENT_ONLY_DIAL_TTL_S = 30  # a dial identified by its text alone is deduplicated this long
 MAX_CONFLICT_RETRIES = 3
 
 NO_DIALOGUE = "Сеанс USSD уже завершён. Наберите запрос ещё раз, например *111#."
@@ -237,16 +240,28 @@ async def handle_ussd(message: InboundMessage, store: Store, settings: Settings,
     raise RuntimeError("USSD dialogue kept changing under this step")
 
 
+def content_only(message: InboundMessage) -> bool:
+    """Nothing but the text identifies this MO (no user_message_reference, no its_session_info)."""
+    return message.mo_ttl_s <= MO_TTL_CONTENT_ONLY_S and message.its_session_info is None
+
+
 async def _handle_once(message: InboundMessage, store: Store, settings: Settings, router: Router) -> UssdOutcome:
     msisdn = message.msisdn
+    kind = classify_op(message.ussd_service_op, message.its_session_info)
+    if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
+        message = dataclasses.replace(message, mo_ttl_s=CONTENT_ONLY_DIAL_TTL_S)
     applied, raw = await ussd_load(store, msisdn, message.mo_id)
+    open_dialogue = UssdDialogue.from_json(raw) if raw is not None else None
+    if content_only(message) and kind is MoKind.ANSWER and open_dialogue is not None:
+        # "2" answered on two screens is two answers: the step tells them apart (the commit still
+        # refuses the same answer twice at the same step)
+        message = dataclasses.replace(message, mo_id=f"{message.mo_id}:{open_dialogue.version}")
+        applied = False
     if applied:  # a redelivered MO: the same reply again, nothing changes
         result = await store.commit(msisdn, mo_id=message.mo_id, mo_ttl_s=message.mo_ttl_s)
         return UssdOutcome("ussd.duplicate", result)
-    kind = classify_op(message.ussd_service_op, message.its_session_info)
     now = clock.now()
     timeouts = timeouts_of(settings)
-    open_dialogue = UssdDialogue.from_json(raw) if raw is not None else None
 
     def make(dialogue: UssdDialogue, **extra: Any) -> UssdContext:
         return UssdContext(message, store, settings, dialogue=dialogue, timeouts=timeouts, **extra)

@@ -122,3 +122,18 @@ async def test_a_foreign_release_with_a_vendor_op_is_acknowledged_without_a_repl
     resp = await asyncio.wait_for(smsc.responses.get(), 10)
     assert (resp.sequence, resp.status) == (81, Status.ROK) and smsc.submits.empty()
     assert "ussd_aborted" in [e["event"] for e in await store.audit_trail("79161234567")]
+
+
+async def test_without_reference_or_session_info_the_same_answer_on_two_screens_counts_twice(
+    raw_gateway: tuple[RawSmsc, Store],
+) -> None:
+    smsc, _ = raw_gateway
+    screens = []
+    for seq, (op, text) in enumerate([(1, b"*111#"), (18, b"2"), (18, b"0"), (18, b"2"), (18, b"98")], start=90):
+        resp, submit = await exchange(smsc, foreign_deliver_sm(text, 0x0F, op, None, seq))
+        assert resp.status == Status.ROK
+        screens.append(decode_text(submit.short_message, submit.data_coding))
+    assert screens[1].startswith("Ваш тариф") or screens[1].startswith("Тарифы")
+    assert screens[2].startswith("Мой МТС")
+    assert screens[3] == screens[1]
+    assert "0 Назад" in screens[4] and not screens[4].startswith("Нет такого пункта")  # the dialogue moved on

@@ -144,12 +144,13 @@ def _cstr(value: str) -> bytes:
     return value.encode("latin-1") + b"\x00"
 
 
-def foreign_deliver_sm(text: bytes, data_coding: int, op: int, session_info: int, sequence: int = 77) -> bytes:
-    """A deliver_sm as another SMSC writes it, byte by byte (not through smpplib)."""
+def foreign_deliver_sm(text: bytes, data_coding: int, op: int, session_info: int | None, sequence: int = 77) -> bytes:
+    """A deliver_sm as another SMSC writes it, byte by byte (not through smpplib); no 0x1383 when None."""
     body = (
         _cstr("USSD") + bytes([1, 1]) + _cstr("79161234567") + bytes([0, 0]) + _cstr("*111#")
         + bytes([0, 0, 0]) + _cstr("") + _cstr("") + bytes([0, 0, data_coding, 0, len(text)]) + text
-        + struct.pack(">HHB", 0x0501, 1, op) + struct.pack(">HHH", 0x1383, 2, session_info)
+        + struct.pack(">HHB", 0x0501, 1, op)
+        + (struct.pack(">HHH", 0x1383, 2, session_info) if session_info is not None else b"")
     )
     return struct.pack(">IIII", 16 + len(body), 0x00000005, 0, sequence) + body
 
