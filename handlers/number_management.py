@@ -294,6 +294,17 @@ def _sms(msisdn: str, text: str) -> OutboundMessage:
     return OutboundMessage(mt_id=secrets.token_hex(16), source=NOTIFY_FROM, destination=msisdn, text=text)
 
 
+def time_hook(store: Store, settings: Settings, send: Sender | None = None) -> Callable[[float], Awaitable[object]]:
+    """For the simulator's "advance time": move `handlers.ussd.clock` on, then run the reviews now due."""
+
+    async def advance(seconds: float) -> object:
+        clock.advance(seconds)
+        reviews = await review_due(store, settings, send=send)
+        return {"ussd_clock_offset": clock.offset, "n2_reviews": [r.state for r in reviews]}
+
+    return advance
+
+
 async def review_loop(store: Store, settings: Settings, send: Sender, interval_s: float = 5.0) -> None:
     """Run due reviews every `interval_s` for as long as the gateway runs."""
     while True:

@@ -156,3 +156,11 @@ async def test_the_menu_applies_for_the_option_too(people: Stack) -> None:
     assert screen.text.startswith("«Управление номерами»: не подключена.")
     done = await answer(people, IVAN, "1")
     assert done.ussd_op == UssdOp.PSSR_RESPONSE and "принята, номеров: 1" in done.text
+
+
+async def test_advancing_the_simulator_clock_runs_the_review(people: Stack) -> None:
+    await dial(people, IVAN, f"*111*828*1*{IVAN2}#")
+    assert people.handsets is not None
+    report = await people.handsets.advance_time(24 * 3600)
+    assert report["hooks"]["ussd"]["n2_reviews"] == ["active"]
+    assert (await profile(people, IVAN))["n2_state"] == "active"

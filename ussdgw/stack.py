@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.router import Router
 from gateway.service import Gateway
+from handlers.number_management import time_hook
 from handlers.registry import build_router
 from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
@@ -59,6 +60,8 @@ class Stack:
         if gateway:
             self.gateway = Gateway(self.settings, self.store, build_router())
             await self.gateway.start()
+            if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
+                self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
             self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
         return self
 
