@@ -44,6 +44,8 @@ class Settings:
     sim_port: int = 2775
     sim_http_port: int = 8080
     sim_accounts: dict[str, str] = field(default_factory=lambda: {"ussdgw": "ussdgw1"})
+    # How long the SMSC holds an MT for a phone that is off before it expires (SPEC D1).
+    sim_validity_s: float = 600.0
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
