@@ -264,7 +264,7 @@ async def main(args: argparse.Namespace) -> int:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gateways", type=int, default=1, help="gateway processes bound to the bench SMSC")
-    p.add_argument("--phones", type=int, default=64, help="phones walking the dialogue at once (closed loop)")
+    p.add_argument("--phones", type=int, default=32, help="phones walking the dialogue at once (closed loop)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=500.0, help="offered steps/s in the open-loop phase")
