@@ -77,7 +77,7 @@ function mtState(entry) {
       return { cls: "ok", text: "✓ доставлено" };
     case "ENROUTE":
       return entry.held_until
-        ? { cls: "wait", text: `⏳ ожидает: ${entry.reason_text || "абонент недоступен"} · до ${hhmmss(entry.held_until)}` }
+        ? { cls: "wait", text: `◷ ожидает: ${entry.reason_text || "абонент недоступен"} · до ${hhmmss(entry.held_until)}` }
         : { cls: "wait", text: "в пути" };
     case "EXPIRED":
       return { cls: "bad", text: `✗ не доставлено: ${entry.reason_text || "истёк срок"}` };
@@ -211,6 +211,13 @@ function renderUssd() {
   if (d.state === "waiting") { answer.value = ""; answer.focus(); }
 }
 
+// The POST that dialled and the event stream both report the dialogue: the newest version wins.
+function setUssd(dialogue) {
+  if (view.ussd.version !== undefined && dialogue.version < view.ussd.version) return;
+  view.ussd = dialogue;
+  renderUssd();
+}
+
 function renderUnread() {
   const badge = $("#unread");
   badge.hidden = view.unread === 0;
@@ -258,7 +265,7 @@ function connect(msisdn) {
   });
   on("network", (e) => { view.network.set(e.message_id, e); renderThread(); renderNetwork(); });
   on("outbox", (e) => { view.outbox.set(e.id, e); renderThread(); });
-  on("ussd", (d) => { view.ussd = d; renderUssd(); });
+  on("ussd", setUssd);
   on("pdu", (p) => { view.pdus.push(p); if (view.pdus.length > 400) view.pdus.splice(0, 200); renderPdus(); });
   source.onopen = () => linkState(true);
   source.onerror = () => linkState(false);
@@ -303,8 +310,7 @@ async function dial() {
     return;
   }
   try {
-    view.ussd = await api("POST", `/api/phones/${view.msisdn}/ussd/dial`, { code });
-    renderUssd();
+    setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/dial`, { code }));
   } catch (e) { toast(e.message, true); }
 }
 
@@ -312,12 +318,12 @@ async function ussdAnswer(event) {
   event.preventDefault();
   const text = $("#ussd-answer").value.trim();
   if (!text) return;
-  try { view.ussd = await api("POST", `/api/phones/${view.msisdn}/ussd/answer`, { text }); renderUssd(); }
+  try { setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/answer`, { text })); }
   catch (e) { toast(e.message, true); }
 }
 
 async function ussdCancel() {
-  try { view.ussd = await api("POST", `/api/phones/${view.msisdn}/ussd/cancel`); renderUssd(); }
+  try { setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/cancel`)); }
   catch (e) { toast(e.message, true); }
 }
 
