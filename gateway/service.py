@@ -27,7 +27,7 @@ from handlers.ussd import handle_ussd
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
+from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable, mt_submitted
 
 log = structlog.get_logger("ussdgw.gateway")
 
@@ -42,9 +42,9 @@ class Gateway:
         self.clients = [
             EsmeClient(
                 settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
-                system_type=settings.system_type, window=settings.window, enquire_link_s=settings.enquire_link_s,
-                response_timeout_s=settings.response_timeout_s, reconnect_max_s=settings.reconnect_max_s,
-                name=f"bind-{i + 1}",
+                system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
+                enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
+                reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}",
             )
             for i in range(max(1, settings.binds))
         ]
@@ -165,9 +165,10 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def _pick_client(self) -> EsmeClient:
+        """The next bind that can submit, round robin; when none is bound, any (it waits for its bind)."""
         for _ in range(len(self.clients)):
             client = next(self._round_robin)
-            if client.bound.is_set():
+            if client.can_submit:
                 return client
         return next(self._round_robin)
 
@@ -188,7 +189,13 @@ class Gateway:
         ]
 
     async def send(self, mt: OutboundMessage) -> bool:
-        """Submit one MT (all its parts); leave it queued for recovery if the link stays down."""
+        """Submit one MT (all its parts); leave it queued for recovery if the link stays down.
+
+        Throttling, timeouts and lost links are retried by the bind (never a drop); a submit that
+        comes back unsent (the gateway is stopping) leaves the MT in the outbox, and its lease
+        hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
+        the outbox, records its state and ties the SMSC message ids to it for the receipts.
+        """
         message_ids: list[str] = []
         status = Status.ROK
         for pdu in self._submit_pdus(mt):
@@ -202,17 +209,14 @@ class Gateway:
             message_ids.append(resp.message_id)
         channel = Channel.USSD if mt.ussd_service_op is not None else Channel.SMS
         outcome = "ok" if status == Status.ROK else "failed"
+        audit = AuditEvent("mt_submitted", channel, outcome=outcome,
+                           detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}")
         try:
-            await self.store.mt_done(
-                mt.destination, mt.mt_id,
-                AuditEvent("mt_submitted", channel, outcome=outcome,
-                           detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}"),
-            )
-            await self.store.set_mt_state(mt.destination, mt.mt_id, "SUBMITTED" if outcome == "ok" else "REJECTED")
-            for message_id in message_ids:
-                known = await self.store.receipt_meet(message_id, msisdn=mt.destination, mt_id=mt.mt_id)
-                if "state" in known:
-                    await self._record_receipt(known)
+            known = await mt_submitted(self.store, mt.destination, mt.mt_id,
+                                       "SUBMITTED" if outcome == "ok" else "REJECTED", audit, message_ids)
+            for receipt in known:
+                if "state" in receipt:  # the receipt came before the submit_sm_resp
+                    await self._record_receipt(receipt)
         except StoreUnavailable:
             log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
         log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)

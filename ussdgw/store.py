@@ -934,3 +934,46 @@ async def holds_index_due(store: Store, before: float, limit: int = 100) -> list
     raw = await _guard(store.redis.zrangebyscore(HOLDS_INDEX, "-inf", before, start=0, num=limit))
     pairs = [m.decode().split("|", 1) for m in raw]
     return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
+# =============================================================================================
+# SMPP MT path (issue 6): what the gateway writes once an MT has been submitted, in one round trip
+# instead of one per step. Not a MULTI: the `dlr:<id>` keys live in other cluster slots than the
+# subscriber's; each step is atomic on its own and idempotent, so a crash in between is repaired by
+# the lease (the MT is sent again) and by the receipt correlation (whichever side comes second).
+# =============================================================================================
+
+
+async def mt_submitted(
+    store: Store, msisdn: str, mt_id: str, state: str, audit: AuditEvent, message_ids: Sequence[str],
+) -> list[dict[str, str]]:
+    """The MT left the outbox with `state` (SUBMITTED / REJECTED) and its SMSC message ids are tied
+    to it for receipt correlation. Returns, per message id, everything known about it: a receipt
+    that arrived before the submit_sm_resp shows up here with its `state`."""
+    now = time.time()
+    mt_done, dlr_meet = store._mt_done, store._dlr_meet
+    for attempt in (1, 2):
+        if attempt == 2 or store not in _MT_SCRIPTS_LOADED:
+            # Scripts by SHA inside the pipeline: redis-py would otherwise ask SCRIPT EXISTS first,
+            # one more round trip per call. Loaded once per store (again after a NOSCRIPT).
+            for script in (mt_done, dlr_meet):
+                await _guard(store.redis.script_load(script.script))
+            _MT_SCRIPTS_LOADED.add(store)
+        async with store.redis.pipeline(transaction=False) as pipe:
+            keys = [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)]
+            pipe.evalsha(mt_done.sha, len(keys), *keys, mt_id, AUDIT_MAXLEN, *audit.fields(now))
+            pipe.hset(mt_state_key(msisdn), mt_id, state)
+            pipe.expire(mt_state_key(msisdn), DLR_TTL_S)
+            for message_id in message_ids:
+                pipe.evalsha(dlr_meet.sha, 1, dlr_key(message_id), DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id)
+            try:
+                results = await _guard(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                continue
+        return [{raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in results[3:]]
+    raise AssertionError("unreachable")
+
+
+_MT_SCRIPTS_LOADED: weakref.WeakSet[Store] = weakref.WeakSet()

@@ -172,6 +172,11 @@ class SmppSession:
                 self.state = SessionState.OPEN
         self._out += codec.encode(response)
 
+    def forget(self, sequence: int) -> Pdu | None:
+        """Stop waiting for the response to a request (it timed out); a late response then
+        arrives as a `ResponseReceived` with no request."""
+        return self.outstanding.pop(sequence, None)
+
     def data_to_send(self) -> bytes:
         data = bytes(self._out)
         self._out.clear()

@@ -1,0 +1,224 @@
+"""MO->MT round trips through the real gateway and Redis, driven over SMPP: `./dev bench`.
+
+Three processes, all on 127.0.0.1: a private redis-server, the gateway exactly as
+`ussdgw gateway` runs it (logging at info to a file), and the load generator (`bench/loadgen.py`,
+a minimal SMSC that writes pre-built PDUs). Each MO goes to a short code with no keyword route,
+so the gateway decodes it, routes it, commits the help reply (subscriber, MO mark, sealed MT,
+audit) to Redis in one script, answers `deliver_sm_resp`, submits the MT and records its fate.
+
+Printed: throughput with a fixed number of MOs outstanding (closed loop), latency p50/p99/max at
+a fixed rate (open loop, default 1,000/s), the CPU each process used in each phase, and the codec
+rates on this machine: smpplib's own parse/generate as the reference, and the platform's codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ussdgw.redis_server import EmbeddedRedis  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, which: str = "both") -> float:
+    """User + system (or only "user" / "system") CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return {"user": user, "system": system}.get(which, user + system)
+
+
+def codec_rates(seconds: float = 1.0) -> dict[str, float]:
+    """Operations per second of smpplib's codec (the reference) and of ours, on this machine."""
+    from smpplib import smpp
+
+    from ussdgw.smpp import codec
+    from ussdgw.smpp.pdu import DeliverSm, SubmitSm
+
+    mo = codec.encode(DeliverSm(sequence=7, source_addr_ton=1, source_addr_npi=1, source_addr="79161234567",
+                                destination_addr="5555", short_message=b"HELLO", user_message_reference=42))
+    mo_plain = codec.encode(DeliverSm(sequence=7, source_addr_ton=1, source_addr_npi=1, source_addr="79161234567",
+                                      destination_addr="5555", short_message=b"HELLO"))
+    mt = SubmitSm(source_addr="5555", dest_addr_ton=1, dest_addr_npi=1, destination_addr="79161234567",
+                  esm_class=0x40, registered_delivery=1, data_coding=8, short_message=bytes(140), sequence=9)
+
+    class _Seq:
+        sequence = 0
+
+        def next_sequence(self) -> int:
+            return 1
+
+    client = _Seq()
+
+    def smpplib_parse() -> object:
+        return smpp.parse_pdu(mo_plain, client=client)
+
+    def smpplib_generate() -> bytes:
+        pdu = smpp.make_pdu("submit_sm", client=client, source_addr="5555", dest_addr_ton=1, dest_addr_npi=1,
+                            destination_addr="79161234567", esm_class=0x40, registered_delivery=1, data_coding=8,
+                            short_message=bytes(140))
+        return bytes(pdu.generate())
+
+    rates = {}
+    for name, fn in (
+        ("smpplib deliver_sm parse", smpplib_parse),
+        ("smpplib submit_sm make+generate", smpplib_generate),
+        ("ussdgw deliver_sm decode", lambda: codec.decode(mo)),
+        ("ussdgw submit_sm encode", lambda: codec.encode(mt)),
+    ):
+        timer = timeit.Timer(fn)
+        n, _ = timer.autorange()
+        best = min(timer.repeat(repeat=3, number=max(n, int(n * seconds / 0.2))))
+        rates[name] = max(n, int(n * seconds / 0.2)) / best
+    return rates
+
+
+def read_events(stream: IO[str]) -> Any:
+    for line in stream:
+        line = line.strip()
+        if line.startswith("{"):
+            yield json.loads(line)
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="ussdgw-bench-"))
+    redis = EmbeddedRedis(work / "redis", persistent=True)
+    redis.start()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        loadgen_cmd = [
+            sys.executable, str(ROOT / "bench" / "loadgen.py"), "--binds", str(args.binds),
+            "--seconds", str(args.seconds), "--rate", str(args.rate), "--inflight", str(args.inflight),
+            "--phases", args.phases, "--warmup", str(args.warmup), "--to", args.to, "--text", args.text,
+        ]
+        if args.receipts:
+            loadgen_cmd.append("--receipts")
+        if args.uvloop:
+            loadgen_cmd.append("--uvloop")
+        loadgen = subprocess.Popen(loadgen_cmd, stdout=subprocess.PIPE, text=True)
+        procs.append(loadgen)
+        assert loadgen.stdout is not None
+        events = read_events(loadgen.stdout)
+        port = next(events)["port"]
+
+        env = {
+            **os.environ, "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
+            "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
+        }
+        if args.uvloop:
+            env["USSDGW_EVENT_LOOP"] = "uvloop"
+        gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed in finally
+        gateway_cmd = [sys.executable, "-m", "ussdgw.cli", "--log-level", args.log_level, "gateway",
+                       "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
+        gateway = subprocess.Popen(gateway_cmd, env=env, stderr=gateway_log, cwd=work)
+        procs.append(gateway)
+        assert redis.process is not None
+        pids = {"gateway": gateway.pid, "loadgen": loadgen.pid, "redis": redis.process.pid}
+        results: list[dict[str, Any]] = []
+        cpu_at_start: dict[str, float] = {}
+        cpu_used: dict[str, dict[str, float]] = {}
+        profiler: subprocess.Popen[bytes] | None = None
+        for event in events:
+            kind = event["event"]
+            if kind == "phase_start":
+                cpu_at_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                cpu_at_start["gateway-sys"] = cpu_seconds(gateway.pid, "system")
+                if args.profile and profiler is None:
+                    profiler = subprocess.Popen([
+                        str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(gateway.pid),
+                        "--duration", str(int(args.seconds)), "--rate", "250", "--format", "raw",
+                        "--output", str(Path(args.profile).absolute()), "--gil",
+                    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif kind == "phase_end":
+                cpu_used[event["phase"]] = {name: cpu_seconds(pid) - cpu_at_start[name] for name, pid in pids.items()}
+                cpu_used[event["phase"]]["gateway-sys"] = cpu_seconds(gateway.pid, "system") - cpu_at_start["gateway-sys"]
+            elif kind == "result":
+                results.append(event)
+            elif kind == "done":
+                break
+        if profiler is not None:
+            profiler.wait(timeout=60)
+        if loadgen.wait(timeout=30) != 0:
+            print("the load generator failed", file=sys.stderr)
+            return 1
+        rates = codec_rates() if not args.no_codec else {}
+        report(args, results, cpu_used, rates)
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        redis.stop()
+        if args.keep:
+            print(f"\nwork folder kept: {work}")
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[str, dict[str, float]],
+           rates: dict[str, float]) -> None:
+    cpu_name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_name = line.split(":", 1)[1].strip()
+                break
+    print(f"machine: {cpu_name}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{'uvloop' if args.uvloop else 'asyncio'} event loop")
+    print(f"setup: {args.binds} bind(s), window {args.window}, receipts {'on' if args.receipts else 'off'}, "
+          f"MO '{args.text}' to {args.to}, gateway log level {args.log_level}\n")
+    print(f"{'phase':<8} {'MO sent':>8} {'MO->MT':>8} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+          f" {'ack p99':>8}  CPU s per s of wall: gateway (of it kernel) / redis / loadgen")
+    for r in results:
+        used = cpu.get(r["phase"], {})
+        per_s = {n: used.get(n, 0) / r["seconds"] for n in ("gateway", "gateway-sys", "redis", "loadgen")}
+        shares = (f"{per_s['gateway']:.2f} ({per_s['gateway-sys']:.2f}) / {per_s['redis']:.2f} / "
+                  f"{per_s['loadgen']:.2f}")
+        label = r["phase"] if r["phase"] == "closed" else f"{r['phase']}@{args.rate:g}"
+        print(f"{label:<8} {r['sent']:>8} {r['completed']:>8} {r['throughput']:>9.1f} {r['p50_ms']:>8.2f}"
+              f" {r['p99_ms']:>8.2f} {r['max_ms'] or 0:>8.2f} {r['ack_p99_ms']:>8.2f}  {shares}")
+        if r["nacked"]:
+            print(f"         ({r['nacked']} MOs answered with an error status)")
+    if rates:
+        print("\ncodec on this machine (one core, operations per second):")
+        for name, rate in rates.items():
+            print(f"  {name:<34} {rate:>10,.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--rate", type=float, default=1000.0, help="MOs per second in the open-loop phase")
+    p.add_argument("--inflight", type=int, default=256, help="MOs outstanding in the closed-loop phase")
+    p.add_argument("--phases", default="closed,open")
+    p.add_argument("--binds", type=int, default=1)
+    p.add_argument("--window", type=int, default=256)
+    p.add_argument("--to", default="5555", help="short code the MOs go to")
+    p.add_argument("--text", default="HELLO")
+    p.add_argument("--receipts", action=argparse.BooleanOptionalAction, default=True,
+                   help="answer every MT with a delivery receipt (default on)")
+    p.add_argument("--uvloop", action="store_true", help="run gateway and load generator on uvloop")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--profile", metavar="FILE",
+                   help="sample the gateway with py-spy during the first phase into FILE (collapsed stacks)")
+    p.add_argument("--no-codec", action="store_true", help="skip the codec reference figures")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (gateway log, Redis data)")
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
