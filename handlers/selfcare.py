@@ -43,6 +43,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "insufficient_funds": 402,
     "forbidden": 403,
     "wrong_code_word": 403,
+    "wrong_code": 403,
     "wrong_identity": 403,
     "no_consent": 403,
     "not_trusted_network": 403,

@@ -49,6 +49,30 @@ class Settings:
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
+    # Self-care API (issue 3): a session ends after `session_idle_s` without activity (P5); sign-in
+    # locks after `signin_max_failures` wrong passwords in a row (P4) and takes at most
+    # `signin_per_hour` attempts per MSISDN; header enrichment (P6) is believed only from
+    # `api_trusted_networks` (comma-separated CIDRs, none by default) and reads `api_msisdn_header`;
+    # the admin API (P9) wants `admin_token` as a bearer token (generated into state_dir when empty);
+    # a bonus gift's SMS code is valid for `gift_code_ttl_s` (M6); the MMS archive stays open
+    # `mms_archive_ttl_s` (A2, 72 h); holds older than `hold_recovery_s` are finished by recovery.
+    session_idle_s: int = 1200
+    signin_max_failures: int = 3
+    signin_per_hour: int = 20
+    api_trusted_networks: str = ""
+    api_msisdn_header: str = "X-MSISDN"
+    admin_token: str = ""
+    gift_code_ttl_s: int = 1800
+    mms_archive_ttl_s: int = 72 * 3600
+    sms_archive_code_ttl_s: int = 600
+    hold_recovery_s: float = 60.0
+    # E-mail (P8, M5, D3): the SMTP server the platform sends through (port 0: the simulator's sink
+    # running in the same process), and the simulator's SMTP sink (port 0: any free port).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 0
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "lk@selfcare.example"
+    sim_smtp_port: int = 0
     log_level: str = "info"
     log_format: str = "auto"
     # USSD (issue 4): how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s

@@ -9,12 +9,17 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
+from gateway.mail import SmtpMailer
 from gateway.router import Router
+from gateway.selfcare_api import create_app as create_selfcare_app
 from gateway.service import Gateway
 from handlers.number_management import time_hook
 from handlers.registry import build_router
+from handlers.selfcare import Env
 from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
+from simulator.mailbox import PostOffice
+from simulator.mailbox import register_routes as register_mail_routes
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
 from ussdgw.config import Settings
@@ -32,6 +37,8 @@ class Stack:
     smsc: Smsc | None = None
     handsets: Handsets | None = None
     gateway: Gateway | None = None
+    post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view (issue 3)
+    selfcare: Env | None = None  # what the self-care API runs on (issue 3)
     runners: list[web.AppRunner] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
 
@@ -43,7 +50,7 @@ class Stack:
         self.redis.start()
         return self.redis.url
 
-    async def start(self, *, smsc: bool = True, gateway: bool = True) -> Stack:
+    async def start(self, *, smsc: bool = True, gateway: bool = True, api: bool | None = None) -> Stack:
         url = await self.start_redis()
         self.endpoints["redis"] = url
         self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
@@ -54,15 +61,26 @@ class Stack:
             host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
             self.endpoints["smsc"] = f"smpp://{host}:{port}"
             sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
+            self.post_office = PostOffice()
+            register_mail_routes(sim_app, self.post_office)
             self.endpoints["simulator"] = await self._serve(sim_app, self.settings.sim_host,
                                                             self.settings.sim_http_port)
             self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
+            smtp_host, smtp_port = await self.post_office.start(self.settings.sim_host, self.settings.sim_smtp_port)
+            self.endpoints["smtp"] = f"smtp://{smtp_host}:{smtp_port} (mailboxes: simulator /api/mail)"
+            if self.settings.smtp_port == 0:  # the platform mails through the sink in this process
+                self.settings = self.settings.with_overrides(smtp_host=smtp_host, smtp_port=smtp_port)
         if gateway:
             self.gateway = Gateway(self.settings, self.store, build_router())
             await self.gateway.start()
             if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
                 self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
             self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
+        if api if api is not None else gateway:
+            self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
+                                mailer=SmtpMailer(self.settings))
+            self.endpoints["selfcare"] = await self._serve(create_selfcare_app(self.selfcare), self.settings.api_host,
+                                                           self.settings.api_port) + "/api/v1"
         return self
 
     async def _serve(self, app: web.Application, host: str, port: int) -> str:
@@ -81,6 +99,8 @@ class Stack:
             await runner.cleanup()
         if self.smsc is not None:
             await self.smsc.stop()
+        if self.post_office is not None:
+            await self.post_office.stop()
         if self.store is not None:
             await self.store.close()
         if self.redis is not None:

@@ -433,9 +433,12 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, secret_key: bytes, **kwargs: Any) -> Store:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+        # A blocking pool: a burst of concurrent requests waits for a free connection instead of
+        # failing with "Too many connections" (redis-py's default pool holds 100 and then raises).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30, max_connections=256, timeout=5,
         )
+        client = aioredis.Redis.from_pool(pool)
         return cls(client, secret_key, **kwargs)
 
     async def close(self) -> None:
@@ -934,6 +937,11 @@ async def holds_index_due(store: Store, before: float, limit: int = 100) -> list
     raw = await _guard(store.redis.zrangebyscore(HOLDS_INDEX, "-inf", before, start=0, num=limit))
     pairs = [m.decode().split("|", 1) for m in raw]
     return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
+async def sc_get(store: Store, key: str) -> str | None:
+    raw = await _guard(store.redis.get(key))
+    return raw.decode() if raw is not None else None
 
 
 # =============================================================================================

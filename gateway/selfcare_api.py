@@ -1,0 +1,518 @@
+"""The self-care HTTP API (aiohttp): thin JSON in and out around the business functions in
+`handlers.account`, `handlers.numbers`, `handlers.money` and `handlers.archives`.
+
+The contract is `gateway/openapi.yaml` (OpenAPI 3.1); the tests validate every request and
+response against it. Success: `{"message": <Russian text>, "data": {...}}`. Failure:
+`{"error": <code>, "message": <Russian text>, "details": {...}}` with the status of
+`handlers.selfcare.STATUS_BY_CODE`; a refusal has changed nothing.
+
+Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
+trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
+or a number the session may act on (its own, or one linked with that number's password, N1).
+Admin routes want `Authorization: Bearer <admin token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from handlers import account, archives, money, numbers
+from handlers.account import Session
+from handlers.base import Channel
+from handlers.catalogue import catalogue
+from handlers.selfcare import Env, Result, valid_msisdn
+from ussdgw.config import Settings
+from ussdgw.store import StoreUnavailable
+
+log = structlog.get_logger("ussdgw.selfcare_api")
+
+ENV_KEY = web.AppKey("selfcare_env", Env)
+ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
+SESSION_KEY = web.RequestKey("selfcare_session", Session)
+MAX_BODY = 16 * 1024
+API = "/api/v1"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = Path(settings.state_dir) / "admin.token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+
+def _reply(result: Result, status: int = 200) -> web.Response:
+    if result.ok:
+        return web.json_response({"message": result.text, "data": dict(result.data)}, status=status)
+    details = dict(result.data)
+    if result.retry_at is not None:
+        details["retry_at"] = result.retry_at
+    headers = {"Retry-After": str(max(1, int(result.retry_at - time.time())))} if result.retry_at else None
+    return web.json_response({"error": result.code, "message": result.text, "details": details},
+                             status=result.status, headers=headers)
+
+
+def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message, "details": details or {}}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure as JSON; one log line per request (no bodies, no tokens)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return _error_response(exc.status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        status = exc.status
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+        text = {404: "Нет такого адреса API.", 405: "Метод не поддерживается.",
+                413: "Слишком большой запрос."}.get(exc.status, exc.reason)
+        return _error_response(exc.status, code, text)
+    except StoreUnavailable:
+        status = 503
+        return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
+    except Exception:
+        log.exception("api_failed", method=request.method, path=request.path)
+        return _error_response(500, "internal", "Внутренняя ошибка. Мы уже разбираемся.")
+    finally:
+        session = request.get(SESSION_KEY)
+        log.info("api_request", method=request.method, route=_route_name(request), status=status,
+                 msisdn=session.msisdn if session is not None else None,
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "too_large", "Слишком большой запрос.")
+    try:
+        data = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "Тело запроса должно быть JSON-объектом.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "Тело запроса должно быть JSON-объектом.")
+    return data
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _session(request: web.Request) -> Session:
+    env = request.app[ENV_KEY]
+    found = await account.authenticate(env, _bearer(request))
+    if isinstance(found, Result):
+        raise ApiError(found.status, found.code, found.text)
+    request[SESSION_KEY] = found
+    return found
+
+
+async def _account(request: web.Request) -> tuple[Env, Session, str]:
+    """The session and the number it acts on: `me`, or a number it may act on (N1)."""
+    env = request.app[ENV_KEY]
+    session = await _session(request)
+    raw = request.match_info["msisdn"]
+    target = session.msisdn if raw == "me" else valid_msisdn(raw)
+    if target is None:
+        raise ApiError(400, "bad_request", "Номер в адресе: me или 11 цифр, начиная с 7.")
+    if not await numbers.may_act_on(env.store, session.msisdn, target):
+        raise ApiError(403, "forbidden", f"Нет доступа к номеру {target}. Добавьте его в «Мои номера» с паролем "
+                       "этого номера.")
+    return env, session, target
+
+
+def _admin(request: web.Request) -> None:
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "Нужен токен администратора: Authorization: Bearer <token>.")
+    if not hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN_KEY].encode()):
+        raise ApiError(403, "forbidden", "Неверный токен администратора.")
+
+
+# ---- public ---------------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    ok = await request.app[ENV_KEY].store.ping()
+    return web.json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+
+
+async def get_catalogue(request: web.Request) -> web.Response:
+    cat = catalogue()
+    return web.json_response({"message": "Тарифы и услуги.", "data": {
+        "tariffs": [t.to_dict() for t in cat.tariffs], "services": [s.to_dict() for s in cat.services]}})
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    body = await _body(request)
+    result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    return _reply(result, 201)
+
+
+async def sign_in_network(request: web.Request) -> web.Response:
+    env = request.app[ENV_KEY]
+    header = request.headers.get(env.settings.api_msisdn_header)
+    if header is None:
+        raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
+    return _reply(await account.sign_in_by_header(env, header, request.remote), 201)
+
+
+async def current_session(request: web.Request) -> web.Response:
+    session = await _session(request)
+    return web.json_response({"message": "Сессия активна.", "data": account.session_view(session)})
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    session = await _session(request)
+    return _reply(await account.sign_out(request.app[ENV_KEY], session))
+
+
+async def recover(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _reply(await account.recover_by_code_word(request.app[ENV_KEY], body.get("msisdn"),
+                                                     body.get("code_word"), body.get("delivery", "sms")))
+
+
+# ---- admin ----------------------------------------------------------------------------------
+async def admin_reset(request: web.Request) -> web.Response:
+    _admin(request)
+    body = await _body(request)
+    return _reply(await account.support_reset(request.app[ENV_KEY], body.get("msisdn"), body.get("passport"),
+                                              body.get("contract")))
+
+
+async def admin_charge(request: web.Request) -> web.Response:
+    _admin(request)
+    body = await _body(request)
+    msisdn = valid_msisdn(body.get("msisdn"))
+    if msisdn is None:
+        raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.")
+    reason = body.get("reason", "usage")
+    return _reply(await money.charge(request.app[ENV_KEY].store, msisdn, body.get("amount_kop"),
+                                     reason=reason if isinstance(reason, str) else "usage"))
+
+
+async def admin_audit(request: web.Request) -> web.Response:
+    _admin(request)
+    msisdn = valid_msisdn(request.match_info["msisdn"])
+    if msisdn is None:
+        raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.")
+    return _audit_response(await request.app[ENV_KEY].store.audit_trail(msisdn, count=_count(request)))
+
+
+async def admin_recover(request: web.Request) -> web.Response:
+    _admin(request)
+    counts = await money.recover_holds(request.app[ENV_KEY], older_than_s=0)
+    return web.json_response({"message": "Незавершённые операции обработаны.", "data": counts})
+
+
+# ---- account --------------------------------------------------------------------------------
+def _count(request: web.Request) -> int:
+    try:
+        return max(1, min(int(request.query.get("count", "100")), 1000))
+    except ValueError:
+        raise ApiError(400, "bad_request", "count — целое число от 1 до 1000.") from None
+
+
+def _audit_response(entries: list[dict[str, str]]) -> web.Response:
+    events = [{"id": e["id"], "ts": float(e.get("ts", 0)), "event": e.get("event", ""), "channel": e.get("channel", ""),
+               "outcome": e.get("outcome", ""), "detail": e.get("detail", "")} for e in entries]
+    return web.json_response({"message": f"Событий: {len(events)}.", "data": {"events": events}})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    profile = await env.store.subscriber(target)
+    state = (await numbers.number_state(env, target)).data
+    cat = catalogue()
+    tariff = cat.tariff(profile.get("tariff", ""))
+    return web.json_response({"message": "Личный кабинет.", "data": {
+        "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
+        "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
+        "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
+        "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
+        "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
+    }})
+
+
+async def get_balance(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.balance(env.store, target, channel=Channel.API))
+
+
+async def post_top_up(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 64 and key.isprintable()):
+        raise ApiError(400, "bad_request", "Idempotency-Key: от 1 до 64 печатных символов.")
+    return _reply(await money.top_up(env.store, target, body.get("amount_kop"), channel=Channel.API, payment_id=key))
+
+
+async def get_tariffs(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.list_tariffs(env.store, target))
+
+
+async def put_tariff(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    tariff_id = body.get("tariff_id")
+    if not isinstance(tariff_id, str):
+        raise ApiError(400, "bad_request", "Укажите tariff_id.")
+    return _reply(await money.switch_tariff(env.store, target, tariff_id, channel=Channel.API))
+
+
+async def get_services(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.list_services(env.store, target))
+
+
+async def put_service(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    params: Any = None
+    if request.can_read_body:
+        params = (await _body(request)).get("params")
+        if params is not None and not isinstance(params, dict):
+            raise ApiError(400, "bad_request", "params — JSON-объект.")
+    return _reply(await money.service_on(env.store, target, request.match_info["service_id"], channel=Channel.API,
+                                         params=params))
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.service_off(env.store, target, request.match_info["service_id"], channel=Channel.API))
+
+
+async def post_payment(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await money.easy_payment(env.store, target, body.get("merchant"), body.get("amount_kop")))
+
+
+async def get_calls(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.call_detail(env, target, request.query.get("from"), request.query.get("to")))
+
+
+async def post_calls_email(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await money.email_call_detail(env, target, body.get("from"), body.get("to")))
+
+
+async def post_gift(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await money.gift_points(env, target, body.get("to"), body.get("points")), 202)
+
+
+async def get_gifts(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.pending_gifts(env.store, target))
+
+
+async def post_gift_accept(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await money.accept_gift(env, target, body.get("code")))
+
+
+async def get_linked(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await numbers.linked_numbers(env.store, target))
+
+
+async def post_linked(request: web.Request) -> web.Response:
+    env, session, target = await _account(request)
+    if target != session.msisdn:
+        raise ApiError(403, "forbidden", "Номера добавляются только в свой кабинет.")
+    body = await _body(request)
+    return _reply(await numbers.link_number(env, target, body.get("msisdn"), body.get("password")))
+
+
+async def delete_linked(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await numbers.unlink_number(env, target, request.match_info["other"]))
+
+
+async def put_block(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await numbers.block_number(env, target, body.get("from")))
+
+
+async def delete_block(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await numbers.unblock_number(env, target))
+
+
+async def post_owner_change(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
+
+
+async def put_password(request: web.Request) -> web.Response:
+    env, session, target = await _account(request)
+    if target != session.msisdn:
+        raise ApiError(403, "forbidden", "Пароль меняется только для своего номера.")
+    body = await _body(request)
+    return _reply(await account.change_password(env, target, body.get("old_password"), body.get("new_password"),
+                                                body.get("new_password_repeat")))
+
+
+async def put_locator_consent(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.locator_consent(env.store, target, request.match_info["requester"], True))
+
+
+async def delete_locator_consent(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.locator_consent(env.store, target, request.match_info["requester"], False))
+
+
+async def get_locate(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.locate(env.store, target, request.match_info["target"]))
+
+
+async def get_parental(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await money.parental_overview(env, target, request.match_info["child"]))
+
+
+async def put_parental_block(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    m = request.match_info
+    return _reply(await money.parental_blacklist(env, target, m["child"], m["number"], True))
+
+
+async def delete_parental_block(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    m = request.match_info
+    return _reply(await money.parental_blacklist(env, target, m["child"], m["number"], False))
+
+
+async def post_sms_archive(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    body = await _body(request)
+    return _reply(await archives.open_sms_archive(env, target, body.get("code")))
+
+
+async def get_mms_archive(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _reply(await archives.mms_archive_status(env, target))
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    env, _, target = await _account(request)
+    return _audit_response(await env.store.audit_trail(target, count=_count(request)))
+
+
+async def _recovery_loop(env: Env) -> None:
+    interval = max(1.0, env.settings.hold_recovery_s / 2)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await money.recover_holds(env)
+        except StoreUnavailable:
+            continue
+        except Exception:
+            log.exception("hold_recovery_failed")
+
+
+def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = True) -> web.Application:
+    """The self-care API around `env` (store, settings, MT sender, mailer, clock)."""
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app[ENV_KEY] = env
+    app[ADMIN_TOKEN_KEY] = admin_token or ensure_admin_token(env.settings)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_recovery_loop(env), name="hold-recovery") if recovery else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await env.drain()
+
+    app.cleanup_ctx.append(background)
+    r = app.router
+    r.add_get(f"{API}/health", health)
+    r.add_get(f"{API}/catalogue", get_catalogue)
+    r.add_post(f"{API}/sessions", sign_in)
+    r.add_post(f"{API}/sessions/network", sign_in_network)
+    r.add_get(f"{API}/sessions/current", current_session)
+    r.add_delete(f"{API}/sessions/current", sign_out)
+    r.add_post(f"{API}/password-recovery", recover)
+    r.add_post(f"{API}/admin/password-resets", admin_reset)
+    r.add_post(f"{API}/admin/charges", admin_charge)
+    r.add_get(f"{API}/admin/subscribers/{{msisdn}}/audit", admin_audit)
+    r.add_post(f"{API}/admin/holds/recover", admin_recover)
+    acc = f"{API}/accounts/{{msisdn}}"
+    r.add_get(acc, get_account)
+    r.add_get(f"{acc}/balance", get_balance)
+    r.add_post(f"{acc}/top-ups", post_top_up)
+    r.add_get(f"{acc}/tariffs", get_tariffs)
+    r.add_put(f"{acc}/tariff", put_tariff)
+    r.add_get(f"{acc}/services", get_services)
+    r.add_put(f"{acc}/services/{{service_id}}", put_service)
+    r.add_delete(f"{acc}/services/{{service_id}}", delete_service)
+    r.add_post(f"{acc}/payments", post_payment)
+    r.add_get(f"{acc}/calls", get_calls)
+    r.add_post(f"{acc}/calls/email", post_calls_email)
+    r.add_post(f"{acc}/gifts", post_gift)
+    r.add_get(f"{acc}/gifts", get_gifts)
+    r.add_post(f"{acc}/gifts/accept", post_gift_accept)
+    r.add_get(f"{acc}/linked", get_linked)
+    r.add_post(f"{acc}/linked", post_linked)
+    r.add_delete(f"{acc}/linked/{{other}}", delete_linked)
+    r.add_put(f"{acc}/block", put_block)
+    r.add_delete(f"{acc}/block", delete_block)
+    r.add_post(f"{acc}/owner-change", post_owner_change)
+    r.add_put(f"{acc}/password", put_password)
+    r.add_put(f"{acc}/locator/consents/{{requester}}", put_locator_consent)
+    r.add_delete(f"{acc}/locator/consents/{{requester}}", delete_locator_consent)
+    r.add_get(f"{acc}/locator/{{target}}", get_locate)
+    r.add_get(f"{acc}/parental/{{child}}", get_parental)
+    r.add_put(f"{acc}/parental/{{child}}/blacklist/{{number}}", put_parental_block)
+    r.add_delete(f"{acc}/parental/{{child}}/blacklist/{{number}}", delete_parental_block)
+    r.add_post(f"{acc}/sms-archive", post_sms_archive)
+    r.add_get(f"{acc}/mms-archive", get_mms_archive)
+    r.add_get(f"{acc}/audit", get_audit)
+    return app

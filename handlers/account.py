@@ -1,0 +1,370 @@
+"""Sign-in and the password around it (SPEC P1, P4-P9) for the self-care API.
+
+- `sign_in`: MSISDN + password. The P1 checksum (`sms_codes.precheck`) turns a malformed password
+  away before scrypt runs; either way a wrong password counts towards the P4 lock (3 in a row),
+  which only a new password by SMS (R1/R2), recovery (P8) or a support reset (P9) lifts.
+  Attempts per MSISDN are capped per hour as well.
+- Sessions (P5): a random token (`secrets`), kept in Redis under its SHA-256 with a TTL; a request
+  more than `session_idle_s` after the last one finds the session ended; `sign_out` ends it at once.
+- `sign_in_by_header` (P6): the operator's network puts the MSISDN in a header; believed only when
+  the request comes from a configured network.
+- `change_password` (P7), `recover_by_code_word` (P8, by SMS or e-mail), `support_reset` (P9).
+
+Passwords are hashed and checked only with `sms_codes` in a thread; no password, code word or token
+reaches a log line or the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from handlers.base import Channel
+from handlers.password import password_reply
+from handlers.selfcare import Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
+from sms_codes import (
+    Decision,
+    NewPasswordError,
+    PasswordMismatchError,
+    check_new_password,
+    format_retry_reply,
+    generate_password,
+    hash_password,
+    precheck,
+    verify_password,
+)
+from ussdgw.store import (
+    Check,
+    Plan,
+    RateGuard,
+    sc_apply,
+    sc_attempt,
+    sc_signin_failed,
+    session_delete,
+    session_get,
+    session_put,
+    sub_key,
+)
+
+log = structlog.get_logger("ussdgw.handlers.account")
+
+MAX_SECRET_LENGTH = 64
+NEW_PASSWORD_HINT = "Получите новый пароль: отправьте ПАРОЛЬ на 3339."
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    msisdn: str
+    via: str
+    created_at: float
+    token: str
+
+
+def _retry_text(reason: str, retry_at: float, per_hour: int, now: float) -> str:
+    decision = Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=per_hour)  # type: ignore[arg-type]
+    return format_retry_reply(decision, now)
+
+
+async def _verify(password: str, stored: str) -> bool:
+    try:
+        return await asyncio.to_thread(verify_password, password, stored)
+    except ValueError:
+        log.error("stored_hash_malformed")
+        return False
+
+
+def _secret_arg(value: object, what: str) -> str | Result:
+    if not isinstance(value, str) or not value or len(value) > MAX_SECRET_LENGTH:
+        return Result.fail("bad_request", f"Укажите {what} (от 1 до {MAX_SECRET_LENGTH} символов).")
+    return value
+
+
+# ---- P1/P4: sign-in with a password ----------------------------------------------------------
+async def check_password(env: Env, msisdn: str, password: str, *, channel: Channel | str,
+                         purpose: str) -> Result:
+    """Is `password` the one of `msisdn`? Counts a wrong one towards the P4 lock; never reveals more
+    than the subscriber needs. Used by sign-in, P7 (old password) and N1 (the other's password)."""
+    profile = await env.store.subscriber(msisdn)
+    stored = profile.get("pw_hash", "")
+    if not profile:
+        return Result.fail("wrong_password", "Неверный номер или пароль.")
+    if not stored:
+        return Result.fail("wrong_password", f"Пароль для номера ещё не получен. {NEW_PASSWORD_HINT}")
+    if profile.get("locked") == "1":
+        await env.store.audit(msisdn, api_audit(purpose, channel, "locked"))
+        return Result.fail("locked", f"Вход заблокирован после 3 неверных паролей подряд. {NEW_PASSWORD_HINT}")
+    # P1: a password whose checksum fails is wrong without running scrypt.
+    right = precheck(password) and await _verify(password, stored)
+    if right:
+        return Result.done("Пароль верный.", pw_hash=stored)
+    counted = await sc_signin_failed(env.store, msisdn, stored, env.settings.signin_max_failures,
+                                     api_audit(purpose, channel, "wrong_password",
+                                               "checksum" if not precheck(password) else "hash"))
+    log.info("wrong_password", msisdn=msisdn, purpose=purpose, counted=counted is not None)
+    if counted is not None and counted[1]:
+        return Result.fail("locked", f"Введён неверный пароль 3 раза подряд: вход заблокирован. {NEW_PASSWORD_HINT}")
+    left = env.settings.signin_max_failures - (counted[0] if counted else 0)
+    return Result.fail("wrong_password", f"Неверный номер или пароль. Осталось попыток: {max(left, 0)}.",
+                       attempts_left=max(left, 0))
+
+
+async def _signin_guard(env: Env, msisdn: str) -> Result | None:
+    guard = RateGuard("signin", cooldown_s=0, per_hour=env.settings.signin_per_hour)
+    refused = await sc_attempt(env.store, msisdn, guard)
+    if refused is None:
+        return None
+    reason, retry_at = refused
+    return Result.fail("rate_limited", _retry_text(reason, retry_at, guard.per_hour, env.now()).replace(
+        "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка"), retry_at=retry_at)
+
+
+async def _open_session(env: Env, msisdn: str, via: str) -> Session:
+    token = secrets.token_urlsafe(32)
+    now = env.now()
+    epoch = (await env.store.subscriber(msisdn)).get("auth_epoch", "0")
+    await session_put(env.store, token, {"msisdn": msisdn, "via": via, "created_at": now, "last_seen": now,
+                                         "epoch": epoch}, env.settings.session_idle_s)
+    return Session(msisdn, via, now, token)
+
+
+def _signed_in(session: Session, env: Env) -> Result:
+    return Result.done("Вы вошли в Личный кабинет.", token=session.token, msisdn=session.msisdn, via=session.via,
+                       idle_timeout_s=env.settings.session_idle_s)
+
+
+async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
+                  *, channel: Channel | str = Channel.API) -> Result:
+    """P1, P4, P5: MSISDN + password -> a session token."""
+    msisdn = valid_msisdn(msisdn_raw)
+    if msisdn is None:
+        return bad_msisdn(msisdn_raw)
+    password = _secret_arg(password_raw, "пароль")
+    if isinstance(password, Result):
+        return password
+    limited = await _signin_guard(env, msisdn)
+    if limited is not None:
+        await env.store.audit(msisdn, api_audit("signin", channel, "rate_limited"))
+        return limited
+    checked = await check_password(env, msisdn, password, channel=channel, purpose="signin")
+    if not checked.ok:
+        return checked
+    key = sub_key(msisdn)
+    applied = await sc_apply(env.store, msisdn, Plan(
+        checks=[Check("eq", key, "pw_hash", checked.data["pw_hash"], "conflict"),
+                Check("ne", key, "locked", "1", "locked")],
+        hset=[(key, "pw_failures", 0), (key, "last_signin", int(env.now()))],
+        audit=[api_audit("signin", channel, detail="via=password")],
+    ))
+    if not applied.ok:
+        return Result.fail("wrong_password", "Пароль только что изменился. Войдите с новым паролем.")
+    session = await _open_session(env, msisdn, "password")
+    log.info("signed_in", msisdn=msisdn, via="password")
+    return _signed_in(session, env)
+
+
+def trusted(env: Env, client_ip: str | None) -> bool:
+    if not client_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    for cidr in filter(None, (c.strip() for c in env.settings.api_trusted_networks.split(","))):
+        try:
+            if address in ipaddress.ip_network(cidr, strict=False):
+                return True
+        except ValueError:
+            log.warning("trusted_network_malformed", cidr=cidr)
+    return False
+
+
+async def sign_in_by_header(env: Env, header_value: object, client_ip: str | None,
+                            *, channel: Channel | str = Channel.API) -> Result:
+    """P6: inside the operator's network the MSISDN comes in a header; no password needed."""
+    if not trusted(env, client_ip):
+        return Result.fail("not_trusted_network", "Вход по номеру без пароля работает только в сети оператора "
+                           "(мобильный интернет). Войдите с паролем.")
+    msisdn = valid_msisdn(header_value)
+    if msisdn is None:
+        return bad_msisdn(header_value)
+    profile = await env.store.subscriber(msisdn)
+    key = sub_key(msisdn)
+    plan = Plan(must_exist=False, hset=[(key, "last_signin", int(env.now()))],
+                audit=[api_audit("signin", channel, detail="via=network")])
+    if not profile:  # P3: the account exists as soon as the SIM does
+        plan.hset.append((key, "created_at", int(env.now())))
+    await sc_apply(env.store, msisdn, plan)
+    session = await _open_session(env, msisdn, "network")
+    log.info("signed_in", msisdn=msisdn, via="network")
+    return _signed_in(session, env)
+
+
+# ---- P5: sessions ----------------------------------------------------------------------------
+async def authenticate(env: Env, token: str | None) -> Session | Result:
+    """The session of `token`, its idle timer restarted; or why there is none."""
+    if not token:
+        return Result.fail("unauthorized", "Требуется вход: передайте токен сессии в заголовке "
+                           "Authorization: Bearer <token>.")
+    data = await session_get(env.store, token)
+    now = env.now()
+    if data is None or now - float(data.get("last_seen", 0)) > env.settings.session_idle_s:
+        if data is not None:
+            await session_delete(env.store, token)
+            await env.store.audit(str(data["msisdn"]), api_audit("session_expired", Channel.API, "expired"))
+        return Result.fail("session_expired", "Сессия завершена: 20 минут без активности или выход. Войдите снова.")
+    epoch = (await env.store.subscriber(str(data["msisdn"]))).get("auth_epoch", "0")
+    if epoch != data.get("epoch", "0"):  # the number changed owner (N4): old sessions end
+        await session_delete(env.store, token)
+        return Result.fail("session_expired", "Сессия завершена: у номера сменился владелец. Войдите снова.")
+    data["last_seen"] = now
+    await session_put(env.store, token, data, env.settings.session_idle_s)
+    return Session(str(data["msisdn"]), str(data.get("via", "")), float(data.get("created_at", now)), token)
+
+
+async def sign_out(env: Env, session: Session) -> Result:
+    """P5 "Выход": the session ends at once."""
+    await session_delete(env.store, session.token)
+    await env.store.audit(session.msisdn, api_audit("signout", Channel.API))
+    log.info("signed_out", msisdn=session.msisdn)
+    return Result.done("Вы вышли из Личного кабинета.")
+
+
+# ---- P7: change password ---------------------------------------------------------------------
+async def change_password(env: Env, msisdn: str, old: object, new: object, repeat: object,
+                          *, channel: Channel | str = Channel.API) -> Result:
+    """P7: old password, the new one twice; at least 6 characters with upper- and lower-case
+    letters and digits. Any refusal changes nothing."""
+    old_pw = _secret_arg(old, "старый пароль")
+    if isinstance(old_pw, Result):
+        return old_pw
+    new_pw, repeat_pw = new if isinstance(new, str) else "", repeat if isinstance(repeat, str) else ""
+    try:
+        check_new_password(old_pw, new_pw, repeat_pw)
+    except NewPasswordError as exc:
+        code = "password_mismatch" if isinstance(exc, PasswordMismatchError) else "weak_password"
+        await env.store.audit(msisdn, api_audit("password_change", channel, code))
+        return Result.fail(code, exc.reply)
+    checked = await check_password(env, msisdn, old_pw, channel=channel, purpose="password_change")
+    if not checked.ok:
+        if checked.code == "wrong_password":
+            return Result.fail("wrong_password", "Старый пароль неверен. Пароль не изменён.",
+                               **dict(checked.data))
+        return checked
+    new_hash = await asyncio.to_thread(hash_password, new_pw)
+    key = sub_key(msisdn)
+    applied = await sc_apply(env.store, msisdn, Plan(
+        checks=[Check("eq", key, "pw_hash", checked.data["pw_hash"], "conflict")],
+        hset=[(key, "pw_hash", new_hash), (key, "pw_failures", 0), (key, "pw_changed_at", int(env.now()))],
+        audit=[api_audit("password_changed", channel)],
+    ))
+    if not applied.ok:
+        return Result.fail("conflict", "Пароль только что изменился другим способом. Пароль не изменён.")
+    log.info("password_changed", msisdn=msisdn)
+    return Result.done("Пароль изменён.")
+
+
+# ---- P8 / P9: a new password sent out -------------------------------------------------------
+async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: str, event: str,
+                              channel: Channel | str) -> Result:
+    """Generate, store and deliver a new P1 password (by SMS through the outbox, or by e-mail first:
+    a mail the server refuses (D3) leaves the old password in force)."""
+    guard = env.secret_guard()
+    refused = await env.store.rate_peek(msisdn, guard)
+    if refused is not None:
+        await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", refused[0]))
+        return Result.fail("rate_limited", _retry_text(refused[0], refused[1], guard.per_hour, env.now()),
+                           retry_at=refused[1])
+    password = generate_password()
+    pw_hash = await asyncio.to_thread(hash_password, password)
+    if delivery == "email":
+        from gateway.mail import MailError  # the e-mail side is optional for SMS-only deployments
+
+        if env.mailer is None:
+            return Result.fail("unavailable", "Отправка e-mail сейчас недоступна. Выберите SMS.")
+        try:
+            body = password_reply(password) + "\n\nЕсли вы не запрашивали пароль, обратитесь в поддержку."
+            await env.mailer.send(email, "Новый пароль от Личного кабинета", body)
+        except MailError as exc:
+            await env.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
+            log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
+            return Result.fail("mail_failed", f"Письмо не доставлено: {exc.reply}. Пароль не изменён.",
+                               smtp_code=exc.smtp_code)
+    key = sub_key(msisdn)
+    messages = [new_mt(msisdn, password_reply(password), secret=True)] if delivery == "sms" else []
+    applied = await sc_apply(env.store, msisdn, Plan(
+        hset=[(key, "pw_hash", pw_hash), (key, "pw_failures", 0), (key, "locked", 0),
+              (key, "pw_issued_at", int(env.now()))],
+        guards=[guard], messages=messages,
+        audit=[api_audit(event, channel, detail=f"delivery={delivery}")],
+    ))
+    if applied.outcome == "limited":
+        return Result.fail("rate_limited", _retry_text(applied.code, applied.retry_at or env.now(), guard.per_hour,
+                                                        env.now()), retry_at=applied.retry_at)
+    if not applied.ok:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    env.dispatch(messages)
+    log.info(event, msisdn=msisdn, delivery=delivery)
+    where = "по SMS" if delivery == "sms" else "на e-mail"
+    return Result.done(f"Новый пароль отправлен {where}.", delivery=delivery)
+
+
+async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: object, delivery: object,
+                               *, channel: Channel | str = Channel.API) -> Result:
+    """P8: MSISDN + code word -> a new password by SMS or e-mail, as chosen."""
+    msisdn = valid_msisdn(msisdn_raw)
+    if msisdn is None:
+        return bad_msisdn(msisdn_raw)
+    code_word = _secret_arg(code_word_raw, "кодовое слово")
+    if isinstance(code_word, Result):
+        return code_word
+    if delivery not in ("sms", "email"):
+        return Result.fail("bad_request", "Способ доставки: sms или email.", field="delivery")
+    profile = await env.store.subscriber(msisdn)
+    if not profile:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    limited = await sc_attempt(env.store, msisdn, RateGuard("recovery", 0, env.settings.signin_per_hour))
+    if limited is not None:
+        return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
+                           retry_at=limited[1])
+    stored = profile.get("code_word_hash", "")
+    if not stored:
+        return Result.fail("forbidden", "Кодовое слово не задано. Получите пароль по SMS: ПАРОЛЬ на 3339.")
+    if not await _verify(code_word.strip().casefold(), stored):
+        await env.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
+        log.info("wrong_code_word", msisdn=msisdn)
+        return Result.fail("wrong_code_word", "Кодовое слово неверно. Пароль не изменён.")
+    email = profile.get("email", "")
+    if delivery == "email" and not email:
+        return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.")
+    return await _issue_new_password(env, msisdn, delivery=str(delivery), email=email,
+                                     event="password_recovered", channel=channel)
+
+
+def _norm(value: str) -> str:
+    return "".join(value.split()).casefold()
+
+
+async def support_reset(env: Env, msisdn_raw: object, passport: object, contract: object,
+                        *, operator: str = "admin") -> Result:
+    """P9: support resets a password after checking passport data and contract number; SMS delivery."""
+    msisdn = valid_msisdn(msisdn_raw)
+    if msisdn is None:
+        return bad_msisdn(msisdn_raw)
+    if not isinstance(passport, str) or not isinstance(contract, str) or not passport.strip() or not contract.strip():
+        return Result.fail("bad_request", "Укажите паспортные данные и номер договора.")
+    profile = await env.store.subscriber(msisdn)
+    if not profile:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    if _norm(passport) != _norm(profile.get("passport", "")) or _norm(contract) != _norm(profile.get("contract", "")):
+        await env.store.audit(msisdn, api_audit("support_reset", "admin", "wrong_identity", f"operator={operator}"))
+        return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Пароль не изменён.")
+    return await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_reset", channel="admin")
+
+
+def session_view(session: Session) -> dict[str, Any]:
+    return {"msisdn": session.msisdn, "via": session.via, "created_at": session.created_at}

@@ -1,0 +1,132 @@
+"""Archives (SPEC R3/A1, R4/A2).
+
+- R3: `PER` or `ON` to 232 -> a one-time code that opens the subscriber's SMS archive (A1) in the
+  self-care API. A secret, so D2 applies: the cool-down and hourly cap shared with passwords.
+  The code is kept only as an HMAC digest (`sms_codes.code_digest`) with its expiry.
+- R4: any SMS to 1234, the empty one included -> the MMS archive is open for 72 hours (A2). The
+  open state is a Redis key with that TTL: it closes by itself, nobody has to remember to.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from handlers.base import Channel, HandlerContext
+from handlers.selfcare import Env, Result, api_audit, fmt_time
+from sms_codes import CodePurpose, Decision, code_digest, code_matches, format_retry_reply, generate_code
+from ussdgw.store import (
+    AuditEvent,
+    Change,
+    Check,
+    Plan,
+    RateGuard,
+    mms_archive_key,
+    sc_apply,
+    sc_attempt,
+    sc_get,
+    sub_key,
+)
+
+log = structlog.get_logger("ussdgw.handlers.archives")
+
+ARCHIVE_CODE_DIGITS = 6
+ARCHIVE_EVENTS = frozenset({"mo_received", "mt_submitted", "mt_receipt"})
+
+
+def _guard(ctx: HandlerContext) -> RateGuard:
+    return RateGuard("secret", cooldown_s=ctx.settings.secret_cooldown_s, per_hour=ctx.settings.secret_per_hour)
+
+
+def archive_code_reply(code: str, ttl_s: int) -> str:
+    return f"Код доступа к архиву SMS: {code}. Действует {max(1, ttl_s // 60)} мин. Никому не сообщайте код."
+
+
+async def sms_archive_code(ctx: HandlerContext) -> None:
+    """R3 -> A1: a code for the SMS archive, under the D2 limits."""
+    guard = _guard(ctx)
+    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    if refused is None:
+        code = generate_code(ARCHIVE_CODE_DIGITS)
+        digest = code_digest(ctx.settings.secret_key_bytes(), CodePurpose.SMS_ARCHIVE, ctx.msisdn, code)
+        ttl = ctx.settings.sms_archive_code_ttl_s
+        result = await ctx.reply(
+            archive_code_reply(code, ttl),
+            change=Change(set_fields={"sms_archive_digest": digest, "sms_archive_expires": int(time.time()) + ttl},
+                          rate_guards=[guard]),
+            audit=[AuditEvent("sms_archive_code", ctx.message.channel)],
+            secret=True,
+        )
+        if not result.refused:
+            log.info("sms_archive_code_sent", msisdn=ctx.msisdn, outcome=result.outcome)
+            return
+        assert result.reason is not None and result.retry_at is not None
+        refused = (result.reason, result.retry_at)
+    reason, retry_at = refused
+    decision = Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=guard.per_hour)  # type: ignore[arg-type]
+    await ctx.reply(format_retry_reply(decision, time.time()),
+                    audit=[AuditEvent("sms_archive_code", ctx.message.channel, outcome="rate_limited", detail=reason)])
+    log.info("sms_archive_code_limited", msisdn=ctx.msisdn, reason=reason)
+
+
+async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+    """A1: the code from 232 opens the archive once: the SMS sent and received, newest last
+    (time, direction, short code; message bodies are not kept by the platform)."""
+    if not isinstance(code_raw, str) or not code_raw.strip().isdigit() or len(code_raw.strip()) != ARCHIVE_CODE_DIGITS:
+        return Result.fail("bad_request", f"Код — {ARCHIVE_CODE_DIGITS} цифр из SMS с номера 232.", field="code")
+    wrong_codes = RateGuard("archive_code_wrong", 0, 10)
+    limited = await env.store.rate_peek(msisdn, wrong_codes)
+    if limited is not None:
+        return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
+    profile = await env.store.subscriber(msisdn)
+    digest = profile.get("sms_archive_digest", "")
+    key_bytes = env.settings.secret_key_bytes()
+    if not digest or not code_matches(key_bytes, CodePurpose.SMS_ARCHIVE, msisdn, code_raw.strip(), digest):
+        await sc_attempt(env.store, msisdn, wrong_codes)
+        await env.store.audit(msisdn, api_audit("sms_archive_open", channel, "wrong_code"))
+        return Result.fail("wrong_code", "Неверный код. Получите новый: отправьте PER на 232.")
+    if float(profile.get("sms_archive_expires", "0")) < env.now():
+        return Result.fail("expired", "Срок действия кода истёк. Получите новый: отправьте PER на 232.")
+    key = sub_key(msisdn)
+    applied = await sc_apply(env.store, msisdn, Plan(
+        checks=[Check("eq", key, "sms_archive_digest", digest, "conflict")],
+        hdel=[(key, "sms_archive_digest"), (key, "sms_archive_expires")],
+        audit=[api_audit("sms_archive_opened", channel)],
+    ))
+    if not applied.ok:
+        return Result.fail("conflict", "Код уже использован. Получите новый: отправьте PER на 232.")
+    entries = []
+    for event in await env.store.audit_trail(msisdn, count=500):
+        if event.get("event") not in ARCHIVE_EVENTS:
+            continue
+        detail = dict(part.split("=", 1) for part in event.get("detail", "").split() if "=" in part)
+        entries.append({"at": float(event["ts"]), "event": event["event"], "channel": event.get("channel", ""),
+                        "peer": detail.get("to") or detail.get("from", ""), "outcome": event.get("outcome", "")})
+    return Result.done(f"Архив SMS: {len(entries)} записей.", entries=entries)
+
+
+def mms_archive_reply(until: float) -> str:
+    return f"Архив MMS открыт на 72 часа, до {fmt_time(until)}. Смотрите MMS в Личном кабинете."
+
+
+async def open_mms_archive(ctx: HandlerContext) -> None:
+    """R4 -> A2: any SMS to 1234 opens the MMS archive for 72 hours (a key with that TTL)."""
+    ttl = ctx.settings.mms_archive_ttl_s
+    now = time.time()
+    await sc_apply(ctx.store, ctx.msisdn, Plan(must_exist=False, setex=[(mms_archive_key(ctx.msisdn), f"{now:.3f}",
+                                                                        ttl)]))
+    await ctx.reply(mms_archive_reply(now + ttl),
+                    audit=[AuditEvent("mms_archive_opened", ctx.message.channel, detail=f"ttl_s={ttl}")])
+    log.info("mms_archive_opened", msisdn=ctx.msisdn)
+
+
+async def mms_archive_status(env: Env, msisdn: str) -> Result:
+    """A2: open until `opened_at + 72 h`; the key's TTL closes it in Redis at the same moment."""
+    raw = await sc_get(env.store, mms_archive_key(msisdn))
+    if raw is None:
+        return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
+    until = float(raw) + env.settings.mms_archive_ttl_s
+    if env.now() >= until:
+        return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
+    return Result.done(f"Архив MMS открыт до {fmt_time(until)}.", open=True, until=until)

@@ -1,0 +1,196 @@
+"""The simulator's mail side (SPEC D3): a local SMTP sink (aiosmtpd) and a mailbox view over HTTP.
+
+Every address has a state a tester can set: `ok` (mail lands in its mailbox), `full` (RCPT gets
+452 4.2.2, as a full mailbox does), `unknown` (550 5.1.1, no such user). The platform's mailer
+sees the same codes a real server gives, so a failed e-mail is visible end to end.
+
+    GET   /api/mail                              every mailbox, its state and message count
+    GET   /api/mail/{address}?after=N&wait=S     messages after seq N, waiting up to S s
+    PATCH /api/mail/{address}                    {"state": "ok" | "full" | "unknown"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import time
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = structlog.get_logger("ussdgw.simulator.mail")
+
+
+class MailboxState(StrEnum):
+    OK = "ok"
+    FULL = "full"
+    UNKNOWN = "unknown"
+
+
+REFUSALS = {
+    MailboxState.FULL: "452 4.2.2 Mailbox full",
+    MailboxState.UNKNOWN: "550 5.1.1 No such user here",
+}
+
+
+@dataclass(slots=True)
+class Mail:
+    seq: int
+    sender: str
+    to: str
+    subject: str
+    body: str
+    attachments: list[dict[str, Any]]
+    received_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Mailbox:
+    address: str
+    state: MailboxState = MailboxState.OK
+    messages: list[Mail] = field(default_factory=list)
+
+
+class PostOffice:
+    """All mailboxes, and the aiosmtpd handler that fills them."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, Mailbox] = {}
+        self._seq = 0
+        self._changed = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    def box(self, address: str) -> Mailbox:
+        address = address.strip().lower()
+        if address not in self.boxes:
+            self.boxes[address] = Mailbox(address)
+        return self.boxes[address]
+
+    # ---- aiosmtpd handler hooks ----
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        box = self.box(address)
+        refusal = REFUSALS.get(box.state)
+        if refusal is not None:
+            log.info("mail_refused", state=box.state.value)
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content or b""
+        data = raw if isinstance(raw, bytes) else raw.encode()
+        parsed = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        body_part = parsed.get_body(preferencelist=("plain",))
+        body = str(body_part.get_content()) if body_part is not None else ""
+        attachments: list[dict[str, Any]] = []
+        for part in parsed.iter_attachments():
+            raw_payload = part.get_payload(decode=True)
+            payload = raw_payload if isinstance(raw_payload, bytes) else b""
+            entry: dict[str, Any] = {"filename": part.get_filename(), "content_type": part.get_content_type(),
+                                     "size": len(payload)}
+            if part.get_content_maintype() == "text":
+                entry["text"] = payload.decode("utf-8", "replace")
+            attachments.append(entry)
+        for rcpt in envelope.rcpt_tos:
+            self._seq += 1
+            self.box(rcpt).messages.append(Mail(self._seq, envelope.mail_from or "", rcpt.lower(),
+                                                str(parsed.get("Subject", "")), body, attachments, time.time()))
+        async with self._changed:
+            self._changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    # ---- lifecycle ----
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: SMTP(self, hostname="smtp.sim", ident="ussdgw sim"),
+                                                host, port)
+        sock = self._server.sockets[0].getsockname()
+        self.port = int(sock[1])
+        log.info("smtp_sink_listening", host=host, port=self.port)
+        return host, self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def wait_mail(self, address: str, after: int, timeout: float) -> list[Mail]:
+        box = self.box(address)
+
+        def fresh() -> list[Mail]:
+            return [m for m in box.messages if m.seq > after]
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(lambda: bool(fresh())), timeout)
+        return fresh()
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+
+POST_OFFICE_KEY = web.AppKey("post_office", PostOffice)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def list_boxes(request: web.Request) -> web.Response:
+    office = request.app[POST_OFFICE_KEY]
+    return web.json_response({"mailboxes": [
+        {"address": b.address, "state": b.state.value, "count": len(b.messages)} for b in office.boxes.values()]})
+
+
+async def get_box(request: web.Request) -> web.Response:
+    office = request.app[POST_OFFICE_KEY]
+    address = request.match_info["address"]
+    if "@" not in address:
+        return _error(400, "address must be an e-mail address")
+    try:
+        after = int(request.query.get("after", "0"))
+        wait = min(float(request.query.get("wait", "0")), 60.0)
+    except ValueError:
+        return _error(400, "after and wait must be numbers")
+    messages = await office.wait_mail(address, after, wait) if wait > 0 else [
+        m for m in office.box(address).messages if m.seq > after]
+    box = office.box(address)
+    return web.json_response({"address": box.address, "state": box.state.value,
+                              "messages": [m.to_dict() for m in messages], "last_seq": office.last_seq})
+
+
+async def patch_box(request: web.Request) -> web.Response:
+    office = request.app[POST_OFFICE_KEY]
+    address = request.match_info["address"]
+    if "@" not in address:
+        return _error(400, "address must be an e-mail address")
+    try:
+        body = await request.json()
+        state = MailboxState(body["state"])
+    except (ValueError, KeyError, TypeError):
+        return _error(400, f"body must be {{\"state\": one of {[s.value for s in MailboxState]}}}")
+    box = office.box(address)
+    box.state = state
+    return web.json_response({"address": box.address, "state": box.state.value, "count": len(box.messages)})
+
+
+def register_routes(app: web.Application, office: PostOffice) -> None:
+    """Add the mailbox view to an aiohttp app (the simulator's HTTP API) before it starts."""
+    app[POST_OFFICE_KEY] = office
+    app.router.add_get("/api/mail", list_boxes)
+    app.router.add_get("/api/mail/{address}", get_box)
+    app.router.add_patch("/api/mail/{address}", patch_box)

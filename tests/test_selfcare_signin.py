@@ -1,0 +1,262 @@
+"""P1, P4-P10 over HTTP against the running stack (passwords arrive by real SMS over SMPP)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.selfcare_api import ensure_admin_token
+from sms_codes import checksum_ok, generate_password, is_generated_shape, verify_password
+from tests.selfcare_helpers import IVAN, Api, extract_password, seed, signed_in, sms_password, wait_sms
+from ussdgw.config import Settings
+from ussdgw.stack import Stack
+from ussdgw.store import AuditEvent
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(api_trusted_networks="127.0.0.0/8")
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    await seed(stack)
+    async with aiohttp.ClientSession() as http:
+        yield Api(stack.endpoints["selfcare"], http)
+
+
+async def test_a_password_from_3339_signs_in_and_the_token_opens_the_account(stack: Stack, api: Api) -> None:
+    token = await signed_in(stack, api, IVAN)
+    status, body = await api.call("GET", "/accounts/me/balance", token=token)
+    assert status == 200 and body["data"]["balance_kop"] == 25000
+
+
+async def stored_hash(stack: Stack, msisdn: str) -> str:
+    assert stack.store is not None
+    return (await stack.store.subscriber(msisdn)).get("pw_hash", "")
+
+
+async def audit_events(stack: Stack, msisdn: str) -> list[dict[str, str]]:
+    assert stack.store is not None
+    return await stack.store.audit_trail(msisdn, count=500)
+
+
+async def test_a_password_failing_the_p1_checksum_is_refused_before_the_hash_and_counts(stack: Stack, api: Api) -> None:
+    await sms_password(stack, IVAN)
+    bad = "12345abc"  # P1 shape, checksum 1+2+3+4+5+1+2+3 = 21, 21 % 11 = 10, not 7
+    assert is_generated_shape(bad) and not checksum_ok(bad)
+    status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": bad})
+    assert status == 401 and body["error"] == "wrong_password"
+    failures = [e for e in await audit_events(stack, IVAN) if e["event"] == "signin"]
+    assert failures[-1]["outcome"] == "wrong_password" and failures[-1]["detail"] == "checksum"
+    assert stack.store is not None
+    assert (await stack.store.subscriber(IVAN))["pw_failures"] == "1"
+
+
+async def test_three_wrong_passwords_lock_sign_in_until_a_new_sms_password(stack: Stack, api: Api) -> None:
+    password = await sms_password(stack, IVAN)
+    wrong = generate_password()
+    codes = []
+    for _ in range(3):
+        status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": wrong})
+        codes.append((status, body["error"]))
+    assert codes == [(401, "wrong_password"), (401, "wrong_password"), (423, "locked")]
+    status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
+    assert status == 423 and "ПАРОЛЬ на 3339" in body["message"]  # even the right password, until R1
+    fresh = await sms_password(stack, IVAN)
+    status, _ = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": fresh})
+    assert status == 201
+
+
+async def test_a_session_ends_after_the_idle_timeout_and_on_logout(stack: Stack, api: Api) -> None:
+    token = await signed_in(stack, api, IVAN)
+    assert stack.selfcare is not None
+    assert (await api.call("GET", "/sessions/current", token=token))[0] == 200
+    idle = stack.settings.session_idle_s
+    stack.selfcare.clock = lambda: time.time() + idle - 60  # activity within 20 min keeps it alive
+    assert (await api.call("GET", "/accounts/me", token=token))[0] == 200
+    stack.selfcare.clock = lambda: time.time() + 2 * idle
+    status, body = await api.call("GET", "/accounts/me", token=token)
+    assert status == 401 and body["error"] == "session_expired"
+    stack.selfcare.clock = time.time
+    assert (await api.call("GET", "/accounts/me", token=token))[0] == 401  # gone for good
+    second = await signed_in(stack, api, IVAN)
+    assert (await api.call("DELETE", "/sessions/current", token=second))[0] == 200
+    status, body = await api.call("GET", "/accounts/me/balance", token=second)
+    assert status == 401 and body["error"] == "session_expired"
+
+
+async def test_sign_in_without_a_token_or_with_a_made_up_one_is_refused(stack: Stack, api: Api) -> None:
+    status, body = await api.call("GET", "/accounts/me/balance", validate_request=False)
+    assert status == 401 and body["error"] == "unauthorized" and "Bearer" in body["message"]
+    status, body = await api.call("GET", "/accounts/me/balance", token="x" * 43)
+    assert status == 401 and body["error"] == "session_expired"
+
+
+async def test_header_enrichment_signs_in_from_a_trusted_network_only(stack: Stack, api: Api) -> None:
+    status, body = await api.call("POST", "/sessions/network", headers={"X-MSISDN": IVAN})
+    assert status == 201 and body["data"]["via"] == "network"
+    assert (await api.call("GET", "/accounts/me", token=body["data"]["token"]))[1]["data"]["msisdn"] == IVAN
+    assert stack.selfcare is not None
+    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_trusted_networks="10.0.0.0/8")
+    status, body = await api.call("POST", "/sessions/network", headers={"X-MSISDN": IVAN})
+    assert status == 403 and body["error"] == "not_trusted_network"
+    status, body = await api.call("POST", "/sessions/network")
+    assert status == 400
+
+
+async def test_unknown_and_malformed_msisdns_get_clear_errors_and_create_nothing(stack: Stack, api: Api) -> None:
+    status, body = await api.call("POST", "/sessions", body={"msisdn": "79990000000", "password": "a1b2c3d4e"})
+    assert status == 401 and body["error"] == "wrong_password"
+    status, body = await api.call("POST", "/sessions", body={"msisdn": "12ab", "password": "x"})
+    assert status == 400 and body["error"] == "bad_request"
+    status, body = await api.call("POST", "/sessions", raw=b"{not json", validate_request=False)
+    assert status == 400 and body["error"] == "bad_request"
+    assert stack.store is not None
+    assert await stack.store.subscriber("79990000000") == {}
+
+
+async def test_sign_in_attempts_are_capped_per_hour(stack: Stack, api: Api) -> None:
+    assert stack.selfcare is not None
+    stack.selfcare.settings = stack.selfcare.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
+    await sms_password(stack, IVAN)
+    statuses = [(await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": "Wrong1pass"}))[0]
+                for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+async def test_change_password_with_the_old_one_and_the_new_one_twice(stack: Stack, api: Api) -> None:
+    password = await sms_password(stack, IVAN)
+    _, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
+    token = body["data"]["token"]
+    status, _ = await api.call("PUT", "/accounts/me/password", token=token, body={
+        "old_password": password, "new_password": "Lilac2024", "new_password_repeat": "Lilac2024"})
+    assert status == 200
+    assert (await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": "Lilac2024"}))[0] == 201
+    assert (await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password}))[0] == 401
+
+
+@pytest.mark.parametrize(("new", "repeat", "status", "code"), [
+    ("lilac2024", "lilac2024", 400, "weak_password"),  # no upper-case letter
+    ("Li1", "Li1", 400, "weak_password"),  # too short
+    ("Lilac2024", "Lilac2025", 400, "password_mismatch"),
+])
+async def test_a_weak_or_mismatched_new_password_changes_nothing(stack: Stack, api: Api, new: str, repeat: str,
+                                                                  status: int, code: str) -> None:
+    password = await sms_password(stack, IVAN)
+    _, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
+    before = await stored_hash(stack, IVAN)
+    got, body = await api.call("PUT", "/accounts/me/password", token=body["data"]["token"], body={
+        "old_password": password, "new_password": new, "new_password_repeat": repeat})
+    assert (got, body["error"]) == (status, code) and "не изменён" in body["message"]
+    assert await stored_hash(stack, IVAN) == before
+
+
+async def test_a_wrong_old_password_changes_nothing_and_counts_towards_the_lock(stack: Stack, api: Api) -> None:
+    token = await signed_in(stack, api, IVAN)
+    before = await stored_hash(stack, IVAN)
+    status, body = await api.call("PUT", "/accounts/me/password", token=token, body={
+        "old_password": "Nope12345", "new_password": "Lilac2024", "new_password_repeat": "Lilac2024"})
+    assert status == 401 and body["error"] == "wrong_password"
+    assert await stored_hash(stack, IVAN) == before
+    assert stack.store is not None
+    assert (await stack.store.subscriber(IVAN))["pw_failures"] == "1"
+
+
+async def test_code_word_recovery_sends_a_new_password_by_sms(stack: Stack, api: Api) -> None:
+    assert stack.smsc is not None
+    after = stack.smsc.phones.last_seq
+    status, body = await api.call("POST", "/password-recovery",
+                                  body={"msisdn": IVAN, "code_word": "Сирень", "delivery": "sms"})
+    assert status == 200, body
+    password = extract_password(await wait_sms(stack, IVAN, "3339", after))
+    assert verify_password(password, await stored_hash(stack, IVAN))
+    assert (await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password}))[0] == 201
+
+
+async def test_code_word_recovery_by_e_mail_lands_in_the_simulated_mailbox(stack: Stack, api: Api) -> None:
+    assert stack.post_office is not None
+    after = stack.post_office.last_seq
+    status, body = await api.call("POST", "/password-recovery",
+                                  body={"msisdn": IVAN, "code_word": "сирень", "delivery": "email"})
+    assert status == 200, body
+    [mail] = await stack.post_office.wait_mail("ivan@example.com", after, 5)
+    assert verify_password(extract_password(mail.body), await stored_hash(stack, IVAN))
+    # the tester's view of the same mailbox
+    async with api.http.get(f"{stack.endpoints['simulator']}/api/mail/ivan@example.com") as response:
+        view = await response.json()
+    assert view["messages"][-1]["subject"] == mail.subject
+
+
+async def test_a_wrong_code_word_changes_nothing(stack: Stack, api: Api) -> None:
+    password = await sms_password(stack, IVAN)
+    status, body = await api.call("POST", "/password-recovery",
+                                  body={"msisdn": IVAN, "code_word": "тюльпан", "delivery": "sms"})
+    assert status == 403 and body["error"] == "wrong_code_word"
+    assert verify_password(password, await stored_hash(stack, IVAN))
+
+
+async def test_recovery_to_a_full_mailbox_is_reported_and_keeps_the_old_password(stack: Stack, api: Api) -> None:
+    password = await sms_password(stack, IVAN)
+    async with api.http.patch(f"{stack.endpoints['simulator']}/api/mail/ivan@example.com",
+                              json={"state": "full"}) as response:
+        assert response.status == 200
+    status, body = await api.call("POST", "/password-recovery",
+                                  body={"msisdn": IVAN, "code_word": "сирень", "delivery": "email"})
+    assert status == 502 and body["error"] == "mail_failed" and body["details"]["smtp_code"] == 452
+    assert "переполнен" in body["message"]
+    assert verify_password(password, await stored_hash(stack, IVAN))
+    assert any(e["event"] == "email_failed" and e["outcome"] == "mailbox_full" for e in await audit_events(stack, IVAN))
+
+
+async def test_recovery_for_an_unknown_number_is_a_clear_404(stack: Stack, api: Api) -> None:
+    status, body = await api.call("POST", "/password-recovery",
+                                  body={"msisdn": "79990000000", "code_word": "x", "delivery": "sms"})
+    assert status == 404 and body["error"] == "unknown_subscriber"
+
+
+async def test_support_resets_a_password_after_passport_and_contract_match(stack: Stack, api: Api) -> None:
+    assert stack.smsc is not None and stack.store is not None
+    await stack.store.put_subscriber(IVAN, {"locked": 1, "pw_failures": 3}, AuditEvent("test", "admin"))
+    admin = ensure_admin_token(stack.settings)
+    after = stack.smsc.phones.last_seq
+    status, body = await api.call("POST", "/admin/password-resets", token=admin, body={
+        "msisdn": IVAN, "passport": "4510123456", "contract": "d-2021-0001"})
+    assert status == 200, body
+    password = extract_password(await wait_sms(stack, IVAN, "3339", after))
+    assert (await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password}))[0] == 201
+    trail = await audit_events(stack, IVAN)
+    assert any(e["event"] == "password_reset" and e["channel"] == "admin" for e in trail)
+
+
+async def test_support_reset_refuses_a_wrong_passport_or_a_missing_token(stack: Stack, api: Api) -> None:
+    password = await sms_password(stack, IVAN)
+    admin = ensure_admin_token(stack.settings)
+    status, body = await api.call("POST", "/admin/password-resets", token=admin, body={
+        "msisdn": IVAN, "passport": "4510 000000", "contract": "D-2021-0001"})
+    assert status == 403 and body["error"] == "wrong_identity"
+    request = {"msisdn": IVAN, "passport": "4510 123456", "contract": "D-2021-0001"}
+    status, body = await api.call("POST", "/admin/password-resets", body=request, validate_request=False)
+    assert status == 401 and body["error"] == "unauthorized"
+    status, body = await api.call("POST", "/admin/password-resets", body=request, token="guess")
+    assert status == 403
+    assert verify_password(password, await stored_hash(stack, IVAN))
+
+
+async def test_every_sign_in_step_is_audited_and_no_secret_reaches_a_log_or_the_trail(stack: Stack, api: Api) -> None:
+    with capture_logs() as logs:
+        password = await sms_password(stack, IVAN)
+        await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": "Wrong1pass"})
+        _, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
+        token = body["data"]["token"]
+        status, trail = await api.call("GET", "/accounts/me/audit", token=token)
+    assert status == 200
+    events = [(e["event"], e["outcome"]) for e in trail["data"]["events"]]
+    assert ("signin", "wrong_password") in events and ("signin", "ok") in events
+    assert all(e["channel"] for e in trail["data"]["events"])
+    flat = repr(logs) + repr(trail)
+    assert password not in flat and token not in flat and "Wrong1pass" not in flat
