@@ -730,7 +730,7 @@ local p = cjson.decode(ARGV[1])
 local function audit(list) redis.call('XADD', KEYS[2], 'MAXLEN', '~', p.maxlen, '*', unpack(list)) end
 local function num(v) return tonumber(v or '0') or 0 end
 local function refuse(code, detail)
-  if p.refusal then
+  if p.refusal ~= cjson.null then
     audit({'ts', p.ts, 'event', p.refusal[1], 'channel', p.refusal[2], 'outcome', code, 'detail', p.refusal[3]})
   end
   return {'refused', code, detail}

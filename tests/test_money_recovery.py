@@ -1,0 +1,82 @@
+"""Cross-subscriber steps finished after a crash: no point or kopeck created or lost (M6, N4)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from handlers.money import accept_gift, gift_points, place_hold, recover_holds
+from handlers.selfcare import Env, Result
+from ussdgw.config import Settings
+from ussdgw.store import AuditEvent, Check, Plan, Store, gifts_key, holds_key, sc_apply, sc_hash
+
+A, B = "79161234567", "79261112233"
+
+
+@pytest.fixture
+async def env(redis_url: str, tmp_path: object) -> AsyncIterator[Env]:
+    settings = Settings(redis_url=redis_url, secret_key=secrets.token_hex(32), secret_cooldown_s=0,
+                        secret_per_hour=100, hold_recovery_s=0)
+    store = Store.from_url(redis_url, settings.secret_key_bytes())
+    for msisdn in (A, B):
+        await store.put_subscriber(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
+                                   AuditEvent("seeded", "admin"))
+    yield Env(store, settings)
+    await store.close()
+
+
+async def points(env: Env) -> tuple[int, int]:
+    a, b = await env.store.subscriber(A), await env.store.subscriber(B)
+    return int(a["bonus_points"]), int(b["bonus_points"])
+
+
+async def test_a_hold_whose_offer_never_happened_is_refunded_and_can_never_be_offered(env: Env) -> None:
+    held = await place_hold(env.store, A, "op1", field="bonus_points", amount=40, purpose="gift", to=B,
+                            channel="api", paid=False, event="gift_sent")
+    assert held.ok and await points(env) == (60, 100)  # the process dies here
+    counts = await recover_holds(env, older_than_s=0)
+    assert counts["refunded"] == 1 and await points(env) == (100, 100)
+    late_offer = await sc_apply(env.store, B, Plan(checks=[Check("absent", gifts_key(B), "op1:state", "", "conflict")],
+                                                   hset=[(gifts_key(B), "op1:state", "offered")]))
+    assert late_offer.code == "conflict"
+    assert (await recover_holds(env, older_than_s=0))["refunded"] == 0  # twice changes nothing
+
+
+async def test_an_accepted_gift_whose_hold_was_left_open_is_captured_not_refunded(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+
+    async def keep(mt: object) -> None:
+        sent.append(getattr(mt, "text", ""))
+
+    env.send_mt = keep
+    result = await gift_points(env, A, B, 30)
+    assert result.ok
+    await env.drain()
+    code = sent[0].split("Код: ")[1][:6]
+
+    async def crash(*_: object, **__: object) -> bool:
+        raise ConnectionError("the process died before the capture")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("handlers.money.settle_hold", crash)
+        with pytest.raises(ConnectionError):
+            await accept_gift(env, B, code)
+    assert await points(env) == (70, 130)
+    holds = await sc_hash(env.store, holds_key(A))
+    assert holds[f"{result.data['gift_id']}:state"] == "held"
+    counts = await recover_holds(env, older_than_s=0)
+    assert counts == {"captured": 1, "refunded": 0, "pending": 0}
+    assert await points(env) == (70, 130)
+
+
+async def test_an_unanswered_gift_is_returned_to_the_sender_once_its_code_expires(env: Env) -> None:
+    result = await gift_points(env, A, B, 25)
+    assert isinstance(result, Result) and result.ok
+    assert (await recover_holds(env, older_than_s=0))["pending"] == 1  # still waiting for the code
+    env.clock = lambda: float(result.data["expires_at"]) + 1
+    assert (await recover_holds(env, older_than_s=0))["refunded"] == 1
+    assert await points(env) == (100, 100)

@@ -1,0 +1,150 @@
+"""N1, N3, N4 over HTTP against the running stack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+
+import aiohttp
+import pytest
+
+from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, seed, signed_in, sms_password
+from ussdgw.stack import Stack
+from ussdgw.store import AuditEvent, holds_key, sc_hash
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    await seed(stack)
+    async with aiohttp.ClientSession() as http:
+        yield Api(stack.endpoints["selfcare"], http)
+
+
+async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
+    assert stack.store is not None
+    return await stack.store.subscriber(msisdn)
+
+
+# ---- N1 ------------------------------------------------------------------------------------
+async def test_a_number_is_linked_with_its_own_password_and_can_then_be_served(stack: Stack, api: Api) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    maria_password = await sms_password(stack, MARIA)
+    status, body = await api.call("POST", "/accounts/me/linked", token=ivan,
+                                  body={"msisdn": MARIA, "password": maria_password})
+    assert status == 200, body
+    _, listed = await api.call("GET", "/accounts/me/linked", token=ivan)
+    assert [n["msisdn"] for n in listed["data"]["numbers"]] == [MARIA]
+    status, body = await api.call("POST", f"/accounts/{MARIA}/top-ups", token=ivan, body={"amount_kop": 10000})
+    assert status == 200 and (await profile(stack, MARIA))["balance_kop"] == "10000"
+    trail = [e["event"] for e in (await api.call("GET", f"/accounts/{MARIA}/audit", token=ivan))[1]["data"]["events"]]
+    assert "linked_by" in trail and "top_up" in trail
+    assert (await api.call("DELETE", f"/accounts/me/linked/{MARIA}", token=ivan))[0] == 200
+    assert (await api.call("GET", f"/accounts/{MARIA}/balance", token=ivan))[0] == 403
+
+
+async def test_linking_with_a_wrong_password_is_refused_and_counts_on_the_other_number(stack: Stack,
+                                                                                     api: Api) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    await sms_password(stack, MARIA)
+    status, body = await api.call("POST", "/accounts/me/linked", token=ivan,
+                                  body={"msisdn": MARIA, "password": "Guess1234"})
+    assert status == 401 and body["error"] == "wrong_password"
+    assert (await api.call("GET", f"/accounts/{MARIA}/balance", token=ivan))[0] == 403
+    assert (await profile(stack, MARIA))["pw_failures"] == "1"
+
+
+@pytest.mark.parametrize(("number", "status", "error"), [
+    (IVAN, 400, "bad_request"),  # one's own number
+    ("79990000000", 404, "unknown_subscriber"),
+    ("12345", 400, "bad_request"),
+])
+async def test_linking_oneself_an_unknown_or_malformed_number_is_refused(stack: Stack, api: Api, number: str,
+                                                                         status: int, error: str) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    got, body = await api.call("POST", "/accounts/me/linked", token=ivan, body={"msisdn": number, "password": "x"})
+    assert (got, body["error"]) == (status, error)
+    assert (await api.call("GET", "/accounts/me/linked", token=ivan))[1]["data"]["numbers"] == []
+
+
+# ---- N3 ------------------------------------------------------------------------------------
+async def test_block_today_or_from_a_later_date_and_unblock(stack: Stack, api: Api) -> None:
+    token = await signed_in(stack, api, IVAN)
+    later = (date.today() + timedelta(days=10)).isoformat()
+    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": later})
+    assert status == 200 and body["data"]["state"] == "scheduled"
+    assert (await api.call("PUT", "/accounts/me/block", token=token, body={"from": later}))[0] == 409
+    _, account = await api.call("GET", "/accounts/me", token=token)
+    assert account["data"]["state"] == "scheduled" and account["data"]["blocked_from"] == later
+    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
+    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": date.today().isoformat()})
+    assert status == 200 and body["data"]["state"] == "blocked"
+    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
+    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 409
+    assert "blocked_from" not in await profile(stack, IVAN)
+
+
+@pytest.mark.parametrize("when", ["2001-01-01", "завтра", "2030-13-45", ""])
+async def test_a_block_date_in_the_past_or_malformed_is_refused(stack: Stack, api: Api, when: str) -> None:
+    token = await signed_in(stack, api, IVAN)
+    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": when})
+    assert status == 400 and body["error"] == "bad_request"
+    assert "blocked_from" not in await profile(stack, IVAN)
+
+
+# ---- N4 ------------------------------------------------------------------------------------
+async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance_passes(stack: Stack,
+                                                                                       api: Api) -> None:
+    assert stack.store is not None
+    await stack.store.put_subscriber(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
+    ivan = await signed_in(stack, api, IVAN)
+    maria_password = await sms_password(stack, MARIA)
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": MARIA, "password": maria_password})
+    assert status == 200, body
+    number, payer = await profile(stack, IVAN), await profile(stack, MARIA)
+    assert number["owner_id"] == "p-2002" and number["owner_name"] == "Мария Смирнова"
+    assert number["balance_kop"] == "25000"  # passes to the new owner, not refunded
+    assert payer["balance_kop"] == str(50000 - 34000)
+    assert "pw_hash" not in number  # the old owner's password no longer opens the number
+    status, body = await api.call("GET", "/accounts/me", token=ivan)
+    assert status == 401 and body["error"] == "session_expired"  # nor does the old owner's session
+    holds = await sc_hash(stack.store, holds_key(MARIA))
+    assert [v for k, v in holds.items() if k.endswith(":state")] == ["captured"]
+
+
+async def test_owner_change_with_a_debt_is_refused_and_nothing_is_charged(stack: Stack, api: Api) -> None:
+    assert stack.store is not None
+    await stack.store.put_subscriber(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
+    ivan = await signed_in(stack, api, IVAN)
+    await stack.store.put_subscriber(IVAN, {"balance_kop": -1200}, AuditEvent("test_setup", "admin"))
+    maria_password = await sms_password(stack, MARIA)
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": MARIA, "password": maria_password})
+    assert status == 409 and body["error"] == "debt" and "12 ₽" in body["message"]
+    assert (await profile(stack, IVAN))["owner_id"] == "p-1001"
+    assert (await profile(stack, MARIA))["balance_kop"] == "50000"
+
+
+async def test_one_person_cannot_be_both_old_and_new_owner(stack: Stack, api: Api) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    other_password = await sms_password(stack, IVAN2)  # the same person's second number
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": IVAN2, "password": other_password})
+    assert status == 409 and body["error"] == "same_owner"
+    assert (await profile(stack, IVAN2))["balance_kop"] == "1550"
+
+
+async def test_owner_change_needs_340_roubles_and_the_new_owners_password(stack: Stack, api: Api) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    maria_password = await sms_password(stack, MARIA)  # balance 0
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": MARIA, "password": maria_password})
+    assert status == 402 and "340 ₽" in body["message"]
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": CORP, "password": "Wrong1234"})
+    assert status == 401
+    status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
+                                  body={"new_owner_msisdn": "79990000000", "password": "x"})
+    assert status == 404
+    assert (await profile(stack, IVAN))["owner_id"] == "p-1001"
+    assert (await profile(stack, CORP))["balance_kop"] == "120000"
