@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import os
 import secrets
 import time
@@ -46,6 +47,15 @@ API = "/api/v1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON with Cyrillic as is (readable in curl), UTF-8."""
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
 def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
     if settings.admin_token:
@@ -67,17 +77,17 @@ class ApiError(Exception):
 
 def _reply(result: Result, status: int = 200) -> web.Response:
     if result.ok:
-        return web.json_response({"message": result.text, "data": dict(result.data)}, status=status)
+        return _json_response({"message": result.text, "data": dict(result.data)}, status=status)
     details = dict(result.data)
     if result.retry_at is not None:
         details["retry_at"] = result.retry_at
     headers = {"Retry-After": str(max(1, int(result.retry_at - time.time())))} if result.retry_at else None
-    return web.json_response({"error": result.code, "message": result.text, "details": details},
+    return _json_response({"error": result.code, "message": result.text, "details": details},
                              status=result.status, headers=headers)
 
 
 def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return web.json_response({"error": code, "message": message, "details": details or {}}, status=status)
+    return _json_response({"error": code, "message": message, "details": details or {}}, status=status)
 
 
 @web.middleware
@@ -168,12 +178,12 @@ def _admin(request: web.Request) -> None:
 # ---- public ---------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
     ok = await request.app[ENV_KEY].store.ping()
-    return web.json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
 
 
 async def get_catalogue(request: web.Request) -> web.Response:
     cat = catalogue()
-    return web.json_response({"message": "Тарифы и услуги.", "data": {
+    return _json_response({"message": "Тарифы и услуги.", "data": {
         "tariffs": [t.to_dict() for t in cat.tariffs], "services": [s.to_dict() for s in cat.services]}})
 
 
@@ -193,7 +203,7 @@ async def sign_in_network(request: web.Request) -> web.Response:
 
 async def current_session(request: web.Request) -> web.Response:
     session = await _session(request)
-    return web.json_response({"message": "Сессия активна.", "data": account.session_view(session)})
+    return _json_response({"message": "Сессия активна.", "data": account.session_view(session)})
 
 
 async def sign_out(request: web.Request) -> web.Response:
@@ -237,7 +247,7 @@ async def admin_audit(request: web.Request) -> web.Response:
 async def admin_recover(request: web.Request) -> web.Response:
     _admin(request)
     counts = await money.recover_holds(request.app[ENV_KEY], older_than_s=0)
-    return web.json_response({"message": "Незавершённые операции обработаны.", "data": counts})
+    return _json_response({"message": "Незавершённые операции обработаны.", "data": counts})
 
 
 # ---- account --------------------------------------------------------------------------------
@@ -251,7 +261,7 @@ def _count(request: web.Request) -> int:
 def _audit_response(entries: list[dict[str, str]]) -> web.Response:
     events = [{"id": e["id"], "ts": float(e.get("ts", 0)), "event": e.get("event", ""), "channel": e.get("channel", ""),
                "outcome": e.get("outcome", ""), "detail": e.get("detail", "")} for e in entries]
-    return web.json_response({"message": f"Событий: {len(events)}.", "data": {"events": events}})
+    return _json_response({"message": f"Событий: {len(events)}.", "data": {"events": events}})
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -260,7 +270,7 @@ async def get_account(request: web.Request) -> web.Response:
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
     tariff = cat.tariff(profile.get("tariff", ""))
-    return web.json_response({"message": "Личный кабинет.", "data": {
+    return _json_response({"message": "Личный кабинет.", "data": {
         "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
         "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
         "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),

@@ -353,7 +353,16 @@ GIFT_CODE_DIGITS = 6
 
 def gift_sms(sender: str, points: int, code: str, ttl_s: int) -> str:
     """One UCS2 segment (70 characters) for any gift: a one-part SMS cannot be mixed up with another."""
-    return f"{sender} дарит вам {points} балл. Код: {code}. Введите в ЛК за {max(1, ttl_s // 60)} мин"
+    return f"{sender} дарит {points} {points_word(points)}. Код: {code}. Введите в ЛК за {max(1, ttl_s // 60)} мин"
+
+
+def points_word(n: int) -> str:
+    """1 балл, 2 балла, 5 баллов, 11 баллов, 21 балл."""
+    if n % 10 == 1 and n % 100 != 11:
+        return "балл"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return "балла"
+    return "баллов"
 
 
 async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: object,
@@ -404,7 +413,7 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
                            retry_at=offered.retry_at)
     env.dispatch([mt])
     log.info("gift_offered", msisdn=sender, recipient=recipient, points=points)
-    return Result.done(f"Код подтверждения отправлен на номер {recipient}. {points} баллов будут зачислены "
+    return Result.done(f"Код подтверждения отправлен на номер {recipient}. Баллы ({points}) будут зачислены "
                        "после ввода кода получателем.", gift_id=tid, points=points, to=recipient,
                        expires_at=expires)
 
@@ -466,7 +475,7 @@ async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Ch
         return Result.fail("conflict", "Этот подарок уже получен или отменён.")
     await settle_hold(env.store, sender, tid, "captured", channel=channel)
     log.info("gift_accepted", msisdn=recipient, sender=sender, points=points)
-    return Result.done(f"Зачислено {points} бонусных баллов от {sender}.", points=points, gift_id=tid,
+    return Result.done(f"Зачислено {points} {points_word(points)} от {sender}.", points=points, gift_id=tid,
                        **{"from": sender})
 
 

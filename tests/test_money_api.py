@@ -266,7 +266,7 @@ async def test_fifty_parallel_gifts_and_top_ups_leave_the_totals_exact(stack: St
             await stack.smsc.phones.wait_change(1)
             for m in people:
                 codes[m] = [extract_code(s.text) for s in stack.smsc.phones.get(m).inbox
-                            if s.seq > after and s.sender == "3339" and "дарит" in s.text]
+                            if s.seq > after and s.sender == "3339" and "Код:" in s.text]
     accepted = await asyncio.gather(*(api.call("POST", f"/accounts/{m}/gifts/accept", token=tokens[m],
                                                body={"code": c}) for m in people for c in codes[m]))
     assert [s for s, _ in accepted] == [200] * offered

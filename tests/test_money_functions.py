@@ -125,3 +125,10 @@ def test_the_catalogue_has_prices_in_kopecks_and_rejects_a_broken_file() -> None
     assert rub(34000) == "340 ₽" and rub(1550) == "15,50 ₽"
     with pytest.raises(CatalogueError):
         parse_catalogue({"tariffs": [{"id": "x", "name": "X", "description": "", "monthly_fee_kop": -1}]})
+
+
+def test_points_are_counted_in_proper_russian() -> None:
+    from handlers.money import points_word
+
+    assert [f"{n} {points_word(n)}" for n in (1, 2, 5, 11, 21, 22, 112)] == [
+        "1 балл", "2 балла", "5 баллов", "11 баллов", "21 балл", "22 балла", "112 баллов"]
