@@ -212,6 +212,7 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
         hset=[(key, "owner_id", new_id), (key, "owner_name", new.get("owner_name", "")),
               (key, "passport", new.get("passport", "")), (key, "contract", contract),
               (key, "corporate", new.get("corporate", "0")), (key, "owner_since", int(env.now())),
+              (key, "email", new.get("email", "")),  # the old owner's address gets nothing any more
               (ops_key(msisdn), op, "applied")],
         hincr=[(key, "auth_epoch", 1)],
         hdel=[(key, "pw_hash"), (key, "code_word_hash")],

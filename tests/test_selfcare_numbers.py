@@ -106,6 +106,7 @@ async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance
     assert number["balance_kop"] == "25000"  # passes to the new owner, not refunded
     assert payer["balance_kop"] == str(50000 - 34000)
     assert "pw_hash" not in number  # the old owner's password no longer opens the number
+    assert number["email"] == "maria@example.com" and "code_word_hash" not in number
     status, body = await api.call("GET", "/accounts/me", token=ivan)
     assert status == 401 and body["error"] == "session_expired"  # nor does the old owner's session
     holds = await sc_hash(stack.store, holds_key(MARIA))
