@@ -112,7 +112,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 503
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
     except Exception:
-        log.exception("api_failed", method=request.method, path=request.path)
+        log.exception("api_failed", method=request.method, route=_route_name(request))
         return _error_response(500, "internal", "Внутренняя ошибка. Мы уже разбираемся.")
     finally:
         session = request.get(SESSION_KEY)

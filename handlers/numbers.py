@@ -72,7 +72,7 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
     await sc_apply(env.store, other, Plan(hset=[(sub_key(other), "pw_failures", 0)],
                                           audit=[api_audit("linked_by", channel, detail=f"account={msisdn}")]))
-    log.info("number_linked", msisdn=msisdn, other=other)
+    log.info("number_linked", msisdn=msisdn, phone=other)
     return Result.done(f"Номер {other} добавлен в «Мои номера».", msisdn=other)
 
 
@@ -228,7 +228,7 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
             return Result.fail("debt", "У номера появилась задолженность. Переоформление отменено, плата возвращена.")
         return Result.fail("conflict", "Владелец номера изменился. Переоформление отменено, плата возвращена.")
     await settle_hold(env.store, payer, op, "captured", channel=channel)
-    log.info("owner_changed", msisdn=msisdn, fee_payer=payer)
+    log.info("owner_changed", msisdn=msisdn, phone=payer)
     return Result.done(f"Номер {msisdn} переоформлен на {new.get('owner_name', 'нового владельца')}. "
                        f"С номера {payer} списано {rub(OWNER_CHANGE_FEE_KOP)}. Баланс номера "
                        f"{rub(applied.balance_kop)} переходит новому владельцу и не возвращается.",

@@ -7,8 +7,10 @@ from datetime import date, timedelta
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, seed, signed_in, sms_password
+from ussdgw.logs import MSISDN_KEYS
 from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent, holds_key, sc_hash
 
@@ -29,9 +31,12 @@ async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
 async def test_a_number_is_linked_with_its_own_password_and_can_then_be_served(stack: Stack, api: Api) -> None:
     ivan = await signed_in(stack, api, IVAN)
     maria_password = await sms_password(stack, MARIA)
-    status, body = await api.call("POST", "/accounts/me/linked", token=ivan,
-                                  body={"msisdn": MARIA, "password": maria_password})
+    with capture_logs() as events:
+        status, body = await api.call("POST", "/accounts/me/linked", token=ivan,
+                                      body={"msisdn": MARIA, "password": maria_password})
     assert status == 200, body
+    numbers_logged = [k for e in events for k, v in e.items() if isinstance(v, str) and v.isdigit() and len(v) == 11]
+    assert numbers_logged and set(numbers_logged) <= MSISDN_KEYS  # every number goes where the log masks it
     _, listed = await api.call("GET", "/accounts/me/linked", token=ivan)
     assert [n["msisdn"] for n in listed["data"]["numbers"]] == [MARIA]
     status, body = await api.call("POST", f"/accounts/{MARIA}/top-ups", token=ivan, body={"amount_kop": 10000})
