@@ -260,3 +260,11 @@ async def test_every_sign_in_step_is_audited_and_no_secret_reaches_a_log_or_the_
     assert all(e["channel"] for e in trail["data"]["events"])
     flat = repr(logs) + repr(trail)
     assert password not in flat and token not in flat and "Wrong1pass" not in flat
+
+
+async def test_unknown_routes_and_methods_answer_json_errors(stack: Stack, api: Api) -> None:
+    base = stack.endpoints["selfcare"]
+    async with api.http.get(f"{base}/no-such-thing") as response:
+        assert response.status == 404 and (await response.json())["error"] == "not_found"
+    async with api.http.patch(f"{base}/sessions") as response:
+        assert response.status == 405 and (await response.json())["error"] == "method_not_allowed"
