@@ -22,11 +22,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from ussdgw.smpp.flow import Window
 from ussdgw.smpp.pdu import (
     Bind,
     BindMode,
@@ -72,46 +72,6 @@ class BindRefused(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"bind refused with status 0x{status:02x}")
         self.status = status
-
-
-class Window:
-    """At most `size` requests outstanding; the others wait in FIFO order.
-
-    Not `asyncio.Semaphore`: in Python 3.11 its `acquire` scans every waiter (`locked()`), which
-    turns a queue of thousands of waiting MTs into quadratic CPU exactly when the gateway is busiest.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def __aenter__(self) -> None:
-        if self.in_use < self.size and not self._waiters:
-            self.in_use += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # the slot is handed over by __aexit__ (in_use already counts it)
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # a slot was handed to us just as we were cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.in_use -= 1
 
 
 class _Connection:
@@ -365,10 +325,12 @@ class EsmeClient:
                 await asyncio.sleep(self._next_backoff())
                 continue
             if resp.status in RETRY_STATUSES:
-                pause = self._next_backoff()
-                self._paused_until = max(self._paused_until, time.monotonic() + pause)
-                self._log.info("submit_throttled", status=resp.status, attempt=attempt, pause_s=round(pause, 3))
-                continue
+                now = time.monotonic()
+                if now >= self._paused_until:  # the first refusal since the last pause: pause (longer)
+                    pause = self._next_backoff()
+                    self._paused_until = now + pause
+                    self._log.info("submit_throttled", status=resp.status, attempt=attempt, pause_s=round(pause, 3))
+                continue  # the others sent before the pause just wait it out and go again
             self._backoff = BACKOFF_MIN_S
             if isinstance(resp, SubmitSmResp):
                 return resp

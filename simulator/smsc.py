@@ -4,6 +4,13 @@
 - an MO from a phone becomes a deliver_sm to a bound receiver, retried until it is acknowledged
   with ESME_ROK (ESME_RX_T_APPN, a timeout or a dropped link all mean "again, later");
 - a submit_sm goes to the phone, which decides its fate; a receipt follows when one was asked for.
+
+As an SMPP peer (issue 6): the session enforces bind states (ESME_RINVBNDSTS, ESME_RALYBND),
+answers unknown commands with generic_nack and survives malformed PDUs; each link has a window
+of outstanding deliver_sm, is probed with enquire_link and dropped when it stops answering, and
+is unbound cleanly on shutdown. Flow control can be switched on to exercise ESMEs:
+`max_submit_per_s` answers submits over that rate per bind with ESME_RTHROTTLED, and
+`refuse_submits` (a queue of statuses) answers the next submits with, say, ESME_RMSGQFUL.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import itertools
 import random
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,12 +30,14 @@ import structlog
 
 from simulator.phones import Fate, PhoneBook
 from ussdgw.smpp.concat import ConcatError, parse_udh
+from ussdgw.smpp.flow import TokenBucket, Window
 from ussdgw.smpp.pdu import (
     Bind,
     BindResp,
     DataSm,
     DataSmResp,
     DeliverSm,
+    EnquireLink,
     EsmClass,
     MessageState,
     Pdu,
@@ -36,8 +46,17 @@ from ussdgw.smpp.pdu import (
     Status,
     SubmitSm,
     SubmitSmResp,
+    Unbind,
 )
-from ussdgw.smpp.session import ProtocolError, RequestReceived, ResponseReceived, Role, SmppSession, Unbound
+from ussdgw.smpp.session import (
+    ProtocolError,
+    RequestReceived,
+    ResponseReceived,
+    Role,
+    SessionState,
+    SmppSession,
+    Unbound,
+)
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 
 log = structlog.get_logger("ussdgw.smsc")
@@ -85,23 +104,65 @@ class SmscConnection:
         self.session = SmppSession(Role.SMSC)
         self.pending: dict[int, asyncio.Future[Pdu]] = {}
         self.peer = writer.get_extra_info("peername")
-        self.window = asyncio.Semaphore(smsc.window)
+        self.window = Window(smsc.window)
+        self.submit_rate = TokenBucket(smsc.max_submit_per_s)
+        self.submits = 0  # submit_sm accepted on this bind
+        self._flush_scheduled = False
+        self._keepalive: asyncio.Task[None] | None = None
 
     def flush(self) -> None:
+        self._flush_scheduled = False
         data = self.session.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
 
+    def flush_soon(self) -> None:
+        """Write at the end of this loop turn: the PDUs queued meanwhile leave in one send."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     async def request(self, pdu: Pdu, timeout: float) -> Pdu:
+        """Send a deliver_sm (inside the window) or a session PDU (enquire_link, unbind: outside it)."""
+        if not isinstance(pdu, DeliverSm):
+            return await self._request(pdu, timeout)
         async with self.window:
-            sent = self.session.send(pdu)
-            future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-            self.pending[sent.sequence] = future
-            self.flush()
+            return await self._request(pdu, timeout)
+
+    async def _request(self, pdu: Pdu, timeout: float) -> Pdu:
+        sent = self.session.send(pdu)
+        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self.pending[sent.sequence] = future
+        self.flush_soon()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if self.pending.pop(sent.sequence, None) is not None:
+                self.session.forget(sent.sequence)  # unanswered: a late response is not a match
+
+    def bound(self) -> None:
+        """The bind succeeded: from now on the link is probed with enquire_link."""
+        if self._keepalive is None and self.smsc.enquire_link_s > 0:
+            self._keepalive = asyncio.ensure_future(self._probe())
+
+    async def _probe(self) -> None:
+        while self.session.is_bound:
+            await asyncio.sleep(self.smsc.enquire_link_s)
+            if not self.session.is_bound:
+                return
             try:
-                return await asyncio.wait_for(future, timeout)
-            finally:
-                self.pending.pop(sent.sequence, None)
+                await self.request(EnquireLink(), self.smsc.deliver_timeout_s)
+            except (TimeoutError, ConnectionError):
+                log.warning("esme_silent", system_id=self.session.system_id, peer=str(self.peer))
+                self.writer.transport.abort()
+                return
+
+    async def unbind(self, timeout: float = 2.0) -> None:
+        """End the session by the book: unbind, wait for unbind_resp, then close."""
+        if self.session.is_bound:
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await self.request(Unbind(), timeout)
+        self.writer.close()
 
     async def serve(self) -> None:
         try:
@@ -112,11 +173,13 @@ class SmscConnection:
                 for event in self.session.receive_data(data):
                     self._on_event(event)
                 self.flush()
-                if self.session.state.name == "CLOSED":
+                if self.session.state is SessionState.CLOSED:
                     break
         except (ConnectionError, OSError):
             pass
         finally:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
             for future in self.pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("link closed"))
@@ -136,7 +199,8 @@ class SmscConnection:
         elif isinstance(event, ProtocolError):
             log.warning("smsc_protocol_error", peer=str(self.peer), reason=event.reason, status=event.status)
         elif isinstance(event, Unbound):
-            log.info("esme_unbound", system_id=self.session.system_id)
+            self.smsc.unbinds.append(self.session.system_id)
+            log.info("esme_unbound", system_id=self.session.system_id, by_esme=event.by_peer)
 
 
 class Smsc:
@@ -150,8 +214,15 @@ class Smsc:
         retry_min_s: float = 0.2,
         retry_max_s: float = 10.0,
         validity_s: float = 600.0,
+        enquire_link_s: float = 30.0,
+        max_submit_per_s: float = 0.0,
     ) -> None:
         self.accounts = accounts
+        self.enquire_link_s = enquire_link_s
+        self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
+        self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
+        self.submit_refusals: dict[int, int] = {}  # status -> how many submits were refused with it
+        self.unbinds: list[str] = []  # system_ids of sessions that ended with unbind/unbind_resp
         self.phones = phones or PhoneBook()
         self.window = window
         self.deliver_timeout_s = deliver_timeout_s
@@ -167,6 +238,7 @@ class Smsc:
         self._serve_tasks: set[asyncio.Task[Any]] = set()
         self.host = ""
         self.port = 0
+        self._stopping = False
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -178,15 +250,15 @@ class Smsc:
         return self.host, self.port
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
-            conn.writer.close()
-        for task in list(self._tasks) + list(self._serve_tasks):
-            task.cancel()
-        for task in list(self._tasks) + list(self._serve_tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*(conn.unbind() for conn in list(self.connections)), return_exceptions=True)
+        # Cancel until done: Python 3.11's wait_for can swallow a cancellation that races a result.
+        while pending := [t for t in (*self._tasks, *self._serve_tasks) if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.5)
         if self._server is not None:
             await self._server.wait_closed()
         log.info("smsc_stopped")
@@ -223,9 +295,15 @@ class Smsc:
         if isinstance(pdu, Bind):
             self._bind(conn, pdu)
         elif isinstance(pdu, SubmitSm):
-            self._submit(conn, pdu)
+            if (refused := self._refusal(conn)) is not None:
+                conn.session.respond(pdu, SubmitSmResp(status=refused))
+            else:
+                self._submit(conn, pdu)
         elif isinstance(pdu, DataSm):
-            conn.session.respond(pdu, DataSmResp(message_id=self._submit_data_sm(conn, pdu)))
+            if (refused := self._refusal(conn)) is not None:
+                conn.session.respond(pdu, DataSmResp(status=refused))
+            else:
+                conn.session.respond(pdu, DataSmResp(message_id=self._submit_data_sm(conn, pdu)))
         elif isinstance(pdu, QuerySm):
             record = self.mt_records.get(pdu.message_id)
             if record is None:
@@ -234,6 +312,17 @@ class Smsc:
                 final = _smpp_time(record.done_at) if record.done_at else ""
                 conn.session.respond(pdu, QuerySmResp(message_id=record.message_id, final_date=final,
                                                       message_state=record.state, error_code=record.error))
+
+    def _refusal(self, conn: SmscConnection) -> int | None:
+        """Flow control: the status to refuse this submit with, or None to accept it."""
+        status: int | None = None
+        if self.refuse_submits:
+            status = self.refuse_submits.popleft()
+        elif not conn.submit_rate.take():
+            status = Status.RTHROTTLED
+        if status is not None:
+            self.submit_refusals[status] = self.submit_refusals.get(status, 0) + 1
+        return status
 
     def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
         expected = self.accounts.get(pdu.system_id)
@@ -246,6 +335,7 @@ class Smsc:
         conn.session.respond(pdu, BindResp(status=status, system_id="ussdgw-smsc" if status == Status.ROK else ""))
         log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status=Status(status).name)
         if status == Status.ROK:
+            conn.bound()
             self._bound_changed.set()
 
     def _next_message_id(self) -> str:
@@ -253,6 +343,7 @@ class Smsc:
 
     def _submit(self, conn: SmscConnection, pdu: SubmitSm) -> None:
         message_id = self._next_message_id()
+        conn.submits += 1
         conn.session.respond(pdu, SubmitSmResp(message_id=message_id))
         record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
                           registered_delivery=pdu.registered_delivery)
@@ -362,7 +453,7 @@ class Smsc:
 
     async def _deliver_until_acked(self, mo: PendingMo) -> None:
         delay = self.retry_min_s
-        while True:
+        while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
                 self._bound_changed.clear()
