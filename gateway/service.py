@@ -27,7 +27,15 @@ from handlers.ussd import handle_ussd
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable, mt_submitted
+from ussdgw.store import (
+    AuditEvent,
+    OutboundMessage,
+    Store,
+    StoreUnavailable,
+    mt_submitted,
+    receipt_arrived,
+    receipt_recorded,
+)
 
 log = structlog.get_logger("ussdgw.gateway")
 
@@ -143,17 +151,17 @@ class Gateway:
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
             return
-        known = await self.store.receipt_meet(receipt.message_id, state=receipt.state.name, err=receipt.error)
-        if "msisdn" not in known:
-            log.info("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
+        known = await receipt_arrived(self.store, receipt.message_id, receipt.state.name, receipt.error)
+        if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
+            log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
             return
         await self._record_receipt(known)
 
     async def _record_receipt(self, known: dict[str, str]) -> None:
         msisdn, mt_id, state, err = known["msisdn"], known["mt_id"], known["state"], known.get("err", "")
         outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
-        await self.store.set_mt_state(
-            msisdn, mt_id, state,
+        await receipt_recorded(
+            self.store, msisdn, mt_id, state,
             AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=f"mt={mt_id} state={state} err={err}"),
         )
         log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)

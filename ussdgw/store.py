@@ -21,6 +21,7 @@ ESME_RX_T_APPN so that the SMSC keeps the message and retries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -442,6 +443,9 @@ class Store:
         return cls(client, secret_key, **kwargs)
 
     async def close(self) -> None:
+        batcher = _AUTO_PIPELINES.pop(self, None)  # issue 6: the batcher's own connections
+        if batcher is not None:
+            await batcher.close()
         await self.redis.aclose()
 
     async def ping(self) -> bool:
@@ -504,17 +508,20 @@ class Store:
             sub_key(msisdn), mo_key(msisdn, mo_id or "-"), outbox_key(msisdn), lease_key(msisdn),
             audit_key(msisdn), *(rate_key(msisdn, g.name) for g in change.rate_guards),
         ]
-        result = await _guard(self._commit(keys=keys, args=[json.dumps(payload, ensure_ascii=False)]))
+        # Batched with other MOs' commits (AutoPipeline, issue 6). With MTs, the recovery index is
+        # written in the same round trip, just before the script (an entry for nothing is harmless).
+        batch = auto_pipeline(self)
+        indexed = batch.command("ZADD", OUTBOX_INDEX, now, msisdn) if messages else None
+        committed = batch.script(self._commit, keys, [json.dumps(payload, ensure_ascii=False)])
+        result = (await _guard(asyncio.gather(committed, indexed)))[0] if indexed else await _guard(committed)
         outcome = result[0].decode()
         if outcome == "limited":
             return CommitResult("limited", reason=result[1].decode(), retry_at=float(result[2]))
         if outcome == "duplicate":
             sealed = tuple(self._unseal(b) for b in result[1:])
-            if sealed:
+            if sealed and indexed is None:
                 await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
             return CommitResult("duplicate", messages=sealed)
-        if messages:
-            await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
         return CommitResult("applied", messages=tuple(messages))
 
     def _unseal(self, blob_hex: bytes) -> OutboundMessage:
@@ -952,36 +959,131 @@ async def sc_get(store: Store, key: str) -> str | None:
 # =============================================================================================
 
 
+class AutoPipeline:
+    """Commands issued during one turn of the event loop leave together, as one pipeline.
+
+    A busy gateway has hundreds of MOs in flight, each awaiting its own script; sent one by one,
+    every call costs a connection from the pool, a write and a read. Coalesced, they cost one
+    round trip per loop turn. Each command stays what it was (a script is atomic on its own; a
+    pipeline is not a transaction and none is needed), and each caller gets its own result or
+    its own error. A script Redis has forgotten (NOSCRIPT, after a restart) is loaded and run again.
+    """
+
+    def __init__(self, redis_client: aioredis.Redis, timeout_s: float = 5.0) -> None:
+        # Its own connections, without redis-py's per-reply socket timeout (a timer per reply, a
+        # tenth of the batch's cost): the whole batch has one deadline instead.
+        kwargs = {**redis_client.connection_pool.connection_kwargs, "socket_timeout": None}
+        pool = redis_client.connection_pool.__class__(
+            connection_class=redis_client.connection_pool.connection_class, max_connections=64, **kwargs)
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.timeout_s = timeout_s
+        self._queue: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.timeout_s)
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+    def script(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        """Run a registered script (by SHA) in the next batch."""
+        return self._add(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        """Any other Redis command in the next batch."""
+        return self._add(args, None)
+
+    def _add(self, args: tuple[Any, ...], script: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((args, script, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
+                for args, _, _ in batch:
+                    pipe.execute_command(*args)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the whole batch failed (Redis away): every caller learns it
+            failure = StoreUnavailable(str(exc) or type(exc).__name__) if isinstance(exc, TimeoutError) else exc
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(failure if isinstance(failure, Exception) else StoreUnavailable(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (args, script, future), result in zip(batch, results, strict=True):
+            if isinstance(result, redis.exceptions.NoScriptError) and script is not None:
+                result = await _settle(script(keys=list(args[3 : 3 + args[2]]), args=list(args[3 + args[2] :])))
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+async def _settle(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except Exception as exc:
+        return exc
+
+
+_AUTO_PIPELINES: weakref.WeakKeyDictionary[Store, AutoPipeline] = weakref.WeakKeyDictionary()
+
+
+def auto_pipeline(store: Store) -> AutoPipeline:
+    """The store's batcher (one per store, made on first use)."""
+    batcher = _AUTO_PIPELINES.get(store)
+    if batcher is None:
+        batcher = _AUTO_PIPELINES[store] = AutoPipeline(store.redis)
+    return batcher
+
+
 async def mt_submitted(
     store: Store, msisdn: str, mt_id: str, state: str, audit: AuditEvent, message_ids: Sequence[str],
 ) -> list[dict[str, str]]:
     """The MT left the outbox with `state` (SUBMITTED / REJECTED) and its SMSC message ids are tied
     to it for receipt correlation. Returns, per message id, everything known about it: a receipt
     that arrived before the submit_sm_resp shows up here with its `state`."""
-    now = time.time()
-    mt_done, dlr_meet = store._mt_done, store._dlr_meet
-    for attempt in (1, 2):
-        if attempt == 2 or store not in _MT_SCRIPTS_LOADED:
-            # Scripts by SHA inside the pipeline: redis-py would otherwise ask SCRIPT EXISTS first,
-            # one more round trip per call. Loaded once per store (again after a NOSCRIPT).
-            for script in (mt_done, dlr_meet):
-                await _guard(store.redis.script_load(script.script))
-            _MT_SCRIPTS_LOADED.add(store)
-        async with store.redis.pipeline(transaction=False) as pipe:
-            keys = [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)]
-            pipe.evalsha(mt_done.sha, len(keys), *keys, mt_id, AUDIT_MAXLEN, *audit.fields(now))
-            pipe.hset(mt_state_key(msisdn), mt_id, state)
-            pipe.expire(mt_state_key(msisdn), DLR_TTL_S)
-            for message_id in message_ids:
-                pipe.evalsha(dlr_meet.sha, 1, dlr_key(message_id), DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id)
-            try:
-                results = await _guard(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                continue
-        return [{raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)} for raw in results[3:]]
-    raise AssertionError("unreachable")
+    batch = auto_pipeline(store)
+    done = batch.script(store._mt_done, [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)],
+                        [mt_id, AUDIT_MAXLEN, *audit.fields(time.time())])
+    recorded = batch.command("HSET", mt_state_key(msisdn), mt_id, state)
+    expiry = batch.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S)
+    meets = [batch.script(store._dlr_meet, [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
+             for m in message_ids]
+    results = await _guard(asyncio.gather(done, recorded, expiry, *meets))
+    return [_hash(raw) for raw in results[3:]]
 
 
-_MT_SCRIPTS_LOADED: weakref.WeakSet[Store] = weakref.WeakSet()
+async def receipt_arrived(store: Store, message_id: str, state: str, err: str) -> dict[str, str]:
+    """A receipt's side of the correlation (see `Store.receipt_meet`), in the next batch."""
+    raw = await _guard(auto_pipeline(store).script(
+        store._dlr_meet, [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err]))
+    return _hash(raw)
+
+
+async def receipt_recorded(store: Store, msisdn: str, mt_id: str, state: str, audit: AuditEvent) -> None:
+    """The MT's final state from its receipt, and its audit entry, in the next batch."""
+    batch = auto_pipeline(store)
+    await _guard(asyncio.gather(
+        batch.command("HSET", mt_state_key(msisdn), mt_id, state),
+        batch.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S),
+        batch.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*", *audit.fields(time.time())),
+    ))
+
+
+def _hash(raw: list[bytes]) -> dict[str, str]:
+    return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
