@@ -293,15 +293,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--to", default="5555")
     p.add_argument("--text", default="HELLO")
     p.add_argument("--receipts", action="store_true")
-    p.add_argument("--uvloop", action="store_true")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    parsed = parse_args(sys.argv[1:])
-    if parsed.uvloop:
-        import uvloop
-
-        uvloop.run(main(parsed))
-    else:
-        asyncio.run(main(parsed))
+    asyncio.run(main(parse_args(sys.argv[1:])))

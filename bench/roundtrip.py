@@ -106,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.receipts:
             loadgen_cmd.append("--receipts")
-        if args.uvloop:
-            loadgen_cmd.append("--uvloop")
         loadgen = subprocess.Popen(loadgen_cmd, stdout=subprocess.PIPE, text=True)
         procs.append(loadgen)
         assert loadgen.stdout is not None
@@ -118,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
             **os.environ, "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
             "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
         }
-        if args.uvloop:
-            env["USSDGW_EVENT_LOOP"] = "uvloop"
         gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed in finally
         gateway_cmd = [sys.executable, "-m", "ussdgw.cli", "--log-level", args.log_level, "gateway",
                        "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
+        if args.uvloop:  # the same CLI, on uvloop's event loop
+            gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.cli import main; "
+                                      "sys.exit(main(sys.argv[1:]))"]
         gateway = subprocess.Popen(gateway_cmd, env=env, stderr=gateway_log, cwd=work)
         procs.append(gateway)
         assert redis.process is not None
@@ -143,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
                         "--output", str(Path(args.profile).absolute()), "--gil",
                     ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             elif kind == "phase_end":
-                cpu_used[event["phase"]] = {name: cpu_seconds(pid) - cpu_at_start[name] for name, pid in pids.items()}
-                cpu_used[event["phase"]]["gateway-sys"] = cpu_seconds(gateway.pid, "system") - cpu_at_start["gateway-sys"]
+                used = {name: cpu_seconds(pid) - cpu_at_start[name] for name, pid in pids.items()}
+                used["gateway-sys"] = cpu_seconds(gateway.pid, "system") - cpu_at_start["gateway-sys"]
+                cpu_used[event["phase"]] = used
             elif kind == "result":
                 results.append(event)
             elif kind == "done":
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", default="HELLO")
     p.add_argument("--receipts", action=argparse.BooleanOptionalAction, default=True,
                    help="answer every MT with a delivery receipt (default on)")
-    p.add_argument("--uvloop", action="store_true", help="run gateway and load generator on uvloop")
+    p.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop")
     p.add_argument("--log-level", default="info")
     p.add_argument("--profile", metavar="FILE",
                    help="sample the gateway with py-spy during the first phase into FILE (collapsed stacks)")
