@@ -85,6 +85,7 @@ class Stats:
     acked: int = 0
     nacked: int = 0
     completed: int = 0
+    submits: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ack_latencies_ms: list[float] = field(default_factory=list)
 
@@ -209,6 +210,7 @@ class Link(asyncio.Protocol):
                 message_id = b"%016x" % gen.message_ids
                 replies += HEADER.pack(16 + len(message_id) + 1, 0x80000004, 0, sequence) + message_id + b"\x00"
                 destination, total, _ = submit_destination(body)
+                gen.stats.submits += 1
                 if gen.args.receipts:
                     replies += receipt(self.next_sequence(), destination, b"0", message_id)
                 gen.mt_part(destination, total)
@@ -248,7 +250,8 @@ def summary(name: str, stats: Stats, seconds: float) -> dict[str, object]:
     lat = stats.latencies_ms
     return {
         "phase": name, "seconds": round(seconds, 3), "sent": stats.sent, "completed": stats.completed,
-        "acked": stats.acked, "nacked": stats.nacked, "throughput": round(stats.completed / seconds, 1),
+        "acked": stats.acked, "nacked": stats.nacked, "submits": stats.submits,
+        "throughput": round(stats.completed / seconds, 1),
         "p50_ms": round(percentile(lat, 0.50), 3), "p99_ms": round(percentile(lat, 0.99), 3),
         "max_ms": round(max(lat), 3) if lat else None,
         "ack_p50_ms": round(percentile(stats.ack_latencies_ms, 0.50), 3),

@@ -190,6 +190,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[st
         label = r["phase"] if r["phase"] == "closed" else f"{r['phase']}@{args.rate:g}"
         print(f"{label:<8} {r['sent']:>8} {r['completed']:>8} {r['throughput']:>9.1f} {r['p50_ms']:>8.2f}"
               f" {r['p99_ms']:>8.2f} {r['max_ms'] or 0:>8.2f} {r['ack_p99_ms']:>8.2f}  {shares}")
+        if r["completed"]:
+            print(f"         ({r['submits'] / r['completed']:.1f} submit_sm per MT"
+                  f"{', each answered with a delivery receipt' if args.receipts else ''})")
         if r["nacked"]:
             print(f"         ({r['nacked']} MOs answered with an error status)")
     if rates:
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=1000.0, help="MOs per second in the open-loop phase")
-    p.add_argument("--inflight", type=int, default=256, help="MOs outstanding in the closed-loop phase")
+    p.add_argument("--inflight", type=int, default=64, help="MOs outstanding in the closed-loop phase")
     p.add_argument("--phases", default="closed,open")
     p.add_argument("--binds", type=int, default=1)
     p.add_argument("--window", type=int, default=256)
