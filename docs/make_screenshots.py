@@ -19,10 +19,10 @@ from playwright.async_api import Page, async_playwright, expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ussdgw import logs  # noqa: E402
-from ussdgw.config import Settings  # noqa: E402
-from ussdgw.stack import Stack  # noqa: E402
-from ussdgw.store import AuditEvent  # noqa: E402
+from ussdgw import logs
+from ussdgw.config import Settings
+from ussdgw.stack import Stack
+from ussdgw.store import AuditEvent
 
 DOCS = Path(__file__).resolve().parent
 PHONE = "79161234567"

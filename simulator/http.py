@@ -8,8 +8,8 @@
     GET  /api/phones/{msisdn}                      one phone's settings (faults, counts)
     PATCH /api/phones/{msisdn}                     faults: {"power": "off"|"airplane"|"on", "inbox_full": true,
                                                    "unknown_number": true, "blocked_senders": ["3339"]}
-    GET  /api/phones/{msisdn}/state                everything at once: settings, inbox, network log, outbox,
-                                                   USSD dialogue, PDU log
+    GET  /api/phones/{msisdn}/state?version=N&wait=S  everything at once: settings, inbox, network log,
+                                                   outbox, USSD dialogue, PDU log (after a change past N)
     GET  /api/phones/{msisdn}/events               the same, then every change, as server-sent events
     POST /api/phones/{msisdn}/sms                  {"to": "3339", "text": "ПАРОЛЬ"} -> queued MO ids
     GET  /api/phones/{msisdn}/inbox?after=N&wait=S  inbox entries after seq N, waiting up to S s
@@ -51,7 +51,7 @@ SERVICES_KEY = web.AppKey("services", dict)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 WEB_DIR = Path(__file__).parent / "web"
 MSISDN = re.compile(r"^\+?\d{5,15}$")
-SHORT_CODE = re.compile(r"^[\d*#+]{1,21}$")
+SHORT_CODE = re.compile(r"^[\d*#+]{1,20}$")  # an SMPP address: 20 octets at most
 MAX_TEXT = 1600
 MAX_WAIT_S = 60.0
 SSE_IDLE_CHECK_S = 10.0
@@ -161,7 +161,17 @@ async def patch_phone(request: web.Request) -> web.Response:
 
 
 async def state(request: web.Request) -> web.Response:
-    return _ok(request.app[SMSC_KEY].phones.snapshot(_msisdn(request)))
+    """The snapshot; with ?version=N&wait=S, once the phone changed after version N (a long poll)."""
+    msisdn = _msisdn(request)
+    phones = request.app[SMSC_KEY].phones
+    wait = _number(request.query.get("wait"), "wait", default=0.0)
+    if wait > 0 and "version" in request.query:
+        try:
+            version = int(request.query["version"])
+        except ValueError:
+            raise BadRequest("version must be a number") from None
+        await phones.wait_phone(msisdn, version, wait)
+    return _ok(phones.snapshot(msisdn))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +49,7 @@ REASONS = {
     "undecodable": "не удалось прочитать текст",
 }
 
+MSISDN_RE = re.compile(r"^\d{5,15}$")
 NETWORK_LOG_SIZE = 200
 PDU_LOG_SIZE = 200
 FEED_QUEUE_SIZE = 1000
@@ -86,7 +88,7 @@ class InboxMessage:
     ussd_op: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
 
 @dataclass(slots=True)
@@ -107,7 +109,7 @@ class NetworkEntry:
     parts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = _fields(self)
         out["reason_text"] = REASONS.get(self.reason, "")
         return out
 
@@ -126,7 +128,13 @@ class OutboxEntry:
     status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A shallow dict of a slotted dataclass (lists copied): `asdict` deep-copies, far slower."""
+    return {name: list(value) if isinstance(value, list) else value
+            for name in obj.__slots__ for value in (getattr(obj, name),)}
 
 
 class Verdict:
@@ -242,6 +250,7 @@ class Phone:
     next_reference: int = 1
     next_ussd_session: int = 1
     inbox_capacity: int = 100
+    version: int = 0  # bumps on every change of this phone, for long polls
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -327,6 +336,9 @@ class PhoneBook:
                 feed.push(PhoneEvent(msisdn, "bye", {}))
 
     def publish(self, msisdn: str, kind: str, data: dict[str, Any]) -> None:
+        phone = self.phones.get(msisdn)
+        if phone is not None:
+            phone.version += 1
         feeds = self._feeds.get(msisdn)
         if feeds or self.watchers:
             event = PhoneEvent(msisdn, kind, data)
@@ -350,6 +362,7 @@ class PhoneBook:
         """Everything a fresh viewer of the phone needs before the events that follow."""
         phone = self.get(msisdn)
         return {
+            "version": phone.version,
             "phone": phone.settings(),
             "inbox": [m.to_dict() for m in phone.inbox],
             "network": [e.to_dict() for e in phone.network],
@@ -518,12 +531,15 @@ class PhoneBook:
             raise UssdError("the phone has no network: switch it on first")
         dialogue = phone.ussd
         dialogue.move("dial")
-        dialogue.service, dialogue.sender, dialogue.text = code, "", ""
+        # The dialogue's PDUs go to the service code (*111*828*1# -> *111#): an SMPP address holds
+        # 20 octets at most, a dialled string up to 182 characters.
+        dialogue.service = "*" + code.strip("*#").split("*")[0].split("#")[0] + "#"
+        dialogue.sender, dialogue.text = "", ""
         dialogue.session_number = phone.next_ussd_session
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
         dialogue.sequence, dialogue.its_session_info, dialogue.last_op = 0, None, UssdOp.PSSR_INDICATION
         dialogue.history = [{"from": "phone", "text": code, "op": int(UssdOp.PSSR_INDICATION), "at": time.time()}]
-        request = UssdRequest(code, code, UssdOp.PSSR_INDICATION, dialogue.session_info())
+        request = UssdRequest(dialogue.service, code, UssdOp.PSSR_INDICATION, dialogue.session_info())
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
@@ -640,6 +656,12 @@ class PhoneBook:
 
         await self._wait_for(lambda: found() is not None, timeout)
         return found()
+
+    async def wait_phone(self, msisdn: str, version: int, timeout: float) -> Phone:
+        """The phone once it changed after `version` (or at the timeout)."""
+        phone = self.get(msisdn)
+        await self._wait_for(lambda: phone.version > version, timeout)
+        return phone
 
     async def wait_change(self, timeout: float) -> None:
         changed = self._changed

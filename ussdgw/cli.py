@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="load subscribers from a YAML or JSON file")
     seed.add_argument("file")
+
+    from simulator import terminal  # dial, scenario, load (the simulator's terminal commands)
+
+    terminal.add_commands(sub)
     return parser
 
 
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             return send_sms(args.api, args.sender, args.to, " ".join(args.text), args.wait)
         if args.command == "seed":
             return _run(_seed(settings, Path(args.file)))
+        from simulator import terminal
+
+        if args.command in terminal.COMMANDS:
+            return terminal.run(args, settings)
     except KeyboardInterrupt:
         return 130
     return 2

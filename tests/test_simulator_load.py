@@ -1,0 +1,50 @@
+"""`ussdgw load`: phones through the simulator's SMSC to a real gateway process and Redis, timed."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from simulator.load import LoadError, parse_mix, percentile
+from ussdgw import cli
+from ussdgw.cli import main
+
+
+def test_mix_is_parsed_into_shares_and_bad_mixes_are_refused() -> None:
+    assert parse_mix("sms:70,ussd:30") == {"sms": 0.7, "ussd": 0.3}
+    assert parse_mix("ussd:1") == {"ussd": 1.0}
+    for bad in ("sms", "mms:10", "sms:x", "sms:0,ussd:0"):
+        with pytest.raises(LoadError):
+            parse_mix(bad)
+
+
+def test_percentiles_pick_the_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+
+
+def test_a_short_load_run_completes_every_request_and_reports_latency_per_kind(
+        redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)  # keep the test run's own logging
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("USSDGW_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("USSDGW_SECRET_KEY", secrets.token_hex(32))
+    code = main(["load", "--phones", "50", "--rate", "200", "--duration", "1.5", "--mix", "sms:50,ussd:50",
+                 "--json"])
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, out
+    assert result["all"]["offered"] >= 250 and result["all"]["lost"] == 0
+    assert result["all"]["completed"] == result["all"]["offered"]
+    assert result["sms"]["completed"] > 0 and result["ussd"]["completed"] > 0
+    assert 0 < result["all"]["p50_ms"] <= result["all"]["p99_ms"] <= result["all"]["max_ms"]
+    assert "p99 ms" in out  # the table for people
+
+
+def test_bad_arguments_are_a_clear_error(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)
+    assert main(["load", "--mix", "sms:70,fax:30"]) == 2
+    assert "--mix" in capsys.readouterr().err
