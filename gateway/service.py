@@ -146,7 +146,10 @@ class Gateway:
         return handler.__qualname__
 
     async def _on_receipt(self, pdu: DeliverSm) -> None:
-        text = decode_text(pdu.short_message, pdu.data_coding) if pdu.short_message else ""
+        # The receipt text's fields (id, stat, err) are ASCII, where GSM 03.38, IA5 and Latin-1
+        # agree: a byte-for-byte read is enough, and much cheaper than decoding GSM 7-bit.
+        raw = pdu.short_message
+        text = raw.decode("latin-1") if pdu.data_coding in (0, 1, 3) else decode_text(raw, pdu.data_coding)
         receipt = parse_receipt(pdu, text)
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
