@@ -183,6 +183,8 @@ class LoadGenerator:
             if progress is not None:
                 progress(elapsed, self)
             await asyncio.sleep(TICK_S)
+        for _ in range(int(duration * self.rate) - offered):  # what the last, late tick still owed
+            self._offer()
         offering = loop.time() - started
         deadline = loop.time() + REQUEST_TIMEOUT_S
         while self.in_flight and loop.time() < deadline:
@@ -330,6 +332,15 @@ async def run_load(settings: Any, *, phones: int, rate: float, mix: dict[str, fl
         return generator.result(offering)
 
 
+def _fast_loop_factory() -> Any:
+    """uvloop's event loop when it is installed (about twice the PDUs per second), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def load_command(args: argparse.Namespace, settings: Any) -> int:
     console = Console(stderr=True, highlight=False)
     try:
@@ -339,9 +350,10 @@ def load_command(args: argparse.Namespace, settings: Any) -> int:
             raise LoadError("--sms: expected CODE:TEXT, e.g. 3339:HELP")
         if args.duration <= 0:
             raise LoadError("--duration must be positive")
-        result = asyncio.run(run_load(settings, phones=args.phones, rate=args.rate, mix=mix,
-                                      duration=args.duration, sms=(code, text), ussd=args.ussd,
-                                      gateways=args.gateways, port=args.port, console=console))
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            result = runner.run(run_load(settings, phones=args.phones, rate=args.rate, mix=mix,
+                                         duration=args.duration, sms=(code, text), ussd=args.ussd,
+                                         gateways=args.gateways, port=args.port, console=console))
     except LoadError as exc:
         console.print(f"[red]{exc}[/]")
         return 2

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 BROKEN = Path(__file__).parent / "scenarios" / "broken_on_purpose.yaml"
 # Every SPEC ID the platform serves through a phone (SMS or USSD), as registered in handlers/registry.py.
-PHONE_CHANNEL_IDS = {"R1", "R2", "R5", "R6", "R7", "R8", "R9", "N2", "D1", "D2"}
+PHONE_CHANNEL_IDS = {"R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "N2", "A1", "A2", "D1", "D2"}
 
 
 def base_settings(redis_url: str, tmp_path: Path) -> Settings:

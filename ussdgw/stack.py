@@ -109,7 +109,13 @@ class Stack:
 
 def service_list(router: Router) -> dict[str, list[dict[str, str]]]:
     """What the web phone offers as shortcuts: every SMS route and USSD string the platform serves."""
-    sms = [{"to": r.short_code, "keyword": r.description.split(" - ")[0] if " - " in r.description else "",
-            "description": r.description} for r in router.sms_routes()]
+    sms = [{"to": r.short_code, "keyword": _keyword(r.description), "description": r.description}
+           for r in router.sms_routes()]
     ussd = [{"code": f"*{r.service_code}#", "description": r.description} for r in router.ussd_routes()]
     return {"sms": sms, "ussd": ussd}
+
+
+def _keyword(description: str) -> str:
+    """"ПАРОЛЬ - новый пароль" -> ПАРОЛЬ; "PER или ON - ..." -> PER; "любое SMS - ..." -> "" (any text)."""
+    head = description.split(" - ")[0].split(" или ")[0] if " - " in description else ""
+    return head if head.isupper() else ""

@@ -101,6 +101,7 @@ function renderPhone() {
   net.classList.toggle("off", offline);
   net.textContent = p.power === "off" ? "выключен" : p.power === "airplane" ? "✈ режим полёта"
     : p.unknown_number ? "нет в сети" : "▂▄▆█ ussdgw";
+  $("#offline-note").hidden = !offline || !view.msisdn || p.power === undefined;
   for (const radio of document.querySelectorAll('input[name="power"]')) radio.checked = radio.value === p.power;
   $("#f-inbox-full").checked = !!p.inbox_full;
   $("#f-unknown").checked = !!p.unknown_number;
@@ -291,10 +292,10 @@ async function loadServices() {
   $("#ussd-chips").replaceChildren(...ussd.map((s) =>
     el("button", { class: "chip", type: "button", title: s.description, onclick: () => { $("#dial-number").value = s.code; } },
        el("b", {}, s.code), " ", s.description.split(" - ").pop())));
-  $("#sms-chips").replaceChildren(...services.sms.filter((s) => s.keyword).map((s) =>
+  $("#sms-chips").replaceChildren(...services.sms.map((s) =>
     el("button", { class: "chip", type: "button", title: s.description,
                    onclick: () => { $("#sms-to").value = s.to; $("#sms-text").value = s.keyword; updateCounter(); } },
-       el("b", {}, s.keyword), ` → ${s.to}`)));
+       el("b", {}, s.keyword || s.description.split(" - ")[0]), ` → ${s.to}`)));
 }
 
 // ---- actions ---------------------------------------------------------------------------------
