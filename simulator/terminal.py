@@ -165,6 +165,9 @@ def scenario_command(paths: list[Path], junit: Path | None, api: str | None, set
 
     def started(s: Any) -> None:
         console.print(Text.assemble((s.name, "bold"), (f"  {', '.join(s.spec)} · {s.path}", "dim")))
+        if api is not None and (s.settings or s.subscribers):
+            console.print(Text("  note: settings and subscribers of the scenario are not applied to a running "
+                               "platform (--api); seed with `ussdgw seed`", style="yellow"))
 
     def step(r: StepResult) -> None:
         mark = ("✓", "green") if r.ok else ("✗", "red")
