@@ -1039,8 +1039,11 @@ class AutoPipeline:
                 if not future.done():
                     future.set_exception(failure)
             return
-        except BaseException:
+        except BaseException:  # cancelled mid-batch (shutdown): no caller may wait forever
             await conn.disconnect(nowait=True)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("batch cancelled"))
             raise
         for (args, script, future), result in zip(batch, results, strict=True):
             if isinstance(result, redis.exceptions.NoScriptError) and script is not None:
