@@ -973,21 +973,25 @@ class AutoPipeline:
     its callers with `StoreUnavailable`, and the next batch connects afresh.
     """
 
-    def __init__(self, redis_client: aioredis.Redis, timeout_s: float = 5.0) -> None:
+    def __init__(self, redis_client: aioredis.Redis, timeout_s: float = 5.0, connections: int = 2) -> None:
         self.redis = redis_client
         pool = redis_client.connection_pool
-        # One connection, no per-reply socket timeout (a timer per reply): the batch has one deadline.
-        self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        # Connections of its own, no per-reply socket timeout (a timer per reply): a batch has one
+        # deadline. Two, so that the gateway prepares the next batch while Redis runs the last one.
+        self._idle = [pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+                      for _ in range(connections)]
+        self._all = list(self._idle)
         self.timeout_s = timeout_s
         self._queue: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self.batches = 0  # how many round trips so far (for tests and the benchmark)
 
     async def close(self) -> None:
-        if self._sending is not None:
-            await asyncio.wait([self._sending], timeout=self.timeout_s)
-        await self._connection.disconnect()
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=self.timeout_s)
+        for conn in self._all:
+            await conn.disconnect()
 
     def script(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
         """Run a registered script (by SHA) in the next batch."""
@@ -1001,30 +1005,32 @@ class AutoPipeline:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, script, future))
-        if self._sending is None and not self._scheduled:
+        if self._idle and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._sending is not None or not self._queue:
+        if not self._idle or not self._queue:
             return
         batch, self._queue = self._queue, []
-        self._sending = asyncio.ensure_future(self._run(batch))
-        self._sending.add_done_callback(self._sent)
+        conn = self._idle.pop()
+        task = asyncio.ensure_future(self._run(conn, batch))
+        self._sending.add(task)
+        task.add_done_callback(lambda done: self._sent(done, conn))
 
-    def _sent(self, _: asyncio.Task[None]) -> None:
-        self._sending = None
+    def _sent(self, task: asyncio.Task[None], conn: Any) -> None:
+        self._sending.discard(task)
+        self._idle.append(conn)
         self._flush()  # what piled up meanwhile leaves now, as one batch
 
-    async def _run(self, batch: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]]) -> None:
-        conn = self._connection
+    async def _run(self, conn: Any, batch: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]]) -> None:
         results: list[Any] = []
         try:
             async with asyncio.timeout(self.timeout_s):
                 if not conn.is_connected:
-                    await conn.connect()  # type: ignore[no-untyped-call]
+                    await conn.connect()
                 await conn.send_packed_command(_resp([args for args, _, _ in batch]), False)
                 for _ in batch:
                     try:
