@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from gateway.service import Gateway
 from handlers.registry import build_router
@@ -34,8 +35,6 @@ class RawClient:
         """Send with the next sequence number (unless the PDU has one); returns it."""
         if not pdu.sequence:
             self.sequence += 1
-            from dataclasses import replace
-
             pdu = replace(pdu, sequence=self.sequence)
         self.writer.write(codec.encode(pdu))
         return pdu.sequence
@@ -50,7 +49,7 @@ class RawClient:
             return codec.decode(header + await self.reader.readexactly(length - 16))
 
     async def read_until(self, kind: type[Pdu], timeout: float = 5.0) -> Pdu:
-        """The next PDU of `kind`, answering enquire_link on the way as a live peer would."""
+        """The next PDU of `kind`, skipping (not answering) whatever comes before it."""
         async with asyncio.timeout(timeout):
             while True:
                 pdu = await self.read(timeout)
