@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ussdgw.config import Settings
 
 
+NO_CHANGE = Change()
+
+
 class Channel(StrEnum):
     SMS = "sms"
     USSD = "ussd"
@@ -61,7 +64,7 @@ class HandlerContext:
         self,
         text: str,
         *,
-        change: Change = Change(),
+        change: Change = NO_CHANGE,
         audit: Sequence[AuditEvent] = (),
         secret: bool = False,
         ussd_service_op: int | None = None,
@@ -78,7 +81,9 @@ class HandlerContext:
             secret=secret,
         )
         events = [AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}"), *audit]
-        result = await self.store.commit(msg.msisdn, mo_id=msg.mo_id, mo_ttl_s=msg.mo_ttl_s, change=change, messages=[mt], audit=events)
+        result = await self.store.commit(
+            msg.msisdn, mo_id=msg.mo_id, mo_ttl_s=msg.mo_ttl_s, change=change, messages=[mt], audit=events
+        )
         if not result.refused:
             self.result = result
         return result

@@ -23,7 +23,6 @@ fast-forward (`clock.advance(seconds)`) in the process that runs the gateway.
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ import structlog
 
 from gateway.inbound import MO_TTL_CONTENT_ONLY_S
 from gateway.router import Router, UssdRoute
-from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.base import NO_CHANGE, Channel, HandlerContext, InboundMessage
 from ussd_menus.engine import paginate
+from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import (
@@ -59,29 +59,8 @@ CONTENT_ONLY_DIAL_TTL_S = 30  # a dial identified by its text alone is deduplica
 MAX_CONFLICT_RETRIES = 3
 
 NO_DIALOGUE = "Сеанс USSD уже завершён. Наберите запрос ещё раз, например *111#."
-NO_CHANGE = Change()
 PAGES = "_pages"  # dialogue data: the rest of a closing text too long for one screen
 UNSUPPORTED = "Этот тип USSD-запроса не поддерживается. Наберите *111# для меню."
-
-
-class Clock:
-    """Wall-clock time that tests and the simulator can move forward (never back)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time only moves forward")
-        self.offset += seconds
-        log.info("clock_advanced", seconds=seconds, offset=self.offset)
-
-    def reset(self) -> None:
-        self.offset = 0.0
-
 
 clock = Clock()
 

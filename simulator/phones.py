@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ussdgw.clock import Clock
 from ussdgw.smpp.concat import Reassembler
 from ussdgw.smpp.pdu import MessageState, UssdOp
 
@@ -61,19 +62,7 @@ class Power(StrEnum):
     AIRPLANE = "airplane"
 
 
-class SimClock:
-    """The simulator's time: the wall clock plus an offset that `advance` moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time only moves forward")
-        self.offset += seconds
+SimClock = Clock
 
 
 @dataclass(slots=True)

@@ -42,7 +42,7 @@ def _profile(entry: dict[str, Any]) -> dict[str, str | int]:
         "contract": str(owner.get("contract", entry.get("contract", ""))),
         "region": str(entry.get("region", "77")),
         "corporate": int(bool(entry.get("corporate", False))),
-        "balance_kop": int(round(float(entry.get("balance", 0)) * 100)),
+        "balance_kop": round(float(entry.get("balance", 0)) * 100),
         "tariff": str(entry.get("tariff", "basic")),
         "email": str(entry.get("email", "")),
     }
