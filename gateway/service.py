@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
-import random
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -190,7 +190,10 @@ class Gateway:
             return [SubmitSm(service_type="USSD", source_addr=mt.source, destination_addr=mt.destination,
                              data_coding=coding, short_message=data, ussd_service_op=mt.ussd_service_op,
                              its_session_info=mt.its_session_info)]
-        split = split_text(mt.text, reference=random.randrange(256))
+        # The reference comes from the MT id: parallel long MTs to one phone do not collide
+        # (16 bits), and a resend after recovery carries the same reference as the first try.
+        reference = int.from_bytes(hashlib.blake2b(mt.mt_id.encode(), digest_size=2).digest(), "big")
+        split = split_text(mt.text, reference=reference, use_16bit_ref=True)
         esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
         return [
             SubmitSm(source_addr_ton=5 if not mt.source.isdigit() else 0, source_addr=mt.source,

@@ -7,6 +7,7 @@ import asyncio
 
 from tests.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
+from ussdgw.smpp.concat import parse_udh
 from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Pdu, SubmitSm, SubmitSmResp
 from ussdgw.smpp.session import SmppSession
 from ussdgw.smpp.text import decode_text
@@ -31,9 +32,10 @@ async def reply_to(smsc: ScriptedSmsc, *parts: DeliverSm) -> str:
         texts = []
         first = await smsc.submitted.get()
         texts.append(first)
-        while first.esm_class & EsmClass.UDHI and len(texts) < first.short_message[4]:
+        info, _ = parse_udh(first.short_message) if first.esm_class & EsmClass.UDHI else (None, b"")
+        while info is not None and len(texts) < info.total:
             texts.append(await smsc.submitted.get())
-    return "".join(decode_text(p.short_message[p.short_message[0] + 1 :] if p.esm_class & EsmClass.UDHI
+    return "".join(decode_text(parse_udh(p.short_message)[1] if p.esm_class & EsmClass.UDHI
                                else p.short_message, p.data_coding) for p in texts)
 
 
