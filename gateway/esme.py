@@ -172,6 +172,7 @@ class EsmeClient:
         self.bound = asyncio.Event()
         self._conn: _Connection | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_send_at = 0.0  # rate limit: the earliest moment the next submit_sm may leave
         self._paused_until = 0.0  # backoff after ESME_RTHROTTLED / ESME_RMSGQFUL, for the whole bind
@@ -203,6 +204,7 @@ class EsmeClient:
     async def stop(self, timeout: float = 5.0) -> None:
         """Unbind cleanly (waiting for in-flight deliveries to be answered first), then close."""
         self._stopping = True
+        self._stopped.set()  # submits waiting for a bind give up: their MTs stay queued in Redis
         conn = self._conn
         if conn is None:
             return
@@ -311,7 +313,8 @@ class EsmeClient:
         attempt = 0
         while not self._stopping and (attempts is None or attempt < attempts):
             attempt += 1
-            await self.bound.wait()
+            if not self.bound.is_set() and not await self._bound_or_stopped():
+                break
             await self._pace()
             conn = self._conn
             if conn is None or not conn.session.can_submit:
@@ -336,6 +339,16 @@ class EsmeClient:
                 return resp
             return SubmitSmResp(sequence=resp.sequence, status=resp.status or Status.RSYSERR)
         return SubmitSmResp(status=Status.RMSGQFUL)
+
+    async def _bound_or_stopped(self) -> bool:
+        """Wait for the bind (True) or for `stop` (False)."""
+        waiters = [asyncio.ensure_future(self.bound.wait()), asyncio.ensure_future(self._stopped.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return self.bound.is_set() and not self._stopping
 
     def _next_backoff(self) -> float:
         delay = self._backoff * (0.8 + 0.4 * random.random())

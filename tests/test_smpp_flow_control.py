@@ -157,3 +157,12 @@ async def test_sigterm_makes_the_gateway_unbind_every_bind_before_it_exits(setti
             proc.kill()
             await proc.wait()
         await smsc.stop()
+
+
+async def test_a_submit_waiting_for_a_bind_gives_up_when_the_client_stops() -> None:
+    client = EsmeClient("127.0.0.1", 9, "esme", "pw", _no_mo)  # never connects: nothing listens there
+    waiting = asyncio.create_task(client.submit(MT))
+    await asyncio.sleep(0)  # let it start waiting for the bind
+    await client.stop()
+    resp = await asyncio.wait_for(waiting, 5)
+    assert resp.status == Status.RMSGQFUL  # "not sent": the caller keeps the MT queued
