@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from handlers.base import Channel
+from ussdgw.smpp.pdu import Status
 from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable, auto_pipeline, mt_submitted
 
 
@@ -36,6 +38,23 @@ async def test_concurrent_commits_share_round_trips_and_each_gets_its_own_result
     assert auto_pipeline(store).batches - before < 20  # 400 commands (script + index) in a handful of trips
     again = await store.commit("79160000007", mo_id="mo7", messages=[reply("79160000007", 999)])
     assert again.outcome == "duplicate" and again.messages[0].mt_id == "mt7"
+
+
+async def test_arguments_are_sent_as_redis_py_would_send_them(store: Store) -> None:
+    batch = auto_pipeline(store)
+    await asyncio.gather(
+        batch.command("HSET", "h", "str", "ы", "enum", Channel.SMS, "int", 42, "intenum", Status.RTHROTTLED,
+                      "float", 1.25, "bytes", b"\x00\xff", "bytearray", bytearray(b"ab")),
+    )
+    assert await store.redis.hgetall("h") == {
+        b"str": "ы".encode(), b"enum": b"sms", b"int": b"42", b"intenum": b"88", b"float": b"1.25",
+        b"bytes": b"\x00\xff", b"bytearray": b"ab",
+    }
+    neighbour = batch.command("SET", "k", "v")
+    for bad in (None, True, object()):
+        with pytest.raises(TypeError):
+            batch.command("SET", "k", bad)  # the caller's mistake, refused at once ...
+    assert await neighbour == b"OK"  # ... and no other command in the batch pays for it
 
 
 async def test_one_failing_command_fails_only_its_caller(store: Store) -> None:

@@ -982,7 +982,7 @@ class AutoPipeline:
                       for _ in range(connections)]
         self._all = list(self._idle)
         self.timeout_s = timeout_s
-        self._queue: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[tuple[Any, ...], bytes, Any, asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self.batches = 0  # how many round trips so far (for tests and the benchmark)
@@ -1002,9 +1002,10 @@ class AutoPipeline:
         return self._add(args, None)
 
     def _add(self, args: tuple[Any, ...], script: Any) -> asyncio.Future[Any]:
+        packed = _resp(args)  # a bad argument is the caller's TypeError, never the batch's failure
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, script, future))
+        self._queue.append((args, packed, script, future))
         if self._idle and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -1025,13 +1026,13 @@ class AutoPipeline:
         self._idle.append(conn)
         self._flush()  # what piled up meanwhile leaves now, as one batch
 
-    async def _run(self, conn: Any, batch: list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]]) -> None:
+    async def _run(self, conn: Any, batch: list[tuple[tuple[Any, ...], bytes, Any, asyncio.Future[Any]]]) -> None:
         results: list[Any] = []
         try:
             async with asyncio.timeout(self.timeout_s):
                 if not conn.is_connected:
                     await conn.connect()
-                await conn.send_packed_command(_resp([args for args, _, _ in batch]), False)
+                await conn.send_packed_command(b"".join(packed for _, packed, _, _ in batch), False)
                 for _ in batch:
                     try:
                         results.append(await conn.read_response(disconnect_on_error=False))
@@ -1041,17 +1042,17 @@ class AutoPipeline:
         except Exception as exc:  # the batch as a whole failed: Redis away, or too slow
             await conn.disconnect(nowait=True)
             failure = StoreUnavailable(str(exc) or type(exc).__name__)
-            for _, _, future in batch:
+            for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
             return
         except BaseException:  # cancelled mid-batch (shutdown): no caller may wait forever
             await conn.disconnect(nowait=True)
-            for _, _, future in batch:
+            for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(StoreUnavailable("batch cancelled"))
             raise
-        for (args, script, future), result in zip(batch, results, strict=True):
+        for (args, _, script, future), result in zip(batch, results, strict=True):
             if isinstance(result, redis.exceptions.NoScriptError) and script is not None:
                 result = await _settle(script(keys=list(args[3 : 3 + args[2]]), args=list(args[3 + args[2] :])))
             if future.done():
@@ -1062,20 +1063,29 @@ class AutoPipeline:
                 future.set_result(result)
 
 
-def _resp(commands: list[tuple[Any, ...]]) -> bytes:
-    """RESP for many commands at once: redis-py's packer encodes argument by argument through
-    several layers and cost a sixth of the gateway's CPU here; this is the same bytes."""
-    out: list[bytes] = []
-    for args in commands:
-        out.append(b"*%d\r\n" % len(args))
-        for arg in args:
-            if isinstance(arg, bytes | bytearray | memoryview):
-                raw = bytes(arg)
-            elif isinstance(arg, str | int | float) and not isinstance(arg, bool):
-                raw = (repr(arg) if isinstance(arg, float) else str(arg)).encode()
-            else:
-                raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-            out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+def _resp(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP: redis-py's packer encodes argument by argument through several
+    layers and cost a sixth of the gateway's CPU here; these are the same bytes."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes:
+            raw = arg
+        elif kind is str:
+            raw = arg.encode()
+        elif kind is int:
+            raw = b"%d" % arg
+        elif kind is float:
+            raw = repr(arg).encode()
+        elif isinstance(arg, bytearray | memoryview):
+            raw = bytes(arg)
+        elif isinstance(arg, str):  # StrEnum and other str subclasses: their str value
+            raw = str.encode(arg)
+        elif isinstance(arg, int) and kind is not bool:  # IntEnum
+            raw = b"%d" % int(arg)
+        else:
+            raise TypeError(f"cannot send {kind.__name__} to Redis")
+        out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     return b"".join(out)
 
 
