@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         redis.stop()
         if args.keep:
             print(f"\nwork folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[str, dict[str, float]],
