@@ -212,7 +212,8 @@ async def main(args: argparse.Namespace) -> int:
         await store.put_subscriber(phone.msisdn, {"balance_kop": 25000, "tariff": "smart", "owner_id": phone.msisdn,
                                                   "region": "77"}, AuditEvent("seeded", "bench"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": key,
-           "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": "256", "USSDGW_LOG_FORMAT": "json"}
+           "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": "256", "USSDGW_LOG_FORMAT": "json",
+           "USSDGW_API_PORT": "0"}  # several gateways on one host: each its own self-care port
     gateways = [start_gateway(env, port, work / f"gateway-{i}.log") for i in range(args.gateways)]
     try:
         async with smsc.bound:

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--password")
     gw.add_argument("--system-type")
     gw.add_argument("--binds", type=int)
+    gw.add_argument("--api-port", type=int, help="self-care API port (0: any free one; several gateways per host)")
 
     smsc = sub.add_parser("smsc", help="the SMSC simulator alone (SMPP server + phone HTTP API)")
     smsc.add_argument("--port", type=int, dest="sim_port")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             host, port = args.smsc if args.smsc else (None, None)
             return _run(_gateway(settings.with_overrides(
                 smsc_host=host, smsc_port=port, system_id=args.system_id, password=args.password,
-                system_type=args.system_type, binds=args.binds)))
+                system_type=args.system_type, binds=args.binds, api_port=args.api_port)))
         if args.command == "smsc":
             return _run(_smsc(settings.with_overrides(sim_port=args.sim_port, sim_http_port=args.sim_http_port)))
         if args.command == "sms":
@@ -144,6 +145,10 @@ async def _gateway(settings: Settings) -> int:
     try:
         await stack.start(smsc=False)
         await _until_signalled()
+    except OSError as exc:
+        print(f"ussdgw gateway cannot start: {exc} (another gateway on this host? use --api-port 0)",
+              file=sys.stderr)
+        return 1
     finally:
         await stack.stop()
     return 0
