@@ -22,9 +22,11 @@ ESME_RX_T_APPN so that the SMSC keeps the message and retries.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -642,8 +644,6 @@ async def _guard(awaitable: Any) -> Any:
 # whatever a crash left in between. No step ever spans two slots.
 # =============================================================================================
 
-import hashlib  # noqa: E402  (kept with the section that uses it)
-import weakref  # noqa: E402
 
 HOLDS_INDEX = "holds:index"
 
