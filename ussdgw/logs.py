@@ -29,6 +29,16 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now: cached loggers outlive a replaced stream (tests, daemons)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     renderer: Any
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
@@ -45,6 +55,6 @@ def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=cache,
     )
