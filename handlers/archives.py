@@ -15,7 +15,7 @@ import structlog
 
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
-from sms_codes import CodePurpose, Decision, code_digest, code_matches, format_retry_reply, generate_code
+from sms_codes import CodePurpose, code_digest, code_matches, generate_code
 from ussdgw.store import (
     AuditEvent,
     Change,
@@ -64,9 +64,7 @@ async def sms_archive_code(ctx: HandlerContext) -> None:
         assert result.reason is not None and result.retry_at is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
-    decision = Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=guard.per_hour)  # type: ignore[arg-type]
-    await ctx.reply(format_retry_reply(decision, time.time()),
-                    audit=[AuditEvent("sms_archive_code", ctx.message.channel, outcome="rate_limited", detail=reason)])
+    await ctx.reply_rate_limited(guard, reason, retry_at, "sms_archive_code")
     log.info("sms_archive_code_limited", msisdn=ctx.msisdn, reason=reason)
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sms_codes import hash_password
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store
+from sms_codes import Decision, format_retry_reply, hash_password
+from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, RateGuard, Store
 
 if TYPE_CHECKING:
     from ussdgw.config import Settings
@@ -87,6 +87,15 @@ class HandlerContext:
         if not result.refused:
             self.result = result
         return result
+
+    async def reply_rate_limited(self, guard: RateGuard, reason: str, retry_at: float, event: str) -> None:
+        """D2: the polite "try again at ..." SMS instead of a secret, audited as refused."""
+        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
+                            per_hour=guard.per_hour)
+        await self.reply(
+            format_retry_reply(decision, time.time()),
+            audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)],
+        )
 
     async def hash_password(self, password: str) -> str:
         """scrypt off the event loop: it costs ~40 ms of CPU and releases the GIL."""

@@ -11,7 +11,7 @@ import time
 import structlog
 
 from handlers.base import HandlerContext
-from sms_codes import Decision, format_retry_reply, generate_password
+from sms_codes import generate_password
 from ussdgw.store import AuditEvent, Change, RateGuard
 
 log = structlog.get_logger("ussdgw.handlers.password")
@@ -47,10 +47,5 @@ async def issue_password(ctx: HandlerContext) -> None:
         assert result.reason is not None and result.retry_at is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
-    decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                        per_hour=guard.per_hour)
-    await ctx.reply(
-        format_retry_reply(decision, time.time()),
-        audit=[AuditEvent("password_refused", ctx.message.channel, outcome="rate_limited", detail=reason)],
-    )
+    await ctx.reply_rate_limited(guard, reason, retry_at, "password_refused")
     log.info("password_rate_limited", msisdn=ctx.msisdn, reason=reason)
