@@ -51,6 +51,7 @@ from ussdgw.smpp.session import (
     SmppSession,
     Unbound,
 )
+from ussdgw.tasks import Tasks, stop_task
 
 log = structlog.get_logger("ussdgw.esme")
 
@@ -173,7 +174,7 @@ class EsmeClient:
         self._conn: _Connection | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._deliveries = Tasks(f"{name}-deliveries")  # one per deliver_sm being handled
         self._next_send_at = 0.0  # rate limit: the earliest moment the next submit_sm may leave
         self._paused_until = 0.0  # backoff after ESME_RTHROTTLED / ESME_RMSGQFUL, for the whole bind
         self._backoff = BACKOFF_MIN_S
@@ -206,10 +207,10 @@ class EsmeClient:
         self._stopping = True
         self._stopped.set()  # submits waiting for a bind give up: their MTs stay queued in Redis
         conn = self._conn
+        await self._deliveries.wait(timeout)  # answer what is being handled before unbinding
         if conn is None:
+            await self._deliveries.stop()
             return
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
         if conn.session.is_bound and not conn.closed.is_set():
             try:
                 await conn.request(Unbind(), timeout)
@@ -220,6 +221,15 @@ class EsmeClient:
         with contextlib.suppress(Exception):
             await conn.writer.wait_closed()
         await conn.closed.wait()
+        await self._deliveries.stop()  # unanswered: the SMSC delivers them again
+
+    async def abort(self) -> None:
+        """Cut the link without unbinding and answer nothing more, as a crash would (fault drills)."""
+        self._stopping = True
+        self._stopped.set()
+        if self._conn is not None:
+            self._conn.writer.transport.abort()
+        await self._deliveries.stop()
 
     async def _serve_once(self) -> None:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
@@ -236,9 +246,7 @@ class EsmeClient:
             await self._keepalive(conn)
         finally:
             self.bound.clear()
-            reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader_task
+            await stop_task(reader_task)
             conn.fail_all()
             writer.close()
             with contextlib.suppress(Exception):
@@ -280,9 +288,9 @@ class EsmeClient:
         elif isinstance(event, RequestReceived):
             pdu = event.pdu
             if isinstance(pdu, DeliverSm | DataSm):
-                task = asyncio.create_task(self._deliver(conn, pdu))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if self._deliveries.stopping:  # not answered: the SMSC delivers it again on the next bind
+                    return
+                self._deliveries.spawn(self._deliver(conn, pdu))
             else:
                 conn.session.respond(pdu, GenericNack(status=Status.RINVCMDID))
         elif isinstance(event, ProtocolError):

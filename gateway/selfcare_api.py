@@ -14,8 +14,6 @@ Admin routes want `Authorization: Bearer <admin token>`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import os
@@ -35,6 +33,7 @@ from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
 from ussdgw.config import Settings
 from ussdgw.store import StoreUnavailable
+from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.selfcare_api")
 
@@ -454,18 +453,6 @@ async def get_audit(request: web.Request) -> web.Response:
     return _audit_response(await env.store.audit_trail(target, count=_count(request)))
 
 
-async def _recovery_loop(env: Env) -> None:
-    interval = max(1.0, env.settings.hold_recovery_s / 2)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await money.recover_holds(env)
-        except StoreUnavailable:
-            continue
-        except Exception:
-            log.exception("hold_recovery_failed")
-
-
 def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = True) -> web.Application:
     """The self-care API around `env` (store, settings, MT sender, mailer, clock)."""
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
@@ -473,12 +460,12 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     app[ADMIN_TOKEN_KEY] = admin_token or ensure_admin_token(env.settings)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_recovery_loop(env), name="hold-recovery") if recovery else None
+        loops = Tasks("selfcare-loops")
+        if recovery:
+            loops.every(max(1.0, env.settings.hold_recovery_s / 2), lambda: money.recover_holds(env),
+                        name="hold-recovery", quiet=(StoreUnavailable,))
         yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await loops.stop()
         await env.drain()
 
     app.cleanup_ctx.append(background)

@@ -9,7 +9,6 @@ and sent after it; one whose sender died is picked up by any gateway once its le
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import time
@@ -22,7 +21,7 @@ from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
 from gateway.router import Router
 from handlers.base import Channel, HandlerContext, InboundMessage
-from handlers.number_management import review_loop
+from handlers.number_management import review_due
 from handlers.ussd import handle_ussd
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
@@ -36,10 +35,13 @@ from ussdgw.store import (
     receipt_arrived,
     receipt_recorded,
 )
+from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
 
 USSD_MAX_OCTETS = 160
+STOP_GRACE_S = 5.0  # how long a stop lets MTs being sent finish
+REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are due
 
 
 class Gateway:
@@ -57,29 +59,35 @@ class Gateway:
             for i in range(max(1, settings.binds))
         ]
         self._round_robin = itertools.cycle(self.clients)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runners: list[asyncio.Task[None]] = []
+        self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
+        self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        self._runners = [asyncio.create_task(c.run(), name=c.name) for c in self.clients]
-        self._runners.append(asyncio.create_task(self._recover_loop(), name="mt-recovery"))
-        # N2 applications due for review (issue 4): handlers/number_management.py
-        self._runners.append(asyncio.create_task(review_loop(self.store, self.settings, self.send), name="n2-review"))
+        for client in self.clients:
+            self._loops.spawn(client.run(), name=client.name)
+        self._loops.every(max(0.2, self.settings.mt_lease_s / 3), self._recover_once, name="mt-recovery",
+                          quiet=(StoreUnavailable,))
+        self._loops.every(REVIEW_INTERVAL_S, lambda: review_due(self.store, self.settings, send=self.send),
+                          name="n2-review", quiet=(StoreUnavailable,))
 
     async def wait_bound(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(asyncio.gather(*(c.bound.wait() for c in self.clients)), timeout)
 
     async def stop(self) -> None:
-        """Finish in-flight work, unbind every link, stop background loops."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        """Finish in-flight work, unbind every link, stop background loops; returns only when all have ended.
+
+        An MT still unsent after the grace period stays leased in Redis: any gateway sends it later.
+        """
+        await self._sends.stop(grace_s=STOP_GRACE_S)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
-        for task in self._runners:
-            task.cancel()
-        for task in self._runners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loops.stop()
+
+    async def abort(self) -> None:
+        """What SIGKILL does to a gateway process: links cut, no unbind, nothing in flight answered."""
+        await asyncio.gather(*(client.abort() for client in self.clients))
+        await self._loops.stop()
+        await self._sends.stop()
 
     # ---- inbound ----------------------------------------------------------------------------
     async def on_deliver(self, pdu: DeliverSm | DataSm) -> int:
@@ -171,9 +179,10 @@ class Gateway:
 
     # ---- outbound ---------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if self._sends.stopping:  # the MT stays queued and leased: whoever runs next sends it
+            coro.close()
+            return
+        self._sends.spawn(coro)
 
     def _pick_client(self) -> EsmeClient:
         """The next bind that can submit, round robin; when none is bound, any (it waits for its bind)."""
@@ -236,15 +245,7 @@ class Gateway:
         log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
         return status == Status.ROK
 
-    async def _recover_loop(self) -> None:
-        interval = max(0.2, self.settings.mt_lease_s / 3)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                for mt in await self.store.reclaim():
-                    log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
-                    self._spawn(self.send(mt))
-            except StoreUnavailable:
-                continue
-            except Exception:
-                log.exception("mt_recovery_failed")
+    async def _recover_once(self) -> None:
+        for mt in await self.store.reclaim():
+            log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
+            self._spawn(self.send(mt))

@@ -303,15 +303,3 @@ def time_hook(store: Store, settings: Settings, send: Sender | None = None) -> C
         return {"ussd_clock_offset": clock.offset, "n2_reviews": [r.state for r in reviews]}
 
     return advance
-
-
-async def review_loop(store: Store, settings: Settings, send: Sender, interval_s: float = 5.0) -> None:
-    """Run due reviews every `interval_s` for as long as the gateway runs."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await review_due(store, settings, send=send)
-        except StoreUnavailable:
-            continue
-        except Exception:
-            log.exception("n2_review_failed")

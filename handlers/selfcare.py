@@ -8,7 +8,6 @@ it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -20,6 +19,7 @@ import structlog
 
 from handlers.base import Channel
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
+from ussdgw.tasks import Tasks
 
 if TYPE_CHECKING:
     from ussdgw.config import Settings
@@ -105,7 +105,7 @@ class Env:
     send_mt: MtSender | None = None
     mailer: Mailer | None = None
     clock: Callable[[], float] = time.time
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _sends: Tasks = field(default_factory=lambda: Tasks("selfcare-sends"))
 
     def now(self) -> float:
         return self.clock()
@@ -119,13 +119,13 @@ class Env:
         if self.send_mt is None:
             return
         for mt in messages:
-            task = asyncio.ensure_future(self.send_mt(mt))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self._sends.stopping:  # queued and leased in Redis: a gateway sends it later
+                return
+            self._sends.spawn(self.send_mt(mt), name="selfcare-mt")
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, grace_s: float = 5.0) -> None:
+        """Let the MTs being sent finish for `grace_s`, then end them (each stays queued in Redis)."""
+        await self._sends.stop(grace_s=grace_s)
 
 
 def new_mt(destination: str, text: str, *, secret: bool = False, source: str = SELFCARE_SENDER) -> OutboundMessage:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import structlog
 
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue, UssdRequest
 from simulator.smsc import PendingMo, Smsc
+from ussdgw.tasks import stop_tasks
 
 log = structlog.get_logger("ussdgw.simulator")
 
@@ -36,11 +36,7 @@ class Handsets:
         return self.smsc.phones
 
     async def close(self) -> None:
-        for task in list(self._watchers):
-            task.cancel()
-        for task in list(self._watchers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._watchers)
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:

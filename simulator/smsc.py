@@ -58,6 +58,7 @@ from ussdgw.smpp.session import (
     Unbound,
 )
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
+from ussdgw.tasks import stop_tasks
 
 log = structlog.get_logger("ussdgw.smsc")
 
@@ -143,7 +144,7 @@ class SmscConnection:
     def bound(self) -> None:
         """The bind succeeded: from now on the link is probed with enquire_link."""
         if self._keepalive is None and self.smsc.enquire_link_s > 0:
-            self._keepalive = asyncio.ensure_future(self._probe())
+            self._keepalive = self.smsc.spawn(self._probe())
 
     async def _probe(self) -> None:
         while self.session.is_bound:
@@ -245,7 +246,7 @@ class Smsc:
         self._server = await asyncio.start_server(self._accept, host, port)
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
-        self._spawn(self._expiry_loop())
+        self.spawn(self._expiry_loop())
         log.info("smsc_listening", host=self.host, port=self.port)
         return self.host, self.port
 
@@ -254,16 +255,12 @@ class Smsc:
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(conn.unbind() for conn in list(self.connections)), return_exceptions=True)
-        # Cancel until done: Python 3.11's wait_for can swallow a cancellation that races a result.
-        while pending := [t for t in (*self._tasks, *self._serve_tasks) if not t.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=0.5)
+        await stop_tasks({*self._tasks, *self._serve_tasks})
         if self._server is not None:
             await self._server.wait_closed()
         log.info("smsc_stopped")
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -444,7 +441,7 @@ class Smsc:
 
     def _enqueue(self, mo: PendingMo) -> None:
         self.mo_pending[mo.mo_id] = mo
-        self._spawn(self._deliver_until_acked(mo))
+        self.spawn(self._deliver_until_acked(mo))
 
     def _receiver(self, system_id: str | None) -> SmscConnection | None:
         candidates = [c for c in self.connections if c.session.can_deliver

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,22 @@ from simulator.phones import InboxMessage
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.stack import Stack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_tool(missing, reason): the test needs a system tool (Kannel, node, Chromium); "
+        "skipped where `missing` is true, but in CI (CI=true) that is a failure of the install step")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs_tool"):
+        missing = bool(marker.args[0]) if marker.args else False
+        if missing:
+            reason = str(marker.kwargs.get("reason", "a system tool is missing"))
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"CI must have installed this: {reason}", pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,7 @@ from ussdgw.stack import Stack
 
 
 async def kill(gateway: Gateway) -> None:
-    """What SIGKILL does to a gateway process: links cut, no unbind, no answer for what is in flight."""
-    for client in gateway.clients:
-        client._stopping = True
-        if client._conn is not None:
-            client._conn.writer.transport.abort()
-    for task in [*gateway._runners, *gateway._tasks]:
-        task.cancel()
-    for task in [*gateway._runners, *gateway._tasks]:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await gateway.abort()
 
 
 async def test_gateway_killed_after_commit_gets_the_mo_again_and_applies_it_exactly_once(stack: Stack) -> None:

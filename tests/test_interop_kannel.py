@@ -20,7 +20,7 @@ from simulator.smsc import Smsc
 
 PHONE = "79161234567"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.needs_tool(
     shutil.which("bearerbox") is None or shutil.which("smsbox") is None,
     reason="needs Debian's kannel (bearerbox, smsbox): ./dev test installs it when run as root",
 )

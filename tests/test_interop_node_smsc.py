@@ -23,7 +23,7 @@ from ussdgw.store import AuditEvent, Store
 INTEROP = Path(__file__).parent / "interop"
 PHONE = "79161234567"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.needs_tool(
     shutil.which("node") is None or not (INTEROP / "node_modules" / "smpp").is_dir(),
     reason="needs node and the npm `smpp` package: run ./dev test (npm install into tests/interop)",
 )

@@ -20,7 +20,7 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", 
 PHONE = "79161234567"
 TIMEOUT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
+pytestmark = pytest.mark.needs_tool(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
 
 if CHROMIUM.exists():
     from playwright.async_api import Browser, Page, async_playwright, expect
