@@ -7,13 +7,40 @@ the bind state: a PDU that is illegal in the current state, or cannot be parsed,
 with an error status (`generic_nack` where no response type fits) and the session goes on.
 Only a broken frame length, after which no further PDU can be found, ends the session.
 
-Bind states (SMPP 3.4 §2.3) and what each allows is the table `_ALLOWED` below.
+Everything that decides the bind state lives in the two tables below, and nowhere else:
+
+- `REQUESTS`: which requests each side may send in each state (SMPP 3.4 §2.3). The receiving
+  side checks the same table with the sender's role, so both ends agree by construction;
+- `TRANSITIONS`: how the state moves, by role, state and `SessionEvent`::
+
+      ESME:  OPEN --SEND_BIND--> BINDING --BIND_OK_TX/RX/TRX--> BOUND_TX/RX/TRX
+      SMSC:  OPEN --BIND_RECEIVED--> BINDING --BIND_OK_TX/RX/TRX--> BOUND_TX/RX/TRX
+      both:  BINDING --BIND_FAILED--> OPEN
+             bound --SEND_UNBIND--> UNBINDING --UNBIND_ANSWERED--> CLOSED
+             bound or UNBINDING --UNBIND_RECEIVED--> CLOSED;   any --CLOSE--> CLOSED
+
+  (an ESME may also unbind from OPEN or BINDING, as SMPP 3.4 lets the SMSC accept it there).
+
+A local event outside the table (we bind twice, we submit before binding) raises `SessionError`
+naming role, state and event: that is our bug. A remote one never raises: the peer gets an error
+status or the event becomes a `ProtocolError`.
+
+The session also keeps every request of ours that waits for its response (`outstanding`), each
+with an optional deadline and an opaque `token` (the I/O layer's future): there is no second
+table of pending requests in the transport. `expire(now)` hands back the overdue ones.
+
+Errors::
+
+    SessionError   we tried something the session's state forbids (role, state and event named)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
+from typing import Any
+
+import structlog
 
 from ussdgw.smpp import codec
 from ussdgw.smpp.pdu import (
@@ -36,6 +63,8 @@ from ussdgw.smpp.pdu import (
     command_of,
 )
 
+log = structlog.get_logger("ussdgw.smpp.session")
+
 
 class Role(Enum):
     ESME = "esme"
@@ -52,26 +81,61 @@ class SessionState(IntEnum):
     CLOSED = 6
 
 
-_BOUND = {BindMode.TRANSMITTER: SessionState.BOUND_TX, BindMode.RECEIVER: SessionState.BOUND_RX,
-          BindMode.TRANSCEIVER: SessionState.BOUND_TRX}
+class SessionEvent(Enum):
+    SEND_BIND = "send bind"  # ESME: bind_* sent
+    BIND_RECEIVED = "bind received"  # SMSC: bind_* received
+    BIND_OK_TX = "bind ok (transmitter)"  # the bind_resp said ESME_ROK
+    BIND_OK_RX = "bind ok (receiver)"
+    BIND_OK_TRX = "bind ok (transceiver)"
+    BIND_FAILED = "bind failed"  # the bind_resp (or a generic_nack) carried an error
+    SEND_UNBIND = "send unbind"
+    UNBIND_ANSWERED = "unbind answered"  # the response to our unbind came
+    UNBIND_RECEIVED = "unbind received"  # the peer unbound (answered by the session)
+    CLOSE = "close"  # the connection is gone, or its framing broke
 
-# Requests a peer may send us, by our role and our state.
-_C = CommandId
-_ALLOWED: dict[tuple[Role, SessionState], frozenset[CommandId]] = {
-    (Role.SMSC, SessionState.OPEN): frozenset({_C.BIND_RECEIVER, _C.BIND_TRANSMITTER, _C.BIND_TRANSCEIVER,
-                                               _C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.SMSC, SessionState.BINDING): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.SMSC, SessionState.BOUND_TX): frozenset({_C.SUBMIT_SM, _C.DATA_SM, _C.QUERY_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.SMSC, SessionState.BOUND_RX): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.SMSC, SessionState.BOUND_TRX): frozenset({_C.SUBMIT_SM, _C.DATA_SM, _C.QUERY_SM, _C.ENQUIRE_LINK,
-                                                    _C.UNBIND}),
-    (Role.ESME, SessionState.OPEN): frozenset({_C.ENQUIRE_LINK}),
-    (Role.ESME, SessionState.BINDING): frozenset({_C.ENQUIRE_LINK}),
-    (Role.ESME, SessionState.BOUND_TX): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.ESME, SessionState.BOUND_RX): frozenset({_C.DELIVER_SM, _C.DATA_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
-    (Role.ESME, SessionState.BOUND_TRX): frozenset({_C.DELIVER_SM, _C.DATA_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
+
+_S, _E, _C = SessionState, SessionEvent, CommandId
+_BOUND_STATES = (_S.BOUND_TX, _S.BOUND_RX, _S.BOUND_TRX)
+_BINDS = frozenset({_C.BIND_RECEIVER, _C.BIND_TRANSMITTER, _C.BIND_TRANSCEIVER})
+
+# Requests each side may send, by the sender's role and the session's state (as the end that
+# checks sees it). Once an unbind is out, only enquire_link and a crossing unbind are in order.
+REQUESTS: dict[tuple[Role, SessionState], frozenset[CommandId]] = {
+    (Role.ESME, _S.OPEN): _BINDS | {_C.ENQUIRE_LINK, _C.UNBIND},
+    (Role.ESME, _S.BINDING): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.ESME, _S.BOUND_TX): frozenset({_C.SUBMIT_SM, _C.DATA_SM, _C.QUERY_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.ESME, _S.BOUND_RX): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.ESME, _S.BOUND_TRX): frozenset({_C.SUBMIT_SM, _C.DATA_SM, _C.QUERY_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.SMSC, _S.OPEN): frozenset({_C.ENQUIRE_LINK}),
+    (Role.SMSC, _S.BINDING): frozenset({_C.ENQUIRE_LINK}),
+    (Role.SMSC, _S.BOUND_TX): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.SMSC, _S.BOUND_RX): frozenset({_C.DELIVER_SM, _C.DATA_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
+    (Role.SMSC, _S.BOUND_TRX): frozenset({_C.DELIVER_SM, _C.DATA_SM, _C.ENQUIRE_LINK, _C.UNBIND}),
+    **{(role, _S.UNBINDING): frozenset({_C.ENQUIRE_LINK, _C.UNBIND}) for role in Role},
 }
-_BIND_COMMANDS = frozenset({_C.BIND_RECEIVER, _C.BIND_TRANSMITTER, _C.BIND_TRANSCEIVER})
+_UNBIND_FROM = {(role, state) for (role, state), allowed in REQUESTS.items()
+                if _C.UNBIND in allowed and state is not _S.UNBINDING}
+
+TRANSITIONS: dict[tuple[Role, SessionState, SessionEvent], SessionState] = {
+    (Role.ESME, _S.OPEN, _E.SEND_BIND): _S.BINDING,
+    (Role.SMSC, _S.OPEN, _E.BIND_RECEIVED): _S.BINDING,
+    **{(role, _S.BINDING, _E.BIND_OK_TX): _S.BOUND_TX for role in Role},
+    **{(role, _S.BINDING, _E.BIND_OK_RX): _S.BOUND_RX for role in Role},
+    **{(role, _S.BINDING, _E.BIND_OK_TRX): _S.BOUND_TRX for role in Role},
+    **{(role, _S.BINDING, _E.BIND_FAILED): _S.OPEN for role in Role},
+    # Unbind: sent wherever the table above lets us send it, received wherever it lets the peer
+    # (in UNBINDING too: both ends unbound at once).
+    **{(role, state, _E.SEND_UNBIND): _S.UNBINDING for (role, state) in _UNBIND_FROM},
+    **{(role, _S.UNBINDING, _E.UNBIND_ANSWERED): _S.CLOSED for role in Role},
+    **{(receiver, state, _E.UNBIND_RECEIVED): _S.CLOSED
+       for (sender, state), allowed in REQUESTS.items() if _C.UNBIND in allowed
+       for receiver in Role if receiver is not sender},
+    **{(role, state, _E.CLOSE): _S.CLOSED for role in Role for state in SessionState},
+}
+
+_BIND_OK = {BindMode.TRANSMITTER: _E.BIND_OK_TX, BindMode.RECEIVER: _E.BIND_OK_RX,
+            BindMode.TRANSCEIVER: _E.BIND_OK_TRX}
+_PEER = {Role.ESME: Role.SMSC, Role.SMSC: Role.ESME}
 
 _EMPTY_RESPONSE: dict[CommandId, type[Pdu]] = {
     _C.SUBMIT_SM_RESP: SubmitSmResp,
@@ -86,6 +150,11 @@ _EMPTY_RESPONSE: dict[CommandId, type[Pdu]] = {
 class SessionError(Exception):
     """We tried something the session's state forbids (a bug on our side, not the peer's)."""
 
+    def __init__(self, role: Role, state: SessionState, event: SessionEvent | CommandId) -> None:
+        what = event.value if isinstance(event, SessionEvent) else f"send {event.name.lower()}"
+        super().__init__(f"{role.value}: {what} is not allowed in state {state.name}")
+        self.role, self.state, self.event = role, state, event
+
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
@@ -96,15 +165,17 @@ class RequestReceived:
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """A response, paired with the request of ours it answers (None if we sent no such request)."""
+    """A response, paired with the request of ours it answers (None if we sent no such request)
+    and the token that request was sent with."""
 
     pdu: Pdu
     request: Pdu | None
+    token: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolError:
-    """The peer broke the protocol; `answered` says whether the session already replied."""
+    """The peer broke the protocol; the session already answered what needed an answer."""
 
     reason: str
     status: int
@@ -121,6 +192,16 @@ class Unbound:
 Event = RequestReceived | ResponseReceived | ProtocolError | Unbound
 
 
+@dataclass(slots=True)
+class Outstanding:
+    """A request of ours waiting for its response: when to give up on it (None: never), and the
+    caller's token (whatever it needs to hand the response on, e.g. a future)."""
+
+    request: Pdu
+    deadline: float | None = None
+    token: Any = None
+
+
 class SmppSession:
     def __init__(self, role: Role, *, max_pdu_size: int = codec.MAX_PDU_SIZE) -> None:
         self.role = role
@@ -128,10 +209,36 @@ class SmppSession:
         self.bind_mode: BindMode | None = None
         self.system_id = ""
         self.max_pdu_size = max_pdu_size
-        self.outstanding: dict[int, Pdu] = {}
+        self.outstanding: dict[int, Outstanding] = {}
+        self._may_send = REQUESTS.get((role, SessionState.OPEN), frozenset())
+        self._may_receive = REQUESTS.get((_PEER[role], SessionState.OPEN), frozenset())
         self._in = bytearray()
         self._out = bytearray()
         self._next_sequence = 1
+
+    # ---- the state machine ----------------------------------------------------------------
+    def _move(self, event: SessionEvent) -> bool:
+        """Apply `event`; False (state unchanged) when the table has no such move."""
+        target = TRANSITIONS.get((self.role, self.state, event))
+        if target is None:
+            return False
+        if target is not self.state:
+            log.debug("smpp_session_state", role=self.role.value, on=event.name, old=self.state.name,
+                      new=target.name)
+        self.state = target
+        self._may_send = REQUESTS.get((self.role, target), frozenset())
+        self._may_receive = REQUESTS.get((_PEER[self.role], target), frozenset())
+        return True
+
+    def _must_move(self, event: SessionEvent) -> None:
+        """A local event: outside the table it is our bug, and says so."""
+        if not self._move(event):
+            raise SessionError(self.role, self.state, event)
+
+    def _bound(self, mode: BindMode, system_id: str) -> None:
+        self._must_move(_BIND_OK[mode])
+        self.bind_mode = mode
+        self.system_id = system_id
 
     # ---- outbound -------------------------------------------------------------------------
     def next_sequence(self) -> int:
@@ -139,22 +246,22 @@ class SmppSession:
         self._next_sequence = 1 if seq >= 0x7FFFFFFF else seq + 1
         return seq
 
-    def send(self, pdu: Pdu) -> Pdu:
-        """Queue a request; returns it with its sequence number, for matching the response."""
-        if self.state is SessionState.CLOSED:
-            raise SessionError("session is closed")
+    def send(self, pdu: Pdu, *, deadline: float | None = None, token: Any = None) -> Pdu:
+        """Queue a request; returns it with its sequence number, for matching the response.
+
+        `deadline` (in the caller's clock) is when `expire` gives up on it; `token` comes back with
+        its response (`ResponseReceived.token`) or from `expire` / `close`.
+        """
         command = command_of(pdu)
-        if isinstance(pdu, Bind):
-            if self.role is not Role.ESME or self.state is not SessionState.OPEN:
-                raise SessionError(f"{self.role.value} cannot bind in state {self.state.name}")
-            self.state = SessionState.BINDING
-        elif isinstance(pdu, Unbind):
-            self.state = SessionState.UNBINDING
-        elif command is not _C.ENQUIRE_LINK and not self.is_bound:
-            raise SessionError(f"{self.role.value} cannot send {command.name.lower()} in state {self.state.name}")
+        if command not in self._may_send:
+            raise SessionError(self.role, self.state, command)
+        if command in _BINDS:
+            self._must_move(SessionEvent.SEND_BIND)
+        elif command is _C.UNBIND:
+            self._must_move(SessionEvent.SEND_UNBIND)
         pdu = replace(pdu, sequence=self.next_sequence())
         self._out += codec.encode(pdu)
-        self.outstanding[pdu.sequence] = pdu
+        self.outstanding[pdu.sequence] = Outstanding(pdu, deadline, token)
         return pdu
 
     def respond(self, request: Pdu, response: Pdu) -> None:
@@ -165,17 +272,26 @@ class SmppSession:
         if isinstance(request, Bind) and isinstance(response, BindResp):
             response = replace(response, mode=request.mode)
             if response.status == Status.ROK:
-                self.state = _BOUND[request.mode]
-                self.bind_mode = request.mode
-                self.system_id = request.system_id
+                self._bound(request.mode, request.system_id)
             else:
-                self.state = SessionState.OPEN
+                self._must_move(SessionEvent.BIND_FAILED)
         self._out += codec.encode(response)
 
     def forget(self, sequence: int) -> Pdu | None:
-        """Stop waiting for the response to a request (it timed out); a late response then
-        arrives as a `ResponseReceived` with no request."""
-        return self.outstanding.pop(sequence, None)
+        """Stop waiting for the response to a request; a late response then arrives as a
+        `ResponseReceived` with no request."""
+        entry = self.outstanding.pop(sequence, None)
+        return entry.request if entry is not None else None
+
+    def expire(self, now: float) -> list[Outstanding]:
+        """Forget and return the requests whose deadline is `now` or earlier."""
+        overdue = [seq for seq, entry in self.outstanding.items()
+                   if entry.deadline is not None and entry.deadline <= now]
+        return [self.outstanding.pop(seq) for seq in overdue]
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of the requests still outstanding."""
+        return min((e.deadline for e in self.outstanding.values() if e.deadline is not None), default=None)
 
     def data_to_send(self) -> bytes:
         data = bytes(self._out)
@@ -184,20 +300,25 @@ class SmppSession:
 
     @property
     def is_bound(self) -> bool:
-        return self.state in (SessionState.BOUND_TX, SessionState.BOUND_RX, SessionState.BOUND_TRX)
+        return self.state in _BOUND_STATES
 
     @property
     def can_deliver(self) -> bool:
         """SMSC side: may we send deliver_sm on this bind?"""
-        return self.state in (SessionState.BOUND_RX, SessionState.BOUND_TRX)
+        return _C.DELIVER_SM in self._may_send
 
     @property
     def can_submit(self) -> bool:
         """ESME side: may we send submit_sm on this bind?"""
-        return self.state in (SessionState.BOUND_TX, SessionState.BOUND_TRX)
+        return _C.SUBMIT_SM in self._may_send
 
-    def close(self) -> None:
-        self.state = SessionState.CLOSED
+    def close(self) -> list[Outstanding]:
+        """The connection is gone: the session ends, and the requests that will never be answered
+        are handed back."""
+        self._move(SessionEvent.CLOSE)
+        lost = list(self.outstanding.values())
+        self.outstanding.clear()
+        return lost
 
     # ---- inbound --------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
@@ -210,71 +331,68 @@ class SmppSession:
                 seq = int.from_bytes(self._in[12:16], "big") if len(self._in) >= 16 else 0
                 self._out += codec.encode(GenericNack(sequence=seq, status=Status.RINVCMDLEN))
                 self._in.clear()
-                self.state = SessionState.CLOSED
+                self._move(SessionEvent.CLOSE)
                 events.append(ProtocolError(f"command_length {length} out of range", Status.RINVCMDLEN, fatal=True))
                 break
             if len(self._in) < length:
                 break
             frame = bytes(self._in[:length])
             del self._in[:length]
-            event = self._receive_pdu(frame)
-            if event is not None:
-                events.append(event)
+            self._receive_pdu(frame, events)
         return events
 
-    def _receive_pdu(self, frame: bytes) -> Event | None:
+    def _receive_pdu(self, frame: bytes, events: list[Event]) -> None:
         try:
             pdu = codec.decode(frame)
         except codec.PduDecodeError as exc:
-            return self._undecodable(exc)
+            events.append(self._undecodable(exc))
+            return
         command = command_of(pdu)
         if pdu.is_response:
-            return self._response(pdu)
-        if command not in _ALLOWED[(self.role, self._state_for_rules())]:
-            return self._refuse(pdu, command)
-        if command is _C.ENQUIRE_LINK:
+            self._response(pdu, events)
+        elif command not in self._may_receive or (command in _BINDS and not self._move(SessionEvent.BIND_RECEIVED)):
+            events.append(self._refuse(pdu, command))
+        elif command is _C.ENQUIRE_LINK:
             self._out += codec.encode(EnquireLinkResp(sequence=pdu.sequence))
-            return None
-        if command is _C.UNBIND:
+        elif command is _C.UNBIND:
             self._out += codec.encode(UnbindResp(sequence=pdu.sequence))
-            self.state = SessionState.CLOSED
-            return Unbound(by_peer=True)
-        if command in _BIND_COMMANDS:
-            self.state = SessionState.BINDING
-        return RequestReceived(pdu)
+            self._move(SessionEvent.UNBIND_RECEIVED)
+            events.append(Unbound(by_peer=True))
+        else:
+            events.append(RequestReceived(pdu))
 
-    def _state_for_rules(self) -> SessionState:
-        return SessionState.OPEN if self.state is SessionState.UNBINDING else self.state
-
-    def _response(self, pdu: Pdu) -> Event:
-        request = self.outstanding.pop(pdu.sequence, None)
-        if request is not None and not isinstance(pdu, GenericNack):
-            expected = REQUEST_RESPONSE.get(command_of(request))
-            if expected is not command_of(pdu):
-                self.outstanding[pdu.sequence] = request
-                return ProtocolError(
-                    f"{command_of(pdu).name.lower()} answers {command_of(request).name.lower()}", Status.RSYSERR
-                )
-        if isinstance(request, Bind) and isinstance(pdu, BindResp | GenericNack):
+    def _response(self, pdu: Pdu, events: list[Event]) -> None:
+        entry = self.outstanding.pop(pdu.sequence, None)
+        if entry is None:
+            events.append(ResponseReceived(pdu, None))
+            return
+        request = entry.request
+        if not isinstance(pdu, GenericNack) and REQUEST_RESPONSE.get(command_of(request)) is not command_of(pdu):
+            self.outstanding[pdu.sequence] = entry
+            events.append(ProtocolError(
+                f"{command_of(pdu).name.lower()} answers {command_of(request).name.lower()}", Status.RSYSERR
+            ))
+            return
+        # The response always reaches its requester (with its token), whatever it does to the state.
+        events.append(ResponseReceived(pdu, request, entry.token))
+        if isinstance(request, Bind):
             if pdu.status == Status.ROK and isinstance(pdu, BindResp):
-                self.state = _BOUND[request.mode]
-                self.bind_mode = request.mode
-                self.system_id = pdu.system_id
+                if self._move(_BIND_OK[request.mode]):
+                    self.bind_mode, self.system_id = request.mode, pdu.system_id
             else:
-                self.state = SessionState.OPEN
+                self._move(SessionEvent.BIND_FAILED)
         elif isinstance(request, Unbind):
-            self.state = SessionState.CLOSED
-            return Unbound(by_peer=False)
-        return ResponseReceived(pdu, request)
+            self._move(SessionEvent.UNBIND_ANSWERED)
+            events.append(Unbound(by_peer=False))
 
     def _refuse(self, pdu: Pdu, command: CommandId) -> Event:
-        if command in _BIND_COMMANDS and self.is_bound:
+        if command in _BINDS and self.is_bound:
             status = Status.RALYBND
-        elif command in (_C.DELIVER_SM,) and self.role is Role.SMSC:
+        elif command is _C.DELIVER_SM and self.role is Role.SMSC:
             status = Status.RINVCMDID
         else:
             status = Status.RINVBNDSTS
-        if command in _BIND_COMMANDS:
+        if command in _BINDS:
             assert isinstance(pdu, Bind)
             self._out += codec.encode(BindResp(sequence=pdu.sequence, status=status, mode=pdu.mode))
         else:
@@ -288,10 +406,11 @@ class SmppSession:
     def _undecodable(self, exc: codec.PduDecodeError) -> Event:
         is_response = bool(exc.command_id & 0x80000000)
         if is_response:
-            request = self.outstanding.pop(exc.sequence, None)
-            if request is not None:
+            entry = self.outstanding.pop(exc.sequence, None)
+            if entry is not None:
                 # A garbled response still settles its request: the caller must not wait forever.
-                return ResponseReceived(GenericNack(sequence=exc.sequence, status=exc.status), request)
+                return ResponseReceived(GenericNack(sequence=exc.sequence, status=exc.status), entry.request,
+                                        entry.token)
         else:
             self._out += codec.encode(GenericNack(sequence=exc.sequence, status=exc.status))
         return ProtocolError(str(exc), exc.status)
