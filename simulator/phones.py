@@ -7,7 +7,8 @@ that fate, so a tester sees what never landed as well as what did.
 
 Each phone also holds its side of a USSD dialogue (`UssdDialogue`): what the network showed last,
 whether it waits for an answer (USSR request, op 2) or has closed (PSSR response, op 17), and
-the `its_session_info` to echo. Its states and moves are the table `_USSD_MOVES` below.
+the `its_session_info` to echo. The dialogue itself (states, moves, the dialled string's check,
+`its_session_info`) is the phone's role in `ussdgw.smpp.ussd`; this module adds what a screen shows.
 
 Listeners get every change as a `PhoneEvent`: per phone through `subscribe()` (the web phone's
 event stream), or all phones through `watchers` (the load generator); `wait_inbox` and
@@ -29,7 +30,8 @@ from typing import Any
 
 from ussdgw.clock import Clock
 from ussdgw.smpp.concat import Reassembler
-from ussdgw.smpp.pdu import MessageState, UssdOp
+from ussdgw.smpp.pdu import MessageState
+from ussdgw.smpp.ussd import DialogueState, PhoneDialogue, UssdError, UssdRequest, parse_ussd_string
 
 Fate = Callable[[MessageState, int], None]  # what the SMSC does with a fate: record it, send the receipt
 
@@ -153,73 +155,22 @@ class HeldMessage:
     on_fate: Verdict
 
 
-class UssdState(StrEnum):
-    IDLE = "idle"  # no dialogue on screen
-    SENT = "sent"  # the phone sent a request or an answer and waits for the network
-    WAITING = "waiting"  # the network asked (USSR request, op 2): the subscriber answers or cancels
-    CLOSED = "closed"  # the network's last word (PSSR response, op 17) is on screen; nothing to answer
-
-
-class UssdError(ValueError):
-    """A USSD move the dialogue does not allow now (answer with nothing asked, a bad string)."""
-
-
-# (state, move) -> next state. Moves: dial, answer, cancel, and what the network sends.
-_ANY = tuple(UssdState)
-_USSD_MOVES: dict[tuple[UssdState, str], UssdState] = {
-    **{(s, "dial"): UssdState.SENT for s in _ANY},  # a new dial replaces an open dialogue
-    (UssdState.WAITING, "answer"): UssdState.SENT,
-    **{(s, "cancel"): UssdState.IDLE for s in _ANY},
-    **{(s, "net_request"): UssdState.WAITING for s in _ANY},  # USSR request: show and wait
-    **{(s, "net_final"): UssdState.CLOSED for s in _ANY},  # PSSR/PSSD response, USSN, vendor ops
-}
-
-
-def ussd_string_ok(code: str) -> bool:
-    """TS 22.030: starts with * or #, ends with #, digits and * separators in between."""
-    return (len(code) >= 2 and code[0] in "*#" and code.endswith("#")
-            and all(c.isdigit() or c in "*#" for c in code) and any(c.isdigit() for c in code))
+# How the web phone, the HTTP API and scenarios name the dialogue's states.
+SCREEN_STATES = {DialogueState.IDLE: "idle", DialogueState.PROCESSING: "sent", DialogueState.WAITING: "waiting",
+                 DialogueState.CLOSED: "closed"}
 
 
 @dataclass(slots=True)
-class UssdRequest:
-    """What the phone sends to the network for one USSD move."""
+class UssdDialogue(PhoneDialogue):
+    """The phone's USSD dialogue, with the history its screen lists."""
 
-    to: str
-    text: str
-    op: int
-    its_session_info: int
-
-
-@dataclass(slots=True)
-class UssdDialogue:
-    state: UssdState = UssdState.IDLE
-    service: str = ""  # the string dialled, also the address the dialogue's PDUs go to
-    session_number: int = 0
-    sequence: int = 0
-    its_session_info: int | None = None  # the last one the network sent, echoed back
-    text: str = ""  # what the screen shows now
-    last_op: int | None = None
-    sender: str = ""
-    version: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-    def move(self, event: str) -> None:
-        nxt = _USSD_MOVES.get((self.state, event))
-        if nxt is None:
-            raise UssdError(f"USSD: cannot {event} while the dialogue is {self.state.value}")
-        self.state = nxt
-        self.version += 1
-
-    def session_info(self, *, end: bool = False) -> int:
-        """Session number, then sequence shifted left by one with bit 0 = end of session."""
-        return (self.session_number & 0xFF) << 8 | (self.sequence & 0x7F) << 1 | int(end)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "state": self.state.value, "service": self.service, "text": self.text, "last_op": self.last_op,
+            "state": SCREEN_STATES[self.state], "service": self.service, "text": self.text, "last_op": self.last_op,
             "its_session_info": self.its_session_info, "version": self.version, "sender": self.sender,
-            "open": self.state in (UssdState.SENT, UssdState.WAITING), "history": list(self.history[-20:]),
+            "open": self.open, "history": list(self.history[-20:]),
         }
 
 
@@ -512,58 +463,32 @@ class PhoneBook:
 
     # ---- USSD, the phone's side --------------------------------------------------------------
     def ussd_dial(self, msisdn: str, code: str) -> UssdRequest:
-        code = code.strip()
-        if not ussd_string_ok(code):
-            raise UssdError(f"not a USSD string: {code!r} (expected like *100# or *111*828*1#)")
+        dialled = parse_ussd_string(code)
         phone = self.get(msisdn)
         if phone.power is not Power.ON or phone.unknown_number:
             raise UssdError("the phone has no network: switch it on first")
         dialogue = phone.ussd
-        dialogue.move("dial")
-        # The dialogue's PDUs go to the service code (*111*828*1# -> *111#): an SMPP address holds
-        # 20 octets at most, a dialled string up to 182 characters.
-        dialogue.service = "*" + code.strip("*#").split("*")[0].split("#")[0] + "#"
-        dialogue.sender, dialogue.text = "", ""
-        dialogue.session_number = phone.next_ussd_session
+        request = dialogue.dial(dialled, phone.next_ussd_session)
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
-        dialogue.sequence, dialogue.its_session_info, dialogue.last_op = 0, None, UssdOp.PSSR_INDICATION
-        dialogue.history = [{"from": "phone", "text": code, "op": int(UssdOp.PSSR_INDICATION), "at": time.time()}]
-        request = UssdRequest(dialogue.service, code, UssdOp.PSSR_INDICATION, dialogue.session_info())
+        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": time.time()}]
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
     def ussd_answer(self, msisdn: str, text: str) -> UssdRequest:
         dialogue = self.get(msisdn).ussd
-        if len(text) > 160:
-            raise UssdError("a USSD answer holds at most 160 characters")
-        dialogue.move("answer")
-        dialogue.sequence += 1
-        dialogue.last_op = UssdOp.USSR_CONFIRM
-        dialogue.history.append({"from": "phone", "text": text, "op": int(UssdOp.USSR_CONFIRM), "at": time.time()})
-        info = self._echo(dialogue)
+        request = dialogue.answer(text)
+        dialogue.history.append({"from": "phone", "text": text, "op": int(request.op), "at": time.time()})
         self.publish(msisdn, "ussd", dialogue.to_dict())
-        return UssdRequest(dialogue.service, text, UssdOp.USSR_CONFIRM, info)
+        return request
 
     def ussd_cancel(self, msisdn: str) -> UssdRequest | None:
         """Close the popup; if the network still waits on this phone, tell it (end-of-session bit)."""
         dialogue = self.get(msisdn).ussd
-        was_open = dialogue.state in (UssdState.SENT, UssdState.WAITING)
-        dialogue.move("cancel")
-        request = None
-        if was_open:
-            dialogue.sequence += 1
+        request = dialogue.cancel()
+        if request is not None:
             dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": time.time()})
-            request = UssdRequest(dialogue.service, "", UssdOp.USSR_CONFIRM, self._echo(dialogue, end=True))
-        dialogue.text = ""
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
-
-    @staticmethod
-    def _echo(dialogue: UssdDialogue, *, end: bool = False) -> int:
-        """The network's its_session_info with our sequence number, or our own if it sent none."""
-        if dialogue.its_session_info is None:
-            return dialogue.session_info(end=end)
-        return (dialogue.its_session_info & 0xFF00) | (dialogue.sequence & 0x7F) << 1 | int(end)
 
     def ussd_from_network(self, msisdn: str, sender: str, text: str, op: int, its_session_info: int | None,
                           message_id: str, on_fate: Fate) -> None:
@@ -577,12 +502,7 @@ class PhoneBook:
             fate(MessageState.UNDELIVERABLE, ERR_ABSENT, "absent")
             return
         dialogue = phone.ussd
-        dialogue.move("net_request" if op == UssdOp.USSR_REQUEST else "net_final")
-        if its_session_info is not None:
-            dialogue.its_session_info = its_session_info
-        dialogue.text, dialogue.last_op, dialogue.sender = text, op, sender
-        if not dialogue.service:
-            dialogue.service = sender
+        dialogue.receive(sender, text, op, its_session_info)
         dialogue.history.append({"from": "network", "text": text, "op": op, "at": time.time()})
         message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
         entry.inbox_seq = message.seq
@@ -594,7 +514,7 @@ class PhoneBook:
         dialogue = self.get(msisdn).ussd
 
         def answered() -> bool:
-            return dialogue.version > version and dialogue.state is not UssdState.SENT
+            return dialogue.version > version and dialogue.state is not DialogueState.PROCESSING
 
         await self._wait_for(answered, timeout)
         return dialogue
@@ -663,4 +583,4 @@ class PhoneBook:
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
-           "PhoneFeed", "Power", "SimClock", "UssdDialogue", "UssdError", "UssdRequest", "UssdState"]
+           "PhoneFeed", "Power", "SimClock", "UssdDialogue", "UssdError", "UssdRequest"]

@@ -51,7 +51,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from simulator.phones import MSISDN_RE, REASONS, ussd_string_ok
+from simulator.phones import MSISDN_RE, REASONS
+from ussdgw.smpp.ussd import is_ussd_string
 
 STEP_KINDS = ("sms", "dial", "answer", "cancel", "expect", "set_phone", "advance_time", "sleep")
 SMS_STATES = ("DELIVERED", "ENROUTE", "EXPIRED", "UNDELIVERABLE")
@@ -227,7 +228,7 @@ def _args(kind: str, value: Any, default_phone: str) -> tuple[dict[str, Any], st
         args = _mapping(value, kind, "code")
         _only(args, {"code", "from"})
         code = str(args.get("code", ""))
-        if not ussd_string_ok(code):
+        if not is_ussd_string(code):
             raise ValueError(f"not a USSD string: {code!r} (like *100#)")
         return {"code": code}, str(args.get("from", default_phone))
     if kind == "answer":

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from rich.console import Console
 
 from simulator.terminal import dial_command
+from ussdgw.smpp.ussd import DialogueState
 from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
@@ -43,7 +44,7 @@ async def test_typed_answers_are_sent_and_an_empty_one_cancels_the_dialogue(stac
     code, out = await dial(api, "*111#", typed=iter(["2", ""]))
     assert code == 0
     assert "Ваш тариф: Базовый" in out and "сеанс отменён" in out
-    assert stack.smsc is not None and stack.smsc.phones.get(PHONE).ussd.state == "idle"
+    assert stack.smsc is not None and stack.smsc.phones.get(PHONE).ussd.state is DialogueState.IDLE
 
 
 async def test_answers_left_over_or_missing_make_a_script_fail(stack: Stack) -> None:

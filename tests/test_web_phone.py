@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ussdgw.smpp.ussd import DialogueState
 from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
@@ -120,4 +121,4 @@ async def test_an_unanswered_ussd_menu_can_be_answered_and_cancelled_from_the_po
     await page.get_by_test_id("ussd-cancel").click()
     await expect(popup).to_be_hidden()
     dialogue = stack.smsc.phones.get(PHONE).ussd
-    assert dialogue.state == "idle" and dialogue.history[-1]["op"] == "abort"
+    assert dialogue.state is DialogueState.IDLE and dialogue.history[-1]["op"] == "abort"

@@ -1,10 +1,12 @@
-"""USSD, I/O-free: the dialled string (TS 22.030), `its_session_info`, and the dialogue state machine.
+"""USSD, I/O-free, for both ends of a dialogue: the dialled string (TS 22.030), `its_session_info`,
+and the dialogue state machine as the network (the gateway's application) and the phone (the
+simulator's handsets) each see it.
 
 Nothing here reads a clock, a socket or Redis: every method that needs the time takes `now`, and
-the dialogue serialises itself to JSON so that whichever gateway process gets the next step of a
-dialogue can load it (the store keeps it, see `ussdgw.store`).
+the network's dialogue serialises itself to JSON so that whichever gateway process gets the next
+step of a dialogue can load it (the store keeps it, see `ussdgw.store`).
 
-The dialogue, as the gateway sees it (PROTOCOL.md "USSD over SMPP")::
+One dialogue, two views, the same states (PROTOCOL.md "USSD over SMPP")::
 
     phone dials *111#      deliver_sm op 1 (PSSR indication)   IDLE     --DIAL-->    PROCESSING
     menu shown, wait       submit_sm  op 2 (USSR request)      PROCESSING --SHOW-->  WAITING
@@ -13,7 +15,10 @@ The dialogue, as the gateway sees it (PROTOCOL.md "USSD over SMPP")::
     network releases       deliver_sm op 0x81 / 16 / 17        *        --ABORT-->   ABORTED
     nobody answers in time (checked when the next MO comes)    WAITING  --TIMEOUT--> TIMED_OUT
 
-Every transition is in `TRANSITIONS`; anything else raises `IllegalTransition`.
+The network checks every step (`TRANSITIONS`). The phone is looser (`PHONE_TRANSITIONS`): its
+subscriber may dial or cancel at any moment (a cancel leaves it IDLE), and whatever the network
+sends is shown (SHOW for a USSR request, END for anything else). Any other event raises
+`IllegalTransition`.
 
 Errors (each carries `reply`, the Russian text that ends the dialogue on the phone)::
 
@@ -66,8 +71,9 @@ class DialogueExpired(UssdError):
 
 
 class IllegalTransition(UssdError):
-    def __init__(self, role: str, state: DialogueState, event: DialogueEvent) -> None:
-        super().__init__(f"{role}: event {event.name} is not allowed in state {state.name}")
+    def __init__(self, role: DialogueRole, state: DialogueState, event: DialogueEvent) -> None:
+        super().__init__(f"{role.value} ussd dialogue: event {event.name} is not allowed in state {state.name}")
+        self.role = role
         self.state = state
         self.event = event
 
@@ -103,6 +109,15 @@ def parse_ussd_string(text: str) -> UssdString:
     return UssdString(raw, match.group("prefix"), match.group("code"), parts)
 
 
+def is_ussd_string(text: str) -> bool:
+    """`parse_ussd_string` as a yes/no (for checking input ahead, e.g. a scenario's dial step)."""
+    try:
+        parse_ussd_string(text)
+    except MalformedUssdString:
+        return False
+    return True
+
+
 # ---- its_session_info (TLV 0x1383) ---------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
@@ -130,6 +145,12 @@ def reply_session_info(received: int | None, *, end: bool) -> int | None:
         return None
     info = unpack_session_info(received)
     return SessionInfo(info.session, info.sequence, end).pack()
+
+
+def next_session_info(session: int, sequence: int, *, end: bool = False) -> int:
+    """A phone's value for its next PDU: its session and sequence numbers (each wrapped to its
+    field: 8 and 7 bits), the end bit set when it releases the dialogue."""
+    return SessionInfo(session & 0xFF, sequence & 0x7F, end).pack()
 
 
 # ---- what an inbound ussd_service_op means ---------------------------------------------------------
@@ -195,6 +216,11 @@ class DialogueEvent(Enum):
     TIMEOUT = "timeout"
 
 
+class DialogueRole(Enum):
+    NETWORK = "network"  # the USSD application behind the gateway: one dialogue object per dial
+    PHONE = "phone"  # the handset: one dialogue on its screen, replaced by each dial
+
+
 _S, _E = DialogueState, DialogueEvent
 TRANSITIONS: dict[tuple[DialogueState, DialogueEvent], DialogueState] = {
     (_S.IDLE, _E.DIAL): _S.PROCESSING,
@@ -206,7 +232,24 @@ TRANSITIONS: dict[tuple[DialogueState, DialogueEvent], DialogueState] = {
     (_S.WAITING, _E.TIMEOUT): _S.TIMED_OUT,
     (_S.WAITING, _E.END): _S.CLOSED,  # the application closes a waiting dialogue (a new dial replaced it)
 }
+_SCREEN = (_S.IDLE, _S.PROCESSING, _S.WAITING, _S.CLOSED)  # the states a phone's dialogue can be in
+PHONE_TRANSITIONS: dict[tuple[DialogueState, DialogueEvent], DialogueState] = {
+    **{(s, _E.DIAL): _S.PROCESSING for s in _SCREEN},  # a new dial replaces an open dialogue
+    (_S.WAITING, _E.ANSWER): _S.PROCESSING,
+    **{(s, _E.ABORT): _S.IDLE for s in _SCREEN},  # the subscriber closes the popup
+    **{(s, _E.SHOW): _S.WAITING for s in _SCREEN},  # USSR request: shown, an answer expected
+    **{(s, _E.END): _S.CLOSED for s in _SCREEN},  # PSSR/PSSD response, USSN, vendor ops: shown, closed
+}
+_TABLES = {DialogueRole.NETWORK: TRANSITIONS, DialogueRole.PHONE: PHONE_TRANSITIONS}
 TERMINAL = frozenset({_S.CLOSED, _S.ABORTED, _S.TIMED_OUT})
+
+
+def next_state(role: DialogueRole, state: DialogueState, event: DialogueEvent) -> DialogueState:
+    """Where `event` takes a dialogue in `state`, for `role`; raises `IllegalTransition` off the table."""
+    target = _TABLES[role].get((state, event))
+    if target is None:
+        raise IllegalTransition(role, state, event)
+    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +272,7 @@ class UssdDialogue:
     session_info: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
-    ROLE = "ussd dialogue"
+    ROLE = DialogueRole.NETWORK
 
     @classmethod
     def dial(cls, msisdn: str, service_code: str, now: float, session_info: int | None = None) -> UssdDialogue:
@@ -244,10 +287,7 @@ class UssdDialogue:
         return f"{self.dialogue_id}:{self.step}"
 
     def _apply(self, event: DialogueEvent) -> None:
-        target = TRANSITIONS.get((self.state, event))
-        if target is None:
-            raise IllegalTransition(self.ROLE, self.state, event)
-        self.state = target
+        self.state = next_state(self.ROLE, self.state, event)
 
     def deadline(self, timeouts: Timeouts) -> float:
         """When the dialogue stops accepting an answer."""
@@ -303,3 +343,88 @@ class UssdDialogue:
         d = json.loads(raw)
         return cls(d["msisdn"], d["service_code"], d["started_at"], d["id"], DialogueState(d["state"]), d["step"],
                    d["step_at"], d["session_info"], d["data"])
+
+
+# ---- the phone's side ---------------------------------------------------------------------------------
+MAX_ANSWER_CHARS = 160  # what a handset lets the subscriber type into one USSD answer
+
+
+@dataclass(slots=True)
+class UssdRequest:
+    """What the phone sends for one move: the deliver_sm's destination, text, op and its_session_info."""
+
+    to: str
+    text: str
+    op: int
+    its_session_info: int
+
+
+@dataclass(slots=True)
+class PhoneDialogue:
+    """The handset's side of a USSD dialogue: what the network showed last, whether it waits for an
+    answer (USSR request) or has closed, and the `its_session_info` to echo. `version` bumps with
+    every move (for whoever waits for the screen to change)."""
+
+    state: DialogueState = DialogueState.IDLE
+    service: str = ""  # the service code dialled (*111*828*1# -> *111#): where the dialogue's PDUs go
+    session_number: int = 0
+    sequence: int = 0
+    its_session_info: int | None = None  # the last one the network sent, echoed back
+    text: str = ""  # what the screen shows now
+    last_op: int | None = None
+    sender: str = ""
+    version: int = 0
+
+    ROLE = DialogueRole.PHONE
+
+    def _apply(self, event: DialogueEvent) -> None:
+        self.state = next_state(self.ROLE, self.state, event)
+        self.version += 1
+
+    @property
+    def open(self) -> bool:
+        """A dialogue is going on: the phone waits for the network, or the network for the subscriber."""
+        return self.state in (DialogueState.PROCESSING, DialogueState.WAITING)
+
+    def dial(self, dialled: UssdString, session_number: int) -> UssdRequest:
+        """A new dialogue (replacing any open one). Its PDUs go to the service code: an SMPP address
+        holds 20 octets at most, a dialled string up to 182 characters."""
+        self._apply(DialogueEvent.DIAL)
+        self.service = f"*{dialled.service_code}#"
+        self.sender, self.text = "", ""
+        self.session_number = session_number
+        self.sequence, self.its_session_info, self.last_op = 0, None, UssdOp.PSSR_INDICATION
+        return UssdRequest(self.service, dialled.raw, UssdOp.PSSR_INDICATION, self._session_info())
+
+    def answer(self, text: str) -> UssdRequest:
+        """The subscriber answers the network's question (USSR confirm)."""
+        if len(text) > MAX_ANSWER_CHARS:
+            raise UssdError(f"a USSD answer holds at most {MAX_ANSWER_CHARS} characters")
+        self._apply(DialogueEvent.ANSWER)
+        self.sequence += 1
+        self.last_op = UssdOp.USSR_CONFIRM
+        return UssdRequest(self.service, text, UssdOp.USSR_CONFIRM, self._session_info())
+
+    def cancel(self) -> UssdRequest | None:
+        """The subscriber closes the popup; if a dialogue was open, the network is told (end bit)."""
+        was_open = self.open
+        self._apply(DialogueEvent.ABORT)
+        self.text = ""
+        if not was_open:
+            return None
+        self.sequence += 1
+        return UssdRequest(self.service, "", UssdOp.USSR_CONFIRM, self._session_info(end=True))
+
+    def receive(self, sender: str, text: str, op: int, its_session_info: int | None) -> None:
+        """The network's PDU is shown: a USSR request asks for an answer, anything else ends the dialogue."""
+        self._apply(DialogueEvent.SHOW if op == UssdOp.USSR_REQUEST else DialogueEvent.END)
+        if its_session_info is not None:
+            self.its_session_info = its_session_info
+        self.text, self.last_op, self.sender = text, op, sender
+        if not self.service:
+            self.service = sender
+
+    def _session_info(self, *, end: bool = False) -> int:
+        """The network's session number (ours if it sent none) with our sequence number."""
+        session = self.session_number if self.its_session_info is None else self.its_session_info >> 8
+        return next_session_info(session, self.sequence, end=end)
