@@ -1,4 +1,5 @@
-"""From a deliver_sm to what a handler reads: text decoded, parts found, receipts recognised.
+"""From a deliver_sm to what a handler reads: text decoded, parts found, receipts recognised
+(`parse_receipt`, which is `ussdgw.smpp.receipt.read_receipt`: the receipt format lives there).
 
 Pure functions: no Redis, no sockets. Long-message parts are stored in Redis by the caller
 (several gateway processes may each get some of the parts).
@@ -7,21 +8,18 @@ Pure functions: no Redis, no sockets. Long-message parts are stored in Redis by 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 from ussdgw.smpp.concat import ConcatError, parse_udh
-from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState
+from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass
+from ussdgw.smpp.receipt import Receipt
+from ussdgw.smpp.receipt import read_receipt as parse_receipt
+
+__all__ = ["MO_TTL_CONTENT_ONLY_S", "MO_TTL_WITH_REFERENCE_S", "Part", "Receipt", "find_part", "mo_identity",
+           "parse_receipt"]
 
 MO_TTL_WITH_REFERENCE_S = 24 * 3600
 MO_TTL_CONTENT_ONLY_S = 300
-
-_RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>\w+)(?:.*?err:(?P<err>\w+))?", re.S | re.I)
-_STAT_WORDS = {
-    "DELIVRD": MessageState.DELIVERED, "EXPIRED": MessageState.EXPIRED, "DELETED": MessageState.DELETED,
-    "UNDELIV": MessageState.UNDELIVERABLE, "ACCEPTD": MessageState.ACCEPTED, "UNKNOWN": MessageState.UNKNOWN,
-    "REJECTD": MessageState.REJECTED, "ENROUTE": MessageState.ENROUTE,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +30,6 @@ class Part:
     total: int
     seqnum: int
     payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    message_id: str
-    state: MessageState
-    error: str = ""
 
 
 def find_part(pdu: DeliverSm | DataSm) -> tuple[Part | None, bytes]:
@@ -72,21 +63,3 @@ def mo_identity(pdu: DeliverSm | DataSm, payload: bytes, part: Part | None = Non
     digest.update(payload)
     ttl = MO_TTL_WITH_REFERENCE_S if pdu.user_message_reference is not None else MO_TTL_CONTENT_ONLY_S
     return digest.hexdigest(), ttl
-
-
-def parse_receipt(pdu: DeliverSm | DataSm, text: str) -> Receipt | None:
-    """A delivery receipt from its TLVs, else from the de-facto `id:... stat:...` text."""
-    match = _RECEIPT_TEXT.search(text)
-    message_id = pdu.receipted_message_id or (match.group("id") if match else None)
-    if not message_id:
-        return None
-    state: MessageState | None = None
-    if pdu.message_state is not None:
-        try:
-            state = MessageState(pdu.message_state)
-        except ValueError:
-            state = MessageState.UNKNOWN
-    elif match:
-        state = _STAT_WORDS.get(match.group("stat").upper(), MessageState.UNKNOWN)
-    err = match.group("err") if match and match.group("err") else ""
-    return Receipt(message_id, state or MessageState.UNKNOWN, err)

@@ -48,6 +48,7 @@ from ussdgw.smpp.pdu import (
     SubmitSmResp,
     Unbind,
 )
+from ussdgw.smpp.receipt import receipt_pdu
 from ussdgw.smpp.session import (
     ProtocolError,
     RequestReceived,
@@ -61,12 +62,6 @@ from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, enco
 from ussdgw.tasks import stop_tasks
 
 log = structlog.get_logger("ussdgw.smsc")
-
-_STAT_WORD = {
-    MessageState.DELIVERED: "DELIVRD", MessageState.EXPIRED: "EXPIRED", MessageState.DELETED: "DELETED",
-    MessageState.UNDELIVERABLE: "UNDELIV", MessageState.ACCEPTED: "ACCEPTD", MessageState.UNKNOWN: "UNKNOWN",
-    MessageState.REJECTED: "REJECTD", MessageState.ENROUTE: "ENROUTE",
-}
 
 
 @dataclass(slots=True)
@@ -398,15 +393,9 @@ class Smsc:
             self._send_receipt(record)
 
     def _send_receipt(self, record: MtRecord) -> None:
-        stat = _STAT_WORD[record.state]
-        sub = "001" if record.state is MessageState.DELIVERED else "000"
-        text = (f"id:{record.message_id} sub:001 dlvrd:{sub} submit date:{_smpp_date(record.submitted_at)} "
-                f"done date:{_smpp_date(record.done_at or time.time())} stat:{stat} err:{record.error:03d} text:")
-        pdu = DeliverSm(
-            source_addr=record.destination, destination_addr=record.source, esm_class=EsmClass.DELIVERY_RECEIPT,
-            short_message=text.encode("ascii"), receipted_message_id=record.message_id, message_state=record.state,
-            network_error_code=bytes([3]) + record.error.to_bytes(2, "big"),
-        )
+        pdu = receipt_pdu(record.message_id, record.state, record.error, source=record.destination,
+                          destination=record.source, submitted_at=record.submitted_at,
+                          done_at=record.done_at or time.time())
         self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id))
 
     # ---- MOs to ESMEs -----------------------------------------------------------------------
@@ -488,10 +477,6 @@ class Smsc:
         while True:
             await asyncio.sleep(1.0)
             self.phones.expire_held()
-
-
-def _smpp_date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%y%m%d%H%M")
 
 
 def _smpp_time(ts: float) -> str:
