@@ -10,15 +10,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue, UssdRequest
+from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
 from simulator.smsc import PendingMo, Smsc
-from ussdgw.tasks import stop_tasks
+from ussdgw.smpp.ussd import UssdRequest
+from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.simulator")
 
@@ -29,14 +29,14 @@ class Handsets:
     def __init__(self, smsc: Smsc) -> None:
         self.smsc = smsc
         self.time_hooks: dict[str, TimeHook] = {}
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._watchers = Tasks("handset-watchers")  # one per MO, until the gateway acknowledged it
 
     @property
     def phones(self) -> PhoneBook:
         return self.smsc.phones
 
     async def close(self) -> None:
-        await stop_tasks(self._watchers)
+        await self._watchers.stop()
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
@@ -54,9 +54,9 @@ class Handsets:
             worst = next((s for s in statuses if s != 0), 0)
             self.phones.sent_acknowledged(msisdn, entry, worst)
 
-        task = asyncio.get_running_loop().create_task(acknowledged())
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        if self._watchers.stopping:
+            return
+        self._watchers.spawn(acknowledged())
 
     # ---- USSD ---------------------------------------------------------------------------------
     def _send_ussd(self, msisdn: str, request: UssdRequest) -> None:

@@ -5,12 +5,13 @@
   with ESME_ROK (ESME_RX_T_APPN, a timeout or a dropped link all mean "again, later");
 - a submit_sm goes to the phone, which decides its fate; a receipt follows when one was asked for.
 
-As an SMPP peer (issue 6): the session enforces bind states (ESME_RINVBNDSTS, ESME_RALYBND),
-answers unknown commands with generic_nack and survives malformed PDUs; each link has a window
-of outstanding deliver_sm, is probed with enquire_link and dropped when it stops answering, and
-is unbound cleanly on shutdown. Flow control can be switched on to exercise ESMEs:
-`max_submit_per_s` answers submits over that rate per bind with ESME_RTHROTTLED, and
-`refuse_submits` (a queue of statuses) answers the next submits with, say, ESME_RMSGQFUL.
+As an SMPP peer: the session enforces bind states (ESME_RINVBNDSTS, ESME_RALYBND), answers
+unknown commands with generic_nack and survives malformed PDUs; each link (the shared
+`ussdgw.link.SmppLink`) has a window of outstanding deliver_sm, is probed with enquire_link and
+dropped when it stops answering, and is unbound cleanly on shutdown. Flow control can be
+switched on to exercise ESMEs: `max_submit_per_s` answers submits over that rate per bind with
+ESME_RTHROTTLED, and `refuse_submits` (a queue of statuses) answers the next submits with, say,
+ESME_RMSGQFUL.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ from typing import Any
 import structlog
 
 from simulator.phones import Fate, PhoneBook
+from ussdgw.link.backoff import Backoff
+from ussdgw.link.flow import TokenBucket
+from ussdgw.link.link import LinkDown, SmppLink
 from ussdgw.smpp.concat import ConcatError, parse_udh
-from ussdgw.smpp.flow import TokenBucket, Window
 from ussdgw.smpp.pdu import (
     Bind,
     BindResp,
     DataSm,
     DataSmResp,
     DeliverSm,
-    EnquireLink,
     EsmClass,
     MessageState,
     Pdu,
@@ -46,20 +48,11 @@ from ussdgw.smpp.pdu import (
     Status,
     SubmitSm,
     SubmitSmResp,
-    Unbind,
 )
 from ussdgw.smpp.receipt import receipt_pdu
-from ussdgw.smpp.session import (
-    ProtocolError,
-    RequestReceived,
-    ResponseReceived,
-    Role,
-    SessionState,
-    SmppSession,
-    Unbound,
-)
+from ussdgw.smpp.session import Event, ProtocolError, RequestReceived, Role, SmppSession, Unbound
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.tasks import stop_tasks
+from ussdgw.tasks import Tasks, stop_tasks
 
 log = structlog.get_logger("ussdgw.smsc")
 
@@ -93,48 +86,23 @@ class MtRecord:
 
 
 class SmscConnection:
+    """One ESME's connection: the shared `SmppLink`, and what the SMSC keeps per bind."""
+
     def __init__(self, smsc: Smsc, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.smsc = smsc
-        self.reader = reader
-        self.writer = writer
-        self.session = SmppSession(Role.SMSC)
-        self.pending: dict[int, asyncio.Future[Pdu]] = {}
-        self.peer = writer.get_extra_info("peername")
-        self.window = Window(smsc.window)
+        self.link = SmppLink(reader, writer, SmppSession(Role.SMSC), self._on_event,
+                             response_timeout_s=smsc.deliver_timeout_s, window=smsc.window)
         self.submit_rate = TokenBucket(smsc.max_submit_per_s)
         self.submits = 0  # submit_sm accepted on this bind
-        self._flush_scheduled = False
         self._keepalive: asyncio.Task[None] | None = None
 
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        data = self.session.data_to_send()
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
+    @property
+    def session(self) -> SmppSession:
+        return self.link.session
 
-    def flush_soon(self) -> None:
-        """Write at the end of this loop turn: the PDUs queued meanwhile leave in one send."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    async def request(self, pdu: Pdu, timeout: float) -> Pdu:
-        """Send a deliver_sm (inside the window) or a session PDU (enquire_link, unbind: outside it)."""
-        if not isinstance(pdu, DeliverSm):
-            return await self._request(pdu, timeout)
-        async with self.window:
-            return await self._request(pdu, timeout)
-
-    async def _request(self, pdu: Pdu, timeout: float) -> Pdu:
-        sent = self.session.send(pdu)
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self.pending[sent.sequence] = future
-        self.flush_soon()
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            if self.pending.pop(sent.sequence, None) is not None:
-                self.session.forget(sent.sequence)  # unanswered: a late response is not a match
+    @property
+    def peer(self) -> Any:
+        return self.link.peer
 
     def bound(self) -> None:
         """The bind succeeded: from now on the link is probed with enquire_link."""
@@ -142,55 +110,27 @@ class SmscConnection:
             self._keepalive = self.smsc.spawn(self._probe())
 
     async def _probe(self) -> None:
-        while self.session.is_bound:
-            await asyncio.sleep(self.smsc.enquire_link_s)
-            if not self.session.is_bound:
-                return
-            try:
-                await self.request(EnquireLink(), self.smsc.deliver_timeout_s)
-            except (TimeoutError, ConnectionError):
+        try:
+            await self.link.keepalive(self.smsc.enquire_link_s, self.smsc.deliver_timeout_s)
+        except LinkDown:
+            if not self.link.closed.is_set():  # the probe went unanswered, not the link away
                 log.warning("esme_silent", system_id=self.session.system_id, peer=str(self.peer))
-                self.writer.transport.abort()
-                return
+                self.link.abort()
 
     async def unbind(self, timeout: float = 2.0) -> None:
         """End the session by the book: unbind, wait for unbind_resp, then close."""
-        if self.session.is_bound:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await self.request(Unbind(), timeout)
-        self.writer.close()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await self.link.unbind(timeout)
 
     async def serve(self) -> None:
         try:
-            while True:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
-                for event in self.session.receive_data(data):
-                    self._on_event(event)
-                self.flush()
-                if self.session.state is SessionState.CLOSED:
-                    break
-        except (ConnectionError, OSError):
-            pass
+            await self.link.run()  # the keepalive ends with it
         finally:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("link closed"))
-            self.session.close()
             self.smsc.forget(self)
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+            await self.link.close()
 
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, ResponseReceived):
-            future = self.pending.get(event.pdu.sequence)
-            if future is not None and not future.done():
-                future.set_result(event.pdu)
-        elif isinstance(event, RequestReceived):
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
             self.smsc.on_request(self, event.pdu)
         elif isinstance(event, ProtocolError):
             log.warning("smsc_protocol_error", peer=str(self.peer), reason=event.reason, status=event.status)
@@ -230,7 +170,7 @@ class Smsc:
         self._bound_changed = asyncio.Event()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks("smsc")  # deliveries to ESMEs, enquire_link probes, the expiry of held MTs
         self._serve_tasks: set[asyncio.Task[Any]] = set()
         self.host = ""
         self.port = 0
@@ -241,7 +181,7 @@ class Smsc:
         self._server = await asyncio.start_server(self._accept, host, port)
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
-        self.spawn(self._expiry_loop())
+        self._tasks.every(1.0, self._expire_held, name="smsc-expiry")
         log.info("smsc_listening", host=self.host, port=self.port)
         return self.host, self.port
 
@@ -250,16 +190,18 @@ class Smsc:
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(conn.unbind() for conn in list(self.connections)), return_exceptions=True)
-        await stop_tasks({*self._tasks, *self._serve_tasks})
+        await self._tasks.stop()
+        await stop_tasks(self._serve_tasks)
         if self._server is not None:
             await self._server.wait_closed()
         log.info("smsc_stopped")
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run `coro` until `stop`; once stopping, nothing new starts (None)."""
+        if self._tasks.stopping:
+            coro.close()
+            return None
+        return self._tasks.spawn(coro)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = SmscConnection(self, reader, writer)
@@ -280,7 +222,7 @@ class Smsc:
     async def drop_connections(self) -> None:
         """Cut every link at once, as a network failure would (for tests and fault drills)."""
         for conn in list(self.connections):
-            conn.writer.transport.abort()
+            conn.link.abort()
 
     # ---- requests from ESMEs ----------------------------------------------------------------
     def on_request(self, conn: SmscConnection, pdu: Pdu) -> None:
@@ -438,7 +380,7 @@ class Smsc:
         return random.choice(candidates) if candidates else None
 
     async def _deliver_until_acked(self, mo: PendingMo) -> None:
-        delay = self.retry_min_s
+        backoff = Backoff(self.retry_min_s, self.retry_max_s, jitter=0.0)
         while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
@@ -448,7 +390,7 @@ class Smsc:
                 continue
             mo.attempts += 1
             try:
-                resp = await conn.request(mo.pdu, self.deliver_timeout_s)
+                resp = await conn.link.call(mo.pdu, self.deliver_timeout_s)
                 mo.last_status = resp.status
             except (TimeoutError, ConnectionError) as exc:
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=type(exc).__name__)
@@ -470,13 +412,10 @@ class Smsc:
                     mo.delivered.set()
                     return
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_s)
+            await asyncio.sleep(backoff.next())
 
-    async def _expiry_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.phones.expire_held()
+    async def _expire_held(self) -> None:
+        self.phones.expire_held()
 
 
 def _smpp_time(ts: float) -> str:
