@@ -158,10 +158,9 @@ async def _smsc(settings: Settings) -> int:
     from ussdgw.stack import Stack
 
     stack = Stack(settings)
-    stack.settings = settings.with_overrides(redis_url="unused")
     try:
-        await stack.start(gateway=False)
-        _print_endpoints({k: v for k, v in stack.endpoints.items() if k != "redis"})
+        await stack.start(gateway=False)  # no gateway, no self-care API: no Redis either
+        _print_endpoints(stack.endpoints)
         await _until_signalled()
     finally:
         await stack.stop()
@@ -174,16 +173,12 @@ async def _seed(settings: Settings, path: Path) -> int:
 
     subscribers = load_seed_file(path)
     stack = Stack(settings)
-    url = await stack.start_redis()
-    from ussdgw.store import Store
-
-    store = Store.from_url(url, settings.secret_key_bytes())
     try:
-        count = await seed_subscribers(store, subscribers)
+        await stack.start(smsc=False, gateway=False, api=False, store=True)
+        assert stack.store is not None
+        count = await seed_subscribers(stack.store, subscribers)
     finally:
-        await store.close()
-        if stack.redis is not None:
-            await asyncio.to_thread(stack.redis.stop)
+        await stack.stop()
     print(f"seeded {count} subscribers from {path}")
     return 0
 
