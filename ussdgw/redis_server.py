@@ -99,6 +99,7 @@ class EmbeddedRedis:
                 if not seen_ready and "ready to accept connections" in line.lower():
                     seen_ready = True
                     ready.set()
+            process.stdout.close()
             ready.set()  # end of output: it has exited
 
         threading.Thread(target=drain, name="redis-output", daemon=True).start()
