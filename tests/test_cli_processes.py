@@ -219,6 +219,7 @@ def assert_stops_cleanly(command: Command, *others_running: Command) -> None:
     while (alive := [p for p in mine if p.alive()]) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive, f"left running: {alive}\n{command.output}"
+    assert "Traceback" not in command.output, command.output
 
 
 def http_port(url: str) -> int:
@@ -291,6 +292,13 @@ def test_a_second_sigint_ends_a_slow_stop_at_once(up: Command) -> None:
     assert code == -signal.SIGINT, f"exit {code}: the stop was not cut short\n{up.output}"
     assert took < 1.5, f"the second SIGINT took {took:.2f} s"
     assert not left_over(up.mark), "the redis-server outlived a forced exit"
+
+
+def test_a_killed_up_takes_its_redis_server_with_it(up: Command) -> None:
+    redis = [p for p in marked(up.mark) if "redis-server" in p.cmdline]
+    up.popen.kill()  # no stop at all: the kernel's death signal (PR_SET_PDEATHSIG) stops Redis
+    assert up.finish() == -signal.SIGKILL
+    assert redis and not left_over(up.mark)
 
 
 def test_two_signals_back_to_back_end_up_quickly_and_leave_nothing(up: Command) -> None:
