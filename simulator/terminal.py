@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,12 +24,12 @@ COMMANDS = frozenset({"dial", "scenario", "load"})
 
 
 def add_commands(sub: Any) -> None:
-    api_default = os.environ.get("USSDGW_SIM_URL", DEFAULT_SIM_URL)
     dial = sub.add_parser("dial", help="a virtual phone dials a USSD string; answer each screen (or --answers)")
     dial.add_argument("--from", dest="sender", required=True, help="the phone's MSISDN")
     dial.add_argument("code", help="USSD string, e.g. '*111#' (quote it: # starts a shell comment)")
     dial.add_argument("--answers", help="comma-separated answers for scripts, e.g. 1,2,1")
-    dial.add_argument("--api", default=api_default, help=f"the simulator (default {DEFAULT_SIM_URL})")
+    dial.add_argument("--api", help=f"the simulator (default: USSDGW_SIM_URL, else the configured "
+                                    f"sim_host and sim_http_port, else {DEFAULT_SIM_URL})")
     dial.add_argument("--wait", type=float, default=15.0, help="seconds to wait for each network screen")
 
     scenario = sub.add_parser("scenario", help="run YAML scenarios against the platform; pass/fail report")
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
 
         logs.configure("error", settings.log_format)
     if args.command == "dial":
-        return dial_command(args.api, args.sender, args.code, args.answers, args.wait)
+        return dial_command(args.api or DEFAULT_SIM_URL, args.sender, args.code, args.answers, args.wait)
     if args.command == "scenario":
         return scenario_command(args.files, args.junit, args.api, settings)
     if args.command == "load":

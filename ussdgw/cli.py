@@ -12,13 +12,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ussdgw import logs
 from ussdgw.config import Settings, load_settings
+from ussdgw.redis_server import RedisServerError
+
+if TYPE_CHECKING:
+    from ussdgw.stack import Stack
 
 log = structlog.get_logger("ussdgw.cli")
 DEFAULT_SIM_URL = "http://127.0.0.1:8080"
@@ -57,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sms.add_argument("--from", dest="sender", required=True, help="the phone's MSISDN")
     sms.add_argument("--to", required=True, help="short code")
     sms.add_argument("text", nargs="*", help="message text (may be empty)")
-    sms.add_argument("--api", default=os.environ.get("USSDGW_SIM_URL", DEFAULT_SIM_URL))
+    sms.add_argument("--api", help=f"the simulator (default: USSDGW_SIM_URL, else the configured "
+                                   f"sim_host and sim_http_port, else {DEFAULT_SIM_URL})")
     sms.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a reply")
 
     seed = sub.add_parser("seed", help="load subscribers from a YAML or JSON file")
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 system_type=args.system_type, binds=args.binds, api_port=args.api_port)))
         if args.command == "smsc":
             return _run(_smsc(settings.with_overrides(sim_port=args.sim_port, sim_http_port=args.sim_http_port)))
+        if args.command in ("sms", "dial") and args.api is None:
+            args.api = simulator_url(settings)
         if args.command == "sms":
             return send_sms(args.api, args.sender, args.to, " ".join(args.text), args.wait)
         if args.command == "seed":
@@ -102,39 +110,119 @@ def _run(coro: Any) -> int:
     return int(asyncio.run(coro) or 0)
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
+def simulator_url(settings: Settings) -> str:
+    """Where a running simulator's phone API is: USSDGW_SIM_URL, else the configured host and HTTP port."""
+    if os.environ.get("USSDGW_SIM_URL"):
+        return os.environ["USSDGW_SIM_URL"]
+    if not settings.sim_http_port:  # 0: any free port, which only the running platform knows
+        return DEFAULT_SIM_URL
+    host = settings.sim_host if settings.sim_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.sim_http_port}"
+
+
+# ---- the long-running commands: up, gateway, smsc ---------------------------------------------
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals(what: str) -> Iterator[asyncio.Event]:
+    """An event set by the first SIGINT or SIGTERM, which asks for an orderly stop.
+
+    From that first signal on, both signals are back to the system default for good: a second one
+    ends the process at once, by the kernel, whatever the stop is waiting for (the embedded
+    redis-server follows: PR_SET_PDEATHSIG). Without a signal, leaving the block puts back the
+    handlers that were there before.
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopping = asyncio.Event()
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    installed: list[signal.Signals] = []
+
+    def uninstall() -> None:
+        while installed:
+            loop.remove_signal_handler(installed.pop())
+
+    def first(sig: signal.Signals) -> None:
+        uninstall()
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_DFL)
+        print(f"\n{sig.name}: stopping {what} ... (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
+        stopping.set()
+
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on this platform / thread
+            loop.add_signal_handler(sig, first, sig)
+            installed.append(sig)
+    try:
+        yield stopping
+    finally:
+        if installed:  # no signal came: as it was
+            uninstall()
+            for sig, handler in before.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+async def _unless(stopping: asyncio.Event, work: Awaitable[None]) -> bool:
+    """Run `work` to its end, or until `stopping` is set (then cancel it); True if it ended by itself."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+    if task.cancelled():
+        return False
+    task.result()  # its exception, if any
+    return True
+
+
+async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitable[None]], hint: str = "") -> int:
+    """Start (a signal cancels a start half way), run until SIGINT/SIGTERM, then stop everything."""
+    with _stop_signals(what) as stopping:
+        try:
+            if await _unless(stopping, start()):
+                await stopping.wait()
+        except (OSError, RedisServerError) as exc:  # a port taken, an address not available, no Redis
+            print(f"ussdgw {name} cannot start: {exc}{hint}", file=sys.stderr)
+            return 1
+        finally:
+            await stack.stop()
+    return 0
 
 
 async def _up(settings: Settings) -> int:
     from ussdgw.stack import Stack
 
     stack = Stack(settings)
-    try:
+
+    async def start() -> None:
         await stack.start()
-        assert stack.gateway is not None
-        with contextlib.suppress(TimeoutError):
-            await stack.gateway.wait_bound(10)
+        await _wait_bound(stack)
         _print_endpoints(stack.endpoints)
-        await _until_signalled()
-    finally:
-        print("\nstopping: unbinding, flushing, stopping Redis ...", file=sys.stderr)
-        await stack.stop()
-    return 0
+
+    return await _serve(stack, "up", "everything: unbinding, flushing, stopping Redis", start)
 
 
-def _print_endpoints(endpoints: dict[str, str]) -> None:
+async def _wait_bound(stack: Stack, timeout: float = 10.0) -> None:
+    assert stack.gateway is not None
+    try:
+        await stack.gateway.wait_bound(timeout)
+    except TimeoutError:
+        settings = stack.gateway.settings
+        stack.endpoints["gateway"] = f"not bound to {settings.smsc_host}:{settings.smsc_port} yet (retrying)"
+
+
+def _print_endpoints(endpoints: dict[str, str], title: str = "ussdgw is up", *, hint: bool = True) -> None:
     width = max(len(k) for k in endpoints)
-    print("ussdgw is up:")
+    print(f"{title}:")
     for name, where in endpoints.items():
         print(f"  {name:<{width}}  {where}")
-    sim = endpoints.get("simulator", DEFAULT_SIM_URL)
-    print(f"\nTry:  ussdgw sms --from 79161234567 --to 3339 ПАРОЛЬ   (simulator API {sim})")
+    if hint:
+        sim = endpoints.get("simulator", DEFAULT_SIM_URL)
+        print(f"\nTry:  ussdgw sms --from 79161234567 --to 3339 ПАРОЛЬ   (simulator API {sim})")
     print("Ctrl-C stops everything.", flush=True)
 
 
@@ -142,30 +230,26 @@ async def _gateway(settings: Settings) -> int:
     from ussdgw.stack import Stack
 
     stack = Stack(settings)
-    try:
+
+    async def start() -> None:
         await stack.start(smsc=False)
-        await _until_signalled()
-    except OSError as exc:
-        print(f"ussdgw gateway cannot start: {exc} (another gateway on this host? use --api-port 0)",
-              file=sys.stderr)
-        return 1
-    finally:
-        await stack.stop()
-    return 0
+        await _wait_bound(stack)
+        _print_endpoints(stack.endpoints, "ussdgw gateway is up", hint=False)
+
+    return await _serve(stack, "gateway", "the gateway: unbinding, flushing", start,
+                        " (another gateway on this host? use --api-port 0)")
 
 
 async def _smsc(settings: Settings) -> int:
     from ussdgw.stack import Stack
 
     stack = Stack(settings)
-    stack.settings = settings.with_overrides(redis_url="unused")
-    try:
-        await stack.start(gateway=False)
-        _print_endpoints({k: v for k, v in stack.endpoints.items() if k != "redis"})
-        await _until_signalled()
-    finally:
-        await stack.stop()
-    return 0
+
+    async def start() -> None:
+        await stack.start(gateway=False)  # no gateway, no self-care API: no Redis either
+        _print_endpoints(stack.endpoints, "ussdgw smsc is up")
+
+    return await _serve(stack, "smsc", "the SMSC simulator: unbinding its ESMEs", start)
 
 
 async def _seed(settings: Settings, path: Path) -> int:
@@ -174,16 +258,12 @@ async def _seed(settings: Settings, path: Path) -> int:
 
     subscribers = load_seed_file(path)
     stack = Stack(settings)
-    url = await stack.start_redis()
-    from ussdgw.store import Store
-
-    store = Store.from_url(url, settings.secret_key_bytes())
     try:
-        count = await seed_subscribers(store, subscribers)
+        await stack.start(smsc=False, gateway=False, api=False, store=True)
+        assert stack.store is not None
+        count = await seed_subscribers(stack.store, subscribers)
     finally:
-        await store.close()
-        if stack.redis is not None:
-            await asyncio.to_thread(stack.redis.stop)
+        await stack.stop()
     print(f"seeded {count} subscribers from {path}")
     return 0
 

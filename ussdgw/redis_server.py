@@ -6,11 +6,17 @@ a Unix socket in its own folder (no port to collide on) and is stopped with the 
 
 from __future__ import annotations
 
+import collections
+import ctypes
+import os
 import shutil
+import signal
 import subprocess
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
 import structlog
 
 log = structlog.get_logger("ussdgw.redis")
@@ -48,7 +54,21 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    def serving(self) -> bool:
+        """Whether a redis-server already answers on this folder's socket (another `ussdgw up`)."""
+        if not self.socket_path.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except (redis.exceptions.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
     def start(self, timeout: float = 15.0) -> None:
+        """Start the server and return once it accepts connections. Call it from a thread that
+        lives as long as the server should: the kernel stops the server when that thread ends."""
         self.directory.mkdir(parents=True, exist_ok=True)
         binary = find_redis_server()
         args = [
@@ -61,23 +81,36 @@ class EmbeddedRedis:
             args += ["--appendonly", "no", "--save", ""]
         # Its own session: a Ctrl-C in the terminal must not stop Redis before the gateway has
         # flushed; we stop it ourselves, last. If we die hard, the kernel stops it (Linux).
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(),
         )
-        deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if "ready to accept connections" in line.lower():
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RedisServerError("redis-server did not become ready in time")
-        else:
-            raise RedisServerError(f"redis-server exited with {self.process.wait()}")
-        # Keep draining its output so a chatty server never blocks on a full pipe.
-        shutil_thread_drain(self.process)
-        log.info("redis_started", binary=binary, url=self.url)
+        # Its output is read by a thread until it exits, so a chatty server never blocks on a full
+        # pipe and a silent one cannot hang the start past `timeout`.
+        ready = threading.Event()
+        lines: collections.deque[str] = collections.deque(maxlen=20)
+        seen_ready = False
+
+        def drain() -> None:
+            nonlocal seen_ready
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line.rstrip())
+                if not seen_ready and "ready to accept connections" in line.lower():
+                    seen_ready = True
+                    ready.set()
+            process.stdout.close()
+            ready.set()  # end of output: it has exited
+
+        threading.Thread(target=drain, name="redis-output", daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RedisServerError(f"redis-server did not become ready in {timeout:g} s")
+        if not seen_ready:
+            code = process.wait()
+            self.process = None
+            raise RedisServerError(f"redis-server exited with {code}: " + " | ".join(lines))
+        log.info("redis_started", binary=binary, url=self.url, pid=process.pid)
 
     def stop(self) -> None:
         if self.process is None:
@@ -100,22 +133,19 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec so that the kernel sends it SIGTERM when the thread that
+    started it ends, however that happens (Linux PR_SET_PDEATHSIG; None elsewhere). Resolved here,
+    before the fork: the child only makes the call."""
     try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
 
+    def child() -> None:
+        prctl(set_pdeathsig, sigterm)
+        if os.getppid() != parent:  # the parent died before the call: no signal will come
+            os._exit(1)
 
-def shutil_thread_drain(process: subprocess.Popen[str]) -> None:
-    import threading
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for _ in process.stdout:
-            pass
-
-    threading.Thread(target=drain, name="redis-output", daemon=True).start()
+    return child

@@ -1,9 +1,19 @@
 """The whole platform in one process: Redis (embedded unless REDIS_URL), the SMSC simulator with its
-HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports."""
+HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports.
+
+Parts start in order and stop in the reverse order. Each part pushes its own stop onto an
+`AsyncExitStack` as soon as it has started, so a failure half way through `start` stops what had
+started, and one stop that fails (logged) or overruns `stop_timeout_s` does not keep the others
+from running. Redis and the store are started only for the parts that need them (the gateway,
+the self-care API): `ussdgw smsc` runs without Redis. A redis-server already serving the state
+folder (a running `ussdgw up`) is used, not started a second time over the same files.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -39,72 +49,118 @@ class Stack:
     gateway: Gateway | None = None
     post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view (issue 3)
     selfcare: Env | None = None  # what the self-care API runs on (issue 3)
-    runners: list[web.AppRunner] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
+    # How long an HTTP server waits for requests in flight (a phone's long poll) when it stops
+    # before it cancels them (aiohttp then waits as long again for them to end); and how long
+    # any one part may take to stop.
+    http_drain_s: float = 2.0
+    stop_timeout_s: float = 20.0
+    _exits: contextlib.AsyncExitStack | None = field(default=None, init=False, repr=False)
+    _stopping: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
-    async def start_redis(self) -> str:
-        if self.settings.redis_url:
-            return self.settings.redis_url
-        self.redis = EmbeddedRedis(f"{self.settings.state_dir}/redis")
-        # Started from the loop's own thread on purpose: the server is tied to its parent thread's life.
-        self.redis.start()
-        return self.redis.url
-
-    async def start(self, *, smsc: bool = True, gateway: bool = True, api: bool | None = None) -> Stack:
-        url = await self.start_redis()
-        self.endpoints["redis"] = url
-        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
-        if smsc:
-            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window,
-                             validity_s=self.settings.sim_validity_s)
-            self.handsets = Handsets(self.smsc)
-            host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
-            self.endpoints["smsc"] = f"smpp://{host}:{port}"
-            sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
-            self.post_office = PostOffice()
-            register_mail_routes(sim_app, self.post_office)
-            self.endpoints["simulator"] = await self._serve(sim_app, self.settings.sim_host,
-                                                            self.settings.sim_http_port)
-            self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
-            smtp_host, smtp_port = await self.post_office.start(self.settings.sim_host, self.settings.sim_smtp_port)
-            self.endpoints["smtp"] = f"smtp://{smtp_host}:{smtp_port} (mailboxes: simulator /api/mail)"
-            if self.settings.smtp_port == 0:  # the platform mails through the sink in this process
-                self.settings = self.settings.with_overrides(smtp_host=smtp_host, smtp_port=smtp_port)
-        if gateway:
-            self.gateway = Gateway(self.settings, self.store, build_router())
-            await self.gateway.start()
-            if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
-                self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
-            self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
-        if api if api is not None else gateway:
-            self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
-                                mailer=SmtpMailer(self.settings))
-            self.endpoints["selfcare"] = await self._serve(create_selfcare_app(self.selfcare), self.settings.api_host,
-                                                           self.settings.api_port) + "/api/v1"
+    async def start(self, *, smsc: bool = True, gateway: bool = True, api: bool | None = None,
+                    store: bool | None = None) -> Stack:
+        """Start the parts asked for; `api` defaults to `gateway`, `store` to whether anything needs it."""
+        if self._exits is not None:
+            raise RuntimeError("the stack is already started")
+        api = gateway if api is None else api
+        store = (gateway or api) if store is None else store
+        self._exits = contextlib.AsyncExitStack()
+        try:
+            if store:
+                await self._start_store()
+            if smsc:
+                await self._start_smsc()
+            if gateway:
+                await self._start_gateway()
+            if api:
+                await self._start_api()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> str:
-        runner = web.AppRunner(app, access_log=None)
+    async def stop(self) -> None:
+        """Stop every started part, newest first. Safe to call twice, or when nothing started."""
+        async with self._stopping:
+            exits, self._exits = self._exits, None
+            if exits is not None:
+                await exits.aclose()
+
+    # ---- the parts, each pushing its own stop ----------------------------------------------------
+    def _on_stop(self, part: str, stop: Callable[[], Awaitable[object]]) -> None:
+        assert self._exits is not None
+        self._exits.push_async_callback(self._stop_part, part, stop)
+
+    async def _stop_part(self, part: str, stop: Callable[[], Awaitable[object]]) -> None:
+        try:
+            async with asyncio.timeout(self.stop_timeout_s):
+                await stop()
+        except TimeoutError:
+            log.error("stop_timed_out", part=part, seconds=self.stop_timeout_s)
+        except Exception:
+            log.exception("stop_failed", part=part)
+
+    async def _start_store(self) -> None:
+        url = self.settings.redis_url
+        if not url:
+            redis = EmbeddedRedis(f"{self.settings.state_dir}/redis")
+            url = redis.url
+            if await asyncio.to_thread(redis.serving):  # another process's (`ussdgw seed` next to `up`)
+                log.info("redis_shared", url=url)
+            else:
+                self.redis = redis
+                self._on_stop("redis", lambda: asyncio.to_thread(redis.stop))  # safe on a half-started server
+                # Started from the loop's own thread on purpose: the server is tied to its parent
+                # thread's life (PR_SET_PDEATHSIG), and this thread lives as long as the process.
+                redis.start()
+        self.endpoints["redis"] = url
+        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
+        self._on_stop("store", self.store.close)
+
+    async def _start_smsc(self) -> None:
+        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window,
+                         validity_s=self.settings.sim_validity_s)
+        self.handsets = Handsets(self.smsc)
+        host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
+        self._on_stop("smsc", self.smsc.stop)
+        self.endpoints["smsc"] = f"smpp://{host}:{port}"
+        sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
+        self.post_office = PostOffice()
+        register_mail_routes(sim_app, self.post_office)
+        self.endpoints["simulator"] = await self._serve("simulator", sim_app, self.settings.sim_host,
+                                                        self.settings.sim_http_port)
+        self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
+        smtp_host, smtp_port = await self.post_office.start(self.settings.sim_host, self.settings.sim_smtp_port)
+        self._on_stop("smtp", self.post_office.stop)
+        self.endpoints["smtp"] = f"smtp://{smtp_host}:{smtp_port} (mailboxes: simulator /api/mail)"
+        if self.settings.smtp_port == 0:  # the platform mails through the sink in this process
+            self.settings = self.settings.with_overrides(smtp_host=smtp_host, smtp_port=smtp_port)
+
+    async def _start_gateway(self) -> None:
+        assert self.store is not None, "the gateway needs the store"
+        self.gateway = Gateway(self.settings, self.store, build_router())
+        await self.gateway.start()
+        self._on_stop("gateway", self.gateway.stop)
+        if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
+            self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
+        self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
+
+    async def _start_api(self) -> None:
+        assert self.store is not None, "the self-care API needs the store"
+        self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
+                            mailer=SmtpMailer(self.settings))
+        self.endpoints["selfcare"] = await self._serve("selfcare", create_selfcare_app(self.selfcare),
+                                                       self.settings.api_host, self.settings.api_port) + "/api/v1"
+
+    async def _serve(self, part: str, app: web.Application, host: str, port: int) -> str:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.http_drain_s)
         await runner.setup()
+        self._on_stop(f"{part}_http", runner.cleanup)
         site = web.TCPSite(runner, host, port)
         await site.start()
-        self.runners.append(runner)
         bound = runner.addresses[-1]
         return f"http://{bound[0]}:{bound[1]}"
-
-    async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.stop()
-        for runner in reversed(self.runners):
-            await runner.cleanup()
-        if self.smsc is not None:
-            await self.smsc.stop()
-        if self.post_office is not None:
-            await self.post_office.stop()
-        if self.store is not None:
-            await self.store.close()
-        if self.redis is not None:
-            await asyncio.to_thread(self.redis.stop)
 
 
 def service_list(router: Router) -> dict[str, list[dict[str, str]]]:

@@ -1,0 +1,389 @@
+"""Every command the README shows, run as a real process on free loopback ports.
+
+Each long-running command (`up`, `gateway`, `smsc`) is started, awaited until it prints that it is
+up, driven by the short commands (`sms`, `dial`, `seed`) where that makes sense, then stopped by
+SIGINT: it must exit 0 within seconds and leave no process behind (the embedded redis-server
+above all). A second SIGINT during a stop held up by a request in flight ends the process at once.
+Every process started here is killed at the end of its test, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from ussdgw.redis_server import EmbeddedRedis
+
+ROOT = Path(__file__).parent.parent
+DEMO = ROOT / "demo" / "subscribers.yaml"
+STARTUP_S = 30.0  # generous for a loaded CI machine; a healthy start takes about a second
+STOP_S = 10.0  # an orderly stop takes well under a second; the HTTP drain is 2 s at most, twice
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+
+
+# ---- processes, from /proc ------------------------------------------------------------------
+# Every process a test starts carries a mark (the test's tmp folder) in its environment, and so
+# does everything those start in turn (the gateway processes of `load`); a redis-server writes its
+# title over its environment, but that title names its socket, in the same folder. Whatever is
+# left over is found by its mark, even after it has been handed over to init.
+MARK = "USSDGW_TEST_PROCESS"
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    started: int  # start time in clock ticks: a reused pid is another process
+    cmdline: str
+
+    def alive(self) -> bool:
+        stat = _stat(self.pid)
+        return stat is not None and stat[1] == self.started and stat[0] not in ("Z", "X")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) of a process, None once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    return fields[0], int(fields[19])
+
+
+def marked(mark: str) -> list[Proc]:
+    """The live processes that carry `mark` in their environment or their command line."""
+    needle = f"{MARK}={mark}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            if mark not in cmdline and needle not in (entry / "environ").read_bytes():
+                continue
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[0] not in ("Z", "X"):
+            found.append(Proc(int(entry.name), stat[1], cmdline))
+    return found
+
+
+def left_over(mark: str, timeout: float = 5.0) -> list[Proc]:
+    """The marked processes still alive after `timeout` (polled: they are on their way out)."""
+    deadline = time.monotonic() + timeout
+    while (alive := marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive
+
+
+def wait_process(mark: str, word: str, timeout: float = STARTUP_S) -> Proc:
+    """A marked process with `word` in its command line, once it runs (polled: another process)."""
+    deadline = time.monotonic() + timeout
+    while not (found := [p for p in marked(mark) if word in p.cmdline]):
+        assert time.monotonic() < deadline, f"no {word} process within {timeout:g} s"
+        time.sleep(0.02)
+    return found[0]
+
+
+# ---- a command running as a process, its output read line by line ---------------------------
+@dataclass
+class Command:
+    popen: subprocess.Popen[str]
+    args: list[str]
+    mark: str
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)  # "out", "err" once the stream is closed
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        for name, stream, lines in (("out", self.popen.stdout, self.out), ("err", self.popen.stderr, self.err)):
+            threading.Thread(target=self._read, args=(name, stream, lines), daemon=True).start()
+
+    def _read(self, name: str, stream: IO[str], lines: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        stream.close()
+        with self._changed:
+            self.ended.add(name)
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return (f"$ ussdgw {' '.join(self.args)}\n--- stdout\n" + "\n".join(self.out) +
+                    "\n--- stderr\n" + "\n".join(self.err))
+
+    def wait_line(self, pattern: str, *, stderr: bool = False, timeout: float = STARTUP_S) -> re.Match[str]:
+        """The first line (from the start) matching `pattern`, once it has been printed."""
+        name, lines = ("err", self.err) if stderr else ("out", self.out)
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in lines:
+                    if found := regex.search(line):
+                        return found
+                remaining = deadline - time.monotonic()
+                if name in self.ended or remaining <= 0:
+                    why = "the output ended" if name in self.ended else f"within {timeout:g} s"
+                    raise AssertionError(f"no line matching {pattern!r} ({why})\n{self.output}")
+                self._changed.wait(remaining)
+
+    def wait_ended(self, timeout: float = STOP_S) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.ended) == 2, timeout), self.output
+
+    def endpoints(self) -> dict[str, str]:
+        """The "name  where" lines printed under "... is up:", once it has said so."""
+        self.wait_line(r"^Ctrl-C stops everything\.")
+        with self._changed:
+            return dict(m.groups() for line in self.out if (m := re.match(r"^  (\w+)\s+(.+)$", line)))
+
+    def finish(self, timeout: float = STOP_S) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {timeout:g} s later\n{self.output}") from None
+        self.wait_ended()
+        return code
+
+
+@pytest.fixture
+def ussdgw(tmp_path: Path) -> Iterator[Callable[..., Command]]:
+    """Starts `ussdgw ARGS...` with a private state folder and free ports everywhere, nothing
+    inherited that points elsewhere. At the end, whatever any of them left running is killed."""
+    mark = str(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("USSDGW_") and k not in ("REDIS_URL", "PYTHONPATH")}
+    env = {**inherited, MARK: mark, "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1",
+           "USSDGW_STATE_DIR": str(tmp_path / "state"), "USSDGW_SECRET_KEY": secrets.token_hex(32),
+           "USSDGW_SIM_PORT": "0", "USSDGW_SIM_HTTP_PORT": "0", "USSDGW_API_PORT": "0",
+           "USSDGW_LOG_FORMAT": "json"}
+
+    started: list[Command] = []
+
+    def start(*args: str, **extra_env: str) -> Command:
+        popen = subprocess.Popen([sys.executable, "-m", "ussdgw.cli", *args], cwd=tmp_path,
+                                 env={**env, **extra_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True)
+        started.append(Command(popen, list(args), mark))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in marked(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        for command in started:
+            command.popen.wait()
+            command.wait_ended()
+
+
+def run(ussdgw: Callable[..., Command], *args: str, timeout: float = STARTUP_S, **extra_env: str) -> Command:
+    """A short command, run to its end."""
+    command = ussdgw(*args, **extra_env)
+    command.finish(timeout)
+    return command
+
+
+def assert_stops_cleanly(command: Command, *others_running: Command) -> None:
+    """SIGINT: an orderly stop, exit 0 within seconds, nothing of it left behind."""
+    mine = [p for p in marked(command.mark) if not any(p.pid == o.popen.pid for o in others_running)]
+    command.popen.send_signal(signal.SIGINT)
+    assert command.finish() == 0, command.output
+    command.wait_line(r"^SIGINT: stopping .*Ctrl-C again quits at once", stderr=True, timeout=1)
+    deadline = time.monotonic() + 5
+    while (alive := [p for p in mine if p.alive()]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive, f"left running: {alive}\n{command.output}"
+    assert "Traceback" not in command.output, command.output
+
+
+def http_port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+# ---- up, and the commands a tester types next to it ------------------------------------------
+@pytest.fixture
+def up(ussdgw: Callable[..., Command]) -> Command:
+    command = ussdgw("up")
+    endpoints = command.endpoints()
+    assert endpoints["gateway"].startswith("bound to "), command.output
+    assert [p for p in marked(command.mark) if "redis-server" in p.cmdline], "no embedded redis-server"
+    return command
+
+
+def test_up_serves_seed_sms_and_dial_then_stops_cleanly_on_sigint(up: Command,
+                                                                  ussdgw: Callable[..., Command]) -> None:
+    port = str(http_port(up.endpoints()["simulator"]))
+    # seed without REDIS_URL: the running platform's Redis, found in the state folder they share
+    seeded = run(ussdgw, "seed", str(DEMO))
+    assert seeded.popen.returncode == 0, seeded.output
+    assert seeded.out == [f"seeded 4 subscribers from {DEMO}"]
+    assert len([p for p in marked(up.mark) if "redis-server" in p.cmdline]) == 1
+    # sms and dial find the simulator from USSDGW_SIM_HTTP_PORT, as `up` was told
+    sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "ПАРОЛЬ", USSDGW_SIM_HTTP_PORT=port)
+    assert sms.popen.returncode == 0, sms.output
+    assert sms.out[0] == "→ 3339: ПАРОЛЬ"
+    assert re.fullmatch(r"← 3339: Пароль для входа в Личный кабинет: [a-z0-9]{8,10}", sms.out[1]), sms.output
+    dial = run(ussdgw, "dial", "--from", "79161234567", "*100#", USSDGW_SIM_HTTP_PORT=port)
+    assert dial.popen.returncode == 0, dial.output
+    assert "Ваш баланс: 250 ₽." in dial.output, dial.output  # the seeded balance
+    menu = run(ussdgw, "dial", "--from", "79161234567", "*111#", "--answers", "1", USSDGW_SIM_HTTP_PORT=port)
+    assert menu.popen.returncode == 0, menu.output
+    assert "→ 1" in menu.output and "сеанс завершён" in menu.output, menu.output
+    assert_stops_cleanly(up)
+    assert not left_over(up.mark)
+
+
+def test_sms_and_dial_without_a_running_simulator_say_so(ussdgw: Callable[..., Command]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for args in (("sms", "--from", "79161234567", "--to", "3339", "ПАРОЛЬ"), ("dial", "--from", "79161234567",
+                                                                              "*100#")):
+        command = run(ussdgw, *args, USSDGW_SIM_HTTP_PORT=str(port))
+        assert command.popen.returncode == 2, command.output
+        assert f"cannot reach the simulator at http://127.0.0.1:{port}" in command.output.replace("\n", "")
+
+
+def test_up_exits_0_on_one_sigint_and_stops_its_redis(up: Command) -> None:
+    assert_stops_cleanly(up)
+    up.wait_line(r'"event": "redis_stopped"', stderr=True, timeout=0)
+    assert not left_over(up.mark)
+
+
+def test_a_second_sigint_ends_a_slow_stop_at_once(up: Command) -> None:
+    sim = up.endpoints()["simulator"]
+    # A phone's long poll holds the simulator's HTTP server for its drain time when it stops.
+    with socket.create_connection(("127.0.0.1", http_port(sim))) as poll:
+        poll.sendall(b"GET /api/phones/79161234567/inbox?after=0&wait=30 HTTP/1.1\r\nHost: sim\r\n\r\n")
+        with urllib.request.urlopen(f"{sim}/api/health", timeout=5) as health:  # the poll is in by now
+            assert json.loads(health.read())["status"] == "ok"
+        up.popen.send_signal(signal.SIGINT)
+        up.wait_line(r"^SIGINT: stopping", stderr=True, timeout=STOP_S)
+        second = time.monotonic()
+        up.popen.send_signal(signal.SIGINT)
+        code = up.finish()
+        took = time.monotonic() - second
+    assert code == -signal.SIGINT, f"exit {code}: the stop was not cut short\n{up.output}"
+    assert took < 1.5, f"the second SIGINT took {took:.2f} s"
+    assert not left_over(up.mark), "the redis-server outlived a forced exit"
+
+
+def test_a_killed_up_takes_its_redis_server_with_it(up: Command) -> None:
+    redis = [p for p in marked(up.mark) if "redis-server" in p.cmdline]
+    up.popen.kill()  # no stop at all: the kernel's death signal (PR_SET_PDEATHSIG) stops Redis
+    assert up.finish() == -signal.SIGKILL
+    assert redis and not left_over(up.mark)
+
+
+def test_two_signals_back_to_back_end_up_quickly_and_leave_nothing(up: Command) -> None:
+    up.popen.send_signal(signal.SIGTERM)
+    up.popen.send_signal(signal.SIGINT)
+    code = up.finish()
+    assert code in (0, -signal.SIGINT), up.output  # one orderly stop, or one cut short by the second
+    assert not left_over(up.mark)
+
+
+# ---- the parts alone -------------------------------------------------------------------------
+def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Callable[..., Command],
+                                                                  redis_server: EmbeddedRedis) -> None:
+    smsc = ussdgw("smsc")
+    endpoints = smsc.endpoints()
+    assert "redis" not in endpoints and "gateway" not in endpoints, smsc.output
+    assert [p.pid for p in marked(smsc.mark)] == [smsc.popen.pid], "the simulator alone started something"
+    smpp = endpoints["smsc"].removeprefix("smpp://")
+    gateway = ussdgw("gateway", "--smsc", smpp, "--system-id", "ussdgw", "--password", "ussdgw1",
+                     "--api-port", "0", REDIS_URL=redis_server.url)
+    assert gateway.endpoints()["gateway"] == f"bound to {smpp}", gateway.output
+    sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "HELP", "--api", endpoints["simulator"])
+    assert sms.popen.returncode == 0 and sms.out[1].startswith("← 3339: "), sms.output
+    assert_stops_cleanly(gateway, smsc)
+    smsc.wait_line(r'"event": "esme_unbound".*"by_esme": true|"by_esme": true.*"event": "esme_unbound"',
+                   stderr=True, timeout=1)
+    assert_stops_cleanly(smsc)
+    assert not left_over(smsc.mark)
+
+
+def test_a_gateway_still_connecting_stops_on_sigterm(ussdgw: Callable[..., Command],
+                                                     redis_server: EmbeddedRedis) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = ussdgw("gateway", "--smsc", f"127.0.0.1:{port}", REDIS_URL=redis_server.url)
+    gateway.wait_line(r'"event": "link_down"', stderr=True)  # retrying, not up yet
+    gateway.popen.send_signal(signal.SIGTERM)
+    assert gateway.finish() == 0, gateway.output
+    gateway.wait_line(r"^SIGTERM: stopping the gateway", stderr=True, timeout=0)
+    assert not left_over(gateway.mark)
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(ussdgw: Callable[..., Command]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        smsc = run(ussdgw, "smsc", "--http-port", str(sock.getsockname()[1]))
+    assert smsc.popen.returncode == 1, smsc.output
+    assert "ussdgw smsc cannot start:" in smsc.output and "Traceback" not in smsc.output
+    assert not left_over(smsc.mark)
+
+
+# ---- the one-shot commands ---------------------------------------------------------------------
+def test_seed_loads_the_demo_subscribers_into_a_given_redis(ussdgw: Callable[..., Command],
+                                                            redis_server: EmbeddedRedis) -> None:
+    seeded = run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_server.url)
+    assert seeded.popen.returncode == 0, seeded.output
+    assert seeded.out == [f"seeded 4 subscribers from {DEMO}"]
+    assert not marked(seeded.mark)
+
+
+def test_seed_without_redis_starts_and_stops_its_own(ussdgw: Callable[..., Command], tmp_path: Path) -> None:
+    seeded = run(ussdgw, "seed", str(DEMO))
+    assert seeded.popen.returncode == 0, seeded.output
+    seeded.wait_line(r'"event": "redis_started"', stderr=True, timeout=0)
+    seeded.wait_line(r'"event": "redis_stopped"', stderr=True, timeout=0)
+    assert not left_over(seeded.mark)
+    assert [p.name for p in (tmp_path / "state" / "redis").glob("appendonly*")]  # the data stays, for `up`
+
+
+def test_scenario_runs_a_shipped_file_and_writes_junit(ussdgw: Callable[..., Command], tmp_path: Path) -> None:
+    junit = tmp_path / "out.xml"
+    command = ussdgw("scenario", str(ROOT / "scenarios" / "r9_help.yaml"), "--junit", str(junit))
+    wait_process(command.mark, "redis-server")
+    assert command.finish(STARTUP_S) == 0, command.output
+    command.wait_line(r"^1 passed, 0 failed", timeout=0)
+    assert 'failures="0"' in junit.read_text(encoding="utf-8")
+    assert not left_over(command.mark)
+
+
+def test_load_runs_a_short_bounded_load(ussdgw: Callable[..., Command]) -> None:
+    command = ussdgw("load", "--phones", "4", "--rate", "20", "--duration", "1", "--json")
+    wait_process(command.mark, "ussdgw.cli gateway")
+    assert command.finish(STARTUP_S) == 0, command.output
+    result = json.loads(command.wait_line(r"^\{.*\}$", timeout=0).group(0))
+    assert result["all"]["completed"] > 0 and result["all"]["lost"] == 0, result
+    assert not left_over(command.mark)
