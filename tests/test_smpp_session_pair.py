@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.smpp_pair import SessionPair
 from tests.test_codec_fuzz import answers
+from tests.test_codec_properties import every_pdu
 from ussdgw.smpp import codec
 from ussdgw.smpp.pdu import (
     Bind,
@@ -28,6 +29,7 @@ from ussdgw.smpp.pdu import (
     SubmitSmResp,
     Unbind,
     UnbindResp,
+    with_sequence,
 )
 from ussdgw.smpp.session import (
     REQUESTS,
@@ -242,3 +244,9 @@ def test_any_interleaving_of_requests_is_answered_and_leaves_nothing_outstanding
                              else DeliverSmResp())
     pair.pump()
     assert not pair.esme.outstanding and not pair.smsc.outstanding
+
+
+@settings(max_examples=300, deadline=None)
+@given(every_pdu, st.integers(1, 0x7FFFFFFF))
+def test_numbering_a_pdu_changes_its_sequence_and_nothing_else(pdu: Pdu, sequence: int) -> None:
+    assert with_sequence(pdu, sequence) == replace(pdu, sequence=sequence)

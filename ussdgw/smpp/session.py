@@ -61,6 +61,7 @@ from ussdgw.smpp.pdu import (
     Unbind,
     UnbindResp,
     command_of,
+    with_sequence,
 )
 
 log = structlog.get_logger("ussdgw.smpp.session")
@@ -259,7 +260,7 @@ class SmppSession:
             self._must_move(SessionEvent.SEND_BIND)
         elif command is _C.UNBIND:
             self._must_move(SessionEvent.SEND_UNBIND)
-        pdu = replace(pdu, sequence=self.next_sequence())
+        pdu = with_sequence(pdu, self.next_sequence())
         self._out += codec.encode(pdu)
         self.outstanding[pdu.sequence] = Outstanding(pdu, deadline, token)
         return pdu
@@ -268,7 +269,7 @@ class SmppSession:
         """Queue the response to a request we received (sequence copied from the request)."""
         if self.state is SessionState.CLOSED:
             return
-        response = replace(response, sequence=request.sequence)
+        response = with_sequence(response, request.sequence)
         if isinstance(request, Bind) and isinstance(response, BindResp):
             response = replace(response, mode=request.mode)
             if response.status == Status.ROK:
