@@ -26,7 +26,10 @@ STAT_WORDS: dict[MessageState, str] = {
 }
 _STATES = {word: state for state, word in STAT_WORDS.items()}
 
-# `key:value` fields before `text:`; the text runs to the end.
+# What `format_receipt` writes, read in one match (the common case, and the cheap one); anything
+# else goes field by field: `key:value` fields before `text:`, the text running to the end.
+_CANONICAL = re.compile(
+    r"id:(\S+) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\w+) err:(\w*) text:(.*)", re.S)
 _FIELD = re.compile(r"\b(id|sub|dlvrd|submit[ _]date|done[ _]date|stat|err):(\S*)", re.I)
 _TEXT = re.compile(r"\btext:", re.I)
 _WORD = re.compile(r"\w*")
@@ -66,6 +69,11 @@ def format_receipt(receipt: Receipt) -> str:
 
 def parse_receipt_text(text: str) -> Receipt | None:
     """The fields of a receipt text, or None when it has no `id:` or no `stat:`."""
+    match = _CANONICAL.match(text)
+    if match is not None:
+        message_id, sub, dlvrd, submit_date, done_date, stat, error, quoted = match.groups()
+        return Receipt(message_id, _STATES.get(stat.upper(), MessageState.UNKNOWN), error, sub, dlvrd,
+                       submit_date, done_date, quoted)
     cut = _TEXT.search(text)
     head, quoted = (text[: cut.start()], text[cut.end() :]) if cut else (text, "")
     fields: dict[str, str] = {}
@@ -101,6 +109,8 @@ def read_receipt(pdu: DeliverSm | DataSm, text: str) -> Receipt | None:
         state = parsed.state if parsed else MessageState.UNKNOWN
     if parsed is None:
         return Receipt(message_id, state)
+    if message_id == parsed.message_id and state is parsed.state:
+        return parsed  # text and TLVs agree, as they do from any sane SMSC
     return Receipt(message_id, state, parsed.error, parsed.submitted, parsed.delivered, parsed.submit_date,
                    parsed.done_date, parsed.text)
 
