@@ -21,26 +21,37 @@ class Window:
         self.in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def __aenter__(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits (no coroutine: the common case, kept cheap)."""
         if self.in_use < self.size and not self._waiters:
             self.in_use += 1
+            return True
+        return False
+
+    async def __aenter__(self) -> None:
+        if self.try_acquire():
             return
+        await self.acquire()
+
+    async def acquire(self) -> None:
+        """Wait for a slot, in FIFO order."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await waiter  # the slot is handed over by __aexit__ (in_use already counts it)
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # a slot was handed to us just as we were cancelled: pass it on
+                self.release()  # a slot was handed to us just as we were cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self._release()
+        self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give the slot back: to the first waiter, or to the pool."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -92,8 +92,13 @@ class SmppLink:
 
     async def call(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         """Send a request inside the window (at most `window` outstanding) and wait for its response."""
-        async with self.window:
+        window = self.window
+        if not window.try_acquire():
+            await window.acquire()
+        try:
             return await self.request(pdu, timeout)
+        finally:
+            window.release()
 
     def respond(self, request: Pdu, response: Pdu) -> None:
         """Answer a request the peer sent (later than the event that brought it)."""
