@@ -11,8 +11,9 @@ the `its_session_info` to echo. Its states and moves are the table `_USSD_MOVES`
 
 Listeners get every change as a `PhoneEvent`: per phone through `subscribe()` (the web phone's
 event stream), or all phones through `watchers` (the load generator); `wait_inbox` and
-`wait_change` wait without polling. Time is the simulator's `SimClock`, which scenarios can
-fast-forward to expire held MTs.
+`wait_change` wait without polling. Time is the book's `clock` (`ussdgw.clock.Clock`, injected:
+in one process with the platform it is the platform's one clock), which scenarios can fast-forward
+to expire held MTs; the reassembly of long MTs times out on monotonic time.
 """
 
 from __future__ import annotations
@@ -61,8 +62,6 @@ class Power(StrEnum):
     OFF = "off"
     AIRPLANE = "airplane"
 
-
-SimClock = Clock
 
 
 @dataclass(slots=True)
@@ -144,7 +143,7 @@ class Verdict:
 
 @dataclass(slots=True)
 class HeldMessage:
-    """An MT waiting for a switched-off phone until `expires_at` (simulator clock)."""
+    """An MT waiting for a switched-off phone until `expires_at` (the book's clock)."""
 
     message_id: str
     sender: str
@@ -285,9 +284,9 @@ class PhoneFeed:
 
 
 class PhoneBook:
-    def __init__(self, *, reassembly_timeout: float = 60.0, clock: SimClock | None = None) -> None:
+    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None) -> None:
         self.phones: dict[str, Phone] = {}
-        self.clock = clock or SimClock()
+        self.clock = clock or Clock()
         self._seq = 0
         self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
@@ -365,7 +364,7 @@ class PhoneBook:
         entries = self.pdu_log.get(msisdn)
         if entries is None:
             entries = self.pdu_log[msisdn] = deque(maxlen=PDU_LOG_SIZE)
-        entry = {"at": time.time(), "direction": direction, **summary}
+        entry = {"at": self.clock.now(), "direction": direction, **summary}
         entries.append(entry)
         if msisdn in self._feeds:
             self.publish(msisdn, "pdu", entry)
@@ -527,7 +526,8 @@ class PhoneBook:
         dialogue.session_number = phone.next_ussd_session
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
         dialogue.sequence, dialogue.its_session_info, dialogue.last_op = 0, None, UssdOp.PSSR_INDICATION
-        dialogue.history = [{"from": "phone", "text": code, "op": int(UssdOp.PSSR_INDICATION), "at": time.time()}]
+        dialogue.history = [{"from": "phone", "text": code, "op": int(UssdOp.PSSR_INDICATION),
+                             "at": self.clock.now()}]
         request = UssdRequest(dialogue.service, code, UssdOp.PSSR_INDICATION, dialogue.session_info())
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
@@ -539,7 +539,8 @@ class PhoneBook:
         dialogue.move("answer")
         dialogue.sequence += 1
         dialogue.last_op = UssdOp.USSR_CONFIRM
-        dialogue.history.append({"from": "phone", "text": text, "op": int(UssdOp.USSR_CONFIRM), "at": time.time()})
+        dialogue.history.append({"from": "phone", "text": text, "op": int(UssdOp.USSR_CONFIRM),
+                                 "at": self.clock.now()})
         info = self._echo(dialogue)
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return UssdRequest(dialogue.service, text, UssdOp.USSR_CONFIRM, info)
@@ -552,7 +553,7 @@ class PhoneBook:
         request = None
         if was_open:
             dialogue.sequence += 1
-            dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": time.time()})
+            dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": self.clock.now()})
             request = UssdRequest(dialogue.service, "", UssdOp.USSR_CONFIRM, self._echo(dialogue, end=True))
         dialogue.text = ""
         self.publish(msisdn, "ussd", dialogue.to_dict())
@@ -583,7 +584,7 @@ class PhoneBook:
         dialogue.text, dialogue.last_op, dialogue.sender = text, op, sender
         if not dialogue.service:
             dialogue.service = sender
-        dialogue.history.append({"from": "network", "text": text, "op": op, "at": time.time()})
+        dialogue.history.append({"from": "network", "text": text, "op": op, "at": self.clock.now()})
         message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
         entry.inbox_seq = message.seq
         fate(MessageState.DELIVERED, 0)
@@ -663,4 +664,4 @@ class PhoneBook:
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
-           "PhoneFeed", "Power", "SimClock", "UssdDialogue", "UssdError", "UssdRequest", "UssdState"]
+           "PhoneFeed", "Power", "UssdDialogue", "UssdError", "UssdRequest", "UssdState"]

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import itertools
 import random
-import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import structlog
 
 from simulator.phones import Fate, PhoneBook
+from ussdgw.clock import Clock
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.flow import TokenBucket, Window
 from ussdgw.smpp.pdu import (
@@ -216,6 +216,7 @@ class Smsc:
         validity_s: float = 600.0,
         enquire_link_s: float = 30.0,
         max_submit_per_s: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self.accounts = accounts
         self.enquire_link_s = enquire_link_s
@@ -223,7 +224,10 @@ class Smsc:
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
         self.submit_refusals: dict[int, int] = {}  # status -> how many submits were refused with it
         self.unbinds: list[str] = []  # system_ids of sessions that ended with unbind/unbind_resp
-        self.phones = phones or PhoneBook()
+        self.phones = phones or PhoneBook(clock=clock)
+        self.clock = self.phones.clock  # one clock with the phones: submit/done dates, receipts
+        if clock is not None and clock is not self.clock:
+            raise ValueError("the SMSC and its phone book must share one clock")
         self.window = window
         self.deliver_timeout_s = deliver_timeout_s
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
@@ -345,7 +349,7 @@ class Smsc:
         message_id = self._next_message_id()
         conn.submits += 1
         conn.session.respond(pdu, SubmitSmResp(message_id=message_id))
-        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
         try:
@@ -357,7 +361,7 @@ class Smsc:
 
     def _submit_data_sm(self, conn: SmscConnection, pdu: DataSm) -> str:
         message_id = self._next_message_id()
-        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
         text = decode_text(pdu.message_payload or b"", pdu.data_coding)
@@ -395,7 +399,7 @@ class Smsc:
                           on_fate=fate, parts=parts)
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
-        record.state, record.error, record.done_at = state, error, time.time()
+        record.state, record.error, record.done_at = state, error, self.clock.now()
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
             self._send_receipt(record)
@@ -404,7 +408,7 @@ class Smsc:
         stat = _STAT_WORD[record.state]
         sub = "001" if record.state is MessageState.DELIVERED else "000"
         text = (f"id:{record.message_id} sub:001 dlvrd:{sub} submit date:{_smpp_date(record.submitted_at)} "
-                f"done date:{_smpp_date(record.done_at or time.time())} stat:{stat} err:{record.error:03d} text:")
+                f"done date:{_smpp_date(record.done_at or self.clock.now())} stat:{stat} err:{record.error:03d} text:")
         pdu = DeliverSm(
             source_addr=record.destination, destination_addr=record.source, esm_class=EsmClass.DELIVERY_RECEIPT,
             short_message=text.encode("ascii"), receipted_message_id=record.message_id, message_state=record.state,
@@ -433,7 +437,7 @@ class Smsc:
                               esm_class=EsmClass.UDHI if split.esm_class_udhi else 0, data_coding=split.data_coding,
                               short_message=part, user_message_reference=reference)
                     for part in split.parts]
-        phone.sent.append({"at": time.time(), "to": to, "text": text, "kind": "ussd" if ussd_service_op is not None
+        phone.sent.append({"at": self.clock.now(), "to": to, "text": text, "kind": "ussd" if ussd_service_op is not None
                            else "sms"})
         queued = []
         for i, pdu in enumerate(pdus):
