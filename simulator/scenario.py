@@ -513,7 +513,6 @@ class Platform:
     async def run(self, scenario: Scenario, on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
         if self.api is not None:
             return await self._run_against(self.api, scenario, on_step)
-        from handlers.ussd import clock
         from ussdgw.seed import seed_subscribers
         from ussdgw.stack import Stack
 
@@ -524,8 +523,7 @@ class Platform:
             client = aioredis.Redis.from_url(settings.redis_url)
             await client.flushall()
             await client.aclose()
-        clock.reset()
-        stack = Stack(settings)
+        stack = Stack(settings)  # its own clock: time advanced in one scenario stays there
         try:
             await stack.start()
             assert stack.gateway is not None and stack.store is not None
@@ -536,7 +534,6 @@ class Platform:
             return ScenarioResult(scenario, error=f"the platform did not start: {exc}")
         finally:
             await stack.stop()
-            clock.reset()
 
     @staticmethod
     async def _run_against(api: str, scenario: Scenario,

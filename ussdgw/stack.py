@@ -1,5 +1,9 @@
 """The whole platform in one process: Redis (embedded unless REDIS_URL), the SMSC simulator with its
-HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports."""
+HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports.
+
+This is where the platform's one `Clock` is made (or taken from the caller) and handed to every
+part: store, gateway (and so its handlers), self-care API, SMSC simulator and mailboxes. The
+simulator's "advance time" moves it for all of them; two stacks never share one."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from simulator.mailbox import PostOffice
 from simulator.mailbox import register_routes as register_mail_routes
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
+from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
@@ -32,6 +37,7 @@ log = structlog.get_logger("ussdgw.stack")
 @dataclass
 class Stack:
     settings: Settings
+    clock: Clock = field(default_factory=Clock)  # the one clock every part below reads
     redis: EmbeddedRedis | None = None
     store: Store | None = None
     smsc: Smsc | None = None
@@ -53,15 +59,16 @@ class Stack:
     async def start(self, *, smsc: bool = True, gateway: bool = True, api: bool | None = None) -> Stack:
         url = await self.start_redis()
         self.endpoints["redis"] = url
-        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
+        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s,
+                                    clock=self.clock)
         if smsc:
-            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window,
+            self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(clock=self.clock), window=self.settings.window,
                              validity_s=self.settings.sim_validity_s)
             self.handsets = Handsets(self.smsc)
             host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
             self.endpoints["smsc"] = f"smpp://{host}:{port}"
             sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
-            self.post_office = PostOffice()
+            self.post_office = PostOffice(self.clock)
             register_mail_routes(sim_app, self.post_office)
             self.endpoints["simulator"] = await self._serve(sim_app, self.settings.sim_host,
                                                             self.settings.sim_http_port)
@@ -71,14 +78,14 @@ class Stack:
             if self.settings.smtp_port == 0:  # the platform mails through the sink in this process
                 self.settings = self.settings.with_overrides(smtp_host=smtp_host, smtp_port=smtp_port)
         if gateway:
-            self.gateway = Gateway(self.settings, self.store, build_router())
+            self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock)
             await self.gateway.start()
-            if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
+            if self.handsets is not None:  # USSD (issue 4): after "advance time" (our clock), N2 reviews run
                 self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
             self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
         if api if api is not None else gateway:
             self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
-                                mailer=SmtpMailer(self.settings))
+                                mailer=SmtpMailer(self.settings), clock=self.clock)
             self.endpoints["selfcare"] = await self._serve(create_selfcare_app(self.selfcare), self.settings.api_host,
                                                            self.settings.api_port) + "/api/v1"
         return self
