@@ -20,9 +20,10 @@ hand, and checks what the phones see:
       - answer: "1"                  # the answer to an open USSD menu
       - cancel:                      # close the USSD popup (ends an open dialogue)
       - set_phone: {power: "off"}    # off | airplane | on; inbox_full, unknown_number, blocked_senders
-      - advance_time: 10m            # fast-forward the simulator: held MTs expire, N2 reviews run
+      - advance_time: 10m            # fast-forward the clock: held MTs expire, D2 cool-downs end,
+                                     # N2 reviews run (the platform's clock too, in one process)
       - expect: {no_sms: {from: "3339"}, within: 1}   # nothing arrives (waits the whole `within`)
-      - sleep: 2                     # real time, for rules that read the wall clock (D2 cool-down)
+      - sleep: 2                     # real time (a platform in another process keeps its own clock)
 
 `expect: sms` takes, in order, the next SMS addressed to the phone after the previous ones it
 matched (one still held, ENROUTE, is matched again by the next expectation): `from` and `text`
