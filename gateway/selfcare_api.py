@@ -40,6 +40,7 @@ log = structlog.get_logger("ussdgw.selfcare_api")
 ENV_KEY = web.AppKey("selfcare_env", Env)
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
 SESSION_KEY = web.RequestKey("selfcare_session", Session)
+RETRY_AT_KEY = web.ResponseKey("retry_at", float)  # a refusal's retry_at, for the Retry-After header
 MAX_BODY = 16 * 1024
 API = "/api/v1"
 
@@ -80,9 +81,18 @@ def _reply(result: Result, status: int = 200) -> web.Response:
     details = dict(result.data)
     if result.retry_at is not None:
         details["retry_at"] = result.retry_at
-    headers = {"Retry-After": str(max(1, int(result.retry_at - time.time())))} if result.retry_at else None
-    return _json_response({"error": result.code, "message": result.text, "details": details},
-                             status=result.status, headers=headers)
+    response = _json_response({"error": result.code, "message": result.text, "details": details},
+                              status=result.status)
+    if result.retry_at:
+        response[RETRY_AT_KEY] = result.retry_at
+    return response
+
+
+async def _retry_after(request: web.Request, response: web.StreamResponse) -> None:
+    """Retry-After of a refusal, counted on the platform's clock (`Env.clock`), not the host's."""
+    retry_at = response.get(RETRY_AT_KEY)
+    if retry_at is not None:
+        response.headers["Retry-After"] = str(max(1, int(retry_at - request.app[ENV_KEY].now())))
 
 
 def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
@@ -458,6 +468,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[ENV_KEY] = env
     app[ADMIN_TOKEN_KEY] = admin_token or ensure_admin_token(env.settings)
+    app.on_response_prepare.append(_retry_after)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         loops = Tasks("selfcare-loops")

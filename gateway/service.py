@@ -23,6 +23,7 @@ from gateway.router import Router
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.ussd import handle_ussd
+from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
@@ -45,10 +46,13 @@ REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are 
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, router: Router) -> None:
+    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None) -> None:
         self.settings = settings
         self.store = store
         self.router = router
+        self.clock = clock or store.clock  # the platform's one clock: handlers read it, as the store does
+        if self.clock is not store.clock:
+            raise ValueError("the gateway and its store must share one clock")
         self.clients = [
             EsmeClient(
                 settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
@@ -133,6 +137,7 @@ class Gateway:
             text=text,
             channel=Channel.USSD if is_ussd else Channel.SMS,
             mo_id=mo_id,
+            received_at=self.clock.now(),
             mo_ttl_s=mo_ttl,
             ussd_service_op=pdu.ussd_service_op,
             its_session_info=pdu.its_session_info,
@@ -140,12 +145,12 @@ class Gateway:
 
     async def _dispatch(self, message: InboundMessage) -> str:
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py (issue 4)
-            outcome = await handle_ussd(message, self.store, self.settings, self.router)
+            outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))
             return outcome.handler
         handler = self.router.route_sms(message.short_code, message.text)
-        ctx = HandlerContext(message, self.store, self.settings)
+        ctx = HandlerContext(message, self.store, self.settings, self.clock)
         await handler(ctx)
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from handlers.base import Channel, HandlerContext
@@ -53,7 +51,7 @@ async def sms_archive_code(ctx: HandlerContext) -> None:
         ttl = ctx.settings.sms_archive_code_ttl_s
         result = await ctx.reply(
             archive_code_reply(code, ttl),
-            change=Change(set_fields={"sms_archive_digest": digest, "sms_archive_expires": int(time.time()) + ttl},
+            change=Change(set_fields={"sms_archive_digest": digest, "sms_archive_expires": int(ctx.clock.now()) + ttl},
                           rate_guards=[guard]),
             audit=[AuditEvent("sms_archive_code", ctx.message.channel)],
             secret=True,
@@ -111,7 +109,7 @@ def mms_archive_reply(until: float) -> str:
 async def open_mms_archive(ctx: HandlerContext) -> None:
     """R4 -> A2: any SMS to 1234 opens the MMS archive for 72 hours (a key with that TTL)."""
     ttl = ctx.settings.mms_archive_ttl_s
-    now = time.time()
+    now = ctx.clock.now()
     await sc_apply(ctx.store, ctx.msisdn, Plan(must_exist=False, setex=[(mms_archive_key(ctx.msisdn), f"{now:.3f}",
                                                                         ttl)]))
     await ctx.reply(mms_archive_reply(now + ttl),

@@ -3,19 +3,20 @@
 A handler reads what it needs, then calls `ctx.reply(...)` exactly once with the change to make,
 the reply to send and the audit events. That one call is the atomic, exactly-once commit: a
 redelivered MO finds its commit done and gets the same reply back instead of a second change.
+Whatever a handler compares with "now" it reads from `ctx.clock`, the platform's one clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from sms_codes import Decision, format_retry_reply, hash_password
+from ussdgw.clock import Clock
 from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, RateGuard, Store
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class InboundMessage:
     channel: Channel = Channel.SMS
     mo_id: str | None = None
     mo_ttl_s: int = 24 * 3600
-    received_at: float = field(default_factory=time.time)
+    received_at: float = 0.0  # the platform's clock when the gateway took it
     ussd_service_op: int | None = None
     its_session_info: int | None = None
 
@@ -51,6 +52,7 @@ class HandlerContext:
     message: InboundMessage
     store: Store
     settings: Settings
+    clock: Clock  # the platform's one clock (the gateway's, the same as the store's)
     result: CommitResult | None = None
 
     @property
@@ -93,7 +95,7 @@ class HandlerContext:
         decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
                             per_hour=guard.per_hour)
         await self.reply(
-            format_retry_reply(decision, time.time()),
+            format_retry_reply(decision, self.clock.now()),
             audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)],
         )
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -159,7 +158,7 @@ async def switch_tariff(store: Store, msisdn: str, tariff_id: str, *, channel: C
     key = sub_key(msisdn)
     applied = await sc_apply(store, msisdn, Plan(
         checks=[Check("eq", key, "tariff", current, "conflict"), *_paid_checks(msisdn, tariff.switch_price_kop)],
-        hset=[(key, "tariff", tariff.id), (key, "tariff_since", int(time.time()))],
+        hset=[(key, "tariff", tariff.id), (key, "tariff_since", int(store.clock.now()))],
         hincr=[(key, "balance_kop", -tariff.switch_price_kop)] if tariff.switch_price_kop else [],
         audit=[api_audit("tariff_switched", channel,
                          detail=f"from={current} to={tariff.id} price_kop={tariff.switch_price_kop}")],
@@ -242,7 +241,7 @@ async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Cha
     price = service.connect_price_kop
     applied = await sc_apply(store, msisdn, Plan(
         checks=[Check("absent", key, f"svc:{service.id}", "", "conflict"), *_paid_checks(msisdn, price)],
-        hset=[(key, f"svc:{service.id}", int(time.time())), *((key, k, v) for k, v in extra.items())],
+        hset=[(key, f"svc:{service.id}", int(store.clock.now())), *((key, k, v) for k, v in extra.items())],
         hincr=[(key, "balance_kop", -price)] if price else [],
         audit=[api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}")],
         refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
@@ -314,7 +313,7 @@ async def place_hold(store: Store, payer: str, op: str, *, field: str, amount: i
         checks += _paid_checks(payer, amount)
     else:
         checks.append(Check("gte", key, field, amount, "insufficient_funds"))
-    now = time.time()
+    now = store.clock.now()
     applied = await sc_apply(store, payer, Plan(
         checks=checks,
         hincr=[(key, field, -amount)],
@@ -499,7 +498,7 @@ async def recover_holds(env: Env, *, older_than_s: float | None = None) -> dict[
     age = env.settings.hold_recovery_s if older_than_s is None else older_than_s
     counts = {"captured": 0, "refunded": 0, "pending": 0}
     now = env.now()
-    for payer, op in await holds_index_due(env.store, time.time() - age):
+    for payer, op in await holds_index_due(env.store, now - age):
         holds = await sc_hash(env.store, holds_key(payer))
         if holds.get(f"{op}:state") != "held":
             await holds_index_remove(env.store, payer, op)

@@ -11,11 +11,11 @@ The numbers are the applicant's own, the numbers dialled after it (`*111*828*1*7
 and the numbers linked to the account ("Мои номера", N1: `sub:{m}:linked`).
 
 An application is `pending` until it is reviewed, `n2_review_delay_s` after it was made (the
-SPEC allows 24 hours). `review_due` reviews what is due (the gateway runs it every few seconds;
-tests and the simulator fast-forward `handlers.ussd.clock` and call it): it re-checks the rules,
-sets `active` or `rejected` with the reason, and tells the subscriber by SMS from 111. Joining
-resets the passwords of every joined number; the SMS asks for a new common password, which
-`*111*828*3#` (or ПАРОЛЬ to 3339) sends.
+SPEC allows 24 hours). `review_due` reviews what is due by the store's clock, the platform's one
+clock (the gateway runs it every few seconds; the simulator's "advance time" moves that clock and
+runs it): it re-checks the rules, sets `active` or `rejected` with the reason, and tells the
+subscriber by SMS from 111. Joining resets the passwords of every joined number; the SMS asks for
+a new common password, which `*111*828*3#` (or ПАРОЛЬ to 3339) sends.
 
 Profile fields of the applicant: n2_state (pending | active | rejected | off), n2_numbers
 (comma-separated, the applicant first), n2_app (application id), n2_applied_at, n2_due_at,
@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import structlog
 
 from handlers.base import Channel, HandlerContext
 from handlers.password import password_reply, secret_guard
-from handlers.ussd import UssdContext, clock, ussd_context
+from handlers.ussd import UssdContext, ussd_context
 from sms_codes import Decision, format_retry_reply, generate_password
 from ussdgw.config import Settings
 from ussdgw.store import (
@@ -160,7 +159,7 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
         await ctx.end(f"Отказ: {refusal.text}",
                       audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=refusal.code)])
         return
-    now = clock.now()
+    now = ctx.clock.now()
     due = now + ctx.settings.n2_review_delay_s
     app_id = secrets.token_hex(6)
     result = await ctx.end(
@@ -199,13 +198,14 @@ async def common_password(ctx: UssdContext) -> None:
         reason, retry_at = refused
         decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
                             per_hour=guard.per_hour)
-        await ctx.end(format_retry_reply(decision, time.time()),
+        await ctx.end(format_retry_reply(decision, ctx.clock.now()),
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="rate_limited")])
         return
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
     members = [m for m in profile.get("n2_numbers", "").split(",") if m and m != ctx.msisdn]
-    fields: dict[str, str | int] = {"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(time.time())}
+    fields: dict[str, str | int] = {"pw_hash": pw_hash, "pw_failures": 0, "locked": 0,
+                                    "pw_issued_at": int(ctx.clock.now())}
     result = await ctx.end(
         "Новый общий пароль отправлен по SMS с номера 3339.",
         change=Change(set_fields=fields, rate_guards=[guard]),
@@ -232,9 +232,9 @@ class Review:
 
 async def review_due(store: Store, settings: Settings, *, now: float | None = None, send: Sender | None = None,
                      limit: int = 100) -> list[Review]:
-    """Review every N2 application due by `now` (default: `clock.now()`); `send` sends the SMS at once
-    (without it they wait in the outbox for any gateway's recovery loop)."""
-    now = clock.now() if now is None else now
+    """Review every N2 application due by `now` (default: the store's clock); `send` sends the SMS at
+    once (without it they wait in the outbox for any gateway's recovery loop)."""
+    now = store.clock.now() if now is None else now
     reviews = []
     for msisdn in await n2_index_due(store, now, limit):
         review = await review_application(store, msisdn, now=now, send=send)
@@ -295,11 +295,11 @@ def _sms(msisdn: str, text: str) -> OutboundMessage:
 
 
 def time_hook(store: Store, settings: Settings, send: Sender | None = None) -> Callable[[float], Awaitable[object]]:
-    """For the simulator's "advance time": move `handlers.ussd.clock` on, then run the reviews now due."""
+    """For the simulator's "advance time", which has already moved the clock it shares with the store
+    (one clock per platform, `ussdgw.stack`): run the reviews now due."""
 
-    async def advance(seconds: float) -> object:
-        clock.advance(seconds)
+    async def advanced(seconds: float) -> object:
         reviews = await review_due(store, settings, send=send)
-        return {"ussd_clock_offset": clock.offset, "n2_reviews": [r.state for r in reviews]}
+        return {"clock_offset": store.clock.offset, "n2_reviews": [r.state for r in reviews]}
 
-    return advance
+    return advanced

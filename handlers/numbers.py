@@ -92,16 +92,16 @@ async def unlink_number(env: Env, msisdn: str, other_raw: object, *, channel: Ch
 
 async def linked_numbers(store: Store, msisdn: str) -> Result:
     numbers: list[dict[str, Any]] = []
+    today = _today(store.clock.now())
     for other in sorted(await sc_members(store, linked_key(msisdn))):
         profile = await store.subscriber(other)
         numbers.append({"msisdn": other, "balance_kop": int(profile.get("balance_kop", "0")),
-                        "tariff": profile.get("tariff", ""), "state": block_state(profile, _today(None))})
+                        "tariff": profile.get("tariff", ""), "state": block_state(profile, today)})
     return Result.done(f"В «Моих номерах»: {len(numbers)}.", numbers=numbers)
 
 
 # ---- N3 ------------------------------------------------------------------------------------
-def _today(env: Env | None) -> date:
-    now = env.now() if env is not None else datetime.now(OPERATOR_TZ).timestamp()
+def _today(now: float) -> date:
     return datetime.fromtimestamp(now, OPERATOR_TZ).date()
 
 
@@ -115,7 +115,7 @@ def block_state(profile: dict[str, str], today: date) -> str:
 
 async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Channel | str = Channel.API) -> Result:
     """N3: the SIM becomes unusable from `from` (YYYY-MM-DD, today or later)."""
-    today = _today(env)
+    today = _today(env.now())
     try:
         since = date.fromisoformat(from_raw) if isinstance(from_raw, str) else None
     except ValueError:
@@ -157,7 +157,7 @@ async def unblock_number(env: Env, msisdn: str, *, channel: Channel | str = Chan
 
 async def number_state(env: Env, msisdn: str) -> Result:
     profile = await env.store.subscriber(msisdn)
-    state = block_state(profile, _today(env))
+    state = block_state(profile, _today(env.now()))
     return Result.done({"active": "Номер активен.", "scheduled": "Блокировка назначена.",
                         "blocked": "Номер заблокирован."}[state], state=state,
                        blocked_from=profile.get("blocked_from"))
@@ -203,7 +203,7 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
                            f"с баланса нового владельца ({payer}: {rub(have)}). Пополните счёт.",
                            balance_kop=have, price_kop=OWNER_CHANGE_FEE_KOP)
     key = sub_key(msisdn)
-    contract = f"D-{_today(env).year}-{secrets.randbelow(10**6):06d}"
+    contract = f"D-{_today(env.now()).year}-{secrets.randbelow(10**6):06d}"
     old_linked = await sc_members(env.store, linked_key(msisdn))
     applied = await sc_apply(env.store, msisdn, Plan(
         checks=[Check("absent", ops_key(msisdn), op, "", "conflict"),

@@ -6,8 +6,6 @@ Issuing one clears the P4 lock and the wrong-password counter.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from handlers.base import HandlerContext
@@ -35,7 +33,7 @@ async def issue_password(ctx: HandlerContext) -> None:
         result = await ctx.reply(
             password_reply(password),
             change=Change(
-                set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(time.time())},
+                set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(ctx.clock.now())},
                 rate_guards=[guard],
             ),
             audit=[AuditEvent("password_issued", ctx.message.channel, detail=f"via={ctx.message.short_code}")],

@@ -9,7 +9,6 @@ it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from handlers.base import Channel
+from ussdgw.clock import Clock
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
 from ussdgw.tasks import Tasks
 
@@ -92,23 +92,32 @@ class Mailer(Protocol):
 MtSender = Callable[[OutboundMessage], Awaitable[object]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Env:
     """What the operations that send SMS or e-mail, or keep sessions, need beyond the store.
 
     `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
-    sends it when its lease runs out). `clock` is injectable so that P5 and expiry tests need no waits.
+    sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
+    P5 and expiry tests fast-forward it instead of waiting.
     """
 
     store: Store
     settings: Settings
-    send_mt: MtSender | None = None
-    mailer: Mailer | None = None
-    clock: Callable[[], float] = time.time
-    _sends: Tasks = field(default_factory=lambda: Tasks("selfcare-sends"))
+    send_mt: MtSender | None
+    mailer: Mailer | None
+    clock: Clock
+    _sends: Tasks
+
+    def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
+                 mailer: Mailer | None = None, clock: Clock | None = None) -> None:
+        self.store, self.settings, self.send_mt, self.mailer = store, settings, send_mt, mailer
+        self.clock = clock or store.clock
+        if self.clock is not store.clock:
+            raise ValueError("the self-care environment and its store must share one clock")
+        self._sends = Tasks("selfcare-sends")
 
     def now(self) -> float:
-        return self.clock()
+        return self.clock.now()
 
     def secret_guard(self) -> RateGuard:
         """D2, shared with the SMS password (R1): one cool-down and one hourly cap per MSISDN."""
@@ -197,6 +206,3 @@ def fmt_time(ts: float) -> str:
 
     return datetime.fromtimestamp(ts, OPERATOR_TZ).strftime("%d.%m.%Y %H:%M")
 
-
-def now_ts() -> float:
-    return time.time()

@@ -16,8 +16,9 @@ one atomic commit (`ussdgw.store.ussd_commit`): the subscriber change, the reply
 (an SMS from 3339), the audit trail, the MO's idempotency mark and the dialogue state. A
 redelivered MO gets the same reply again and changes nothing.
 
-Time: dialogue deadlines and N2 review times read `clock`, which tests and the simulator can
-fast-forward (`clock.advance(seconds)`) in the process that runs the gateway.
+Time: dialogue deadlines and N2 review times read the context's `clock`: the gateway's, which the
+composition root (`ussdgw.stack.Stack`) shares with the store and the simulator, so that tests and
+the simulator's "advance time" fast-forward it. There is no module-level clock.
 """
 
 from __future__ import annotations
@@ -61,8 +62,6 @@ MAX_CONFLICT_RETRIES = 3
 NO_DIALOGUE = "Сеанс USSD уже завершён. Наберите запрос ещё раз, например *111#."
 PAGES = "_pages"  # dialogue data: the rest of a closing text too long for one screen
 UNSUPPORTED = "Этот тип USSD-запроса не поддерживается. Наберите *111# для меню."
-
-clock = Clock()
 
 
 class StepConflict(Exception):
@@ -126,7 +125,7 @@ class UssdContext(HandlerContext):
             pages = paginate(text, [], back=False, main=False, page_back=False)
             dialogue.data = {PAGES: pages[1:]}
             close, text = False, pages[0]
-        now = clock.now()
+        now = self.clock.now()
         if close:
             dialogue.end()
         else:
@@ -209,11 +208,14 @@ class UssdOutcome:
     result: CommitResult
 
 
-async def handle_ussd(message: InboundMessage, store: Store, settings: Settings, router: Router) -> UssdOutcome:
-    """Handle one USSD MO from start to commit; the caller sends `result.messages`."""
+async def handle_ussd(message: InboundMessage, store: Store, settings: Settings, router: Router,
+                      clock: Clock | None = None) -> UssdOutcome:
+    """Handle one USSD MO from start to commit; the caller sends `result.messages`.
+
+    `clock` is the platform's (default: the store's, which the composition root makes the same)."""
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
-            return await _handle_once(message, store, settings, router)
+            return await _handle_once(message, store, settings, router, clock or store.clock)
         except StepConflict:
             log.info("ussd_step_conflict", msisdn=message.msisdn)
     raise RuntimeError("USSD dialogue kept changing under this step")
@@ -224,7 +226,8 @@ def content_only(message: InboundMessage) -> bool:
     return message.mo_ttl_s <= MO_TTL_CONTENT_ONLY_S and message.its_session_info is None
 
 
-async def _handle_once(message: InboundMessage, store: Store, settings: Settings, router: Router) -> UssdOutcome:
+async def _handle_once(message: InboundMessage, store: Store, settings: Settings, router: Router,
+                       clock: Clock) -> UssdOutcome:
     msisdn = message.msisdn
     kind = classify_op(message.ussd_service_op, message.its_session_info)
     if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
@@ -243,7 +246,7 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
     timeouts = timeouts_of(settings)
 
     def make(dialogue: UssdDialogue, **extra: Any) -> UssdContext:
-        return UssdContext(message, store, settings, dialogue=dialogue, timeouts=timeouts, **extra)
+        return UssdContext(message, store, settings, clock, dialogue=dialogue, timeouts=timeouts, **extra)
 
     if kind is MoKind.DIAL:
         text = message.text.strip() or message.short_code

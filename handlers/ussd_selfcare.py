@@ -7,7 +7,6 @@ Self-care is free at any balance (M1); a paid switch is refused with the reason 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
@@ -94,14 +93,14 @@ async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: s
         reason, retry_at = refused
         decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
                             per_hour=guard.per_hour)
-        return End(format_retry_reply(decision, time.time()),
+        return End(format_retry_reply(decision, ctx.clock.now()),
                    {"audit": [AuditEvent("password_refused", Channel.USSD, outcome="rate_limited", detail=reason)]})
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
     return End(
         "Новый пароль отправлен вам по SMS с номера 3339.",
         {"change": Change(set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0,
-                                      "pw_issued_at": int(time.time())}, rate_guards=[guard]),
+                                      "pw_issued_at": int(ctx.clock.now())}, rate_guards=[guard]),
          "audit": [AuditEvent("password_issued", Channel.USSD, detail="via=*111#")],
          "messages": [ctx.sms(password_reply(password), "3339", secret=True)]},
         refused_text="Пароль недавно уже отправлялся. Попробуйте чуть позже.",

@@ -5,7 +5,9 @@
                                           outbox shows it `sent`, then `accepted` or `rejected`
     dial a USSD string, answer, cancel -> the phone's USSD dialogue (see `simulator.phones`)
     advance the simulator's clock      -> held MTs expire; registered time hooks run (e.g. the
-                                          USSD service's review of pending applications, SPEC N2)
+                                          USSD service's review of pending applications, SPEC N2).
+                                          It is the phone book's clock, which the composition root
+                                          (`ussdgw.stack`) shares with the platform in one process
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ class Handsets:
 
     # ---- time ---------------------------------------------------------------------------------
     async def advance_time(self, seconds: float) -> dict[str, Any]:
-        """Fast-forward the simulator clock and every registered hook (SPEC N2 review, ...)."""
+        """Fast-forward the simulator's clock (the platform's too, in one process), then run every
+        registered hook (SPEC N2 review, ...)."""
         expired = self.phones.advance(seconds)
         hooks: dict[str, Any] = {}
         for name, hook in self.time_hooks.items():

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import time
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from enum import StrEnum
@@ -24,6 +23,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ussdgw.clock import Clock
 
 log = structlog.get_logger("ussdgw.simulator.mail")
 
@@ -62,9 +63,10 @@ class Mailbox:
 
 
 class PostOffice:
-    """All mailboxes, and the aiosmtpd handler that fills them."""
+    """All mailboxes, and the aiosmtpd handler that fills them; `clock` stamps `received_at`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.boxes: dict[str, Mailbox] = {}
         self._seq = 0
         self._changed = asyncio.Condition()
@@ -107,7 +109,8 @@ class PostOffice:
         for rcpt in envelope.rcpt_tos:
             self._seq += 1
             self.box(rcpt).messages.append(Mail(self._seq, envelope.mail_from or "", rcpt.lower(),
-                                                str(parsed.get("Subject", "")), body, attachments, time.time()))
+                                                str(parsed.get("Subject", "")), body, attachments,
+                                                self.clock.now()))
         async with self._changed:
             self._changed.notify_all()
         return "250 Message accepted for delivery"

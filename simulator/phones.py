@@ -12,8 +12,9 @@ the `its_session_info` to echo. The dialogue itself (states, moves, the dialled 
 
 Listeners get every change as a `PhoneEvent`: per phone through `subscribe()` (the web phone's
 event stream), or all phones through `watchers` (the load generator); `wait_inbox` and
-`wait_change` wait without polling. Time is the simulator's `SimClock`, which scenarios can
-fast-forward to expire held MTs.
+`wait_change` wait without polling. Time is the book's `clock` (`ussdgw.clock.Clock`, injected:
+in one process with the platform it is the platform's one clock), which scenarios can fast-forward
+to expire held MTs; the reassembly of long MTs times out on monotonic time.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ class Power(StrEnum):
     OFF = "off"
     AIRPLANE = "airplane"
 
-
-SimClock = Clock
 
 
 @dataclass(slots=True)
@@ -146,7 +145,7 @@ class Verdict:
 
 @dataclass(slots=True)
 class HeldMessage:
-    """An MT waiting for a switched-off phone until `expires_at` (simulator clock)."""
+    """An MT waiting for a switched-off phone until `expires_at` (the book's clock)."""
 
     message_id: str
     sender: str
@@ -236,9 +235,9 @@ class PhoneFeed:
 
 
 class PhoneBook:
-    def __init__(self, *, reassembly_timeout: float = 60.0, clock: SimClock | None = None) -> None:
+    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None) -> None:
         self.phones: dict[str, Phone] = {}
-        self.clock = clock or SimClock()
+        self.clock = clock or Clock()
         self._seq = 0
         self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
@@ -316,7 +315,7 @@ class PhoneBook:
         entries = self.pdu_log.get(msisdn)
         if entries is None:
             entries = self.pdu_log[msisdn] = deque(maxlen=PDU_LOG_SIZE)
-        entry = {"at": time.time(), "direction": direction, **summary}
+        entry = {"at": self.clock.now(), "direction": direction, **summary}
         entries.append(entry)
         if msisdn in self._feeds:
             self.publish(msisdn, "pdu", entry)
@@ -470,14 +469,14 @@ class PhoneBook:
         dialogue = phone.ussd
         request = dialogue.dial(dialled, phone.next_ussd_session)
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
-        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": time.time()}]
+        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": self.clock.now()}]
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
     def ussd_answer(self, msisdn: str, text: str) -> UssdRequest:
         dialogue = self.get(msisdn).ussd
         request = dialogue.answer(text)
-        dialogue.history.append({"from": "phone", "text": text, "op": int(request.op), "at": time.time()})
+        dialogue.history.append({"from": "phone", "text": text, "op": int(request.op), "at": self.clock.now()})
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
@@ -486,7 +485,7 @@ class PhoneBook:
         dialogue = self.get(msisdn).ussd
         request = dialogue.cancel()
         if request is not None:
-            dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": time.time()})
+            dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": self.clock.now()})
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
@@ -503,7 +502,7 @@ class PhoneBook:
             return
         dialogue = phone.ussd
         dialogue.receive(sender, text, op, its_session_info)
-        dialogue.history.append({"from": "network", "text": text, "op": op, "at": time.time()})
+        dialogue.history.append({"from": "network", "text": text, "op": op, "at": self.clock.now()})
         message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
         entry.inbox_seq = message.seq
         fate(MessageState.DELIVERED, 0)
@@ -583,4 +582,4 @@ class PhoneBook:
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
-           "PhoneFeed", "Power", "SimClock", "UssdDialogue", "UssdError", "UssdRequest"]
+           "PhoneFeed", "Power", "UssdDialogue", "UssdError", "UssdRequest"]

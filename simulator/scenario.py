@@ -20,9 +20,10 @@ hand, and checks what the phones see:
       - answer: "1"                  # the answer to an open USSD menu
       - cancel:                      # close the USSD popup (ends an open dialogue)
       - set_phone: {power: "off"}    # off | airplane | on; inbox_full, unknown_number, blocked_senders
-      - advance_time: 10m            # fast-forward the simulator: held MTs expire, N2 reviews run
+      - advance_time: 10m            # fast-forward the clock: held MTs expire, D2 cool-downs end,
+                                     # N2 reviews run (the platform's clock too, in one process)
       - expect: {no_sms: {from: "3339"}, within: 1}   # nothing arrives (waits the whole `within`)
-      - sleep: 2                     # real time, for rules that read the wall clock (D2 cool-down)
+      - sleep: 2                     # real time (a platform in another process keeps its own clock)
 
 `expect: sms` takes, in order, the next SMS addressed to the phone after the previous ones it
 matched (one still held, ENROUTE, is matched again by the next expectation): `from` and `text`
@@ -514,7 +515,6 @@ class Platform:
     async def run(self, scenario: Scenario, on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
         if self.api is not None:
             return await self._run_against(self.api, scenario, on_step)
-        from handlers.ussd import clock
         from ussdgw.seed import seed_subscribers
         from ussdgw.stack import Stack
 
@@ -525,8 +525,7 @@ class Platform:
             client = aioredis.Redis.from_url(settings.redis_url)
             await client.flushall()
             await client.aclose()
-        clock.reset()
-        stack = Stack(settings)
+        stack = Stack(settings)  # its own clock: time advanced in one scenario stays there
         try:
             await stack.start()
             assert stack.gateway is not None and stack.store is not None
@@ -537,7 +536,6 @@ class Platform:
             return ScenarioResult(scenario, error=f"the platform did not start: {exc}")
         finally:
             await stack.stop()
-            clock.reset()
 
     @staticmethod
     async def _run_against(api: str, scenario: Scenario,

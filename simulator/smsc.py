@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import itertools
 import random
-import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import structlog
 
 from simulator.phones import Fate, PhoneBook
+from ussdgw.clock import Clock
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
@@ -152,6 +152,7 @@ class Smsc:
         validity_s: float = 600.0,
         enquire_link_s: float = 30.0,
         max_submit_per_s: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self.accounts = accounts
         self.enquire_link_s = enquire_link_s
@@ -159,7 +160,10 @@ class Smsc:
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
         self.submit_refusals: dict[int, int] = {}  # status -> how many submits were refused with it
         self.unbinds: list[str] = []  # system_ids of sessions that ended with unbind/unbind_resp
-        self.phones = phones or PhoneBook()
+        self.phones = phones or PhoneBook(clock=clock)
+        self.clock = self.phones.clock  # one clock with the phones: submit/done dates, receipts
+        if clock is not None and clock is not self.clock:
+            raise ValueError("the SMSC and its phone book must share one clock")
         self.window = window
         self.deliver_timeout_s = deliver_timeout_s
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
@@ -279,7 +283,7 @@ class Smsc:
         message_id = self._next_message_id()
         conn.submits += 1
         conn.session.respond(pdu, SubmitSmResp(message_id=message_id))
-        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
         try:
@@ -291,7 +295,7 @@ class Smsc:
 
     def _submit_data_sm(self, conn: SmscConnection, pdu: DataSm) -> str:
         message_id = self._next_message_id()
-        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, time.time(),
+        record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
         text = decode_text(pdu.message_payload or b"", pdu.data_coding)
@@ -329,7 +333,7 @@ class Smsc:
                           on_fate=fate, parts=parts)
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
-        record.state, record.error, record.done_at = state, error, time.time()
+        record.state, record.error, record.done_at = state, error, self.clock.now()
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
             self._send_receipt(record)
@@ -337,7 +341,7 @@ class Smsc:
     def _send_receipt(self, record: MtRecord) -> None:
         pdu = receipt_pdu(record.message_id, record.state, record.error, source=record.destination,
                           destination=record.source, submitted_at=record.submitted_at,
-                          done_at=record.done_at or time.time())
+                          done_at=record.done_at or self.clock.now())
         self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id))
 
     # ---- MOs to ESMEs -----------------------------------------------------------------------
@@ -361,7 +365,7 @@ class Smsc:
                               esm_class=EsmClass.UDHI if split.esm_class_udhi else 0, data_coding=split.data_coding,
                               short_message=part, user_message_reference=reference)
                     for part in split.parts]
-        phone.sent.append({"at": time.time(), "to": to, "text": text, "kind": "ussd" if ussd_service_op is not None
+        phone.sent.append({"at": self.clock.now(), "to": to, "text": text, "kind": "ussd" if ussd_service_op is not None
                            else "sms"})
         queued = []
         for i, pdu in enumerate(pdus):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -80,7 +79,7 @@ async def test_any_sms_to_1234_opens_the_mms_archive_for_72_hours(stack: Stack, 
     assert body["data"]["open"] is True
     assert stack.selfcare is not None
     stack.selfcare.settings = stack.selfcare.settings.with_overrides(session_idle_s=80 * 3600)
-    stack.selfcare.clock = lambda: time.time() + 72 * 3600 + 1
+    stack.clock.advance(72 * 3600 + 1)
     _, body = await api.call("GET", "/accounts/me/mms-archive", token=token)
     assert body["data"]["open"] is False
 

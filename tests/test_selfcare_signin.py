@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +13,7 @@ from sms_codes import checksum_ok, generate_password, is_generated_shape, verify
 from tests.selfcare_helpers import IVAN, Api, extract_password, seed, signed_in, sms_password, wait_sms
 from ussdgw.config import Settings
 from ussdgw.stack import Stack
-from ussdgw.store import AuditEvent
+from ussdgw.store import AuditEvent, session_get
 
 
 @pytest.fixture
@@ -77,13 +76,13 @@ async def test_a_session_ends_after_the_idle_timeout_and_on_logout(stack: Stack,
     assert stack.selfcare is not None
     assert (await api.call("GET", "/sessions/current", token=token))[0] == 200
     idle = stack.settings.session_idle_s
-    stack.selfcare.clock = lambda: time.time() + idle - 60  # activity within 20 min keeps it alive
+    stack.clock.advance(idle - 60)  # activity within 20 min keeps it alive
     assert (await api.call("GET", "/accounts/me", token=token))[0] == 200
-    stack.selfcare.clock = lambda: time.time() + 2 * idle
+    stack.clock.advance(idle + 1)
     status, body = await api.call("GET", "/accounts/me", token=token)
     assert status == 401 and body["error"] == "session_expired"
-    stack.selfcare.clock = time.time
-    assert (await api.call("GET", "/accounts/me", token=token))[0] == 401  # gone for good
+    assert stack.store is not None and await session_get(stack.store, token) is None  # gone for good
+    assert (await api.call("GET", "/accounts/me", token=token))[0] == 401
     second = await signed_in(stack, api, IVAN)
     assert (await api.call("DELETE", "/sessions/current", token=second))[0] == 200
     status, body = await api.call("GET", "/accounts/me/balance", token=second)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from handlers.ussd import clock
 from tests.ussd_helpers import answer, dial, events, seed, send_without_reply, submits_seen, ussd
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import SessionInfo, unpack_session_info
@@ -14,13 +11,6 @@ from ussdgw.stack import Stack
 from ussdgw.store import ussd_dialogue_ttl
 
 MSISDN = "79161234567"
-
-
-@pytest.fixture(autouse=True)
-def real_time() -> Iterator[None]:
-    clock.reset()
-    yield
-    clock.reset()
 
 
 async def test_star_100_shows_the_balance_in_roubles_and_closes_the_dialogue(stack: Stack) -> None:
@@ -72,7 +62,7 @@ async def test_a_dialogue_that_is_not_answered_times_out_and_the_late_answer_end
     assert stack.store is not None
     ttl = await ussd_dialogue_ttl(stack.store, MSISDN)
     assert ttl is not None and ttl <= stack.settings.ussd_step_timeout_s + 60
-    clock.advance(stack.settings.ussd_step_timeout_s + 1)
+    stack.clock.advance(stack.settings.ussd_step_timeout_s + 1)
     late = await answer(stack, MSISDN, "1")
     assert late.ussd_op == UssdOp.PSSR_RESPONSE and "Время ожидания ответа истекло" in late.text
     assert await ussd_dialogue_ttl(stack.store, MSISDN) is None
@@ -83,10 +73,10 @@ async def test_quick_answers_do_not_keep_a_dialogue_open_past_its_whole_timeout(
     await dial(stack, MSISDN, "*111#")
     step = stack.settings.ussd_step_timeout_s - 1
     for _ in range(int(stack.settings.ussd_dialogue_timeout_s // step)):
-        clock.advance(step)
+        stack.clock.advance(step)
         screen = await answer(stack, MSISDN, "0")
         assert screen.ussd_op == UssdOp.USSR_REQUEST
-    clock.advance(step)
+    stack.clock.advance(step)
     screen = await answer(stack, MSISDN, "0")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE and "истекло" in screen.text
 

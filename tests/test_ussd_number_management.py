@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from handlers.number_management import review_due
-from handlers.ussd import clock
 from simulator.phones import InboxMessage
 from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
@@ -19,13 +17,6 @@ from ussdgw.stack import Stack
 from ussdgw.store import linked_key
 
 IVAN, IVAN2, MARIA, FIRM = "79161234567", "79161234568", "79261112233", "79031112233"
-
-
-@pytest.fixture(autouse=True)
-def real_time() -> Iterator[None]:
-    clock.reset()
-    yield
-    clock.reset()
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ async def review_after_a_day(stack: Stack) -> list[InboxMessage]:
     """Fast-forward past the review delay, run the review, return the SMS it sent (from 111)."""
     assert stack.store is not None and stack.gateway is not None and stack.smsc is not None
     after = stack.smsc.phones.last_seq
-    clock.advance(24 * 3600)
+    stack.clock.advance(24 * 3600)
     reviews = await review_due(stack.store, stack.settings, send=stack.gateway.send)
     assert reviews
     await asyncio.sleep(0)  # let the phones' inbox notifications run

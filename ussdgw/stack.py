@@ -7,6 +7,10 @@ started, and one stop that fails (logged) or overruns `stop_timeout_s` does not 
 from running. Redis and the store are started only for the parts that need them (the gateway,
 the self-care API): `ussdgw smsc` runs without Redis. A redis-server already serving the state
 folder (a running `ussdgw up`) is used, not started a second time over the same files.
+
+This is where the platform's one `Clock` is made (or taken from the caller) and handed to every
+part: store, gateway (and so its handlers), self-care API, SMSC simulator and mailboxes. The
+simulator's "advance time" moves it for all of them; two stacks never share one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from simulator.mailbox import PostOffice
 from simulator.mailbox import register_routes as register_mail_routes
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
+from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
@@ -42,6 +47,7 @@ log = structlog.get_logger("ussdgw.stack")
 @dataclass
 class Stack:
     settings: Settings
+    clock: Clock = field(default_factory=Clock)  # the one clock every part below reads
     redis: EmbeddedRedis | None = None
     store: Store | None = None
     smsc: Smsc | None = None
@@ -115,18 +121,19 @@ class Stack:
                 # thread's life (PR_SET_PDEATHSIG), and this thread lives as long as the process.
                 redis.start()
         self.endpoints["redis"] = url
-        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s)
+        self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s,
+                                    clock=self.clock)
         self._on_stop("store", self.store.close)
 
     async def _start_smsc(self) -> None:
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=self.settings.window,
+        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(clock=self.clock), window=self.settings.window,
                          validity_s=self.settings.sim_validity_s)
         self.handsets = Handsets(self.smsc)
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
         self._on_stop("smsc", self.smsc.stop)
         self.endpoints["smsc"] = f"smpp://{host}:{port}"
         sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
-        self.post_office = PostOffice()
+        self.post_office = PostOffice(self.clock)
         register_mail_routes(sim_app, self.post_office)
         self.endpoints["simulator"] = await self._serve("simulator", sim_app, self.settings.sim_host,
                                                         self.settings.sim_http_port)
@@ -139,17 +146,17 @@ class Stack:
 
     async def _start_gateway(self) -> None:
         assert self.store is not None, "the gateway needs the store"
-        self.gateway = Gateway(self.settings, self.store, build_router())
+        self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock)
         await self.gateway.start()
         self._on_stop("gateway", self.gateway.stop)
-        if self.handsets is not None:  # USSD (issue 4): "advance time" moves dialogue/N2 clock, runs reviews
+        if self.handsets is not None:  # after "advance time" (our clock) the N2 reviews now due run
             self.handsets.time_hooks["ussd"] = time_hook(self.store, self.settings, self.gateway.send)
         self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
 
     async def _start_api(self) -> None:
         assert self.store is not None, "the self-care API needs the store"
         self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
-                            mailer=SmtpMailer(self.settings))
+                            mailer=SmtpMailer(self.settings), clock=self.clock)
         self.endpoints["selfcare"] = await self._serve("selfcare", create_selfcare_app(self.selfcare),
                                                        self.settings.api_host, self.settings.api_port) + "/api/v1"
 

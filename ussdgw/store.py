@@ -17,6 +17,11 @@ indexes that can be rebuilt (`outbox:index`) and the delivery-receipt correlatio
 
 Errors: Redis being unreachable surfaces as `StoreUnavailable`, which the gateway answers with
 ESME_RX_T_APPN so that the SMSC keeps the message and retries.
+
+Time: what the rules compare with "now" (D2 send times, audit times, `created_at`) comes from the
+store's injected `Clock` (`Store.clock`, the platform's one clock). MT leases and the outbox index
+are real wall time (`_lease_now`): every gateway process shares them, and a test that fast-forwards
+the clock must not make an MT in flight look abandoned. TTLs are Redis's own time.
 """
 
 from __future__ import annotations
@@ -35,9 +40,16 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ussdgw.clock import Clock
+
 MO_TTL_S = 24 * 3600
 DLR_TTL_S = 3 * 24 * 3600
 AUDIT_MAXLEN = 2000
+
+
+def _lease_now() -> float:
+    """Real wall time, for MT leases and the outbox index only (never the business clock)."""
+    return time.time()
 
 
 class StoreUnavailable(Exception):
@@ -345,9 +357,9 @@ async def ussd_commit(
     if script is None:  # registered once per Store, like the scripts in Store.__init__
         script = store.redis.register_script(_USSD_COMMIT_LUA)
         setattr(store, "_ussd_commit_script", script)  # noqa: B010  (Store is not ours to extend)
-    now = time.time()
+    now, leased = store.clock.now(), _lease_now()
     payload = {
-        "now": now, "lease_until": now + store.lease_s, "mo": mo_id is not None, "mo_ttl": mo_ttl_s,
+        "now": now, "lease_until": leased + store.lease_s, "mo": mo_id is not None, "mo_ttl": mo_ttl_s,
         "audit_maxlen": AUDIT_MAXLEN, "create": _flat({"created_at": f"{now:.0f}"}),
         "set": _flat(change.set_fields), "incr": _flat(change.incr_fields), "del": list(change.delete_fields),
         "guards": [[g.cooldown_s, g.per_hour] for g in change.rate_guards],
@@ -372,7 +384,7 @@ async def ussd_commit(
         return CommitResult("limited", reason=result[1].decode(), retry_at=float(result[2]))
     sent = tuple(store._unseal(b) for b in result[1:]) if outcome == "duplicate" else tuple(messages)
     if sent:
-        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: leased}))
     return CommitResult(outcome, messages=sent)
 
 
@@ -423,10 +435,12 @@ class Sealer:
 class Store:
     """The platform's state in Redis. Every method is one atomic step or a read."""
 
-    def __init__(self, redis_client: aioredis.Redis, secret_key: bytes, *, lease_s: float = 15.0) -> None:
+    def __init__(self, redis_client: aioredis.Redis, secret_key: bytes, *, lease_s: float = 15.0,
+                 clock: Clock | None = None) -> None:
         self.redis = redis_client
         self.sealer = Sealer(secret_key)
         self.lease_s = lease_s
+        self.clock = clock or Clock()  # business time (module docstring); leases are real wall time
         self._commit = redis_client.register_script(_COMMIT_LUA)
         self._rate_peek = redis_client.register_script(_RATE_PEEK_LUA)
         self._mt_done = redis_client.register_script(_MT_DONE_LUA)
@@ -464,7 +478,7 @@ class Store:
 
     async def put_subscriber(self, msisdn: str, profile: Mapping[str, str | int], audit: AuditEvent) -> None:
         """Create or overwrite profile fields (seeding, admin)."""
-        now = time.time()
+        now = self.clock.now()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(sub_key(msisdn), mapping={k: str(v) for k, v in profile.items()})
             pipe.xadd(audit_key(msisdn), dict(_pairs(audit.fields(now))), maxlen=AUDIT_MAXLEN, approximate=True)
@@ -472,9 +486,8 @@ class Store:
 
     async def rate_peek(self, msisdn: str, guard: RateGuard) -> tuple[str, float] | None:
         """Would `guard` refuse now? (a cheap read before costly work; `commit` decides for real)."""
-        refused = await _guard(
-            self._rate_peek(keys=[rate_key(msisdn, guard.name)], args=[guard.cooldown_s, guard.per_hour, time.time()])
-        )
+        args = [guard.cooldown_s, guard.per_hour, self.clock.now()]
+        refused = await _guard(self._rate_peek(keys=[rate_key(msisdn, guard.name)], args=args))
         if not refused:
             return None
         return refused[0].decode(), float(refused[1])
@@ -491,10 +504,10 @@ class Store:
         create: Mapping[str, str] | None = None,
     ) -> CommitResult:
         """Apply one subscriber change, queue its MTs and audit it, all or nothing, once per MO."""
-        now = time.time()
+        now, leased = self.clock.now(), _lease_now()
         payload = {
             "now": now,
-            "lease_until": now + self.lease_s,
+            "lease_until": leased + self.lease_s,
             "mo": mo_id is not None,
             "mo_ttl": mo_ttl_s,
             "audit_maxlen": AUDIT_MAXLEN,
@@ -513,7 +526,7 @@ class Store:
         # Batched with other MOs' commits (AutoPipeline, issue 6). With MTs, the recovery index is
         # written in the same round trip, just before the script (an entry for nothing is harmless).
         batch = auto_pipeline(self)
-        indexed = batch.command("ZADD", OUTBOX_INDEX, now, msisdn) if messages else None
+        indexed = batch.command("ZADD", OUTBOX_INDEX, leased, msisdn) if messages else None
         committed = batch.script(self._commit, keys, [json.dumps(payload, ensure_ascii=False)])
         result = (await _guard(asyncio.gather(committed, indexed)))[0] if indexed else await _guard(committed)
         outcome = result[0].decode()
@@ -522,7 +535,7 @@ class Store:
         if outcome == "duplicate":
             sealed = tuple(self._unseal(b) for b in result[1:])
             if sealed and indexed is None:
-                await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+                await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: leased}))
             return CommitResult("duplicate", messages=sealed)
         return CommitResult("applied", messages=tuple(messages))
 
@@ -532,7 +545,7 @@ class Store:
     # ---- MT lifecycle ----------------------------------------------------------------------
     async def mt_done(self, msisdn: str, mt_id: str, audit: AuditEvent) -> None:
         """The MT left the outbox (submitted, or failed for good)."""
-        now = time.time()
+        now = self.clock.now()
         await _guard(
             self._mt_done(
                 keys=[outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)],
@@ -551,7 +564,7 @@ class Store:
 
     async def reclaim(self, limit: int = 100) -> list[OutboundMessage]:
         """MTs whose owner died before sending them: lease them to the caller."""
-        now = time.time()
+        now = _lease_now()
         out: list[OutboundMessage] = []
         members = await _guard(self.redis.zrangebyscore(OUTBOX_INDEX, "-inf", now - self.lease_s, start=0, num=limit))
         for raw in members:
@@ -576,7 +589,7 @@ class Store:
         return b"".join(parts) if parts else None
 
     async def set_mt_state(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent | None = None) -> None:
-        now = time.time()
+        now = self.clock.now()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(mt_state_key(msisdn), mt_id, state)
             pipe.expire(mt_state_key(msisdn), DLR_TTL_S)
@@ -589,7 +602,7 @@ class Store:
         return raw.decode() if raw is not None else None
 
     async def audit(self, msisdn: str, event: AuditEvent) -> None:
-        now = time.time()
+        now = self.clock.now()
         await _guard(
             self.redis.xadd(audit_key(msisdn), dict(_pairs(event.fields(now))), maxlen=AUDIT_MAXLEN, approximate=True)
         )
@@ -842,7 +855,7 @@ def _sc_script(store: Store, name: str, source: str) -> Any:
 
 async def sc_apply(store: Store, msisdn: str, plan: Plan) -> Applied:
     """Run one self-care step on `msisdn`'s slot: all of `plan` or nothing (see `Plan`)."""
-    now = time.time()
+    now, leased = store.clock.now(), _lease_now()
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn)]
     tag = f"{{{msisdn}}}"
 
@@ -854,7 +867,7 @@ async def sc_apply(store: Store, msisdn: str, plan: Plan) -> Applied:
         return keys.index(key) + 1
 
     payload = {
-        "now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": now + store.lease_s,
+        "now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": leased + store.lease_s,
         "must_exist": plan.must_exist,
         "checks": [[c.kind, idx(c.key), c.field, str(c.value), c.code] for c in plan.checks],
         "guards": [[idx(rate_key(msisdn, g.name)), g.cooldown_s, g.per_hour] for g in plan.guards],
@@ -877,7 +890,7 @@ async def sc_apply(store: Store, msisdn: str, plan: Plan) -> Applied:
     if result[0] == "limited":
         return Applied("limited", code=result[1], retry_at=float(result[2]))
     if plan.messages:
-        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+        await _guard(store.redis.zadd(OUTBOX_INDEX, {msisdn: leased}))
     rest = result[3:]
     values = tuple(rest[i] if rest[i + 1] == "1" else None for i in range(0, len(rest), 2))
     return Applied("ok", balance_kop=int(result[1]), autopaid_kop=int(result[2]), values=values)
@@ -885,7 +898,7 @@ async def sc_apply(store: Store, msisdn: str, plan: Plan) -> Applied:
 
 async def sc_attempt(store: Store, msisdn: str, guard: RateGuard) -> tuple[str, float] | None:
     """Count one attempt (sign-in, code entry) against `guard`; a refusal counts nothing."""
-    now = time.time()
+    now = store.clock.now()
     script = _sc_script(store, "attempt", _SC_ATTEMPT_LUA)
     refused = await _guard(script(keys=[rate_key(msisdn, guard.name)],
                                   args=[guard.cooldown_s, guard.per_hour, now, os.urandom(4).hex()]))
@@ -899,7 +912,7 @@ async def sc_signin_failed(store: Store, msisdn: str, pw_hash: str, max_failures
     """P4: count a wrong password; returns (failures in a row, locked now) or None if the hash changed."""
     script = _sc_script(store, "signin_fail", _SC_SIGNIN_FAIL_LUA)
     raw = await _guard(script(keys=[sub_key(msisdn), audit_key(msisdn)],
-                              args=[pw_hash, max_failures, AUDIT_MAXLEN, *audit.fields(time.time())]))
+                              args=[pw_hash, max_failures, AUDIT_MAXLEN, *audit.fields(store.clock.now())]))
     if raw[0] == b"stale":
         return None
     return int(raw[1]), raw[2] == b"1"
@@ -1115,7 +1128,7 @@ async def mt_submitted(
     that arrived before the submit_sm_resp shows up here with its `state`."""
     batch = auto_pipeline(store)
     done = batch.script(store._mt_done, [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)],
-                        [mt_id, AUDIT_MAXLEN, *audit.fields(time.time())])
+                        [mt_id, AUDIT_MAXLEN, *audit.fields(store.clock.now())])
     recorded = batch.command("HSET", mt_state_key(msisdn), mt_id, state)
     expiry = batch.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S)
     meets = [batch.script(store._dlr_meet, [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
@@ -1137,7 +1150,7 @@ async def receipt_recorded(store: Store, msisdn: str, mt_id: str, state: str, au
     await _guard(asyncio.gather(
         batch.command("HSET", mt_state_key(msisdn), mt_id, state),
         batch.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S),
-        batch.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*", *audit.fields(time.time())),
+        batch.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*", *audit.fields(store.clock.now())),
     ))
 
 
