@@ -25,6 +25,7 @@ from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.inputs import ascii_digits
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import (
@@ -211,7 +212,7 @@ class Gateway:
         split = split_text(mt.text, reference=reference, use_16bit_ref=True)
         esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
         return [
-            SubmitSm(source_addr_ton=5 if not mt.source.isdigit() else 0, source_addr=mt.source,
+            SubmitSm(source_addr_ton=0 if ascii_digits(mt.source) else 5, source_addr=mt.source,
                      dest_addr_ton=1, dest_addr_npi=1, destination_addr=mt.destination, esm_class=esm_class,
                      registered_delivery=1, data_coding=split.data_coding, short_message=part)
             for part in split.parts
