@@ -226,6 +226,12 @@ async def recover(request: web.Request) -> web.Response:
                                                      body.get("code_word"), body.get("delivery", "sms")))
 
 
+async def request_password(request: web.Request) -> web.Response:
+    """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
+    body = await _body(request)
+    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn")))
+
+
 # ---- admin ----------------------------------------------------------------------------------
 async def admin_reset(request: web.Request) -> web.Response:
     _admin(request)
@@ -488,6 +494,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     r.add_get(f"{API}/sessions/current", current_session)
     r.add_delete(f"{API}/sessions/current", sign_out)
     r.add_post(f"{API}/password-recovery", recover)
+    r.add_post(f"{API}/password-requests", request_password)
     r.add_post(f"{API}/admin/password-resets", admin_reset)
     r.add_post(f"{API}/admin/charges", admin_charge)
     r.add_get(f"{API}/admin/subscribers/{{msisdn}}/audit", admin_audit)

@@ -1,0 +1,78 @@
+"""What the cabinet page needs from the API beyond what the API already had: «Получить пароль по
+SMS» from the web (R1 with the D2 limits of ПАРОЛЬ to 3339)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.selfcare_helpers import IVAN, Api, extract_password, seed, wait_sms
+from ussdgw.config import Settings
+from ussdgw.stack import Stack
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(secret_cooldown_s=20, secret_per_hour=3)
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    await seed(stack)
+    async with aiohttp.ClientSession() as http:
+        yield Api(stack.endpoints["selfcare"], http)
+
+
+async def test_the_web_form_gets_a_password_from_3339_that_signs_in(stack: Stack, api: Api) -> None:
+    assert stack.smsc is not None
+    after = stack.smsc.phones.last_seq
+    status, body = await api.call("POST", "/password-requests", body={"msisdn": "+7 916 123-45-67"})
+    assert status == 200, body
+    assert body["message"] == f"Пароль отправлен по SMS с номера 3339 на {IVAN}."
+    password = extract_password(await wait_sms(stack, IVAN, "3339", after))
+    status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
+    assert status == 201, body
+    assert stack.store is not None
+    trail = await stack.store.audit_trail(IVAN)
+    issued = [e for e in trail if e["event"] == "password_issued"]
+    assert issued and issued[-1]["channel"] == "api" and issued[-1]["outcome"] == "ok"
+
+
+async def test_the_web_form_and_the_sms_share_one_cool_down_and_one_hourly_cap(stack: Stack, api: Api) -> None:
+    assert stack.smsc is not None
+    status, _ = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
+    assert status == 200
+    status, body = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
+    assert status == 429 and body["error"] == "rate_limited"
+    assert body["message"].startswith("Код уже отправлен. Повторный запрос возможен через")
+    # ПАРОЛЬ to 3339 right after the web request is refused the same way (one D2 guard).
+    after = stack.smsc.phones.last_seq
+    stack.smsc.submit_mo(IVAN, "3339", "ПАРОЛЬ")
+    assert (await wait_sms(stack, IVAN, "3339", after)).startswith("Код уже отправлен")
+    # Past the cool-down: the web and the SMS draw on one hourly cap of 3.
+    stack.clock.advance(21)
+    after = stack.smsc.phones.last_seq
+    stack.smsc.submit_mo(IVAN, "3339", "ПАРОЛЬ")
+    extract_password(await wait_sms(stack, IVAN, "3339", after))
+    stack.clock.advance(21)
+    status, _ = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
+    assert status == 200
+    stack.clock.advance(21)
+    status, body = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
+    assert status == 429 and body["message"].startswith("Превышен лимит запросов: не более 3 в час.")
+
+
+@pytest.mark.parametrize(("number", "status", "error"), [
+    ("79990000000", 404, "unknown_subscriber"),
+    ("12345", 400, "bad_request"),
+    (None, 400, "bad_request"),
+])
+async def test_an_unknown_or_malformed_number_gets_no_sms(stack: Stack, api: Api, number: str | None, status: int,
+                                                         error: str) -> None:
+    assert stack.smsc is not None
+    got, body = await api.call("POST", "/password-requests", body={} if number is None else {"msisdn": number},
+                               validate_request=number is not None)
+    assert (got, body["error"]) == (status, error)
+    assert stack.smsc.phones.last_seq == 0
