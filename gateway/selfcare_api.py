@@ -285,12 +285,16 @@ async def get_account(request: web.Request) -> web.Response:
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
     tariff = cat.tariff(profile.get("tariff", ""))
+    joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
+    n2_state = profile.get("n2_state") or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
         "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
         "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
         "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
         "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.get("code_word_hash")), "n2_state": "active" if joined else n2_state,
+        "joined": joined,
     }})
 
 

@@ -1,5 +1,6 @@
 """What the cabinet page needs from the API beyond what the API already had: «Получить пароль по
-SMS» from the web (R1 with the D2 limits of ПАРОЛЬ to 3339)."""
+SMS» from the web (R1 with the D2 limits of ПАРОЛЬ to 3339), and the numbers joined by N2 in the
+account view and in who may act on what."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.selfcare_helpers import IVAN, Api, extract_password, seed, wait_sms
+from tests.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_password, seed, signed_in, wait_sms
 from ussdgw.config import Settings
 from ussdgw.stack import Stack
+from ussdgw.store import AuditEvent
 
 
 @pytest.fixture
@@ -76,3 +78,27 @@ async def test_an_unknown_or_malformed_number_gets_no_sms(stack: Stack, api: Api
                                validate_request=number is not None)
     assert (got, body["error"]) == (status, error)
     assert stack.smsc.phones.last_seq == 0
+
+
+async def test_numbers_joined_by_an_active_n2_group_are_shown_and_acted_on_without_their_password(
+        stack: Stack, api: Api) -> None:
+    """N2: "each member acts on the others without additional sign-in"; a member sold since (N4),
+    or a group not (yet) active, gives nothing."""
+    assert stack.store is not None
+    await stack.store.put_subscriber(IVAN, {"n2_state": "active", "n2_numbers": f"{IVAN},{IVAN2},{MARIA}",
+                                            "n2_group": IVAN}, AuditEvent("seeded", "admin"))
+    for member in (IVAN2, MARIA):  # MARIA: joined once, another owner's now
+        await stack.store.put_subscriber(member, {"n2_group": IVAN}, AuditEvent("seeded", "admin"))
+    token = await signed_in(stack, api, IVAN2)
+    status, body = await api.call("GET", "/accounts/me", token=token)
+    assert status == 200 and body["data"]["joined"] == [IVAN] and body["data"]["n2_state"] == "active"
+    status, body = await api.call("GET", f"/accounts/{IVAN}/balance", token=token)
+    assert status == 200 and body["data"]["balance_kop"] == 25000
+    status, body = await api.call("GET", f"/accounts/{MARIA}/balance", token=token)
+    assert status == 403 and body["error"] == "forbidden"
+
+    await stack.store.put_subscriber(IVAN, {"n2_state": "off"}, AuditEvent("seeded", "admin"))
+    status, body = await api.call("GET", "/accounts/me", token=token)
+    assert body["data"]["joined"] == [] and body["data"]["n2_state"] == "off"
+    status, body = await api.call("GET", f"/accounts/{IVAN}/balance", token=token)
+    assert status == 403
