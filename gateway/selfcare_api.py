@@ -9,7 +9,8 @@ response against it. Success: `{"message": <Russian text>, "data": {...}}`. Fail
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
 or a number the session may act on (its own, or one linked with that number's password, N1).
-Admin routes want `Authorization: Bearer <admin token>`.
+Admin routes want `Authorization: Bearer <admin token>`. The same server serves the cabinet page at
+`/` (`gateway/cabinet.py`), which uses nothing but this API.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway import cabinet
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
@@ -490,6 +492,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
         await env.drain()
 
     app.cleanup_ctx.append(background)
+    cabinet.register_routes(app)  # the cabinet page at / (gateway/cabinet.py), a client of the routes below
     r = app.router
     r.add_get(f"{API}/health", health)
     r.add_get(f"{API}/catalogue", get_catalogue)

@@ -4,6 +4,7 @@ account view and in who may act on what."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -102,3 +103,38 @@ async def test_numbers_joined_by_an_active_n2_group_are_shown_and_acted_on_witho
     assert body["data"]["joined"] == [] and body["data"]["n2_state"] == "off"
     status, body = await api.call("GET", f"/accounts/{IVAN}/balance", token=token)
     assert status == 403
+
+
+async def test_the_cabinet_page_and_its_assets_are_served_with_their_types_caches_and_a_strict_csp(
+        stack: Stack) -> None:
+    base = stack.endpoints["selfcare"].removesuffix("/api/v1")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/") as response:
+            page = await response.text()
+            assert response.status == 200 and response.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert response.headers["Cache-Control"] == "no-cache" and response.headers["ETag"]
+            csp = response.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            etag = response.headers["ETag"]
+        async with http.get(f"{base}/", headers={"If-None-Match": etag}) as response:
+            assert response.status == 304
+        # CSP-friendly: no inline script or style, no handlers in the markup, nothing from another site.
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page) and "<style" not in page
+        assert not re.search(r"\s(on[a-z]+|style)=", page)
+        versioned = dict(re.findall(r'"/static/([a-z.]+)\?v=([0-9a-f]{16})"', page))
+        assert set(versioned) == {"cabinet.css", "cabinet.js", "icon.svg"}
+        types = {"cabinet.css": "text/css; charset=utf-8", "cabinet.js": "text/javascript; charset=utf-8",
+                 "icon.svg": "image/svg+xml"}
+        for name, version in versioned.items():
+            async with http.get(f"{base}/static/{name}", params={"v": version}) as response:
+                body = await response.text()
+                assert response.status == 200 and response.headers["Content-Type"] == types[name]
+                assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", body.replace("http://www.w3.org/2000/svg", ""))
+            async with http.get(f"{base}/static/{name}") as response:
+                assert response.headers["Cache-Control"] == "no-cache"
+        async with http.get(f"{base}/static/../selfcare_api.py") as response:
+            assert response.status == 404
+        async with http.get(f"{base}/static/secret.txt") as response:
+            assert response.status == 404 and (await response.json())["error"] == "not_found"
