@@ -189,7 +189,7 @@ async def open_loop(smsc: BenchSmsc, phones: list[Phone], rate: float, seconds: 
 def start_gateway(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """One gateway process as `ussdgw gateway` runs it, bound to the bench SMSC, logging to `log_path`."""
     with open(log_path, "w") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "ussdgw.cli", "--log-level", "warning", "gateway",
+        return subprocess.Popen([sys.executable, "-m", "ussdgw.app", "--log-level", "warning", "gateway",
                                  "--smsc", f"127.0.0.1:{port}"], env=env, cwd=log_path.parent, stderr=log_file)
 
 

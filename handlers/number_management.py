@@ -296,7 +296,7 @@ def _sms(msisdn: str, text: str) -> OutboundMessage:
 
 def time_hook(store: Store, settings: Settings, send: Sender | None = None) -> Callable[[float], Awaitable[object]]:
     """For the simulator's "advance time", which has already moved the clock it shares with the store
-    (one clock per platform, `ussdgw.stack`): run the reviews now due."""
+    (one clock per platform, `ussdgw.app.stack`): run the reviews now due."""
 
     async def advanced(seconds: float) -> object:
         reviews = await review_due(store, settings, send=send)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.router import Router, SmsRoute, UssdRoute
 from handlers import number_management, ussd_selfcare
 from handlers.archives import open_mms_archive, sms_archive_code
 from handlers.base import HandlerContext
 from handlers.password import issue_password
+from handlers.routing import Router, SmsRoute, UssdRoute
 from ussdgw.store import AuditEvent
 
 SMS_ROUTES = [

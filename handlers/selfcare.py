@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from handlers.base import Channel
+from handlers.ports import Billing, Mailer, MtSender, Network
 from ussdgw.clock import Clock
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
 from ussdgw.tasks import Tasks
@@ -84,18 +85,12 @@ class Result:
         return STATUS_BY_CODE.get(self.code, 400)
 
 
-class Mailer(Protocol):
-    async def send(self, to: str, subject: str, body: str,
-                   attachments: tuple[tuple[str, str, bytes], ...] = ()) -> None: ...
-
-
-MtSender = Callable[[OutboundMessage], Awaitable[object]]
-
-
 @dataclass(slots=True, init=False)
 class Env:
     """What the operations that send SMS or e-mail, or keep sessions, need beyond the store.
 
+    `billing` and `network` are the operator's (the simulated carrier's under `ussdgw up`): without
+    them call detail and Локатор answer "unavailable".
     `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
     sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
     P5 and expiry tests fast-forward it instead of waiting.
@@ -105,12 +100,16 @@ class Env:
     settings: Settings
     send_mt: MtSender | None
     mailer: Mailer | None
+    billing: Billing | None
+    network: Network | None
     clock: Clock
     _sends: Tasks
 
     def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
-                 mailer: Mailer | None = None, clock: Clock | None = None) -> None:
+                 mailer: Mailer | None = None, clock: Clock | None = None, *,
+                 billing: Billing | None = None, network: Network | None = None) -> None:
         self.store, self.settings, self.send_mt, self.mailer = store, settings, send_mt, mailer
+        self.billing, self.network = billing, network
         self.clock = clock or store.clock
         if self.clock is not store.clock:
             raise ValueError("the self-care environment and its store must share one clock")

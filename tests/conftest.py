@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from simulator.phones import InboxMessage
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
-from ussdgw.stack import Stack
 
 
 def pytest_configure(config: pytest.Config) -> None:

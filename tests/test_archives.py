@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from tests.conftest import send_and_wait
 from tests.selfcare_helpers import IVAN, Api, extract_code, seed, signed_in
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 from ussdgw.store import mms_archive_key
 
 

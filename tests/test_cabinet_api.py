@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from tests.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_password, seed, signed_in, wait_sms
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
 

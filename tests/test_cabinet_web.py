@@ -14,7 +14,7 @@ import pytest
 
 from tests.selfcare_helpers import IVAN, IVAN2, extract_code, extract_password, seed, sms_password, wait_sms
 from tests.test_web_phone import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS
-from ussdgw.stack import Stack
+from ussdgw.app.stack import Stack
 
 pytestmark = pytest.mark.needs_tool(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
 

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.selfcare_api import ensure_admin_token
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, seed, signed_in, wait_sms
-from ussdgw.stack import Stack
+from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
 
 

@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, seed, signed_in, sms_password
+from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent, holds_key, sc_hash
 
 

@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 from gateway.selfcare_api import ensure_admin_token
 from sms_codes import checksum_ok, generate_password, is_generated_shape, verify_password
 from tests.selfcare_helpers import IVAN, Api, extract_password, seed, signed_in, sms_password, wait_sms
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent, session_get
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from simulator.phones import Power
 from tests.conftest import send_and_wait
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 
 PHONE = "79161234567"
 
