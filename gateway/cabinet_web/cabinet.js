@@ -110,6 +110,11 @@ function ruDay(iso) {
   return m ? `${m[3]}.${m[2]}.${m[1]}` : iso;
 }
 
+function duration(seconds) {
+  const min = Math.floor(seconds / 60), sec = seconds % 60;
+  return min ? `${min} мин${sec ? ` ${sec} с` : ""}` : `${sec} с`;
+}
+
 function mmss(seconds) {
   const s = Math.max(0, Math.ceil(seconds));
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
@@ -311,8 +316,8 @@ function wipe() {
   const cabinet = $("#cabinet-view");
   $$("form", cabinet).forEach((form) => form.reset());
   $$(".result", cabinet).forEach((node) => setResult(node, ""));
-  $$("ul.cards, ul.list, tbody, tfoot", cabinet).forEach((node) => node.replaceChildren());
-  $$(".tile b, #block-state, #n2-state, #mms-archive-state, .facts dd", cabinet).forEach((node) => {
+  $$("ul.cards, ul.list, ul.plain, tbody, tfoot", cabinet).forEach((node) => node.replaceChildren());
+  $$(".tile b, #block-state, #n2-state, #mms-archive-state, #ov-plan, #ov-owner, .facts dd", cabinet).forEach((node) => {
     node.textContent = "—";
   });
   $("#calls-table").hidden = true;
@@ -348,10 +353,10 @@ async function refreshNumbers() {
   state.linked = linked.data.numbers || [];
   state.joined = account.data.joined || [];
   const select = $("#acting");
-  const options = [el("option", { value: state.msisdn }, `${phone(state.msisdn)} — мой`)];
-  for (const n of state.linked) options.push(el("option", { value: n.msisdn }, phone(n.msisdn)));
+  const options = [el("option", { value: state.msisdn }, phone(state.msisdn))];
+  for (const n of state.linked) options.push(el("option", { value: n.msisdn }, `${phone(n.msisdn)} · привязан`));
   for (const n of state.joined) {
-    if (!state.linked.some((l) => l.msisdn === n)) options.push(el("option", { value: n }, `${phone(n)} — объединён`));
+    if (!state.linked.some((l) => l.msisdn === n)) options.push(el("option", { value: n }, `${phone(n)} · объединён`));
   }
   select.replaceChildren(...options);
   const known = [state.msisdn, ...state.linked.map((n) => n.msisdn), ...state.joined];
@@ -433,6 +438,13 @@ async function renderOverview() {
   $("#ov-state").textContent = NUMBER_STATES[data.state] || data.state;
   $("#ov-owner").textContent = [phone(data.msisdn), data.owner_name, data.corporate ? "корпоративный клиент" : ""]
     .filter(Boolean).join(" · ");
+  const cat = await catalogue().catch(() => null);
+  const tariff = cat?.tariffs.find((t) => t.id === data.tariff);
+  $("#ov-plan").replaceChildren(el("b", {}, `«${data.tariff_name || data.tariff}»`),
+    tariff ? ` — ${tariff.description}` : "");
+  const names = data.services.map((id) => cat?.services.find((s) => s.id === id)?.name || id);
+  $("#ov-services").replaceChildren(...(names.length ? names.map((name) => el("li", {}, `✓ ${name}`))
+    : [el("li", { class: "muted" }, "Дополнительные услуги не подключены.")]));
 }
 
 function kopecks(text) {
@@ -607,7 +619,7 @@ function showCalls(data) {
     el("td", { class: "act" }, `${KINDS[r.kind] || r.kind}${r.kind === "internet" ? ""
       : r.direction === "in" ? ", входящий" : ", исходящий"}`),
     el("td", { class: "peer" }, r.kind === "internet" ? "—" : phone(r.peer)),
-    el("td", { class: "vol" }, r.kind === "call" ? `${Math.floor(r.duration_s / 60)} мин ${r.duration_s % 60} с`
+    el("td", { class: "vol" }, r.kind === "call" ? duration(r.duration_s)
       : r.kind === "internet" ? `${(r.volume_kb / 1024).toLocaleString("ru-RU", { maximumFractionDigits: 1 })} МБ` : "1 SMS"),
     el("td", { class: "num" }, rub(r.cost_kop)))));
   let foot = $("tfoot", table);
@@ -674,6 +686,7 @@ function wire() {
     const msisdn = value("sms-password-msisdn");
     const { message } = await api("POST", "/password-requests", { msisdn }, { auth: false });
     if (!value("signin-msisdn")) $("#signin-msisdn").value = msisdn;
+    if (value("signin-msisdn") === msisdn) $("#signin-password").focus();
     return message;
   });
   onSubmit("recover-form", async (form) => {
