@@ -139,7 +139,7 @@ async def go(page: Page, section: str) -> None:
 async def cabinet(browser: Browser, stack: Stack) -> None:
     assert stack.store is not None and stack.smsc is not None
     await seed_subscribers(stack.store, load_seed_file(DOCS.parent / "demo" / "subscribers.yaml"))
-    url = stack.endpoints["selfcare"].removesuffix("/api/v1") + "/"
+    url = stack.endpoints["cabinet"]
     page = await browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1, locale="ru-RU")
     page.set_default_timeout(10_000)
     await page.goto(url)

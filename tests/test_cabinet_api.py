@@ -107,7 +107,7 @@ async def test_numbers_joined_by_an_active_n2_group_are_shown_and_acted_on_witho
 
 async def test_the_cabinet_page_and_its_assets_are_served_with_their_types_caches_and_a_strict_csp(
         stack: Stack) -> None:
-    base = stack.endpoints["selfcare"].removesuffix("/api/v1")
+    base = stack.endpoints["cabinet"].removesuffix("/")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/") as response:
             page = await response.text()

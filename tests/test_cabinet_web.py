@@ -44,7 +44,7 @@ async def open_cabinet(browser: Browser, stack: Stack, *, fake_clock: bool = Fal
     page.problems = problems  # type: ignore[attr-defined]
     if fake_clock:
         await page.clock.install()
-    await page.goto(stack.endpoints["selfcare"].removesuffix("/api/v1") + "/")
+    await page.goto(stack.endpoints["cabinet"])
     await expect(page.locator("body")).to_have_attribute("data-view", "signin")
     return page
 
