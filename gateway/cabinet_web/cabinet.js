@@ -371,7 +371,10 @@ function setActing(msisdn, { render = true } = {}) {
   const other = state.acting !== state.msisdn;
   $("#acting-note").hidden = !other;
   $("#acting-number").textContent = phone(state.acting);
-  if (render) route();
+  if (render) {
+    $$(".result", $("#cabinet-view")).forEach((node) => setResult(node, "")); // they were about the other number
+    route();
+  }
 }
 
 // ---- sections --------------------------------------------------------------------------------------
