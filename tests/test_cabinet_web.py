@@ -164,6 +164,14 @@ async def test_a_wrong_password_shows_the_apis_refusal_and_empty_fields_the_page
     await expect(number).to_be_focused()
     assert await number.evaluate("input => input.validationMessage") == ""
 
+    # Nowhere in the page (sign-in and cabinet alike) does the browser validate, and every field has a label.
+    assert await page.evaluate("""() => [...document.querySelectorAll("form")].every((f) => f.noValidate)
+        && !document.querySelector("[required], [pattern], [min], [max], [minlength], [maxlength]")""")
+    unlabelled = await page.evaluate("""() => [...document.querySelectorAll("input, select")]
+        .filter((e) => !e.hidden && !e.labels.length && !e.getAttribute("aria-label"))
+        .map((e) => e.id)""")
+    assert unlabelled == []
+
     await number.fill(IVAN)
     await expect(number).not_to_have_attribute("aria-invalid", "true")
     await form.get_by_label("Пароль").fill("12345abc")
