@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulator.load import percentile  # noqa: E402
 from ussdgw.redis_server import EmbeddedRedis  # noqa: E402
 from ussdgw.smpp import codec  # noqa: E402
 from ussdgw.smpp.pdu import Bind, BindResp, DeliverSm, DeliverSmResp, SubmitSm, SubmitSmResp, UssdOp  # noqa: E402
@@ -194,8 +195,8 @@ def start_gateway(env: dict[str, str], port: int, log_path: Path) -> subprocess.
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values) or [float("nan")]
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    """Milliseconds at the `q`-th fraction of `values` (seconds)."""
+    return percentile(values, q * 100) * 1000
 
 
 async def main(args: argparse.Namespace) -> int:

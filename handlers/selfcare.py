@@ -8,7 +8,6 @@ it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import structlog
 from handlers.base import Channel
 from handlers.ports import Billing, Mailer, MtSender, Network
 from ussdgw.clock import Clock
+from ussdgw.inputs import parse_msisdn, parse_whole_number
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
 from ussdgw.tasks import Tasks
 
@@ -30,7 +30,6 @@ log = structlog.get_logger("ussdgw.handlers.selfcare")
 SELFCARE_SENDER = "3339"
 """Short code that self-care SMS (passwords, codes, notices) come from."""
 
-MSISDN_RE = re.compile(r"^7\d{10}$")
 MAX_AMOUNT_KOP = 1_500_000  # one payment at most 15 000 ₽, as operators cap card top-ups
 
 STATUS_BY_CODE: Mapping[str, int] = {
@@ -142,12 +141,7 @@ def new_mt(destination: str, text: str, *, secret: bool = False, source: str = S
 
 def valid_msisdn(value: object) -> str | None:
     """'79161234567', '+7 916 123-45-67' or '89161234567' -> '79161234567'; anything else -> None."""
-    if not isinstance(value, str):
-        return None
-    digits = re.sub(r"[\s()+-]", "", value)
-    if len(digits) == 11 and digits.startswith("8"):
-        digits = "7" + digits[1:]
-    return digits if MSISDN_RE.match(digits) else None
+    return parse_msisdn(value)
 
 
 def bad_msisdn(value: object) -> Result:
@@ -157,10 +151,10 @@ def bad_msisdn(value: object) -> Result:
 
 def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: int = MAX_AMOUNT_KOP) -> int | Result:
     """A positive whole number of kopecks (int, or a string of digits from USSD), else a refusal."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool):
+    parsed = parse_whole_number(value, maximum=10**12)
+    if parsed is None:
         return Result.fail("bad_request", "Сумма должна быть целым числом копеек.", field=field_name)
+    value = parsed
     if value <= 0:
         return Result.fail("bad_request", "Сумма должна быть больше нуля.", field=field_name)
     if value > maximum:
@@ -169,10 +163,10 @@ def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: 
 
 
 def parse_points(value: object, *, field_name: str = "points") -> int | Result:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool):
+    parsed = parse_whole_number(value, maximum=10**12)
+    if parsed is None:
         return Result.fail("bad_request", "Количество баллов должно быть целым числом.", field=field_name)
+    value = parsed
     if value <= 0:
         return Result.fail("bad_request", "Количество баллов должно быть больше нуля.", field=field_name)
     if value > 1_000_000:

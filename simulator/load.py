@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,11 +63,13 @@ def parse_mix(text: str) -> dict[str, float]:
     return {k: v / total for k, v in shares.items()}
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
+def percentile(values: Sequence[float], q: float, *, ordered: bool = False) -> float:
+    """The `q`-th percentile (0-100) by nearest rank; NaN for no values. The benchmarks use it too."""
+    if not values:
         return float("nan")
-    rank = math.ceil(q / 100 * len(sorted_values))  # nearest rank
-    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
+    ranked = values if ordered else sorted(values)
+    rank = math.ceil(q / 100 * len(ranked))
+    return ranked[min(len(ranked), max(rank, 1)) - 1]
 
 
 @dataclass(slots=True)
@@ -82,8 +84,10 @@ class KindStats:
         return {
             "offered": self.offered, "completed": self.completed, "lost": self.lost,
             "per_s": round(self.completed / seconds, 1) if seconds else 0.0,
-            "p50_ms": round(percentile(lat, 50) * 1000, 2), "p90_ms": round(percentile(lat, 90) * 1000, 2),
-            "p99_ms": round(percentile(lat, 99) * 1000, 2), "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+            "p50_ms": round(percentile(lat, 50, ordered=True) * 1000, 2),
+            "p90_ms": round(percentile(lat, 90, ordered=True) * 1000, 2),
+            "p99_ms": round(percentile(lat, 99, ordered=True) * 1000, 2),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
         }
 
 

@@ -52,7 +52,8 @@ from typing import Any, Protocol
 import aiohttp
 import yaml
 
-from simulator.phones import MSISDN_RE, REASONS
+from simulator.phones import REASONS
+from ussdgw.inputs import parse_address
 from ussdgw.smpp.ussd import is_ussd_string
 
 STEP_KINDS = ("sms", "dial", "answer", "cancel", "expect", "set_phone", "advance_time", "sleep")
@@ -151,7 +152,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if unknown:
         raise ScenarioError(f"{path}: unknown keys {sorted(unknown)}")
     default_phone = str(data.get("phone", "79161234567"))
-    if not MSISDN_RE.match(default_phone):
+    if parse_address(default_phone) != default_phone:
         raise ScenarioError(f"{path}: phone must be 5-15 digits")
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -194,7 +195,7 @@ def _step(path: Path, index: int, raw: Any, default_phone: str) -> Step:
         args, phone = _args(kind, value, default_phone)
     except (ValueError, TypeError, KeyError) as exc:
         raise ScenarioError(f"{where} ({kind}): {exc}") from None
-    if not MSISDN_RE.match(phone):
+    if parse_address(phone) != phone:
         raise ScenarioError(f"{where} ({kind}): phone {phone!r} must be 5-15 digits")
     return Step(index, kind, args, phone)
 
