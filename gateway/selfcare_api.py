@@ -115,7 +115,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except ApiError as exc:
         status = exc.status
-        return _error_response(exc.status, exc.code, exc.message, exc.details)
+        response = _error_response(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc.details.get("retry_at"), float):
+            response[RETRY_AT_KEY] = exc.details["retry_at"]
+        return response
     except BadInput as exc:
         status = exc.status
         code = {408: "timeout", 413: "too_large", 415: "unsupported_media_type"}.get(exc.status, "bad_request")
@@ -218,6 +221,13 @@ async def _account(request: web.Request) -> tuple[Env, Session, str]:
     return env, session, target
 
 
+def _count_attempt(request: web.Request) -> None:
+    """An attempt at someone's password counts against the client's window (`Env.attempt`)."""
+    refused = request.app[ENV_KEY].attempt(request.remote)
+    if refused is not None:
+        raise ApiError(refused.status, refused.code, refused.text, {"retry_at": refused.retry_at})
+
+
 def _admin(request: web.Request) -> None:
     token = _bearer(request)
     if token is None:
@@ -240,7 +250,8 @@ async def get_catalogue(request: web.Request) -> web.Response:
 
 async def sign_in(request: web.Request) -> web.Response:
     body = await _body(request)
-    result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"),
+                                   client=request.remote)
     return _reply(result, 201)
 
 
@@ -265,13 +276,15 @@ async def sign_out(request: web.Request) -> web.Response:
 async def recover(request: web.Request) -> web.Response:
     body = await _body(request)
     return _reply(await account.recover_by_code_word(request.app[ENV_KEY], body.get("msisdn"),
-                                                     body.get("code_word"), body.get("delivery", "sms")))
+                                                     body.get("code_word"), body.get("delivery", "sms"),
+                                                     client=request.remote))
 
 
 async def request_password(request: web.Request) -> web.Response:
     """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
     body = await _body(request)
-    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn")))
+    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn"),
+                                                        client=request.remote))
 
 
 # ---- admin ----------------------------------------------------------------------------------
@@ -426,6 +439,7 @@ async def post_linked(request: web.Request) -> web.Response:
     if target != session.msisdn:
         raise ApiError(403, "forbidden", "Номера добавляются только в свой кабинет.")
     body = await _body(request)
+    _count_attempt(request)
     return _reply(await numbers.link_number(env, target, body.get("msisdn"), body.get("password")))
 
 
@@ -448,6 +462,7 @@ async def delete_block(request: web.Request) -> web.Response:
 async def post_owner_change(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
     body = await _body(request)
+    _count_attempt(request)
     return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
 
 
@@ -456,6 +471,7 @@ async def put_password(request: web.Request) -> web.Response:
     if target != session.msisdn:
         raise ApiError(403, "forbidden", "Пароль меняется только для своего номера.")
     body = await _body(request)
+    _count_attempt(request)
     return _reply(await account.change_password(env, target, body.get("old_password"), body.get("new_password"),
                                                 body.get("new_password_repeat")))
 

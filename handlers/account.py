@@ -3,7 +3,11 @@
 - `sign_in`: MSISDN + password. The P1 checksum (`sms_codes.precheck`) turns a malformed password
   away before scrypt runs; either way a wrong password counts towards the P4 lock (3 in a row),
   which only a new password by SMS (R1/R2), recovery (P8) or a support reset (P9) lifts.
-  Attempts per MSISDN are capped per hour as well.
+  Every refusal reads the same and costs the same scrypt (a dummy hash for a number without
+  one), so answers and timing tell nobody which numbers exist. Attempts are counted per client
+  address and overall first (`Env.attempt`, in memory: a spray is refused before any Redis
+  key is touched), then per number and password (`signin_per_hour`, started afresh by a new
+  password, so a stranger's attempts never outlive the victim's next SMS password).
 - Sessions (P5): a random token (`secrets`), kept in Redis under its SHA-256 with a TTL; a request
   more than `session_idle_s` after the last one finds the session ended; `sign_out` ends it at once.
 - `sign_in_by_header` (P6): the operator's network puts the MSISDN in a header; believed only when
@@ -19,6 +23,8 @@ reaches a log line or the audit trail.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import ipaddress
 import secrets
 from dataclasses import dataclass
@@ -88,42 +94,68 @@ def _secret_arg(value: object, what: str, field_name: str) -> str | Result:
 
 
 # ---- P1/P4: sign-in with a password ----------------------------------------------------------
+WRONG_TEXT = ("Неверный номер или пароль. После 3 неверных паролей подряд вход блокируется до нового пароля "
+              f"по SMS. {NEW_PASSWORD_HINT}")
+"""One answer for an unknown number, a number without a password, a wrong password and a wrong
+one on a locked number: nobody learns from it which numbers exist or have a password."""
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches, with the parameters real ones have: verified for a number with
+    no hash, so that every refusal costs the same scrypt."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def generation(pw_hash: str) -> str:
+    """A short name for one password of a number: per-number counters are kept under it, so a new
+    password (a new SMS) starts them afresh whatever a stranger filled."""
+    return hashlib.sha256(pw_hash.encode()).hexdigest()[:12] if pw_hash else "none"
+
+
+async def _matches(secret: str, stored: str) -> bool:
+    """scrypt against `stored`, or against a dummy when there is none (same cost, never a match)."""
+    if not stored:
+        await _verify(secret, await asyncio.to_thread(_dummy_hash))
+        return False
+    return await _verify(secret, stored)
+
+
+def _attempts_text(reason: str, retry_at: float, per_hour: int, now: float) -> str:
+    return _retry_text(reason, retry_at, per_hour, now).replace(
+        "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка")
+
+
 async def check_password(env: Env, msisdn: str, password: str, *, channel: Channel | str,
-                         purpose: str) -> Result:
-    """Is `password` the one of `msisdn`? Counts a wrong one towards the P4 lock; never reveals more
-    than the subscriber needs. Used by sign-in, P7 (old password) and N1 (the other's password)."""
+                         purpose: str, per_hour: int | None = None) -> Result:
+    """Is `password` the one of `msisdn`? A wrong one counts towards the P4 lock. Every refusal is
+    the same `wrong_password` (WRONG_TEXT) after the same work, whether the number is unknown, has
+    no password, or the password is wrong; only the right password on a locked number learns that
+    it is locked. `per_hour`: also cap the attempts on this number's current password (429).
+    Used by sign-in, P7 (old password), N1 and N4 (the other number's password)."""
     profile = await env.store.subscriber(msisdn)
     stored = profile.get("pw_hash", "")
-    if not profile:
-        return Result.fail("wrong_password", "Неверный номер или пароль.")
-    if not stored:
-        return Result.fail("wrong_password", f"Пароль для номера ещё не получен. {NEW_PASSWORD_HINT}")
-    if profile.get("locked") == "1":
+    if stored and per_hour is not None:
+        refused = await sc_attempt(env.store, msisdn, RateGuard(f"{purpose}:{generation(stored)}", 0, per_hour))
+        if refused is not None:
+            reason, retry_at = refused
+            await env.store.audit(msisdn, api_audit(purpose, channel, "rate_limited"))
+            return Result.fail("rate_limited", _attempts_text(reason, retry_at, per_hour, env.now()),
+                               retry_at=retry_at)
+    # P1: a password whose checksum fails is wrong without running scrypt (the same for any number).
+    shaped = precheck(password)
+    right = shaped and await _matches(password, stored)
+    if right and profile.get("locked") == "1":
         await env.store.audit(msisdn, api_audit(purpose, channel, "locked"))
         return Result.fail("locked", f"Вход заблокирован после 3 неверных паролей подряд. {NEW_PASSWORD_HINT}")
-    # P1: a password whose checksum fails is wrong without running scrypt.
-    right = precheck(password) and await _verify(password, stored)
     if right:
         return Result.done("Пароль верный.", pw_hash=stored)
-    counted = await sc_signin_failed(env.store, msisdn, stored, env.settings.signin_max_failures,
-                                     api_audit(purpose, channel, "wrong_password",
-                                               "checksum" if not precheck(password) else "hash"))
-    log.info("wrong_password", msisdn=msisdn, purpose=purpose, counted=counted is not None)
-    if counted is not None and counted[1]:
-        return Result.fail("locked", f"Введён неверный пароль 3 раза подряд: вход заблокирован. {NEW_PASSWORD_HINT}")
-    left = env.settings.signin_max_failures - (counted[0] if counted else 0)
-    return Result.fail("wrong_password", f"Неверный номер или пароль. Осталось попыток: {max(left, 0)}.",
-                       attempts_left=max(left, 0))
-
-
-async def _signin_guard(env: Env, msisdn: str) -> Result | None:
-    guard = RateGuard("signin", cooldown_s=0, per_hour=env.settings.signin_per_hour)
-    refused = await sc_attempt(env.store, msisdn, guard)
-    if refused is None:
-        return None
-    reason, retry_at = refused
-    return Result.fail("rate_limited", _retry_text(reason, retry_at, guard.per_hour, env.now()).replace(
-        "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка"), retry_at=retry_at)
+    if stored:
+        counted = await sc_signin_failed(env.store, msisdn, stored, env.settings.signin_max_failures,
+                                         api_audit(purpose, channel, "wrong_password",
+                                                   "checksum" if not shaped else "hash"))
+        log.info("wrong_password", msisdn=msisdn, purpose=purpose, counted=counted is not None)
+    return Result.fail("wrong_password", WRONG_TEXT)
 
 
 async def _open_session(env: Env, msisdn: str, via: str) -> Session:
@@ -141,19 +173,20 @@ def _signed_in(session: Session, env: Env) -> Result:
 
 
 async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
-                  *, channel: Channel | str = Channel.API) -> Result:
-    """P1, P4, P5: MSISDN + password -> a session token."""
+                  *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
+    """P1, P4, P5: MSISDN + password -> a session token. `client` (its address) is counted first
+    (`Env.attempt`): a spray is refused before anything about a number is read or written."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
     password = _secret_arg(password_raw, "пароль", "password")
     if isinstance(password, Result):
         return password
-    limited = await _signin_guard(env, msisdn)
+    limited = env.attempt(client)
     if limited is not None:
-        await env.store.audit(msisdn, api_audit("signin", channel, "rate_limited"))
         return limited
-    checked = await check_password(env, msisdn, password, channel=channel, purpose="signin")
+    checked = await check_password(env, msisdn, password, channel=channel, purpose="signin",
+                                   per_hour=env.settings.signin_per_hour)
     if not checked.ok:
         return checked
     key = sub_key(msisdn)
@@ -315,9 +348,15 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
     return Result.done(f"Новый пароль отправлен {where}.", delivery=delivery)
 
 
+RECOVERY_REFUSED = ("Номер или кодовое слово неверны. Пароль не изменён. Если кодовое слово не задано, "
+                    "получите пароль по SMS: ПАРОЛЬ на 3339.")
+
+
 async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: object, delivery: object,
-                               *, channel: Channel | str = Channel.API) -> Result:
-    """P8: MSISDN + code word -> a new password by SMS or e-mail, as chosen."""
+                               *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
+    """P8: MSISDN + code word -> a new password by SMS or e-mail, as chosen. The client is counted
+    before anything is looked up; an unknown number, one without a code word and a wrong code word
+    get the same answer after the same scrypt."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
@@ -326,43 +365,49 @@ async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: obje
         return code_word
     if delivery not in ("sms", "email"):
         return Result.fail("bad_request", "Способ доставки: sms или email.", field="delivery")
-    profile = await env.store.subscriber(msisdn)
-    if not profile:
-        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    limited = await sc_attempt(env.store, msisdn, RateGuard("recovery", 0, env.settings.signin_per_hour))
+    limited = env.attempt(client)
     if limited is not None:
-        return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
-                           retry_at=limited[1])
+        return limited
+    profile = await env.store.subscriber(msisdn)
     stored = profile.get("code_word_hash", "")
-    if not stored:
-        return Result.fail("forbidden", "Кодовое слово не задано. Получите пароль по SMS: ПАРОЛЬ на 3339.")
-    if not await _verify(code_word.strip().casefold(), stored):
-        await env.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
-        log.info("wrong_code_word", msisdn=msisdn)
-        return Result.fail("wrong_code_word", "Кодовое слово неверно. Пароль не изменён.")
+    if stored:
+        guard = RateGuard(f"recovery:{generation(profile.get('pw_hash', ''))}", 0, env.settings.signin_per_hour)
+        refused = await sc_attempt(env.store, msisdn, guard)
+        if refused is not None:
+            return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
+                               retry_at=refused[1])
+    if not await _matches(code_word.strip().casefold(), stored):
+        if stored:
+            await env.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
+            log.info("wrong_code_word", msisdn=msisdn)
+        return Result.fail("wrong_code_word", RECOVERY_REFUSED)
     email = profile.get("email", "")
     if delivery == "email" and not email:
-        return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.")
+        return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.", field="delivery")
     return await _issue_new_password(env, msisdn, delivery=str(delivery), email=email,
                                      event="password_recovered", channel=channel)
 
 
-async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Channel | str = Channel.API,
+                                  client: str | None = None) -> Result:
     """R1 from the cabinet's sign-in page: a new password by SMS from 3339, as ПАРОЛЬ to 3339 gives.
 
     The same D2 guard ("secret": one cool-down and one hourly cap per MSISDN, shared with the SMS,
-    USSD and recovery ways), the same SMS text; it unlocks a P4 lock the same way. Only numbers the
-    platform knows get one: nobody pumps SMS to made-up numbers through the web form."""
+    USSD and recovery ways), the same SMS text; it unlocks a P4 lock the same way. The client is
+    counted first; a number the platform does not know gets the same answer and no SMS (nobody
+    pumps SMS to made-up numbers through the web form, nor learns which numbers exist)."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
+    limited = env.attempt(client)
+    if limited is not None:
+        return limited
+    sent = Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
     if not await env.store.subscriber(msisdn):
-        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+        return sent
     issued = await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_issued",
                                        channel=channel)
-    if not issued.ok:
-        return issued
-    return Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
+    return issued if not issued.ok else sent
 
 
 def _norm(value: str) -> str:

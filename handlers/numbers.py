@@ -72,15 +72,13 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         return Result.fail("bad_request", "Это ваш собственный номер.", field="msisdn")
     if not isinstance(password, str) or not 1 <= len(password) <= 64:
         return Result.fail("bad_request", f"Укажите пароль номера {other} от его Личного кабинета.", field="password")
-    if not await env.store.subscriber(other):
-        return unknown_subscriber(other)
     if other in await sc_members(env.store, linked_key(msisdn)):
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
+    # An unknown number and a wrong password answer alike (`check_password`): linking is no probe.
     checked = await check_password(env, other, password, channel=channel, purpose="link_number")
     if not checked.ok:
         if checked.code == "wrong_password":
-            return Result.fail("wrong_password", f"Неверный пароль номера {other}. Номер не добавлен.",
-                               **dict(checked.data))
+            return Result.fail("wrong_password", f"Неверный номер или пароль номера {other}. Номер не добавлен.")
         return checked
     applied = await sc_apply(env.store, msisdn, Plan(
         checks=[Check("notmember", linked_key(msisdn), "", other, "conflict"),
@@ -200,23 +198,28 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
         return bad_msisdn(new_owner_raw, "new_owner_msisdn")
     if not isinstance(new_owner_password, str) or not 1 <= len(new_owner_password) <= 64:
         return Result.fail("bad_request", "Укажите пароль номера нового владельца.", field="password")
-    number, new = await env.store.subscriber(msisdn), await env.store.subscriber(payer)
-    if not new:
-        return unknown_subscriber(payer)
-    old_id, old_passport = _person(number)
-    new_id, new_passport = _person(new)
-    if payer == msisdn or old_id == new_id or (old_passport and old_passport == new_passport):
-        return Result.fail("same_owner", "Прежний и новый владелец — одно лицо: переоформление невозможно.")
+    same_owner = Result.fail("same_owner", "Прежний и новый владелец — одно лицо: переоформление невозможно.")
+    if payer == msisdn:
+        return same_owner
+    number = await env.store.subscriber(msisdn)
     debt = int(number.get("balance_kop", "0"))
     if debt < 0:
         await env.store.audit(msisdn, api_audit("owner_change", channel, "debt", f"balance_kop={debt}"))
         return Result.fail("debt", f"У номера задолженность {rub(-debt)}. Погасите её до переоформления.",
                            balance_kop=debt)
+    # The new owner's consent first: until it is given, nothing about that number is told (an
+    # unknown number and a wrong password answer alike, see `check_password`).
     checked = await check_password(env, payer, new_owner_password, channel=channel, purpose="owner_change_consent")
     if not checked.ok:
         if checked.code == "wrong_password":
-            return Result.fail("wrong_password", f"Неверный пароль номера {payer}. Переоформление не выполнено.")
+            return Result.fail("wrong_password", f"Неверный номер или пароль нового владельца ({payer}). "
+                               "Переоформление не выполнено.")
         return checked
+    new = await env.store.subscriber(payer)
+    old_id, old_passport = _person(number)
+    new_id, new_passport = _person(new)
+    if old_id == new_id or (old_passport and old_passport == new_passport):
+        return same_owner
     op = _op_id()
     held = await place_hold(env.store, payer, op, field="balance_kop", amount=OWNER_CHANGE_FEE_KOP,
                             purpose="owner_change", to=msisdn, channel=channel, paid=True, event="owner_change_fee")

@@ -8,6 +8,7 @@ it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import structlog
 
 from handlers.base import Channel
 from handlers.ports import Billing, Mailer, MtSender, Network
+from sms_codes import SlidingWindow, client_key
 from ussdgw.clock import Clock
 from ussdgw.inputs import parse_msisdn, parse_whole_number
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
@@ -103,6 +105,7 @@ class Env:
     network: Network | None
     clock: Clock
     _sends: Tasks
+    _attempts: SlidingWindow
 
     def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
                  mailer: Mailer | None = None, clock: Clock | None = None, *,
@@ -113,9 +116,23 @@ class Env:
         if self.clock is not store.clock:
             raise ValueError("the self-care environment and its store must share one clock")
         self._sends = Tasks("selfcare-sends")
+        self._attempts = SlidingWindow()
 
     def now(self) -> float:
         return self.clock.now()
+
+    def attempt(self, client: str | None) -> Result | None:
+        """Count one attempt at a secret from `client` (its address): None, or the 429 refusal when
+        that client, or all clients together, used up the window (settings `api_client_attempts`,
+        `api_attempts_overall`, `api_attempts_window_s`). Nothing is read or written in Redis."""
+        s = self.settings
+        now = self.now()
+        retry_at = self._attempts.take(client_key(client), now, limit=s.api_client_attempts,
+                                       overall=s.api_attempts_overall, window_s=s.api_attempts_window_s)
+        if retry_at is None:
+            return None
+        wait = max(1, math.ceil(retry_at - now))
+        return Result.fail("rate_limited", f"Слишком много попыток. Повторите через {wait} с.", retry_at=retry_at)
 
     def secret_guard(self) -> RateGuard:
         """D2, shared with the SMS password (R1): one cool-down and one hourly cap per MSISDN."""

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.selfcare_api import ensure_admin_token
 from sms_codes import checksum_ok, generate_password, is_generated_shape, verify_password
-from tests.selfcare_helpers import IVAN, Api, extract_password, signed_in, sms_password, wait_sms
+from tests.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_password, signed_in, sms_password, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import AuditEvent, session_get
@@ -53,7 +61,8 @@ async def test_three_wrong_passwords_lock_sign_in_until_a_new_sms_password(stack
     for _ in range(3):
         status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": wrong})
         codes.append((status, body["error"]))
-    assert codes == [(401, "wrong_password"), (401, "wrong_password"), (423, "locked")]
+    # the third locks, and reads like the others: a wrong password tells nobody the number exists
+    assert codes == [(401, "wrong_password")] * 3
     status, body = await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": password})
     assert status == 423 and "ПАРОЛЬ на 3339" in body["message"]  # even the right password, until R1
     fresh = await sms_password(stack, IVAN)
@@ -109,13 +118,104 @@ async def test_unknown_and_malformed_msisdns_get_clear_errors_and_create_nothing
     assert await stack.store.subscriber("79990000000") == {}
 
 
-async def test_sign_in_attempts_are_capped_per_hour(stack: Stack, api: Api) -> None:
+async def test_sign_in_attempts_are_capped_per_hour_and_password(stack: Stack, api: Api) -> None:
     assert stack.selfcare is not None
     stack.selfcare.settings = stack.selfcare.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
     await sms_password(stack, IVAN)
     statuses = [(await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": "Wrong1pass"}))[0]
                 for _ in range(3)]
     assert statuses == [401, 401, 429]
+    fresh = await sms_password(stack, IVAN)  # a new password starts the count afresh
+    assert (await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": fresh}))[0] == 201
+
+
+@contextlib.asynccontextmanager
+async def client_at(stack: Stack, address: str) -> AsyncIterator[Api]:
+    """The self-care API as seen from another loopback address (another client)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        yield Api(stack.endpoints["selfcare"], http)
+
+
+async def test_a_strangers_wrong_passwords_never_outlive_the_victims_next_sms_password(stack: Stack,
+                                                                                      api: Api) -> None:
+    """21 wrong sign-ins for someone else's number: P4 locks it after 3, the stranger's client is
+    refused past its window; the victim's fresh SMS password lifts the lock and every count, and
+    she signs in from her own client at once (it used to be 429 for an hour)."""
+    await sms_password(stack, MARIA)
+    async with client_at(stack, "127.0.0.2") as stranger:
+        statuses = [(await stranger.call("POST", "/sessions", body={"msisdn": MARIA, "password": "Wrong1pass"}))[0]
+                    for _ in range(21)]
+    assert statuses[:20] == [401] * 20 and statuses[20] == 429
+    fresh = await sms_password(stack, MARIA)
+    status, body = await api.call("POST", "/sessions", body={"msisdn": MARIA, "password": fresh})
+    assert status == 201, body
+
+
+async def test_a_spray_from_one_client_is_refused_before_any_number_is_touched(stack: Stack, api: Api) -> None:
+    """2,000 sign-ins against 2,000 numbers from one client: the client's window (20 a minute)
+    answers the first, refuses the rest with 429, and no refusal reads or writes a Redis key."""
+    assert stack.store is not None
+    redis = stack.store.redis
+    keys_before = await redis.dbsize()
+    url = f"{stack.endpoints['selfcare']}/sessions"
+    statuses: Counter[int] = Counter()
+    started = time.perf_counter()
+    for i in range(2000):
+        async with api.http.post(url, json={"msisdn": f"7900{i:07d}", "password": generate_password()}) as response:
+            statuses[response.status] += 1
+    elapsed = time.perf_counter() - started
+    keys = await redis.dbsize() - keys_before
+    refused = statuses[429]
+    print(f"\nspray: 2000 sign-ins, 2000 numbers, one client, {elapsed:.1f} s: answered {statuses[401]} (401), "
+          f"refused {refused} (429); Redis keys created {keys}, {keys / refused:.3f} per refused attempt")
+    assert statuses == {401: 20, 429: 1980}
+    assert keys == 0
+
+
+async def test_all_clients_together_meet_the_overall_window(stack: Stack, api: Api) -> None:
+    assert stack.selfcare is not None
+    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=5, api_attempts_overall=12)
+    got = []
+    for n in range(2, 6):  # four clients, five attempts each: the overall twelve run out in the third
+        async with client_at(stack, f"127.0.0.{n}") as client:
+            got.append([(await client.call("POST", "/sessions", body={"msisdn": "79990000000",
+                                                                      "password": "x"}))[0] for _ in range(5)])
+    assert got == [[401] * 5, [401] * 5, [401, 401, 429, 429, 429], [429] * 5]
+    status, body = await api.call("POST", "/sessions", body={"msisdn": "79990000000", "password": "x"})
+    assert status == 429 and "Повторите через" in body["message"]
+
+
+async def test_unknown_numbers_no_password_and_a_wrong_one_get_one_answer_in_one_time(stack: Stack,
+                                                                                     api: Api) -> None:
+    """The answer and the work are the same (scrypt against a dummy hash when there is none)."""
+    assert stack.selfcare is not None
+    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=100, signin_max_failures=100)
+    await sms_password(stack, IVAN)  # IVAN2 has never had a password; 79990000000 is nobody's
+    cases = {"unknown": "79990000000", "no password": IVAN2, "wrong password": IVAN}
+    answers: dict[str, set[str]] = {kind: set() for kind in cases}
+    times: dict[str, list[float]] = {kind: [] for kind in cases}
+    for _ in range(5):
+        for kind, number in cases.items():
+            started = time.perf_counter()  # a fresh P1-shaped password each time: scrypt runs for all three
+            status, body = await api.call("POST", "/sessions", body={"msisdn": number, "password": generate_password()})
+            times[kind].append(time.perf_counter() - started)
+            answers[kind].add(json.dumps([status, body], ensure_ascii=False))
+    assert len(set.union(*answers.values())) == 1, answers
+    medians = {kind: statistics.median(t) for kind, t in times.items()}
+    print("\nsign-in refusal, median of 5: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in medians.items()))
+    assert min(medians.values()) > 0.5 * max(medians.values()), medians
+
+
+async def test_recovery_is_refused_per_client_before_any_lookup(stack: Stack, api: Api) -> None:
+    assert stack.selfcare is not None and stack.store is not None
+    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=3)
+    keys_before = await stack.store.redis.dbsize()
+    statuses = [(await api.call("POST", "/password-recovery",
+                                body={"msisdn": f"7990000000{i}", "code_word": "x", "delivery": "sms"}))[0]
+                for i in range(6)]
+    assert statuses == [403, 403, 403, 429, 429, 429]
+    assert await stack.store.redis.dbsize() == keys_before
 
 
 async def test_change_password_with_the_old_one_and_the_new_one_twice(stack: Stack, api: Api) -> None:
@@ -202,10 +302,14 @@ async def test_recovery_to_a_full_mailbox_is_reported_and_keeps_the_old_password
     assert any(e["event"] == "email_failed" and e["outcome"] == "mailbox_full" for e in await audit_events(stack, IVAN))
 
 
-async def test_recovery_for_an_unknown_number_is_a_clear_404(stack: Stack, api: Api) -> None:
-    status, body = await api.call("POST", "/password-recovery",
-                                  body={"msisdn": "79990000000", "code_word": "x", "delivery": "sms"})
-    assert status == 404 and body["error"] == "unknown_subscriber"
+async def test_recovery_answers_an_unknown_number_as_a_wrong_code_word(stack: Stack, api: Api) -> None:
+    unknown = await api.call("POST", "/password-recovery",
+                             body={"msisdn": "79990000000", "code_word": "тюльпан", "delivery": "sms"})
+    wrong = await api.call("POST", "/password-recovery",
+                           body={"msisdn": IVAN, "code_word": "тюльпан", "delivery": "sms"})
+    no_word = await api.call("POST", "/password-recovery",
+                             body={"msisdn": IVAN2, "code_word": "тюльпан", "delivery": "sms"})
+    assert unknown == wrong == no_word and unknown[0] == 403 and unknown[1]["error"] == "wrong_code_word"
 
 
 async def test_support_resets_a_password_after_passport_and_contract_match(stack: Stack, api: Api) -> None:

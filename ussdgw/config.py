@@ -53,7 +53,11 @@ class Settings:
     api_port: int = 8081
     # Self-care API: a session ends after `session_idle_s` without activity (P5); sign-in
     # locks after `signin_max_failures` wrong passwords in a row (P4) and takes at most
-    # `signin_per_hour` attempts per MSISDN; header enrichment (P6) is believed only from
+    # `signin_per_hour` attempts per MSISDN and password (a new SMS password starts afresh); every
+    # attempt at a secret (sign-in, recovery, a password asked to link a number or change an owner,
+    # a password by SMS from the web) counts in a sliding window of `api_attempts_window_s` against
+    # `api_client_attempts` per client address and `api_attempts_overall` for all clients of one
+    # API process, refused before any per-number state is read; header enrichment (P6) is believed only from
     # `api_trusted_networks` (comma-separated CIDRs, none by default) and reads `api_msisdn_header`;
     # the admin API (P9) wants `admin_token` as a bearer token (generated into state_dir when empty);
     # a bonus gift's SMS code is valid for `gift_code_ttl_s` (M6); the MMS archive stays open
@@ -61,6 +65,9 @@ class Settings:
     session_idle_s: int = 1200
     signin_max_failures: int = 3
     signin_per_hour: int = 20
+    api_client_attempts: int = 20
+    api_attempts_overall: int = 1200
+    api_attempts_window_s: float = 60.0
     api_trusted_networks: str = ""
     api_msisdn_header: str = "X-MSISDN"
     admin_token: str = ""
