@@ -58,8 +58,8 @@ def _dumps(data: Any) -> str:
 
 def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
-    if settings.admin_token:
-        return settings.admin_token
+    if settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
     path = Path(settings.state_dir) / "admin.token"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,8 @@ class Gateway:
             raise ValueError("the gateway and its store must share one clock")
         self.clients = [
             EsmeClient(
-                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
+                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password.get_secret_value(),
+                self.on_deliver,
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
                 reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}",

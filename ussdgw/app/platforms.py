@@ -97,7 +97,7 @@ class LoadPlatform:
             await asyncio.to_thread(self._redis.start)
             url = self._redis.url
         self._url = url
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=max(self.settings.window, 256),
+        self.smsc = Smsc(self.settings.sim_credentials(), PhoneBook(), window=max(self.settings.window, 256),
                          validity_s=self.settings.sim_validity_s)
         host, port = await self.smsc.start("127.0.0.1", self.port)
         env = {**os.environ, "REDIS_URL": url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
