@@ -140,6 +140,14 @@ def test_every_command_reads_the_same_settings() -> None:
     assert cli.simulator_url(load_settings(environ={"USSDGW_SIM_URL": "http://sim:1/"})) == "http://sim:1"
 
 
+def test_a_child_process_gets_the_same_settings(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[smsc]\nwindow = 8\n"), environ={"USSDGW_PASSWORD": "pw"},
+                             sim_accounts={"a": "x", "b": "y"}, ussd_http_apps={"500": "http://h:1/u"})
+    env = settings.to_environment()
+    assert env["USSDGW_WINDOW"] == "8" and env["USSDGW_PASSWORD"] == "pw" and "USSDGW_SMSC_PORT" not in env
+    assert load_settings(environ=env) == settings
+
+
 def test_version() -> None:
     result = subprocess.run([sys.executable, "-m", "ussdgw.app", "--version"], capture_output=True, text=True,
                             timeout=30, check=True)

@@ -178,6 +178,19 @@ class Settings(BaseModel):
             self._key = bytes.fromhex(raw or _state_secret(Path(self.state_dir) / "secret.key", secrets.token_hex(32)))
         return self._key
 
+    def to_environment(self) -> dict[str, str]:
+        """What was set, as `USSDGW_*` variables: a child process (a load's gateways) loads the same settings."""
+        env = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = ",".join(f"{k}:{v.get_secret_value() if isinstance(v, SecretStr) else v}"
+                                 for k, v in value.items())
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
     def sim_credentials(self) -> dict[str, str]:
         """The simulator's ESME accounts as system_id -> password, for the SMSC to check binds."""
         return {system_id: password.get_secret_value() for system_id, password in self.sim_accounts.items()}
