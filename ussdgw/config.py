@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from ussdgw.private_files import read_or_create_secret
+
 ENV_PREFIX = "USSDGW_"
 CONFIG_ENV = "USSDGW_CONFIG"
 DEFAULT_CONFIG_FILE = "ussdgw.toml"
@@ -175,7 +177,8 @@ class Settings(BaseModel):
         """
         if self._key is None:
             raw = self.secret_key.get_secret_value()
-            self._key = bytes.fromhex(raw or _state_secret(Path(self.state_dir) / "secret.key", secrets.token_hex(32)))
+            self._key = bytes.fromhex(raw or read_or_create_secret(Path(self.state_dir) / "secret.key",
+                                                                   secrets.token_hex(32)))
         return self._key
 
     def to_environment(self) -> dict[str, str]:
@@ -195,26 +198,6 @@ class Settings(BaseModel):
         """The simulator's ESME accounts as system_id -> password, for the SMSC to check binds."""
         return {system_id: password.get_secret_value() for system_id, password in self.sim_accounts.items()}
 
-
-def _state_secret(path: Path, fresh: str) -> str:
-    """The secret kept in `path` (mode 0600); `fresh` is written there first if there is none.
-
-    Written to a private temporary file and linked into place, so a process racing this one
-    never reads a half-written secret: it finds the whole file or makes the link fail.
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(fresh)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()
 
 
 # ---- loading: defaults < TOML < environment < flags ---------------------------------------------
