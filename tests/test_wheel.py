@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("ussdgw", "gateway", "handlers", "ussd_menus", "sms_codes", "simulator")
-DATA_SUFFIXES = {".yaml", ".json", ".html", ".js", ".css", ".lua", ".typed"}
+DATA_SUFFIXES = {".yaml", ".json", ".html", ".js", ".css", ".svg", ".lua", ".typed"}
 STARTUP_S = 30.0
 
 pytestmark = pytest.mark.timeout(120)  # typically ~15 s: build, venv with pip, install, start, stop
@@ -79,7 +79,7 @@ def test_the_wheel_ships_every_data_file(wheel: Path) -> None:
     expected = source_data_files()
     assert {"simulator/web/index.html", "simulator/web/phone.js", "simulator/web/phone.css",
             "ussd_menus/selfcare.yaml", "handlers/catalogue.yaml", "gateway/openapi.yaml",
-            "ussdgw/py.typed"} <= expected
+            "gateway/cabinet_web/index.html", "ussdgw/py.typed"} <= expected
     assert expected <= names, sorted(expected - names)
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "bench/"))]
 
