@@ -320,6 +320,9 @@ def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Calla
     gateway = ussdgw("gateway", "--smsc", smpp, "--system-id", "ussdgw", "--password", "ussdgw1",
                      "--api-port", "0", REDIS_URL=redis_server.url)
     assert gateway.endpoints()["gateway"] == f"bound to {smpp}", gateway.output
+    api_port = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/api/v1", gateway.endpoints()["selfcare"])
+    assert api_port and int(api_port.group(1)) > 0, gateway.output  # --api-port 0: the port it took, printed
+    gateway.wait_line(rf'"part": ?"selfcare".*"port": ?{api_port.group(1)}\b', stderr=True, timeout=0)  # and logged
     sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "HELP", "--api", endpoints["simulator"])
     assert sms.popen.returncode == 0 and sms.out[1].startswith("← 3339: "), sms.output
     assert_stops_cleanly(gateway, smsc)

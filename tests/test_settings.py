@@ -30,6 +30,8 @@ def test_values_are_typed_whatever_their_spelling(tmp_path: Path) -> None:
     assert settings.window == 8 and settings.response_timeout_s == 2.5 and settings.smsc_port == 2776
     assert settings.ussd_http_apps == {"500": "http://a/u"} and settings.log_level == "debug"
     assert settings.sim_credentials() == {"a": "pa", "b": "pb"}
+    as_json = load_settings(environ={"USSDGW_USSD_HTTP_APPS": '{"500": "http://h:1/u,v"}'})
+    assert as_json.ussd_http_apps == {"500": "http://h:1/u,v"}
 
 
 def test_a_bad_environment_value_names_the_variable_and_what_it_expects() -> None:

@@ -12,6 +12,7 @@ only `load_settings` reads the outside world, through pydantic-settings, for eve
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -125,7 +126,12 @@ class Settings(BaseModel):
     @field_validator("sim_accounts", "ussd_http_apps", mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
-        """`500:http://host/ussd,600:...` (the environment's spelling of a map) into a dict."""
+        """`500:http://host/ussd,600:...` (the environment's spelling of a map; JSON too) into a dict."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"expected a JSON object or key:value pairs separated by commas ({exc})") from None
         if isinstance(value, str):
             pairs = [pair.split(":", 1) for pair in value.split(",") if pair.strip()]
             if any(len(pair) != 2 for pair in pairs):
