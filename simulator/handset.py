@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
-from simulator.smsc import PendingMo, Smsc
+from simulator.smsc import PendingMo, Smsc, check_mo, check_text
 from ussdgw.smpp.ussd import UssdRequest
 from ussdgw.tasks import Tasks
 
@@ -42,19 +42,23 @@ class Handsets:
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
+        """Send an SMS; raises `MoRefused` (nothing sent) for what no deliver_sm could carry."""
         queued = self.smsc.submit_mo(msisdn, to, text)
         entry = self.phones.record_sent(msisdn, to, text, "sms", [m.mo_id for m in queued])
         self._watch(msisdn, entry, queued)
         log.info("phone_sms_sent", msisdn=msisdn, to=to, parts=len(queued))
         return entry
 
-    def _watch(self, msisdn: str, entry: OutboxEntry, queued: list[PendingMo]) -> None:
+    def _watch(self, msisdn: str, entry: OutboxEntry, queued: list[PendingMo],
+               on_refused: Callable[[int | None], None] | None = None) -> None:
         async def acknowledged() -> None:
             for mo in queued:
                 await mo.delivered.wait()
             statuses = [mo.last_status for mo in queued]
             worst = next((s for s in statuses if s != 0), 0)
             self.phones.sent_acknowledged(msisdn, entry, worst)
+            if worst != 0 and on_refused is not None:
+                on_refused(worst)
 
         if self._watchers.stopping:
             return
@@ -65,17 +69,22 @@ class Handsets:
         queued = self.smsc.submit_mo(msisdn, request.to, request.text, ussd_service_op=request.op,
                                      its_session_info=request.its_session_info)
         entry = self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued])
-        self._watch(msisdn, entry, queued)
+        version = self.phones.get(msisdn).ussd.version  # a refusal ends the wait for this request only
+        self._watch(msisdn, entry, queued, lambda status: self.phones.ussd_refused(msisdn, version, status))
 
     def dial(self, msisdn: str, code: str) -> UssdDialogue:
-        """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network."""
+        """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network,
+        `MoRefused` for a number no deliver_sm could carry (nothing changes then)."""
+        check_mo(msisdn, "*0#", "", ussd=True)
         request = self.phones.ussd_dial(msisdn, code)
         self._send_ussd(msisdn, request)
         log.info("phone_ussd_dialled", msisdn=msisdn, service=code)
         return self.phones.get(msisdn).ussd
 
     def answer(self, msisdn: str, text: str) -> UssdDialogue:
-        """Answer the network's question; raises `UssdError` when nothing was asked."""
+        """Answer the network's question; raises `UssdError` when nothing was asked, `MoRefused`
+        for an answer too long for one USSD message (the dialogue stays as it was)."""
+        check_text(text, ussd=True)
         request = self.phones.ussd_answer(msisdn, text)
         self._send_ussd(msisdn, request)
         return self.phones.get(msisdn).ussd

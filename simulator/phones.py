@@ -32,7 +32,14 @@ from typing import Any
 from ussdgw.clock import Clock
 from ussdgw.smpp.concat import Reassembler
 from ussdgw.smpp.pdu import MessageState
-from ussdgw.smpp.ussd import DialogueState, PhoneDialogue, UssdError, UssdRequest, parse_ussd_string
+from ussdgw.smpp.ussd import (
+    DialogueEvent,
+    DialogueState,
+    PhoneDialogue,
+    UssdError,
+    UssdRequest,
+    parse_ussd_string,
+)
 
 Fate = Callable[[MessageState, int], None]  # what the SMSC does with a fate: record it, send the receipt
 
@@ -159,17 +166,30 @@ SCREEN_STATES = {DialogueState.IDLE: "idle", DialogueState.PROCESSING: "sent", D
                  DialogueState.CLOSED: "closed"}
 
 
+USSD_TIMED_OUT = "Нет ответа от сети: время ожидания истекло, запрос USSD не выполнен."
+USSD_REFUSED = "Запрос USSD отклонён сетью."
+
+
 @dataclass(slots=True)
 class UssdDialogue(PhoneDialogue):
-    """The phone's USSD dialogue, with the history its screen lists."""
+    """The phone's USSD dialogue, with the history its screen lists, and when the phone gives up
+    on it (`deadline`, the book's clock: the network's dialogue timeout after the dial)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
+    deadline: float | None = None
+
+    def give_up(self, text: str, why: str, now: float) -> None:
+        """The network will not answer (timed out, or refused the request): the popup shows
+        `text` and closes, as a handset's does."""
+        self._apply(DialogueEvent.END)
+        self.text, self.last_op, self.deadline = text, None, None
+        self.history.append({"from": "phone", "text": text, "op": why, "at": now})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "state": SCREEN_STATES[self.state], "service": self.service, "text": self.text, "last_op": self.last_op,
             "its_session_info": self.its_session_info, "version": self.version, "sender": self.sender,
-            "open": self.open, "history": list(self.history[-20:]),
+            "open": self.open, "deadline": self.deadline, "history": list(self.history[-20:]),
         }
 
 
@@ -235,9 +255,12 @@ class PhoneFeed:
 
 
 class PhoneBook:
-    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None) -> None:
+    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None,
+                 ussd_timeout_s: float = 180.0) -> None:
         self.phones: dict[str, Phone] = {}
         self.clock = clock or Clock()
+        self.ussd_timeout_s = ussd_timeout_s  # a phone gives up on a dialogue still open this long after the dial
+        self._ussd_open: dict[str, float] = {}  # msisdn -> its open dialogue's deadline
         self._seq = 0
         self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
@@ -429,11 +452,23 @@ class PhoneBook:
             if len(keep) != len(phone.held):
                 phone.held = keep
                 self.phone_changed(phone)
+        self._expire_ussd(now)
         for dropped in self._reassembler.expire(time.monotonic()):
             (msisdn, sender), ref = dropped.key, dropped.reference
             for on_fate in self._part_fates.pop((msisdn, sender, ref), []):
                 on_fate(MessageState.UNDELIVERABLE, ERR_ABSENT)
         return count
+
+    def _expire_ussd(self, now: float) -> None:
+        """Phones give up on dialogues the network left open past their deadline."""
+        for msisdn, deadline in list(self._ussd_open.items()):
+            if deadline > now:
+                continue
+            del self._ussd_open[msisdn]
+            dialogue = self.get(msisdn).ussd
+            if dialogue.open and dialogue.deadline is not None and dialogue.deadline <= now:
+                dialogue.give_up(USSD_TIMED_OUT, "timeout", now)
+                self.publish(msisdn, "ussd", dialogue.to_dict())
 
     def advance(self, seconds: float) -> int:
         """Fast-forward the simulator clock; returns how many held MTs expired on the way."""
@@ -469,7 +504,9 @@ class PhoneBook:
         dialogue = phone.ussd
         request = dialogue.dial(dialled, phone.next_ussd_session)
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
-        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": self.clock.now()}]
+        now = self.clock.now()
+        dialogue.deadline = self._ussd_open[msisdn] = now + self.ussd_timeout_s
+        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": now}]
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
@@ -484,6 +521,8 @@ class PhoneBook:
         """Close the popup; if the network still waits on this phone, tell it (end-of-session bit)."""
         dialogue = self.get(msisdn).ussd
         request = dialogue.cancel()
+        dialogue.deadline = None
+        self._ussd_open.pop(msisdn, None)
         if request is not None:
             dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": self.clock.now()})
         self.publish(msisdn, "ussd", dialogue.to_dict())
@@ -502,10 +541,24 @@ class PhoneBook:
             return
         dialogue = phone.ussd
         dialogue.receive(sender, text, op, its_session_info)
+        if not dialogue.open:
+            dialogue.deadline = None
+            self._ussd_open.pop(msisdn, None)
         dialogue.history.append({"from": "network", "text": text, "op": op, "at": self.clock.now()})
         message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
         entry.inbox_seq = message.seq
         fate(MessageState.DELIVERED, 0)
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+
+    def ussd_refused(self, msisdn: str, version: int, status: int | None) -> None:
+        """The network refused the request sent at dialogue `version` for good: if the phone still
+        waits for the answer to it, it stops waiting (the popup says so and closes)."""
+        dialogue = self.get(msisdn).ussd
+        if dialogue.version != version or dialogue.state is not DialogueState.PROCESSING:
+            return
+        self._ussd_open.pop(msisdn, None)
+        reason = f"{USSD_REFUSED} (0x{status:02X})" if status is not None else USSD_REFUSED
+        dialogue.give_up(reason, "refused", self.clock.now())
         self.publish(msisdn, "ussd", dialogue.to_dict())
 
     async def wait_ussd(self, msisdn: str, version: int, timeout: float) -> UssdDialogue:

@@ -46,6 +46,15 @@ class Settings:
     sim_accounts: dict[str, str] = field(default_factory=lambda: {"ussdgw": "ussdgw1"})
     # How long the SMSC holds an MT for a phone that is off before it expires (SPEC D1).
     sim_validity_s: float = 600.0
+    # The simulator's SMSC: a delivery receipt leaves `sim_receipt_delay_s` after its submit_sm_resp;
+    # intermediate notifications (comma-separated message states, e.g. "ENROUTE,ACCEPTED"; none by
+    # default) go to an ESME whose registered_delivery asks for them; an MO or receipt the ESME did
+    # not take is tried again with a backoff up to `sim_retry_max_s`; a phone gives up on a USSD
+    # dialogue the network has not closed after `sim_ussd_timeout_s` (the network's dialogue timeout).
+    sim_receipt_delay_s: float = 0.005
+    sim_intermediate_states: str = ""
+    sim_retry_max_s: float = 10.0
+    sim_ussd_timeout_s: float = 180.0
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
