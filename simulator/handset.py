@@ -3,6 +3,7 @@
 
     send an SMS to a short code        -> the MO goes to the gateway through the SMSC; the phone's
                                           outbox shows it `sent`, then `accepted` or `rejected`
+                                          (`PhoneBook.mo_settled`, told by the SMSC)
     dial a USSD string, answer, cancel -> the phone's USSD dialogue (see `simulator.phones`)
     advance the simulator's clock      -> held MTs expire; registered time hooks run (e.g. the
                                           USSD service's review of pending applications, SPEC N2).
@@ -18,9 +19,8 @@ from typing import Any
 import structlog
 
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
-from simulator.smsc import PendingMo, Smsc, check_mo, check_text
+from simulator.smsc import Smsc, check_mo, check_text
 from ussdgw.smpp.ussd import UssdRequest
-from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.simulator")
 
@@ -31,46 +31,29 @@ class Handsets:
     def __init__(self, smsc: Smsc) -> None:
         self.smsc = smsc
         self.time_hooks: dict[str, TimeHook] = {}
-        self._watchers = Tasks("handset-watchers")  # one per MO, until the gateway acknowledged it
 
     @property
     def phones(self) -> PhoneBook:
         return self.smsc.phones
 
     async def close(self) -> None:
-        await self._watchers.stop()
+        """Nothing runs here: the phone book follows each MO to its acknowledgement (`mo_settled`)."""
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
         """Send an SMS; raises `MoRefused` (nothing sent) for what no deliver_sm could carry."""
         queued = self.smsc.submit_mo(msisdn, to, text)
         entry = self.phones.record_sent(msisdn, to, text, "sms", [m.mo_id for m in queued])
-        self._watch(msisdn, entry, queued)
         log.info("phone_sms_sent", msisdn=msisdn, to=to, parts=len(queued))
         return entry
-
-    def _watch(self, msisdn: str, entry: OutboxEntry, queued: list[PendingMo],
-               on_refused: Callable[[int | None], None] | None = None) -> None:
-        async def acknowledged() -> None:
-            for mo in queued:
-                await mo.delivered.wait()
-            statuses = [mo.last_status for mo in queued]
-            worst = next((s for s in statuses if s != 0), 0)
-            self.phones.sent_acknowledged(msisdn, entry, worst)
-            if worst != 0 and on_refused is not None:
-                on_refused(worst)
-
-        if self._watchers.stopping:
-            return
-        self._watchers.spawn(acknowledged())
 
     # ---- USSD ---------------------------------------------------------------------------------
     def _send_ussd(self, msisdn: str, request: UssdRequest) -> None:
         queued = self.smsc.submit_mo(msisdn, request.to, request.text, ussd_service_op=request.op,
                                      its_session_info=request.its_session_info)
-        entry = self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued])
-        version = self.phones.get(msisdn).ussd.version  # a refusal ends the wait for this request only
-        self._watch(msisdn, entry, queued, lambda status: self.phones.ussd_refused(msisdn, version, status))
+        # A refusal ends the phone's wait for the answer to this request only (its dialogue version).
+        self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued],
+                                ussd_version=self.phones.get(msisdn).ussd.version)
 
     def dial(self, msisdn: str, code: str) -> UssdDialogue:
         """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network,

@@ -123,6 +123,7 @@ class OutboxEntry:
     mo_ids: list[str] = field(default_factory=list)
     state: str = "sent"
     status: int | None = None
+    ussd_version: int | None = None  # a USSD request: the dialogue's version once it was sent
 
     def to_dict(self) -> dict[str, Any]:
         return _fields(self)
@@ -266,6 +267,7 @@ class PhoneBook:
         self._reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_fates: dict[tuple[str, str, int], list[Fate]] = {}
         self._outbox_ids = 0
+        self._awaiting: dict[str, tuple[str, OutboxEntry]] = {}  # MO id -> the phone and what it sent
         self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
         self._feeds: dict[str, set[PhoneFeed]] = {}
         self.watchers: list[Callable[[PhoneEvent], None]] = []
@@ -572,17 +574,34 @@ class PhoneBook:
         return dialogue
 
     # ---- MOs: what the phone sent --------------------------------------------------------------
-    def record_sent(self, msisdn: str, to: str, text: str, kind: str, mo_ids: list[str]) -> OutboxEntry:
+    def record_sent(self, msisdn: str, to: str, text: str, kind: str, mo_ids: list[str], *,
+                    ussd_version: int | None = None) -> OutboxEntry:
+        """The phone sent an MO (its deliver_sm ids `mo_ids`): `sent` until `mo_settled` for each."""
         self._outbox_ids += 1
-        entry = OutboxEntry(self._outbox_ids, to, text, self.clock.now(), kind, mo_ids)
+        entry = OutboxEntry(self._outbox_ids, to, text, self.clock.now(), kind, mo_ids, ussd_version=ussd_version)
         self.get(msisdn).outbox.append(entry)
+        for mo_id in mo_ids:
+            self._awaiting[mo_id] = (msisdn, entry)
         self.publish(msisdn, "outbox", entry.to_dict())
         return entry
 
-    def sent_acknowledged(self, msisdn: str, entry: OutboxEntry, status: int | None) -> None:
-        entry.status = status
-        entry.state = "accepted" if status == 0 else "rejected"
+    def mo_settled(self, mo_id: str, status: int | None) -> None:
+        """The SMSC is done with one deliver_sm: acknowledged (0) or refused for good. Once every
+        part of what the phone sent is, its outbox entry says `accepted` or `rejected` (the first
+        refusal's status); a refused USSD request ends the phone's wait for its answer."""
+        found = self._awaiting.pop(mo_id, None)
+        if found is None:
+            return  # not sent through a handset (the load generator, a receipt)
+        msisdn, entry = found
+        if status and not entry.status:
+            entry.status = status
+        if any(other in self._awaiting for other in entry.mo_ids):
+            return
+        entry.status = entry.status or 0
+        entry.state = "accepted" if entry.status == 0 else "rejected"
         self.publish(msisdn, "outbox", entry.to_dict())
+        if entry.state == "rejected" and entry.ussd_version is not None:
+            self.ussd_refused(msisdn, entry.ussd_version, entry.status)
 
     # ---- waiting ------------------------------------------------------------------------------
     async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:

@@ -511,6 +511,7 @@ class Smsc:
     def _settled(self, mo: PendingMo) -> None:
         self.mo_pending.pop(mo.mo_id, None)
         mo.delivered.set()
+        self.phones.mo_settled(mo.mo_id, mo.last_status)
         if not self.mo_pending:
             self._drained.set()
 
