@@ -652,6 +652,40 @@ class PhoneBook:
     def last_seq(self) -> int:
         return self._seq
 
+    # ---- kept across a restart ------------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        """What a restart of the simulator keeps (JSON-able): each phone's settings, inbox, outbox,
+        network log and MO reference counters. Not kept: MTs held for a switched-off phone, parts
+        of long MTs, open USSD dialogues (a restarted network has dropped them), the PDU log."""
+        return {"seq": self._seq, "outbox_ids": self._outbox_ids, "phones": {
+            msisdn: {
+                "power": phone.power.value, "inbox_full": phone.inbox_full, "unknown_number": phone.unknown_number,
+                "blocked_senders": sorted(phone.blocked_senders), "inbox_capacity": phone.inbox_capacity,
+                "next_reference": phone.next_reference, "next_ussd_session": phone.next_ussd_session,
+                "inbox": [m.to_dict() for m in phone.inbox], "outbox": [o.to_dict() for o in phone.outbox],
+                "network": [{k: v for k, v in e.to_dict().items() if k != "reason_text"} for e in phone.network],
+            }
+            for msisdn, phone in self.phones.items()
+        }}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take back what `dump` wrote; MOs still `sent` wait for their acknowledgement again."""
+        self._seq, self._outbox_ids = int(data["seq"]), int(data["outbox_ids"])
+        for msisdn, saved in data["phones"].items():
+            phone = self.get(msisdn)
+            phone.power, phone.inbox_full = Power(saved["power"]), bool(saved["inbox_full"])
+            phone.unknown_number, phone.blocked_senders = bool(saved["unknown_number"]), set(saved["blocked_senders"])
+            phone.inbox_capacity = int(saved["inbox_capacity"])
+            phone.next_reference = int(saved["next_reference"])
+            phone.next_ussd_session = int(saved["next_ussd_session"])
+            phone.inbox = [InboxMessage(**m) for m in saved["inbox"]]
+            phone.outbox.extend(OutboxEntry(**o) for o in saved["outbox"])
+            phone.network.extend(NetworkEntry(**e) for e in saved["network"])
+            for entry in phone.outbox:
+                if entry.state == "sent":
+                    for mo_id in entry.mo_ids:
+                        self._awaiting[mo_id] = (msisdn, entry)
+
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
            "PhoneFeed", "Power", "UssdDialogue", "UssdError", "UssdRequest"]

@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import random
 import re
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,6 +38,7 @@ from ussdgw.config import Settings
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
+from ussdgw.smpp import codec
 from ussdgw.smpp.concat import ConcatError, ConcatInfo, parse_udh
 from ussdgw.smpp.pdu import (
     Bind,
@@ -162,6 +165,7 @@ class Smsc:
         receipt_delay_s: float = 0.005,
         intermediate_states: tuple[MessageState, ...] = (),
         stop_grace_s: float = 2.0,
+        state_file: str = "",
         clock: Clock | None = None,
     ) -> None:
         self.accounts = accounts
@@ -171,6 +175,9 @@ class Smsc:
         self.receipt_delay_s = receipt_delay_s
         self.intermediate_states = intermediate_states
         self.stop_grace_s = stop_grace_s  # a clean stop first delivers what it owes, this long at most
+        # Where a stop writes what it still owes and its phones, and a start reads them back (a
+        # restarted SMSC, like a real one, has not forgotten its queue); empty: nothing is kept.
+        self.state_file = state_file
         self.enquire_link_s = enquire_link_s
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
@@ -204,6 +211,8 @@ class Smsc:
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
         self._tasks.every(1.0, self._expire_held, name="smsc-expiry")
+        if self.state_file:
+            self._load_state(Path(self.state_file))
         log.info("smsc_listening", host=self.host, port=self.port)
         return self.host, self.port
 
@@ -215,6 +224,7 @@ class Smsc:
             "window": settings.window, "validity_s": settings.sim_validity_s,
             "receipt_delay_s": settings.sim_receipt_delay_s, "retry_max_s": settings.sim_retry_max_s,
             "intermediate_states": parse_states(settings.sim_intermediate_states),
+            "state_file": settings.sim_state_file,
         }
         options.update(overrides)
         return cls(dict(settings.sim_accounts), phones, **options)
@@ -231,7 +241,32 @@ class Smsc:
         await stop_tasks(self._serve_tasks)
         if self._server is not None:
             await self._server.wait_closed()
+        if self.state_file:
+            self._save_state(Path(self.state_file))
         log.info("smsc_stopped")
+
+    def _save_state(self, path: Path) -> None:
+        """Write what is still owed to ESMEs (every MO and receipt) and the phones, atomically."""
+        pending = [{"mo_id": mo.mo_id, "msisdn": mo.msisdn, "system_id": mo.system_id, "attempts": mo.attempts,
+                    "pdu": codec.encode(mo.pdu).hex()} for mo in self.mo_pending.values()]
+        data = {"version": 1, "pending": pending, "phones": self.phones.dump()}
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        partial.replace(path)
+        log.info("smsc_state_saved", path=str(path), pending=len(pending), phones=len(self.phones.phones))
+
+    def _load_state(self, path: Path) -> None:
+        """Read back what `_save_state` wrote; what was owed is delivered again from now on."""
+        if not path.exists():
+            return
+        data = json.loads(path.read_text(encoding="utf-8"))
+        self.phones.restore(data["phones"])
+        for saved in data["pending"]:
+            pdu = codec.decode(bytes.fromhex(saved["pdu"]))
+            assert isinstance(pdu, DeliverSm)
+            self._enqueue(PendingMo(saved["mo_id"], pdu, saved["msisdn"], system_id=saved["system_id"],
+                                    attempts=saved["attempts"]))
+        log.info("smsc_state_loaded", path=str(path), pending=len(data["pending"]), phones=len(self.phones.phones))
 
     async def _drain(self, timeout: float) -> None:
         """Wait until nothing is owed, or no ESME is bound to take it, or `timeout`."""

@@ -9,11 +9,13 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from gateway.service import Gateway
+from simulator.handset import Handsets
 from simulator.phones import USSD_REFUSED, USSD_TIMED_OUT, Power
 from simulator.smsc import MoRefused, Smsc
 from tests.smpp_peer import RawClient
@@ -295,7 +297,6 @@ async def test_the_phone_gives_up_on_a_dialogue_after_the_networks_timeout(setti
 async def test_a_dial_the_network_refuses_does_not_stay_sent() -> None:
     smsc = Smsc({"esme": "secret"}, enquire_link_s=0)
     await smsc.start("127.0.0.1", 0)
-    from simulator.handset import Handsets
 
     handsets = Handsets(smsc)
     try:
@@ -312,3 +313,36 @@ async def test_a_dial_the_network_refuses_does_not_stay_sent() -> None:
         await handsets.close()
         await smsc.stop()
 
+
+
+async def test_a_restarted_smsc_delivers_what_it_still_owed_and_keeps_its_phones(tmp_path: Path) -> None:
+
+    state = str(tmp_path / "smsc-state.json")
+    first = Smsc({"esme": "secret"}, enquire_link_s=0, stop_grace_s=0.05, state_file=state)
+    await first.start("127.0.0.1", 0)
+    first.phones.add_to_inbox(first.phones.get(PHONE), "3339", "an SMS from before")
+    entry = Handsets(first).send_sms(PHONE, "3339", "ПАРОЛЬ")
+    client = await esme(first)
+    unanswered = await client.read_until(DeliverSm)  # out once, never answered
+    await client.close()
+    await first.stop()
+
+    second = Smsc({"esme": "secret"}, enquire_link_s=0, state_file=state)
+    await second.start("127.0.0.1", 0)
+    try:
+        phone = second.phones.get(PHONE)
+        assert [m.text for m in phone.inbox] == ["an SMS from before"]
+        [restored] = phone.outbox
+        assert (restored.id, restored.state) == (entry.id, "sent")
+        [owed] = second.mo_pending.values()
+        client = await esme(second)
+        again = await next_deliver(client)
+        assert (again.short_message, again.user_message_reference) == (unanswered.short_message,
+                                                                      unanswered.user_message_reference)
+        await asyncio.wait_for(owed.delivered.wait(), 5)
+        assert restored.state == "accepted" and not second.mo_pending
+        [later] = second.submit_mo(PHONE, "3339", "ПАРОЛЬ")
+        assert later.pdu.user_message_reference != unanswered.user_message_reference  # a new MO, not a repeat
+        await client.close()
+    finally:
+        await second.stop()
