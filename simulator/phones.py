@@ -217,6 +217,7 @@ class Phone:
             "msisdn": self.msisdn, "power": self.power.value, "inbox_full": self.inbox_full,
             "unknown_number": self.unknown_number, "blocked_senders": sorted(self.blocked_senders),
             "inbox_count": len(self.inbox), "held_count": len(self.held), "inbox_capacity": self.inbox_capacity,
+            "outbox_pending": sum(1 for entry in self.outbox if entry.state == "sent"),
         }
 
     def take_reference(self) -> int:
