@@ -106,7 +106,7 @@ class Child:
     async def start(self, timeout: float = 30.0) -> None:
         self._log = self._open_log()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ussdgw.cli", *self.args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "ussdgw.app", *self.args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=self._log, preexec_fn=_die_with_parent(), cwd=ROOT,
         )
         ready = asyncio.Event()
@@ -367,7 +367,7 @@ class Platform:
         seed = Child("seed", ["seed", str(path)], {**self.env, "REDIS_URL": self.redis.url,
                                                   "USSDGW_STATE_DIR": str(self.workdir / "seed")}, self.logs)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ussdgw.cli", *seed.args, env=seed.env, stdout=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "ussdgw.app", *seed.args, env=seed.env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent(), cwd=ROOT)
         _, err = await process.communicate()
         if process.returncode != 0:

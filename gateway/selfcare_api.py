@@ -427,7 +427,7 @@ async def delete_locator_consent(request: web.Request) -> web.Response:
 
 async def get_locate(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.locate(env.store, target, request.match_info["target"]))
+    return _reply(await money.locate(env, target, request.match_info["target"]))
 
 
 async def get_parental(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
 from handlers.selfcare import Env, Result
+from simulator.cdr import SimulatedCarrier
 from ussdgw.config import Settings
 from ussdgw.store import AuditEvent, Check, Plan, Store, gifts_key, holds_key, sc_apply, sc_hash
 
@@ -23,7 +24,7 @@ async def env(redis_url: str, tmp_path: object) -> AsyncIterator[Env]:
     for msisdn in (A, B):
         await store.put_subscriber(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
                                    AuditEvent("seeded", "admin"))
-    yield Env(store, settings)
+    yield Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
     await store.close()
 
 

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from simulator.mailbox import PostOffice
 from simulator.smsc import Smsc
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 
 
 def refused(endpoint: str) -> bool:
