@@ -8,9 +8,9 @@ Pure functions: no Redis, no sockets. Long-message parts are stored in Redis by 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
+from ussdgw.inputs import parse_address
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, Status
 from ussdgw.smpp.receipt import Receipt
@@ -24,21 +24,20 @@ MO_TTL_CONTENT_ONLY_S = 300
 
 
 MAX_ADDRESS = 20  # octets in an SMPP address (a C-octet string of 21 with its NUL)
-_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 
 
 def unanswerable(pdu: DeliverSm | DataSm) -> int | None:
     """The permanent error status for an MO whose reply could never be addressed, or None.
 
     The reply goes back to `source_addr` as an international number, from `destination_addr`:
-    a source that is not a number of at most 20 digits (the SMSC's parser lets longer addresses
-    through; our encoder would refuse the reply for ever) gets ESME_RINVSRCADR, a destination
-    that is empty or longer than an SMPP address ESME_RINVDSTADR. Answering ESME_ROK and queueing
+    a source that is not a phone's number (`ussdgw.inputs.parse_address`: 5-15 ASCII digits; the
+    SMPP parser lets 21 characters and more through, which our encoder would refuse for ever)
+    gets ESME_RINVSRCADR, a destination that is empty or longer than an SMPP address (20 octets)
+    ESME_RINVDSTADR. Answering ESME_ROK and queueing
     a reply that can never leave would strand it in the outbox; a permanent error tells the SMSC
     to stop redelivering.
     """
-    source = pdu.source_addr
-    if len(source) > MAX_ADDRESS or not _NUMBER.fullmatch(source):
+    if parse_address(pdu.source_addr) is None:
         return Status.RINVSRCADR
     if not pdu.destination_addr or len(pdu.destination_addr) > MAX_ADDRESS:
         return Status.RINVDSTADR

@@ -35,6 +35,7 @@ import structlog
 from simulator.phones import Fate, PhoneBook
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.inputs import parse_address
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
@@ -559,7 +560,6 @@ class MoRefused(ValueError):
     not a number): refused before it reaches the SMPP encoder, with the reason."""
 
 
-MSISDN = re.compile(r"^\d{5,15}$")
 ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}$")  # an SMPP address: 20 octets at most (21 with the NUL)
 MAX_SHORT_MESSAGE = 254  # octets in one deliver_sm's short_message
 REGISTERED_INTERMEDIATE = 0x10  # registered_delivery bit 4: intermediate notifications wanted
@@ -567,8 +567,9 @@ REGISTERED_INTERMEDIATE = 0x10  # registered_delivery bit 4: intermediate notifi
 
 def check_mo(msisdn: str, to: str, text: str, *, ussd: bool = False) -> None:
     """Raise `MoRefused` unless an MO from `msisdn` to `to` with `text` fits deliver_sm PDUs:
-    the phone's number 5-15 digits, the destination an SMPP address (`check_text` for the text)."""
-    if not isinstance(msisdn, str) or not MSISDN.match(msisdn):
+    the phone's number 5-15 ASCII digits (`ussdgw.inputs.parse_address`, no '+'), the destination
+    an SMPP address (`check_text` for the text)."""
+    if parse_address(msisdn) != msisdn:
         raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}")
     if not isinstance(to, str) or not ADDRESS.match(to):
         raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}")

@@ -19,6 +19,7 @@ from simulator.handset import Handsets
 from simulator.phones import USSD_REFUSED, USSD_TIMED_OUT, Power
 from simulator.smsc import MoRefused, Smsc
 from tests.smpp_peer import RawClient
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.link.link import SmppLink
 from ussdgw.smpp.pdu import (
@@ -37,7 +38,6 @@ from ussdgw.smpp.pdu import (
     UssdOp,
 )
 from ussdgw.smpp.session import SessionError
-from ussdgw.stack import Stack
 
 PHONE = "79161234567"
 
@@ -251,12 +251,12 @@ async def test_submit_mo_refuses_what_no_deliver_sm_could_carry(msisdn: str, to:
 
 
 @pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+async def sim(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(stack.endpoints["simulator"]) as session:
         yield session
 
 
-async def test_the_http_api_answers_400_for_what_no_pdu_could_carry(stack: Stack, api: aiohttp.ClientSession) -> None:
+async def test_the_http_api_answers_400_for_what_no_pdu_could_carry(stack: Stack, sim: aiohttp.ClientSession) -> None:
     assert stack.smsc is not None
     bad = [
         ("POST", f"/api/phones/{PHONE}/sms", {"to": "3" * 21, "text": "HI"}),
@@ -265,13 +265,13 @@ async def test_the_http_api_answers_400_for_what_no_pdu_could_carry(stack: Stack
         ("POST", f"/api/phones/{'7' * 21}/ussd/dial", {"code": "*100#"}),
     ]
     for method, path, body in bad:
-        async with api.request(method, path, json=body) as response:
+        async with sim.request(method, path, json=body) as response:
             assert response.status == 400, (path, body, await response.text())
             assert "error" in await response.json()
-    async with api.post(f"/api/phones/{PHONE}/ussd/dial", json={"code": "*111#", "wait": 10}) as response:
+    async with sim.post(f"/api/phones/{PHONE}/ussd/dial", json={"code": "*111#", "wait": 10}) as response:
         assert (await response.json())["state"] == "waiting"
     version = stack.smsc.phones.get(PHONE).ussd.version
-    async with api.post(f"/api/phones/{PHONE}/ussd/answer", json={"text": "Ж" * 100}) as response:
+    async with sim.post(f"/api/phones/{PHONE}/ussd/answer", json={"text": "Ж" * 100}) as response:
         assert response.status == 400
     dialogue = stack.smsc.phones.get(PHONE).ussd
     assert dialogue.version == version and dialogue.to_dict()["state"] == "waiting"  # unchanged
