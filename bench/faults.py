@@ -208,15 +208,22 @@ class Proxy:
         finally:
             self._pairs.discard(pair)
             for writer in pair:
-                writer.transport.abort()
+                writer.close()  # what is still buffered goes out first
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
+        """Bytes one way until the sender closes (passed on as a half-close, after every byte it
+        sent) or resets (passed on as a reset), as a TCP link would."""
+        try:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
-        writer.transport.abort()  # one side ended: the other goes too, as over a real link
+        except OSError:
+            writer.transport.abort()
+            return
+        with contextlib.suppress(OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
 
     def cut(self, refuse_s: float) -> int:
         """Abort every connection through the proxy; refuse new ones for `refuse_s`. Returns how many."""
