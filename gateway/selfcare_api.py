@@ -9,14 +9,14 @@ response against it. Success: `{"message": <Russian text>, "data": {...}}`. Fail
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
 or a number the session may act on (its own, or one linked with that number's password, N1).
-Admin routes want `Authorization: Bearer <admin token>`.
+Admin routes want `Authorization: Bearer <admin token>`. The same server serves the cabinet page at
+`/` (`gateway/cabinet.py`), which uses nothing but this API.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,12 +26,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway import cabinet
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
 from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
 from ussdgw.config import Settings
+from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
 
@@ -60,13 +62,7 @@ def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
     if settings.admin_token:
         return settings.admin_token
-    path = Path(settings.state_dir) / "admin.token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+    return read_or_create_secret(Path(settings.state_dir) / "admin.token", secrets.token_urlsafe(24))
 
 
 class ApiError(Exception):
@@ -226,6 +222,12 @@ async def recover(request: web.Request) -> web.Response:
                                                      body.get("code_word"), body.get("delivery", "sms")))
 
 
+async def request_password(request: web.Request) -> web.Response:
+    """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
+    body = await _body(request)
+    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn")))
+
+
 # ---- admin ----------------------------------------------------------------------------------
 async def admin_reset(request: web.Request) -> web.Response:
     _admin(request)
@@ -279,12 +281,16 @@ async def get_account(request: web.Request) -> web.Response:
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
     tariff = cat.tariff(profile.get("tariff", ""))
+    joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
+    n2_state = profile.get("n2_state") or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
         "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
         "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
         "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
         "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.get("code_word_hash")), "n2_state": "active" if joined else n2_state,
+        "joined": joined,
     }})
 
 
@@ -480,6 +486,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
         await env.drain()
 
     app.cleanup_ctx.append(background)
+    cabinet.register_routes(app)  # the cabinet page at / (gateway/cabinet.py), a client of the routes below
     r = app.router
     r.add_get(f"{API}/health", health)
     r.add_get(f"{API}/catalogue", get_catalogue)
@@ -488,6 +495,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     r.add_get(f"{API}/sessions/current", current_session)
     r.add_delete(f"{API}/sessions/current", sign_out)
     r.add_post(f"{API}/password-recovery", recover)
+    r.add_post(f"{API}/password-requests", request_password)
     r.add_post(f"{API}/admin/password-resets", admin_reset)
     r.add_post(f"{API}/admin/charges", admin_charge)
     r.add_get(f"{API}/admin/subscribers/{{msisdn}}/audit", admin_audit)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ussdgw.private_files import read_or_create_secret
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -106,13 +108,7 @@ class Settings:
         """The configured key, or one kept in the state folder so restarts can read queued MTs."""
         if self.secret_key:
             return bytes.fromhex(self.secret_key)
-        path = Path(self.state_dir) / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return bytes.fromhex(path.read_text().strip())
+        return bytes.fromhex(read_or_create_secret(Path(self.state_dir) / "secret.key", secrets.token_hex(32)))
 
 
 def _coerce(name: str, raw: str) -> Any:
