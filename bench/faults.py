@@ -85,12 +85,12 @@ class Plan:
     outage_s: float = 3.0  # how long the part stays down (or the link cut)
     window_s: float = 30.0  # after the load: how long to wait for everything to settle
     gateways: int = 2
-    mt_lease_s: float = 2.0  # how long before a dead gateway's MTs go to another (default 15 s)
+    mt_lease_s: float = 15.0  # how long before a dead gateway's MTs go to another (the setting's default)
     log_level: str = "warning"  # of the processes (their logs: --keep DIR, DIR/logs/)
 
     @classmethod
     def short(cls) -> Plan:
-        return cls(rate=20.0, load_s=5.0, fault_at_s=1.5, outage_s=1.5, window_s=15.0)
+        return cls(rate=20.0, load_s=5.0, fault_at_s=1.5, outage_s=1.5, window_s=15.0, mt_lease_s=2.0)
 
 
 # ---- child processes -------------------------------------------------------------------------------
@@ -649,9 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="the results as JSON lines after the table")
     parser.add_argument("--keep", type=Path, help="a folder to keep the processes' logs in")
     parser.add_argument("--log-level", help="of the gateways and the simulator (default warning)")
+    parser.add_argument("--lease", type=float, dest="mt_lease_s",
+                        help="the gateways' mt_lease_s (default 15 s, the setting's default; --short: 2 s)")
     args = parser.parse_args(argv)
     plan = Plan.short() if args.short else Plan()
-    overrides = {k: v for k, v in (("rate", args.rate), ("load_s", args.load_s), ("log_level", args.log_level))
+    overrides = {k: v for k, v in (("rate", args.rate), ("load_s", args.load_s), ("log_level", args.log_level),
+                                          ("mt_lease_s", args.mt_lease_s))
                  if v is not None}
     plan = Plan(**{**asdict(plan), **overrides})
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
