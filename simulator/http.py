@@ -25,9 +25,13 @@
     POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
     GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
 
-Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing; a USSD move the
-dialogue does not allow now (answering when nothing was asked) gets a 409. A body is JSON only
-(`ussdgw.web`: 415 for another media type or charset, 413 past `MAX_BODY`).
+Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing: that includes what
+no SMPP PDU could carry (an address over 20 characters, a USSD string that is not one, an answer
+over one USSD message), refused before it reaches the encoder. A body is JSON only (`ussdgw.web`:
+415 for another media type or charset, 413 past `MAX_BODY`). A USSD move the dialogue does not
+allow now (answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network
+left open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
+"closed" with the reason, never "sent" for ever.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from aiohttp_sse import sse_response
 
 from simulator.handset import Handsets
 from simulator.phones import Power, UssdDialogue, UssdError
-from simulator.smsc import Smsc
+from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
 from ussdgw.web import BadInput, body_timeout, read_json_object
 
@@ -232,7 +236,10 @@ async def send_sms(request: web.Request) -> web.Response:
         raise BadRequest(f"text must be a string of at most {MAX_TEXT} characters", "text")
     handsets = request.app[HANDSETS_KEY]
     after = handsets.phones.last_seq
-    entry = handsets.send_sms(msisdn, to, text)
+    try:
+        entry = handsets.send_sms(msisdn, to, text)
+    except MoRefused as exc:
+        raise BadRequest(str(exc)) from None
     return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
@@ -292,7 +299,7 @@ async def ussd_dial(request: web.Request) -> web.Response:
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.dial(msisdn, code)
-    except UssdError as exc:
+    except (UssdError, MoRefused) as exc:
         raise BadRequest(str(exc), "code") from None
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
@@ -306,6 +313,8 @@ async def ussd_answer(request: web.Request) -> web.Response:
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.answer(msisdn, text)
+    except MoRefused as exc:
+        raise BadRequest(str(exc)) from None
     except UssdError as exc:
         return _error(409, str(exc))
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
