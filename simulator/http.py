@@ -48,16 +48,18 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from simulator.handset import Handsets
-from simulator.phones import Power, UssdDialogue, UssdError
+from simulator.phones import Phone, Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
-from ussdgw.web import BadInput, body_timeout, read_json_object
+from ussdgw.web import BadInput, body_timeout, host_allowed, read_json_object
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SMSC_KEY = web.AppKey("smsc", Smsc)
 HANDSETS_KEY = web.AppKey("handsets", Handsets)
 SERVICES_KEY = web.AppKey("services", dict)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
+ALLOWED_HOSTS_KEY = web.AppKey("allowed_hosts", tuple[str, ...])
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WEB_DIR = Path(__file__).parent / "web"
 MAX_BLOCKED = 100
 MAX_USSD = 182  # characters of one USSD string (GSM 7-bit, 160 octets)
@@ -78,6 +80,22 @@ class BadRequest(web.HTTPBadRequest):
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
     body = {"error": message} if field is None else {"error": message, "field": field}
     return web.json_response(body, status=status, dumps=_dumps)
+
+
+@web.middleware
+async def same_machine(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only for clients on this machine that mean this server: the Host must be a loopback name or
+    address, or the configured host (a page from another site that rebinds its own name to
+    127.0.0.1 still sends that name: 421); a state-changing request must say it is JSON (a form
+    or `text/plain` POST, which any page may send across sites without asking, gets 415)."""
+    allowed: tuple[str, ...] = request.app[ALLOWED_HOSTS_KEY]
+    if not host_allowed(request.headers.get("Host"), allowed):
+        return _error(421, "this simulator answers only to localhost, 127.0.0.1, [::1] or its configured host",
+                      "Host")
+    if request.method in STATE_CHANGING and request.content_type != "application/json":
+        return _error(415, "a request that changes something must be Content-Type: application/json",
+                      "Content-Type")
+    return await handler(request)
 
 
 @web.middleware
@@ -110,6 +128,16 @@ def _msisdn_of(value: Any) -> str:
 
 def _msisdn(request: web.Request) -> str:
     return _msisdn_of(request.match_info["msisdn"])
+
+
+def _phone(request: web.Request) -> Phone:
+    """The phone of the path; only a POST makes one (`create_phone`, an SMS, a dial), never a look."""
+    msisdn = _msisdn(request)
+    phone = request.app[SMSC_KEY].phones.find(msisdn)
+    if phone is None:
+        raise web.HTTPNotFound(text=_dumps({"error": f"no phone {msisdn}: POST /api/phones makes one",
+                                            "field": "msisdn"}), content_type="application/json")
+    return phone
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -165,11 +193,11 @@ async def create_phone(request: web.Request) -> web.Response:
 
 
 async def get_phone(request: web.Request) -> web.Response:
-    return _ok(request.app[SMSC_KEY].phones.get(_msisdn(request)).settings())
+    return _ok(_phone(request).settings())
 
 
 async def patch_phone(request: web.Request) -> web.Response:
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     body = await _json(request)
     unknown = set(body) - {"power", "inbox_full", "unknown_number", "blocked_senders"}
     if unknown:
@@ -197,7 +225,7 @@ async def patch_phone(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     """The snapshot; with ?version=N&wait=S, once the phone changed after version N (a long poll)."""
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     phones = request.app[SMSC_KEY].phones
     wait = _number(request.query.get("wait"), "wait", default=0.0)
     version = _counter(request, "version", -1)
@@ -209,7 +237,7 @@ async def state(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """A snapshot, then every change of the phone, until the viewer leaves or the server stops.
     A viewer too slow to keep up is disconnected; EventSource reconnects and gets a fresh snapshot."""
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     phones = request.app[SMSC_KEY].phones
     closing = request.app[CLOSING_KEY]
     async with sse_response(request) as sse:
@@ -244,7 +272,7 @@ async def send_sms(request: web.Request) -> web.Response:
 
 
 async def inbox(request: web.Request) -> web.Response:
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     after = _counter(request, "after", 0)
     wait = _number(request.query.get("wait"), "wait", default=0.0)
     phones = request.app[SMSC_KEY].phones
@@ -254,21 +282,19 @@ async def inbox(request: web.Request) -> web.Response:
 
 
 async def clear_inbox(request: web.Request) -> web.Response:
-    return _ok({"removed": request.app[SMSC_KEY].phones.clear_inbox(_msisdn(request))})
+    return _ok({"removed": request.app[SMSC_KEY].phones.clear_inbox(_phone(request).msisdn)})
 
 
 async def network(request: web.Request) -> web.Response:
-    phone = request.app[SMSC_KEY].phones.get(_msisdn(request))
-    return _ok({"mts": [e.to_dict() for e in phone.network]})
+    return _ok({"mts": [e.to_dict() for e in _phone(request).network]})
 
 
 async def outbox(request: web.Request) -> web.Response:
-    phone = request.app[SMSC_KEY].phones.get(_msisdn(request))
-    return _ok({"sent": [o.to_dict() for o in phone.outbox]})
+    return _ok({"sent": [o.to_dict() for o in _phone(request).outbox]})
 
 
 async def pdus(request: web.Request) -> web.Response:
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     entries = list(request.app[SMSC_KEY].phones.pdu_log.get(msisdn, ()))
     return _ok({"pdus": entries})
 
@@ -281,10 +307,11 @@ async def _dialogue_after(request: web.Request, msisdn: str, dialogue: UssdDialo
 
 
 async def ussd_get(request: web.Request) -> web.Response:
-    msisdn = _msisdn(request)
+    phone = _phone(request)
+    msisdn = phone.msisdn
     version = _counter(request, "version", -1)
     wait = _number(request.query.get("wait"), "wait", default=0.0)
-    dialogue = request.app[SMSC_KEY].phones.get(msisdn).ussd
+    dialogue = phone.ussd
     if wait > 0 and version >= 0:
         dialogue = await request.app[HANDSETS_KEY].wait_ussd(msisdn, version, wait)
     return _ok(dialogue.to_dict())
@@ -305,7 +332,7 @@ async def ussd_dial(request: web.Request) -> web.Response:
 
 
 async def ussd_answer(request: web.Request) -> web.Response:
-    msisdn = _msisdn(request)
+    msisdn = _phone(request).msisdn
     body = await _json(request)
     text, wait = body.get("text"), _number(body.get("wait"), "wait", default=0.0)
     if not isinstance(text, str) or len(text) > MAX_USSD:
@@ -321,7 +348,7 @@ async def ussd_answer(request: web.Request) -> web.Response:
 
 
 async def ussd_cancel(request: web.Request) -> web.Response:
-    return _ok(request.app[HANDSETS_KEY].cancel(_msisdn(request)).to_dict())
+    return _ok(request.app[HANDSETS_KEY].cancel(_phone(request).msisdn).to_dict())
 
 
 async def advance_clock(request: web.Request) -> web.Response:
@@ -358,8 +385,11 @@ async def _close_handsets(app: web.Application) -> None:
 
 
 def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
-               service_list: dict[str, Any] | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+               service_list: dict[str, Any] | None = None, allowed_hosts: tuple[str, ...] = ()) -> web.Application:
+    """The simulator's HTTP API. `allowed_hosts`: Host names it answers to besides loopback ones
+    (the host it was configured to listen on)."""
+    app = web.Application(middlewares=[json_errors, same_machine], client_max_size=MAX_BODY)
+    app[ALLOWED_HOSTS_KEY] = tuple(h for h in allowed_hosts if h)
     app[SMSC_KEY] = smsc
     app[HANDSETS_KEY] = handsets or Handsets(smsc)
     app[SERVICES_KEY] = service_list or {"sms": [], "ussd": []}

@@ -77,6 +77,9 @@ class PostOffice:
         self.gate = Gate("smtp", 64)
         self.port = 0
 
+    def find(self, address: str) -> Mailbox | None:
+        return self.boxes.get(address.strip().lower())
+
     def box(self, address: str) -> Mailbox:
         address = address.strip().lower()
         if address not in self.boxes:
@@ -158,6 +161,7 @@ class PostOffice:
         return self._seq
 
 
+MAX_ADDRESS = 254  # characters of an e-mail address (RFC 5321 path limit)
 SMTP_BUSY = b"421 4.7.0 smtp.sim Too many connections, try again later\r\n"
 
 POST_OFFICE_KEY = web.AppKey("post_office", PostOffice)
@@ -177,14 +181,17 @@ async def list_boxes(request: web.Request) -> web.Response:
 async def get_box(request: web.Request) -> web.Response:
     office = request.app[POST_OFFICE_KEY]
     address = request.match_info["address"]
-    if "@" not in address:
-        return _error(400, "address must be an e-mail address")
+    if "@" not in address or len(address) > MAX_ADDRESS:
+        return _error(400, "address must be an e-mail address", "address")
     after = parse_whole_number(request.query.get("after", "0"), maximum=2**53)
     if after is None:
         return _error(400, "after must be a whole number", "after")
     wait = parse_whole_number(request.query.get("wait", "0"), maximum=60)
     if wait is None:
         return _error(400, "wait must be whole seconds, 0 to 60", "wait")
+    if office.find(address) is None and wait <= 0:  # a look makes no mailbox: an empty one is shown
+        return web.json_response({"address": address.strip().lower(), "state": MailboxState.OK.value,
+                                  "messages": [], "last_seq": office.last_seq})
     messages = await office.wait_mail(address, after, wait) if wait > 0 else [
         m for m in office.box(address).messages if m.seq > after]
     box = office.box(address)
@@ -195,8 +202,8 @@ async def get_box(request: web.Request) -> web.Response:
 async def patch_box(request: web.Request) -> web.Response:
     office = request.app[POST_OFFICE_KEY]
     address = request.match_info["address"]
-    if "@" not in address:
-        return _error(400, "address must be an e-mail address")
+    if "@" not in address or len(address) > MAX_ADDRESS:
+        return _error(400, "address must be an e-mail address", "address")
     body = await read_json_object(request, max_bytes=4096, timeout_s=body_timeout(request))
     try:
         state = MailboxState(body["state"])

@@ -60,6 +60,7 @@ REASONS = {
 }
 
 NETWORK_LOG_SIZE = 200
+INBOX_KEEP = 1000  # messages kept per phone, whatever its inbox_capacity (a full inbox refuses SMS first)
 PDU_LOG_SIZE = 200
 FEED_QUEUE_SIZE = 1000
 
@@ -199,9 +200,10 @@ class Phone:
     inbox_full: bool = False
     unknown_number: bool = False
     blocked_senders: set[str] = field(default_factory=set)
-    inbox: list[InboxMessage] = field(default_factory=list)
+    # What a phone keeps is bounded, whatever is sent to it or from it: the oldest goes first.
+    inbox: deque[InboxMessage] = field(default_factory=lambda: deque(maxlen=INBOX_KEEP))
     held: list[HeldMessage] = field(default_factory=list)
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=NETWORK_LOG_SIZE))
     outbox: deque[OutboxEntry] = field(default_factory=lambda: deque(maxlen=NETWORK_LOG_SIZE))
     network: deque[NetworkEntry] = field(default_factory=lambda: deque(maxlen=NETWORK_LOG_SIZE))
     ussd: UssdDialogue = field(default_factory=UssdDialogue)
@@ -270,6 +272,10 @@ class PhoneBook:
         self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
         self._feeds: dict[str, set[PhoneFeed]] = {}
         self.watchers: list[Callable[[PhoneEvent], None]] = []
+
+    def find(self, msisdn: str) -> Phone | None:
+        """The phone, if one was made (a POST, an MO or an MT for it); never makes one."""
+        return self.phones.get(msisdn)
 
     def get(self, msisdn: str) -> Phone:
         phone = self.phones.get(msisdn)
@@ -677,7 +683,7 @@ class PhoneBook:
             phone.inbox_capacity = int(saved["inbox_capacity"])
             phone.next_reference = int(saved["next_reference"])
             phone.next_ussd_session = int(saved["next_ussd_session"])
-            phone.inbox = [InboxMessage(**m) for m in saved["inbox"]]
+            phone.inbox = deque((InboxMessage(**m) for m in saved["inbox"]), maxlen=INBOX_KEEP)
             phone.outbox.extend(OutboxEntry(**o) for o in saved["outbox"])
             phone.network.extend(NetworkEntry(**e) for e in saved["network"])
             for entry in phone.outbox:

@@ -326,6 +326,8 @@ class PhoneDriver:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                    timeout: float = 30.0) -> Any:
+        if body is None and method != "GET":
+            body = {}  # the simulator takes changes as JSON only
         async with self.http.request(method, path, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             data = await resp.json()
             if resp.status >= 400:
@@ -338,8 +340,10 @@ class PhoneDriver:
         return result
 
     async def start(self, phone: str) -> None:
-        """Remember what the phone already had, so expectations only see what comes next."""
+        """Make the phone (a look never does) and remember what it already had, so expectations only
+        see what comes next."""
         if phone not in self.taken:
+            await self.call("POST", "/api/phones", {"msisdn": phone})
             snapshot = await self.state(phone)
             self.taken[phone] = {e["message_id"] for e in snapshot["network"]}
 

@@ -167,6 +167,7 @@ class SmscConnection:
             log.warning("smsc_protocol_error", peer=str(self.peer), reason=event.reason, status=event.status)
         elif isinstance(event, Unbound):
             self.smsc.unbinds.append(self.session.system_id)
+            del self.smsc.unbinds[:-1000]
             log.info("esme_unbound", system_id=self.session.system_id, by_esme=event.by_peer)
 
 
@@ -208,7 +209,7 @@ class Smsc:
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
         self.submit_refusals: dict[int, int] = {}  # status -> how many submits were refused with it
-        self.unbinds: list[str] = []  # system_ids of sessions that ended with unbind/unbind_resp
+        self.unbinds: list[str] = []  # system_ids of sessions that ended with unbind/unbind_resp (the last 1,000)
         self.phones = phones or PhoneBook(clock=clock)
         self.clock = self.phones.clock  # one clock with the phones: submit/done dates, receipts
         if clock is not None and clock is not self.clock:
@@ -219,6 +220,8 @@ class Smsc:
         self.validity_s = validity_s
         self.connections: set[SmscConnection] = set()
         self.mt_records: dict[str, MtRecord] = {}
+        self.final_records_kept = FINAL_RECORDS_KEPT
+        self._final: deque[str] = deque()  # message ids of final records, oldest first (pruned past the bound)
         self.mo_pending: dict[str, PendingMo] = {}
         self._bound_changed = asyncio.Event()
         self._drained = asyncio.Event()  # set while nothing is owed to any ESME
@@ -459,9 +462,18 @@ class Smsc:
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
         record.state, record.error, record.done_at = state, error, self.clock.now()
+        self._prune(record)
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
             self._send_receipt(record)
+
+    def _prune(self, record: MtRecord) -> None:
+        """Keep the records of MTs whose fate is final for query_sm and /api/mts, only the newest
+        `final_records_kept` of them: an SMSC that runs for days does not keep every MT it saw."""
+        if record.state in FINAL_STATES:
+            self._final.append(record.message_id)
+            while len(self._final) > self.final_records_kept:
+                self.mt_records.pop(self._final.popleft(), None)
 
     def _send_receipt(self, record: MtRecord) -> None:
         pdu = receipt_pdu(record.message_id, record.state, record.error, source=record.destination,
@@ -589,6 +601,11 @@ class Smsc:
 
     async def _expire_held(self) -> None:
         self.phones.expire_held()
+
+
+FINAL_RECORDS_KEPT = 10_000
+FINAL_STATES = frozenset({MessageState.DELIVERED, MessageState.EXPIRED, MessageState.DELETED,
+                          MessageState.UNDELIVERABLE, MessageState.REJECTED})
 
 
 class MoRefused(ValueError):

@@ -210,9 +210,10 @@ asyncio.run(main())
 async def test_running_out_of_file_descriptors_logs_and_keeps_serving(tmp_path: Path) -> None:
     """A server with 64 descriptors gets 150 connections: accept fails with EMFILE, asyncio logs it
     and retries; once the clients go, both the HTTP server and the SMSC answer again."""
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.PIPE, cwd=ROOT,
-                                                 env={**os.environ, "PYTHONPATH": "."})
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as stderr:  # a file, not a pipe: a pipe nobody reads would stall the child's logging
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, stdout=subprocess.PIPE,
+                                                     stderr=stderr, cwd=ROOT, env={**os.environ, "PYTHONPATH": "."})
     try:
         assert child.stdout is not None
         async with asyncio.timeout(20):
@@ -244,5 +245,6 @@ async def test_running_out_of_file_descriptors_logs_and_keeps_serving(tmp_path: 
         assert child.returncode is None
     finally:
         child.kill()
-        _, err = await child.communicate()
+        await child.communicate()
+    err = errors.read_bytes()
     assert b"out of system resource" in err or b"Too many open files" in err, err[-2000:]

@@ -7,12 +7,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
-from simulator.phones import Power
+from simulator.phones import INBOX_KEEP, NETWORK_LOG_SIZE, Power
 from tests.conftest import send_and_wait
+from tests.hostile import Raw, send
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 
@@ -22,12 +24,13 @@ PHONE = "79161234567"
 @pytest.fixture
 async def sim(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(stack.endpoints["simulator"]) as session:
+        await call(session, "POST", "/api/phones", {"msisdn": PHONE}, status=201)  # a look makes no phone
         yield session
 
 
 async def call(sim: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any] | None = None,
                status: int = 200) -> Any:
-    async with sim.request(method, path, json=body) as response:
+    async with sim.request(method, path, json=body if body is not None or method == "GET" else {}) as response:
         data = await response.json()
         assert response.status == status, data
         return data
@@ -161,6 +164,75 @@ async def test_bad_requests_get_a_clear_error_and_change_nothing(
     assert error["error"]
     after = await call(sim, "GET", f"/api/phones/{PHONE}/state")
     assert after == before
+
+
+# ---- only this machine drives the simulator, and it keeps a bounded amount --------------------------
+def test_the_simulator_and_the_api_listen_on_loopback_by_default() -> None:
+    defaults = Settings()
+    assert defaults.sim_host == "127.0.0.1" and defaults.api_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("[::1]:{port}", 200), ("LOCALHOST.", 200),
+    ("127.5.6.7", 200),  # all of 127/8 is this machine
+    ("evil.example", 421), ("rebound.attacker.example:{port}", 421), ("127.0.0.1.evil.example", 421),
+    ("192.168.1.10:{port}", 421), ("", 421),
+])
+async def test_a_request_for_another_host_is_refused(stack: Stack, host: str, status: int) -> None:
+    """A page of another site that rebinds its own name to 127.0.0.1 still sends that name."""
+    parts = urlsplit(stack.endpoints["simulator"])
+    assert parts.hostname is not None and parts.port is not None
+    for path in ("/api/phones", f"/api/phones/{PHONE}/inbox", "/"):
+        answer = await send(parts.hostname, parts.port, Raw("GET", path, host=host.format(port=parts.port)))
+        assert answer.status in ((200, 404) if status == 200 else (status,)), (host, path, answer.status)
+        if status == 421:
+            assert answer.json()["field"] == "Host"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          ""])
+async def test_a_change_that_is_not_json_is_refused_and_sends_nothing(stack: Stack, sim: aiohttp.ClientSession,
+                                                                      content_type: str) -> None:
+    """What any page may post across sites without asking (a form, text/plain) changes nothing."""
+    assert stack.smsc is not None
+    headers = {"Content-Type": content_type} if content_type else {}
+    for path, data in ((f"/api/phones/{PHONE}/sms", b'{"to": "3339", "text": "HELP"}'),
+                       (f"/api/phones/{PHONE}/ussd/cancel", b""), ("/api/clock/advance", b'{"seconds": 60}')):
+        async with sim.post(path, data=data, headers=headers) as response:
+            assert response.status == 415 and (await response.json())["field"] == "Content-Type"
+    assert not stack.smsc.phones.get(PHONE).outbox and stack.smsc.mo_pending == {}
+
+
+async def test_looking_at_a_phone_never_makes_one_only_a_post_does(stack: Stack, sim: aiohttp.ClientSession) -> None:
+    assert stack.smsc is not None and stack.post_office is not None
+    stranger = "79990001122"
+    for suffix in ("", "/state", "/inbox", "/network", "/outbox", "/pdus", "/ussd", "/events"):
+        async with sim.get(f"/api/phones/{stranger}{suffix}") as response:
+            assert response.status == 404 and (await response.json())["field"] == "msisdn", suffix
+    assert (await call(sim, "PATCH", f"/api/phones/{stranger}", {"power": "off"}, status=404))["field"] == "msisdn"
+    assert stranger not in stack.smsc.phones.phones
+    await call(sim, "POST", "/api/phones", {"msisdn": stranger}, status=201)
+    assert (await call(sim, "GET", f"/api/phones/{stranger}"))["msisdn"] == stranger
+    view = await call(sim, "GET", "/api/mail/nobody@example.com")
+    assert view["messages"] == [] and "nobody@example.com" not in stack.post_office.boxes
+
+
+async def test_what_a_phone_keeps_is_bounded_and_final_mt_records_are_pruned(stack: Stack) -> None:
+    assert stack.smsc is not None
+    phones = stack.smsc.phones
+    phone = phones.get(PHONE)
+    stack.smsc.final_records_kept = 3
+    for _ in range(6):  # each HELP brings one MT, delivered: a final record
+        await send_and_wait(stack, PHONE, "3339", "HELP")
+    assert len(phone.sent) == 6  # submit_mo records it (the outbox is the handsets' record, below)
+    finals = [r for r in stack.smsc.mt_records.values() if r.state.name == "DELIVERED"]
+    assert len(finals) <= 3
+    for n in range(INBOX_KEEP + 50):
+        phones.add_to_inbox(phone, "3339", f"message {n}")
+    assert len(phone.inbox) == INBOX_KEEP and phone.inbox[-1].text == f"message {INBOX_KEEP + 49}"
+    for n in range(NETWORK_LOG_SIZE + 20):
+        phones.record_sent(PHONE, "3339", f"mo {n}", "sms", [])
+    assert len(phone.outbox) == NETWORK_LOG_SIZE
 
 
 async def test_validity_period_is_a_setting(settings: Settings) -> None:

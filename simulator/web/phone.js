@@ -21,10 +21,11 @@ const view = {
 
 // ---- helpers ---------------------------------------------------------------------------------
 async function api(method, path, body) {
+  const changes = method !== "GET";  // the simulator takes changes as JSON only (no cross-site form posts)
   const response = await fetch(path, {
     method,
-    headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
+    headers: changes ? { "Content-Type": "application/json" } : {},
+    body: changes ? JSON.stringify(body || {}) : undefined,
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
@@ -234,7 +235,8 @@ function renderAll() {
 }
 
 // ---- the event stream ------------------------------------------------------------------------
-function connect(msisdn) {
+async function connect(msisdn) {
+  try { await api("POST", "/api/phones", { msisdn }); } catch (e) { toast(e.message, true); return; }  // looks make no phone
   if (view.source) view.source.close();
   Object.assign(view, { msisdn, phone: {}, inbox: [], network: new Map(), outbox: new Map(), ussd: { state: "idle" },
                         pdus: [], unread: 0 });
@@ -361,7 +363,7 @@ function wire() {
     event.preventDefault();
     const msisdn = $("#msisdn").value.trim().replace(/^\+/, "");
     if (!/^[0-9]{5,15}$/.test(msisdn)) { toast("Номер: от 5 до 15 цифр", true); return; }
-    api("POST", "/api/phones", { msisdn }).then(() => connect(msisdn)).catch((e) => toast(e.message, true));
+    connect(msisdn);
   });
   for (const button of document.querySelectorAll(".tabs button")) button.addEventListener("click", () => selectTab(button.dataset.tab));
   $("#keypad").addEventListener("click", (event) => {

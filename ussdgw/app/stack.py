@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -137,7 +138,8 @@ class Stack:
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
         self._on_stop("smsc", self.smsc.stop)
         self.endpoints["smsc"] = f"smpp://{host}:{port}"
-        sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()))
+        sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()),
+                                 allowed_hosts=(self.settings.sim_host, urlsplit(self.settings.sim_url).hostname or ""))
         self.post_office = PostOffice(self.clock)
         register_mail_routes(sim_app, self.post_office)
         self.endpoints["simulator"] = await self._serve("simulator", sim_app, self.settings.sim_host,
