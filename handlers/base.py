@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING
 
 from sms_codes import Decision, format_retry_reply, hash_password
 from ussdgw.clock import Clock
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, RateGuard, Store
+from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, RateGuard, Store
 
 if TYPE_CHECKING:
     from ussdgw.config import Settings
-
-
-NO_CHANGE = Change()
 
 
 class Channel(StrEnum):
@@ -46,6 +43,10 @@ class InboundMessage:
     ussd_service_op: int | None = None
     its_session_info: int | None = None
 
+    def once(self) -> Change:
+        """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""
+        return Change(mo=MoMark(self.mo_id, self.mo_ttl_s)) if self.mo_id is not None else NO_CHANGE
+
 
 @dataclass(slots=True)
 class HandlerContext:
@@ -59,8 +60,8 @@ class HandlerContext:
     def msisdn(self) -> str:
         return self.message.msisdn
 
-    async def subscriber(self) -> dict[str, str]:
-        return await self.store.subscriber(self.msisdn)
+    async def profile(self) -> Profile:
+        return await self.store.subscribers.profile(self.msisdn)
 
     async def reply(
         self,
@@ -71,7 +72,8 @@ class HandlerContext:
         secret: bool = False,
         ussd_service_op: int | None = None,
     ) -> CommitResult:
-        """Commit `change` with the reply MT and the audit trail, atomically and once per MO."""
+        """Commit `change` with the reply MT and the audit trail, atomically and once per MO
+        (P3: a subscriber first seen gets a profile)."""
         msg = self.message
         mt = OutboundMessage(
             mt_id=uuid.uuid4().hex,
@@ -82,10 +84,9 @@ class HandlerContext:
             its_session_info=msg.its_session_info if ussd_service_op is not None else None,
             secret=secret,
         )
-        events = [AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}"), *audit]
-        result = await self.store.commit(
-            msg.msisdn, mo_id=msg.mo_id, mo_ttl_s=msg.mo_ttl_s, change=change, messages=[mt], audit=events
-        )
+        received = AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}")
+        result = await self.store.commit(msg.msisdn, msg.once() + Change(
+            messages=(mt,), audit=(received,), create_profile=True) + change + Change(audit=tuple(audit)))
         if not result.refused:
             self.result = result
         return result

@@ -110,7 +110,7 @@ async def test_a_ussd_request_through_a_node_smpp_smsc_gets_its_ussd_answer(
     node_smsc: NodeSmsc, gateway: tuple[Gateway, Store],
 ) -> None:
     _, store = gateway
-    await store.put_subscriber(PHONE, {"balance_kop": 12345}, AuditEvent("seeded", "admin"))
+    await store.subscribers.put(PHONE, {"balance_kop": 12345}, AuditEvent("seeded", "admin"))
     node_smsc.mo(**{"from": PHONE, "to": "*100#", "text": "*100#", "ref": 2,
                     "ussd_service_op": UssdOp.PSSR_INDICATION})
     assert (await node_smsc.next("deliver_sm_resp"))["command_status"] == 0

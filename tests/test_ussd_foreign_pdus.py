@@ -91,7 +91,7 @@ async def test_a_foreign_gsm7_0x0f_dial_gets_its_ussd_reply_with_session_info_cl
     raw_gateway: tuple[RawSmsc, Store],
 ) -> None:
     smsc, store = raw_gateway
-    await store.put_subscriber("79161234567", {"balance_kop": 9900, "owner_id": "p-1", "region": "77"},
+    await store.subscribers.put("79161234567", {"balance_kop": 9900, "owner_id": "p-1", "region": "77"},
                                AuditEvent("seeded", "admin"))
     resp, submit = await exchange(smsc, foreign_deliver_sm(b"*100#", 0x0F, UssdOp.PSSR_INDICATION, 0x2A02, 77))
     assert (resp.sequence, resp.status) == (77, Status.ROK)
