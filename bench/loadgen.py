@@ -23,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from simulator.load import percentile
+
 HEADER = struct.Struct(">IIII")
 BIND_TRANSCEIVER, BIND_RECEIVER, BIND_TRANSMITTER = 0x09, 0x01, 0x02
 SUBMIT_SM, DELIVER_SM, DELIVER_SM_RESP = 0x04, 0x05, 0x80000005
@@ -239,23 +241,16 @@ class Link(asyncio.Protocol):
             self.gen.links.remove(self)
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summary(name: str, stats: Stats, seconds: float) -> dict[str, object]:
     lat = stats.latencies_ms
     return {
         "phase": name, "seconds": round(seconds, 3), "sent": stats.sent, "completed": stats.completed,
         "acked": stats.acked, "nacked": stats.nacked, "submits": stats.submits,
         "throughput": round(stats.completed / seconds, 1),
-        "p50_ms": round(percentile(lat, 0.50), 3), "p99_ms": round(percentile(lat, 0.99), 3),
+        "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3),
         "max_ms": round(max(lat), 3) if lat else None,
-        "ack_p50_ms": round(percentile(stats.ack_latencies_ms, 0.50), 3),
-        "ack_p99_ms": round(percentile(stats.ack_latencies_ms, 0.99), 3),
+        "ack_p50_ms": round(percentile(stats.ack_latencies_ms, 50), 3),
+        "ack_p99_ms": round(percentile(stats.ack_latencies_ms, 99), 3),
     }
 
 

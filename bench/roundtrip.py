@@ -118,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
             "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
         }
         gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed in finally
-        gateway_cmd = [sys.executable, "-m", "ussdgw.cli", "--log-level", args.log_level, "gateway",
+        gateway_cmd = [sys.executable, "-m", "ussdgw.app", "--log-level", args.log_level, "gateway",
                        "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
         if args.uvloop:  # the same CLI, on uvloop's event loop
-            gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.cli import main; "
+            gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.app.cli import main; "
                                       "sys.exit(main(sys.argv[1:]))"]
         gateway = subprocess.Popen(gateway_cmd, env=env, stderr=gateway_log, cwd=work)
         procs.append(gateway)

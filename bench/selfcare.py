@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from ussdgw import logs  # noqa: E402
+from ussdgw.app.stack import Stack  # noqa: E402
 from ussdgw.config import Settings  # noqa: E402
-from ussdgw.stack import Stack  # noqa: E402
 from ussdgw.store import AuditEvent  # noqa: E402
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulator.load import percentile  # noqa: E402
 from ussdgw.redis_server import EmbeddedRedis  # noqa: E402
 from ussdgw.smpp import codec  # noqa: E402
 from ussdgw.smpp.pdu import Bind, BindResp, DeliverSm, DeliverSmResp, SubmitSm, SubmitSmResp, UssdOp  # noqa: E402
@@ -189,13 +190,13 @@ async def open_loop(smsc: BenchSmsc, phones: list[Phone], rate: float, seconds: 
 def start_gateway(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """One gateway process as `ussdgw gateway` runs it, bound to the bench SMSC, logging to `log_path`."""
     with open(log_path, "w") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "ussdgw.cli", "--log-level", "warning", "gateway",
+        return subprocess.Popen([sys.executable, "-m", "ussdgw.app", "--log-level", "warning", "gateway",
                                  "--smsc", f"127.0.0.1:{port}"], env=env, cwd=log_path.parent, stderr=log_file)
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values) or [float("nan")]
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    """Milliseconds at the `q`-th fraction of `values` (seconds)."""
+    return percentile(values, q * 100) * 1000
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -20,8 +20,8 @@ from playwright.async_api import Page, async_playwright, expect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ussdgw import logs
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
 DOCS = Path(__file__).resolve().parent

@@ -13,36 +13,10 @@ from email.utils import make_msgid
 import aiosmtplib
 import structlog
 
+from handlers.ports import MailError
 from ussdgw.config import Settings
 
 log = structlog.get_logger("ussdgw.mail")
-
-
-class MailError(Exception):
-    """The message was not accepted. `smtp_code` is the server's code (0 if it was unreachable)."""
-
-    def __init__(self, smtp_code: int, server_text: str) -> None:
-        super().__init__(f"SMTP {smtp_code}: {server_text}")
-        self.smtp_code = smtp_code
-        self.server_text = server_text
-
-    @property
-    def kind(self) -> str:
-        if self.smtp_code in (452, 552):
-            return "mailbox_full"
-        if self.smtp_code in (550, 551, 553):
-            return "unknown_address"
-        if self.smtp_code == 0:
-            return "server_unreachable"
-        return "refused"
-
-    @property
-    def reply(self) -> str:
-        return {
-            "mailbox_full": "почтовый ящик получателя переполнен",
-            "unknown_address": "такого адреса e-mail не существует",
-            "server_unreachable": "почтовый сервер недоступен, попробуйте позже",
-        }.get(self.kind, f"почтовый сервер отказал (код {self.smtp_code})")
 
 
 class SmtpMailer:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from handlers.base import Channel
 from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
 from ussdgw.config import Settings
+from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
 
@@ -60,13 +60,7 @@ def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
     if settings.admin_token:
         return settings.admin_token
-    path = Path(settings.state_dir) / "admin.token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+    return read_or_create_secret(Path(settings.state_dir) / "admin.token", secrets.token_urlsafe(24))
 
 
 class ApiError(Exception):
@@ -427,7 +421,7 @@ async def delete_locator_consent(request: web.Request) -> web.Response:
 
 async def get_locate(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.locate(env.store, target, request.match_info["target"]))
+    return _reply(await money.locate(env, target, request.match_info["target"]))
 
 
 async def get_parental(request: web.Request) -> web.Response:

@@ -19,9 +19,9 @@ import structlog
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
-from gateway.router import Router
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
+from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
@@ -133,10 +133,11 @@ class Gateway:
             mo_ttl_s=mo_ttl,
             ussd_service_op=pdu.ussd_service_op,
             its_session_info=pdu.its_session_info,
+            content_only=pdu.user_message_reference is None,
         )
 
     async def _dispatch(self, message: InboundMessage) -> str:
-        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py (issue 4)
+        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))

@@ -26,6 +26,7 @@ import structlog
 
 from handlers.base import Channel
 from handlers.password import password_reply
+from handlers.ports import MailError
 from handlers.selfcare import Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
 from sms_codes import (
     Decision,
@@ -259,8 +260,6 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
     if delivery == "email":
-        from gateway.mail import MailError  # the e-mail side is optional for SMS-only deployments
-
         if env.mailer is None:
             return Result.fail("unavailable", "Отправка e-mail сейчас недоступна. Выберите SMS.")
         try:

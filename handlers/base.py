@@ -42,6 +42,9 @@ class InboundMessage:
     received_at: float = 0.0  # the platform's clock when the gateway took it
     ussd_service_op: int | None = None
     its_session_info: int | None = None
+    # Nothing but the content identifies this MO (the SMSC gave no message reference), so its
+    # `mo_id` is remembered only briefly: a later identical MO may be a new one.
+    content_only: bool = False
 
     def once(self) -> Change:
         """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""

@@ -16,8 +16,10 @@ just before the commit (`Store.update` decides again if the balance moved meanwh
 from __future__ import annotations
 
 import calendar
+import csv
+import io
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ import structlog
 
 from handlers.base import Channel
 from handlers.catalogue import Service, catalogue, rub
+from handlers.ports import CallRecord, MailError
 from handlers.selfcare import (
     Env,
     Result,
@@ -36,7 +39,6 @@ from handlers.selfcare import (
     unknown_subscriber,
     valid_msisdn,
 )
-from simulator.cdr import call_records, records_csv, simulated_location
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
 from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
@@ -489,7 +491,9 @@ async def call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
     if isinstance(period, Result):
         return period
     start, end = period
-    records = [r.to_dict() for r in call_records(msisdn, start, end)]
+    if env.billing is None:
+        return Result.fail("unavailable", "Детализация сейчас недоступна.")
+    records = [_record_dict(r) for r in env.billing.call_records(msisdn, start, end)]
     total = sum(int(r["cost_kop"]) for r in records)
     await env.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=online"))
     return Result.done(f"Детализация за {start:%d.%m.%Y}–{end:%d.%m.%Y}: {len(records)} записей на {rub(total)}.",
@@ -499,8 +503,6 @@ async def call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
 async def email_call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
                             *, channel: Channel | str = Channel.API) -> Result:
     """M5 by e-mail: a CSV to the subscriber's address; a refused mail is reported (D3)."""
-    from gateway.mail import MailError
-
     period = _period(env, start_raw, end_raw)
     if isinstance(period, Result):
         return period
@@ -510,11 +512,13 @@ async def email_call_detail(env: Env, msisdn: str, start_raw: object, end_raw: o
         return Result.fail("bad_request", "E-mail для номера не указан.", field="email")
     if env.mailer is None:
         return Result.fail("unavailable", "Отправка e-mail сейчас недоступна.")
-    records = call_records(msisdn, start, end)
+    if env.billing is None:
+        return Result.fail("unavailable", "Детализация сейчас недоступна.")
+    records = env.billing.call_records(msisdn, start, end)
     try:
         await env.mailer.send(address, f"Детализация {start:%d.%m.%Y}–{end:%d.%m.%Y}",
                               f"Детализация номера {msisdn} за {start:%d.%m.%Y}–{end:%d.%m.%Y} во вложении.",
-                              (("detail.csv", "text/csv", records_csv(records).encode()),))
+                              (("detail.csv", "text/csv", _records_csv(records).encode()),))
     except MailError as exc:
         await env.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
         log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
@@ -562,8 +566,9 @@ async def locator_consent(store: Store, msisdn: str, requester_raw: object, allo
                        requester=requester, allowed=allow)
 
 
-async def locate(store: Store, msisdn: str, target_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def locate(env: Env, msisdn: str, target_raw: object, *, channel: Channel | str = Channel.API) -> Result:
     """Локатор: where `target` is, only with the service on and the target's consent."""
+    store = env.store
     target = valid_msisdn(target_raw)
     if target is None:
         return bad_msisdn(target_raw)
@@ -579,7 +584,7 @@ async def locate(store: Store, msisdn: str, target_raw: object, *, channel: Chan
     await store.audit(target, api_audit("located", channel, detail=f"by={msisdn}"))
     await store.audit(msisdn, api_audit("locate", channel, detail=f"target={target}"))
     return Result.done(f"Абонент {target} находится в регионе {target_profile.region}.",
-                       **simulated_location(target, target_profile.region or "77"))
+                       **(env.network.locate(target, target_profile.region or "77") if env.network else {}))
 
 
 async def parental_blacklist(env: Env, parent: str, child_raw: object, number_raw: object, add: bool,
@@ -626,3 +631,20 @@ async def _parental_access(store: Store, parent: str, child: str) -> Result | No
     if child not in await store.numbers.linked(parent):
         return Result.fail("forbidden", f"Сначала добавьте номер {child} в «Мои номера» с его паролем.")
     return None
+
+
+_RECORD_FIELDS = ("at", "kind", "direction", "peer", "duration_s", "volume_kb", "cost_kop")
+
+
+def _record_dict(record: CallRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _RECORD_FIELDS}
+
+
+def _records_csv(records: Iterable[CallRecord]) -> str:
+    """M5 by e-mail: the detail as the subscriber opens it in a spreadsheet (semicolons, Russian headers)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";")
+    writer.writerow(["Дата и время", "Вид", "Направление", "Номер", "Длительность, с", "Объём, КБ", "Стоимость, коп"])
+    for r in records:
+        writer.writerow([r.at, r.kind, r.direction, r.peer, r.duration_s, r.volume_kb, r.cost_kop])
+    return buffer.getvalue()

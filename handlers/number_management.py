@@ -25,7 +25,6 @@ is the applicant's MSISDN. The store writes them (`ussdgw.store.profile.n2_*`).
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from handlers.password import password_reply, secret_guard
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import Decision, format_retry_reply, generate_password
 from ussdgw.config import Settings
+from ussdgw.inputs import parse_msisdn
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
 from ussdgw.store.profile import n2_applied, n2_joined, n2_off, n2_reviewed, new_password
 
@@ -45,15 +45,8 @@ log = structlog.get_logger("ussdgw.handlers.number_management")
 OPTION = "«Управление номерами»"
 NOTIFY_FROM = "111"
 MAX_NUMBERS = 10
-_MSISDN = re.compile(r"^(?:\+?7|8)(\d{10})$")
 
 Sender = Callable[[OutboundMessage], Awaitable[object]]
-
-
-def normalise_msisdn(raw: str) -> str | None:
-    """+79161234568, 79161234568, 89161234568 -> 79161234568; anything else -> None."""
-    match = _MSISDN.match(raw.strip())
-    return f"7{match.group(1)}" if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +109,7 @@ async def number_management(ctx: HandlerContext) -> None:
     ussd = ussd_context(ctx)
     command, *rest = ussd.args or ("",)
     if command == "1":
-        named = [normalise_msisdn(r) for r in rest]
+        named = [parse_msisdn(r) for r in rest]
         if None in named:
             await ussd.end("Неверный номер. Пример: *111*828*1*79161234568#",
                            audit=[AuditEvent("n2_apply", Channel.USSD, outcome="bad_number")])
@@ -278,7 +271,7 @@ def _sms(msisdn: str, text: str) -> OutboundMessage:
 
 def time_hook(store: Store, settings: Settings, send: Sender | None = None) -> Callable[[float], Awaitable[object]]:
     """For the simulator's "advance time", which has already moved the clock it shares with the store
-    (one clock per platform, `ussdgw.stack`): run the reviews now due."""
+    (one clock per platform, `ussdgw.app.stack`): run the reviews now due."""
 
     async def advanced(seconds: float) -> object:
         reviews = await review_due(store, settings, send=send)

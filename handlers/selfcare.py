@@ -8,16 +8,17 @@ it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from handlers.base import Channel
+from handlers.ports import Billing, Mailer, MtSender, Network
 from ussdgw.clock import Clock
+from ussdgw.inputs import parse_msisdn, parse_whole_number
 from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
 from ussdgw.tasks import Tasks
 
@@ -29,7 +30,6 @@ log = structlog.get_logger("ussdgw.handlers.selfcare")
 SELFCARE_SENDER = "3339"
 """Short code that self-care SMS (passwords, codes, notices) come from."""
 
-MSISDN_RE = re.compile(r"^7\d{10}$")
 MAX_AMOUNT_KOP = 1_500_000  # one payment at most 15 000 ₽, as operators cap card top-ups
 
 STATUS_BY_CODE: Mapping[str, int] = {
@@ -84,18 +84,12 @@ class Result:
         return STATUS_BY_CODE.get(self.code, 400)
 
 
-class Mailer(Protocol):
-    async def send(self, to: str, subject: str, body: str,
-                   attachments: tuple[tuple[str, str, bytes], ...] = ()) -> None: ...
-
-
-MtSender = Callable[[OutboundMessage], Awaitable[object]]
-
-
 @dataclass(slots=True, init=False)
 class Env:
     """What the operations that send SMS or e-mail, or keep sessions, need beyond the store.
 
+    `billing` and `network` are the operator's (the simulated carrier's under `ussdgw up`): without
+    them call detail and Локатор answer "unavailable".
     `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
     sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
     P5 and expiry tests fast-forward it instead of waiting.
@@ -105,12 +99,16 @@ class Env:
     settings: Settings
     send_mt: MtSender | None
     mailer: Mailer | None
+    billing: Billing | None
+    network: Network | None
     clock: Clock
     _sends: Tasks
 
     def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
-                 mailer: Mailer | None = None, clock: Clock | None = None) -> None:
+                 mailer: Mailer | None = None, clock: Clock | None = None, *,
+                 billing: Billing | None = None, network: Network | None = None) -> None:
         self.store, self.settings, self.send_mt, self.mailer = store, settings, send_mt, mailer
+        self.billing, self.network = billing, network
         self.clock = clock or store.clock
         if self.clock is not store.clock:
             raise ValueError("the self-care environment and its store must share one clock")
@@ -143,12 +141,7 @@ def new_mt(destination: str, text: str, *, secret: bool = False, source: str = S
 
 def valid_msisdn(value: object) -> str | None:
     """'79161234567', '+7 916 123-45-67' or '89161234567' -> '79161234567'; anything else -> None."""
-    if not isinstance(value, str):
-        return None
-    digits = re.sub(r"[\s()+-]", "", value)
-    if len(digits) == 11 and digits.startswith("8"):
-        digits = "7" + digits[1:]
-    return digits if MSISDN_RE.match(digits) else None
+    return parse_msisdn(value)
 
 
 def bad_msisdn(value: object) -> Result:
@@ -158,10 +151,10 @@ def bad_msisdn(value: object) -> Result:
 
 def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: int = MAX_AMOUNT_KOP) -> int | Result:
     """A positive whole number of kopecks (int, or a string of digits from USSD), else a refusal."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool):
+    parsed = parse_whole_number(value, maximum=10**12)
+    if parsed is None:
         return Result.fail("bad_request", "Сумма должна быть целым числом копеек.", field=field_name)
+    value = parsed
     if value <= 0:
         return Result.fail("bad_request", "Сумма должна быть больше нуля.", field=field_name)
     if value > maximum:
@@ -170,10 +163,10 @@ def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: 
 
 
 def parse_points(value: object, *, field_name: str = "points") -> int | Result:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool):
+    parsed = parse_whole_number(value, maximum=10**12)
+    if parsed is None:
         return Result.fail("bad_request", "Количество баллов должно быть целым числом.", field=field_name)
+    value = parsed
     if value <= 0:
         return Result.fail("bad_request", "Количество баллов должно быть больше нуля.", field=field_name)
     if value > 1_000_000:

@@ -17,7 +17,7 @@ extra MTs (an SMS from 3339), the audit trail, the MO's idempotency mark and the
 A redelivered MO gets the same reply again and changes nothing.
 
 Time: dialogue deadlines and N2 review times read the context's `clock`: the gateway's, which the
-composition root (`ussdgw.stack.Stack`) shares with the store and the simulator, so that tests and
+composition root (`ussdgw.app.stack.Stack`) shares with the store and the simulator, so that tests and
 the simulator's "advance time" fast-forward it. There is no module-level clock.
 """
 
@@ -31,9 +31,8 @@ from typing import Any
 
 import structlog
 
-from gateway.inbound import MO_TTL_CONTENT_ONLY_S
-from gateway.router import Router, UssdRoute
 from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.routing import Router, UssdRoute
 from ussd_menus.engine import paginate
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
@@ -231,7 +230,7 @@ async def handle_ussd(message: InboundMessage, store: Store, settings: Settings,
 
 def content_only(message: InboundMessage) -> bool:
     """Nothing but the text identifies this MO (no user_message_reference, no its_session_info)."""
-    return message.mo_ttl_s <= MO_TTL_CONTENT_ONLY_S and message.its_session_info is None
+    return message.content_only and message.its_session_info is None
 
 
 async def _handle_once(message: InboundMessage, store: Store, settings: Settings, router: Router,

@@ -20,6 +20,7 @@ from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import Decision, format_retry_reply, generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
+from ussdgw.inputs import parse_whole_number
 from ussdgw.store import AuditEvent, Change, Profile
 from ussdgw.store.profile import new_password
 
@@ -75,7 +76,10 @@ async def act_service_on(ctx: UssdContext, params: Mapping[str, str], value: str
 
 async def act_autopay_on(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
     assert value is not None
-    amount_kop = int(value) * 100
+    roubles = parse_whole_number(value, minimum=AUTOPAY_MIN_RUB, maximum=AUTOPAY_MAX_RUB)
+    if roubles is None:  # the menu's validator let it through: it cannot, but never crash on it
+        return End(ROUBLES_HINT)
+    amount_kop = roubles * 100
     result = await money.service_on(ctx.store, ctx.msisdn, "autopay", channel=Channel.USSD,
                                     params={"amount_kop": amount_kop, "threshold_kop": 0})
     return _end(result, "ussd_service_on", "service=autopay")
@@ -160,9 +164,13 @@ async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
     return f"{number_management.OPTION}: {number_management.short_state(await ctx.profile())}."
 
 
+AUTOPAY_MIN_RUB, AUTOPAY_MAX_RUB = 100, 5000
+ROUBLES_HINT = f"Введите сумму цифрами, от {AUTOPAY_MIN_RUB} до {AUTOPAY_MAX_RUB}."
+
+
 def validate_roubles(value: str) -> str | None:
-    if not value.isdigit() or not 100 <= int(value) <= 5000:
-        return "Введите сумму цифрами, от 100 до 5000."
+    if parse_whole_number(value, minimum=AUTOPAY_MIN_RUB, maximum=AUTOPAY_MAX_RUB) is None:
+        return ROUBLES_HINT
     return None
 
 

@@ -6,17 +6,14 @@ both), so a detail asked twice, or online and then by e-mail, agrees with itself
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import random
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sms_codes import OPERATOR_TZ
-
+OPERATOR_TZ = ZoneInfo("Europe/Moscow")  # the simulated operator bills in Moscow time
 KINDS = ("call", "call", "call", "sms", "internet")
 CALL_KOP_PER_MIN = 250
 SMS_KOP = 200
@@ -72,15 +69,6 @@ def call_records(msisdn: str, start: date, end: date) -> list[CallRecord]:
     return out
 
 
-def records_csv(records: Iterable[CallRecord]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";")
-    writer.writerow(["Дата и время", "Вид", "Направление", "Номер", "Длительность, с", "Объём, КБ", "Стоимость, коп"])
-    for r in records:
-        writer.writerow([r.at, r.kind, r.direction, r.peer, r.duration_s, r.volume_kb, r.cost_kop])
-    return buffer.getvalue()
-
-
 def simulated_location(msisdn: str, region: str) -> dict[str, Any]:
     """Локатор: a stable position near the region's centre, with the accuracy of a cell."""
     centres = {"77": (55.7558, 37.6173), "50": (55.5000, 37.5000), "78": (59.9386, 30.3141)}
@@ -88,3 +76,13 @@ def simulated_location(msisdn: str, region: str) -> dict[str, Any]:
     rng = _rng("where", msisdn)
     return {"lat": round(lat + rng.uniform(-0.15, 0.15), 5), "lon": round(lon + rng.uniform(-0.25, 0.25), 5),
             "accuracy_m": rng.choice((150, 300, 500, 1000)), "region": region}
+
+
+class SimulatedCarrier:
+    """The simulated operator's billing and network, as the platform's handlers ask for them."""
+
+    def call_records(self, msisdn: str, start: date, end: date) -> list[CallRecord]:
+        return call_records(msisdn, start, end)
+
+    def locate(self, msisdn: str, region: str) -> dict[str, Any]:
+        return simulated_location(msisdn, region)

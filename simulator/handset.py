@@ -7,7 +7,7 @@
     advance the simulator's clock      -> held MTs expire; registered time hooks run (e.g. the
                                           USSD service's review of pending applications, SPEC N2).
                                           It is the phone book's clock, which the composition root
-                                          (`ussdgw.stack`) shares with the platform in one process
+                                          (`ussdgw.app.stack`) shares with the platform in one process
 """
 
 from __future__ import annotations

@@ -44,13 +44,13 @@ from aiohttp_sse import sse_response
 from simulator.handset import Handsets
 from simulator.phones import Power, UssdDialogue, UssdError
 from simulator.smsc import Smsc
+from ussdgw.inputs import parse_address
 
 SMSC_KEY = web.AppKey("smsc", Smsc)
 HANDSETS_KEY = web.AppKey("handsets", Handsets)
 SERVICES_KEY = web.AppKey("services", dict)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 WEB_DIR = Path(__file__).parent / "web"
-MSISDN = re.compile(r"^\+?\d{5,15}$")
 SHORT_CODE = re.compile(r"^[\d*#+]{1,20}$")  # an SMPP address: 20 octets at most
 MAX_TEXT = 1600
 MAX_WAIT_S = 60.0
@@ -75,9 +75,10 @@ def _ok(data: Any, status: int = 200) -> web.Response:
 
 
 def _msisdn_of(value: Any) -> str:
-    if not isinstance(value, str) or not MSISDN.match(value):
+    address = parse_address(value)
+    if address is None:
         raise BadRequest("msisdn must be 5-15 digits")
-    return value.lstrip("+")
+    return address
 
 
 def _msisdn(request: web.Request) -> str:

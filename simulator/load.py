@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
 import random
-import secrets
-import subprocess
-import sys
-import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,11 +63,13 @@ def parse_mix(text: str) -> dict[str, float]:
     return {k: v / total for k, v in shares.items()}
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
+def percentile(values: Sequence[float], q: float, *, ordered: bool = False) -> float:
+    """The `q`-th percentile (0-100) by nearest rank; NaN for no values. The benchmarks use it too."""
+    if not values:
         return float("nan")
-    rank = math.ceil(q / 100 * len(sorted_values))  # nearest rank
-    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
+    ranked = values if ordered else sorted(values)
+    rank = math.ceil(q / 100 * len(ranked))
+    return ranked[min(len(ranked), max(rank, 1)) - 1]
 
 
 @dataclass(slots=True)
@@ -86,8 +84,10 @@ class KindStats:
         return {
             "offered": self.offered, "completed": self.completed, "lost": self.lost,
             "per_s": round(self.completed / seconds, 1) if seconds else 0.0,
-            "p50_ms": round(percentile(lat, 50) * 1000, 2), "p90_ms": round(percentile(lat, 90) * 1000, 2),
-            "p99_ms": round(percentile(lat, 99) * 1000, 2), "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+            "p50_ms": round(percentile(lat, 50, ordered=True) * 1000, 2),
+            "p90_ms": round(percentile(lat, 90, ordered=True) * 1000, 2),
+            "p99_ms": round(percentile(lat, 99, ordered=True) * 1000, 2),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
         }
 
 
@@ -209,83 +209,6 @@ class LoadGenerator:
         }
 
 
-# ---- the platform for a load run -------------------------------------------------------------
-class LoadPlatform:
-    """Private Redis, the simulator's SMSC here, gateway processes bound to it."""
-
-    def __init__(self, settings: Any, gateways: int, port: int, console: Console) -> None:
-        self.settings = settings
-        self.gateways = gateways
-        self.port = port
-        self.console = console
-        self.processes: list[asyncio.subprocess.Process] = []
-        self.smsc: Smsc | None = None
-        self._redis: Any = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    async def __aenter__(self) -> LoadPlatform:
-        from ussdgw.redis_server import EmbeddedRedis
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="ussdgw-load-")
-        url = self.settings.redis_url
-        if not url:
-            self._redis = EmbeddedRedis(self._tmp.name, persistent=False)
-            await asyncio.to_thread(self._redis.start)
-            url = self._redis.url
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=max(self.settings.window, 256),
-                         validity_s=self.settings.sim_validity_s)
-        host, port = await self.smsc.start("127.0.0.1", self.port)
-        env = {**os.environ, "REDIS_URL": url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
-               "USSDGW_STATE_DIR": self._tmp.name, "USSDGW_LOG_LEVEL": "error", "USSDGW_API_PORT": "0",
-               "USSDGW_WINDOW": str(max(self.settings.window, 256))}
-        for _ in range(self.gateways):
-            self.processes.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ussdgw.cli", "gateway", "--smsc", f"{host}:{port}",
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wanted = max(1, self.gateways)
-        if self.gateways == 0:
-            self.console.print(f"waiting for a gateway to bind to {host}:{port} ...")
-        async with asyncio.timeout(None if self.gateways == 0 else 30):
-            # Other processes are starting up: there is no event in this one to wait on.
-            while sum(1 for c in self.smsc.connections if c.session.can_deliver) < wanted:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.smsc is not None:  # first: what is still queued for the gateways is dropped, not retried
-            await self.smsc.stop()
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-        for process in self.processes:
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._redis is not None:
-            await asyncio.to_thread(self._redis.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-
-async def seed_phones(url: str, msisdns: list[str]) -> None:
-    """Every load phone gets a profile with a balance, so *100# has something to show."""
-    import redis.asyncio as aioredis
-
-    from ussdgw.store import sub_key
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            for msisdn in msisdns:
-                pipe.hset(sub_key(msisdn), mapping={"owner_id": f"p-{msisdn}", "region": "77", "corporate": 0,
-                                                    "balance_kop": 10000, "tariff": "basic"})
-            await pipe.execute()
-    finally:
-        await client.aclose()
-
-
 # ---- the command -----------------------------------------------------------------------------
 def _report(console: Console, result: dict[str, Any]) -> None:
     table = Table(title=f"{result['phones']} phones · target {result['target_rate']:g}/s · "
@@ -305,15 +228,24 @@ def _report(console: Console, result: dict[str, Any]) -> None:
                       f"reply (add --phones)[/]")
 
 
-async def run_load(settings: Any, *, phones: int, rate: float, mix: dict[str, float], duration: float,
-                   sms: tuple[str, str], ussd: str, gateways: int = 1, port: int = 0,
+class LoadTarget(Protocol):
+    """The SMSC the load's phones use, with the platform's gateways bound to it (the composition
+    root provides one: `ussdgw.app.platforms.LoadPlatform`)."""
+
+    smsc: Smsc | None
+
+    async def prepare(self, msisdns: list[str]) -> None:
+        """Give every load phone a subscriber (a balance for *100#) before the load starts."""
+
+
+async def run_load(target: AbstractAsyncContextManager[LoadTarget], *, phones: int, rate: float,
+                   mix: dict[str, float], duration: float, sms: tuple[str, str], ussd: str,
                    console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
     console = console or Console(stderr=True)
-    async with LoadPlatform(settings, gateways, port, console) as platform:
+    async with target as platform:
         assert platform.smsc is not None
-        url = settings.redis_url or (platform._redis.url if platform._redis is not None else "")
         generator = LoadGenerator(platform.smsc, phones=phones, rate=rate, mix=mix, sms=sms, ussd=ussd)
-        await seed_phones(url, generator.msisdns)
+        await platform.prepare(generator.msisdns)
         if not show_progress:
             offering = await generator.run(duration)
             return generator.result(offering)
@@ -341,7 +273,9 @@ def _fast_loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def load_command(args: argparse.Namespace, settings: Any) -> int:
+def load_command(args: argparse.Namespace,
+                 make_target: Callable[[argparse.Namespace, Console], AbstractAsyncContextManager[LoadTarget]]) -> int:
+    """`ussdgw load`: `make_target` builds the platform under load from the command's arguments."""
     console = Console(stderr=True, highlight=False)
     try:
         mix = parse_mix(args.mix)
@@ -351,9 +285,9 @@ def load_command(args: argparse.Namespace, settings: Any) -> int:
         if args.duration <= 0:
             raise LoadError("--duration must be positive")
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            result = runner.run(run_load(settings, phones=args.phones, rate=args.rate, mix=mix,
+            result = runner.run(run_load(make_target(args, console), phones=args.phones, rate=args.rate, mix=mix,
                                          duration=args.duration, sms=(code, text), ussd=args.ussd,
-                                         gateways=args.gateways, port=args.port, console=console))
+                                         console=console))
     except LoadError as exc:
         console.print(f"[red]{exc}[/]")
         return 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,7 +52,6 @@ REASONS = {
     "undecodable": "не удалось прочитать текст",
 }
 
-MSISDN_RE = re.compile(r"^\d{5,15}$")
 NETWORK_LOG_SIZE = 200
 PDU_LOG_SIZE = 200
 FEED_QUEUE_SIZE = 1000

@@ -41,18 +41,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
 
-from simulator.phones import MSISDN_RE, REASONS
+from simulator.phones import REASONS
+from ussdgw.inputs import parse_address
 from ussdgw.smpp.ussd import is_ussd_string
 
 STEP_KINDS = ("sms", "dial", "answer", "cancel", "expect", "set_phone", "advance_time", "sleep")
@@ -151,7 +152,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if unknown:
         raise ScenarioError(f"{path}: unknown keys {sorted(unknown)}")
     default_phone = str(data.get("phone", "79161234567"))
-    if not MSISDN_RE.match(default_phone):
+    if parse_address(default_phone) != default_phone:
         raise ScenarioError(f"{path}: phone must be 5-15 digits")
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -194,7 +195,7 @@ def _step(path: Path, index: int, raw: Any, default_phone: str) -> Step:
         args, phone = _args(kind, value, default_phone)
     except (ValueError, TypeError, KeyError) as exc:
         raise ScenarioError(f"{where} ({kind}): {exc}") from None
-    if not MSISDN_RE.match(phone):
+    if parse_address(phone) != phone:
         raise ScenarioError(f"{where} ({kind}): phone {phone!r} must be 5-15 digits")
     return Step(index, kind, args, phone)
 
@@ -482,78 +483,47 @@ def _as_wanted(entry: dict[str, Any], want: dict[str, Any]) -> bool:
 
 
 # ---- the platform for a run ------------------------------------------------------------------
-class Platform:
-    """A private platform per scenario (its settings, fresh Redis data), or a running simulator."""
+class ScenarioPlatform(Protocol):
+    """Where scenarios run: a simulator already running (`RunningSimulator`), or a private platform
+    per scenario that the composition root provides (`ussdgw.app.platforms.PrivatePlatform`)."""
 
-    def __init__(self, api: str | None = None, base_settings: Any = None) -> None:
+    async def run(self, scenario: Scenario,
+                  on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult: ...
+
+
+class RunningSimulator:
+    """Scenarios against a simulator that is already running (`--api`): its data as it is."""
+
+    def __init__(self, api: str) -> None:
         self.api = api
-        self.base_settings = base_settings
-        self._redis: Any = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
-    async def __aenter__(self) -> Platform:
-        if self.api is None:
-            from ussdgw.config import Settings
-            from ussdgw.redis_server import EmbeddedRedis
-
-            base = self.base_settings or Settings()
-            self._tmp = tempfile.TemporaryDirectory(prefix="ussdgw-scenario-")
-            if not base.redis_url:
-                self._redis = EmbeddedRedis(self._tmp.name, persistent=False)
-                await asyncio.to_thread(self._redis.start)
-                base = base.with_overrides(redis_url=self._redis.url)
-            self.base_settings = base.with_overrides(state_dir=self._tmp.name, sim_port=0, sim_http_port=0,
-                                                     api_port=0)
+    async def __aenter__(self) -> RunningSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._redis is not None:
-            await asyncio.to_thread(self._redis.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        return None
 
     async def run(self, scenario: Scenario, on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
-        if self.api is not None:
-            return await self._run_against(self.api, scenario, on_step)
-        from ussdgw.seed import seed_subscribers
-        from ussdgw.stack import Stack
-
-        settings = self.base_settings.with_overrides(**scenario.settings)
-        if self._redis is not None:  # ours: every scenario starts from empty data
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(settings.redis_url)
-            await client.flushall()
-            await client.aclose()
-        stack = Stack(settings)  # its own clock: time advanced in one scenario stays there
-        try:
-            await stack.start()
-            assert stack.gateway is not None and stack.store is not None
-            await stack.gateway.wait_bound(10)
-            await seed_subscribers(stack.store, scenario.subscribers)
-            return await self._run_against(stack.endpoints["simulator"], scenario, on_step)
-        except (OSError, TimeoutError) as exc:
-            return ScenarioResult(scenario, error=f"the platform did not start: {exc}")
-        finally:
-            await stack.stop()
-
-    @staticmethod
-    async def _run_against(api: str, scenario: Scenario,
-                           on_step: Callable[[StepResult], None] | None) -> ScenarioResult:
-        async with aiohttp.ClientSession(api) as session:
-            return await Runner(PhoneDriver(session)).run(scenario, on_step)
+        return await run_against(self.api, scenario, on_step)
 
 
-async def run_scenarios(scenarios: Sequence[Scenario], *, api: str | None = None, settings: Any = None,
+async def run_against(api: str, scenario: Scenario,
+                      on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
+    """Run one scenario against the simulator's HTTP API at `api`."""
+    async with aiohttp.ClientSession(api) as session:
+        return await Runner(PhoneDriver(session)).run(scenario, on_step)
+
+
+async def run_scenarios(scenarios: Sequence[Scenario], platform: AbstractAsyncContextManager[ScenarioPlatform], *,
                         on_step: Callable[[StepResult], None] | None = None,
                         on_start: Callable[[Scenario], None] | None = None,
                         on_done: Callable[[ScenarioResult], None] | None = None) -> list[ScenarioResult]:
     results = []
-    async with Platform(api, settings) as platform:
+    async with platform as where:
         for scenario in scenarios:
             if on_start is not None:
                 on_start(scenario)
-            result = await platform.run(scenario, on_step)
+            result = await where.run(scenario, on_step)
             results.append(result)
             if on_done is not None:
                 on_done(result)

@@ -12,6 +12,8 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +53,21 @@ def add_commands(sub: Any) -> None:
     load.add_argument("--json", action="store_true", help="print the result as one JSON line too")
 
 
-def run(args: argparse.Namespace, settings: Any) -> int:
-    if args.log_level is None:  # the report is the output; platform logs only when something breaks
-        from ussdgw import logs
-
-        logs.configure("error", settings.log_format)
+def run(args: argparse.Namespace, *, private_platform: Callable[[], AbstractAsyncContextManager[Any]],
+        load_target: Callable[[argparse.Namespace, Console], AbstractAsyncContextManager[Any]]) -> int:
+    """Run a terminal command; the composition root passes the private platforms that `scenario`
+    (without --api) and `load` start, so this package never builds the platform itself."""
     if args.command == "dial":
         return dial_command(args.api or DEFAULT_SIM_URL, args.sender, args.code, args.answers, args.wait)
     if args.command == "scenario":
-        return scenario_command(args.files, args.junit, args.api, settings)
+        from simulator.scenario import RunningSimulator
+
+        platform = RunningSimulator(args.api) if args.api else private_platform()
+        return scenario_command(args.files, args.junit, platform, running=args.api is not None)
     if args.command == "load":
         from simulator.load import load_command
 
-        return load_command(args, settings)
+        return load_command(args, load_target)
     raise ValueError(args.command)
 
 
@@ -148,8 +152,8 @@ def _scenario_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def scenario_command(paths: list[Path], junit: Path | None, api: str | None, settings: Any,
-                     console: Console | None = None) -> int:
+def scenario_command(paths: list[Path], junit: Path | None, platform: AbstractAsyncContextManager[Any], *,
+                     running: bool = False, console: Console | None = None) -> int:
     from simulator.scenario import ScenarioError, ScenarioResult, StepResult, junit_xml, load_scenario, run_scenarios
 
     console = console or Console(highlight=False, soft_wrap=True)
@@ -164,7 +168,7 @@ def scenario_command(paths: list[Path], junit: Path | None, api: str | None, set
 
     def started(s: Any) -> None:
         console.print(Text.assemble((s.name, "bold"), (f"  {', '.join(s.spec)} · {s.path}", "dim")))
-        if api is not None and (s.settings or s.subscribers):
+        if running and (s.settings or s.subscribers):
             console.print(Text("  note: settings and subscribers of the scenario are not applied to a running "
                                "platform (--api); seed with `ussdgw seed`", style="yellow"))
 
@@ -183,8 +187,7 @@ def scenario_command(paths: list[Path], junit: Path | None, api: str | None, set
         verdict = "[green]PASS[/]" if r.ok else "[red]FAIL[/]"
         console.print(f"  {verdict} [dim]{r.seconds:.2f} s[/]\n")
 
-    results = asyncio.run(run_scenarios(scenarios, api=api, settings=settings, on_step=step, on_start=started,
-                                        on_done=done))
+    results = asyncio.run(run_scenarios(scenarios, platform, on_step=step, on_start=started, on_done=done))
     failed = [r for r in results if not r.ok]
     colour = "red" if failed else "green"
     console.print(f"[{colour}]{len(results) - len(failed)} passed, {len(failed)} failed[/] "

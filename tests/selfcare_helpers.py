@@ -15,8 +15,8 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
 from tests.conftest import send_and_wait
-from ussdgw.seed import seed_subscribers
-from ussdgw.stack import Stack
+from ussdgw.app.seed import seed_subscribers
+from ussdgw.app.stack import Stack
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "gateway" / "openapi.yaml"
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")

@@ -185,7 +185,7 @@ def ussdgw(tmp_path: Path) -> Iterator[Callable[..., Command]]:
     started: list[Command] = []
 
     def start(*args: str, **extra_env: str) -> Command:
-        popen = subprocess.Popen([sys.executable, "-m", "ussdgw.cli", *args], cwd=tmp_path,
+        popen = subprocess.Popen([sys.executable, "-m", "ussdgw.app", *args], cwd=tmp_path,
                                  env={**env, **extra_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True)
         started.append(Command(popen, list(args), mark))
@@ -382,7 +382,7 @@ def test_scenario_runs_a_shipped_file_and_writes_junit(ussdgw: Callable[..., Com
 
 def test_load_runs_a_short_bounded_load(ussdgw: Callable[..., Command]) -> None:
     command = ussdgw("load", "--phones", "4", "--rate", "20", "--duration", "1", "--json")
-    wait_process(command.mark, "ussdgw.cli gateway")
+    wait_process(command.mark, "ussdgw.app gateway")
     assert command.finish(STARTUP_S) == 0, command.output
     result = json.loads(command.wait_line(r"^\{.*\}$", timeout=0).group(0))
     assert result["all"]["completed"] > 0 and result["all"]["lost"] == 0, result

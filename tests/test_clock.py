@@ -16,10 +16,10 @@ from handlers.selfcare import Env
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
 from tests.ussd_helpers import answer, dial
+from ussdgw.app.stack import Stack
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import UssdOp
-from ussdgw.stack import Stack
 from ussdgw.store import Store
 
 PACKAGES = ("ussdgw", "gateway", "handlers", "ussd_menus", "sms_codes", "simulator")
@@ -32,7 +32,8 @@ def platform_modules() -> list[ModuleType]:
         package = importlib.import_module(name)
         modules.append(package)
         for info in pkgutil.walk_packages(package.__path__, f"{name}."):
-            modules.append(importlib.import_module(info.name))
+            if not info.name.endswith(".__main__"):  # running it is the `ussdgw` command
+                modules.append(importlib.import_module(info.name))
     return modules
 
 

@@ -15,10 +15,10 @@ from handlers.registry import build_router
 from sms_codes import verify_password
 from tests.conftest import send_and_wait
 from tests.test_password_by_sms import extract_password
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.smpp.pdu import DataSm, DeliverSm, Status
-from ussdgw.stack import Stack
 
 
 async def kill(gateway: Gateway) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
 from handlers.selfcare import Env, Result
+from simulator.cdr import SimulatedCarrier
 from ussdgw.config import Settings
 from ussdgw.store import Asset, AuditEvent, Store
 from ussdgw.store.money import gift_offered
@@ -24,7 +25,7 @@ async def env(redis_url: str, tmp_path: object) -> AsyncIterator[Env]:
     for msisdn in (A, B):
         await store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
                                    AuditEvent("seeded", "admin"))
-    yield Env(store, settings)
+    yield Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
     await store.close()
 
 

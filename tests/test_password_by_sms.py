@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from sms_codes import checksum_ok, verify_password
 from tests.conftest import send_and_wait
-from ussdgw.stack import Stack
+from ussdgw.app.stack import Stack
 from ussdgw.store import sub_key
 
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")

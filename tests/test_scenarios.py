@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from simulator.scenario import ScenarioError, junit_xml, load_scenario, report_lines, run_scenarios
-from ussdgw import cli
-from ussdgw.cli import main
+from ussdgw.app import cli
+from ussdgw.app.cli import main
+from ussdgw.app.platforms import PrivatePlatform
 from ussdgw.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def base_settings(redis_url: str, tmp_path: Path) -> Settings:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 async def test_shipped_scenario_passes(path: Path, redis_url: str, tmp_path: Path) -> None:
-    [result] = await run_scenarios([load_scenario(path)], settings=base_settings(redis_url, tmp_path))
+    [result] = await run_scenarios([load_scenario(path)], PrivatePlatform(base_settings(redis_url, tmp_path)))
     assert result.ok, "\n".join(report_lines(result))
 
 
@@ -38,7 +39,7 @@ def test_the_shipped_scenarios_cover_every_spec_id_served_through_a_phone() -> N
 
 async def test_a_broken_scenario_fails_with_a_report_naming_the_step_the_expectation_and_what_arrived(
         redis_url: str, tmp_path: Path) -> None:
-    [result] = await run_scenarios([load_scenario(BROKEN)], settings=base_settings(redis_url, tmp_path))
+    [result] = await run_scenarios([load_scenario(BROKEN)], PrivatePlatform(base_settings(redis_url, tmp_path)))
     assert not result.ok
     assert result.failure is not None and result.failure.step.index == 2
     report = "\n".join(report_lines(result))

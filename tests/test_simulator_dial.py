@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from rich.console import Console
 
 from simulator.terminal import dial_command
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.ussd import DialogueState
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
 PHONE = "79161234567"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from simulator.load import LoadError, parse_mix, percentile
-from ussdgw import cli
-from ussdgw.cli import main
+from ussdgw.app import cli
+from ussdgw.app.cli import main
 
 
 def test_mix_is_parsed_into_shares_and_bad_mixes_are_refused() -> None:

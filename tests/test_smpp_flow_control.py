@@ -15,10 +15,10 @@ from gateway.esme import EsmeClient
 from simulator.smsc import Smsc
 from tests.conftest import send_and_wait
 from tests.smpp_peer import ScriptedSmsc
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, Pdu, Status, SubmitSm, SubmitSmResp
 from ussdgw.smpp.session import SmppSession
-from ussdgw.stack import Stack
 
 MT = SubmitSm(source_addr="3339", dest_addr_ton=1, dest_addr_npi=1, destination_addr="79161234567",
               short_message=b"hello")
@@ -141,7 +141,7 @@ async def test_sigterm_makes_the_gateway_unbind_every_bind_before_it_exits(setti
     env = {**os.environ, "REDIS_URL": settings.redis_url, "USSDGW_SECRET_KEY": settings.secret_key,
            "USSDGW_STATE_DIR": str(tmp_path), "USSDGW_BINDS": "2"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ussdgw.cli", "gateway", "--smsc", f"127.0.0.1:{smsc.port}", env=env,
+        sys.executable, "-m", "ussdgw.app", "gateway", "--smsc", f"127.0.0.1:{smsc.port}", env=env,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:

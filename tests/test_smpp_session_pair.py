@@ -250,3 +250,16 @@ def test_any_interleaving_of_requests_is_answered_and_leaves_nothing_outstanding
 @given(every_pdu, st.integers(1, 0x7FFFFFFF))
 def test_numbering_a_pdu_changes_its_sequence_and_nothing_else(pdu: Pdu, sequence: int) -> None:
     assert with_sequence(pdu, sequence) == replace(pdu, sequence=sequence)
+
+
+def test_an_esme_stopping_while_its_bind_resp_is_on_the_way_unbinds_and_both_ends_close() -> None:
+    """The SMSC counts the ESME bound as soon as it answers; the ESME, still BINDING, unbinds all the same."""
+    pair = SessionPair()
+    _, [request] = pair.send(pair.esme, Bind(mode=BindMode.TRANSCEIVER, system_id="esme", password="secret"))
+    assert isinstance(request, RequestReceived) and isinstance(request.pdu, Bind)
+    pair.smsc.respond(request.pdu, BindResp(system_id="smsc"))  # queued, not yet read by the ESME
+    assert pair.smsc.state is SessionState.BOUND_TRX and pair.esme.state is SessionState.BINDING
+    pair.esme.send(Unbind())
+    _, at_smsc = pair.pump()
+    assert Unbound(by_peer=True) in at_smsc
+    assert pair.esme.state is pair.smsc.state is SessionState.CLOSED

@@ -10,9 +10,9 @@ import pytest
 
 from gateway.service import Gateway
 from handlers.registry import build_router
-from ussdgw import cli
+from ussdgw.app import cli
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings, load_settings
-from ussdgw.stack import Stack
 
 DEMO = Path(__file__).parent.parent / "demo" / "subscribers.yaml"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.ussd_helpers import answer, dial, events, seed, send_without_reply, submits_seen, ussd
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import SessionInfo, unpack_session_info
-from ussdgw.stack import Stack
 
 MSISDN = "79161234567"
 

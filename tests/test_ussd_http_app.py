@@ -11,9 +11,9 @@ from aiohttp import web
 from handlers.ussd_http_app import AppFailed, parse_app_reply
 from simulator.example_ussd_app import SEEN, create_app
 from tests.ussd_helpers import answer, dial, events
+from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import UssdOp
-from ussdgw.stack import Stack
 
 MSISDN = "79161234567"
 

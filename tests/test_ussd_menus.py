@@ -17,9 +17,9 @@ from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
 from tests.ussd_helpers import answer, dial, read_to_end, seed
 from ussd_menus.engine import MenuError, load_menu, paginate
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import fits_one_message
-from ussdgw.stack import Stack
 
 MSISDN = "79161234567"
 GOOD = """

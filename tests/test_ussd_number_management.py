@@ -12,8 +12,8 @@ from simulator.phones import InboxMessage
 from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
 from tests.ussd_helpers import answer, dial, events, seed, wait_sms
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
-from ussdgw.stack import Stack
 from ussdgw.store import linked_key
 
 IVAN, IVAN2, MARIA, FIRM = "79161234567", "79161234568", "79261112233", "79031112233"

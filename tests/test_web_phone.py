@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.ussd import DialogueState
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
 CHROMIUM = Path(os.environ.get("USSDGW_CHROMIUM", "/usr/bin/chromium"))

@@ -10,8 +10,8 @@ from typing import Any
 
 from simulator.phones import InboxMessage
 from simulator.smsc import PendingMo
+from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import SubmitSm, UssdOp
-from ussdgw.stack import Stack
 from ussdgw.store import AuditEvent
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from ussdgw.inputs import parse_whole_number
 from ussdgw.smpp.ussd import fits_one_message
 
 MORE, BACK, MAIN = "98", "0", "00"
@@ -423,9 +424,10 @@ class Menu:
         if answer == MORE and state["page"] + 1 < len(rendered.pages):
             state["page"] += 1
             return None
-        if not answer.isdigit() or not 1 <= int(answer) <= len(rendered.choices):
+        choice = parse_whole_number(answer, minimum=1, maximum=len(rendered.choices))
+        if choice is None:
             return INVALID_CHOICE
-        _, item, key = rendered.choices[int(answer) - 1]
+        _, item, key = rendered.choices[choice - 1]
         if item is None:
             assert screen.select is not None and key is not None
             return self._go(state, screen.select, {"id": key})

@@ -1,7 +1,7 @@
 """Business time: wall-clock epoch seconds that tests and the simulator can move forward (never back).
 
 One `Clock` per running platform, and no module-level one: the composition root
-(`ussdgw.stack.Stack.clock`) or a test creates it and hands the same instance to every part that
+(`ussdgw.app.stack.Stack.clock`) or a test creates it and hands the same instance to every part that
 compares something with "now": the store (D2 limits, audit times), the gateway and its handlers
 (USSD dialogue deadlines, password issue times, archive expiries, tariff and hold timestamps, N2
 reviews), the self-care API (`handlers.selfcare.Env`: sessions, codes, gifts) and the simulator

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from ussdgw.link.flow import Window
 from ussdgw.smpp.pdu import EnquireLink, Pdu, Status, Unbind
-from ussdgw.smpp.session import Event, ResponseReceived, SessionState, SmppSession
+from ussdgw.smpp.session import Event, ResponseReceived, Role, SessionState, SmppSession
 
 READ_SIZE = 65536
 
@@ -178,7 +178,10 @@ class SmppLink:
         """End the session by the book: unbind, wait up to `timeout` for unbind_resp, then close.
         Raises `LinkDown` / `ResponseTimeout` if the peer did not answer (closed all the same)."""
         try:
-            if self.session.is_bound and not self.closed.is_set():
+            # From BINDING too: the peer may already count us bound (its bind_resp on the way), and
+            # SMPP 3.4 lets it take an unbind there.
+            binding = self.session.role is Role.ESME and self.session.state is SessionState.BINDING
+            if (self.session.is_bound or binding) and not self.closed.is_set():
                 await self.request(Unbind(), timeout)
         finally:
             await self.close()

@@ -24,12 +24,13 @@ import structlog
 from aiohttp import web
 
 from gateway.mail import SmtpMailer
-from gateway.router import Router
 from gateway.selfcare_api import create_app as create_selfcare_app
 from gateway.service import Gateway
 from handlers.number_management import time_hook
 from handlers.registry import build_router
+from handlers.routing import Router
 from handlers.selfcare import Env
+from simulator.cdr import SimulatedCarrier
 from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
 from simulator.mailbox import PostOffice
@@ -41,7 +42,7 @@ from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
 
-log = structlog.get_logger("ussdgw.stack")
+log = structlog.get_logger("ussdgw.app.stack")
 
 
 @dataclass
@@ -53,9 +54,12 @@ class Stack:
     smsc: Smsc | None = None
     handsets: Handsets | None = None
     gateway: Gateway | None = None
-    post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view (issue 3)
-    selfcare: Env | None = None  # what the self-care API runs on (issue 3)
+    post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view
+    selfcare: Env | None = None  # what the self-care API runs on
     endpoints: dict[str, str] = field(default_factory=dict)
+    # The operator's billing and network that call detail and Локатор read: the simulated carrier's
+    # here; a deployment on a real network plugs its own in at this one place.
+    carrier: SimulatedCarrier = field(default_factory=SimulatedCarrier)
     # How long an HTTP server waits for requests in flight (a phone's long poll) when it stops
     # before it cancels them (aiohttp then waits as long again for them to end); and how long
     # any one part may take to stop.
@@ -156,7 +160,8 @@ class Stack:
     async def _start_api(self) -> None:
         assert self.store is not None, "the self-care API needs the store"
         self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
-                            mailer=SmtpMailer(self.settings), clock=self.clock)
+                            mailer=SmtpMailer(self.settings), clock=self.clock,
+                            billing=self.carrier, network=self.carrier)
         self.endpoints["selfcare"] = await self._serve("selfcare", create_selfcare_app(self.selfcare),
                                                        self.settings.api_host, self.settings.api_port) + "/api/v1"
 

@@ -23,9 +23,9 @@ from ussdgw.config import Settings, load_settings
 from ussdgw.redis_server import RedisServerError
 
 if TYPE_CHECKING:
-    from ussdgw.stack import Stack
+    from ussdgw.app.stack import Stack
 
-log = structlog.get_logger("ussdgw.cli")
+log = structlog.get_logger("ussdgw.app.cli")
 DEFAULT_SIM_URL = "http://127.0.0.1:8080"
 
 
@@ -100,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         from simulator import terminal
 
         if args.command in terminal.COMMANDS:
-            return terminal.run(args, settings)
+            from ussdgw.app.platforms import LoadPlatform, PrivatePlatform
+
+            if args.log_level is None:  # the report is the output; platform logs only when something breaks
+                logs.configure("error", settings.log_format)
+            return terminal.run(args, private_platform=lambda: PrivatePlatform(settings),
+                                load_target=LoadPlatform.for_command(settings))
     except KeyboardInterrupt:
         return 130
     return 2
@@ -194,7 +199,7 @@ async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitab
 
 
 async def _up(settings: Settings) -> int:
-    from ussdgw.stack import Stack
+    from ussdgw.app.stack import Stack
 
     stack = Stack(settings)
 
@@ -227,7 +232,7 @@ def _print_endpoints(endpoints: dict[str, str], title: str = "ussdgw is up", *, 
 
 
 async def _gateway(settings: Settings) -> int:
-    from ussdgw.stack import Stack
+    from ussdgw.app.stack import Stack
 
     stack = Stack(settings)
 
@@ -241,7 +246,7 @@ async def _gateway(settings: Settings) -> int:
 
 
 async def _smsc(settings: Settings) -> int:
-    from ussdgw.stack import Stack
+    from ussdgw.app.stack import Stack
 
     stack = Stack(settings)
 
@@ -253,8 +258,8 @@ async def _smsc(settings: Settings) -> int:
 
 
 async def _seed(settings: Settings, path: Path) -> int:
-    from ussdgw.seed import load_seed_file, seed_subscribers
-    from ussdgw.stack import Stack
+    from ussdgw.app.seed import load_seed_file, seed_subscribers
+    from ussdgw.app.stack import Stack
 
     subscribers = load_seed_file(path)
     stack = Stack(settings)

@@ -1,0 +1,7 @@
+"""`python -m ussdgw.app ...` is the `ussdgw` command."""
+
+import sys
+
+from ussdgw.app.cli import main
+
+sys.exit(main())
