@@ -29,7 +29,6 @@ from handlers.password import password_reply
 from handlers.ports import MailError
 from handlers.selfcare import Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
 from sms_codes import (
-    Decision,
     NewPasswordError,
     PasswordMismatchError,
     check_new_password,
@@ -54,11 +53,6 @@ class Session:
     via: str
     created_at: float
     token: str
-
-
-def _retry_text(reason: str, retry_at: float, per_hour: int, now: float) -> str:
-    decision = Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=per_hour)  # type: ignore[arg-type]
-    return format_retry_reply(decision, now)
 
 
 async def _verify(password: str, stored: str) -> bool:
@@ -110,7 +104,7 @@ async def _signin_guard(env: Env, msisdn: str) -> Result | None:
     if refused is None:
         return None
     reason, retry_at = refused
-    return Result.fail("rate_limited", _retry_text(reason, retry_at, guard.per_hour, env.now()).replace(
+    return Result.fail("rate_limited", format_retry_reply(reason, retry_at, guard.per_hour, env.now()).replace(
         "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка"), retry_at=retry_at)
 
 
@@ -255,7 +249,7 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
     refused = await env.store.rate_peek(msisdn, guard)
     if refused is not None:
         await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", refused[0]))
-        return Result.fail("rate_limited", _retry_text(refused[0], refused[1], guard.per_hour, env.now()),
+        return Result.fail("rate_limited", format_retry_reply(refused[0], refused[1], guard.per_hour, env.now()),
                            retry_at=refused[1])
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
@@ -275,8 +269,8 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
         must_exist=True, guards=(guard,), messages=messages,
         audit=(api_audit(event, channel, detail=f"delivery={delivery}"),)))
     if applied.outcome is Outcome.LIMITED:
-        return Result.fail("rate_limited", _retry_text(applied.code, applied.retry_at or env.now(), guard.per_hour,
-                                                        env.now()), retry_at=applied.retry_at)
+        text = format_retry_reply(applied.code, applied.retry_at or env.now(), guard.per_hour, env.now())
+        return Result.fail("rate_limited", text, retry_at=applied.retry_at)
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     env.dispatch(messages)

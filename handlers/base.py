@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sms_codes import Decision, format_retry_reply, hash_password
+from sms_codes import format_retry_reply, hash_password
 from ussdgw.clock import Clock
 from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, RateGuard, Store
 
@@ -96,10 +96,8 @@ class HandlerContext:
 
     async def reply_rate_limited(self, guard: RateGuard, reason: str, retry_at: float, event: str) -> None:
         """D2: the polite "try again at ..." SMS instead of a secret, audited as refused."""
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
         await self.reply(
-            format_retry_reply(decision, self.clock.now()),
+            format_retry_reply(reason, retry_at, guard.per_hour, self.clock.now()),
             audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)],
         )
 

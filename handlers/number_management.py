@@ -34,7 +34,7 @@ import structlog
 from handlers.base import Channel, HandlerContext
 from handlers.password import password_reply, secret_guard
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import Decision, format_retry_reply, generate_password
+from sms_codes import format_retry_reply, generate_password
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
@@ -177,9 +177,7 @@ async def common_password(ctx: UssdContext) -> None:
     refused = await ctx.store.rate_peek(ctx.msisdn, guard)
     if refused is not None:
         reason, retry_at = refused
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
-        await ctx.end(format_retry_reply(decision, ctx.clock.now()),
+        await ctx.end(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="rate_limited")])
         return
     password = generate_password()

@@ -18,7 +18,7 @@ from handlers.catalogue import catalogue, rub
 from handlers.password import password_reply, secret_guard
 from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import Decision, format_retry_reply, generate_password
+from sms_codes import format_retry_reply, generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
 from ussdgw.inputs import parse_whole_number
 from ussdgw.store import AuditEvent, Change, Profile
@@ -96,9 +96,7 @@ async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: s
     refused = await ctx.store.rate_peek(ctx.msisdn, guard)
     if refused is not None:
         reason, retry_at = refused
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
-        return End(format_retry_reply(decision, ctx.clock.now()),
+        return End(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
                    {"audit": [AuditEvent("password_refused", Channel.USSD, outcome="rate_limited", detail=reason)]})
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
