@@ -67,16 +67,14 @@ async def node_smsc() -> AsyncIterator[NodeSmsc]:
 
 
 @pytest.fixture
-async def gateway(node_smsc: NodeSmsc, settings: Settings) -> AsyncIterator[tuple[Gateway, Store]]:
+async def gateway(node_smsc: NodeSmsc, settings: Settings, store: Store) -> AsyncIterator[tuple[Gateway, Store]]:
     port = (await node_smsc.next("listening"))["port"]
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
     gw = Gateway(settings.with_overrides(smsc_host="127.0.0.1", smsc_port=port), store, build_router())
     await gw.start()
     assert (await node_smsc.next("bind"))["ok"]
     await gw.wait_bound(5)
     yield gw, store
     await gw.stop()
-    await store.close()
 
 
 async def reply_text(smsc: NodeSmsc) -> tuple[str, list[dict[str, Any]]]:

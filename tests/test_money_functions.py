@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
 
 from handlers.base import Channel
@@ -16,12 +13,11 @@ A = "79161234567"
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, secrets.token_bytes(32))
-    await s.subscribers.put(A, {"owner_id": "p-1", "balance_kop": 25000, "tariff": "basic", "corporate": 0},
-                           AuditEvent("seeded", "admin"))
-    yield s
-    await s.close()
+async def store(store: Store) -> Store:
+    """The conftest's store, with subscriber A on 250 ₽ and the basic tariff."""
+    await store.subscribers.put(A, {"owner_id": "p-1", "balance_kop": 25000, "tariff": "basic", "corporate": 0},
+                                AuditEvent("seeded", "admin"))
+    return store
 
 
 async def test_balance_is_shown_at_a_negative_balance_too(store: Store) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
@@ -18,15 +15,16 @@ A, B = "79161234567", "79261112233"
 
 
 @pytest.fixture
-async def env(redis_url: str, tmp_path: object) -> AsyncIterator[Env]:
-    settings = Settings(redis_url=redis_url, secret_key=secrets.token_hex(32), secret_cooldown_s=0,
-                        secret_per_hour=100, hold_recovery_s=0)
-    store = Store.from_url(redis_url, settings.secret_key_bytes())
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(hold_recovery_s=0)
+
+
+@pytest.fixture
+async def env(settings: Settings, store: Store) -> Env:
     for msisdn in (A, B):
         await store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
-                                   AuditEvent("seeded", "admin"))
-    yield Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
-    await store.close()
+                                    AuditEvent("seeded", "admin"))
+    return Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
 
 
 async def points(env: Env) -> tuple[int, int]:

@@ -5,21 +5,13 @@ its scripts (a restart) is handled."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
 from handlers.base import Channel
+from tests.conftest import StoreFactory
 from ussdgw.smpp.pdu import Status
 from ussdgw.store import AuditEvent, Change, MoMark, OutboundMessage, Store, StoreUnavailable
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, secrets.token_bytes(32))
-    yield s
-    await s.close()
 
 
 def reply(msisdn: str, n: int) -> OutboundMessage:
@@ -79,10 +71,7 @@ async def test_scripts_flushed_from_redis_are_loaded_again(store: Store) -> None
     assert known == [{"msisdn": "79161234567", "mt_id": "mt2"}]
 
 
-async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable() -> None:
-    gone = Store.from_url("redis://127.0.0.1:1", secrets.token_bytes(32))
-    try:
-        with pytest.raises(StoreUnavailable):
-            await gone.commit("79161234567", answered("x", reply("79161234567", 1)))
-    finally:
-        await gone.close()
+async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable(store_factory: StoreFactory) -> None:
+    gone = store_factory("redis://127.0.0.1:1")
+    with pytest.raises(StoreUnavailable):
+        await gone.commit("79161234567", answered("x", reply("79161234567", 1)))

@@ -68,17 +68,15 @@ class RawSmsc:
 
 
 @pytest.fixture
-async def raw_gateway(settings: Settings) -> AsyncIterator[tuple[RawSmsc, Store]]:
+async def raw_gateway(settings: Settings, store: Store) -> AsyncIterator[tuple[RawSmsc, Store]]:
     smsc = RawSmsc()
     host, port = await smsc.start()
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
     gateway = Gateway(settings.with_overrides(smsc_host=host, smsc_port=port), store, build_router())
     await gateway.start()
     await gateway.wait_bound(5)
     yield smsc, store
     await gateway.stop()
     await smsc.stop()
-    await store.close()
 
 
 async def exchange(smsc: RawSmsc, raw: bytes) -> tuple[DeliverSmResp, SubmitSm]:
