@@ -8,7 +8,7 @@ subscriber applies and again at the review:
 - not for corporate clients (`corporate`), neither the applicant nor a joined number.
 
 The numbers are the applicant's own, the numbers dialled after it (`*111*828*1*79161234568#`)
-and the numbers linked to the account ("Мои номера", N1: `sub:{m}:linked`).
+and the numbers linked to the account ("Мои номера", N1: `store.numbers.linked`).
 
 An application is `pending` until it is reviewed, `n2_review_delay_s` after it was made (the
 SPEC allows 24 hours). `review_due` reviews what is due by the store's clock, the platform's one

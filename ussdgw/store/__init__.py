@@ -27,7 +27,7 @@ from ussdgw.store.commit import (
     Write,
     WriteOp,
 )
-from ussdgw.store.core import Store, lease_now
+from ussdgw.store.core import Store
 from ussdgw.store.errors import StoreUnavailable
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
@@ -90,7 +90,6 @@ __all__ = [
     "blacklist_key",
     "gifts_key",
     "holds_key",
-    "lease_now",
     "linked_key",
     "locator_allow_key",
     "mms_archive_key",

@@ -16,7 +16,6 @@ idempotent step in the other (`ussdgw.store.money`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -141,10 +140,6 @@ class Change:
             mo=_join_one(self.mo, other.mo, "MO mark"), dialogue=_join_one(self.dialogue, other.dialogue, "dialogue"),
             read_profile=self.read_profile or other.read_profile, autopaid_kop=self.autopaid_kop + other.autopaid_kop,
         )
-
-    def with_(self, **parts: Any) -> Change:
-        """This change with some parts replaced (`dataclasses.replace`)."""
-        return dataclasses.replace(self, **parts)
 
 
 NO_CHANGE = Change()

@@ -156,8 +156,8 @@ class Store:
     # ---- audit -----------------------------------------------------------------------------
     async def audit(self, msisdn: str, event: AuditEvent) -> None:
         """One P10 entry on its own (a step that changes something audits within its commit)."""
-        await guarded(self.redis.xadd(audit_key(msisdn), event.mapping(self.clock.now()),  # type: ignore[arg-type]
-                                      maxlen=AUDIT_MAXLEN, approximate=True))
+        await guarded(self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
+                                            *event.fields(self.clock.now())))
 
     async def audit_trail(self, msisdn: str, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` entries, oldest first, each with its stream `id`."""

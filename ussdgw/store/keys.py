@@ -40,7 +40,7 @@ import hashlib
 MO_TTL_S = 24 * 3600
 DLR_TTL_S = 3 * 24 * 3600
 PARTS_TTL_S = 600
-RATE_WINDOW_S = 3600  # D2: the hourly caps are a sliding window of this length
+RATE_WINDOW_S = 3600  # D2's sliding hour: lua/prelude.lua counts in it and lets the counters expire after it
 AUDIT_MAXLEN = 2000
 
 OUTBOX_INDEX = "outbox:index"

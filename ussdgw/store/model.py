@@ -47,10 +47,6 @@ class AuditEvent:
         return ["ts", f"{now:.3f}", "event", self.event, "channel", self.channel, "outcome", self.outcome,
                 "detail", self.detail]
 
-    def mapping(self, now: float) -> dict[str, str]:
-        flat = self.fields(now)
-        return dict(zip(flat[::2], flat[1::2], strict=True))
-
 
 @dataclass(frozen=True, slots=True)
 class RateGuard:

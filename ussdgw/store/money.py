@@ -58,10 +58,6 @@ def credit(msisdn: str, amount_kop: int, points: int = 0) -> Change:
     return Change(writes=tuple(writes), read_profile=True)
 
 
-def points_credited(msisdn: str, points: int) -> Change:
-    return Change(writes=(Write(WriteOp.HINCR, sub_key(msisdn), Asset.POINTS, points),))
-
-
 def paid(msisdn: str, price_kop: int) -> Change:
     """M1: a paid operation needs a positive balance that covers the price (`insufficient_funds`)."""
     checks = [_num(CheckKind.GT, msisdn, Asset.MONEY, 0, INSUFFICIENT_FUNDS)]

@@ -137,22 +137,25 @@ class AutoPipeline:
             await conn.disconnect(nowait=True)
             self._fail(batch, StoreUnavailable("batch cancelled"))
             raise
+        reloading: set[str] = set()  # one SCRIPT LOAD per script, however many of its calls failed
         for queued, result in zip(batch, results, strict=True):
             if queued.future.done():
                 continue
             if isinstance(result, redis.exceptions.NoScriptError) and queued.script and not queued.reloaded:
-                self._reload(queued)
+                self._reload(queued, load=queued.script.sha not in reloading)
+                reloading.add(queued.script.sha)
             elif isinstance(result, Exception):
                 queued.future.set_exception(result)
             else:
                 queued.future.set_result(result)
 
-    def _reload(self, queued: _Queued) -> None:
+    def _reload(self, queued: _Queued, *, load: bool) -> None:
         """SCRIPT LOAD, then the same EVALSHA, both in the next batch (in that order, on one connection)."""
         assert queued.script is not None
-        load = ("SCRIPT", "LOAD", queued.script.source)
-        loaded = self._add(_Queued(load, pack(load), asyncio.get_running_loop().create_future()))
-        loaded.add_done_callback(_consume)
+        if load:
+            command = ("SCRIPT", "LOAD", queued.script.source)
+            loaded = self._add(_Queued(command, pack(command), asyncio.get_running_loop().create_future()))
+            loaded.add_done_callback(_consume)
         queued.reloaded = True
         self._add(queued)
 

@@ -135,7 +135,7 @@ class Subscribers:
         now = self._store.clock.now()
         async with self._store.redis.pipeline(transaction=True) as pipe:
             pipe.hset(sub_key(msisdn), mapping={k: str(v) for k, v in fields.items()})
-            pipe.xadd(audit_key(msisdn), audit.mapping(now), maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.execute_command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*", *audit.fields(now))
             await guarded(pipe.execute())
 
     async def wrong_password(self, msisdn: str, pw_hash: str, max_failures: int,
