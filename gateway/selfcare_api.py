@@ -9,7 +9,8 @@ response against it. Success: `{"message": <Russian text>, "data": {...}}`. Fail
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
 or a number the session may act on (its own, or one linked with that number's password, N1).
-Admin routes want `Authorization: Bearer <admin token>`.
+Admin routes want `Authorization: Bearer <admin token>`. The same server serves the cabinet page at
+`/` (`gateway/cabinet.py`), which uses nothing but this API.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway import cabinet
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
@@ -220,6 +222,12 @@ async def recover(request: web.Request) -> web.Response:
                                                      body.get("code_word"), body.get("delivery", "sms")))
 
 
+async def request_password(request: web.Request) -> web.Response:
+    """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
+    body = await _body(request)
+    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn")))
+
+
 # ---- admin ----------------------------------------------------------------------------------
 async def admin_reset(request: web.Request) -> web.Response:
     _admin(request)
@@ -273,12 +281,16 @@ async def get_account(request: web.Request) -> web.Response:
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
     tariff = cat.tariff(profile.tariff)
+    joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
+    n2_state = profile.n2.state or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
         "msisdn": target, "owner_name": profile.owner_name, "region": profile.region,
         "corporate": profile.corporate, "balance_kop": profile.balance_kop,
         "bonus_points": profile.bonus_points, "tariff": profile.tariff,
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
         "email": profile.email, "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.code_word_hash), "n2_state": "active" if joined else n2_state,
+        "joined": joined,
     }})
 
 
@@ -474,6 +486,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
         await env.drain()
 
     app.cleanup_ctx.append(background)
+    cabinet.register_routes(app)  # the cabinet page at / (gateway/cabinet.py), a client of the routes below
     r = app.router
     r.add_get(f"{API}/health", health)
     r.add_get(f"{API}/catalogue", get_catalogue)
@@ -482,6 +495,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     r.add_get(f"{API}/sessions/current", current_session)
     r.add_delete(f"{API}/sessions/current", sign_out)
     r.add_post(f"{API}/password-recovery", recover)
+    r.add_post(f"{API}/password-requests", request_password)
     r.add_post(f"{API}/admin/password-resets", admin_reset)
     r.add_post(f"{API}/admin/charges", admin_charge)
     r.add_get(f"{API}/admin/subscribers/{{msisdn}}/audit", admin_audit)

@@ -145,7 +145,7 @@ async def test_sigterm_makes_the_gateway_unbind_every_bind_before_it_exits(setti
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(45):
             while len([c for c in smsc.connections if c.session.is_bound]) < 2:
                 smsc._bound_changed.clear()
                 await smsc._bound_changed.wait()

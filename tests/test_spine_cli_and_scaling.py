@@ -80,7 +80,7 @@ async def test_two_gateway_processes_on_one_redis_behave_as_one(stack: Stack) ->
         phones = [f"7916555{i:04d}" for i in range(40)]
         after = stack.smsc.phones.last_seq
         pending = [mo for msisdn in phones for mo in stack.smsc.submit_mo(msisdn, "3339", "ПАРОЛЬ")]
-        await asyncio.wait_for(asyncio.gather(*(mo.delivered.wait() for mo in pending)), 20)
+        await asyncio.wait_for(asyncio.gather(*(mo.delivered.wait() for mo in pending)), 45)
         for msisdn in phones:
             replies = await stack.smsc.phones.wait_inbox(msisdn, after, 10)
             assert [m.sender for m in replies] == ["3339"], msisdn

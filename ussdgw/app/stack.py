@@ -162,8 +162,10 @@ class Stack:
         self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
                             mailer=SmtpMailer(self.settings), clock=self.clock,
                             billing=self.carrier, network=self.carrier)
-        self.endpoints["selfcare"] = await self._serve("selfcare", create_selfcare_app(self.selfcare),
-                                                       self.settings.api_host, self.settings.api_port) + "/api/v1"
+        base = await self._serve("selfcare", create_selfcare_app(self.selfcare), self.settings.api_host,
+                                 self.settings.api_port)
+        self.endpoints["selfcare"] = base + "/api/v1"
+        self.endpoints["cabinet"] = base + "/"  # «Личный кабинет»: the web page on the API's server
 
     async def _serve(self, part: str, app: web.Application, host: str, port: int) -> str:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.http_drain_s)
