@@ -46,9 +46,14 @@ class InboundMessage:
     # `mo_id` is remembered only briefly: a later identical MO may be a new one.
     content_only: bool = False
 
-    def once(self) -> Change:
+    @property
+    def mark(self) -> MoMark | None:
         """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""
-        return Change(mo=MoMark(self.mo_id, self.mo_ttl_s)) if self.mo_id is not None else NO_CHANGE
+        return MoMark(self.mo_id, self.mo_ttl_s) if self.mo_id is not None else None
+
+    def once(self) -> Change:
+        """The mark as a change, to add to one."""
+        return Change(mo=self.mark) if self.mo_id is not None else NO_CHANGE
 
 
 @dataclass(slots=True)
@@ -88,8 +93,8 @@ class HandlerContext:
             secret=secret,
         )
         received = AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}")
-        result = await self.store.commit(msg.msisdn, msg.once() + Change(
-            messages=(mt,), audit=(received,), create_profile=True) + change + Change(audit=tuple(audit)))
+        step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
+        result = await self.store.commit(msg.msisdn, step + Change(audit=tuple(audit)) if audit else step)
         if not result.refused:
             self.result = result
         return result

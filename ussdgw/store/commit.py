@@ -131,6 +131,10 @@ class Change:
     autopaid_kop: int = 0  # money Автоплатёж pays in within this step (`ussdgw.store.money.debit`)
 
     def __add__(self, other: Change) -> Change:
+        if other is NO_CHANGE:  # the common case of an MO's reply without a change: nothing to build
+            return self
+        if self is NO_CHANGE:
+            return other
         return Change(
             checks=self.checks + other.checks, writes=self.writes + other.writes, guards=self.guards + other.guards,
             messages=self.messages + other.messages, audit=self.audit + other.audit,
