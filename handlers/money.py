@@ -130,11 +130,10 @@ async def switch_tariff(store: Store, msisdn: str, tariff_id: str, *, channel: C
     if tariff.corporate_only and not profile.corporate:
         return Result.fail("corporate", f"Тариф «{tariff.name}» доступен только корпоративным клиентам.")
     price = tariff.switch_price_kop
-    applied = await store.update(msisdn, lambda fresh: (
-        ledger.tariff_switched(profile, tariff.id, store.clock.now()) + Change(
-            must_exist=True, refusal=api_audit("tariff_switch", channel, detail=f"to={tariff.id}"),
-            audit=(api_audit("tariff_switched", channel, detail=f"from={current} to={tariff.id} price_kop={price}"),))
-        + ledger.debit(fresh, price)))
+    switch = ledger.tariff_switched(profile, tariff.id, store.clock.now()) + Change(
+        must_exist=True, refusal=api_audit("tariff_switch", channel, detail=f"to={tariff.id}"),
+        audit=(api_audit("tariff_switched", channel, detail=f"from={current} to={tariff.id} price_kop={price}"),))
+    applied = await store.update(msisdn, lambda fresh: switch + ledger.debit(fresh, price))
     if not applied.ok:
         return _refusal(applied, profile, price, "Смена тарифа")
     log.info("tariff_switched", msisdn=msisdn, tariff=tariff.id, channel=str(channel))
@@ -208,11 +207,10 @@ async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Cha
     if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     price = service.connect_price_kop
-    applied = await store.update(msisdn, lambda fresh: (
-        ledger.service_on(msisdn, service.id, store.clock.now(), autopay) + Change(
-            must_exist=True, refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
-            audit=(api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}"),))
-        + ledger.debit(fresh, price)))
+    connect = ledger.service_on(msisdn, service.id, store.clock.now(), autopay) + Change(
+        must_exist=True, refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
+        audit=(api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}"),))
+    applied = await store.update(msisdn, lambda fresh: connect + ledger.debit(fresh, price))
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", f"Услуга «{service.name}» уже подключена.", service=service.id)
@@ -245,9 +243,9 @@ async def charge(store: Store, msisdn: str, amount: object, *, reason: str = "us
     amount_kop = parse_amount_kop(amount)
     if isinstance(amount_kop, Result):
         return amount_kop
-    charged = api_audit("charged", channel, detail=f"amount_kop={amount_kop} reason={reason[:40]}")
-    applied = await store.update(msisdn, lambda fresh: Change(must_exist=True, audit=(charged,))
-                                 + ledger.debit(fresh, amount_kop, pay=False))
+    charged = Change(must_exist=True,
+                     audit=(api_audit("charged", channel, detail=f"amount_kop={amount_kop} reason={reason[:40]}"),))
+    applied = await store.update(msisdn, lambda fresh: charged + ledger.debit(fresh, amount_kop, pay=False))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     return Result.done(f"Списано {rub(amount_kop)}. Баланс: {rub(_balance(applied))}.",
@@ -264,10 +262,10 @@ async def place_hold(store: Store, payer: str, op: str, *, asset: Asset, amount:
                      channel: Channel | str, paid: bool, event: str) -> CommitResult:
     """Take `amount` of `asset` from `payer` into a hold `op` (one script: checked, taken, recorded)."""
     now = store.clock.now()
-    applied = await store.update(payer, lambda fresh: Change(
-        must_exist=True, audit=(api_audit(event, channel, detail=f"op={op} {asset}={amount} to={to}"),),
-        refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"),
-    ) + ledger.hold_placed(fresh, op, asset=asset, amount=amount, purpose=purpose, to=to, at=now, pay=paid))
+    audited = Change(must_exist=True, audit=(api_audit(event, channel, detail=f"op={op} {asset}={amount} to={to}"),),
+                     refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"))
+    applied = await store.update(payer, lambda fresh: audited + ledger.hold_placed(
+        fresh, op, asset=asset, amount=amount, purpose=purpose, to=to, at=now, pay=paid))
     if applied.ok:
         await store.money.index_hold(payer, op, now)
     return applied
@@ -537,10 +535,10 @@ async def easy_payment(store: Store, msisdn: str, merchant: object, amount: obje
     if not isinstance(merchant, str) or not 1 <= len(merchant.strip()) <= 64:
         return Result.fail("bad_request", "Укажите получателя платежа (до 64 символов).", field="merchant")
     profile = await store.subscribers.profile(msisdn)
-    paid = api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop} merchant={merchant.strip()[:64]}")
-    applied = await store.update(msisdn, lambda fresh: ledger.service_required(msisdn, "easy_pay") + Change(
-        must_exist=True, audit=(paid,), refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
-    ) + ledger.debit(fresh, amount_kop))
+    payment = ledger.service_required(msisdn, "easy_pay") + Change(
+        must_exist=True, refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
+        audit=(api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop} merchant={merchant.strip()[:64]}"),))
+    applied = await store.update(msisdn, lambda fresh: payment + ledger.debit(fresh, amount_kop))
     if not applied.ok:
         if applied.code == "forbidden":
             return Result.fail("forbidden", "Подключите услугу «Лёгкий платёж».")
