@@ -1,10 +1,10 @@
 """The store's one script registry: every Lua file loads, each is run by its SHA, and a Redis that
-forgot them (SCRIPT FLUSH, a restart) gets them again without the caller noticing."""
+forgot them (SCRIPT FLUSH, a restart) gets them again without the caller noticing. (That the
+files ship in the wheel: test_wheel.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import configparser
 from pathlib import Path
 
 import pytest
@@ -33,12 +33,6 @@ async def test_every_script_loads_into_redis_under_the_sha_the_registry_gives_it
 def test_no_lua_lives_in_python_strings() -> None:
     for path in (ROOT / "ussdgw").rglob("*.py"):
         assert "redis.call(" not in path.read_text(encoding="utf-8"), path
-
-
-def test_the_lua_files_ship_with_the_package() -> None:
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    assert "lua/*.lua" in config["options.package_data"]["ussdgw.store"]
 
 
 async def test_a_flushed_script_is_loaded_again_and_the_call_answered(store: Store) -> None:

@@ -130,7 +130,7 @@ class Stack:
         self._on_stop("store", self.store.close)
 
     async def _start_smsc(self) -> None:
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(clock=self.clock), window=self.settings.window,
+        self.smsc = Smsc(self.settings.sim_credentials(), PhoneBook(clock=self.clock), window=self.settings.window,
                          validity_s=self.settings.sim_validity_s)
         self.handsets = Handsets(self.smsc)
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
@@ -174,7 +174,9 @@ class Stack:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[-1]
-        return f"http://{bound[0]}:{bound[1]}"
+        url = f"http://{bound[0]}:{bound[1]}"
+        log.info("http_listening", part=part, url=url, port=bound[1])  # the port taken when asked for 0
+        return url
 
 
 def service_list(router: Router) -> dict[str, list[dict[str, str]]]:
