@@ -43,9 +43,11 @@ local function refuse(outcome, code, detail, audited)
   return {outcome, code, detail}
 end
 
-local WRITES = {hset = true, hincr = true, hdel = true, sadd = true, srem = true, setex = true}
-for _, w in ipairs(p.writes or {}) do
-  if not WRITES[w[1]] then return redis.error_reply('unknown write ' .. tostring(w[1])) end
+if p.writes then  -- every write known before any is made: a script that fails midway keeps what it did
+  local known = {hset = true, hincr = true, hdel = true, sadd = true, srem = true, setex = true}
+  for _, w in ipairs(p.writes) do
+    if not known[w[1]] then return redis.error_reply('unknown write ' .. tostring(w[1])) end
+  end
 end
 
 if p.must_exist and redis.call('EXISTS', sub) == 0 then return refuse('refused', 'not_found', '', 'not_found') end
