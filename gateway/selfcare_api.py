@@ -295,19 +295,19 @@ def _audit_response(entries: list[dict[str, str]]) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    profile = await env.store.subscriber(target)
+    profile = await env.store.subscribers.profile(target)
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
-    tariff = cat.tariff(profile.get("tariff", ""))
+    tariff = cat.tariff(profile.tariff)
     joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
-    n2_state = profile.get("n2_state") or "off"
+    n2_state = profile.n2.state or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
-        "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
-        "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
-        "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
+        "msisdn": target, "owner_name": profile.owner_name, "region": profile.region,
+        "corporate": profile.corporate, "balance_kop": profile.balance_kop,
+        "bonus_points": profile.bonus_points, "tariff": profile.tariff,
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
-        "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
-        "code_word_set": bool(profile.get("code_word_hash")), "n2_state": "active" if joined else n2_state,
+        "email": profile.email, "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.code_word_hash), "n2_state": "active" if joined else n2_state,
         "joined": joined,
     }})
 

@@ -31,15 +31,7 @@ from ussdgw.config import Settings
 from ussdgw.logs import mask_msisdn
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import (
-    AuditEvent,
-    OutboundMessage,
-    Store,
-    StoreUnavailable,
-    mt_submitted,
-    receipt_arrived,
-    receipt_recorded,
-)
+from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -209,7 +201,7 @@ class Gateway:
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
             return
-        known = await receipt_arrived(self.store, receipt.message_id, receipt.state.name, receipt.error)
+        known = await self.store.receipt_arrived(receipt.message_id, receipt.state.name, receipt.error)
         if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
             log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
             return
@@ -218,8 +210,8 @@ class Gateway:
     async def _record_receipt(self, known: dict[str, str]) -> None:
         msisdn, mt_id, state, err = known["msisdn"], known["mt_id"], known["state"], known.get("err", "")
         outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
-        await receipt_recorded(
-            self.store, msisdn, mt_id, state,
+        await self.store.receipt_recorded(
+            msisdn, mt_id, state,
             AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=f"mt={mt_id} state={state} err={err}"),
         )
         log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
@@ -282,7 +274,7 @@ class Gateway:
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,
                            detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}")
         try:
-            known = await mt_submitted(self.store, mt.destination, mt.mt_id,
+            known = await self.store.mt_submitted(mt.destination, mt.mt_id,
                                        "SUBMITTED" if outcome == "ok" else "REJECTED", audit, message_ids)
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
