@@ -32,7 +32,7 @@ import json
 import os
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -579,6 +579,21 @@ class Store:
                 await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
         return out
 
+    async def outbox_depth(self, limit: int = 1000) -> tuple[int, int]:
+        """(MTs queued and not yet submitted, subscribers in the outbox index), counted over the
+        `limit` most recently queued subscribers: one round trip, bounded, for the metrics."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(OUTBOX_INDEX)
+            pipe.zrevrange(OUTBOX_INDEX, 0, limit - 1)
+            indexed, members = await _guard(pipe.execute())
+        if not members:
+            return 0, int(indexed)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hlen(outbox_key(member.decode()))
+            depths = await _guard(pipe.execute())
+        return sum(int(d) for d in depths), int(indexed)
+
     async def add_part(self, msisdn: str, reference: str, seqnum: int, total: int, payload: bytes,
                        ttl_s: int = 600) -> bytes | None:
         """Keep one part of a long MO; once all are in, the whole payload (parts stay until TTL,
@@ -999,6 +1014,8 @@ class AutoPipeline:
         self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self.batches = 0  # how many round trips so far (for tests and the benchmark)
+        # Told the size and duration of every batch that went through (the metrics hang here).
+        self.on_batch: Callable[[int, float], None] | None = None
 
     async def close(self) -> None:
         if self._sending:
@@ -1041,6 +1058,7 @@ class AutoPipeline:
 
     async def _run(self, conn: Any, batch: list[tuple[tuple[Any, ...], bytes, Any, asyncio.Future[Any]]]) -> None:
         results: list[Any] = []
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):
                 if not conn.is_connected:
@@ -1052,6 +1070,8 @@ class AutoPipeline:
                     except redis.exceptions.ResponseError as exc:  # this command's error, not the batch's
                         results.append(exc)
             self.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - started)
         except Exception as exc:  # the batch as a whole failed: Redis away, or too slow
             await conn.disconnect(nowait=True)
             failure = StoreUnavailable(str(exc) or type(exc).__name__)
