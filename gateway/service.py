@@ -19,12 +19,14 @@ import structlog
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
+from gateway.observe import MtsInFlight, UssdDialogues, watch_gateway
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import (
@@ -46,25 +48,30 @@ REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are 
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None, *,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.router = router
         self.clock = clock or store.clock  # the platform's one clock: handlers read it, as the store does
         if self.clock is not store.clock:
             raise ValueError("the gateway and its store must share one clock")
+        self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
         self.clients = [
             EsmeClient(
                 settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
-                reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}",
+                reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}", metrics=self.metrics,
             )
             for i in range(max(1, settings.binds))
         ]
         self._round_robin = itertools.cycle(self.clients)
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
+        self.mts_in_flight = MtsInFlight()
+        self.dialogues = UssdDialogues(self.metrics, self.clock, settings.ussd_step_timeout_s)
+        watch_gateway(self.metrics, self)
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,20 +103,35 @@ class Gateway:
     # ---- inbound ----------------------------------------------------------------------------
     async def on_deliver(self, pdu: DeliverSm | DataSm) -> int:
         started = time.perf_counter()
+        metrics = self.metrics
+        receipt = False
+        channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
         try:
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
+                receipt = True
                 await self._on_receipt(pdu)
                 return Status.ROK
             message = await self._assemble(pdu)
             if message is None:
+                metrics.mo.inc(channel, "-", "part")
                 return Status.ROK
-            handler_name = await self._dispatch(message)
+            handler_name, outcome = await self._dispatch(message)
         except StoreUnavailable as exc:
+            metrics.store_unavailable.inc("receipt" if receipt else "mo")
+            if not receipt:
+                metrics.mo.inc(channel, "-", "deferred")
             log.warning("mo_deferred", msisdn=pdu.source_addr, reason="redis_unavailable", error=str(exc))
             return Status.RX_T_APPN
+        except Exception:
+            if not receipt:
+                metrics.mo.inc(channel, "-", "failed")
+            raise
+        elapsed = time.perf_counter() - started
+        metrics.mo.inc(channel, handler_name, outcome)
+        metrics.mo_seconds.observe(elapsed, channel)
         log.info(
             "mo_handled", msisdn=message.msisdn, to=message.short_code, channel=message.channel, handler=handler_name,
-            ms=round((time.perf_counter() - started) * 1000, 2),
+            ms=round(elapsed * 1000, 2),
         )
         return Status.ROK
 
@@ -144,12 +166,18 @@ class Gateway:
             content_only=pdu.user_message_reference is None,
         )
 
-    async def _dispatch(self, message: InboundMessage) -> str:
+    async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
+        """Run the handler; (its name, the commit's outcome: applied or duplicate)."""
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py (issue 4)
             outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))
-            return outcome.handler
+            if outcome.result.outcome == "applied":
+                reply_op = next((m.ussd_service_op for m in outcome.result.messages
+                                 if m.ussd_service_op is not None), None)
+                self.dialogues.step(message.msisdn, message.ussd_service_op, message.its_session_info,
+                                    outcome.handler, reply_op)
+            return outcome.handler, outcome.result.outcome
         handler = self.router.route_sms(message.short_code, message.text)
         ctx = HandlerContext(message, self.store, self.settings, self.clock)
         await handler(ctx)
@@ -157,7 +185,7 @@ class Gateway:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
         for mt in ctx.result.messages:
             self._spawn(self.send(mt))
-        return handler.__qualname__
+        return handler.__qualname__, ctx.result.outcome
 
     async def _on_receipt(self, pdu: DeliverSm) -> None:
         # The receipt text's fields (id, stat, err) are ASCII, where GSM 03.38, IA5 and Latin-1
@@ -168,6 +196,7 @@ class Gateway:
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
             return
+        self.metrics.receipts.inc(message_state_label(receipt.state.name))
         known = await receipt_arrived(self.store, receipt.message_id, receipt.state.name, receipt.error)
         if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
             log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
@@ -225,6 +254,13 @@ class Gateway:
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
         """
+        self.mts_in_flight.begin(mt.mt_id)
+        try:
+            return await self._send(mt)
+        finally:
+            self.mts_in_flight.end(mt.mt_id)
+
+    async def _send(self, mt: OutboundMessage) -> bool:
         message_ids: list[str] = []
         status = Status.ROK
         for pdu in self._submit_pdus(mt):
@@ -247,6 +283,7 @@ class Gateway:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
                     await self._record_receipt(receipt)
         except StoreUnavailable:
+            self.metrics.store_unavailable.inc("mt")
             log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
         log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
         return status == Status.ROK

@@ -33,6 +33,7 @@ from ussdgw.clock import Clock
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
+from ussdgw.metrics import SimulatorMetrics, status_name
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.pdu import (
     Bind,
@@ -153,6 +154,7 @@ class Smsc:
         enquire_link_s: float = 30.0,
         max_submit_per_s: float = 0.0,
         clock: Clock | None = None,
+        metrics: SimulatorMetrics | None = None,
     ) -> None:
         self.accounts = accounts
         self.enquire_link_s = enquire_link_s
@@ -179,6 +181,9 @@ class Smsc:
         self.host = ""
         self.port = 0
         self._stopping = False
+        self.metrics = metrics or SimulatorMetrics()  # the composition root's registry, else a private one
+        self.metrics.binds.read = lambda: [((), float(sum(1 for c in self.connections if c.session.is_bound)))]
+        self.metrics.mo_pending.read = lambda: [((), float(len(self.mo_pending)))]
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -260,6 +265,7 @@ class Smsc:
             status = Status.RTHROTTLED
         if status is not None:
             self.submit_refusals[status] = self.submit_refusals.get(status, 0) + 1
+        self.metrics.submit_sm.inc(status_name(status or Status.ROK))
         return status
 
     def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
@@ -271,6 +277,7 @@ class Smsc:
         else:
             status = Status.ROK
         conn.session.respond(pdu, BindResp(status=status, system_id="ussdgw-smsc" if status == Status.ROK else ""))
+        self.metrics.bind_requests.inc(status_name(status))
         log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status=Status(status).name)
         if status == Status.ROK:
             conn.bound()
@@ -334,6 +341,7 @@ class Smsc:
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
         record.state, record.error, record.done_at = state, error, self.clock.now()
+        self.metrics.fate(state.name)
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
             self._send_receipt(record)
@@ -385,6 +393,8 @@ class Smsc:
 
     async def _deliver_until_acked(self, mo: PendingMo) -> None:
         backoff = Backoff(self.retry_min_s, self.retry_max_s, jitter=0.0)
+        metrics = self.metrics
+        kind = "receipt" if mo.pdu.is_delivery_receipt else "ussd" if mo.pdu.ussd_service_op is not None else "sms"
         while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
@@ -397,6 +407,7 @@ class Smsc:
                 resp = await conn.link.call(mo.pdu, self.deliver_timeout_s)
                 mo.last_status = resp.status
             except (TimeoutError, ConnectionError) as exc:
+                metrics.mo_retried.inc(kind, "timeout" if isinstance(exc, TimeoutError) else "link_down")
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=type(exc).__name__)
                 mo.last_status = None
                 mo.outcomes.put_nowait(None)
@@ -407,14 +418,17 @@ class Smsc:
                     "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,
                 })
                 if resp.status == Status.ROK:
+                    metrics.mo_delivered.inc(kind)
                     self.mo_pending.pop(mo.mo_id, None)
                     mo.delivered.set()
                     return
                 if resp.status not in (Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR):
+                    metrics.mo_rejected.inc(kind)
                     log.info("deliver_rejected", mo_id=mo.mo_id, status=resp.status)
                     self.mo_pending.pop(mo.mo_id, None)
                     mo.delivered.set()
                     return
+                metrics.mo_retried.inc(kind, status_name(resp.status))
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
             await asyncio.sleep(backoff.next())
 
