@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +32,7 @@ from handlers.base import Channel
 from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
 from ussdgw.config import Settings
+from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
 
@@ -61,13 +61,7 @@ def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
     if settings.admin_token:
         return settings.admin_token
-    path = Path(settings.state_dir) / "admin.token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+    return read_or_create_secret(Path(settings.state_dir) / "admin.token", secrets.token_urlsafe(24))
 
 
 class ApiError(Exception):

@@ -168,7 +168,7 @@ class Gateway:
 
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate)."""
-        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py (issue 4)
+        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))

@@ -13,11 +13,11 @@ SMS_ROUTES = [
     SmsRoute("3339", frozenset({"пароль", "parol", "password"}), issue_password,
              "ПАРОЛЬ - новый пароль для Личного кабинета"),
     SmsRoute("7888", frozenset({"логин", "login"}), issue_password, "ЛОГИН - восстановить пароль"),
-    # Archives (issue 3): R3 -> A1 code, R4 -> A2 open for 72 h (any text, the empty SMS included).
+    # Archives: R3 -> A1 code, R4 -> A2 open for 72 h (any text, the empty SMS included).
     SmsRoute("232", frozenset({"per", "on"}), sms_archive_code, "PER или ON - код доступа к архиву SMS"),
     SmsRoute("1234", None, open_mms_archive, "любое SMS - открыть архив MMS на 72 часа"),
 ]
-# USSD (issue 4): the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
+# USSD: the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
 USSD_ROUTES: list[UssdRoute] = [
     UssdRoute("100", ussd_selfcare.balance, "баланс"),
     UssdRoute("111", ussd_selfcare.selfcare_menu, "меню"),

@@ -7,12 +7,17 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 import redis
 
 from simulator.phones import InboxMessage
 from ussdgw.app.stack import Stack
+
+if TYPE_CHECKING:
+    from tests.selfcare_helpers import Api
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 
@@ -66,6 +71,16 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     await running.gateway.wait_bound(5)
     yield running
     await running.stop()
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    """The self-care API of the `stack`, with the demo people seeded; requests checked against the spec."""
+    from tests.selfcare_helpers import Api, seed  # they use send_and_wait from here
+
+    await seed(stack)
+    async with aiohttp.ClientSession() as http:
+        yield Api(stack.endpoints["selfcare"], http)
 
 
 async def send_and_wait(stack: Stack, msisdn: str, to: str, text: str, *, count: int = 1,

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import send_and_wait
-from tests.selfcare_helpers import IVAN, Api, extract_code, seed, signed_in
+from tests.selfcare_helpers import IVAN, Api, extract_code, signed_in
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import mms_archive_key
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Api]:
-    await seed(stack)
-    async with aiohttp.ClientSession() as http:
-        yield Api(stack.endpoints["selfcare"], http)
 
 
 async def test_per_to_232_sends_a_code_that_opens_the_sms_archive_once(stack: Stack, api: Api) -> None:

@@ -60,3 +60,15 @@ def test_a_wrong_way_import_breaks_its_contract(tree_copy: Path, module: str, wr
     assert result.returncode != 0, result.stdout
     broken = [line for line in result.stdout.splitlines() if line.endswith("BROKEN")]
     assert any(contract in line for line in broken), result.stdout
+
+
+def test_every_core_module_is_under_the_core_contract() -> None:
+    """A new module in ussdgw/ must be named in the contract, or nothing would check it."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    named = set(config["importlinter:contract:core"]["source_modules"].split())
+    core = {f"ussdgw.{p.stem if p.is_file() else p.name}" for p in (ROOT / "ussdgw").iterdir()
+            if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p / "__init__.py").exists()}
+    assert core - {"ussdgw.app"} <= named, sorted(core - {"ussdgw.app"} - named)

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
-import aiohttp
 import pytest
 
 from gateway.selfcare_api import ensure_admin_token
-from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, seed, signed_in, wait_sms
+from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, signed_in, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Api]:
-    await seed(stack)
-    async with aiohttp.ClientSession() as http:
-        yield Api(stack.endpoints["selfcare"], http)
 
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:

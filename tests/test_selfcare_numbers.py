@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, seed, signed_in, sms_password
+from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
 from ussdgw.store import AuditEvent, holds_key, sc_hash
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Api]:
-    await seed(stack)
-    async with aiohttp.ClientSession() as http:
-        yield Api(stack.endpoints["selfcare"], http)
 
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:

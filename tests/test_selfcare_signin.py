@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.selfcare_api import ensure_admin_token
 from sms_codes import checksum_ok, generate_password, is_generated_shape, verify_password
-from tests.selfcare_helpers import IVAN, Api, extract_password, seed, signed_in, sms_password, wait_sms
+from tests.selfcare_helpers import IVAN, Api, extract_password, signed_in, sms_password, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import AuditEvent, session_get
@@ -19,13 +16,6 @@ from ussdgw.store import AuditEvent, session_get
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.with_overrides(api_trusted_networks="127.0.0.0/8")
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Api]:
-    await seed(stack)
-    async with aiohttp.ClientSession() as http:
-        yield Api(stack.endpoints["selfcare"], http)
 
 
 async def test_a_password_from_3339_signs_in_and_the_token_opens_the_account(stack: Stack, api: Api) -> None:

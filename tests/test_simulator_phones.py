@@ -20,22 +20,22 @@ PHONE = "79161234567"
 
 
 @pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+async def sim(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(stack.endpoints["simulator"]) as session:
         yield session
 
 
-async def call(api: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any] | None = None,
+async def call(sim: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any] | None = None,
                status: int = 200) -> Any:
-    async with api.request(method, path, json=body) as response:
+    async with sim.request(method, path, json=body) as response:
         data = await response.json()
         assert response.status == status, data
         return data
 
 
-async def mt_fate(api: aiohttp.ClientSession, msisdn: str, sender: str, *, wait_final: bool = True) -> dict[str, Any]:
+async def mt_fate(sim: aiohttp.ClientSession, msisdn: str, sender: str, *, wait_final: bool = True) -> dict[str, Any]:
     """The phone's newest network-log entry from `sender`, once it has a final state."""
-    async with api.get(f"/api/phones/{msisdn}/events") as response:
+    async with sim.get(f"/api/phones/{msisdn}/events") as response:
         async for event, data in sse_events(response):
             entries = data["network"] if event == "snapshot" else [data] if event == "network" else []
             for entry in reversed(entries):
@@ -69,32 +69,32 @@ async def recorded_state(stack: Stack, msisdn: str, final: set[str]) -> str | No
 
 
 async def test_mt_to_a_switched_off_phone_is_held_then_expires_and_the_gateway_records_it(
-        stack: Stack, api: aiohttp.ClientSession) -> None:
-    await call(api, "PATCH", f"/api/phones/{PHONE}", {"power": "off"})
-    await call(api, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "ПАРОЛЬ"}, status=202)
-    held = await mt_fate(api, PHONE, "3339", wait_final=False)
+        stack: Stack, sim: aiohttp.ClientSession) -> None:
+    await call(sim, "PATCH", f"/api/phones/{PHONE}", {"power": "off"})
+    await call(sim, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "ПАРОЛЬ"}, status=202)
+    held = await mt_fate(sim, PHONE, "3339", wait_final=False)
     assert held["state"] == "ENROUTE" and held["reason"] == "absent" and held["held_until"] is not None
     assert held["parts"] == 2  # the password SMS is two UCS2 parts, held as one message
 
-    result = await call(api, "POST", "/api/clock/advance", {"seconds": 601})
+    result = await call(sim, "POST", "/api/clock/advance", {"seconds": 601})
     assert result["expired"] == 1
-    expired = await mt_fate(api, PHONE, "3339")
+    expired = await mt_fate(sim, PHONE, "3339")
     assert expired["state"] == "EXPIRED" and expired["reason"] == "expired"
     assert await recorded_state(stack, PHONE, {"EXPIRED"}) == "EXPIRED"
-    phone = await call(api, "GET", f"/api/phones/{PHONE}")
+    phone = await call(sim, "GET", f"/api/phones/{PHONE}")
     assert phone["held_count"] == 0 and phone["inbox_count"] == 0
 
 
 async def test_a_phone_switched_back_on_in_time_receives_what_was_held(
-        stack: Stack, api: aiohttp.ClientSession) -> None:
-    await call(api, "PATCH", f"/api/phones/{PHONE}", {"power": "airplane"})
-    await call(api, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
-    assert (await mt_fate(api, PHONE, "3339", wait_final=False))["state"] == "ENROUTE"
-    await call(api, "POST", "/api/clock/advance", {"seconds": 60})
-    await call(api, "PATCH", f"/api/phones/{PHONE}", {"power": "on"})
-    landed = await mt_fate(api, PHONE, "3339")
+        stack: Stack, sim: aiohttp.ClientSession) -> None:
+    await call(sim, "PATCH", f"/api/phones/{PHONE}", {"power": "airplane"})
+    await call(sim, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
+    assert (await mt_fate(sim, PHONE, "3339", wait_final=False))["state"] == "ENROUTE"
+    await call(sim, "POST", "/api/clock/advance", {"seconds": 60})
+    await call(sim, "PATCH", f"/api/phones/{PHONE}", {"power": "on"})
+    landed = await mt_fate(sim, PHONE, "3339")
     assert landed["state"] == "DELIVERED" and landed["inbox_seq"] is not None
-    inbox = await call(api, "GET", f"/api/phones/{PHONE}/inbox")
+    inbox = await call(sim, "GET", f"/api/phones/{PHONE}/inbox")
     assert [m["sender"] for m in inbox["messages"]] == ["3339"]
     assert await recorded_state(stack, PHONE, {"DELIVERED"}) == "DELIVERED"
 
@@ -105,32 +105,32 @@ async def test_a_phone_switched_back_on_in_time_receives_what_was_held(
     ({"unknown_number": True}, "unknown_number", 1),
 ])
 async def test_each_fault_makes_the_mt_undeliverable_with_its_reason(
-        stack: Stack, api: aiohttp.ClientSession, faults: dict[str, Any], reason: str, err: int) -> None:
-    await call(api, "PATCH", f"/api/phones/{PHONE}", faults)
-    await call(api, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
-    fate = await mt_fate(api, PHONE, "3339")
+        stack: Stack, sim: aiohttp.ClientSession, faults: dict[str, Any], reason: str, err: int) -> None:
+    await call(sim, "PATCH", f"/api/phones/{PHONE}", faults)
+    await call(sim, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
+    fate = await mt_fate(sim, PHONE, "3339")
     assert (fate["state"], fate["reason"], fate["error"]) == ("UNDELIVERABLE", reason, err)
     assert fate["reason_text"]
     assert await recorded_state(stack, PHONE, {"UNDELIVERABLE"}) == "UNDELIVERABLE"
-    records = await call(api, "GET", f"/api/mts?msisdn={PHONE}")
+    records = await call(sim, "GET", f"/api/mts?msisdn={PHONE}")
     assert {r["state"] for r in records["mts"]} == {"UNDELIVERABLE"}
 
 
-async def test_anti_spam_drops_only_the_blocked_code(stack: Stack, api: aiohttp.ClientSession) -> None:
-    await call(api, "PATCH", f"/api/phones/{PHONE}", {"blocked_senders": ["7888"]})
+async def test_anti_spam_drops_only_the_blocked_code(stack: Stack, sim: aiohttp.ClientSession) -> None:
+    await call(sim, "PATCH", f"/api/phones/{PHONE}", {"blocked_senders": ["7888"]})
     [reply] = await send_and_wait(stack, PHONE, "3339", "HELLO")
     assert reply.sender == "3339"
 
 
 async def test_the_event_stream_starts_with_a_snapshot_and_then_shows_the_sms_the_outbox_and_pdus(
-        stack: Stack, api: aiohttp.ClientSession) -> None:
+        stack: Stack, sim: aiohttp.ClientSession) -> None:
     seen: dict[str, list[Any]] = {}
-    async with api.get(f"/api/phones/{PHONE}/events") as response:
+    async with sim.get(f"/api/phones/{PHONE}/events") as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = sse_events(response)
         kind, snapshot = await anext(events)
         assert kind == "snapshot" and snapshot["phone"]["msisdn"] == PHONE and snapshot["inbox"] == []
-        await call(api, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
+        await call(sim, "POST", f"/api/phones/{PHONE}/sms", {"to": "3339", "text": "HELLO"}, status=202)
         async with asyncio.timeout(10):
             async for kind, data in events:
                 seen.setdefault(kind, []).append(data)
@@ -155,11 +155,11 @@ async def test_the_event_stream_starts_with_a_snapshot_and_then_shows_the_sms_th
     ("POST", "/api/phones", {"msisdn": "abc"}, 400),
 ])
 async def test_bad_requests_get_a_clear_error_and_change_nothing(
-        stack: Stack, api: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any], status: int) -> None:
-    before = await call(api, "GET", f"/api/phones/{PHONE}/state")
-    error = await call(api, method, path, body, status=status)
+        stack: Stack, sim: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any], status: int) -> None:
+    before = await call(sim, "GET", f"/api/phones/{PHONE}/state")
+    error = await call(sim, method, path, body, status=status)
     assert error["error"]
-    after = await call(api, "GET", f"/api/phones/{PHONE}/state")
+    after = await call(sim, "GET", f"/api/phones/{PHONE}/state")
     assert after == before
 
 

@@ -133,3 +133,31 @@ async def test_a_second_stack_on_the_same_state_folder_shares_its_redis(embedded
         assert await first.store.redis.get("shared") == b"yes"  # and the first's server still runs
     finally:
         await first.stop()
+
+
+def test_the_embedded_redis_keeps_its_data_private(tmp_path: Path) -> None:
+    """Its append-only files hold names, passports and password hashes: 0700 folder, 0600 files."""
+    import os
+    import stat
+
+    import redis as sync_redis
+
+    from ussdgw.redis_server import EmbeddedRedis
+
+    folder = tmp_path / "state" / "redis"
+    old_umask = os.umask(0o022)  # a shell's usual umask would make them world-readable
+    try:
+        server = EmbeddedRedis(folder, persistent=True)
+        server.start()
+        try:
+            client = sync_redis.Redis.from_url(server.url)
+            client.set("sub:{79161234567}", "passport 4509 123456")
+            client.close()
+        finally:
+            server.stop()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files, "redis wrote no append-only file"
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files if p.stat().st_mode & 0o077} == {}

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ussdgw.private_files import read_or_create_secret
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -49,7 +51,7 @@ class Settings:
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
-    # Self-care API (issue 3): a session ends after `session_idle_s` without activity (P5); sign-in
+    # Self-care API: a session ends after `session_idle_s` without activity (P5); sign-in
     # locks after `signin_max_failures` wrong passwords in a row (P4) and takes at most
     # `signin_per_hour` attempts per MSISDN; header enrichment (P6) is believed only from
     # `api_trusted_networks` (comma-separated CIDRs, none by default) and reads `api_msisdn_header`;
@@ -75,7 +77,7 @@ class Settings:
     sim_smtp_port: int = 0
     log_level: str = "info"
     log_format: str = "auto"
-    # USSD (issue 4): how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s
+    # USSD: how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s
     # and ~180 s); service codes served by external HTTP apps ("500:http://host/ussd,...") with
     # their timeout and the networkCode they are told; when an N2 application is reviewed (SPEC:
     # within 24 h; `handlers.number_management.review_due` runs due reviews, tests fast-forward).
@@ -94,13 +96,7 @@ class Settings:
         """The configured key, or one kept in the state folder so restarts can read queued MTs."""
         if self.secret_key:
             return bytes.fromhex(self.secret_key)
-        path = Path(self.state_dir) / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return bytes.fromhex(path.read_text().strip())
+        return bytes.fromhex(read_or_create_secret(Path(self.state_dir) / "secret.key", secrets.token_hex(32)))
 
 
 def _coerce(name: str, raw: str) -> Any:

@@ -19,6 +19,8 @@ from pathlib import Path
 import redis
 import structlog
 
+from ussdgw.private_files import PRIVATE_UMASK, private_dir
+
 log = structlog.get_logger("ussdgw.redis")
 
 
@@ -69,7 +71,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and return once it accepts connections. Call it from a thread that
         lives as long as the server should: the kernel stops the server when that thread ends."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         binary = find_redis_server()
         args = [
             binary, "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
@@ -144,6 +146,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
 
     def child() -> None:
+        os.umask(PRIVATE_UMASK)  # its AOF files hold subscribers' data: 0600, never world-readable
         prctl(set_pdeathsig, sigterm)
         if os.getppid() != parent:  # the parent died before the call: no signal will come
             os._exit(1)

@@ -56,8 +56,8 @@ class Stack:
     smsc: Smsc | None = None
     handsets: Handsets | None = None
     gateway: Gateway | None = None
-    post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view (issue 3)
-    selfcare: Env | None = None  # what the self-care API runs on (issue 3)
+    post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view
+    selfcare: Env | None = None  # what the self-care API runs on
     endpoints: dict[str, str] = field(default_factory=dict)
     # The operator's billing and network that call detail and Локатор read: the simulated carrier's
     # here; a deployment on a real network plugs its own in at this one place.
