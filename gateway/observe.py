@@ -13,6 +13,7 @@ API's `web.Application`; the composition root calls it, so the API itself knows 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 METRICS_KEY = web.AppKey("gateway_metrics", GatewayMetrics)
 PING_TIMEOUT_S = 0.5  # a Redis slower than this to answer PING is not ready to take MOs either
-OUTBOX_PROBE_S = 5.0  # how often the outbox depth is counted in Redis
+OUTBOX_PROBE_S = 10.0  # how often the outbox depth is counted in Redis
 OUTBOX_PROBE_LIMIT = 1000  # subscribers of the outbox index looked at per count
 MAX_TRACKED_DIALOGUES = 200_000  # the open-dialogue gauge stops growing here (memory stays bounded)
 
@@ -96,6 +97,13 @@ class Readiness:
 
 
 READINESS_KEY = web.AppKey("gateway_readiness", Readiness)
+
+
+@functools.lru_cache(maxsize=256)
+def route_label(handler: str) -> str:
+    """A handler's name as a label: `build_router.<locals>.send_help` -> `send_help` (the handlers
+    are the registry's, so the values are as few as the routes)."""
+    return handler.rsplit("<locals>.", 1)[-1]
 
 
 # ---- trackers read at scrape time ----------------------------------------------------------------

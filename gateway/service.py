@@ -19,7 +19,7 @@ import structlog
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
-from gateway.observe import MtsInFlight, UssdDialogues, watch_gateway
+from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
@@ -127,7 +127,7 @@ class Gateway:
                 metrics.mo.inc(channel, "-", "failed")
             raise
         elapsed = time.perf_counter() - started
-        metrics.mo.inc(channel, handler_name, outcome)
+        metrics.mo.inc(channel, route_label(handler_name), outcome)
         metrics.mo_seconds.observe(elapsed, channel)
         log.info(
             "mo_handled", msisdn=message.msisdn, to=message.short_code, channel=message.channel, handler=handler_name,

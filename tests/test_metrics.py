@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.observe import refresh_outbox
 from tests.conftest import send_and_wait
 from tests.ussd_helpers import answer, dial
 from ussdgw.app.stack import Stack
@@ -22,7 +23,7 @@ from ussdgw.config import Settings
 from ussdgw.metrics import GatewayMetrics, SimulatorMetrics, exposition
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.smpp.pdu import UssdOp
-from ussdgw.store import AuditEvent
+from ussdgw.store import AuditEvent, OutboundMessage, Store
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 PHONE = "79161234567"
@@ -82,6 +83,22 @@ def test_two_sets_of_metrics_in_one_process_count_apart() -> None:
         first.registry)
     assert b"issue_password" not in exposition(second.registry)
     SimulatorMetrics(), SimulatorMetrics()  # no clash in the global registry either
+
+
+async def test_the_outbox_depth_counts_queued_mts_in_redis(redis_url: str) -> None:
+    store = Store.from_url(redis_url, secrets.token_bytes(32))
+    metrics = GatewayMetrics()
+    try:
+        for number, count in (("79160000001", 2), ("79160000002", 1)):
+            mts = [OutboundMessage(mt_id=f"{number}-{i}", source="3339", destination=number, text="hi")
+                   for i in range(count)]
+            await store.commit(number, mo_id=None, messages=mts)
+        await refresh_outbox(store, metrics)
+        assert b"ussdgw_outbox_depth 3.0" in exposition(metrics.registry)
+        assert b"ussdgw_outbox_subscribers 2.0" in exposition(metrics.registry)
+        assert await store.outbox_depth(limit=1) in ((2, 2), (1, 2))  # bounded: the newest subscriber only
+    finally:
+        await store.close()
 
 
 # ---- counts after known traffic ----------------------------------------------------------------

@@ -192,7 +192,7 @@ class GatewayMetrics(_Metrics):
             "ussdgw_mt_oldest_age_seconds", "Age of the oldest MT this gateway process is still submitting, from "
             "when it took it (its commit here, or its recovery from a dead gateway); 0 when none")
         self.outbox_depth = Gauge(
-            "ussdgw_outbox_depth", "MTs queued in Redis and not yet submitted, counted every few seconds over the "
+            "ussdgw_outbox_depth", "MTs queued in Redis and not yet submitted, counted every 10 s over the "
             "outbox index (over the 1000 most recently queued subscribers at most); every gateway reports the same "
             "Redis-wide figure", registry=self.registry)
         self.outbox_subscribers = Gauge(

@@ -579,20 +579,19 @@ class Store:
                 await _guard(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
         return out
 
-    async def outbox_depth(self, limit: int = 1000) -> tuple[int, int]:
+    async def outbox_depth(self, limit: int = 1000, chunk: int = 200) -> tuple[int, int]:
         """(MTs queued and not yet submitted, subscribers in the outbox index), counted over the
-        `limit` most recently queued subscribers: one round trip, bounded, for the metrics."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(OUTBOX_INDEX)
-            pipe.zrevrange(OUTBOX_INDEX, 0, limit - 1)
-            indexed, members = await _guard(pipe.execute())
-        if not members:
-            return 0, int(indexed)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.hlen(outbox_key(member.decode()))
-            depths = await _guard(pipe.execute())
-        return sum(int(d) for d in depths), int(indexed)
+        `limit` most recently queued subscribers, for the metrics: bounded, and batched through the
+        auto-pipeline `chunk` at a time, so a busy gateway's MOs never wait long behind it."""
+        batch = auto_pipeline(self)
+        indexed, members = await _guard(asyncio.gather(batch.command("ZCARD", OUTBOX_INDEX),
+                                                       batch.command("ZREVRANGE", OUTBOX_INDEX, 0, limit - 1)))
+        depth = 0
+        for at in range(0, len(members), chunk):
+            depths = await _guard(asyncio.gather(*(batch.command("HLEN", outbox_key(m.decode()))
+                                                   for m in members[at:at + chunk])))
+            depth += sum(int(d) for d in depths)
+        return depth, int(indexed)
 
     async def add_part(self, msisdn: str, reference: str, seqnum: int, total: int, payload: bytes,
                        ttl_s: int = 600) -> bytes | None:
