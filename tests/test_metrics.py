@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,13 +113,13 @@ async def test_three_password_sms_show_up_in_the_gateway_and_simulator_metrics(s
         parts = value(samples, "ussdgw_smpp_submit_sm_resp_total", status="ESME_ROK")
         assert parts >= 3
         assert value(samples, "ussdgw_receipts_total", state="DELIVERED") == parts
+        # every MO and every receipt was answered ESME_ROK (counted as the response leaves)
+        assert value(samples, "ussdgw_smpp_deliver_sm_resp_total", status="ESME_ROK") == 3 + parts
 
     await eventually(receipts_in)
     text, samples, _ = await scrape(gateway_url(stack))
     assert value(samples, "ussdgw_mo_total", channel="sms", route="issue_password", outcome="applied") == 3
     parts = value(samples, "ussdgw_smpp_submit_sm_resp_total", status="ESME_ROK")
-    # every MO and every receipt was answered ESME_ROK
-    assert value(samples, "ussdgw_smpp_deliver_sm_resp_total", status="ESME_ROK") == 3 + parts
     assert value(samples, "ussdgw_mo_duration_seconds_count", channel="sms") == 3
     assert value(samples, "ussdgw_smpp_submit_sm_duration_seconds_count") == parts
     assert value(samples, "ussdgw_smpp_bind_up", bind="bind-1") == 1
@@ -324,3 +326,14 @@ async def test_every_metric_the_dashboard_queries_is_served_by_a_running_stack(s
     missing = sorted(n for n in names if family_of(n, types) is None)
     assert not missing, f"the dashboard asks for metrics no /metrics serves: {missing}"
     assert len(names) >= 15
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)")
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    rules = [{"record": f"dashboard:query{i}", "expr": target["expr"]} for i, target in enumerate(
+        t for panel in dashboard["panels"] for t in panel.get("targets", []))]
+    path = tmp_path / "rules.json"  # YAML is a superset of JSON: promtool reads it as is
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -85,6 +85,11 @@ class _Family:
     def inc(self, *labels: str) -> None:
         self.child(*labels).inc()
 
+    def start_at_zero(self, *values: str) -> None:
+        """Show these label values at 0 before anything happened (a panel then says 0, not "no data")."""
+        for value in values:
+            self.child(value)
+
     def observe(self, value: float, *labels: str) -> None:
         self.child(*labels).observe(value)
 
@@ -227,6 +232,10 @@ class GatewayMetrics(_Metrics):
         self.signin_refusals = self._counter(
             "ussdgw_api_signin_refusals", "Sign-ins refused, by reason (wrong_password, locked, rate_limited, "
             "not_trusted_network, bad_request, ...)", "reason")
+        self.store_unavailable.start_at_zero("mo", "receipt", "mt", "api")
+        self.submit_sm_errors.start_at_zero("timeout", "link_down")
+        self.bind_events.start_at_zero("bound", "refused", "link_down")
+        self.ussd_dialogues.start_at_zero("started", "closed", "aborted", "timed_out")
         self._register_scrape_gauges()
 
     def store_batch(self, size: int, seconds: float) -> None:
@@ -259,6 +268,8 @@ class SimulatorMetrics(_Metrics):
             "ussdgw_sim_binds", "ESME sessions bound now (a bound session may deliver or submit)")
         self.mo_pending = self._scrape_gauge(
             "ussdgw_sim_mo_pending", "MOs and receipts queued for ESMEs and not acknowledged yet")
+        self.mo_delivered.start_at_zero("sms", "ussd", "receipt")
+        self.mo_rejected.start_at_zero("sms", "ussd", "receipt")
         self._register_scrape_gauges()
 
     def fate(self, state: str) -> None:
