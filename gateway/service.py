@@ -9,6 +9,7 @@ and sent after it; one whose sender died is picked up by any gateway once its le
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import time
@@ -16,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, mo_identity, parse_receipt
@@ -26,6 +28,7 @@ from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.logs import mask_msisdn
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
@@ -59,12 +62,13 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
         self.clients = [
             EsmeClient(
-                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
+                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password.get_secret_value(),
+                functools.partial(self.on_deliver, bind=name),
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
-                reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}", metrics=self.metrics,
+                reconnect_max_s=settings.reconnect_max_s, name=name, metrics=self.metrics,
             )
-            for i in range(max(1, settings.binds))
+            for name in (f"bind-{i + 1}" for i in range(max(1, settings.binds)))
         ]
         self._round_robin = itertools.cycle(self.clients)
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
@@ -83,7 +87,10 @@ class Gateway:
                           name="n2-review", quiet=(StoreUnavailable,))
 
     async def wait_bound(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(asyncio.gather(*(c.bound.wait() for c in self.clients)), timeout)
+        """Until every bind is up (TimeoutError after `timeout`); no gather left behind when cancelled."""
+        async with asyncio.timeout(timeout):
+            for client in self.clients:
+                await client.bound.wait()
 
     async def stop(self) -> None:
         """Finish in-flight work, unbind every link, stop background loops; returns only when all have ended.
@@ -101,38 +108,58 @@ class Gateway:
         await self._sends.stop()
 
     # ---- inbound ----------------------------------------------------------------------------
-    async def on_deliver(self, pdu: DeliverSm | DataSm) -> int:
+    async def on_deliver(self, pdu: DeliverSm | DataSm, bind: str = "") -> int:
+        """One deliver_sm (an MO, a part of one, or a receipt) to the status its response carries.
+
+        Every line logged meanwhile carries the bind, the masked MSISDN and the channel (and the
+        MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
+        """
+        channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
+        with bound_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value):
+            if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
+                try:
+                    await self._on_receipt(pdu)
+                except StoreUnavailable as exc:
+                    self.metrics.store_unavailable.inc("receipt")
+                    log.warning("receipt_deferred", reason="redis_unavailable", error=str(exc))
+                    return Status.RX_T_APPN
+                return Status.ROK
+            return await self._on_mo(pdu, channel)
+
+    async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:
         started = time.perf_counter()
         metrics = self.metrics
-        receipt = False
-        channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
+
+        def ms() -> float:
+            return round((time.perf_counter() - started) * 1000, 2)
+
         try:
-            if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
-                receipt = True
-                await self._on_receipt(pdu)
-                return Status.ROK
             message = await self._assemble(pdu)
-            if message is None:
-                metrics.mo.inc(channel, "-", "part")
-                return Status.ROK
-            handler_name, outcome = await self._dispatch(message)
         except StoreUnavailable as exc:
-            metrics.store_unavailable.inc("receipt" if receipt else "mo")
-            if not receipt:
-                metrics.mo.inc(channel, "-", "deferred")
-            log.warning("mo_deferred", msisdn=pdu.source_addr, reason="redis_unavailable", error=str(exc))
+            metrics.store_unavailable.inc("mo")
+            metrics.mo.inc(channel, "-", "deferred")
+            log.warning("mo_deferred", to=pdu.destination_addr, reason="redis_unavailable", error=str(exc), ms=ms())
             return Status.RX_T_APPN
-        except Exception:
-            if not receipt:
+        if message is None:  # a part of a long MO, kept in Redis until the others come
+            metrics.mo.inc(channel, "-", "part")
+            return Status.ROK
+        with bound_contextvars(mo_id=message.mo_id):
+            try:
+                handler_name, outcome = await self._dispatch(message)
+            except StoreUnavailable as exc:
+                metrics.store_unavailable.inc("mo")
+                metrics.mo.inc(channel, "-", "deferred")
+                log.warning("mo_deferred", to=message.short_code, reason="redis_unavailable", error=str(exc),
+                            ms=ms())
+                return Status.RX_T_APPN
+            except Exception:  # answered as the ESME would; logged here, in the MO's context
                 metrics.mo.inc(channel, "-", "failed")
-            raise
-        elapsed = time.perf_counter() - started
-        metrics.mo.inc(channel, route_label(handler_name), outcome)
-        metrics.mo_seconds.observe(elapsed, channel)
-        log.info(
-            "mo_handled", msisdn=message.msisdn, to=message.short_code, channel=message.channel, handler=handler_name,
-            ms=round(elapsed * 1000, 2),
-        )
+                log.exception("mo_failed", to=message.short_code, ms=ms())
+                return Status.RX_T_APPN
+            metrics.mo.inc(channel, route_label(handler_name), outcome)
+            metrics.mo_seconds.observe(time.perf_counter() - started, channel)
+            ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
+            log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
         return Status.ROK
 
     async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:

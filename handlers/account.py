@@ -9,6 +9,8 @@
 - `sign_in_by_header` (P6): the operator's network puts the MSISDN in a header; believed only when
   the request comes from a configured network.
 - `change_password` (P7), `recover_by_code_word` (P8, by SMS or e-mail), `support_reset` (P9).
+- `request_password_by_sms`: the cabinet's «Получить пароль по SMS» — R1 from the web: a new
+  password from 3339 under the same D2 guard (cool-down, hourly cap) as ПАРОЛЬ to 3339.
 
 Passwords are hashed and checked only with `sms_codes` in a thread; no password, code word or token
 reaches a log line or the audit trail.
@@ -27,7 +29,7 @@ import structlog
 from handlers.base import Channel
 from handlers.password import password_reply
 from handlers.ports import MailError
-from handlers.selfcare import Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
+from handlers.selfcare import SELFCARE_SENDER, Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
 from sms_codes import (
     Decision,
     NewPasswordError,
@@ -342,6 +344,24 @@ async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: obje
         return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.")
     return await _issue_new_password(env, msisdn, delivery=str(delivery), email=email,
                                      event="password_recovered", channel=channel)
+
+
+async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+    """R1 from the cabinet's sign-in page: a new password by SMS from 3339, as ПАРОЛЬ to 3339 gives.
+
+    The same D2 guard ("secret": one cool-down and one hourly cap per MSISDN, shared with the SMS,
+    USSD and recovery ways), the same SMS text; it unlocks a P4 lock the same way. Only numbers the
+    platform knows get one: nobody pumps SMS to made-up numbers through the web form."""
+    msisdn = valid_msisdn(msisdn_raw)
+    if msisdn is None:
+        return bad_msisdn(msisdn_raw)
+    if not await env.store.subscriber(msisdn):
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    issued = await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_issued",
+                                       channel=channel)
+    if not issued.ok:
+        return issued
+    return Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
 
 
 def _norm(value: str) -> str:

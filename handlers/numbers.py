@@ -3,6 +3,7 @@
 - N1 «Мои номера»: a subscriber adds another subscriber's number by showing that number's
   self-care password (a wrong one counts towards that number's P4 lock). From then on the
   subscriber may act on it through the API (`may_act_on`).
+  Numbers joined by an active N2 group («Управление номерами») are acted on the same way.
 - N3: block the number from a chosen date (today or later); unblock at any time.
 - N4: change of owner. 340 ₽ from the new owner's balance (the new owner is named by one of their
   numbers and consents with its password); the old owner may have no debt (the number's balance is
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -35,8 +37,29 @@ MAX_BLOCK_AHEAD_DAYS = 365
 
 
 async def may_act_on(store: Store, actor: str, target: str) -> bool:
-    """An MSISDN acts on its own account, or on one it linked with that number's password (N1)."""
-    return actor == target or target in await sc_members(store, linked_key(actor))
+    """An MSISDN acts on its own account, on one it linked with that number's password (N1), or on
+    a number joined with it by an active «Управление номерами» (N2: "without additional sign-in")."""
+    if actor == target or target in await sc_members(store, linked_key(actor)):
+        return True
+    return target in await joined_numbers(store, actor)
+
+
+async def joined_numbers(store: Store, msisdn: str) -> list[str]:
+    """The other numbers of `msisdn`'s active N2 group that still belong to its owner (a number sold
+    since (N4) is no longer one of them), in the group's order; [] outside an active group."""
+    profile = await store.subscriber(msisdn)
+    group = profile.get("n2_group", "")
+    if not group:
+        return []
+    head = profile if group == msisdn else await store.subscriber(group)
+    members = [m for m in head.get("n2_numbers", "").split(",") if m]
+    owner = profile.get("owner_id", "")
+    if head.get("n2_state") != "active" or msisdn not in members or not owner:
+        return []
+    others = [m for m in members if m != msisdn]
+    profiles = await asyncio.gather(*(store.subscriber(m) for m in others))
+    return [m for m, p in zip(others, profiles, strict=True)
+            if p.get("owner_id") == owner and p.get("n2_group") == group]
 
 
 # ---- N1 ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The OpenAPI document is valid 3.1 and names every route the self-care app serves, no more, no less."""
+"""The OpenAPI document is valid 3.1 and names every API route the self-care app serves, no more, no
+less; besides them it serves only the cabinet page."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ async def test_every_served_route_and_method_is_documented_and_nothing_else(tmp_
     settings = Settings(state_dir=str(tmp_path), secret_key=secrets.token_hex(32))
     store = Store.from_url("redis://127.0.0.1:1", settings.secret_key_bytes())  # never connected
     app = create_app(Env(store, settings), admin_token="t", recovery=False)
-    served = {(r.method.lower(), r.resource.canonical.removeprefix(API)) for r in app.router.routes()
-              if r.resource is not None and r.method != "HEAD"}
+    routes = [(r.method.lower(), r.resource.canonical) for r in app.router.routes()
+              if r.resource is not None and r.method != "HEAD"]
+    served = {(method, path.removeprefix(API)) for method, path in routes if path.startswith(f"{API}/")}
+    assert {route for route in routes if not route[1].startswith(f"{API}/")} == {  # the cabinet page
+        ("get", "/"), ("get", "/static/{name}")}
     document = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
     documented = {(method, path) for path, item in document["paths"].items() for method in item
                   if method in {"get", "put", "post", "delete", "patch"}}

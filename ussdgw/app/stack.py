@@ -137,7 +137,7 @@ class Stack:
         self._on_stop("store", self.store.close)
 
     async def _start_smsc(self) -> None:
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(clock=self.clock), window=self.settings.window,
+        self.smsc = Smsc(self.settings.sim_credentials(), PhoneBook(clock=self.clock), window=self.settings.window,
                          validity_s=self.settings.sim_validity_s, metrics=self.sim_metrics)
         self.handsets = Handsets(self.smsc)
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
@@ -173,9 +173,10 @@ class Stack:
         # /metrics, /health and /ready of the gateway process, beside the API (gateway/observe.py)
         readiness = observe.Readiness(self.store.redis, self.gateway.clients if self.gateway else None)
         observe.install(app, self.metrics, readiness, self.store)
-        served = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
-        self.endpoints["selfcare"] = served + "/api/v1"
-        self.endpoints["metrics"] = f"{served}/metrics (ready: {served}/ready)"
+        base = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
+        self.endpoints["selfcare"] = base + "/api/v1"
+        self.endpoints["cabinet"] = base + "/"  # «Личный кабинет»: the web page on the API's server
+        self.endpoints["metrics"] = f"{base}/metrics (ready: {base}/ready)"
 
     async def _serve(self, part: str, app: web.Application, host: str, port: int) -> str:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.http_drain_s)
@@ -184,7 +185,9 @@ class Stack:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[-1]
-        return f"http://{bound[0]}:{bound[1]}"
+        url = f"http://{bound[0]}:{bound[1]}"
+        log.info("http_listening", part=part, url=url, port=bound[1])  # the port taken when asked for 0
+        return url
 
 
 def service_list(router: Router) -> dict[str, list[dict[str, str]]]:
