@@ -27,6 +27,7 @@ the clock must not make an MT in flight look abandoned. TTLs are Redis's own tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -1069,8 +1070,7 @@ class AutoPipeline:
                     except redis.exceptions.ResponseError as exc:  # this command's error, not the batch's
                         results.append(exc)
             self.batches += 1
-            if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
         except Exception as exc:  # the batch as a whole failed: Redis away, or too slow
             await conn.disconnect(nowait=True)
             failure = StoreUnavailable(str(exc) or type(exc).__name__)
@@ -1084,6 +1084,9 @@ class AutoPipeline:
                 if not future.done():
                     future.set_exception(StoreUnavailable("batch cancelled"))
             raise
+        if self.on_batch is not None:
+            with contextlib.suppress(Exception):  # a metrics hook never fails commands Redis has run
+                self.on_batch(len(batch), elapsed)
         for (args, _, script, future), result in zip(batch, results, strict=True):
             if isinstance(result, redis.exceptions.NoScriptError) and script is not None:
                 result = await _settle(script(keys=list(args[3 : 3 + args[2]]), args=list(args[3 + args[2] :])))
