@@ -10,16 +10,46 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from ussdgw.inputs import parse_address
 from ussdgw.smpp.concat import ConcatError, parse_udh
-from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass
+from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, Status
 from ussdgw.smpp.receipt import Receipt
 from ussdgw.smpp.receipt import read_receipt as parse_receipt
 
 __all__ = ["MO_TTL_CONTENT_ONLY_S", "MO_TTL_WITH_REFERENCE_S", "Part", "Receipt", "find_part", "mo_identity",
-           "parse_receipt"]
+           "parse_receipt", "unanswerable"]
 
 MO_TTL_WITH_REFERENCE_S = 24 * 3600
 MO_TTL_CONTENT_ONLY_S = 300
+
+
+MAX_ADDRESS = 20  # octets in an SMPP address (a C-octet string of 21 with its NUL)
+
+
+def unanswerable(pdu: DeliverSm | DataSm) -> int | None:
+    """The permanent error status for an MO whose reply could never be addressed, or None.
+
+    The reply goes back to `source_addr` as an international number, from `destination_addr`:
+    a source that is not a phone's number (`ussdgw.inputs.parse_address`: 5-15 ASCII digits; the
+    SMPP parser lets 21 characters and more through, which our encoder would refuse for ever)
+    gets ESME_RINVSRCADR, a destination that is empty or longer than an SMPP address (20 octets)
+    ESME_RINVDSTADR. Answering ESME_ROK and queueing
+    a reply that can never leave would strand it in the outbox; a permanent error tells the SMSC
+    to stop redelivering.
+    """
+    if parse_address(pdu.source_addr) is None:
+        return Status.RINVSRCADR
+    if not pdu.destination_addr or len(pdu.destination_addr) > MAX_ADDRESS:
+        return Status.RINVDSTADR
+    return None
+
+
+def is_notification(pdu: DeliverSm | DataSm) -> bool:
+    """A deliver_sm of another message type than a plain message or a delivery receipt (an
+    intermediate notification, an SME acknowledgement): it says something about an MT, it asks
+    for nothing, and it is never routed as an MO."""
+    esm_type = pdu.esm_class & EsmClass.MESSAGE_TYPE_MASK
+    return esm_type != 0 and not esm_type & EsmClass.DELIVERY_RECEIPT
 
 
 @dataclass(frozen=True, slots=True)

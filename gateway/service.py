@@ -2,7 +2,8 @@
 that another gateway process on the same Redis would need.
 
 An MO is answered ESME_ROK only after its handler's commit is durable in Redis, ESME_RX_T_APPN
-when Redis is unreachable (the SMSC keeps it and retries). MTs are queued in the same commit
+when Redis is unreachable (the SMSC keeps it and retries), and a permanent error, with nothing
+queued, when its reply could never be addressed (`gateway.inbound.unanswerable`). MTs are queued in the same commit
 and sent after it; one whose sender died is picked up by any gateway once its lease runs out.
 """
 
@@ -20,7 +21,7 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from gateway.esme import EsmeClient
-from gateway.inbound import find_part, mo_identity, parse_receipt
+from gateway.inbound import find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
@@ -124,6 +125,15 @@ class Gateway:
                     log.warning("receipt_deferred", reason="redis_unavailable", error=str(exc))
                     return Status.RX_T_APPN
                 return Status.ROK
+            if is_notification(pdu):  # an intermediate notification: nothing to do, nothing to answer
+                log.info("mt_notification", msisdn=pdu.source_addr, esm_class=pdu.esm_class,
+                         state=pdu.message_state, message_id=pdu.receipted_message_id)
+                return Status.ROK
+            if (refused := unanswerable(pdu)) is not None:
+                self.metrics.mo.inc(channel, "-", "refused")
+                log.warning("mo_unanswerable", status=Status(refused).name, source_len=len(pdu.source_addr),
+                            destination_len=len(pdu.destination_addr))
+                return refused
             return await self._on_mo(pdu, channel)
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:

@@ -3,6 +3,7 @@
 
     send an SMS to a short code        -> the MO goes to the gateway through the SMSC; the phone's
                                           outbox shows it `sent`, then `accepted` or `rejected`
+                                          (`PhoneBook.mo_settled`, told by the SMSC)
     dial a USSD string, answer, cancel -> the phone's USSD dialogue (see `simulator.phones`)
     advance the simulator's clock      -> held MTs expire; registered time hooks run (e.g. the
                                           USSD service's review of pending applications, SPEC N2).
@@ -18,9 +19,8 @@ from typing import Any
 import structlog
 
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
-from simulator.smsc import PendingMo, Smsc
+from simulator.smsc import Smsc, check_mo, check_text
 from ussdgw.smpp.ussd import UssdRequest
-from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.simulator")
 
@@ -31,51 +31,43 @@ class Handsets:
     def __init__(self, smsc: Smsc) -> None:
         self.smsc = smsc
         self.time_hooks: dict[str, TimeHook] = {}
-        self._watchers = Tasks("handset-watchers")  # one per MO, until the gateway acknowledged it
 
     @property
     def phones(self) -> PhoneBook:
         return self.smsc.phones
 
     async def close(self) -> None:
-        await self._watchers.stop()
+        """Nothing runs here: the phone book follows each MO to its acknowledgement (`mo_settled`)."""
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
+        """Send an SMS; raises `MoRefused` (nothing sent) for what no deliver_sm could carry."""
         queued = self.smsc.submit_mo(msisdn, to, text)
         entry = self.phones.record_sent(msisdn, to, text, "sms", [m.mo_id for m in queued])
-        self._watch(msisdn, entry, queued)
         log.info("phone_sms_sent", msisdn=msisdn, to=to, parts=len(queued))
         return entry
-
-    def _watch(self, msisdn: str, entry: OutboxEntry, queued: list[PendingMo]) -> None:
-        async def acknowledged() -> None:
-            for mo in queued:
-                await mo.delivered.wait()
-            statuses = [mo.last_status for mo in queued]
-            worst = next((s for s in statuses if s != 0), 0)
-            self.phones.sent_acknowledged(msisdn, entry, worst)
-
-        if self._watchers.stopping:
-            return
-        self._watchers.spawn(acknowledged())
 
     # ---- USSD ---------------------------------------------------------------------------------
     def _send_ussd(self, msisdn: str, request: UssdRequest) -> None:
         queued = self.smsc.submit_mo(msisdn, request.to, request.text, ussd_service_op=request.op,
                                      its_session_info=request.its_session_info)
-        entry = self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued])
-        self._watch(msisdn, entry, queued)
+        # A refusal ends the phone's wait for the answer to this request only (its dialogue version).
+        self.phones.record_sent(msisdn, request.to, request.text, "ussd", [m.mo_id for m in queued],
+                                ussd_version=self.phones.get(msisdn).ussd.version)
 
     def dial(self, msisdn: str, code: str) -> UssdDialogue:
-        """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network."""
+        """Dial a USSD string; raises `UssdError` for a malformed one or a phone without network,
+        `MoRefused` for a number no deliver_sm could carry (nothing changes then)."""
+        check_mo(msisdn, "*0#", "", ussd=True)
         request = self.phones.ussd_dial(msisdn, code)
         self._send_ussd(msisdn, request)
         log.info("phone_ussd_dialled", msisdn=msisdn, service=code)
         return self.phones.get(msisdn).ussd
 
     def answer(self, msisdn: str, text: str) -> UssdDialogue:
-        """Answer the network's question; raises `UssdError` when nothing was asked."""
+        """Answer the network's question; raises `UssdError` when nothing was asked, `MoRefused`
+        for an answer too long for one USSD message (the dialogue stays as it was)."""
+        check_text(text, ussd=True)
         request = self.phones.ussd_answer(msisdn, text)
         self._send_ussd(msisdn, request)
         return self.phones.get(msisdn).ussd

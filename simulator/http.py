@@ -26,8 +26,12 @@
     POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
     GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
 
-Bad input gets a 400 with {"error": "..."} and changes nothing; a USSD move the dialogue does not
-allow now (answering when nothing was asked) gets a 409.
+Bad input gets a 400 with {"error": "..."} and changes nothing: that includes what no SMPP PDU
+could carry (an address over 20 characters, a USSD string that is not one, an answer over one USSD
+message), refused before it reaches the encoder. A USSD move the dialogue does not allow now
+(answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network left
+open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
+"closed" with the reason, never "sent" for ever.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from aiohttp_sse import sse_response
 
 from simulator.handset import Handsets
 from simulator.phones import Power, UssdDialogue, UssdError
-from simulator.smsc import Smsc
+from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address
 from ussdgw.metrics import CONTENT_TYPE, exposition
 
@@ -213,7 +217,10 @@ async def send_sms(request: web.Request) -> web.Response:
         raise BadRequest(f"text must be a string of at most {MAX_TEXT} characters")
     handsets = request.app[HANDSETS_KEY]
     after = handsets.phones.last_seq
-    entry = handsets.send_sms(msisdn, to, text)
+    try:
+        entry = handsets.send_sms(msisdn, to, text)
+    except MoRefused as exc:
+        raise BadRequest(str(exc)) from None
     return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
@@ -279,7 +286,7 @@ async def ussd_dial(request: web.Request) -> web.Response:
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.dial(msisdn, code)
-    except UssdError as exc:
+    except (UssdError, MoRefused) as exc:
         raise BadRequest(str(exc)) from None
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
@@ -293,6 +300,8 @@ async def ussd_answer(request: web.Request) -> web.Response:
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.answer(msisdn, text)
+    except MoRefused as exc:
+        raise BadRequest(str(exc)) from None
     except UssdError as exc:
         return _error(409, str(exc))
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)

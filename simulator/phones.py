@@ -31,7 +31,14 @@ from typing import Any
 from ussdgw.clock import Clock
 from ussdgw.smpp.concat import Reassembler
 from ussdgw.smpp.pdu import MessageState
-from ussdgw.smpp.ussd import DialogueState, PhoneDialogue, UssdError, UssdRequest, parse_ussd_string
+from ussdgw.smpp.ussd import (
+    DialogueEvent,
+    DialogueState,
+    PhoneDialogue,
+    UssdError,
+    UssdRequest,
+    parse_ussd_string,
+)
 
 Fate = Callable[[MessageState, int], None]  # what the SMSC does with a fate: record it, send the receipt
 
@@ -114,6 +121,7 @@ class OutboxEntry:
     mo_ids: list[str] = field(default_factory=list)
     state: str = "sent"
     status: int | None = None
+    ussd_version: int | None = None  # a USSD request: the dialogue's version once it was sent
 
     def to_dict(self) -> dict[str, Any]:
         return _fields(self)
@@ -157,17 +165,30 @@ SCREEN_STATES = {DialogueState.IDLE: "idle", DialogueState.PROCESSING: "sent", D
                  DialogueState.CLOSED: "closed"}
 
 
+USSD_TIMED_OUT = "Нет ответа от сети: время ожидания истекло, запрос USSD не выполнен."
+USSD_REFUSED = "Запрос USSD отклонён сетью."
+
+
 @dataclass(slots=True)
 class UssdDialogue(PhoneDialogue):
-    """The phone's USSD dialogue, with the history its screen lists."""
+    """The phone's USSD dialogue, with the history its screen lists, and when the phone gives up
+    on it (`deadline`, the book's clock: the network's dialogue timeout after the dial)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
+    deadline: float | None = None
+
+    def give_up(self, text: str, why: str, now: float) -> None:
+        """The network will not answer (timed out, or refused the request): the popup shows
+        `text` and closes, as a handset's does."""
+        self._apply(DialogueEvent.END)
+        self.text, self.last_op, self.deadline = text, None, None
+        self.history.append({"from": "phone", "text": text, "op": why, "at": now})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "state": SCREEN_STATES[self.state], "service": self.service, "text": self.text, "last_op": self.last_op,
             "its_session_info": self.its_session_info, "version": self.version, "sender": self.sender,
-            "open": self.open, "history": list(self.history[-20:]),
+            "open": self.open, "deadline": self.deadline, "history": list(self.history[-20:]),
         }
 
 
@@ -194,6 +215,7 @@ class Phone:
             "msisdn": self.msisdn, "power": self.power.value, "inbox_full": self.inbox_full,
             "unknown_number": self.unknown_number, "blocked_senders": sorted(self.blocked_senders),
             "inbox_count": len(self.inbox), "held_count": len(self.held), "inbox_capacity": self.inbox_capacity,
+            "outbox_pending": sum(1 for entry in self.outbox if entry.state == "sent"),
         }
 
     def take_reference(self) -> int:
@@ -233,14 +255,18 @@ class PhoneFeed:
 
 
 class PhoneBook:
-    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None) -> None:
+    def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None,
+                 ussd_timeout_s: float = 180.0) -> None:
         self.phones: dict[str, Phone] = {}
         self.clock = clock or Clock()
+        self.ussd_timeout_s = ussd_timeout_s  # a phone gives up on a dialogue still open this long after the dial
+        self._ussd_open: dict[str, float] = {}  # msisdn -> its open dialogue's deadline
         self._seq = 0
         self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_fates: dict[tuple[str, str, int], list[Fate]] = {}
         self._outbox_ids = 0
+        self._awaiting: dict[str, tuple[str, OutboxEntry]] = {}  # MO id -> the phone and what it sent
         self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
         self._feeds: dict[str, set[PhoneFeed]] = {}
         self.watchers: list[Callable[[PhoneEvent], None]] = []
@@ -427,11 +453,23 @@ class PhoneBook:
             if len(keep) != len(phone.held):
                 phone.held = keep
                 self.phone_changed(phone)
+        self._expire_ussd(now)
         for dropped in self._reassembler.expire(time.monotonic()):
             (msisdn, sender), ref = dropped.key, dropped.reference
             for on_fate in self._part_fates.pop((msisdn, sender, ref), []):
                 on_fate(MessageState.UNDELIVERABLE, ERR_ABSENT)
         return count
+
+    def _expire_ussd(self, now: float) -> None:
+        """Phones give up on dialogues the network left open past their deadline."""
+        for msisdn, deadline in list(self._ussd_open.items()):
+            if deadline > now:
+                continue
+            del self._ussd_open[msisdn]
+            dialogue = self.get(msisdn).ussd
+            if dialogue.open and dialogue.deadline is not None and dialogue.deadline <= now:
+                dialogue.give_up(USSD_TIMED_OUT, "timeout", now)
+                self.publish(msisdn, "ussd", dialogue.to_dict())
 
     def advance(self, seconds: float) -> int:
         """Fast-forward the simulator clock; returns how many held MTs expired on the way."""
@@ -467,7 +505,9 @@ class PhoneBook:
         dialogue = phone.ussd
         request = dialogue.dial(dialled, phone.next_ussd_session)
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
-        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": self.clock.now()}]
+        now = self.clock.now()
+        dialogue.deadline = self._ussd_open[msisdn] = now + self.ussd_timeout_s
+        dialogue.history = [{"from": "phone", "text": request.text, "op": int(request.op), "at": now}]
         self.publish(msisdn, "ussd", dialogue.to_dict())
         return request
 
@@ -482,6 +522,8 @@ class PhoneBook:
         """Close the popup; if the network still waits on this phone, tell it (end-of-session bit)."""
         dialogue = self.get(msisdn).ussd
         request = dialogue.cancel()
+        dialogue.deadline = None
+        self._ussd_open.pop(msisdn, None)
         if request is not None:
             dialogue.history.append({"from": "phone", "text": "", "op": "abort", "at": self.clock.now()})
         self.publish(msisdn, "ussd", dialogue.to_dict())
@@ -500,10 +542,24 @@ class PhoneBook:
             return
         dialogue = phone.ussd
         dialogue.receive(sender, text, op, its_session_info)
+        if not dialogue.open:
+            dialogue.deadline = None
+            self._ussd_open.pop(msisdn, None)
         dialogue.history.append({"from": "network", "text": text, "op": op, "at": self.clock.now()})
         message = self.add_to_inbox(phone, sender, text, kind="ussd", message_ids=[message_id], ussd_op=op)
         entry.inbox_seq = message.seq
         fate(MessageState.DELIVERED, 0)
+        self.publish(msisdn, "ussd", dialogue.to_dict())
+
+    def ussd_refused(self, msisdn: str, version: int, status: int | None) -> None:
+        """The network refused the request sent at dialogue `version` for good: if the phone still
+        waits for the answer to it, it stops waiting (the popup says so and closes)."""
+        dialogue = self.get(msisdn).ussd
+        if dialogue.version != version or dialogue.state is not DialogueState.PROCESSING:
+            return
+        self._ussd_open.pop(msisdn, None)
+        reason = f"{USSD_REFUSED} (0x{status:02X})" if status is not None else USSD_REFUSED
+        dialogue.give_up(reason, "refused", self.clock.now())
         self.publish(msisdn, "ussd", dialogue.to_dict())
 
     async def wait_ussd(self, msisdn: str, version: int, timeout: float) -> UssdDialogue:
@@ -517,17 +573,34 @@ class PhoneBook:
         return dialogue
 
     # ---- MOs: what the phone sent --------------------------------------------------------------
-    def record_sent(self, msisdn: str, to: str, text: str, kind: str, mo_ids: list[str]) -> OutboxEntry:
+    def record_sent(self, msisdn: str, to: str, text: str, kind: str, mo_ids: list[str], *,
+                    ussd_version: int | None = None) -> OutboxEntry:
+        """The phone sent an MO (its deliver_sm ids `mo_ids`): `sent` until `mo_settled` for each."""
         self._outbox_ids += 1
-        entry = OutboxEntry(self._outbox_ids, to, text, self.clock.now(), kind, mo_ids)
+        entry = OutboxEntry(self._outbox_ids, to, text, self.clock.now(), kind, mo_ids, ussd_version=ussd_version)
         self.get(msisdn).outbox.append(entry)
+        for mo_id in mo_ids:
+            self._awaiting[mo_id] = (msisdn, entry)
         self.publish(msisdn, "outbox", entry.to_dict())
         return entry
 
-    def sent_acknowledged(self, msisdn: str, entry: OutboxEntry, status: int | None) -> None:
-        entry.status = status
-        entry.state = "accepted" if status == 0 else "rejected"
+    def mo_settled(self, mo_id: str, status: int | None) -> None:
+        """The SMSC is done with one deliver_sm: acknowledged (0) or refused for good. Once every
+        part of what the phone sent is, its outbox entry says `accepted` or `rejected` (the first
+        refusal's status); a refused USSD request ends the phone's wait for its answer."""
+        found = self._awaiting.pop(mo_id, None)
+        if found is None:
+            return  # not sent through a handset (the load generator, a receipt)
+        msisdn, entry = found
+        if status and not entry.status:
+            entry.status = status
+        if any(other in self._awaiting for other in entry.mo_ids):
+            return
+        entry.status = entry.status or 0
+        entry.state = "accepted" if entry.status == 0 else "rejected"
         self.publish(msisdn, "outbox", entry.to_dict())
+        if entry.state == "rejected" and entry.ussd_version is not None:
+            self.ussd_refused(msisdn, entry.ussd_version, entry.status)
 
     # ---- waiting ------------------------------------------------------------------------------
     async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -577,6 +650,40 @@ class PhoneBook:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    # ---- kept across a restart ------------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        """What a restart of the simulator keeps (JSON-able): each phone's settings, inbox, outbox,
+        network log and MO reference counters. Not kept: MTs held for a switched-off phone, parts
+        of long MTs, open USSD dialogues (a restarted network has dropped them), the PDU log."""
+        return {"seq": self._seq, "outbox_ids": self._outbox_ids, "phones": {
+            msisdn: {
+                "power": phone.power.value, "inbox_full": phone.inbox_full, "unknown_number": phone.unknown_number,
+                "blocked_senders": sorted(phone.blocked_senders), "inbox_capacity": phone.inbox_capacity,
+                "next_reference": phone.next_reference, "next_ussd_session": phone.next_ussd_session,
+                "inbox": [m.to_dict() for m in phone.inbox], "outbox": [o.to_dict() for o in phone.outbox],
+                "network": [{k: v for k, v in e.to_dict().items() if k != "reason_text"} for e in phone.network],
+            }
+            for msisdn, phone in self.phones.items()
+        }}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take back what `dump` wrote; MOs still `sent` wait for their acknowledgement again."""
+        self._seq, self._outbox_ids = int(data["seq"]), int(data["outbox_ids"])
+        for msisdn, saved in data["phones"].items():
+            phone = self.get(msisdn)
+            phone.power, phone.inbox_full = Power(saved["power"]), bool(saved["inbox_full"])
+            phone.unknown_number, phone.blocked_senders = bool(saved["unknown_number"]), set(saved["blocked_senders"])
+            phone.inbox_capacity = int(saved["inbox_capacity"])
+            phone.next_reference = int(saved["next_reference"])
+            phone.next_ussd_session = int(saved["next_ussd_session"])
+            phone.inbox = [InboxMessage(**m) for m in saved["inbox"]]
+            phone.outbox.extend(OutboxEntry(**o) for o in saved["outbox"])
+            phone.network.extend(NetworkEntry(**e) for e in saved["network"])
+            for entry in phone.outbox:
+                if entry.state == "sent":
+                    for mo_id in entry.mo_ids:
+                        self._awaiting[mo_id] = (msisdn, entry)
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",

@@ -18,23 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import json
 import random
+import re
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from simulator.phones import Fate, PhoneBook
 from ussdgw.clock import Clock
+from ussdgw.config import Settings
+from ussdgw.inputs import parse_address
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
 from ussdgw.metrics import SimulatorMetrics, status_name
-from ussdgw.smpp.concat import ConcatError, parse_udh
+from ussdgw.smpp import codec
+from ussdgw.smpp.concat import ConcatError, ConcatInfo, parse_udh
 from ussdgw.smpp.pdu import (
     Bind,
     BindResp,
@@ -53,9 +60,13 @@ from ussdgw.smpp.pdu import (
 from ussdgw.smpp.receipt import receipt_pdu
 from ussdgw.smpp.session import Event, ProtocolError, RequestReceived, Role, SmppSession, Unbound
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
+from ussdgw.smpp.ussd import fits_one_message, is_ussd_string
 from ussdgw.tasks import Tasks, stop_tasks
 
 log = structlog.get_logger("ussdgw.smsc")
+
+# deliver_sm_resp statuses that mean "not now, later": the SMSC keeps the PDU and tries again.
+RETRY_STATUSES = frozenset({Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR})
 
 
 @dataclass(slots=True)
@@ -153,10 +164,23 @@ class Smsc:
         validity_s: float = 600.0,
         enquire_link_s: float = 30.0,
         max_submit_per_s: float = 0.0,
+        receipt_delay_s: float = 0.005,
+        intermediate_states: tuple[MessageState, ...] = (),
+        stop_grace_s: float = 2.0,
+        state_file: str = "",
         clock: Clock | None = None,
         metrics: SimulatorMetrics | None = None,
     ) -> None:
         self.accounts = accounts
+        # A receipt leaves this long after its submit_sm_resp (never in the same write); the
+        # intermediate notifications (esm_class 0x20) an ESME gets when its registered_delivery
+        # asks for them (bit 0x10), sent as the MT is accepted, before its final receipt.
+        self.receipt_delay_s = receipt_delay_s
+        self.intermediate_states = intermediate_states
+        self.stop_grace_s = stop_grace_s  # a clean stop first delivers what it owes, this long at most
+        # Where a stop writes what it still owes and its phones, and a start reads them back (a
+        # restarted SMSC, like a real one, has not forgotten its queue); empty: nothing is kept.
+        self.state_file = state_file
         self.enquire_link_s = enquire_link_s
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
@@ -174,6 +198,8 @@ class Smsc:
         self.mt_records: dict[str, MtRecord] = {}
         self.mo_pending: dict[str, PendingMo] = {}
         self._bound_changed = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing is owed to any ESME
+        self._drained.set()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks = Tasks("smsc")  # deliveries to ESMEs, enquire_link probes, the expiry of held MTs
@@ -191,19 +217,77 @@ class Smsc:
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
         self._tasks.every(1.0, self._expire_held, name="smsc-expiry")
+        if self.state_file:
+            self._load_state(Path(self.state_file))
         log.info("smsc_listening", host=self.host, port=self.port)
         return self.host, self.port
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None, **overrides: Any) -> Smsc:
+        """The simulator as the platform's settings describe it (`sim_*`), its phones on `clock`."""
+        phones = PhoneBook(clock=clock, ussd_timeout_s=settings.sim_ussd_timeout_s)
+        options: dict[str, Any] = {
+            "window": settings.window, "validity_s": settings.sim_validity_s,
+            "receipt_delay_s": settings.sim_receipt_delay_s, "retry_max_s": settings.sim_retry_max_s,
+            "intermediate_states": parse_states(settings.sim_intermediate_states),
+            "state_file": settings.sim_state_file,
+        }
+        options.update(overrides)
+        return cls(settings.sim_credentials(), phones, **options)
+
     async def stop(self) -> None:
-        self._stopping = True
+        """Stop by the book: no new binds; what is owed to bound ESMEs is delivered first (for
+        `stop_grace_s` at most); then every ESME is unbound and every task ends."""
         if self._server is not None:
             self._server.close()
+        await self._drain(self.stop_grace_s)
+        self._stopping = True
         await asyncio.gather(*(conn.unbind() for conn in list(self.connections)), return_exceptions=True)
         await self._tasks.stop()
         await stop_tasks(self._serve_tasks)
         if self._server is not None:
             await self._server.wait_closed()
+        if self.state_file:
+            self._save_state(Path(self.state_file))
         log.info("smsc_stopped")
+
+    def _save_state(self, path: Path) -> None:
+        """Write what is still owed to ESMEs (every MO and receipt) and the phones, atomically."""
+        pending = [{"mo_id": mo.mo_id, "msisdn": mo.msisdn, "system_id": mo.system_id, "attempts": mo.attempts,
+                    "pdu": codec.encode(mo.pdu).hex()} for mo in self.mo_pending.values()]
+        data = {"version": 1, "pending": pending, "phones": self.phones.dump()}
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        partial.replace(path)
+        log.info("smsc_state_saved", path=str(path), pending=len(pending), phones=len(self.phones.phones))
+
+    def _load_state(self, path: Path) -> None:
+        """Read back what `_save_state` wrote; what was owed is delivered again from now on."""
+        if not path.exists():
+            return
+        data = json.loads(path.read_text(encoding="utf-8"))
+        self.phones.restore(data["phones"])
+        for saved in data["pending"]:
+            pdu = codec.decode(bytes.fromhex(saved["pdu"]))
+            assert isinstance(pdu, DeliverSm)
+            self._enqueue(PendingMo(saved["mo_id"], pdu, saved["msisdn"], system_id=saved["system_id"],
+                                    attempts=saved["attempts"]))
+        log.info("smsc_state_loaded", path=str(path), pending=len(data["pending"]), phones=len(self.phones.phones))
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait until nothing is owed, or no ESME is bound to take it, or `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.mo_pending and self._receiver(None) is not None and loop.time() < deadline:
+            self._bound_changed.clear()
+            waits = {asyncio.ensure_future(self._drained.wait()), asyncio.ensure_future(self._bound_changed.wait())}
+            try:
+                await asyncio.wait(waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+        if self.mo_pending:
+            log.warning("smsc_stopped_owing", pending=len(self.mo_pending))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
         """Run `coro` until `stop`; once stopping, nothing new starts (None)."""
@@ -293,6 +377,7 @@ class Smsc:
         record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
+        self._notify_intermediate(record)
         try:
             self._to_phone(record, pdu)
         except (TextDecodeError, ConcatError) as exc:
@@ -305,6 +390,7 @@ class Smsc:
         record = MtRecord(message_id, conn.session.system_id, pdu.source_addr, pdu.destination_addr, self.clock.now(),
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
+        self._notify_intermediate(record)
         text = decode_text(pdu.message_payload or b"", pdu.data_coding)
         self.phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, message_id, validity_s=self.validity_s,
                                on_fate=lambda state, err: self._fate(record, state, err))
@@ -324,17 +410,20 @@ class Smsc:
                                      pdu.its_session_info, record.message_id, fate)
             return
         parts = 1
-        if pdu.esm_class & EsmClass.UDHI:
-            info, data = parse_udh(payload)
-            if info is not None and info.total > 1:
-                whole = phones.reassemble(pdu.destination_addr, pdu.source_addr, info.reference, info.total,
-                                          info.seqnum, data, pdu.data_coding, on_fate=fate)
-                if whole is None:
-                    return  # each part's fate is the whole message's, decided once all parts are in
-                payload, parts = whole, info.total
-                fate = phones.whole_fate(pdu.destination_addr, pdu.source_addr, info.reference)
-            else:
-                payload = data
+        info: ConcatInfo | None = None
+        if pdu.sar_msg_ref_num is not None and pdu.sar_total_segments and pdu.sar_segment_seqnum:
+            info = ConcatInfo(pdu.sar_msg_ref_num, pdu.sar_total_segments, pdu.sar_segment_seqnum)
+            if not 1 <= info.seqnum <= info.total:
+                raise ConcatError(f"SAR segment {info.seqnum} of {info.total}")
+        elif pdu.esm_class & EsmClass.UDHI:
+            info, payload = parse_udh(payload)
+        if info is not None and info.total > 1:  # one part of a long MT, by UDH or SAR TLVs alike
+            whole = phones.reassemble(pdu.destination_addr, pdu.source_addr, info.reference, info.total,
+                                      info.seqnum, payload, pdu.data_coding, on_fate=fate)
+            if whole is None:
+                return  # each part's fate is the whole message's, decided once all parts are in
+            payload, parts = whole, info.total
+            fate = phones.whole_fate(pdu.destination_addr, pdu.source_addr, info.reference)
         text = decode_text(payload, pdu.data_coding)
         phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, record.message_id, validity_s=self.validity_s,
                           on_fate=fate, parts=parts)
@@ -350,14 +439,29 @@ class Smsc:
         pdu = receipt_pdu(record.message_id, record.state, record.error, source=record.destination,
                           destination=record.source, submitted_at=record.submitted_at,
                           done_at=record.done_at or self.clock.now())
-        self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id))
+        self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id),
+                      delay_s=self.receipt_delay_s)
+
+    def _notify_intermediate(self, record: MtRecord) -> None:
+        """Intermediate notifications (esm_class 0x20) for an MT just accepted, when its ESME asked."""
+        if not record.registered_delivery & REGISTERED_INTERMEDIATE:
+            return
+        for state in self.intermediate_states:
+            pdu = receipt_pdu(record.message_id, state, 0, source=record.destination, destination=record.source,
+                              submitted_at=record.submitted_at, done_at=self.clock.now())
+            pdu = dataclasses.replace(pdu, esm_class=EsmClass.INTERMEDIATE_NOTIFICATION)
+            self._enqueue(PendingMo(f"dlr-{record.message_id}-{state.name.lower()}", pdu, record.destination,
+                                    system_id=record.system_id), delay_s=self.receipt_delay_s)
 
     # ---- MOs to ESMEs -----------------------------------------------------------------------
     def submit_mo(
         self, msisdn: str, to: str, text: str, *, ussd_service_op: int | None = None,
         its_session_info: int | None = None,
     ) -> list[PendingMo]:
-        """A phone sends an SMS (split into parts when long) or a USSD string; returns what is queued."""
+        """A phone sends an SMS (split into parts when long) or a USSD string; returns what is queued.
+
+        Raises `MoRefused` (and queues nothing) for what no deliver_sm could carry."""
+        check_mo(msisdn, to, text, ussd=ussd_service_op is not None)
         phone = self.phones.get(msisdn)
         reference = phone.take_reference()
         pdus: list[DeliverSm]
@@ -382,36 +486,54 @@ class Smsc:
             queued.append(mo)
         return queued
 
-    def _enqueue(self, mo: PendingMo) -> None:
+    def _enqueue(self, mo: PendingMo, *, delay_s: float = 0.0) -> None:
         self.mo_pending[mo.mo_id] = mo
-        self.spawn(self._deliver_until_acked(mo))
+        self._drained.clear()
+        self.spawn(self._deliver_until_acked(mo, delay_s))
 
     def _receiver(self, system_id: str | None) -> SmscConnection | None:
         candidates = [c for c in self.connections if c.session.can_deliver
                       and (system_id is None or c.session.system_id == system_id)]
         return random.choice(candidates) if candidates else None
 
-    async def _deliver_until_acked(self, mo: PendingMo) -> None:
+    async def _wait_bound(self, timeout: float) -> None:
+        """Until a bind arrives (any: the caller checks whether it is the one it needs), or `timeout`."""
+        self._bound_changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._bound_changed.wait()
+
+    async def _deliver_until_acked(self, mo: PendingMo, delay_s: float = 0.0) -> None:
+        """Send `mo` until an ESME acknowledges it (or refuses it for good). Nothing that goes
+        wrong on the way ends this loop or loses the PDU: a link that drops (`LinkDown`, even
+        mid-call) means "wait for a bind, then again"; a timeout, a temporary refusal or any
+        other error means "again after a backoff"."""
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         backoff = Backoff(self.retry_min_s, self.retry_max_s, jitter=0.0)
         metrics = self.metrics
-        kind = "receipt" if mo.pdu.is_delivery_receipt else "ussd" if mo.pdu.ussd_service_op is not None else "sms"
+        kind = _kind(mo.pdu)
         while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
-                self._bound_changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._bound_changed.wait(), self.retry_max_s)
+                await self._wait_bound(self.retry_max_s)
                 continue
             mo.attempts += 1
             try:
                 resp = await conn.link.call(mo.pdu, self.deliver_timeout_s)
-                mo.last_status = resp.status
-            except (TimeoutError, ConnectionError) as exc:
-                metrics.mo_retried.inc(kind, "timeout" if isinstance(exc, TimeoutError) else "link_down")
-                log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=type(exc).__name__)
-                mo.last_status = None
-                mo.outcomes.put_nowait(None)
+            except LinkDown:  # the link went (or is going) away: the next bind gets it at once
+                self._retry(mo, None, "link_down")
+                if conn.link.closed.is_set() or not conn.session.can_deliver:
+                    continue
+                await asyncio.sleep(backoff.next())  # unbinding but not yet closed: do not spin
+                continue
+            except TimeoutError:
+                self._retry(mo, None, "timeout")
+            except Exception as exc:  # a bug or a PDU the link could not send: log it, keep the PDU
+                log.exception("deliver_error", mo_id=mo.mo_id, attempt=mo.attempts)
+                self._retry(mo, None, type(exc).__name__)
             else:
+                mo.last_status = resp.status
                 mo.outcomes.put_nowait(resp.status)
                 self.phones.log_pdu(mo.msisdn, "smsc->gateway", {
                     "command": "deliver_sm", "to": mo.pdu.destination_addr, "status": resp.status,
@@ -419,21 +541,88 @@ class Smsc:
                 })
                 if resp.status == Status.ROK:
                     metrics.mo_delivered.inc(kind)
-                    self.mo_pending.pop(mo.mo_id, None)
-                    mo.delivered.set()
+                    self._settled(mo)
                     return
-                if resp.status not in (Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR):
+                if resp.status not in RETRY_STATUSES:
                     metrics.mo_rejected.inc(kind)
                     log.info("deliver_rejected", mo_id=mo.mo_id, status=resp.status)
-                    self.mo_pending.pop(mo.mo_id, None)
-                    mo.delivered.set()
+                    self._settled(mo)
                     return
                 metrics.mo_retried.inc(kind, status_name(resp.status))
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
             await asyncio.sleep(backoff.next())
 
+    def _retry(self, mo: PendingMo, status: int | None, reason: str) -> None:
+        self.metrics.mo_retried.inc(_kind(mo.pdu), reason if reason in ("link_down", "timeout") else "error")
+        log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=reason)
+        mo.last_status = status
+        mo.outcomes.put_nowait(status)
+
+    def _settled(self, mo: PendingMo) -> None:
+        self.mo_pending.pop(mo.mo_id, None)
+        mo.delivered.set()
+        self.phones.mo_settled(mo.mo_id, mo.last_status)
+        if not self.mo_pending:
+            self._drained.set()
+
     async def _expire_held(self) -> None:
         self.phones.expire_held()
+
+
+class MoRefused(ValueError):
+    """What a phone tried to send cannot travel as a deliver_sm (an address or a text too long,
+    not a number): refused before it reaches the SMPP encoder, with the reason."""
+
+
+ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}$")  # an SMPP address: 20 octets at most (21 with the NUL)
+MAX_SHORT_MESSAGE = 254  # octets in one deliver_sm's short_message
+REGISTERED_INTERMEDIATE = 0x10  # registered_delivery bit 4: intermediate notifications wanted
+
+
+def check_mo(msisdn: str, to: str, text: str, *, ussd: bool = False) -> None:
+    """Raise `MoRefused` unless an MO from `msisdn` to `to` with `text` fits deliver_sm PDUs:
+    the phone's number 5-15 ASCII digits (`ussdgw.inputs.parse_address`, no '+'), the destination
+    an SMPP address (`check_text` for the text)."""
+    if parse_address(msisdn) != msisdn:
+        raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}")
+    if not isinstance(to, str) or not ADDRESS.match(to):
+        raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}")
+    check_text(text, ussd=ussd)
+
+
+def check_text(text: str, *, ussd: bool = False) -> None:
+    """Raise `MoRefused` unless `text` fits: a USSD text in one message (160 GSM 7-bit characters
+    or 80 others, TS 23.038; a dialled string up to 182), an SMS text in `MAX_SMS_CHARS`."""
+    if not isinstance(text, str):
+        raise MoRefused("the text must be a string")
+    if ussd:
+        octets = len(encode_text(text, choose_encoding(text)))
+        if octets > MAX_SHORT_MESSAGE or not (fits_one_message(text) or is_ussd_string(text)):
+            raise MoRefused(f"a USSD message holds 160 GSM 7-bit characters or 80 others; this one has "
+                            f"{len(text)} characters ({octets} octets)")
+    elif len(text) > MAX_SMS_CHARS:
+        raise MoRefused(f"an SMS text holds at most {MAX_SMS_CHARS} characters here")
+
+
+MAX_SMS_CHARS = 1600
+
+
+def parse_states(text: str) -> tuple[MessageState, ...]:
+    """`"ENROUTE,ACCEPTED"` -> the message states to send as intermediate notifications."""
+    states = []
+    for name in (part.strip().upper() for part in text.split(",")):
+        if not name:
+            continue
+        try:
+            states.append(MessageState[name])
+        except KeyError:
+            raise ValueError(f"unknown message state {name!r}: one of {[s.name for s in MessageState]}") from None
+    return tuple(states)
+
+
+def _kind(pdu: DeliverSm) -> str:
+    """What a deliver_sm carries, for the metrics: a receipt, a USSD MO or an SMS MO."""
+    return "receipt" if pdu.is_delivery_receipt else "ussd" if pdu.ussd_service_op is not None else "sms"
 
 
 def _smpp_time(ts: float) -> str:

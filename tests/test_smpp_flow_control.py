@@ -139,7 +139,7 @@ async def test_sigterm_makes_the_gateway_unbind_every_bind_before_it_exits(setti
     smsc = Smsc({"ussdgw": "ussdgw1"}, enquire_link_s=0)
     await smsc.start("127.0.0.1", 0)
     env = {**os.environ, "REDIS_URL": settings.redis_url, "USSDGW_SECRET_KEY": settings.secret_key.get_secret_value(),
-           "USSDGW_STATE_DIR": str(tmp_path), "USSDGW_BINDS": "2"}
+           "USSDGW_STATE_DIR": str(tmp_path), "USSDGW_BINDS": "2", "USSDGW_API_PORT": "0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ussdgw.app", "gateway", "--smsc", f"127.0.0.1:{smsc.port}", env=env,
         stderr=asyncio.subprocess.DEVNULL,

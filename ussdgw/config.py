@@ -80,6 +80,18 @@ class Settings(BaseModel):
     sim_accounts: SecretMap = Field(default_factory=lambda: {"ussdgw": SecretStr("ussdgw1")})
     # How long the SMSC holds an MT for a phone that is off before it expires (SPEC D1).
     sim_validity_s: Seconds = 600.0
+    # The simulator's SMSC: a delivery receipt leaves `sim_receipt_delay_s` after its submit_sm_resp;
+    # intermediate notifications (comma-separated message states, e.g. "ENROUTE,ACCEPTED"; none by
+    # default) go to an ESME whose registered_delivery asks for them; an MO or receipt the ESME did
+    # not take is tried again with a backoff up to `sim_retry_max_s`; a phone gives up on a USSD
+    # dialogue the network has not closed after `sim_ussd_timeout_s` (the network's dialogue timeout).
+    # With `sim_state_file`, a stop writes what the SMSC still owes its ESMEs and its phones there,
+    # and the next start reads them back and delivers again (a restart forgets nothing it owed).
+    sim_receipt_delay_s: Seconds = 0.005
+    sim_intermediate_states: str = ""
+    sim_retry_max_s: Seconds = 10.0
+    sim_ussd_timeout_s: Seconds = 180.0
+    sim_state_file: str = ""
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: Port = 8081

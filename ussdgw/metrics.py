@@ -157,7 +157,8 @@ class GatewayMetrics(_Metrics):
             "ussdgw_mo", "MOs taken from the SMSC, by channel (sms, ussd), route (the handler that answered; "
             "'-' before routing) and outcome: applied, duplicate (a redelivery answered again), part (a part of a "
             "long SMS, kept until the rest arrives), deferred (Redis away: ESME_RX_T_APPN), failed (the handler "
-            "raised: ESME_RX_T_APPN)", "channel", "route", "outcome")
+            "raised: ESME_RX_T_APPN), refused (no reply could be addressed: a permanent error)", "channel",
+            "route", "outcome")
         self.mo_seconds = self._histogram(
             "ussdgw_mo_duration_seconds", "From a deliver_sm read to its handler's commit done (the "
             "deliver_sm_resp leaves then), by channel", ("channel",), LATENCY_BUCKETS)

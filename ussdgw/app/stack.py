@@ -36,7 +36,6 @@ from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
 from simulator.mailbox import PostOffice
 from simulator.mailbox import register_routes as register_mail_routes
-from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
@@ -137,8 +136,7 @@ class Stack:
         self._on_stop("store", self.store.close)
 
     async def _start_smsc(self) -> None:
-        self.smsc = Smsc(self.settings.sim_credentials(), PhoneBook(clock=self.clock), window=self.settings.window,
-                         validity_s=self.settings.sim_validity_s, metrics=self.sim_metrics)
+        self.smsc = Smsc.from_settings(self.settings, clock=self.clock, metrics=self.sim_metrics)
         self.handsets = Handsets(self.smsc)
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
         self._on_stop("smsc", self.smsc.stop)

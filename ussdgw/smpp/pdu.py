@@ -84,8 +84,9 @@ class EsmClass:
     """Bits of esm_class that the platform reads or sets."""
 
     DELIVERY_RECEIPT = 0x04
+    INTERMEDIATE_NOTIFICATION = 0x20  # message type 1000: an MT's progress (ENROUTE, ...), not its fate
     UDHI = 0x40
-    MESSAGE_TYPE_MASK = 0x3C
+    MESSAGE_TYPE_MASK = 0x3C  # 0: a plain message; any other type (receipts, acks, notifications) is no MO
 
 
 class UssdOp(IntEnum):
