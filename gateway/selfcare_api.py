@@ -29,6 +29,7 @@ from aiohttp import web
 from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
+from gateway.observe import READINESS_KEY, count_signin_refusal, count_store_unavailable
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
@@ -133,6 +134,7 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
                 413: "Слишком большой запрос."}.get(exc.status, exc.reason)
         return _error_response(exc.status, code, text)
     except StoreUnavailable:
+        count_store_unavailable(request)
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
     except Exception:
         log.exception("api_failed")
@@ -200,8 +202,15 @@ def _admin(request: web.Request) -> None:
 
 # ---- public ---------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
-    ok = await request.app[ENV_KEY].store.ping()
-    return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    """The gateway's readiness (Redis and the SMPP binds) where the composition root installed it
+    (`gateway.observe`), else whether the store answers."""
+    readiness = request.app.get(READINESS_KEY)
+    if readiness is None:
+        ok = await request.app[ENV_KEY].store.ping()
+        return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    report = await readiness.check()
+    return _json_response({"status": "ok" if report.ready else "degraded", "checks": report.checks},
+                          status=200 if report.ready else 503)
 
 
 async def get_catalogue(request: web.Request) -> web.Response:
@@ -213,6 +222,8 @@ async def get_catalogue(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.Response:
     body = await _body(request)
     result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    if not result.ok:
+        count_signin_refusal(request, result.code)
     return _reply(result, 201)
 
 
@@ -220,8 +231,12 @@ async def sign_in_network(request: web.Request) -> web.Response:
     env = request.app[ENV_KEY]
     header = request.headers.get(env.settings.api_msisdn_header)
     if header is None:
+        count_signin_refusal(request, "bad_request")
         raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
-    return _reply(await account.sign_in_by_header(env, header, request.remote), 201)
+    result = await account.sign_in_by_header(env, header, request.remote)
+    if not result.ok:
+        count_signin_refusal(request, result.code)
+    return _reply(result, 201)
 
 
 async def current_session(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
     GET  /                                         the web phone (simulator/web/)
     GET  /api/health
+    GET  /metrics                                  Prometheus text format: MOs delivered/retried, MT fates, binds
     GET  /api/services                             the short codes and USSD strings the platform serves
     GET  /api/phones                               every phone and its settings
     POST /api/phones                               {"msisdn": "79161234567"} -> a new phone (or the one there)
@@ -49,6 +50,7 @@ from simulator.handset import Handsets
 from simulator.phones import Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address
+from ussdgw.metrics import CONTENT_TYPE, exposition
 
 SMSC_KEY = web.AppKey("smsc", Smsc)
 HANDSETS_KEY = web.AppKey("handsets", Handsets)
@@ -117,6 +119,12 @@ async def health(request: web.Request) -> web.Response:
     smsc = request.app[SMSC_KEY]
     binds = [{"system_id": c.session.system_id, "state": c.session.state.name} for c in smsc.connections]
     return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The simulator's own counters in Prometheus' text format (MOs delivered and retried, MT fates, binds)."""
+    body = exposition(request.app[SMSC_KEY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def services(request: web.Request) -> web.Response:
@@ -349,6 +357,7 @@ def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
     r.add_get("/", index)
     r.add_static("/static", WEB_DIR, append_version=True)
     r.add_get("/api/health", health)
+    r.add_get("/metrics", metrics)
     r.add_get("/api/services", services)
     r.add_get("/api/phones", list_phones)
     r.add_post("/api/phones", create_phone)
