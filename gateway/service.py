@@ -29,6 +29,7 @@ from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.inputs import ascii_digits
 from ussdgw.logs import mask_msisdn
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
@@ -269,7 +270,7 @@ class Gateway:
         split = split_text(mt.text, reference=reference, use_16bit_ref=True)
         esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
         return [
-            SubmitSm(source_addr_ton=5 if not mt.source.isdigit() else 0, source_addr=mt.source,
+            SubmitSm(source_addr_ton=0 if ascii_digits(mt.source) else 5, source_addr=mt.source,
                      dest_addr_ton=1, dest_addr_npi=1, destination_addr=mt.destination, esm_class=esm_class,
                      registered_delivery=1, data_coding=split.data_coding, short_message=part)
             for part in split.parts

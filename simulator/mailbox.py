@@ -25,6 +25,8 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ussdgw.clock import Clock
+from ussdgw.inputs import parse_whole_number
+from ussdgw.web import read_json_object
 
 log = structlog.get_logger("ussdgw.simulator.mail")
 
@@ -149,8 +151,9 @@ class PostOffice:
 POST_OFFICE_KEY = web.AppKey("post_office", PostOffice)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message} if field is None else {"error": message, "field": field},
+                             status=status)
 
 
 async def list_boxes(request: web.Request) -> web.Response:
@@ -164,11 +167,12 @@ async def get_box(request: web.Request) -> web.Response:
     address = request.match_info["address"]
     if "@" not in address:
         return _error(400, "address must be an e-mail address")
-    try:
-        after = int(request.query.get("after", "0"))
-        wait = min(float(request.query.get("wait", "0")), 60.0)
-    except ValueError:
-        return _error(400, "after and wait must be numbers")
+    after = parse_whole_number(request.query.get("after", "0"), maximum=2**53)
+    if after is None:
+        return _error(400, "after must be a whole number", "after")
+    wait = parse_whole_number(request.query.get("wait", "0"), maximum=60)
+    if wait is None:
+        return _error(400, "wait must be whole seconds, 0 to 60", "wait")
     messages = await office.wait_mail(address, after, wait) if wait > 0 else [
         m for m in office.box(address).messages if m.seq > after]
     box = office.box(address)
@@ -181,11 +185,11 @@ async def patch_box(request: web.Request) -> web.Response:
     address = request.match_info["address"]
     if "@" not in address:
         return _error(400, "address must be an e-mail address")
+    body = await read_json_object(request, max_bytes=4096, timeout_s=10.0)
     try:
-        body = await request.json()
         state = MailboxState(body["state"])
     except (ValueError, KeyError, TypeError):
-        return _error(400, f"body must be {{\"state\": one of {[s.value for s in MailboxState]}}}")
+        return _error(400, f"body must be {{\"state\": one of {[s.value for s in MailboxState]}}}", "state")
     box = office.box(address)
     box.state = state
     return web.json_response({"address": box.address, "state": box.state.value, "count": len(box.messages)})
