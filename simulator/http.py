@@ -64,7 +64,7 @@ WEB_DIR = Path(__file__).parent / "web"
 MAX_BLOCKED = 100
 MAX_USSD = 182  # characters of one USSD string (GSM 7-bit, 160 octets)
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-SHORT_CODE = re.compile(r"^[\d*#+]{1,20}$")  # an SMPP address: 20 octets at most
+SHORT_CODE = re.compile(r"^[0-9*#+]{1,20}\Z")  # an SMPP address: 20 octets at most
 MAX_TEXT = 1600
 MAX_WAIT_S = 60.0
 MAX_BODY = 64 * 1024
@@ -248,7 +248,7 @@ async def send_sms(request: web.Request) -> web.Response:
     try:
         entry = handsets.send_sms(msisdn, to, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), exc.field) from None
     return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
@@ -325,7 +325,7 @@ async def ussd_answer(request: web.Request) -> web.Response:
     try:
         dialogue = handsets.answer(msisdn, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), "text") from None
     except UssdError as exc:
         return _error(409, str(exc))
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)

@@ -571,10 +571,15 @@ class Smsc:
 
 class MoRefused(ValueError):
     """What a phone tried to send cannot travel as a deliver_sm (an address or a text too long,
-    not a number): refused before it reaches the SMPP encoder, with the reason."""
+    not a number): refused before it reaches the SMPP encoder, with the reason and the `field`
+    it concerns (msisdn, to, text)."""
+
+    def __init__(self, message: str, field: str = "text") -> None:
+        super().__init__(message)
+        self.field = field
 
 
-ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}$")  # an SMPP address: 20 octets at most (21 with the NUL)
+ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}\Z")  # an SMPP address: 20 octets at most (21 with the NUL)
 MAX_SHORT_MESSAGE = 254  # octets in one deliver_sm's short_message
 REGISTERED_INTERMEDIATE = 0x10  # registered_delivery bit 4: intermediate notifications wanted
 
@@ -584,9 +589,10 @@ def check_mo(msisdn: str, to: str, text: str, *, ussd: bool = False) -> None:
     the phone's number 5-15 ASCII digits (`ussdgw.inputs.parse_address`, no '+'), the destination
     an SMPP address (`check_text` for the text)."""
     if parse_address(msisdn) != msisdn:
-        raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}")
+        raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}", "msisdn")
     if not isinstance(to, str) or not ADDRESS.match(to):
-        raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}")
+        raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}",
+                        "to")
     check_text(text, ussd=ussd)
 
 
