@@ -188,7 +188,7 @@ def deliver_statuses(stack: Stack) -> list[int]:
             if e.get("command") == "deliver_sm" and e.get("status") is not None]
 
 
-@pytest.mark.parametrize("choice", ["１", "٣", "²", "1\u0301", "9" * 200])
+@pytest.mark.parametrize("choice", ["１", "٣", "²", "1\u0301", "9" * 150])
 async def test_a_choice_in_other_digits_is_no_item_and_the_network_gets_rok(stack: Stack, choice: str) -> None:
     screen = await walk(stack, choice)
     assert screen.ussd_op == UssdOp.USSR_REQUEST and screen.text.startswith("Нет такого пункта.")
@@ -201,7 +201,7 @@ async def test_an_amount_in_fullwidth_digits_is_asked_again_and_a_dialled_one_re
     await walk(stack, "3", str(autopay), "1")
     again = await answer(stack, MSISDN, "３００")
     assert again.ussd_op == UssdOp.USSR_REQUEST and "от 100 до 5000" in again.text
-    assert stack.store is not None and "autopay_amount_kop" not in await stack.store.subscriber(MSISDN)
+    assert stack.store is not None and "autopay_amount_kop" not in await stack.store.subscribers.fields(MSISDN)
     dialled = await dial(stack, MSISDN, "*111*３#")
     assert dialled.text.startswith("Нет такого пункта.")  # the dialled extra runs as an answer, refused politely
     assert set(deliver_statuses(stack)) == {0}
