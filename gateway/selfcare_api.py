@@ -42,7 +42,7 @@ from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
-from ussdgw.web import BadInput, BodySchema, read_json_object
+from ussdgw.web import BadInput, BodySchema, body_timeout, read_json_object
 
 log = structlog.get_logger("ussdgw.selfcare_api")
 
@@ -53,7 +53,6 @@ ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
 SESSION_KEY = web.RequestKey("selfcare_session", Session)
 RETRY_AT_KEY = web.ResponseKey("retry_at", float)  # a refusal's retry_at, for the Retry-After header
 MAX_BODY = 16 * 1024
-BODY_TIMEOUT_S = 10.0
 API = "/api/v1"
 OPENAPI = Path(__file__).with_name("openapi.yaml")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
@@ -190,7 +189,7 @@ def body_schemas() -> Mapping[tuple[str, str], BodySchema]:
 
 async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
     """The JSON body, its declared fields checked (`BadInput` names the field that is wrong)."""
-    data = await read_json_object(request, max_bytes=MAX_BODY, timeout_s=BODY_TIMEOUT_S, optional=optional)
+    data = await read_json_object(request, max_bytes=MAX_BODY, timeout_s=body_timeout(request), optional=optional)
     schema = body_schemas().get((request.method, _route_name(request)))
     if schema is not None:
         schema.check(data)

@@ -53,7 +53,7 @@ from simulator.phones import Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
 from ussdgw.metrics import CONTENT_TYPE, exposition
-from ussdgw.web import BadInput, read_json_object
+from ussdgw.web import BadInput, body_timeout, read_json_object
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SMSC_KEY = web.AppKey("smsc", Smsc)
@@ -68,7 +68,6 @@ SHORT_CODE = re.compile(r"^[0-9*#+]{1,20}\Z")  # an SMPP address: 20 octets at m
 MAX_TEXT = 1600
 MAX_WAIT_S = 60.0
 MAX_BODY = 64 * 1024
-BODY_TIMEOUT_S = 10.0
 SSE_IDLE_CHECK_S = 10.0
 
 
@@ -116,7 +115,7 @@ def _msisdn(request: web.Request) -> str:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request, max_bytes=MAX_BODY, timeout_s=BODY_TIMEOUT_S, optional=True)
+    return await read_json_object(request, max_bytes=MAX_BODY, timeout_s=body_timeout(request), optional=True)
 
 
 def _number(value: Any, name: str, *, default: float, low: float = 0.0, high: float = MAX_WAIT_S) -> float:

@@ -25,8 +25,9 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ussdgw.clock import Clock
+from ussdgw.connections import Gate, GuardedProtocol
 from ussdgw.inputs import parse_whole_number
-from ussdgw.web import read_json_object
+from ussdgw.web import body_timeout, read_json_object
 
 log = structlog.get_logger("ussdgw.simulator.mail")
 
@@ -73,6 +74,7 @@ class PostOffice:
         self._seq = 0
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
+        self.gate = Gate("smtp", 64)
         self.port = 0
 
     def box(self, address: str) -> Mailbox:
@@ -118,10 +120,18 @@ class PostOffice:
         return "250 Message accepted for delivery"
 
     # ---- lifecycle ----
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 30.0,
+                    max_connections: int = 64) -> tuple[str, int]:
+        """Listen for SMTP: at most `max_connections` sessions (421 beyond), each dropped after
+        `timeout_s` without a command (aiosmtpd's own timeout)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SMTP(self, hostname="smtp.sim", ident="ussdgw sim"),
-                                                host, port)
+        self.gate = Gate("smtp", max_connections)
+
+        def session() -> GuardedProtocol:
+            return GuardedProtocol(lambda: SMTP(self, hostname="smtp.sim", ident="ussdgw sim", timeout=timeout_s),
+                                   self.gate, refusal=SMTP_BUSY)
+
+        self._server = await loop.create_server(session, host, port)
         sock = self._server.sockets[0].getsockname()
         self.port = int(sock[1])
         log.info("smtp_sink_listening", host=host, port=self.port)
@@ -147,6 +157,8 @@ class PostOffice:
     def last_seq(self) -> int:
         return self._seq
 
+
+SMTP_BUSY = b"421 4.7.0 smtp.sim Too many connections, try again later\r\n"
 
 POST_OFFICE_KEY = web.AppKey("post_office", PostOffice)
 
@@ -185,7 +197,7 @@ async def patch_box(request: web.Request) -> web.Response:
     address = request.match_info["address"]
     if "@" not in address:
         return _error(400, "address must be an e-mail address")
-    body = await read_json_object(request, max_bytes=4096, timeout_s=10.0)
+    body = await read_json_object(request, max_bytes=4096, timeout_s=body_timeout(request))
     try:
         state = MailboxState(body["state"])
     except (ValueError, KeyError, TypeError):

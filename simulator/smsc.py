@@ -106,6 +106,7 @@ class SmscConnection:
                              response_timeout_s=smsc.deliver_timeout_s, window=smsc.window)
         self.submit_rate = TokenBucket(smsc.max_submit_per_s)
         self.submits = 0  # submit_sm accepted on this bind
+        self.over_limit = False  # accepted past `Smsc.max_connections`: its bind is refused, then it is closed
         self._keepalive: asyncio.Task[None] | None = None
 
     @property
@@ -135,11 +136,30 @@ class SmscConnection:
             await self.link.unbind(timeout)
 
     async def serve(self) -> None:
+        deadline = None
+        if self.smsc.bind_timeout_s > 0:
+            deadline = asyncio.get_running_loop().call_later(self.smsc.bind_timeout_s, self._bind_deadline)
         try:
             await self.link.run()  # the keepalive ends with it
         finally:
+            if deadline is not None:
+                deadline.cancel()
             self.smsc.forget(self)
             await self.link.close()
+
+    def _bind_deadline(self) -> None:
+        """Bind within `bind_timeout_s` of connecting, or be closed: a connection that never binds
+        (or only ever fails to) holds a slot and a socket for nothing."""
+        if not self.session.is_bound and not self.link.closed.is_set():
+            log.info("esme_bind_timeout", peer=str(self.peer), after_s=self.smsc.bind_timeout_s)
+            self.link.abort()
+
+    def close_soon(self) -> None:
+        """Close once what was answered has left (a refused bind's bind_resp)."""
+        def close() -> None:
+            self.link.flush()
+            self.link.writer.close()
+        asyncio.get_running_loop().call_soon(close)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
@@ -170,6 +190,8 @@ class Smsc:
         state_file: str = "",
         clock: Clock | None = None,
         metrics: SimulatorMetrics | None = None,
+        max_connections: int = 64,
+        bind_timeout_s: float = 10.0,
     ) -> None:
         self.accounts = accounts
         # A receipt leaves this long after its submit_sm_resp (never in the same write); the
@@ -181,6 +203,9 @@ class Smsc:
         # Where a stop writes what it still owes and its phones, and a start reads them back (a
         # restarted SMSC, like a real one, has not forgotten its queue); empty: nothing is kept.
         self.state_file = state_file
+        self.max_connections = max_connections  # ESMEs at once; the next bind gets ESME_RTHROTTLED
+        self.bind_timeout_s = bind_timeout_s  # 0: no deadline
+        self.refused_connections = 0
         self.enquire_link_s = enquire_link_s
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
@@ -298,7 +323,12 @@ class Smsc:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = SmscConnection(self, reader, writer)
-        self.connections.add(conn)
+        if len(self.connections) >= self.max_connections:
+            conn.over_limit = True  # kept out of `connections`: it answers one bind, then goes
+            self.refused_connections += 1
+            log.warning("esme_connection_over_limit", peer=str(conn.peer), limit=self.max_connections)
+        else:
+            self.connections.add(conn)
         task = asyncio.current_task()
         if task is not None:
             self._serve_tasks.add(task)
@@ -354,6 +384,11 @@ class Smsc:
 
     def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
         expected = self.accounts.get(pdu.system_id)
+        if conn.over_limit:
+            conn.session.respond(pdu, BindResp(status=Status.RTHROTTLED))
+            log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status="RTHROTTLED")
+            conn.close_soon()
+            return
         if expected is None:
             status = Status.RINVSYSID
         elif expected != pdu.password:

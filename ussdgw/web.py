@@ -1,5 +1,6 @@
 """What both HTTP servers (the self-care API and the simulator's) share, so that nothing a client
-sends reaches a 500: one reader of JSON bodies, one check of declared fields, one Host check.
+sends reaches a 500 and no client holds a server: one reader of JSON bodies, one check of declared
+fields, one Host check, and `serve` (connection limits and deadlines, `ussdgw.connections`).
 
 The readers raise `BadInput` (status, the field it concerns, a message); each server turns it into
 its own error body. A body is read only as `application/json` in UTF-8 (415 otherwise), within a
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from ussdgw.connections import ConnectionLimits, Gate, GuardedProtocol
 
 MAX_DEPTH = 16
 """JSON nesting deeper than this is refused unread; no request of ours nests past 3."""
@@ -195,3 +198,63 @@ def host_allowed(host_header: str | None, allowed: Iterable[str]) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+CONNECTION_LIMITS_KEY = web.AppKey("connection_limits", ConnectionLimits)
+"""The limits an app is served with (its readers take `body_timeout_s` from here)."""
+
+
+def body_timeout(request: web.BaseRequest, default: float = 10.0) -> float:
+    limits = request.app.get(CONNECTION_LIMITS_KEY) if isinstance(request, web.Request) else None
+    return limits.body_timeout_s if limits is not None else default
+
+
+# ---- serving with connection limits ------------------------------------------------------------
+_BUSY_BODY = json.dumps({"error": "unavailable", "message": "Сервер перегружен: слишком много соединений. "
+                         "Повторите через секунду.", "details": {}}, ensure_ascii=False).encode()
+HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+             b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+             + _BUSY_BODY)
+"""What a connection over the server's limit gets before it is closed (written before its request is read)."""
+
+
+class _GuardedSite(web.TCPSite):
+    """A TCP site whose connections pass a `Gate` and must send their first request head in time."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, gate: Gate, head_timeout_s: float) -> None:
+        super().__init__(runner, host, port)
+        self.gate, self.head_timeout_s = gate, head_timeout_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner (what TCPSite.start does first)
+        server = self._runner.server
+        assert server is not None
+        gate, head_timeout_s = self.gate, self.head_timeout_s
+
+        def guarded() -> GuardedProtocol:
+            return GuardedProtocol(server, gate, refusal=HTTP_BUSY, head_end=b"\r\n\r\n", head_timeout_s=head_timeout_s)
+
+        self._server = await asyncio.get_running_loop().create_server(guarded, self._host, self._port,
+                                                                       backlog=self._backlog)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+async def serve(app: web.Application, host: str, port: int, limits: ConnectionLimits, *, name: str,
+                shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, str, Gate]:
+    """Serve `app` on host:port within `limits`: at most `max_connections` (the next gets 503),
+    the first request head within `idle_timeout_s` of connecting, and (aiohttp's keep-alive) no
+    connection idle or part-way through a later head for longer. Returns the runner (its `cleanup`
+    stops serving), the URL, and the gate (for its counts)."""
+    # lingering_time: how long aiohttp still reads a body the handler did not (a 408's) before closing
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                           keepalive_timeout=limits.idle_timeout_s, lingering_time=limits.body_timeout_s)
+    await runner.setup()
+    gate = Gate(name, limits.max_connections)
+    site = _GuardedSite(runner, host, port, gate=gate, head_timeout_s=limits.idle_timeout_s)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[-1]
+    return runner, f"http://{bound[0]}:{bound[1]}", gate
