@@ -31,6 +31,7 @@ from aiohttp import web
 from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
+from gateway.observe import READINESS_KEY, count_signin_refusal, count_store_unavailable
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
@@ -146,6 +147,7 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
                 413: "Слишком большой запрос."}.get(exc.status, exc.reason)
         return _error_response(exc.status, code, text)
     except StoreUnavailable:
+        count_store_unavailable(request)
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
     except Exception:
         log.exception("api_failed")
@@ -253,8 +255,15 @@ def _admin(request: web.Request) -> None:
 
 # ---- public ---------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
-    ok = await request.app[ENV_KEY].store.ping()
-    return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    """The gateway's readiness (Redis and the SMPP binds) where the composition root installed it
+    (`gateway.observe`), else whether the store answers."""
+    readiness = request.app.get(READINESS_KEY)
+    if readiness is None:
+        ok = await request.app[ENV_KEY].store.ping()
+        return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    report = await readiness.check()
+    return _json_response({"status": "ok" if report.ready else "degraded", "checks": report.checks},
+                          status=200 if report.ready else 503)
 
 
 async def get_catalogue(request: web.Request) -> web.Response:
@@ -264,9 +273,15 @@ async def get_catalogue(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    body = await _body(request)
-    result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"),
-                                   client=request.remote)
+    try:
+        body = await _body(request)
+        result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"),
+                                       client=request.remote)
+    except (BadInput, ApiError) as exc:
+        count_signin_refusal(request, "bad_request" if exc.status == 400 else str(exc.status))
+        raise
+    if not result.ok:
+        count_signin_refusal(request, result.code)
     return _reply(result, 201)
 
 
@@ -274,8 +289,12 @@ async def sign_in_network(request: web.Request) -> web.Response:
     env = request.app[ENV_KEY]
     header = request.headers.get(env.settings.api_msisdn_header)
     if header is None:
+        count_signin_refusal(request, "bad_request")
         raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
-    return _reply(await account.sign_in_by_header(env, header, request.remote), 201)
+    result = await account.sign_in_by_header(env, header, request.remote)
+    if not result.ok:
+        count_signin_refusal(request, result.code)
+    return _reply(result, 201)
 
 
 async def current_session(request: web.Request) -> web.Response:
@@ -349,19 +368,19 @@ def _audit_response(entries: list[dict[str, str]]) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    profile = await env.store.subscriber(target)
+    profile = await env.store.subscribers.profile(target)
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
-    tariff = cat.tariff(profile.get("tariff", ""))
+    tariff = cat.tariff(profile.tariff)
     joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
-    n2_state = profile.get("n2_state") or "off"
+    n2_state = profile.n2.state or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
-        "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
-        "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
-        "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
+        "msisdn": target, "owner_name": profile.owner_name, "region": profile.region,
+        "corporate": profile.corporate, "balance_kop": profile.balance_kop,
+        "bonus_points": profile.bonus_points, "tariff": profile.tariff,
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
-        "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
-        "code_word_set": bool(profile.get("code_word_hash")), "n2_state": "active" if joined else n2_state,
+        "email": profile.email, "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.code_word_hash), "n2_state": "active" if joined else n2_state,
         "joined": joined,
     }})
 

@@ -2,6 +2,7 @@
 
     GET  /                                         the web phone (simulator/web/)
     GET  /api/health
+    GET  /metrics                                  Prometheus text format: MOs delivered/retried, MT fates, binds
     GET  /api/services                             the short codes and USSD strings the platform serves
     GET  /api/phones                               every phone and its settings
     POST /api/phones                               {"msisdn": "79161234567"} -> a new phone (or the one there)
@@ -25,13 +26,13 @@
     POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
     GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
 
-Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing: that includes what
-no SMPP PDU could carry (an address over 20 characters, a USSD string that is not one, an answer
-over one USSD message), refused before it reaches the encoder. A body is JSON only (`ussdgw.web`:
-415 for another media type or charset, 413 past `MAX_BODY`). A USSD move the dialogue does not
-allow now (answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network
-left open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
+Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing: that includes what no SMPP PDU
+could carry (an address over 20 characters, a USSD string that is not one, an answer over one USSD
+message), refused before it reaches the encoder. A USSD move the dialogue does not allow now
+(answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network left
+open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
 "closed" with the reason, never "sent" for ever.
+A body is JSON only (`ussdgw.web`: 415 for another media type or charset, 413 past `MAX_BODY`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from simulator.handset import Handsets
 from simulator.phones import Phone, Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
+from ussdgw.metrics import CONTENT_TYPE, exposition
 from ussdgw.web import BadInput, body_timeout, host_allowed, read_json_object
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -174,6 +176,12 @@ async def health(request: web.Request) -> web.Response:
     smsc = request.app[SMSC_KEY]
     binds = [{"system_id": c.session.system_id, "state": c.session.state.name} for c in smsc.connections]
     return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The simulator's own counters in Prometheus' text format (MOs delivered and retried, MT fates, binds)."""
+    body = exposition(request.app[SMSC_KEY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def services(request: web.Request) -> web.Response:
@@ -326,8 +334,10 @@ async def ussd_dial(request: web.Request) -> web.Response:
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.dial(msisdn, code)
-    except (UssdError, MoRefused) as exc:
+    except UssdError as exc:
         raise BadRequest(str(exc), "code") from None
+    except MoRefused as exc:
+        raise BadRequest(str(exc)) from None
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
 
@@ -400,6 +410,7 @@ def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
     r.add_get("/", index)
     r.add_static("/static", WEB_DIR, append_version=True)
     r.add_get("/api/health", health)
+    r.add_get("/metrics", metrics)
     r.add_get("/api/services", services)
     r.add_get("/api/phones", list_phones)
     r.add_post("/api/phones", create_phone)

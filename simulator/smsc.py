@@ -39,6 +39,7 @@ from ussdgw.inputs import parse_address
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
+from ussdgw.metrics import SimulatorMetrics, status_name
 from ussdgw.smpp import codec
 from ussdgw.smpp.concat import ConcatError, ConcatInfo, parse_udh
 from ussdgw.smpp.pdu import (
@@ -189,13 +190,11 @@ class Smsc:
         stop_grace_s: float = 2.0,
         state_file: str = "",
         clock: Clock | None = None,
+        metrics: SimulatorMetrics | None = None,
         max_connections: int = 64,
         bind_timeout_s: float = 10.0,
     ) -> None:
         self.accounts = accounts
-        self.max_connections = max_connections  # ESMEs at once; the next bind gets ESME_RTHROTTLED
-        self.bind_timeout_s = bind_timeout_s  # 0: no deadline
-        self.refused_connections = 0
         # A receipt leaves this long after its submit_sm_resp (never in the same write); the
         # intermediate notifications (esm_class 0x20) an ESME gets when its registered_delivery
         # asks for them (bit 0x10), sent as the MT is accepted, before its final receipt.
@@ -205,6 +204,9 @@ class Smsc:
         # Where a stop writes what it still owes and its phones, and a start reads them back (a
         # restarted SMSC, like a real one, has not forgotten its queue); empty: nothing is kept.
         self.state_file = state_file
+        self.max_connections = max_connections  # ESMEs at once; the next bind gets ESME_RTHROTTLED
+        self.bind_timeout_s = bind_timeout_s  # 0: no deadline
+        self.refused_connections = 0
         self.enquire_link_s = enquire_link_s
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
@@ -233,6 +235,9 @@ class Smsc:
         self.host = ""
         self.port = 0
         self._stopping = False
+        self.metrics = metrics or SimulatorMetrics()  # the composition root's registry, else a private one
+        self.metrics.binds.read = lambda: [((), float(sum(1 for c in self.connections if c.session.is_bound)))]
+        self.metrics.mo_pending.read = lambda: [((), float(len(self.mo_pending)))]
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -254,7 +259,6 @@ class Smsc:
             "receipt_delay_s": settings.sim_receipt_delay_s, "retry_max_s": settings.sim_retry_max_s,
             "intermediate_states": parse_states(settings.sim_intermediate_states),
             "state_file": settings.sim_state_file,
-            "max_connections": settings.sim_max_connections, "bind_timeout_s": settings.sim_bind_timeout_s,
         }
         options.update(overrides)
         return cls(settings.sim_credentials(), phones, **options)
@@ -378,6 +382,7 @@ class Smsc:
             status = Status.RTHROTTLED
         if status is not None:
             self.submit_refusals[status] = self.submit_refusals.get(status, 0) + 1
+        self.metrics.submit_sm.inc(status_name(status or Status.ROK))
         return status
 
     def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
@@ -394,6 +399,7 @@ class Smsc:
         else:
             status = Status.ROK
         conn.session.respond(pdu, BindResp(status=status, system_id="ussdgw-smsc" if status == Status.ROK else ""))
+        self.metrics.bind_requests.inc(status_name(status))
         log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status=Status(status).name)
         if status == Status.ROK:
             conn.bound()
@@ -462,6 +468,7 @@ class Smsc:
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
         record.state, record.error, record.done_at = state, error, self.clock.now()
+        self.metrics.fate(state.name)
         self._prune(record)
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
@@ -551,6 +558,8 @@ class Smsc:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         backoff = Backoff(self.retry_min_s, self.retry_max_s, jitter=0.0)
+        metrics = self.metrics
+        kind = _kind(mo.pdu)
         while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
@@ -578,16 +587,20 @@ class Smsc:
                     "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,
                 })
                 if resp.status == Status.ROK:
+                    metrics.mo_delivered.inc(kind)
                     self._settled(mo)
                     return
                 if resp.status not in RETRY_STATUSES:
+                    metrics.mo_rejected.inc(kind)
                     log.info("deliver_rejected", mo_id=mo.mo_id, status=resp.status)
                     self._settled(mo)
                     return
+                metrics.mo_retried.inc(kind, status_name(resp.status))
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
             await asyncio.sleep(backoff.next())
 
     def _retry(self, mo: PendingMo, status: int | None, reason: str) -> None:
+        self.metrics.mo_retried.inc(_kind(mo.pdu), reason if reason in ("link_down", "timeout") else "error")
         log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=reason)
         mo.last_status = status
         mo.outcomes.put_nowait(status)
@@ -663,6 +676,11 @@ def parse_states(text: str) -> tuple[MessageState, ...]:
         except KeyError:
             raise ValueError(f"unknown message state {name!r}: one of {[s.name for s in MessageState]}") from None
     return tuple(states)
+
+
+def _kind(pdu: DeliverSm) -> str:
+    """What a deliver_sm carries, for the metrics: a receipt, a USSD MO or an SMS MO."""
+    return "receipt" if pdu.is_delivery_receipt else "ussd" if pdu.ussd_service_op is not None else "sms"
 
 
 def _smpp_time(ts: float) -> str:

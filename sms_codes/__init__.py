@@ -1,21 +1,12 @@
-"""Secret handling without I/O: self-care passwords, short-lived codes, resend limits.
+"""Secret handling without I/O: self-care passwords, short-lived codes, resend refusals in words.
 
 Nothing here touches Redis, the network or a log; the store and the handlers do, and
 call in here for every decision about a secret.
 """
 
+from sms_codes.attempts import SlidingWindow, client_key
 from sms_codes.codes import MIN_KEY_BYTES, CodePurpose, code_digest, code_matches, generate_code
-from sms_codes.limits import (
-    HOUR_S,
-    OPERATOR_TZ,
-    Decision,
-    DenyReason,
-    SecretSendPolicy,
-    SlidingWindow,
-    client_key,
-    decide,
-    format_retry_reply,
-)
+from sms_codes.limits import HOUR_S, OPERATOR_TZ, format_retry_reply
 from sms_codes.passwords import (
     CHECKSUM_MODULUS,
     CHECKSUM_REMAINDER,
@@ -46,11 +37,8 @@ __all__ = [
     "MIN_LENGTH",
     "OPERATOR_TZ",
     "CodePurpose",
-    "Decision",
-    "DenyReason",
     "NewPasswordError",
     "PasswordMismatchError",
-    "SecretSendPolicy",
     "SlidingWindow",
     "WeakPasswordError",
     "check_new_password",
@@ -58,7 +46,6 @@ __all__ = [
     "client_key",
     "code_digest",
     "code_matches",
-    "decide",
     "format_retry_reply",
     "generate_code",
     "generate_password",

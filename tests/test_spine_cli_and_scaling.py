@@ -45,7 +45,7 @@ def test_seed_loads_the_demo_subscribers(settings: Settings, monkeypatch: pytest
 
         store = Store.from_url(settings.redis_url, settings.secret_key_bytes())
         try:
-            return await store.subscriber("79031112233")
+            return await store.subscribers.fields("79031112233")
         finally:
             await store.close()
 
