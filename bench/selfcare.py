@@ -44,7 +44,8 @@ async def main(args: argparse.Namespace) -> None:
     logs.configure("warning", "json")
     state = tempfile.mkdtemp(prefix="selfcare-bench-")
     settings = Settings(state_dir=state, sim_port=0, sim_http_port=0, api_port=0, secret_cooldown_s=0,
-                        secret_per_hour=100_000, api_trusted_networks="127.0.0.0/8", log_level="warning")
+                        secret_per_hour=100_000, d2_from_others_per_hour=100_000, d2_caused_per_hour=100_000,
+                        api_trusted_networks="127.0.0.0/8", log_level="warning")
     stack = Stack(settings)
     await stack.start()
     assert stack.store is not None and stack.gateway is not None

@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from handlers import d2
 from handlers.base import Channel
 from handlers.password import password_reply
 from handlers.ports import MailError
@@ -276,12 +277,13 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
                               channel: Channel | str) -> Result:
     """Generate, store and deliver a new P1 password (by SMS through the outbox, or by e-mail first:
     a mail the server refuses (D3) leaves the old password in force)."""
-    guard = env.secret_guard()
-    refused = await env.store.rate_peek(msisdn, guard)
-    if refused is not None:
-        await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", refused[0]))
-        return Result.fail("rate_limited", format_retry_reply(refused[0], refused[1], guard.per_hour, env.now()),
-                           retry_at=refused[1])
+    guards = d2.own(env.settings, d2.Kind.PASSWORD)
+    peeked = await d2.peek(env.store, msisdn, guards)
+    if peeked is not None:
+        _, reason, retry_at = peeked
+        await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", reason))
+        return Result.fail("rate_limited", d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, env.now()),
+                           retry_at=retry_at)
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
     if delivery == "email":
@@ -297,10 +299,10 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
                                smtp_code=exc.smtp_code)
     messages = (new_mt(msisdn, password_reply(password), secret=True),) if delivery == "sms" else ()
     applied = await env.store.commit(msisdn, new_password(msisdn, pw_hash, env.now()) + Change(
-        must_exist=True, guards=(guard,), messages=messages,
+        must_exist=True, guards=guards, messages=messages,
         audit=(api_audit(event, channel, detail=f"delivery={delivery}"),)))
     if applied.outcome is Outcome.LIMITED:
-        text = format_retry_reply(applied.code, applied.retry_at or env.now(), guard.per_hour, env.now())
+        text = d2.refusal(d2.Kind.PASSWORD, guards, applied.code, applied.retry_at or env.now(), env.now())
         return Result.fail("rate_limited", text, retry_at=applied.retry_at)
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")

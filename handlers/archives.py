@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import structlog
 
+from handlers import d2
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
@@ -26,35 +27,33 @@ ARCHIVE_CODE_DIGITS = 6
 ARCHIVE_EVENTS = frozenset({"mo_received", "mt_submitted", "mt_receipt"})
 
 
-def _guard(ctx: HandlerContext) -> RateGuard:
-    return RateGuard("secret", cooldown_s=ctx.settings.secret_cooldown_s, per_hour=ctx.settings.secret_per_hour)
-
-
 def archive_code_reply(code: str, ttl_s: int) -> str:
     return f"Код доступа к архиву SMS: {code}. Действует {max(1, ttl_s // 60)} мин. Никому не сообщайте код."
 
 
 async def sms_archive_code(ctx: HandlerContext) -> None:
     """R3 -> A1: a code for the SMS archive, under the D2 limits."""
-    guard = _guard(ctx)
-    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    guards = d2.own(ctx.settings, d2.Kind.ARCHIVE_CODE)
+    peeked = await d2.peek(ctx.store, ctx.msisdn, guards)
+    refused = None if peeked is None else peeked[1:]
     if refused is None:
         code = generate_code(ARCHIVE_CODE_DIGITS)
         digest = code_digest(ctx.settings.secret_key_bytes(), CodePurpose.SMS_ARCHIVE, ctx.msisdn, code)
         ttl = ctx.settings.sms_archive_code_ttl_s
         result = await ctx.reply(
             archive_code_reply(code, ttl),
-            change=archive_code_set(ctx.msisdn, digest, int(ctx.clock.now()) + ttl) + Change(guards=(guard,)),
+            change=archive_code_set(ctx.msisdn, digest, int(ctx.clock.now()) + ttl) + Change(guards=guards),
             audit=[AuditEvent("sms_archive_code", ctx.message.channel)],
             secret=True,
         )
         if not result.refused:
             log.info("sms_archive_code_sent", msisdn=ctx.msisdn, outcome=result.outcome)
             return
-        assert result.retry_at is not None
+        assert result.retry_at is not None and result.reason is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
-    await ctx.reply_rate_limited(guard, reason, retry_at, "sms_archive_code")
+    text = d2.refusal(d2.Kind.ARCHIVE_CODE, guards, reason, retry_at, ctx.clock.now())
+    await ctx.reply_rate_limited(text, reason, "sms_archive_code")
     log.info("sms_archive_code_limited", msisdn=ctx.msisdn, reason=reason)
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sms_codes import format_retry_reply, hash_password
+from sms_codes import hash_password
 from ussdgw.clock import Clock
-from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, RateGuard, Store
+from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, Store
 
 if TYPE_CHECKING:
     from ussdgw.config import Settings
@@ -99,12 +99,9 @@ class HandlerContext:
             self.result = result
         return result
 
-    async def reply_rate_limited(self, guard: RateGuard, reason: str, retry_at: float, event: str) -> None:
-        """D2: the polite "try again at ..." SMS instead of a secret, audited as refused."""
-        await self.reply(
-            format_retry_reply(reason, retry_at, guard.per_hour, self.clock.now()),
-            audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)],
-        )
+    async def reply_rate_limited(self, text: str, reason: str, event: str) -> None:
+        """D2: the polite "try again at ..." SMS (`handlers.d2.refusal`) instead of a secret, audited as refused."""
+        await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])
 
     async def hash_password(self, password: str) -> str:
         """scrypt off the event loop: it costs ~40 ms of CPU and releases the GIL."""

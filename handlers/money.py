@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import csv
 import io
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from handlers import d2
 from handlers.base import Channel
 from handlers.catalogue import Service, catalogue, rub
 from handlers.ports import CallRecord, MailError
@@ -33,6 +35,7 @@ from handlers.selfcare import (
     Result,
     api_audit,
     bad_msisdn,
+    fmt_time,
     new_mt,
     parse_amount_kop,
     parse_points,
@@ -41,7 +44,7 @@ from handlers.selfcare import (
 )
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
 from ussdgw.inputs import ascii_digits
-from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Profile, RateGuard, Store
+from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Outcome, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
 from ussdgw.store import numbers as sets
 
@@ -260,11 +263,13 @@ def new_op_id() -> str:
 
 # ---- holds: money or points taken now for a step in another subscriber's slot ---------------
 async def place_hold(store: Store, payer: str, op: str, *, asset: Asset, amount: int, purpose: str, to: str,
-                     channel: Channel | str, paid: bool, event: str) -> CommitResult:
-    """Take `amount` of `asset` from `payer` into a hold `op` (one script: checked, taken, recorded)."""
+                     channel: Channel | str, paid: bool, event: str,
+                     guards: tuple[RateGuard, ...] = ()) -> CommitResult:
+    """Take `amount` of `asset` from `payer` into a hold `op` (one script: checked, taken, recorded,
+    and `guards` (D2 counters on the payer's number) passed and counted)."""
     now = store.clock.now()
     audited = Change(must_exist=True, audit=(api_audit(event, channel, detail=f"op={op} {asset}={amount} to={to}"),),
-                     refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"))
+                     refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"), guards=guards)
     applied = await store.update(payer, lambda fresh: audited + ledger.hold_placed(
         fresh, op, asset=asset, amount=amount, purpose=purpose, to=to, at=now, pay=paid))
     if applied.ok:
@@ -316,14 +321,22 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
         return points
     if not (await env.store.subscribers.profile(recipient)).exists:
         return unknown_subscriber(recipient)
-    guard = env.secret_guard()
-    busy = await env.store.rate_peek(recipient, guard)
+    # D2: the code is an SMS the sender causes: the recipient's budget for such SMS and the sender's,
+    # never the recipient's own (`handlers.d2`).
+    received, caused = d2.to_recipient(env.settings, d2.Kind.GIFT_CODE), d2.by_sender(env.settings)
+    busy = await d2.peek(env.store, sender, caused)
     if busy is not None:
-        return Result.fail("rate_limited", "Получателю недавно отправлялся код. Повторите подарок позже.",
-                           retry_at=busy[1])
+        return Result.fail("rate_limited", f"Вы отправили слишком много подарков: не более "
+                           f"{caused[0].per_hour} в час. Повторите после {fmt_time(busy[2])}.", retry_at=busy[2])
+    busy = await d2.peek(env.store, recipient, received)
+    if busy is not None:
+        return Result.fail("rate_limited", _recipient_busy(busy[1], busy[2], env.now()), retry_at=busy[2])
     tid = new_op_id()
     held = await place_hold(env.store, sender, tid, asset=Asset.POINTS, amount=points, purpose="gift",
-                            to=recipient, channel=channel, paid=False, event="gift_sent")
+                            to=recipient, channel=channel, paid=False, event="gift_sent", guards=caused)
+    if held.outcome is Outcome.LIMITED:
+        return Result.fail("rate_limited", f"Вы отправили слишком много подарков: не более "
+                           f"{caused[0].per_hour} в час. Повторите позже.", retry_at=held.retry_at)
     if not held.ok:
         have = (await env.store.subscribers.profile(sender)).bonus_points
         return Result.fail("insufficient_funds", f"Недостаточно бонусных баллов: у вас {have}, "
@@ -335,18 +348,24 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
     mt = new_mt(recipient, gift_sms(sender, points, code, ttl), secret=True)
     offered = await env.store.commit(recipient, ledger.gift_offered(
         recipient, tid, sender=sender, points=points, digest=digest, expires=expires) + Change(
-        must_exist=True, guards=(guard,), messages=(mt,),
+        must_exist=True, guards=received, messages=(mt,),
         audit=(api_audit("gift_offered", channel, detail=f"op={tid} points={points} from={sender}"),)))
     if not offered.ok:
         await _void_gift(env.store, recipient, tid)
         await settle_hold(env.store, sender, tid, "refunded", channel=channel)
-        return Result.fail("rate_limited", "Получателю недавно отправлялся код. Баллы возвращены, повторите позже.",
-                           retry_at=offered.retry_at)
+        return Result.fail("rate_limited", _recipient_busy(offered.code, offered.retry_at or env.now(), env.now())
+                           + " Баллы возвращены.", retry_at=offered.retry_at)
     env.dispatch([mt])
     log.info("gift_offered", msisdn=sender, recipient=recipient, points=points)
     return Result.done(f"Код подтверждения отправлен на номер {recipient}. Баллы ({points}) будут зачислены "
                        "после ввода кода получателем.", gift_id=tid, points=points, to=recipient,
                        expires_at=expires)
+
+
+def _recipient_busy(reason: str, retry_at: float, now: float) -> str:
+    if reason == "cooldown":
+        return (f"Получателю только что отправлен код подарка. Повторите через {max(1, math.ceil(retry_at - now))} с.")
+    return f"Получателю уже отправлено много кодов подарков. Повторите после {fmt_time(retry_at)}."
 
 
 async def _void_gift(store: Store, recipient: str, tid: str) -> None:

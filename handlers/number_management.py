@@ -31,10 +31,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from handlers import d2
 from handlers.base import Channel, HandlerContext
-from handlers.password import password_reply, secret_guard
+from handlers.password import password_reply
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import format_retry_reply, generate_password
+from sms_codes import generate_password
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
@@ -173,11 +174,11 @@ async def common_password(ctx: UssdContext) -> None:
         await ctx.end(f"{OPTION} не подключена: общий пароль не нужен.",
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
         return
-    guard = secret_guard(ctx)
-    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
+    refused = await d2.peek(ctx.store, ctx.msisdn, guards)
     if refused is not None:
-        reason, retry_at = refused
-        await ctx.end(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
+        _, reason, retry_at = refused
+        await ctx.end(d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, ctx.clock.now()),
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="rate_limited")])
         return
     password = generate_password()
@@ -186,7 +187,7 @@ async def common_password(ctx: UssdContext) -> None:
     now = ctx.clock.now()
     result = await ctx.end(
         "Новый общий пароль отправлен по SMS с номера 3339.",
-        change=new_password(ctx.msisdn, pw_hash, now) + Change(guards=(guard,)),
+        change=new_password(ctx.msisdn, pw_hash, now) + Change(guards=guards),
         audit=[AuditEvent("password_issued", Channel.USSD, detail=f"via=*111*828*3# common={len(members) + 1}")],
         messages=[ctx.sms(password_reply(password), "3339", secret=True)],
     )

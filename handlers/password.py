@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import structlog
 
+from handlers import d2
 from handlers.base import HandlerContext
 from sms_codes import generate_password
-from ussdgw.store import AuditEvent, Change, RateGuard
+from ussdgw.store import AuditEvent, Change
 from ussdgw.store.profile import new_password
 
 log = structlog.get_logger("ussdgw.handlers.password")
-
-
-def secret_guard(ctx: HandlerContext) -> RateGuard:
-    return RateGuard("secret", cooldown_s=ctx.settings.secret_cooldown_s, per_hour=ctx.settings.secret_per_hour)
 
 
 def password_reply(password: str) -> str:
@@ -25,22 +22,24 @@ def password_reply(password: str) -> str:
 
 
 async def issue_password(ctx: HandlerContext) -> None:
-    guard = secret_guard(ctx)
-    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
+    peeked = await d2.peek(ctx.store, ctx.msisdn, guards)
+    refused = None if peeked is None else peeked[1:]
     if refused is None:
         password = generate_password()
         pw_hash = await ctx.hash_password(password)
         result = await ctx.reply(
             password_reply(password),
-            change=new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=(guard,)),
+            change=new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=guards),
             audit=[AuditEvent("password_issued", ctx.message.channel, detail=f"via={ctx.message.short_code}")],
             secret=True,
         )
         if not result.refused:
             log.info("password_issued", msisdn=ctx.msisdn, outcome=result.outcome)
             return
-        assert result.retry_at is not None
+        assert result.retry_at is not None and result.reason is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
-    await ctx.reply_rate_limited(guard, reason, retry_at, "password_refused")
+    await ctx.reply_rate_limited(d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, ctx.clock.now()), reason,
+                                 "password_refused")
     log.info("password_rate_limited", msisdn=ctx.msisdn, reason=reason)

@@ -21,7 +21,7 @@ from handlers.ports import Billing, Mailer, MtSender, Network
 from sms_codes import SlidingWindow, client_key
 from ussdgw.clock import Clock
 from ussdgw.inputs import parse_msisdn, parse_whole_number
-from ussdgw.store import AuditEvent, OutboundMessage, RateGuard, Store
+from ussdgw.store import AuditEvent, OutboundMessage, Store
 from ussdgw.tasks import Tasks
 
 if TYPE_CHECKING:
@@ -133,10 +133,6 @@ class Env:
             return None
         wait = max(1, math.ceil(retry_at - now))
         return Result.fail("rate_limited", f"Слишком много попыток. Повторите через {wait} с.", retry_at=retry_at)
-
-    def secret_guard(self) -> RateGuard:
-        """D2, shared with the SMS password (R1): one cool-down and one hourly cap per MSISDN."""
-        return RateGuard("secret", cooldown_s=self.settings.secret_cooldown_s, per_hour=self.settings.secret_per_hour)
 
     def dispatch(self, messages: tuple[OutboundMessage, ...] | list[OutboundMessage]) -> None:
         """Send MTs that were committed to the outbox, without waiting for the SMSC."""

@@ -12,13 +12,13 @@ from importlib import resources
 
 import structlog
 
-from handlers import money, number_management
+from handlers import d2, money, number_management
 from handlers.base import Channel, HandlerContext
 from handlers.catalogue import catalogue, rub
-from handlers.password import password_reply, secret_guard
+from handlers.password import password_reply
 from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import format_retry_reply, generate_password
+from sms_codes import generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
 from ussdgw.inputs import parse_whole_number
 from ussdgw.store import AuditEvent, Change, Profile
@@ -92,17 +92,17 @@ async def act_service_off(ctx: UssdContext, params: Mapping[str, str], value: st
 
 async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
     """R1 from the menu: the password goes by SMS from 3339; the USSD screen only says so."""
-    guard = secret_guard(ctx)
-    refused = await ctx.store.rate_peek(ctx.msisdn, guard)
+    guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
+    refused = await d2.peek(ctx.store, ctx.msisdn, guards)
     if refused is not None:
-        reason, retry_at = refused
-        return End(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
+        _, reason, retry_at = refused
+        return End(d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, ctx.clock.now()),
                    {"audit": [AuditEvent("password_refused", Channel.USSD, outcome="rate_limited", detail=reason)]})
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
     return End(
         "Новый пароль отправлен вам по SMS с номера 3339.",
-        {"change": new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=(guard,)),
+        {"change": new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=guards),
          "audit": [AuditEvent("password_issued", Channel.USSD, detail="via=*111#")],
          "messages": [ctx.sms(password_reply(password), "3339", secret=True)]},
         refused_text="Пароль недавно уже отправлялся. Попробуйте чуть позже.",

@@ -26,9 +26,10 @@ def _wait_text(seconds: int) -> str:
     return f"{math.ceil(seconds / 60)} мин"
 
 
-def format_retry_reply(reason: str, retry_at: float, per_hour: int, now: float) -> str:
-    """The SMS text for a refused send (fits one 70-character UCS2 segment): how long to wait after
-    a `cooldown`, or from what Moscow time after the `hourly_cap` of `per_hour`.
+def format_retry_reply(reason: str, retry_at: float, per_hour: int, now: float, *, what: str = "Код") -> str:
+    """The SMS text for a refused send (fits one 70-character UCS2 segment): `what` was sent already
+    and how long to wait after a `cooldown`, or from what Moscow time after the `hourly_cap` of
+    `per_hour`.
 
     The clock time is rounded up to the minute, so "после 14:05" is never too early."""
     if reason == "hourly_cap":
@@ -36,4 +37,4 @@ def format_retry_reply(reason: str, retry_at: float, per_hour: int, now: float) 
         clock = datetime.fromtimestamp(retry_minute, OPERATOR_TZ).strftime("%H:%M")
         return f"Превышен лимит запросов: не более {per_hour} в час. Попробуйте после {clock}."
     wait = max(1, math.ceil(retry_at - now))
-    return f"Код уже отправлен. Повторный запрос возможен через {_wait_text(wait)}."
+    return f"{what} уже отправлен. Повторный запрос возможен через {_wait_text(wait)}."

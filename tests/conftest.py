@@ -61,6 +61,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
         redis_url=redis_url, state_dir=str(tmp_path), secret_key=secrets.token_hex(32),
         sim_port=0, sim_http_port=0, api_port=0, mt_lease_s=1.0, secret_cooldown_s=0, secret_per_hour=100,
+        d2_from_others_per_hour=100, d2_caused_per_hour=100,
         enquire_link_s=5.0, response_timeout_s=3.0, reconnect_max_s=0.5,
     )
 

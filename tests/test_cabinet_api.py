@@ -49,11 +49,11 @@ async def test_the_web_form_and_the_sms_share_one_cool_down_and_one_hourly_cap(s
     assert status == 200
     status, body = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
     assert status == 429 and body["error"] == "rate_limited"
-    assert body["message"].startswith("Код уже отправлен. Повторный запрос возможен через")
+    assert body["message"].startswith("Пароль уже отправлен. Повторный запрос возможен через")
     # ПАРОЛЬ to 3339 right after the web request is refused the same way (one D2 guard).
     after = stack.smsc.phones.last_seq
     stack.smsc.submit_mo(IVAN, "3339", "ПАРОЛЬ")
-    assert (await wait_sms(stack, IVAN, "3339", after)).startswith("Код уже отправлен")
+    assert (await wait_sms(stack, IVAN, "3339", after)).startswith("Пароль уже отправлен")
     # Past the cool-down: the web and the SMS draw on one hourly cap of 3.
     stack.clock.advance(21)
     after = stack.smsc.phones.last_seq

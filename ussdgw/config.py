@@ -68,9 +68,13 @@ class Settings(BaseModel):
     reconnect_max_s: Seconds = 30.0
     mt_rate_per_s: Annotated[float, Field(ge=0)] = 0.0  # 0: no limit
     mt_lease_s: Seconds = 15.0
-    # D2: a secret (password, code) per MSISDN at most once per cool-down and so many per hour.
+    # D2 (`handlers/d2.py`): a code of one kind (password, archive code) at most once per cool-down,
+    # and at most `secret_per_hour` a subscriber asks for herself per hour; SMS others cause (a gift
+    # code) at most `d2_from_others_per_hour` to one recipient and `d2_caused_per_hour` from one sender.
     secret_cooldown_s: Count = 20
     secret_per_hour: Count = 5
+    d2_from_others_per_hour: Positive = 5
+    d2_caused_per_hour: Positive = 10
     # The SMSC simulator and its HTTP API / web phone; `sim_url` is where the CLI's phone commands
     # (`sms`, `dial`) find a running one (empty: sim_host and sim_http_port).
     sim_host: str = "127.0.0.1"
