@@ -37,6 +37,7 @@ from handlers.account import Session
 from handlers.base import Channel
 from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
+from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
@@ -362,7 +363,8 @@ def _count(request: web.Request) -> int:
 
 def _audit_response(entries: list[dict[str, str]]) -> web.Response:
     events = [{"id": e["id"], "ts": float(e.get("ts", 0)), "event": e.get("event", ""), "channel": e.get("channel", ""),
-               "outcome": e.get("outcome", ""), "detail": e.get("detail", "")} for e in entries]
+               "outcome": e.get("outcome", ""), "detail": e.get("detail", ""),
+               "fields": parse_detail(e.get("detail", ""))} for e in entries]
     return _json_response({"message": f"Событий: {len(events)}.", "data": {"events": events}})
 
 

@@ -27,6 +27,7 @@ from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
 from handlers.ussd import handle_ussd
+from ussdgw.audit_detail import render
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.inputs import ascii_digits
@@ -238,7 +239,7 @@ class Gateway:
         outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
         await self.store.receipt_recorded(
             msisdn, mt_id, state,
-            AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=f"mt={mt_id} state={state} err={err}"),
+            AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=render(mt=mt_id, state=state, err=err)),
         )
         log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
 
@@ -305,7 +306,8 @@ class Gateway:
         channel = Channel.USSD if mt.ussd_service_op is not None else Channel.SMS
         outcome = "ok" if status == Status.ROK else "failed"
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,
-                           detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}")
+                           detail=render(mt=mt.mt_id, **{"from": mt.source}, parts=len(message_ids),
+                                         status=status.name))
         try:
             known = await self.store.mt_submitted(mt.destination, mt.mt_id,
                                        "SUBMITTED" if outcome == "ok" else "REJECTED", audit, message_ids)

@@ -15,6 +15,7 @@ from handlers import d2
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
+from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.inputs import ascii_digits
 from ussdgw.store import AuditEvent, Change, RateGuard
 from ussdgw.store.archives import mms_archive_opened
@@ -84,7 +85,7 @@ async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: 
     for event in await env.store.audit_trail(msisdn, count=500):
         if event.get("event") not in ARCHIVE_EVENTS:
             continue
-        detail = dict(part.split("=", 1) for part in event.get("detail", "").split() if "=" in part)
+        detail = parse_detail(event.get("detail", ""))
         entries.append({"at": float(event["ts"]), "event": event["event"], "channel": event.get("channel", ""),
                         "peer": detail.get("to") or detail.get("from", ""), "outcome": event.get("outcome", "")})
     return Result.done(f"Архив SMS: {len(entries)} записей.", entries=entries)

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from sms_codes import hash_password
+from ussdgw.audit_detail import render
 from ussdgw.clock import Clock
 from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, Store
 
@@ -92,7 +93,7 @@ class HandlerContext:
             its_session_info=msg.its_session_info if ussd_service_op is not None else None,
             secret=secret,
         )
-        received = AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}")
+        received = AuditEvent("mo_received", msg.channel, detail=render(to=msg.short_code))
         step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
         result = await self.store.commit(msg.msisdn, step + Change(audit=tuple(audit)) if audit else step)
         if not result.refused:

@@ -43,6 +43,7 @@ from handlers.selfcare import (
     valid_msisdn,
 )
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
+from ussdgw.audit_detail import render
 from ussdgw.inputs import ascii_digits
 from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Outcome, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
@@ -248,7 +249,7 @@ async def charge(store: Store, msisdn: str, amount: object, *, reason: str = "us
     if isinstance(amount_kop, Result):
         return amount_kop
     charged = Change(must_exist=True,
-                     audit=(api_audit("charged", channel, detail=f"amount_kop={amount_kop} reason={reason[:40]}"),))
+                     audit=(api_audit("charged", channel, detail=render(amount_kop=amount_kop, reason=reason)),))
     applied = await store.update(msisdn, lambda fresh: charged + ledger.debit(fresh, amount_kop, pay=False))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
@@ -558,7 +559,7 @@ async def easy_payment(store: Store, msisdn: str, merchant: object, amount: obje
     profile = await store.subscribers.profile(msisdn)
     payment = ledger.service_required(msisdn, "easy_pay") + Change(
         must_exist=True, refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
-        audit=(api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop} merchant={merchant.strip()[:64]}"),))
+        audit=(api_audit("easy_payment", channel, detail=render(amount_kop=amount_kop, merchant=merchant.strip())),))
     applied = await store.update(msisdn, lambda fresh: payment + ledger.debit(fresh, amount_kop))
     if not applied.ok:
         if applied.code == "forbidden":

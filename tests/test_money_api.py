@@ -105,6 +105,26 @@ async def test_easy_payment_needs_the_service_and_the_money(stack: Stack, api: A
     assert status == 402 and (await profile(stack, IVAN))["balance_kop"] == "20000"
 
 
+async def test_what_a_subscriber_types_stays_one_field_of_the_audit_detail(stack: Stack, api: Api) -> None:
+    """A merchant named like more fields (`x=1 by=admin`), with a bidi override: the audit keeps it as
+    one JSON-quoted field, nothing unprintable in the stored line, and the API hands the fields back."""
+    token = await signed_in(stack, api, IVAN)
+    assert (await api.call("PUT", "/accounts/me/services/easy_pay", token=token))[0] == 200
+    merchant = "Кино\u0085 x=1 by=admin\u202e!"
+    status, _ = await api.call("POST", "/accounts/me/payments", token=token,
+                               body={"merchant": merchant, "amount_kop": 100})
+    assert status == 200
+    _, trail = await api.call("GET", "/accounts/me/audit", token=token)
+    [paid] = [e for e in trail["data"]["events"] if e["event"] == "easy_payment"]
+    assert paid["fields"] == {"amount_kop": "100", "merchant": merchant}
+    assert paid["detail"].isprintable() and paid["detail"].startswith('amount_kop=100 merchant="Кино\\u0085 x=1')
+    assert stack.store is not None
+    await stack.store.audit(IVAN, AuditEvent("probe\n", "api\x00", "ok", "line\nbreak\rnext\x1b[2J"))
+    [probe] = [e for e in await stack.store.audit_trail(IVAN, count=5) if e["event"].startswith("probe")]
+    assert all(value.isprintable() for value in probe.values()) and probe["detail"] == "line\\u000abreak" \
+        "\\u000dnext\\u001b[2J"
+
+
 async def test_locator_shows_a_subscriber_only_with_their_consent(stack: Stack, api: Api) -> None:
     ivan, maria = await signed_in(stack, api, IVAN), await signed_in(stack, api, MARIA)
     assert (await api.call("GET", f"/accounts/me/locator/{MARIA}", token=ivan))[0] == 403  # no service yet
@@ -248,7 +268,7 @@ async def test_fifty_parallel_gifts_and_top_ups_leave_the_totals_exact(stack: St
     statuses = await asyncio.gather(*(gift(*g) for g in gifts), *(top_up(*t) for t in top_ups))
     assert statuses[50:] == [200] * 50
     offered = statuses[:50].count(202)
-    assert offered == 50
+    assert offered == 50, statuses[:50]
 
     codes: dict[str, list[str]] = {m: [] for m in people}
     async with asyncio.timeout(20):

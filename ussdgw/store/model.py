@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ussdgw.audit_detail import clean
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
@@ -43,9 +45,10 @@ class AuditEvent:
     detail: str = ""
 
     def fields(self, now: float) -> list[str]:
-        """The stream entry's field/value pairs, flat."""
-        return ["ts", f"{now:.3f}", "event", self.event, "channel", self.channel, "outcome", self.outcome,
-                "detail", self.detail]
+        """The stream entry's field/value pairs, flat; nothing unprintable gets in (`audit_detail.clean`:
+        `detail` is best written by `audit_detail.render`, as structured fields)."""
+        return ["ts", f"{now:.3f}", "event", clean(self.event), "channel", clean(self.channel),
+                "outcome", clean(self.outcome), "detail", clean(self.detail)]
 
 
 @dataclass(frozen=True, slots=True)
