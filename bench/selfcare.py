@@ -52,7 +52,7 @@ async def main(args: argparse.Namespace) -> None:
     api = stack.endpoints["selfcare"]
     people = [f"7916{i:07d}" for i in range(args.subscribers)]
     for m in people:
-        await stack.store.put_subscriber(m, {"owner_id": f"p-{m}", "balance_kop": 0, "bonus_points": 10_000,
+        await stack.store.subscribers.put(m, {"owner_id": f"p-{m}", "balance_kop": 0, "bonus_points": 10_000,
                                              "tariff": "basic"}, AuditEvent("seeded", "admin"))
     rng = random.Random(1)
     limit = asyncio.Semaphore(args.concurrency)
@@ -88,7 +88,7 @@ async def main(args: argparse.Namespace) -> None:
         report("gifts", samples, time.perf_counter() - started)
         ok = statuses.count(202)
     await asyncio.sleep(0)
-    final = [await stack.store.subscriber(m) for m in people]
+    final = [await stack.store.subscribers.fields(m) for m in people]
     held = sum(p for (_, _, p), s in zip(gifts, statuses, strict=True) if s == 202)
     money = sum(int(f["balance_kop"]) for f in final)
     points = sum(int(f["bonus_points"]) for f in final)

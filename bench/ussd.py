@@ -210,7 +210,7 @@ async def main(args: argparse.Namespace) -> int:
     store = Store.from_url(redis.url, bytes.fromhex(key))
     phones = [Phone(f"7916{n:07d}") for n in range(args.phones)]
     for phone in phones:
-        await store.put_subscriber(phone.msisdn, {"balance_kop": 25000, "tariff": "smart", "owner_id": phone.msisdn,
+        await store.subscribers.put(phone.msisdn, {"balance_kop": 25000, "tariff": "smart", "owner_id": phone.msisdn,
                                                   "region": "77"}, AuditEvent("seeded", "bench"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": key,
            "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": "256", "USSDGW_LOG_FORMAT": "json",

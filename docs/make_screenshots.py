@@ -52,7 +52,7 @@ async def main() -> None:
         try:
             assert stack.gateway is not None and stack.store is not None
             await stack.gateway.wait_bound(10)
-            await stack.store.put_subscriber(PHONE, {"owner_id": "p-1001", "region": "77", "corporate": 0,
+            await stack.store.subscribers.put(PHONE, {"owner_id": "p-1001", "region": "77", "corporate": 0,
                                                      "balance_kop": 25050, "tariff": "smart"},
                                               AuditEvent("seeded", "admin"))
             async with async_playwright() as playwright:

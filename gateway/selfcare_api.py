@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
 from handlers import account, archives, money, numbers
@@ -40,6 +42,8 @@ from ussdgw.tasks import Tasks
 log = structlog.get_logger("ussdgw.selfcare_api")
 
 ENV_KEY = web.AppKey("selfcare_env", Env)
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
 SESSION_KEY = web.RequestKey("selfcare_session", Session)
 RETRY_AT_KEY = web.ResponseKey("retry_at", float)  # a refusal's retry_at, for the Retry-After header
@@ -60,8 +64,8 @@ def _dumps(data: Any) -> str:
 
 def ensure_admin_token(settings: Settings) -> str:
     """The configured admin token, or one kept in state_dir/admin.token (mode 0600)."""
-    if settings.admin_token:
-        return settings.admin_token
+    if settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
     return read_or_create_secret(Path(settings.state_dir) / "admin.token", secrets.token_urlsafe(24))
 
 
@@ -97,33 +101,47 @@ def _error_response(status: int, code: str, message: str, details: dict[str, Any
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure as JSON; one log line per request (no bodies, no tokens)."""
+    """Every failure as JSON; one canonical line per request (no bodies, no tokens).
+
+    Every line logged while the request is handled carries its method, route and request id (the
+    caller's `X-Request-Id` if it is a plain token, else a new one, echoed in the response).
+    """
     started = time.perf_counter()
-    status = 500
+    request_id = _request_id(request)
+    status = 500  # unless a response comes back (a cancelled request has none)
+    with bound_contextvars(request_id=request_id, method=request.method, route=_route_name(request)):
+        try:
+            response = await _handle(request, handler)
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            session = request.get(SESSION_KEY)
+            log.info("api_request", status=status, msisdn=session.msisdn if session is not None else None,
+                     ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
-        status = response.status
-        return response
+        return await handler(request)
     except ApiError as exc:
-        status = exc.status
         return _error_response(exc.status, exc.code, exc.message, exc.details)
     except web.HTTPException as exc:
-        status = exc.status
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
         text = {404: "Нет такого адреса API.", 405: "Метод не поддерживается.",
                 413: "Слишком большой запрос."}.get(exc.status, exc.reason)
         return _error_response(exc.status, code, text)
     except StoreUnavailable:
-        status = 503
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
     except Exception:
-        log.exception("api_failed", method=request.method, route=_route_name(request))
+        log.exception("api_failed")
         return _error_response(500, "internal", "Внутренняя ошибка. Мы уже разбираемся.")
-    finally:
-        session = request.get(SESSION_KEY)
-        log.info("api_request", method=request.method, route=_route_name(request), status=status,
-                 msisdn=session.msisdn if session is not None else None,
-                 ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
 
 def _route_name(request: web.Request) -> str:
@@ -277,19 +295,19 @@ def _audit_response(entries: list[dict[str, str]]) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    profile = await env.store.subscriber(target)
+    profile = await env.store.subscribers.profile(target)
     state = (await numbers.number_state(env, target)).data
     cat = catalogue()
-    tariff = cat.tariff(profile.get("tariff", ""))
+    tariff = cat.tariff(profile.tariff)
     joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
-    n2_state = profile.get("n2_state") or "off"
+    n2_state = profile.n2.state or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
-        "msisdn": target, "owner_name": profile.get("owner_name", ""), "region": profile.get("region", ""),
-        "corporate": profile.get("corporate", "0") == "1", "balance_kop": int(profile.get("balance_kop", "0")),
-        "bonus_points": int(profile.get("bonus_points", "0")), "tariff": profile.get("tariff", ""),
+        "msisdn": target, "owner_name": profile.owner_name, "region": profile.region,
+        "corporate": profile.corporate, "balance_kop": profile.balance_kop,
+        "bonus_points": profile.bonus_points, "tariff": profile.tariff,
         "tariff_name": tariff.name if tariff else "", "services": money.enabled_services(profile),
-        "email": profile.get("email", ""), "state": state["state"], "blocked_from": state.get("blocked_from"),
-        "code_word_set": bool(profile.get("code_word_hash")), "n2_state": "active" if joined else n2_state,
+        "email": profile.email, "state": state["state"], "blocked_from": state.get("blocked_from"),
+        "code_word_set": bool(profile.code_word_hash), "n2_state": "active" if joined else n2_state,
         "joined": joined,
     }})
 

@@ -10,6 +10,7 @@ and sent after it; one whose sender died is picked up by any gateway once its le
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import time
@@ -17,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, is_notification, mo_identity, parse_receipt, unanswerable
@@ -26,17 +28,10 @@ from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.logs import mask_msisdn
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import (
-    AuditEvent,
-    OutboundMessage,
-    Store,
-    StoreUnavailable,
-    mt_submitted,
-    receipt_arrived,
-    receipt_recorded,
-)
+from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -56,12 +51,13 @@ class Gateway:
             raise ValueError("the gateway and its store must share one clock")
         self.clients = [
             EsmeClient(
-                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password, self.on_deliver,
+                settings.smsc_host, settings.smsc_port, settings.system_id, settings.password.get_secret_value(),
+                functools.partial(self.on_deliver, bind=name),
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
-                reconnect_max_s=settings.reconnect_max_s, name=f"bind-{i + 1}",
+                reconnect_max_s=settings.reconnect_max_s, name=name,
             )
-            for i in range(max(1, settings.binds))
+            for name in (f"bind-{i + 1}" for i in range(max(1, settings.binds)))
         ]
         self._round_robin = itertools.cycle(self.clients)
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
@@ -77,7 +73,10 @@ class Gateway:
                           name="n2-review", quiet=(StoreUnavailable,))
 
     async def wait_bound(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(asyncio.gather(*(c.bound.wait() for c in self.clients)), timeout)
+        """Until every bind is up (TimeoutError after `timeout`); no gather left behind when cancelled."""
+        async with asyncio.timeout(timeout):
+            for client in self.clients:
+                await client.bound.wait()
 
     async def stop(self) -> None:
         """Finish in-flight work, unbind every link, stop background loops; returns only when all have ended.
@@ -95,11 +94,20 @@ class Gateway:
         await self._sends.stop()
 
     # ---- inbound ----------------------------------------------------------------------------
-    async def on_deliver(self, pdu: DeliverSm | DataSm) -> int:
-        started = time.perf_counter()
-        try:
+    async def on_deliver(self, pdu: DeliverSm | DataSm, bind: str = "") -> int:
+        """One deliver_sm (an MO, a part of one, or a receipt) to the status its response carries.
+
+        Every line logged meanwhile carries the bind, the masked MSISDN and the channel (and the
+        MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
+        """
+        channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
+        with bound_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value):
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
-                await self._on_receipt(pdu)
+                try:
+                    await self._on_receipt(pdu)
+                except StoreUnavailable as exc:
+                    log.warning("receipt_deferred", reason="redis_unavailable", error=str(exc))
+                    return Status.RX_T_APPN
                 return Status.ROK
             if is_notification(pdu):  # an intermediate notification: nothing to do, nothing to answer
                 log.info("mt_notification", msisdn=pdu.source_addr, esm_class=pdu.esm_class,
@@ -109,17 +117,33 @@ class Gateway:
                 log.warning("mo_unanswerable", status=Status(refused).name, source_len=len(pdu.source_addr),
                             destination_len=len(pdu.destination_addr))
                 return refused
+            return await self._on_mo(pdu)
+
+    async def _on_mo(self, pdu: DeliverSm | DataSm) -> int:
+        started = time.perf_counter()
+
+        def ms() -> float:
+            return round((time.perf_counter() - started) * 1000, 2)
+
+        try:
             message = await self._assemble(pdu)
-            if message is None:
-                return Status.ROK
-            handler_name = await self._dispatch(message)
         except StoreUnavailable as exc:
-            log.warning("mo_deferred", msisdn=pdu.source_addr, reason="redis_unavailable", error=str(exc))
+            log.warning("mo_deferred", to=pdu.destination_addr, reason="redis_unavailable", error=str(exc), ms=ms())
             return Status.RX_T_APPN
-        log.info(
-            "mo_handled", msisdn=message.msisdn, to=message.short_code, channel=message.channel, handler=handler_name,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        if message is None:  # a part of a long MO, kept in Redis until the others come
+            return Status.ROK
+        with bound_contextvars(mo_id=message.mo_id):
+            try:
+                handler_name = await self._dispatch(message)
+            except StoreUnavailable as exc:
+                log.warning("mo_deferred", to=message.short_code, reason="redis_unavailable", error=str(exc),
+                            ms=ms())
+                return Status.RX_T_APPN
+            except Exception:  # answered as the ESME would; logged here, in the MO's context
+                log.exception("mo_failed", to=message.short_code, ms=ms())
+                return Status.RX_T_APPN
+            ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
+            log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
         return Status.ROK
 
     async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:
@@ -177,7 +201,7 @@ class Gateway:
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
             return
-        known = await receipt_arrived(self.store, receipt.message_id, receipt.state.name, receipt.error)
+        known = await self.store.receipt_arrived(receipt.message_id, receipt.state.name, receipt.error)
         if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
             log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
             return
@@ -186,8 +210,8 @@ class Gateway:
     async def _record_receipt(self, known: dict[str, str]) -> None:
         msisdn, mt_id, state, err = known["msisdn"], known["mt_id"], known["state"], known.get("err", "")
         outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
-        await receipt_recorded(
-            self.store, msisdn, mt_id, state,
+        await self.store.receipt_recorded(
+            msisdn, mt_id, state,
             AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=f"mt={mt_id} state={state} err={err}"),
         )
         log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
@@ -250,7 +274,7 @@ class Gateway:
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,
                            detail=f"mt={mt.mt_id} from={mt.source} parts={len(message_ids)} status={status.name}")
         try:
-            known = await mt_submitted(self.store, mt.destination, mt.mt_id,
+            known = await self.store.mt_submitted(mt.destination, mt.mt_id,
                                        "SUBMITTED" if outcome == "ok" else "REJECTED", audit, message_ids)
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp

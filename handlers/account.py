@@ -31,7 +31,6 @@ from handlers.password import password_reply
 from handlers.ports import MailError
 from handlers.selfcare import SELFCARE_SENDER, Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
 from sms_codes import (
-    Decision,
     NewPasswordError,
     PasswordMismatchError,
     check_new_password,
@@ -41,18 +40,8 @@ from sms_codes import (
     precheck,
     verify_password,
 )
-from ussdgw.store import (
-    Check,
-    Plan,
-    RateGuard,
-    sc_apply,
-    sc_attempt,
-    sc_signin_failed,
-    session_delete,
-    session_get,
-    session_put,
-    sub_key,
-)
+from ussdgw.store import Change, Outcome, RateGuard
+from ussdgw.store.profile import new_password, password_changed, signed_in, signed_in_by_network
 
 log = structlog.get_logger("ussdgw.handlers.account")
 
@@ -66,11 +55,6 @@ class Session:
     via: str
     created_at: float
     token: str
-
-
-def _retry_text(reason: str, retry_at: float, per_hour: int, now: float) -> str:
-    decision = Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=per_hour)  # type: ignore[arg-type]
-    return format_retry_reply(decision, now)
 
 
 async def _verify(password: str, stored: str) -> bool:
@@ -92,22 +76,22 @@ async def check_password(env: Env, msisdn: str, password: str, *, channel: Chann
                          purpose: str) -> Result:
     """Is `password` the one of `msisdn`? Counts a wrong one towards the P4 lock; never reveals more
     than the subscriber needs. Used by sign-in, P7 (old password) and N1 (the other's password)."""
-    profile = await env.store.subscriber(msisdn)
-    stored = profile.get("pw_hash", "")
-    if not profile:
+    profile = await env.store.subscribers.profile(msisdn)
+    stored = profile.pw_hash
+    if not profile.exists:
         return Result.fail("wrong_password", "Неверный номер или пароль.")
     if not stored:
         return Result.fail("wrong_password", f"Пароль для номера ещё не получен. {NEW_PASSWORD_HINT}")
-    if profile.get("locked") == "1":
+    if profile.locked:
         await env.store.audit(msisdn, api_audit(purpose, channel, "locked"))
         return Result.fail("locked", f"Вход заблокирован после 3 неверных паролей подряд. {NEW_PASSWORD_HINT}")
     # P1: a password whose checksum fails is wrong without running scrypt.
     right = precheck(password) and await _verify(password, stored)
     if right:
         return Result.done("Пароль верный.", pw_hash=stored)
-    counted = await sc_signin_failed(env.store, msisdn, stored, env.settings.signin_max_failures,
-                                     api_audit(purpose, channel, "wrong_password",
-                                               "checksum" if not precheck(password) else "hash"))
+    counted = await env.store.subscribers.wrong_password(
+        msisdn, stored, env.settings.signin_max_failures,
+        api_audit(purpose, channel, "wrong_password", "checksum" if not precheck(password) else "hash"))
     log.info("wrong_password", msisdn=msisdn, purpose=purpose, counted=counted is not None)
     if counted is not None and counted[1]:
         return Result.fail("locked", f"Введён неверный пароль 3 раза подряд: вход заблокирован. {NEW_PASSWORD_HINT}")
@@ -118,19 +102,19 @@ async def check_password(env: Env, msisdn: str, password: str, *, channel: Chann
 
 async def _signin_guard(env: Env, msisdn: str) -> Result | None:
     guard = RateGuard("signin", cooldown_s=0, per_hour=env.settings.signin_per_hour)
-    refused = await sc_attempt(env.store, msisdn, guard)
+    refused = await env.store.attempt(msisdn, guard)
     if refused is None:
         return None
     reason, retry_at = refused
-    return Result.fail("rate_limited", _retry_text(reason, retry_at, guard.per_hour, env.now()).replace(
+    return Result.fail("rate_limited", format_retry_reply(reason, retry_at, guard.per_hour, env.now()).replace(
         "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка"), retry_at=retry_at)
 
 
 async def _open_session(env: Env, msisdn: str, via: str) -> Session:
     token = secrets.token_urlsafe(32)
     now = env.now()
-    epoch = (await env.store.subscriber(msisdn)).get("auth_epoch", "0")
-    await session_put(env.store, token, {"msisdn": msisdn, "via": via, "created_at": now, "last_seen": now,
+    epoch = (await env.store.subscribers.profile(msisdn)).auth_epoch
+    await env.store.sessions.put(token, {"msisdn": msisdn, "via": via, "created_at": now, "last_seen": now,
                                          "epoch": epoch}, env.settings.session_idle_s)
     return Session(msisdn, via, now, token)
 
@@ -156,13 +140,8 @@ async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
     checked = await check_password(env, msisdn, password, channel=channel, purpose="signin")
     if not checked.ok:
         return checked
-    key = sub_key(msisdn)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("eq", key, "pw_hash", checked.data["pw_hash"], "conflict"),
-                Check("ne", key, "locked", "1", "locked")],
-        hset=[(key, "pw_failures", 0), (key, "last_signin", int(env.now()))],
-        audit=[api_audit("signin", channel, detail="via=password")],
-    ))
+    applied = await env.store.commit(msisdn, signed_in(msisdn, checked.data["pw_hash"], env.now()) + Change(
+        must_exist=True, audit=(api_audit("signin", channel, detail="via=password"),)))
     if not applied.ok:
         return Result.fail("wrong_password", "Пароль только что изменился. Войдите с новым паролем.")
     session = await _open_session(env, msisdn, "password")
@@ -195,13 +174,8 @@ async def sign_in_by_header(env: Env, header_value: object, client_ip: str | Non
     msisdn = valid_msisdn(header_value)
     if msisdn is None:
         return bad_msisdn(header_value)
-    profile = await env.store.subscriber(msisdn)
-    key = sub_key(msisdn)
-    plan = Plan(must_exist=False, hset=[(key, "last_signin", int(env.now()))],
-                audit=[api_audit("signin", channel, detail="via=network")])
-    if not profile:  # P3: the account exists as soon as the SIM does
-        plan.hset.append((key, "created_at", int(env.now())))
-    await sc_apply(env.store, msisdn, plan)
+    await env.store.commit(msisdn, signed_in_by_network(msisdn, env.now()) + Change(
+        audit=(api_audit("signin", channel, detail="via=network"),)))
     session = await _open_session(env, msisdn, "network")
     log.info("signed_in", msisdn=msisdn, via="network")
     return _signed_in(session, env)
@@ -213,25 +187,26 @@ async def authenticate(env: Env, token: str | None) -> Session | Result:
     if not token:
         return Result.fail("unauthorized", "Требуется вход: передайте токен сессии в заголовке "
                            "Authorization: Bearer <token>.")
-    data = await session_get(env.store, token)
+    sessions = env.store.sessions
+    data = await sessions.get(token)
     now = env.now()
     if data is None or now - float(data.get("last_seen", 0)) > env.settings.session_idle_s:
         if data is not None:
-            await session_delete(env.store, token)
+            await sessions.delete(token)
             await env.store.audit(str(data["msisdn"]), api_audit("session_expired", Channel.API, "expired"))
         return Result.fail("session_expired", "Сессия завершена: 20 минут без активности или выход. Войдите снова.")
-    epoch = (await env.store.subscriber(str(data["msisdn"]))).get("auth_epoch", "0")
+    epoch = (await env.store.subscribers.profile(str(data["msisdn"]))).auth_epoch
     if epoch != data.get("epoch", "0"):  # the number changed owner (N4): old sessions end
-        await session_delete(env.store, token)
+        await sessions.delete(token)
         return Result.fail("session_expired", "Сессия завершена: у номера сменился владелец. Войдите снова.")
     data["last_seen"] = now
-    await session_put(env.store, token, data, env.settings.session_idle_s)
+    await sessions.put(token, data, env.settings.session_idle_s)
     return Session(str(data["msisdn"]), str(data.get("via", "")), float(data.get("created_at", now)), token)
 
 
 async def sign_out(env: Env, session: Session) -> Result:
     """P5 "Выход": the session ends at once."""
-    await session_delete(env.store, session.token)
+    await env.store.sessions.delete(session.token)
     await env.store.audit(session.msisdn, api_audit("signout", Channel.API))
     log.info("signed_out", msisdn=session.msisdn)
     return Result.done("Вы вышли из Личного кабинета.")
@@ -259,12 +234,8 @@ async def change_password(env: Env, msisdn: str, old: object, new: object, repea
                                **dict(checked.data))
         return checked
     new_hash = await asyncio.to_thread(hash_password, new_pw)
-    key = sub_key(msisdn)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("eq", key, "pw_hash", checked.data["pw_hash"], "conflict")],
-        hset=[(key, "pw_hash", new_hash), (key, "pw_failures", 0), (key, "pw_changed_at", int(env.now()))],
-        audit=[api_audit("password_changed", channel)],
-    ))
+    applied = await env.store.commit(msisdn, password_changed(msisdn, checked.data["pw_hash"], new_hash, env.now())
+                                     + Change(must_exist=True, audit=(api_audit("password_changed", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Пароль только что изменился другим способом. Пароль не изменён.")
     log.info("password_changed", msisdn=msisdn)
@@ -280,7 +251,7 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
     refused = await env.store.rate_peek(msisdn, guard)
     if refused is not None:
         await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", refused[0]))
-        return Result.fail("rate_limited", _retry_text(refused[0], refused[1], guard.per_hour, env.now()),
+        return Result.fail("rate_limited", format_retry_reply(refused[0], refused[1], guard.per_hour, env.now()),
                            retry_at=refused[1])
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
@@ -295,17 +266,13 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
             log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
             return Result.fail("mail_failed", f"Письмо не доставлено: {exc.reply}. Пароль не изменён.",
                                smtp_code=exc.smtp_code)
-    key = sub_key(msisdn)
-    messages = [new_mt(msisdn, password_reply(password), secret=True)] if delivery == "sms" else []
-    applied = await sc_apply(env.store, msisdn, Plan(
-        hset=[(key, "pw_hash", pw_hash), (key, "pw_failures", 0), (key, "locked", 0),
-              (key, "pw_issued_at", int(env.now()))],
-        guards=[guard], messages=messages,
-        audit=[api_audit(event, channel, detail=f"delivery={delivery}")],
-    ))
-    if applied.outcome == "limited":
-        return Result.fail("rate_limited", _retry_text(applied.code, applied.retry_at or env.now(), guard.per_hour,
-                                                        env.now()), retry_at=applied.retry_at)
+    messages = (new_mt(msisdn, password_reply(password), secret=True),) if delivery == "sms" else ()
+    applied = await env.store.commit(msisdn, new_password(msisdn, pw_hash, env.now()) + Change(
+        must_exist=True, guards=(guard,), messages=messages,
+        audit=(api_audit(event, channel, detail=f"delivery={delivery}"),)))
+    if applied.outcome is Outcome.LIMITED:
+        text = format_retry_reply(applied.code, applied.retry_at or env.now(), guard.per_hour, env.now())
+        return Result.fail("rate_limited", text, retry_at=applied.retry_at)
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     env.dispatch(messages)
@@ -325,21 +292,21 @@ async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: obje
         return code_word
     if delivery not in ("sms", "email"):
         return Result.fail("bad_request", "Способ доставки: sms или email.", field="delivery")
-    profile = await env.store.subscriber(msisdn)
-    if not profile:
+    profile = await env.store.subscribers.profile(msisdn)
+    if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    limited = await sc_attempt(env.store, msisdn, RateGuard("recovery", 0, env.settings.signin_per_hour))
+    limited = await env.store.attempt(msisdn, RateGuard("recovery", 0, env.settings.signin_per_hour))
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
                            retry_at=limited[1])
-    stored = profile.get("code_word_hash", "")
+    stored = profile.code_word_hash
     if not stored:
         return Result.fail("forbidden", "Кодовое слово не задано. Получите пароль по SMS: ПАРОЛЬ на 3339.")
     if not await _verify(code_word.strip().casefold(), stored):
         await env.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
         log.info("wrong_code_word", msisdn=msisdn)
         return Result.fail("wrong_code_word", "Кодовое слово неверно. Пароль не изменён.")
-    email = profile.get("email", "")
+    email = profile.email
     if delivery == "email" and not email:
         return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.")
     return await _issue_new_password(env, msisdn, delivery=str(delivery), email=email,
@@ -355,7 +322,7 @@ async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Chan
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    if not await env.store.subscriber(msisdn):
+    if not (await env.store.subscribers.profile(msisdn)).exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     issued = await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_issued",
                                        channel=channel)
@@ -376,10 +343,10 @@ async def support_reset(env: Env, msisdn_raw: object, passport: object, contract
         return bad_msisdn(msisdn_raw)
     if not isinstance(passport, str) or not isinstance(contract, str) or not passport.strip() or not contract.strip():
         return Result.fail("bad_request", "Укажите паспортные данные и номер договора.")
-    profile = await env.store.subscriber(msisdn)
-    if not profile:
+    profile = await env.store.subscribers.profile(msisdn)
+    if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    if _norm(passport) != _norm(profile.get("passport", "")) or _norm(contract) != _norm(profile.get("contract", "")):
+    if _norm(passport) != _norm(profile.passport) or _norm(contract) != _norm(profile.contract):
         await env.store.audit(msisdn, api_audit("support_reset", "admin", "wrong_identity", f"operator={operator}"))
         return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Пароль не изменён.")
     return await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_reset", channel="admin")

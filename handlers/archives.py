@@ -14,18 +14,10 @@ import structlog
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
-from ussdgw.store import (
-    AuditEvent,
-    Change,
-    Check,
-    Plan,
-    RateGuard,
-    mms_archive_key,
-    sc_apply,
-    sc_attempt,
-    sc_get,
-    sub_key,
-)
+from ussdgw.store import AuditEvent, Change, RateGuard
+from ussdgw.store.archives import mms_archive_opened
+from ussdgw.store.profile import sms_archive_code as archive_code_set
+from ussdgw.store.profile import sms_archive_opened
 
 log = structlog.get_logger("ussdgw.handlers.archives")
 
@@ -51,15 +43,14 @@ async def sms_archive_code(ctx: HandlerContext) -> None:
         ttl = ctx.settings.sms_archive_code_ttl_s
         result = await ctx.reply(
             archive_code_reply(code, ttl),
-            change=Change(set_fields={"sms_archive_digest": digest, "sms_archive_expires": int(ctx.clock.now()) + ttl},
-                          rate_guards=[guard]),
+            change=archive_code_set(ctx.msisdn, digest, int(ctx.clock.now()) + ttl) + Change(guards=(guard,)),
             audit=[AuditEvent("sms_archive_code", ctx.message.channel)],
             secret=True,
         )
         if not result.refused:
             log.info("sms_archive_code_sent", msisdn=ctx.msisdn, outcome=result.outcome)
             return
-        assert result.reason is not None and result.retry_at is not None
+        assert result.retry_at is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
     await ctx.reply_rate_limited(guard, reason, retry_at, "sms_archive_code")
@@ -75,21 +66,17 @@ async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: 
     limited = await env.store.rate_peek(msisdn, wrong_codes)
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
-    profile = await env.store.subscriber(msisdn)
-    digest = profile.get("sms_archive_digest", "")
+    profile = await env.store.subscribers.profile(msisdn)
+    digest = profile.sms_archive_digest
     key_bytes = env.settings.secret_key_bytes()
     if not digest or not code_matches(key_bytes, CodePurpose.SMS_ARCHIVE, msisdn, code_raw.strip(), digest):
-        await sc_attempt(env.store, msisdn, wrong_codes)
+        await env.store.attempt(msisdn, wrong_codes)
         await env.store.audit(msisdn, api_audit("sms_archive_open", channel, "wrong_code"))
         return Result.fail("wrong_code", "Неверный код. Получите новый: отправьте PER на 232.")
-    if float(profile.get("sms_archive_expires", "0")) < env.now():
+    if profile.sms_archive_expires < env.now():
         return Result.fail("expired", "Срок действия кода истёк. Получите новый: отправьте PER на 232.")
-    key = sub_key(msisdn)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("eq", key, "sms_archive_digest", digest, "conflict")],
-        hdel=[(key, "sms_archive_digest"), (key, "sms_archive_expires")],
-        audit=[api_audit("sms_archive_opened", channel)],
-    ))
+    applied = await env.store.commit(msisdn, sms_archive_opened(msisdn, digest) + Change(
+        must_exist=True, audit=(api_audit("sms_archive_opened", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Код уже использован. Получите новый: отправьте PER на 232.")
     entries = []
@@ -110,19 +97,17 @@ async def open_mms_archive(ctx: HandlerContext) -> None:
     """R4 -> A2: any SMS to 1234 opens the MMS archive for 72 hours (a key with that TTL)."""
     ttl = ctx.settings.mms_archive_ttl_s
     now = ctx.clock.now()
-    await sc_apply(ctx.store, ctx.msisdn, Plan(must_exist=False, setex=[(mms_archive_key(ctx.msisdn), f"{now:.3f}",
-                                                                        ttl)]))
-    await ctx.reply(mms_archive_reply(now + ttl),
+    await ctx.reply(mms_archive_reply(now + ttl), change=mms_archive_opened(ctx.msisdn, now, ttl),
                     audit=[AuditEvent("mms_archive_opened", ctx.message.channel, detail=f"ttl_s={ttl}")])
     log.info("mms_archive_opened", msisdn=ctx.msisdn)
 
 
 async def mms_archive_status(env: Env, msisdn: str) -> Result:
     """A2: open until `opened_at + 72 h`; the key's TTL closes it in Redis at the same moment."""
-    raw = await sc_get(env.store, mms_archive_key(msisdn))
-    if raw is None:
+    opened_at = await env.store.archives.mms_opened_at(msisdn)
+    if opened_at is None:
         return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
-    until = float(raw) + env.settings.mms_archive_ttl_s
+    until = opened_at + env.settings.mms_archive_ttl_s
     if env.now() >= until:
         return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
     return Result.done(f"Архив MMS открыт до {fmt_time(until)}.", open=True, until=until)

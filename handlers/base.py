@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sms_codes import Decision, format_retry_reply, hash_password
+from sms_codes import format_retry_reply, hash_password
 from ussdgw.clock import Clock
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, RateGuard, Store
+from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, RateGuard, Store
 
 if TYPE_CHECKING:
     from ussdgw.config import Settings
-
-
-NO_CHANGE = Change()
 
 
 class Channel(StrEnum):
@@ -49,6 +46,15 @@ class InboundMessage:
     # `mo_id` is remembered only briefly: a later identical MO may be a new one.
     content_only: bool = False
 
+    @property
+    def mark(self) -> MoMark | None:
+        """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""
+        return MoMark(self.mo_id, self.mo_ttl_s) if self.mo_id is not None else None
+
+    def once(self) -> Change:
+        """The mark as a change, to add to one."""
+        return Change(mo=self.mark) if self.mo_id is not None else NO_CHANGE
+
 
 @dataclass(slots=True)
 class HandlerContext:
@@ -62,8 +68,8 @@ class HandlerContext:
     def msisdn(self) -> str:
         return self.message.msisdn
 
-    async def subscriber(self) -> dict[str, str]:
-        return await self.store.subscriber(self.msisdn)
+    async def profile(self) -> Profile:
+        return await self.store.subscribers.profile(self.msisdn)
 
     async def reply(
         self,
@@ -74,7 +80,8 @@ class HandlerContext:
         secret: bool = False,
         ussd_service_op: int | None = None,
     ) -> CommitResult:
-        """Commit `change` with the reply MT and the audit trail, atomically and once per MO."""
+        """Commit `change` with the reply MT and the audit trail, atomically and once per MO
+        (P3: a subscriber first seen gets a profile)."""
         msg = self.message
         mt = OutboundMessage(
             mt_id=uuid.uuid4().hex,
@@ -85,20 +92,17 @@ class HandlerContext:
             its_session_info=msg.its_session_info if ussd_service_op is not None else None,
             secret=secret,
         )
-        events = [AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}"), *audit]
-        result = await self.store.commit(
-            msg.msisdn, mo_id=msg.mo_id, mo_ttl_s=msg.mo_ttl_s, change=change, messages=[mt], audit=events
-        )
+        received = AuditEvent("mo_received", msg.channel, detail=f"to={msg.short_code}")
+        step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
+        result = await self.store.commit(msg.msisdn, step + Change(audit=tuple(audit)) if audit else step)
         if not result.refused:
             self.result = result
         return result
 
     async def reply_rate_limited(self, guard: RateGuard, reason: str, retry_at: float, event: str) -> None:
         """D2: the polite "try again at ..." SMS instead of a secret, audited as refused."""
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
         await self.reply(
-            format_retry_reply(decision, self.clock.now()),
+            format_retry_reply(reason, retry_at, guard.per_hour, self.clock.now()),
             audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)],
         )
 

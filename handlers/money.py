@@ -8,8 +8,9 @@ M1: what only reads or gives (balance, lists, top-up, switching a service off, c
 of points) works at any balance; what costs (a tariff switch, connecting a service) needs a
 positive balance at least as large as the price, and says so when refused.
 
-Profile fields used here: balance_kop, bonus_points, tariff, corporate, `svc:<id>` (a connected
-service, value = when), autopay_amount_kop / autopay_threshold_kop (Автоплатёж settings).
+The store writes the fields (`ussdgw.store.money`: `credit`, `debit`, `tariff_switched`,
+`service_on`, holds and gifts); Автоплатёж is decided there too, in Python, on the profile read
+just before the commit (`Store.update` decides again if the balance moved meanwhile).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import calendar
 import csv
 import io
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -40,41 +40,15 @@ from handlers.selfcare import (
     valid_msisdn,
 )
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
-from ussdgw.store import (
-    Applied,
-    Check,
-    Plan,
-    RateGuard,
-    Store,
-    blacklist_key,
-    gifts_key,
-    holds_index_add,
-    holds_index_due,
-    holds_index_remove,
-    holds_key,
-    linked_key,
-    locator_allow_key,
-    ops_key,
-    sc_apply,
-    sc_attempt,
-    sc_hash,
-    sc_members,
-    sub_key,
-)
+from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Profile, RateGuard, Store
+from ussdgw.store import money as ledger
+from ussdgw.store import numbers as sets
 
 log = structlog.get_logger("ussdgw.handlers.money")
 
 POINTS_PER_KOP = 1000  # one bonus point for every 10 ₽ paid in
 AUTOPAY_MIN_KOP = 10_000
 AUTOPAY_MAX_KOP = 500_000
-
-
-def _paid_checks(msisdn: str, price_kop: int) -> list[Check]:
-    """M1: a paid operation needs a positive balance that covers the price."""
-    checks = [Check("gt", sub_key(msisdn), "balance_kop", 0, "insufficient_funds")]
-    if price_kop > 0:
-        checks.append(Check("gte", sub_key(msisdn), "balance_kop", price_kop, "insufficient_funds"))
-    return checks
 
 
 def _no_money(balance_kop: int, price_kop: int, what: str) -> Result:
@@ -87,22 +61,25 @@ def _no_money(balance_kop: int, price_kop: int, what: str) -> Result:
     )
 
 
-def enabled_services(profile: Mapping[str, str]) -> list[str]:
-    return sorted(k.removeprefix("svc:") for k in profile if k.startswith("svc:"))
+def enabled_services(profile: Profile) -> list[str]:
+    return sorted(profile.services)
+
+
+def _balance(result: CommitResult) -> int:
+    return result.profile.balance_kop if result.profile is not None else 0
 
 
 # ---- M2: balance and top-up ------------------------------------------------------------------
 async def balance(store: Store, msisdn: str, *, channel: Channel | str = Channel.API) -> Result:
     """M2: the balance, bonus points and tariff. Free, at any balance (M1)."""
-    profile = await store.subscriber(msisdn)
-    kop = int(profile.get("balance_kop", "0"))
-    points = int(profile.get("bonus_points", "0"))
-    tariff = catalogue().tariff(profile.get("tariff", ""))
+    profile = await store.subscribers.profile(msisdn)
+    kop, points = profile.balance_kop, profile.bonus_points
+    tariff = catalogue().tariff(profile.tariff)
     text = f"Баланс: {rub(kop)}. Бонусные баллы: {points}."
     if tariff:
         text += f" Тариф: {tariff.name}."
     return Result.done(text, msisdn=msisdn, balance_kop=kop, bonus_points=points,
-                       tariff=profile.get("tariff", ""), tariff_name=tariff.name if tariff else "")
+                       tariff=profile.tariff, tariff_name=tariff.name if tariff else "")
 
 
 async def top_up(store: Store, msisdn: str, amount: object, *, channel: Channel | str = Channel.API,
@@ -112,31 +89,26 @@ async def top_up(store: Store, msisdn: str, amount: object, *, channel: Channel 
     if isinstance(amount_kop, Result):
         return amount_kop
     points = amount_kop // POINTS_PER_KOP
-    plan = Plan(
-        hincr=[(sub_key(msisdn), "balance_kop", amount_kop)] + ([(sub_key(msisdn), "bonus_points", points)]
-                                                               if points else []),
-        audit=[api_audit("top_up", channel, detail=f"amount_kop={amount_kop} points={points}")],
-        refusal=api_audit("top_up", channel, detail=f"amount_kop={amount_kop}"),
-    )
+    change = ledger.credit(msisdn, amount_kop, points) + Change(
+        must_exist=True, audit=(api_audit("top_up", channel, detail=f"amount_kop={amount_kop} points={points}"),),
+        refusal=api_audit("top_up", channel, detail=f"amount_kop={amount_kop}"))
     if payment_id:
-        plan.checks.append(Check("absent", ops_key(msisdn), f"pay:{payment_id}", "", "conflict"))
-        plan.hset.append((ops_key(msisdn), f"pay:{payment_id}", amount_kop))
-    applied = await sc_apply(store, msisdn, plan)
+        change = ledger.payment_once(msisdn, payment_id, amount_kop) + change
+    applied = await store.commit(msisdn, change)
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", "Этот платёж уже зачислен.", payment_id=payment_id)
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     log.info("top_up", msisdn=msisdn, amount_kop=amount_kop, channel=str(channel))
-    return Result.done(f"Счёт пополнен на {rub(amount_kop)}. Баланс: {rub(applied.balance_kop)}.",
-                       balance_kop=applied.balance_kop, amount_kop=amount_kop, bonus_points_added=points)
+    return Result.done(f"Счёт пополнен на {rub(amount_kop)}. Баланс: {rub(_balance(applied))}.",
+                       balance_kop=_balance(applied), amount_kop=amount_kop, bonus_points_added=points)
 
 
 # ---- M3: tariffs -----------------------------------------------------------------------------
 async def list_tariffs(store: Store, msisdn: str) -> Result:
     """M3: every tariff with its description and price, and which one is current."""
-    profile = await store.subscriber(msisdn)
-    current = profile.get("tariff", "")
-    corporate = profile.get("corporate", "0") == "1"
+    profile = await store.subscribers.profile(msisdn)
+    current, corporate = profile.tariff, profile.corporate
     tariffs = [{**t.to_dict(), "current": t.id == current, "available": corporate or not t.corporate_only}
                for t in catalogue().tariffs]
     names = "; ".join(f"{t.name} — {rub(t.monthly_fee_kop)}/мес" for t in catalogue().tariffs)
@@ -149,34 +121,30 @@ async def switch_tariff(store: Store, msisdn: str, tariff_id: str, *, channel: C
     if tariff is None:
         ids = ", ".join(t.id for t in catalogue().tariffs)
         return Result.fail("not_found", f"Тариф «{tariff_id}» не найден. Доступные тарифы: {ids}.")
-    profile = await store.subscriber(msisdn)
-    if not profile:
+    profile = await store.subscribers.profile(msisdn)
+    if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    current = profile.get("tariff", "")
+    current = profile.tariff
     if current == tariff.id:
         return Result.fail("conflict", f"Вы уже на тарифе «{tariff.name}».", tariff=tariff.id)
-    if tariff.corporate_only and profile.get("corporate", "0") != "1":
+    if tariff.corporate_only and not profile.corporate:
         return Result.fail("corporate", f"Тариф «{tariff.name}» доступен только корпоративным клиентам.")
-    key = sub_key(msisdn)
-    applied = await sc_apply(store, msisdn, Plan(
-        checks=[Check("eq", key, "tariff", current, "conflict"), *_paid_checks(msisdn, tariff.switch_price_kop)],
-        hset=[(key, "tariff", tariff.id), (key, "tariff_since", int(store.clock.now()))],
-        hincr=[(key, "balance_kop", -tariff.switch_price_kop)] if tariff.switch_price_kop else [],
-        audit=[api_audit("tariff_switched", channel,
-                         detail=f"from={current} to={tariff.id} price_kop={tariff.switch_price_kop}")],
-        refusal=api_audit("tariff_switch", channel, detail=f"to={tariff.id}"),
-    ))
+    price = tariff.switch_price_kop
+    switch = ledger.tariff_switched(profile, tariff.id, store.clock.now()) + Change(
+        must_exist=True, refusal=api_audit("tariff_switch", channel, detail=f"to={tariff.id}"),
+        audit=(api_audit("tariff_switched", channel, detail=f"from={current} to={tariff.id} price_kop={price}"),))
+    applied = await store.update(msisdn, lambda fresh: switch + ledger.debit(fresh, price))
     if not applied.ok:
-        return _refusal(applied, profile, tariff.switch_price_kop, "Смена тарифа")
+        return _refusal(applied, profile, price, "Смена тарифа")
     log.info("tariff_switched", msisdn=msisdn, tariff=tariff.id, channel=str(channel))
-    paid = f" Списано {rub(tariff.switch_price_kop)}." if tariff.switch_price_kop else ""
-    return Result.done(f"Тариф изменён на «{tariff.name}».{paid} Баланс: {rub(applied.balance_kop)}.",
-                       tariff=tariff.id, balance_kop=applied.balance_kop, autopaid_kop=applied.autopaid_kop)
+    paid = f" Списано {rub(price)}." if price else ""
+    return Result.done(f"Тариф изменён на «{tariff.name}».{paid} Баланс: {rub(_balance(applied))}.",
+                       tariff=tariff.id, balance_kop=_balance(applied), autopaid_kop=applied.autopaid_kop)
 
 
-def _refusal(applied: Applied, profile: Mapping[str, str], price_kop: int, what: str) -> Result:
+def _refusal(applied: CommitResult, profile: Profile, price_kop: int, what: str) -> Result:
     if applied.code == "insufficient_funds":
-        return _no_money(int(profile.get("balance_kop", "0")), price_kop, what)
+        return _no_money(profile.balance_kop, price_kop, what)
     if applied.code == "not_found":
         return Result.fail("unknown_subscriber", "Абонент не найден.")
     return Result.fail("conflict", "Данные изменились, пока выполнялась операция. Повторите запрос.")
@@ -185,20 +153,19 @@ def _refusal(applied: Applied, profile: Mapping[str, str], price_kop: int, what:
 # ---- M4: services ----------------------------------------------------------------------------
 async def list_services(store: Store, msisdn: str) -> Result:
     """M4: every service with its price and whether it is connected."""
-    profile = await store.subscriber(msisdn)
-    on = set(enabled_services(profile))
+    profile = await store.subscribers.profile(msisdn)
+    on = profile.services
     services: list[dict[str, Any]] = []
     for s in catalogue().services:
         entry: dict[str, Any] = {**s.to_dict(), "enabled": s.id in on}
         if s.id == "autopay" and s.id in on:
-            entry["params"] = {"amount_kop": int(profile.get("autopay_amount_kop", "0")),
-                               "threshold_kop": int(profile.get("autopay_threshold_kop", "0"))}
+            entry["params"] = {"amount_kop": profile.autopay_amount_kop, "threshold_kop": profile.autopay_threshold_kop}
         services.append(entry)
     names = ", ".join(s.name for s in catalogue().services if s.id in on) or "нет"
     return Result.done(f"Подключённые услуги: {names}.", services=services)
 
 
-def _autopay_params(params: Mapping[str, Any] | None) -> dict[str, int] | Result:
+def _autopay_params(params: Mapping[str, Any] | None) -> Autopay | Result:
     params = params or {}
     amount = parse_amount_kop(params.get("amount_kop"), field_name="params.amount_kop", maximum=AUTOPAY_MAX_KOP)
     if isinstance(amount, Result):
@@ -211,7 +178,7 @@ def _autopay_params(params: Mapping[str, Any] | None) -> dict[str, int] | Result
     if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold <= AUTOPAY_MAX_KOP:
         return Result.fail("bad_request", "Порог Автоплатежа threshold_kop — целое число копеек, не меньше 0.",
                            field="params.threshold_kop")
-    return {"autopay_amount_kop": amount, "autopay_threshold_kop": threshold}
+    return Autopay(amount, threshold)
 
 
 def _service(service_id: object) -> Service | Result:
@@ -230,31 +197,27 @@ async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Cha
     service = _service(service_id)
     if isinstance(service, Result):
         return service
-    extra: dict[str, int] = {}
+    autopay: Autopay | None = None
     if service.id == "autopay":
         parsed = _autopay_params(params)
         if isinstance(parsed, Result):
             return parsed
-        extra = parsed
-    profile = await store.subscriber(msisdn)
-    if not profile:
+        autopay = parsed
+    profile = await store.subscribers.profile(msisdn)
+    if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    key = sub_key(msisdn)
     price = service.connect_price_kop
-    applied = await sc_apply(store, msisdn, Plan(
-        checks=[Check("absent", key, f"svc:{service.id}", "", "conflict"), *_paid_checks(msisdn, price)],
-        hset=[(key, f"svc:{service.id}", int(store.clock.now())), *((key, k, v) for k, v in extra.items())],
-        hincr=[(key, "balance_kop", -price)] if price else [],
-        audit=[api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}")],
-        refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
-    ))
+    connect = ledger.service_on(msisdn, service.id, store.clock.now(), autopay) + Change(
+        must_exist=True, refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
+        audit=(api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}"),))
+    applied = await store.update(msisdn, lambda fresh: connect + ledger.debit(fresh, price))
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", f"Услуга «{service.name}» уже подключена.", service=service.id)
         return _refusal(applied, profile, price, f"Подключение услуги «{service.name}»")
     log.info("service_on", msisdn=msisdn, service=service.id, channel=str(channel))
     return Result.done(f"Услуга «{service.name}» подключена.", service=service.id, enabled=True,
-                       balance_kop=applied.balance_kop)
+                       balance_kop=_balance(applied))
 
 
 async def service_off(store: Store, msisdn: str, service_id: str, *, channel: Channel | str = Channel.API) -> Result:
@@ -262,16 +225,9 @@ async def service_off(store: Store, msisdn: str, service_id: str, *, channel: Ch
     service = _service(service_id)
     if isinstance(service, Result):
         return service
-    key = sub_key(msisdn)
-    fields = [f"svc:{service.id}"]
-    if service.id == "autopay":
-        fields += ["autopay_amount_kop", "autopay_threshold_kop"]
-    applied = await sc_apply(store, msisdn, Plan(
-        checks=[Check("exists", key, f"svc:{service.id}", "", "conflict")],
-        hdel=[(key, f) for f in fields],
-        audit=[api_audit("service_off", channel, detail=f"service={service.id}")],
-        refusal=api_audit("service_off", channel, detail=f"service={service.id}"),
-    ))
+    applied = await store.commit(msisdn, ledger.service_off(msisdn, service.id) + Change(
+        must_exist=True, audit=(api_audit("service_off", channel, detail=f"service={service.id}"),),
+        refusal=api_audit("service_off", channel, detail=f"service={service.id}")))
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", f"Услуга «{service.name}» не подключена.", service=service.id)
@@ -287,63 +243,42 @@ async def charge(store: Store, msisdn: str, amount: object, *, reason: str = "us
     amount_kop = parse_amount_kop(amount)
     if isinstance(amount_kop, Result):
         return amount_kop
-    applied = await sc_apply(store, msisdn, Plan(
-        hincr=[(sub_key(msisdn), "balance_kop", -amount_kop)],
-        audit=[api_audit("charged", channel, detail=f"amount_kop={amount_kop} reason={reason[:40]}")],
-    ))
+    charged = Change(must_exist=True,
+                     audit=(api_audit("charged", channel, detail=f"amount_kop={amount_kop} reason={reason[:40]}"),))
+    applied = await store.update(msisdn, lambda fresh: charged + ledger.debit(fresh, amount_kop, pay=False))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    return Result.done(f"Списано {rub(amount_kop)}. Баланс: {rub(applied.balance_kop)}.",
-                       balance_kop=applied.balance_kop, autopaid_kop=applied.autopaid_kop)
+    return Result.done(f"Списано {rub(amount_kop)}. Баланс: {rub(_balance(applied))}.",
+                       balance_kop=_balance(applied), autopaid_kop=applied.autopaid_kop)
 
 
-def _op_id() -> str:
+def new_op_id() -> str:
+    """An operation id for a step across two slots (a hold and what it pays for)."""
     return uuid.uuid4().hex[:16]
 
 
-def _json(data: Mapping[str, Any]) -> str:
-    return json.dumps(dict(data), ensure_ascii=False, separators=(",", ":"))
-
-
 # ---- holds: money or points taken now for a step in another subscriber's slot ---------------
-async def place_hold(store: Store, payer: str, op: str, *, field: str, amount: int, purpose: str, to: str,
-                     channel: Channel | str, paid: bool, event: str) -> Applied:
-    """Take `amount` of `field` from `payer` into a hold `op` (one script: checked, taken, recorded)."""
-    key = sub_key(payer)
-    checks = [Check("absent", holds_key(payer), f"{op}:state", "", "conflict")]
-    if paid:
-        checks += _paid_checks(payer, amount)
-    else:
-        checks.append(Check("gte", key, field, amount, "insufficient_funds"))
+async def place_hold(store: Store, payer: str, op: str, *, asset: Asset, amount: int, purpose: str, to: str,
+                     channel: Channel | str, paid: bool, event: str) -> CommitResult:
+    """Take `amount` of `asset` from `payer` into a hold `op` (one script: checked, taken, recorded)."""
     now = store.clock.now()
-    applied = await sc_apply(store, payer, Plan(
-        checks=checks,
-        hincr=[(key, field, -amount)],
-        hset=[(holds_key(payer), op, _json({"purpose": purpose, "to": to, "field": field, "amount": amount})),
-              (holds_key(payer), f"{op}:state", "held"), (holds_key(payer), f"{op}:at", f"{now:.3f}")],
-        audit=[api_audit(event, channel, detail=f"op={op} {field}={amount} to={to}")],
-        refusal=api_audit(event, channel, detail=f"{field}={amount} to={to}"),
-    ))
+    audited = Change(must_exist=True, audit=(api_audit(event, channel, detail=f"op={op} {asset}={amount} to={to}"),),
+                     refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"))
+    applied = await store.update(payer, lambda fresh: audited + ledger.hold_placed(
+        fresh, op, asset=asset, amount=amount, purpose=purpose, to=to, at=now, pay=paid))
     if applied.ok:
-        await holds_index_add(store, payer, op, now)
+        await store.money.index_hold(payer, op, now)
     return applied
 
 
 async def settle_hold(store: Store, payer: str, op: str, outcome: str, *, channel: Channel | str = "system") -> bool:
     """Finish hold `op`: `captured` (the other step happened) or `refunded` (it never will). Once only."""
-    holds = await sc_hash(store, holds_key(payer))
-    if op not in holds:
+    hold = await store.money.hold(payer, op)
+    if hold is None:
         return False
-    record = json.loads(holds[op])
-    plan = Plan(
-        checks=[Check("eq", holds_key(payer), f"{op}:state", "held", "conflict")],
-        hset=[(holds_key(payer), f"{op}:state", outcome)],
-        audit=[api_audit(f"hold_{outcome}", channel, detail=f"op={op} {record['field']}={record['amount']}")],
-    )
-    if outcome == "refunded":
-        plan.hincr.append((sub_key(payer), record["field"], int(record["amount"])))
-    applied = await sc_apply(store, payer, plan)
-    await holds_index_remove(store, payer, op)
+    applied = await store.commit(payer, ledger.hold_settled(payer, hold, outcome) + Change(
+        must_exist=True, audit=(api_audit(f"hold_{outcome}", channel, detail=f"op={op} {hold.asset}={hold.amount}"),)))
+    await store.money.unindex_hold(payer, op)
     log.info("hold_settled", msisdn=payer, op=op, outcome=outcome, done=applied.ok)
     return applied.ok
 
@@ -378,35 +313,29 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
     points = parse_points(points_raw)
     if isinstance(points, Result):
         return points
-    if not await env.store.subscriber(recipient):
+    if not (await env.store.subscribers.profile(recipient)).exists:
         return unknown_subscriber(recipient)
     guard = env.secret_guard()
     busy = await env.store.rate_peek(recipient, guard)
     if busy is not None:
         return Result.fail("rate_limited", "Получателю недавно отправлялся код. Повторите подарок позже.",
                            retry_at=busy[1])
-    tid = _op_id()
-    held = await place_hold(env.store, sender, tid, field="bonus_points", amount=points, purpose="gift",
+    tid = new_op_id()
+    held = await place_hold(env.store, sender, tid, asset=Asset.POINTS, amount=points, purpose="gift",
                             to=recipient, channel=channel, paid=False, event="gift_sent")
     if not held.ok:
-        have = int((await env.store.subscriber(sender)).get("bonus_points", "0"))
+        have = (await env.store.subscribers.profile(sender)).bonus_points
         return Result.fail("insufficient_funds", f"Недостаточно бонусных баллов: у вас {have}, "
                            f"а подарок — {points}.", bonus_points=have)
     code = generate_code(GIFT_CODE_DIGITS)
     digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
     ttl = env.settings.gift_code_ttl_s
-    gifts = gifts_key(recipient)
     expires = env.now() + ttl
     mt = new_mt(recipient, gift_sms(sender, points, code, ttl), secret=True)
-    offered = await sc_apply(env.store, recipient, Plan(
-        checks=[Check("absent", gifts, f"{tid}:state", "", "conflict")],
-        guards=[guard],
-        hset=[(gifts, tid, _json({"from": sender, "amount": points, "digest": digest})),
-              (gifts, f"{tid}:state", "offered"), (gifts, f"{tid}:expires", f"{expires:.3f}"),
-              (gifts, f"code:{digest}", tid)],
-        messages=[mt],
-        audit=[api_audit("gift_offered", channel, detail=f"op={tid} points={points} from={sender}")],
-    ))
+    offered = await env.store.commit(recipient, ledger.gift_offered(
+        recipient, tid, sender=sender, points=points, digest=digest, expires=expires) + Change(
+        must_exist=True, guards=(guard,), messages=(mt,),
+        audit=(api_audit("gift_offered", channel, detail=f"op={tid} points={points} from={sender}"),)))
     if not offered.ok:
         await _void_gift(env.store, recipient, tid)
         await settle_hold(env.store, sender, tid, "refunded", channel=channel)
@@ -421,22 +350,12 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
 
 async def _void_gift(store: Store, recipient: str, tid: str) -> None:
     """Mark a gift that was never offered as void, so that no late offer can follow the refund."""
-    await sc_apply(store, recipient, Plan(
-        must_exist=False, checks=[Check("absent", gifts_key(recipient), f"{tid}:state", "", "conflict")],
-        hset=[(gifts_key(recipient), f"{tid}:state", "void")],
-    ))
+    await store.commit(recipient, ledger.gift_void(recipient, tid))
 
 
-async def _expire_gift(store: Store, recipient: str, tid: str, now: float) -> bool:
-    gifts = await sc_hash(store, gifts_key(recipient))
-    record = json.loads(gifts.get(tid, "{}"))
-    applied = await sc_apply(store, recipient, Plan(
-        checks=[Check("eq", gifts_key(recipient), f"{tid}:state", "offered", "conflict"),
-                Check("lte", gifts_key(recipient), f"{tid}:expires", f"{now:.3f}", "conflict")],
-        hset=[(gifts_key(recipient), f"{tid}:state", "expired")],
-        hdel=[(gifts_key(recipient), f"code:{record.get('digest', '')}")],
-        audit=[api_audit("gift_expired", "system", detail=f"op={tid}")],
-    ))
+async def _expire_gift(store: Store, recipient: str, gift: Gift, now: float) -> bool:
+    applied = await store.commit(recipient, ledger.gift_expired(recipient, gift, now) + Change(
+        must_exist=True, audit=(api_audit("gift_expired", "system", detail=f"op={gift.tid}"),)))
     return applied.ok
 
 
@@ -449,27 +368,18 @@ async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Ch
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
     digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code_raw.strip())
-    gifts = await sc_hash(env.store, gifts_key(recipient))
-    tid = gifts.get(f"code:{digest}")
-    if tid is None or tid not in gifts:
-        await sc_attempt(env.store, recipient, wrong_codes)
+    gift = await env.store.money.gift_by_code(recipient, digest)
+    if gift is None:
+        await env.store.attempt(recipient, wrong_codes)
         await env.store.audit(recipient, api_audit("gift_accept", channel, "wrong_code"))
         return Result.fail("wrong_code", "Неверный код подтверждения. Баллы не зачислены.")
-    record = json.loads(gifts[tid])
-    sender, points = str(record["from"]), int(record["amount"])
+    sender, points, tid = gift.sender, gift.points, gift.tid
     now = env.now()
-    key = gifts_key(recipient)
-    applied = await sc_apply(env.store, recipient, Plan(
-        checks=[Check("eq", key, f"{tid}:state", "offered", "conflict"),
-                Check("gte", key, f"{tid}:expires", f"{now:.3f}", "expired")],
-        hincr=[(sub_key(recipient), "bonus_points", points)],
-        hset=[(key, f"{tid}:state", "accepted")],
-        hdel=[(key, f"code:{digest}")],
-        audit=[api_audit("gift_accepted", channel, detail=f"op={tid} points={points} from={sender}")],
-        refusal=api_audit("gift_accept", channel, detail=f"op={tid}"),
-    ))
+    applied = await env.store.commit(recipient, ledger.gift_accepted(recipient, gift, now) + Change(
+        must_exist=True, audit=(api_audit("gift_accepted", channel, detail=f"op={tid} points={points} from={sender}"),),
+        refusal=api_audit("gift_accept", channel, detail=f"op={tid}")))
     if not applied.ok:
-        if applied.code == "expired" and await _expire_gift(env.store, recipient, tid, now):
+        if applied.code == "expired" and await _expire_gift(env.store, recipient, gift, now):
             await settle_hold(env.store, sender, tid, "refunded")
         if applied.code == "expired":
             return Result.fail("expired", "Срок действия кода истёк. Баллы возвращены отправителю.")
@@ -482,14 +392,12 @@ async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Ch
 
 async def pending_gifts(store: Store, msisdn: str) -> Result:
     """Gifts sent and received that are still waiting for their code."""
-    incoming = await sc_hash(store, gifts_key(msisdn))
-    holds = await sc_hash(store, holds_key(msisdn))
-    received = [{"gift_id": k, "from": json.loads(v)["from"], "points": json.loads(v)["amount"],
-                 "state": incoming.get(f"{k}:state", ""), "expires_at": float(incoming.get(f"{k}:expires", 0))}
-                for k, v in incoming.items() if ":" not in k]
-    sent = [{"gift_id": k, "to": json.loads(v)["to"], "points": json.loads(v)["amount"],
-             "state": holds.get(f"{k}:state", "")}
-            for k, v in holds.items() if ":" not in k and json.loads(v)["purpose"] == "gift"]
+    incoming = await store.money.gifts(msisdn)
+    holds = await store.money.holds(msisdn)
+    received = [{"gift_id": g.tid, "from": g.sender, "points": g.points, "state": g.state, "expires_at": g.expires_at}
+                for g in incoming.values()]
+    sent = [{"gift_id": h.op, "to": h.to, "points": h.amount, "state": h.state}
+            for h in holds.values() if h.purpose == "gift"]
     return Result.done(f"Подарков в ожидании: {sum(g['state'] == 'offered' for g in received)}.",
                        received=received, sent=sent)
 
@@ -500,18 +408,16 @@ async def recover_holds(env: Env, *, older_than_s: float | None = None) -> dict[
     age = env.settings.hold_recovery_s if older_than_s is None else older_than_s
     counts = {"captured": 0, "refunded": 0, "pending": 0}
     now = env.now()
-    for payer, op in await holds_index_due(env.store, now - age):
-        holds = await sc_hash(env.store, holds_key(payer))
-        if holds.get(f"{op}:state") != "held":
-            await holds_index_remove(env.store, payer, op)
+    for payer, op in await env.store.money.holds_due(now - age):
+        hold = await env.store.money.hold(payer, op)
+        if hold is None or hold.state != "held":
+            await env.store.money.unindex_hold(payer, op)
             continue
-        record = json.loads(holds[op])
-        target = str(record["to"])
         outcome: str | None
-        if record["purpose"] == "gift":
-            outcome = await _gift_outcome(env.store, target, op, now)
+        if hold.purpose == "gift":
+            outcome = await _gift_outcome(env.store, hold.to, op, now)
         else:
-            outcome = await _op_outcome(env.store, target, op)
+            outcome = await _op_outcome(env.store, hold.to, op)
         if outcome is None:
             counts["pending"] += 1
             continue
@@ -523,21 +429,20 @@ async def recover_holds(env: Env, *, older_than_s: float | None = None) -> dict[
 
 
 async def _gift_outcome(store: Store, recipient: str, tid: str, now: float) -> str | None:
-    state = (await sc_hash(store, gifts_key(recipient))).get(f"{tid}:state")
+    state = await store.money.gift_state(recipient, tid)
     if state is None:
         await _void_gift(store, recipient, tid)
-        state = (await sc_hash(store, gifts_key(recipient))).get(f"{tid}:state")
-    if state == "offered" and await _expire_gift(store, recipient, tid, now):
-        state = "expired"
+        state = await store.money.gift_state(recipient, tid)
+    if state == "offered":
+        gift = (await store.money.gifts(recipient)).get(tid)
+        if gift is not None and await _expire_gift(store, recipient, gift, now):
+            state = "expired"
     return {"accepted": "captured", "void": "refunded", "expired": "refunded"}.get(state or "")
 
 
 async def _op_outcome(store: Store, target: str, op: str) -> str | None:
-    await sc_apply(store, target, Plan(must_exist=False,
-                                       checks=[Check("absent", ops_key(target), op, "", "conflict")],
-                                       hset=[(ops_key(target), op, "void")]))
-    state = (await sc_hash(store, ops_key(target))).get(op)
-    return {"applied": "captured", "void": "refunded"}.get(state or "")
+    await store.commit(target, ledger.op_marked(target, op, "void"))
+    return {"applied": "captured", "void": "refunded"}.get(await store.money.op_state(target, op) or "")
 
 
 # ---- M5: call detail ------------------------------------------------------------------------
@@ -600,7 +505,7 @@ async def email_call_detail(env: Env, msisdn: str, start_raw: object, end_raw: o
     if isinstance(period, Result):
         return period
     start, end = period
-    address = (await env.store.subscriber(msisdn)).get("email", "")
+    address = (await env.store.subscribers.profile(msisdn)).email
     if not address:
         return Result.fail("bad_request", "E-mail для номера не указан.", field="email")
     if env.mailer is None:
@@ -629,20 +534,17 @@ async def easy_payment(store: Store, msisdn: str, merchant: object, amount: obje
         return amount_kop
     if not isinstance(merchant, str) or not 1 <= len(merchant.strip()) <= 64:
         return Result.fail("bad_request", "Укажите получателя платежа (до 64 символов).", field="merchant")
-    key = sub_key(msisdn)
-    profile = await store.subscriber(msisdn)
-    applied = await sc_apply(store, msisdn, Plan(
-        checks=[Check("exists", key, "svc:easy_pay", "", "forbidden"), *_paid_checks(msisdn, amount_kop)],
-        hincr=[(key, "balance_kop", -amount_kop)],
-        audit=[api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop} merchant={merchant.strip()[:64]}")],
-        refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
-    ))
+    profile = await store.subscribers.profile(msisdn)
+    payment = ledger.service_required(msisdn, "easy_pay") + Change(
+        must_exist=True, refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
+        audit=(api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop} merchant={merchant.strip()[:64]}"),))
+    applied = await store.update(msisdn, lambda fresh: payment + ledger.debit(fresh, amount_kop))
     if not applied.ok:
         if applied.code == "forbidden":
             return Result.fail("forbidden", "Подключите услугу «Лёгкий платёж».")
         return _refusal(applied, profile, amount_kop, "Платёж")
-    return Result.done(f"Оплачено {rub(amount_kop)}. Баланс: {rub(applied.balance_kop)}.",
-                       balance_kop=applied.balance_kop, autopaid_kop=applied.autopaid_kop)
+    return Result.done(f"Оплачено {rub(amount_kop)}. Баланс: {rub(_balance(applied))}.",
+                       balance_kop=_balance(applied), autopaid_kop=applied.autopaid_kop)
 
 
 async def locator_consent(store: Store, msisdn: str, requester_raw: object, allow: bool,
@@ -653,10 +555,9 @@ async def locator_consent(store: Store, msisdn: str, requester_raw: object, allo
         return bad_msisdn(requester_raw)
     if requester == msisdn:
         return Result.fail("bad_request", "Согласие даётся другому абоненту, не себе.", field="msisdn")
-    key = locator_allow_key(msisdn)
-    plan = Plan(audit=[api_audit("locator_consent", channel, detail=f"requester={requester} allow={int(allow)}")])
-    (plan.sadd if allow else plan.srem).append((key, requester))
-    applied = await sc_apply(store, msisdn, plan)
+    applied = await store.commit(msisdn, sets.locator_consent(msisdn, requester, allow) + Change(
+        must_exist=True,
+        audit=(api_audit("locator_consent", channel, detail=f"requester={requester} allow={int(allow)}"),)))
     if not applied.ok:
         return unknown_subscriber(msisdn)
     return Result.done(f"Абоненту {requester} {'разрешено' if allow else 'запрещено'} видеть ваше местоположение.",
@@ -669,19 +570,19 @@ async def locate(env: Env, msisdn: str, target_raw: object, *, channel: Channel 
     target = valid_msisdn(target_raw)
     if target is None:
         return bad_msisdn(target_raw)
-    profile = await store.subscriber(msisdn)
-    if "svc:locator" not in profile:
+    profile = await store.subscribers.profile(msisdn)
+    if not profile.has_service("locator"):
         return Result.fail("forbidden", "Подключите услугу «Локатор».")
-    target_profile = await store.subscriber(target)
-    if not target_profile:
+    target_profile = await store.subscribers.profile(target)
+    if not target_profile.exists:
         return unknown_subscriber(target)
-    if msisdn not in await sc_members(store, locator_allow_key(target)):
+    if msisdn not in await store.numbers.locator_allowed(target):
         await store.audit(msisdn, api_audit("locate", channel, "no_consent", f"target={target}"))
         return Result.fail("no_consent", f"Абонент {target} не давал согласия на определение местоположения.")
     await store.audit(target, api_audit("located", channel, detail=f"by={msisdn}"))
     await store.audit(msisdn, api_audit("locate", channel, detail=f"target={target}"))
-    return Result.done(f"Абонент {target} находится в регионе {target_profile.get('region', '')}.",
-                       **(env.network.locate(target, target_profile.get("region", "77")) if env.network else {}))
+    return Result.done(f"Абонент {target} находится в регионе {target_profile.region}.",
+                       **(env.network.locate(target, target_profile.region or "77") if env.network else {}))
 
 
 async def parental_blacklist(env: Env, parent: str, child_raw: object, number_raw: object, add: bool,
@@ -697,9 +598,9 @@ async def parental_blacklist(env: Env, parent: str, child_raw: object, number_ra
     denied = await _parental_access(env.store, parent, child)
     if denied is not None:
         return denied
-    plan = Plan(audit=[api_audit("parental_blacklist", channel, detail=f"number={number} add={int(add)} by={parent}")])
-    (plan.sadd if add else plan.srem).append((blacklist_key(child), number))
-    await sc_apply(env.store, child, plan)
+    await env.store.commit(child, sets.blacklisted(child, number, add) + Change(
+        must_exist=True,
+        audit=(api_audit("parental_blacklist", channel, detail=f"number={number} add={int(add)} by={parent}"),)))
     await env.store.audit(parent, api_audit("parental_blacklist", channel, detail=f"child={child} number={number}"))
     return Result.done(f"Номер {number} {'добавлен в чёрный список' if add else 'убран из чёрного списка'} "
                        f"для {child}.", child=child, number=number, blocked=add)
@@ -713,19 +614,19 @@ async def parental_overview(env: Env, parent: str, child_raw: object) -> Result:
     denied = await _parental_access(env.store, parent, child)
     if denied is not None:
         return denied
-    profile = await env.store.subscriber(child)
-    blocked = sorted(await sc_members(env.store, blacklist_key(child)))
-    kop = int(profile.get("balance_kop", "0"))
+    profile = await env.store.subscribers.profile(child)
+    blocked = sorted(await env.store.numbers.blacklist(child))
+    kop = profile.balance_kop
     return Result.done(f"Баланс ребёнка: {rub(kop)}.", child=child, balance_kop=kop,
-                       services=enabled_services(profile), blacklist=blocked, tariff=profile.get("tariff", ""))
+                       services=enabled_services(profile), blacklist=blocked, tariff=profile.tariff)
 
 
 async def _parental_access(store: Store, parent: str, child: str) -> Result | None:
-    if "svc:parental" not in await store.subscriber(parent):
+    if not (await store.subscribers.profile(parent)).has_service("parental"):
         return Result.fail("forbidden", "Подключите услугу «Родительский контроль».")
-    if not await store.subscriber(child):
+    if not (await store.subscribers.profile(child)).exists:
         return unknown_subscriber(child)
-    if child not in await sc_members(store, linked_key(parent)):
+    if child not in await store.numbers.linked(parent):
         return Result.fail("forbidden", f"Сначала добавьте номер {child} в «Мои номера» с его паролем.")
     return None
 

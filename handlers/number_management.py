@@ -8,7 +8,7 @@ subscriber applies and again at the review:
 - not for corporate clients (`corporate`), neither the applicant nor a joined number.
 
 The numbers are the applicant's own, the numbers dialled after it (`*111*828*1*79161234568#`)
-and the numbers linked to the account ("Мои номера", N1: `sub:{m}:linked`).
+and the numbers linked to the account ("Мои номера", N1: `store.numbers.linked`).
 
 An application is `pending` until it is reviewed, `n2_review_delay_s` after it was made (the
 SPEC allows 24 hours). `review_due` reviews what is due by the store's clock, the platform's one
@@ -17,14 +17,13 @@ runs it): it re-checks the rules, sets `active` or `rejected` with the reason, a
 subscriber by SMS from 111. Joining resets the passwords of every joined number; the SMS asks for
 a new common password, which `*111*828*3#` (or ПАРОЛЬ to 3339) sends.
 
-Profile fields of the applicant: n2_state (pending | active | rejected | off), n2_numbers
-(comma-separated, the applicant first), n2_app (application id), n2_applied_at, n2_due_at,
-n2_reviewed_at, n2_reason. Of each joined number: n2_group (the applicant's MSISDN).
+The application is the applicant's `Profile.n2` (state pending | active | rejected | off, the
+numbers with the applicant first, the application id, the reason); a joined number's `n2.group`
+is the applicant's MSISDN. The store writes them (`ussdgw.store.profile.n2_*`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,20 +34,11 @@ import structlog
 from handlers.base import Channel, HandlerContext
 from handlers.password import password_reply, secret_guard
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import Decision, format_retry_reply, generate_password
+from sms_codes import format_retry_reply, generate_password
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
-from ussdgw.store import (
-    AuditEvent,
-    Change,
-    OutboundMessage,
-    Store,
-    StoreUnavailable,
-    n2_index_add,
-    n2_index_due,
-    n2_index_remove,
-    n2_linked_numbers,
-)
+from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
+from ussdgw.store.profile import n2_applied, n2_joined, n2_off, n2_reviewed, new_password
 
 log = structlog.get_logger("ussdgw.handlers.number_management")
 
@@ -67,7 +57,7 @@ class Refusal:
 
 async def group_of(store: Store, applicant: str, named: Sequence[str] = ()) -> list[str]:
     """The applicant first, then the named and the linked numbers, each once."""
-    linked = await n2_linked_numbers(store, applicant)
+    linked = sorted(await store.numbers.linked(applicant))
     numbers = [applicant]
     for number in [*named, *linked]:
         if number not in numbers:
@@ -78,40 +68,39 @@ async def group_of(store: Store, applicant: str, named: Sequence[str] = ()) -> l
 async def check_group(store: Store, numbers: Sequence[str]) -> Refusal | None:
     """The N2 conditions over `numbers` (the applicant first), or the first one that fails."""
     applicant = numbers[0]
-    profiles = await asyncio.gather(*(store.subscriber(n) for n in numbers))
-    owner, region = profiles[0].get("owner_id", ""), profiles[0].get("region", "")
+    profiles = await store.subscribers.profiles(*numbers)
+    owner, region = profiles[0].owner_id, profiles[0].region
     if not owner or not region:
         return Refusal("unknown_owner", "нет данных о владельце номера, обратитесь в офис.")
     if len(numbers) > MAX_NUMBERS:
         return Refusal("too_many", f"можно объединить не больше {MAX_NUMBERS} номеров.")
     for number, profile in zip(numbers, profiles, strict=True):
-        if profile.get("corporate", "0") == "1":
+        if profile.corporate:
             whose = "" if number == applicant else f" (номер {number})"
             return Refusal("corporate", f"услуга недоступна корпоративным клиентам{whose}.")
-        if not profile:
+        if not profile.exists:
             return Refusal("unknown_number", f"номер {number} не обслуживается.")
-        if profile.get("owner_id") != owner:
+        if profile.owner_id != owner:
             return Refusal("other_owner", f"номер {number} оформлен на другого владельца.")
-        if profile.get("region") != region:
+        if profile.region != region:
             return Refusal("other_region", f"номер {number} зарегистрирован в другом регионе.")
     return None
 
 
-def short_state(profile: dict[str, str]) -> str:
+def short_state(profile: Profile) -> str:
     """One word or two for a menu header: не подключена, на рассмотрении, подключена, отклонена."""
     return {"pending": "заявка на рассмотрении", "active": "подключена",
-            "rejected": "заявка отклонена"}.get(profile.get("n2_state", ""), "не подключена")
+            "rejected": "заявка отклонена"}.get(profile.n2.state, "не подключена")
 
 
-def state_text(profile: dict[str, str]) -> str:
-    state = profile.get("n2_state", "")
-    numbers = profile.get("n2_numbers", "").split(",") if profile.get("n2_numbers") else []
+def state_text(profile: Profile) -> str:
+    state = profile.n2.state
     if state == "pending":
         return f"Заявка на {OPTION} на рассмотрении, ответ придёт по SMS."
     if state == "active":
-        return f"{OPTION} подключена, номеров: {len(numbers)}."
+        return f"{OPTION} подключена, номеров: {len(profile.n2.numbers)}."
     if state == "rejected":
-        return f"Заявка на {OPTION} отклонена: {profile.get('n2_reason', '')}"
+        return f"Заявка на {OPTION} отклонена: {profile.n2.reason}"
     return f"{OPTION} не подключена. Подключить: *111*828*1#"
 
 
@@ -131,7 +120,7 @@ async def number_management(ctx: HandlerContext) -> None:
     elif command == "3" and not rest:
         await common_password(ussd)
     elif command == "" and not rest:
-        profile = await ctx.subscriber()
+        profile = await ctx.profile()
         await ussd.end(state_text(profile), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
     else:
         await ussd.end("*111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
@@ -140,8 +129,8 @@ async def number_management(ctx: HandlerContext) -> None:
 
 async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     """R5: check the rules now, then leave the application pending for review."""
-    profile = await ctx.subscriber()
-    state = profile.get("n2_state", "")
+    profile = await ctx.profile()
+    state = profile.n2.state
     if state in ("pending", "active"):
         await ctx.end(state_text(profile), audit=[AuditEvent("n2_apply", Channel.USSD, outcome=f"already_{state}")])
         return
@@ -157,31 +146,30 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     app_id = secrets.token_hex(6)
     result = await ctx.end(
         f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.",
-        change=Change(set_fields={"n2_state": "pending", "n2_numbers": ",".join(numbers), "n2_app": app_id,
-                                  "n2_applied_at": int(now), "n2_due_at": int(due), "n2_reason": ""}),
+        change=n2_applied(ctx.msisdn, numbers, app_id, now, due),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
     )
-    await n2_index_add(ctx.store, ctx.msisdn, due)
+    await ctx.store.numbers.n2_due_at(ctx.msisdn, due)
     log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
 
 
 async def switch_off(ctx: UssdContext) -> None:
     """R6: the option off (a pending application is withdrawn). Free."""
-    profile = await ctx.subscriber()
-    if profile.get("n2_state") not in ("pending", "active"):
+    profile = await ctx.profile()
+    if profile.n2.state not in ("pending", "active"):
         await ctx.end(f"{OPTION} не подключена.", audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
         return
-    await ctx.end(f"{OPTION} отключена.", change=Change(set_fields={"n2_state": "off", "n2_reason": ""}),
-                  audit=[AuditEvent("n2_off", Channel.USSD, detail=f"was={profile.get('n2_state')}")])
+    await ctx.end(f"{OPTION} отключена.", change=n2_off(ctx.msisdn),
+                  audit=[AuditEvent("n2_off", Channel.USSD, detail=f"was={profile.n2.state}")])
     with contextlib.suppress(StoreUnavailable):
-        await n2_index_remove(ctx.store, ctx.msisdn)
+        await ctx.store.numbers.n2_done(ctx.msisdn)
     log.info("n2_off", msisdn=ctx.msisdn)
 
 
 async def common_password(ctx: UssdContext) -> None:
     """A new common password by SMS from 3339 for an active group: one password for every joined number."""
-    profile = await ctx.subscriber()
-    if profile.get("n2_state") != "active":
+    profile = await ctx.profile()
+    if profile.n2.state != "active":
         await ctx.end(f"{OPTION} не подключена: общий пароль не нужен.",
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
         return
@@ -189,29 +177,25 @@ async def common_password(ctx: UssdContext) -> None:
     refused = await ctx.store.rate_peek(ctx.msisdn, guard)
     if refused is not None:
         reason, retry_at = refused
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
-        await ctx.end(format_retry_reply(decision, ctx.clock.now()),
+        await ctx.end(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="rate_limited")])
         return
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
-    members = [m for m in profile.get("n2_numbers", "").split(",") if m and m != ctx.msisdn]
-    fields: dict[str, str | int] = {"pw_hash": pw_hash, "pw_failures": 0, "locked": 0,
-                                    "pw_issued_at": int(ctx.clock.now())}
+    members = [m for m in profile.n2.numbers if m != ctx.msisdn]
+    now = ctx.clock.now()
     result = await ctx.end(
         "Новый общий пароль отправлен по SMS с номера 3339.",
-        change=Change(set_fields=fields, rate_guards=[guard]),
+        change=new_password(ctx.msisdn, pw_hash, now) + Change(guards=(guard,)),
         audit=[AuditEvent("password_issued", Channel.USSD, detail=f"via=*111*828*3# common={len(members) + 1}")],
         messages=[ctx.sms(password_reply(password), "3339", secret=True)],
     )
     if result.refused:
         return
     for member in members:  # each in its own slot, once per MO
-        await ctx.store.commit(
-            member, mo_id=f"n2pw:{ctx.message.mo_id}:{member}", change=Change(set_fields=fields),
-            audit=[AuditEvent("password_issued", Channel.USSD, detail=f"n2 common from={ctx.msisdn}")],
-        )
+        await ctx.store.commit(member, new_password(member, pw_hash, now) + Change(
+            mo=_once(f"n2pw:{ctx.message.mo_id}:{member}"), create_profile=True,
+            audit=(AuditEvent("password_issued", Channel.USSD, detail=f"n2 common from={ctx.msisdn}"),)))
     log.info("n2_common_password", msisdn=ctx.msisdn, members=len(members) + 1)
 
 
@@ -229,58 +213,54 @@ async def review_due(store: Store, settings: Settings, *, now: float | None = No
     once (without it they wait in the outbox for any gateway's recovery loop)."""
     now = store.clock.now() if now is None else now
     reviews = []
-    for msisdn in await n2_index_due(store, now, limit):
+    for msisdn in await store.numbers.n2_due(now, limit):
         review = await review_application(store, msisdn, now=now, send=send)
         reviews.append(review)
     return reviews
 
 
 async def review_application(store: Store, msisdn: str, *, now: float, send: Sender | None = None) -> Review:
-    profile = await store.subscriber(msisdn)
-    if profile.get("n2_state") != "pending":
-        await n2_index_remove(store, msisdn)
+    profile = await store.subscribers.profile(msisdn)
+    if profile.n2.state != "pending":
+        await store.numbers.n2_done(msisdn)
         return Review(msisdn, "skipped")
-    numbers = [n for n in profile.get("n2_numbers", msisdn).split(",") if n]
-    app_id = profile.get("n2_app", "")
+    numbers = list(profile.n2.numbers) or [msisdn]
+    app_id = profile.n2.app_id
     refusal = await check_group(store, numbers)
     outgoing: list[OutboundMessage] = []
     if refusal is not None:
         text = f"Заявка на услугу {OPTION} отклонена: {refusal.text}"
-        result = await store.commit(
-            msisdn, mo_id=f"n2-review:{app_id}",
-            change=Change(set_fields={"n2_state": "rejected", "n2_reason": refusal.text, "n2_reviewed_at": int(now)}),
-            messages=[_sms(msisdn, text)],
-            audit=[AuditEvent("n2_rejected", "review", outcome="rejected", detail=f"app={app_id} {refusal.code}")],
-        )
+        result = await store.commit(msisdn, n2_reviewed(msisdn, active=False, reason=refusal.text, at=now) + Change(
+            mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),), create_profile=True,
+            audit=(AuditEvent("n2_rejected", "review", outcome="rejected", detail=f"app={app_id} {refusal.code}"),)))
         outgoing += result.messages
         review = Review(msisdn, "rejected", refusal.text)
     else:
         text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. Пароли этих номеров сброшены. "
                 "Получите новый общий пароль: наберите *111*828*3#.")
-        result = await store.commit(
-            msisdn, mo_id=f"n2-review:{app_id}",
-            change=Change(set_fields={"n2_state": "active", "n2_reason": "", "n2_reviewed_at": int(now)}),
-            messages=[_sms(msisdn, text)],
-            audit=[AuditEvent("n2_activated", "review", detail=f"app={app_id} numbers={len(numbers)}")],
-        )
+        result = await store.commit(msisdn, n2_reviewed(msisdn, active=True, reason="", at=now) + Change(
+            mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),), create_profile=True,
+            audit=(AuditEvent("n2_activated", "review", detail=f"app={app_id} numbers={len(numbers)}"),)))
         outgoing += result.messages
         for member in numbers:  # joining resets every joined number's password (SPEC N2)
             notice = [] if member == msisdn else [_sms(member, f"Ваш номер объединён с номером {msisdn} "
                                                                 f"({OPTION}). Пароль от Личного кабинета сброшен.")]
-            joined = await store.commit(
-                member, mo_id=f"n2-join:{app_id}:{member}",
-                change=Change(set_fields={"n2_group": msisdn}, delete_fields=["pw_hash"]),
-                messages=notice,
-                audit=[AuditEvent("password_reset", "review", detail=f"n2 join app={app_id} group={msisdn}")],
-            )
+            joined = await store.commit(member, n2_joined(member, msisdn) + Change(
+                mo=_once(f"n2-join:{app_id}:{member}"), messages=tuple(notice), create_profile=True,
+                audit=(AuditEvent("password_reset", "review", detail=f"n2 join app={app_id} group={msisdn}"),)))
             outgoing += joined.messages
         review = Review(msisdn, "active")
-    await n2_index_remove(store, msisdn)
+    await store.numbers.n2_done(msisdn)
     log.info("n2_reviewed", msisdn=msisdn, state=review.state, numbers=len(numbers))
     if send is not None:
         for mt in outgoing:
             await send(mt)
     return review
+
+
+def _once(step: str) -> MoMark:
+    """A review's steps are applied once each, whichever gateway runs the review (and however often)."""
+    return MoMark(step, MO_TTL_S)
 
 
 def _sms(msisdn: str, text: str) -> OutboundMessage:

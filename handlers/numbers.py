@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,10 +23,13 @@ import structlog
 from handlers.account import check_password
 from handlers.base import Channel
 from handlers.catalogue import rub
-from handlers.money import _op_id, place_hold, settle_hold
+from handlers.money import new_op_id, place_hold, settle_hold
 from handlers.selfcare import Env, Result, api_audit, bad_msisdn, unknown_subscriber, valid_msisdn
 from sms_codes import OPERATOR_TZ
-from ussdgw.store import Check, Plan, Store, linked_key, ops_key, sc_apply, sc_members, sub_key
+from ussdgw.store import Asset, Change, Profile, Store
+from ussdgw.store import numbers as sets
+from ussdgw.store.money import op_marked
+from ussdgw.store.profile import blocked, failures_reset, owner_changed, unblocked
 
 log = structlog.get_logger("ussdgw.handlers.numbers")
 
@@ -39,7 +41,7 @@ MAX_BLOCK_AHEAD_DAYS = 365
 async def may_act_on(store: Store, actor: str, target: str) -> bool:
     """An MSISDN acts on its own account, on one it linked with that number's password (N1), or on
     a number joined with it by an active «Управление номерами» (N2: "without additional sign-in")."""
-    if actor == target or target in await sc_members(store, linked_key(actor)):
+    if actor == target or target in await store.numbers.linked(actor):
         return True
     return target in await joined_numbers(store, actor)
 
@@ -47,19 +49,18 @@ async def may_act_on(store: Store, actor: str, target: str) -> bool:
 async def joined_numbers(store: Store, msisdn: str) -> list[str]:
     """The other numbers of `msisdn`'s active N2 group that still belong to its owner (a number sold
     since (N4) is no longer one of them), in the group's order; [] outside an active group."""
-    profile = await store.subscriber(msisdn)
-    group = profile.get("n2_group", "")
+    profile = await store.subscribers.profile(msisdn)
+    group = profile.n2.group
     if not group:
         return []
-    head = profile if group == msisdn else await store.subscriber(group)
-    members = [m for m in head.get("n2_numbers", "").split(",") if m]
-    owner = profile.get("owner_id", "")
-    if head.get("n2_state") != "active" or msisdn not in members or not owner:
+    head = profile if group == msisdn else await store.subscribers.profile(group)
+    members = head.n2.numbers
+    owner = profile.owner_id
+    if head.n2.state != "active" or msisdn not in members or not owner:
         return []
     others = [m for m in members if m != msisdn]
-    profiles = await asyncio.gather(*(store.subscriber(m) for m in others))
-    return [m for m, p in zip(others, profiles, strict=True)
-            if p.get("owner_id") == owner and p.get("n2_group") == group]
+    profiles = await store.subscribers.profiles(*others)
+    return [m for m, p in zip(others, profiles, strict=True) if p.owner_id == owner and p.n2.group == group]
 
 
 # ---- N1 ------------------------------------------------------------------------------------
@@ -72,9 +73,9 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         return Result.fail("bad_request", "Это ваш собственный номер.", field="msisdn")
     if not isinstance(password, str) or not 1 <= len(password) <= 64:
         return Result.fail("bad_request", f"Укажите пароль номера {other} от его Личного кабинета.", field="password")
-    if not await env.store.subscriber(other):
+    if not (await env.store.subscribers.profile(other)).exists:
         return unknown_subscriber(other)
-    if other in await sc_members(env.store, linked_key(msisdn)):
+    if other in await env.store.numbers.linked(msisdn):
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
     checked = await check_password(env, other, password, channel=channel, purpose="link_number")
     if not checked.ok:
@@ -82,19 +83,15 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
             return Result.fail("wrong_password", f"Неверный пароль номера {other}. Номер не добавлен.",
                                **dict(checked.data))
         return checked
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("notmember", linked_key(msisdn), "", other, "conflict"),
-                Check("scard_lt", linked_key(msisdn), "", MAX_LINKED, "too_many")],
-        sadd=[(linked_key(msisdn), other)],
-        audit=[api_audit("number_linked", channel, detail=f"number={other}")],
-        refusal=api_audit("number_link", channel, detail=f"number={other}"),
-    ))
+    applied = await env.store.commit(msisdn, sets.linked(msisdn, other, limit=MAX_LINKED) + Change(
+        must_exist=True, audit=(api_audit("number_linked", channel, detail=f"number={other}"),),
+        refusal=api_audit("number_link", channel, detail=f"number={other}")))
     if not applied.ok:
         if applied.code == "too_many":
             return Result.fail("conflict", f"В «Моих номерах» не больше {MAX_LINKED} номеров.")
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
-    await sc_apply(env.store, other, Plan(hset=[(sub_key(other), "pw_failures", 0)],
-                                          audit=[api_audit("linked_by", channel, detail=f"account={msisdn}")]))
+    await env.store.commit(other, failures_reset(other) + Change(
+        must_exist=True, audit=(api_audit("linked_by", channel, detail=f"account={msisdn}"),)))
     log.info("number_linked", msisdn=msisdn, phone=other)
     return Result.done(f"Номер {other} добавлен в «Мои номера».", msisdn=other)
 
@@ -103,11 +100,8 @@ async def unlink_number(env: Env, msisdn: str, other_raw: object, *, channel: Ch
     other = valid_msisdn(other_raw)
     if other is None:
         return bad_msisdn(other_raw)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("member", linked_key(msisdn), "", other, "not_found")],
-        srem=[(linked_key(msisdn), other)],
-        audit=[api_audit("number_unlinked", channel, detail=f"number={other}")],
-    ))
+    applied = await env.store.commit(msisdn, sets.unlinked(msisdn, other) + Change(
+        must_exist=True, audit=(api_audit("number_unlinked", channel, detail=f"number={other}"),)))
     if not applied.ok:
         return Result.fail("not_found", f"Номера {other} нет в «Моих номерах».")
     return Result.done(f"Номер {other} убран из «Моих номеров».", msisdn=other)
@@ -116,10 +110,10 @@ async def unlink_number(env: Env, msisdn: str, other_raw: object, *, channel: Ch
 async def linked_numbers(store: Store, msisdn: str) -> Result:
     numbers: list[dict[str, Any]] = []
     today = _today(store.clock.now())
-    for other in sorted(await sc_members(store, linked_key(msisdn))):
-        profile = await store.subscriber(other)
-        numbers.append({"msisdn": other, "balance_kop": int(profile.get("balance_kop", "0")),
-                        "tariff": profile.get("tariff", ""), "state": block_state(profile, today)})
+    for other in sorted(await store.numbers.linked(msisdn)):
+        profile = await store.subscribers.profile(other)
+        numbers.append({"msisdn": other, "balance_kop": profile.balance_kop,
+                        "tariff": profile.tariff, "state": block_state(profile, today)})
     return Result.done(f"В «Моих номерах»: {len(numbers)}.", numbers=numbers)
 
 
@@ -128,12 +122,12 @@ def _today(now: float) -> date:
     return datetime.fromtimestamp(now, OPERATOR_TZ).date()
 
 
-def block_state(profile: dict[str, str], today: date) -> str:
+def block_state(profile: Profile, today: date) -> str:
     """active | scheduled (a block from a later date) | blocked."""
-    since = profile.get("blocked_from")
-    if not since:
+    since = profile.blocked_from
+    if since is None:
         return "active"
-    return "blocked" if date.fromisoformat(since) <= today else "scheduled"
+    return "blocked" if since <= today else "scheduled"
 
 
 async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Channel | str = Channel.API) -> Result:
@@ -149,13 +143,9 @@ async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Chan
         return Result.fail("bad_request", "Дата блокировки не может быть в прошлом.", field="from")
     if since > today + timedelta(days=MAX_BLOCK_AHEAD_DAYS):
         return Result.fail("bad_request", "Блокировку можно назначить не дальше чем на год вперёд.", field="from")
-    key = sub_key(msisdn)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("absent", key, "blocked_from", "", "conflict")],
-        hset=[(key, "blocked_from", since.isoformat())],
-        audit=[api_audit("number_blocked", channel, detail=f"from={since.isoformat()}")],
-        refusal=api_audit("number_block", channel, detail=f"from={since.isoformat()}"),
-    ))
+    applied = await env.store.commit(msisdn, blocked(msisdn, since) + Change(
+        must_exist=True, audit=(api_audit("number_blocked", channel, detail=f"from={since.isoformat()}"),),
+        refusal=api_audit("number_block", channel, detail=f"from={since.isoformat()}")))
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", "Номер уже заблокирован или блокировка назначена. Сначала снимите её.")
@@ -166,12 +156,8 @@ async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Chan
 
 
 async def unblock_number(env: Env, msisdn: str, *, channel: Channel | str = Channel.API) -> Result:
-    key = sub_key(msisdn)
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("exists", key, "blocked_from", "", "conflict")],
-        hdel=[(key, "blocked_from")],
-        audit=[api_audit("number_unblocked", channel)],
-    ))
+    applied = await env.store.commit(msisdn, unblocked(msisdn) + Change(
+        must_exist=True, audit=(api_audit("number_unblocked", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Номер не заблокирован.") if applied.code == "conflict" \
             else unknown_subscriber(msisdn)
@@ -179,16 +165,16 @@ async def unblock_number(env: Env, msisdn: str, *, channel: Channel | str = Chan
 
 
 async def number_state(env: Env, msisdn: str) -> Result:
-    profile = await env.store.subscriber(msisdn)
+    profile = await env.store.subscribers.profile(msisdn)
     state = block_state(profile, _today(env.now()))
     return Result.done({"active": "Номер активен.", "scheduled": "Блокировка назначена.",
                         "blocked": "Номер заблокирован."}[state], state=state,
-                       blocked_from=profile.get("blocked_from"))
+                       blocked_from=profile.blocked_from.isoformat() if profile.blocked_from else None)
 
 
 # ---- N4 ------------------------------------------------------------------------------------
-def _person(profile: dict[str, str]) -> tuple[str, str]:
-    return profile.get("owner_id", ""), "".join(profile.get("passport", "").split())
+def _person(profile: Profile) -> tuple[str, str]:
+    return profile.owner_id, "".join(profile.passport.split())
 
 
 async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_password: object,
@@ -200,14 +186,14 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
         return bad_msisdn(new_owner_raw)
     if not isinstance(new_owner_password, str) or not 1 <= len(new_owner_password) <= 64:
         return Result.fail("bad_request", "Укажите пароль номера нового владельца.", field="password")
-    number, new = await env.store.subscriber(msisdn), await env.store.subscriber(payer)
-    if not new:
+    number, new = await env.store.subscribers.profiles(msisdn, payer)
+    if not new.exists:
         return unknown_subscriber(payer)
     old_id, old_passport = _person(number)
     new_id, new_passport = _person(new)
     if payer == msisdn or old_id == new_id or (old_passport and old_passport == new_passport):
         return Result.fail("same_owner", "Прежний и новый владелец — одно лицо: переоформление невозможно.")
-    debt = int(number.get("balance_kop", "0"))
+    debt = number.balance_kop
     if debt < 0:
         await env.store.audit(msisdn, api_audit("owner_change", channel, "debt", f"balance_kop={debt}"))
         return Result.fail("debt", f"У номера задолженность {rub(-debt)}. Погасите её до переоформления.",
@@ -217,43 +203,32 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
         if checked.code == "wrong_password":
             return Result.fail("wrong_password", f"Неверный пароль номера {payer}. Переоформление не выполнено.")
         return checked
-    op = _op_id()
-    held = await place_hold(env.store, payer, op, field="balance_kop", amount=OWNER_CHANGE_FEE_KOP,
+    op = new_op_id()
+    held = await place_hold(env.store, payer, op, asset=Asset.MONEY, amount=OWNER_CHANGE_FEE_KOP,
                             purpose="owner_change", to=msisdn, channel=channel, paid=True, event="owner_change_fee")
     if not held.ok:
-        have = int(new.get("balance_kop", "0"))
+        have = new.balance_kop
         return Result.fail("insufficient_funds", f"Переоформление стоит {rub(OWNER_CHANGE_FEE_KOP)}, они списываются "
                            f"с баланса нового владельца ({payer}: {rub(have)}). Пополните счёт.",
                            balance_kop=have, price_kop=OWNER_CHANGE_FEE_KOP)
-    key = sub_key(msisdn)
     contract = f"D-{_today(env.now()).year}-{secrets.randbelow(10**6):06d}"
-    old_linked = await sc_members(env.store, linked_key(msisdn))
-    applied = await sc_apply(env.store, msisdn, Plan(
-        checks=[Check("absent", ops_key(msisdn), op, "", "conflict"),
-                Check("eq", key, "owner_id", old_id, "conflict"),
-                Check("gte", key, "balance_kop", 0, "debt")],
-        hset=[(key, "owner_id", new_id), (key, "owner_name", new.get("owner_name", "")),
-              (key, "passport", new.get("passport", "")), (key, "contract", contract),
-              (key, "corporate", new.get("corporate", "0")), (key, "owner_since", int(env.now())),
-              (key, "email", new.get("email", "")),  # the old owner's address gets nothing any more
-              (ops_key(msisdn), op, "applied")],
-        hincr=[(key, "auth_epoch", 1)],
-        hdel=[(key, "pw_hash"), (key, "code_word_hash")],
-        srem=[(linked_key(msisdn), n) for n in old_linked],
-        audit=[api_audit("owner_changed", channel, detail=f"op={op} from={old_id} to={new_id} fee_payer={payer}")],
-        refusal=api_audit("owner_change", channel, detail=f"op={op}"),
-    ))
+    old_linked = sorted(await env.store.numbers.linked(msisdn))
+    applied = await env.store.commit(msisdn, (
+        op_marked(msisdn, op, "applied") + owner_changed(msisdn, number, new, contract, env.now())
+        + sets.unlinked(msisdn, *old_linked, known=False) + Change(
+            must_exist=True, refusal=api_audit("owner_change", channel, detail=f"op={op}"),
+            audit=(api_audit("owner_changed", channel, detail=f"op={op} from={old_id} to={new_id} fee_payer={payer}"),),
+            read_profile=True)))
     if not applied.ok:
-        await sc_apply(env.store, msisdn, Plan(checks=[Check("absent", ops_key(msisdn), op, "", "conflict")],
-                                               hset=[(ops_key(msisdn), op, "void")]))
+        await env.store.commit(msisdn, op_marked(msisdn, op, "void") + Change(must_exist=True))
         await settle_hold(env.store, payer, op, "refunded", channel=channel)
         if applied.code == "debt":
             return Result.fail("debt", "У номера появилась задолженность. Переоформление отменено, плата возвращена.")
         return Result.fail("conflict", "Владелец номера изменился. Переоформление отменено, плата возвращена.")
     await settle_hold(env.store, payer, op, "captured", channel=channel)
     log.info("owner_changed", msisdn=msisdn, phone=payer)
-    return Result.done(f"Номер {msisdn} переоформлен на {new.get('owner_name', 'нового владельца')}. "
+    balance_kop = applied.profile.balance_kop if applied.profile else 0
+    return Result.done(f"Номер {msisdn} переоформлен на {new.owner_name or 'нового владельца'}. "
                        f"С номера {payer} списано {rub(OWNER_CHANGE_FEE_KOP)}. Баланс номера "
-                       f"{rub(applied.balance_kop)} переходит новому владельцу и не возвращается.",
-                       owner_id=new_id, contract=contract, fee_kop=OWNER_CHANGE_FEE_KOP,
-                       balance_kop=applied.balance_kop)
+                       f"{rub(balance_kop)} переходит новому владельцу и не возвращается.",
+                       owner_id=new_id, contract=contract, fee_kop=OWNER_CHANGE_FEE_KOP, balance_kop=balance_kop)

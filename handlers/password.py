@@ -11,9 +11,9 @@ import structlog
 from handlers.base import HandlerContext
 from sms_codes import generate_password
 from ussdgw.store import AuditEvent, Change, RateGuard
+from ussdgw.store.profile import new_password
 
 log = structlog.get_logger("ussdgw.handlers.password")
-
 
 
 def secret_guard(ctx: HandlerContext) -> RateGuard:
@@ -32,17 +32,14 @@ async def issue_password(ctx: HandlerContext) -> None:
         pw_hash = await ctx.hash_password(password)
         result = await ctx.reply(
             password_reply(password),
-            change=Change(
-                set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0, "pw_issued_at": int(ctx.clock.now())},
-                rate_guards=[guard],
-            ),
+            change=new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=(guard,)),
             audit=[AuditEvent("password_issued", ctx.message.channel, detail=f"via={ctx.message.short_code}")],
             secret=True,
         )
         if not result.refused:
             log.info("password_issued", msisdn=ctx.msisdn, outcome=result.outcome)
             return
-        assert result.reason is not None and result.retry_at is not None
+        assert result.retry_at is not None
         refused = (result.reason, result.retry_at)
     reason, retry_at = refused
     await ctx.reply_rate_limited(guard, reason, retry_at, "password_refused")

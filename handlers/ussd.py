@@ -12,9 +12,9 @@
 
 A handler shows a screen with `await ctx.show(text)` (USSR request: the phone shows it and
 waits) or closes with `await ctx.end(text)` (PSSR response), exactly once per MO. Either call is
-one atomic commit (`ussdgw.store.ussd_commit`): the subscriber change, the reply, any extra MTs
-(an SMS from 3339), the audit trail, the MO's idempotency mark and the dialogue state. A
-redelivered MO gets the same reply again and changes nothing.
+one atomic commit (`Store.commit` with a `DialogueStep`): the subscriber change, the reply, any
+extra MTs (an SMS from 3339), the audit trail, the MO's idempotency mark and the dialogue state.
+A redelivered MO gets the same reply again and changes nothing.
 
 Time: dialogue deadlines and N2 review times read the context's `clock`: the gateway's, which the
 composition root (`ussdgw.app.stack.Stack`) shares with the store and the simulator, so that tests and
@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from handlers.base import NO_CHANGE, Channel, HandlerContext, InboundMessage
+from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.routing import Router, UssdRoute
 from ussd_menus.engine import paginate
 from ussdgw.clock import Clock
@@ -50,7 +50,17 @@ from ussdgw.smpp.ussd import (
     reply_session_info,
     ussd_length,
 )
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store, ussd_commit, ussd_load
+from ussdgw.store import (
+    NO_CHANGE,
+    AuditEvent,
+    Change,
+    CommitResult,
+    DialogueStep,
+    OutboundMessage,
+    Outcome,
+    Profile,
+    Store,
+)
 
 log = structlog.get_logger("ussdgw.handlers.ussd")
 
@@ -77,17 +87,17 @@ class UssdContext(HandlerContext):
     dialled: UssdString | None = None
     expect: str | None = None  # the dialogue version this step was computed from
     timeouts: Timeouts = field(default_factory=Timeouts)
-    profile: dict[str, str] | None = None  # read once per step; actions that change it go through `money`
+    read_profile: Profile | None = None  # read once per step; actions that change it go through `money`
 
     @property
     def is_dial(self) -> bool:
         return self.answer is None
 
-    async def subscriber(self) -> dict[str, str]:
+    async def profile(self) -> Profile:
         """The profile, read once per step (menus ask for it for several parts of one screen)."""
-        if self.profile is None:
-            self.profile = await self.store.subscriber(self.msisdn)
-        return self.profile
+        if self.read_profile is None:
+            self.read_profile = await self.store.subscribers.profile(self.msisdn)
+        return self.read_profile
 
     @property
     def menu_state(self) -> dict[str, Any]:
@@ -139,12 +149,10 @@ class UssdContext(HandlerContext):
         if close:
             events.append(AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"))
         ttl = dialogue.deadline(self.timeouts) - now + LATE_GRACE_S
-        result = await ussd_commit(
-            self.store, self.msisdn, mo_id=self.message.mo_id, mo_ttl_s=self.message.mo_ttl_s, expect=self.expect,
-            dialogue=None if close else dialogue.to_json(), version=dialogue.version, ttl_s=ttl, change=change,
-            messages=[reply, *messages], audit=events,
-        )
-        if result.outcome == "conflict":
+        step = DialogueStep(None if close else dialogue.to_json(), dialogue.version, ttl, expect=self.expect)
+        result = await self.store.commit(self.msisdn, self.message.once() + change + Change(
+            messages=(reply, *messages), audit=tuple(events), dialogue=step, create_profile=True))
+        if result.outcome is Outcome.CONFLICT:
             raise StepConflict(dialogue.version)
         if result.refused:
             dialogue.state, dialogue.step_at, dialogue.data = before
@@ -231,7 +239,7 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
     kind = classify_op(message.ussd_service_op, message.its_session_info)
     if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
         message = dataclasses.replace(message, mo_ttl_s=CONTENT_ONLY_DIAL_TTL_S)
-    applied, raw = await ussd_load(store, msisdn, message.mo_id)
+    applied, raw = await store.dialogues.load(msisdn, message.mo_id)
     open_dialogue = UssdDialogue.from_json(raw) if raw is not None else None
     if content_only(message) and kind is MoKind.ANSWER and open_dialogue is not None:
         # "2" answered on two screens is two answers: the step tells them apart (the commit still
@@ -239,7 +247,7 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
         message = dataclasses.replace(message, mo_id=f"{message.mo_id}:{open_dialogue.version}")
         applied = False
     if applied:  # a redelivered MO: the same reply again, nothing changes
-        result = await store.commit(msisdn, mo_id=message.mo_id, mo_ttl_s=message.mo_ttl_s)
+        result = await store.commit(msisdn, message.once() + Change(create_profile=True))
         return UssdOutcome("ussd.duplicate", result)
     now = clock.now()
     timeouts = timeouts_of(settings)
@@ -307,18 +315,17 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
 
     if kind is MoKind.ABORT:  # the network already closed the dialogue on the phone: nothing to show
         log.info("ussd_aborted", msisdn=msisdn, op=message.ussd_service_op, had_dialogue=open_dialogue is not None)
-        result = await ussd_commit(
-            store, msisdn, mo_id=message.mo_id, mo_ttl_s=message.mo_ttl_s,
-            expect=open_dialogue.version if open_dialogue is not None else None, dialogue=None,
-            audit=[AuditEvent("ussd_aborted", Channel.USSD, detail=f"op={message.ussd_service_op}")],
-        )
-        if result.outcome == "conflict":
+        result = await store.commit(msisdn, message.once() + Change(
+            dialogue=DialogueStep(None, expect=open_dialogue.version if open_dialogue is not None else None),
+            audit=(AuditEvent("ussd_aborted", Channel.USSD, detail=f"op={message.ussd_service_op}"),),
+            create_profile=True))
+        if result.outcome is Outcome.CONFLICT:
             raise StepConflict("abort")
         return UssdOutcome("ussd.abort", result)
 
     if kind is MoKind.NOTICE_ACK:  # the phone saw a USSN notice; the MO is marked, nothing else
-        result = await store.commit(msisdn, mo_id=message.mo_id, mo_ttl_s=message.mo_ttl_s,
-                                    audit=[AuditEvent("ussn_confirmed", Channel.USSD)])
+        result = await store.commit(msisdn, message.once() + Change(
+            audit=(AuditEvent("ussn_confirmed", Channel.USSD),), create_profile=True))
         return UssdOutcome("ussd.notice_ack", result)
 
     log.info("ussd_unsupported_op", msisdn=msisdn, op=message.ussd_service_op)

@@ -18,16 +18,17 @@ from handlers.catalogue import catalogue, rub
 from handlers.password import password_reply, secret_guard
 from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
-from sms_codes import Decision, format_retry_reply, generate_password
+from sms_codes import format_retry_reply, generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
 from ussdgw.inputs import parse_whole_number
-from ussdgw.store import AuditEvent, Change
+from ussdgw.store import AuditEvent, Change, Profile
+from ussdgw.store.profile import new_password
 
 log = structlog.get_logger("ussdgw.handlers.ussd_selfcare")
 
 
-def balance_text(profile: Mapping[str, str]) -> str:
-    kopecks = int(profile.get("balance_kop") or 0)
+def balance_text(profile: Profile) -> str:
+    kopecks = profile.balance_kop
     text = f"Ваш баланс: {rub(kopecks)}."
     if kopecks <= 0:
         text += " Пополните счёт: платные услуги недоступны."
@@ -37,7 +38,7 @@ def balance_text(profile: Mapping[str, str]) -> str:
 async def balance(ctx: HandlerContext) -> None:
     """R8: *100# shows the balance and closes."""
     ussd = ussd_context(ctx)
-    profile = await ctx.subscriber()
+    profile = await ctx.profile()
     await ussd.end(balance_text(profile), audit=[AuditEvent("balance_shown", Channel.USSD)])
 
 
@@ -58,7 +59,7 @@ def _end(result: Result, event: str, detail: str = "") -> End:
 
 
 async def act_balance(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
-    return End(balance_text(await ctx.subscriber()), {"audit": [AuditEvent("balance_shown", Channel.USSD)]})
+    return End(balance_text(await ctx.profile()), {"audit": [AuditEvent("balance_shown", Channel.USSD)]})
 
 
 async def act_switch_tariff(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
@@ -95,16 +96,13 @@ async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: s
     refused = await ctx.store.rate_peek(ctx.msisdn, guard)
     if refused is not None:
         reason, retry_at = refused
-        decision = Decision(allowed=False, retry_at=retry_at, reason=reason,  # type: ignore[arg-type]
-                            per_hour=guard.per_hour)
-        return End(format_retry_reply(decision, ctx.clock.now()),
+        return End(format_retry_reply(reason, retry_at, guard.per_hour, ctx.clock.now()),
                    {"audit": [AuditEvent("password_refused", Channel.USSD, outcome="rate_limited", detail=reason)]})
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
     return End(
         "Новый пароль отправлен вам по SMS с номера 3339.",
-        {"change": Change(set_fields={"pw_hash": pw_hash, "pw_failures": 0, "locked": 0,
-                                      "pw_issued_at": int(ctx.clock.now())}, rate_guards=[guard]),
+        {"change": new_password(ctx.msisdn, pw_hash, ctx.clock.now()) + Change(guards=(guard,)),
          "audit": [AuditEvent("password_issued", Channel.USSD, detail="via=*111#")],
          "messages": [ctx.sms(password_reply(password), "3339", secret=True)]},
         refused_text="Пароль недавно уже отправлялся. Попробуйте чуть позже.",
@@ -128,14 +126,13 @@ async def act_n2_password(ctx: UssdContext, params: Mapping[str, str], value: st
 
 # ---- lists, texts, validators ---------------------------------------------------------------------
 async def list_tariffs(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
-    profile = await ctx.subscriber()
-    corporate = profile.get("corporate", "0") == "1"
+    corporate = (await ctx.profile()).corporate
     return [(t.id, f"{t.name} {rub(t.monthly_fee_kop)}/мес")
             for t in catalogue().tariffs if corporate or not t.corporate_only]
 
 
 async def text_current_tariff(ctx: UssdContext, params: Mapping[str, str]) -> str:
-    tariff = catalogue().tariff((await ctx.subscriber()).get("tariff", ""))
+    tariff = catalogue().tariff((await ctx.profile()).tariff)
     return f"Ваш тариф: {tariff.name}. Тарифы:" if tariff else "Тарифы:"
 
 
@@ -148,7 +145,7 @@ async def text_tariff_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
 
 
 async def list_services(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
-    on = set(money.enabled_services(await ctx.subscriber()))
+    on = set(money.enabled_services(await ctx.profile()))
     return [(s.id, f"{s.name} ({'вкл' if s.id in on else 'выкл'})") for s in catalogue().services]
 
 
@@ -156,13 +153,13 @@ async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
     service = catalogue().service(params.get("id", ""))
     if service is None:
         return "Услуга не найдена."
-    state = "подключена" if service.id in money.enabled_services(await ctx.subscriber()) else "не подключена"
+    state = "подключена" if service.id in money.enabled_services(await ctx.profile()) else "не подключена"
     fee = f"{rub(service.monthly_fee_kop)}/мес" if service.monthly_fee_kop else "бесплатно"
     return f"{service.name} ({state}): {service.description} {fee}."
 
 
 async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
-    return f"{number_management.OPTION}: {number_management.short_state(await ctx.subscriber())}."
+    return f"{number_management.OPTION}: {number_management.short_state(await ctx.profile())}."
 
 
 AUTOPAY_MIN_RUB, AUTOPAY_MAX_RUB = 100, 5000

@@ -173,12 +173,15 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _check_settings(path: Path, settings: dict[str, Any]) -> None:
-    from ussdgw.config import Settings
+    from ussdgw.config import Settings, SettingsError
 
-    known = set(Settings.__dataclass_fields__)
-    unknown = set(settings) - known
+    unknown = set(settings) - set(Settings.model_fields)
     if unknown:
         raise ScenarioError(f"{path}: unknown settings {sorted(unknown)}")
+    try:  # typed as any other settings: a wrong value fails when the file is read, not half way through
+        Settings().with_overrides(**settings)
+    except SettingsError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
 
 
 def _step(path: Path, index: int, raw: Any, default_phone: str) -> Step:

@@ -228,7 +228,7 @@ class Smsc:
             "state_file": settings.sim_state_file,
         }
         options.update(overrides)
-        return cls(dict(settings.sim_accounts), phones, **options)
+        return cls(settings.sim_credentials(), phones, **options)
 
     async def stop(self) -> None:
         """Stop by the book: no new binds; what is owed to bound ESMEs is delivered first (for

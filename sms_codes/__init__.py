@@ -1,19 +1,11 @@
-"""Secret handling without I/O: self-care passwords, short-lived codes, resend limits.
+"""Secret handling without I/O: self-care passwords, short-lived codes, resend refusals in words.
 
 Nothing here touches Redis, the network or a log; the store and the handlers do, and
 call in here for every decision about a secret.
 """
 
 from sms_codes.codes import MIN_KEY_BYTES, CodePurpose, code_digest, code_matches, generate_code
-from sms_codes.limits import (
-    HOUR_S,
-    OPERATOR_TZ,
-    Decision,
-    DenyReason,
-    SecretSendPolicy,
-    decide,
-    format_retry_reply,
-)
+from sms_codes.limits import HOUR_S, OPERATOR_TZ, format_retry_reply
 from sms_codes.passwords import (
     CHECKSUM_MODULUS,
     CHECKSUM_REMAINDER,
@@ -44,17 +36,13 @@ __all__ = [
     "MIN_LENGTH",
     "OPERATOR_TZ",
     "CodePurpose",
-    "Decision",
-    "DenyReason",
     "NewPasswordError",
     "PasswordMismatchError",
-    "SecretSendPolicy",
     "WeakPasswordError",
     "check_new_password",
     "checksum_ok",
     "code_digest",
     "code_matches",
-    "decide",
     "format_retry_reply",
     "generate_code",
     "generate_password",

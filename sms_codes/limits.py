@@ -1,101 +1,23 @@
-"""D2 resend policy for secrets sent by SMS (passwords, codes): decisions only, no I/O.
+"""D2 refusals in words: what the subscriber is told when a resend is refused. No I/O.
 
-Inputs are what one Redis sorted set per MSISDN gives: the send times (member and score
-= Unix time) read with ``ZRANGEBYSCORE key (now-3600 +inf``. Older entries may be
-passed as well; :func:`decide` ignores them, so trimming (``ZREMRANGEBYSCORE``) is
-housekeeping, not a correctness step. ``last_sent_at`` is optional: give it if the
-cool-down is tracked apart from the set, otherwise the newest timestamp is used.
-
-The hour is a sliding window, not a fixed counter: a fixed ``INCR``/``EXPIRE`` window
-lets twice the cap through across a window boundary and cannot say when the next send
-becomes possible, which the reply to the subscriber needs.
-
-A time exactly on a boundary counts as free: a send at *t* blocks until
-``t + cooldown_s`` and leaves the hourly window at ``t + 3600``, so deciding again at
-``retry_at`` (with nothing sent meanwhile) is always allowed.
+The policy itself (a cool-down per kind of code and a sliding hourly cap per MSISDN) runs in
+Redis, inside the step that sends the code, so that the check and the count are one atomic step:
+`rate_check` in `ussdgw/store/lua/prelude.lua`, tested in `tests/test_store_rate_policy.py`. It
+refuses with a reason (`cooldown` or `hourly_cap`) and the time from which asking again works;
+this module turns those into the reply.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 from zoneinfo import ZoneInfo
 
-__all__ = [
-    "HOUR_S",
-    "OPERATOR_TZ",
-    "Decision",
-    "DenyReason",
-    "SecretSendPolicy",
-    "decide",
-    "format_retry_reply",
-]
+__all__ = ["HOUR_S", "OPERATOR_TZ", "format_retry_reply"]
 
 HOUR_S: Final = 3600
 OPERATOR_TZ: Final = ZoneInfo("Europe/Moscow")
-
-DenyReason = Literal["cooldown", "hourly_cap"]
-
-
-@dataclass(frozen=True, slots=True)
-class SecretSendPolicy:
-    """How often one MSISDN may be sent a secret: a cool-down and an hourly cap."""
-
-    cooldown_s: int = 60
-    per_hour: int = 5
-
-    def __post_init__(self) -> None:
-        if self.cooldown_s < 0:
-            raise ValueError(f"cooldown_s must be >= 0, got {self.cooldown_s}")
-        if self.per_hour < 1:
-            raise ValueError(f"per_hour must be >= 1, got {self.per_hour}")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Whether to send now; if not, from when (Unix time) and why.
-
-    ``per_hour`` is the cap that applied, so the reply can quote it.
-    """
-
-    allowed: bool
-    retry_at: float | None = None
-    reason: DenyReason | None = None
-    per_hour: int | None = None
-
-
-ALLOWED: Final = Decision(allowed=True)
-
-
-def decide(
-    policy: SecretSendPolicy,
-    last_sent_at: float | None,
-    sent_in_last_hour: Sequence[float],
-    now: float,
-) -> Decision:
-    """Decide whether a secret may be sent to one MSISDN at *now*.
-
-    When both limits apply, the one that frees later is reported, so the subscriber
-    is told a time that really works.
-    """
-    window = sorted(t for t in sent_in_last_hour if t + HOUR_S > now)
-    latest = max(window, default=None) if last_sent_at is None else max([last_sent_at, *window])
-
-    denials: list[tuple[float, DenyReason]] = []
-    if latest is not None and now < latest + policy.cooldown_s:
-        denials.append((latest + policy.cooldown_s, "cooldown"))
-    if len(window) >= policy.per_hour:
-        # The send that must leave the window before one more fits.
-        oldest_blocking = window[len(window) - policy.per_hour]
-        denials.append((oldest_blocking + HOUR_S, "hourly_cap"))
-
-    if not denials:
-        return ALLOWED
-    retry_at, reason = max(denials)
-    return Decision(allowed=False, retry_at=retry_at, reason=reason, per_hour=policy.per_hour)
 
 
 def _wait_text(seconds: int) -> str:
@@ -104,16 +26,14 @@ def _wait_text(seconds: int) -> str:
     return f"{math.ceil(seconds / 60)} мин"
 
 
-def format_retry_reply(decision: Decision, now: float) -> str:
-    """Return the SMS text for a refused send (fits one 70-character UCS2 segment).
+def format_retry_reply(reason: str, retry_at: float, per_hour: int, now: float) -> str:
+    """The SMS text for a refused send (fits one 70-character UCS2 segment): how long to wait after
+    a `cooldown`, or from what Moscow time after the `hourly_cap` of `per_hour`.
 
-    The clock time is rounded up to the minute, so "после 14:05" is never too early.
-    """
-    if decision.allowed or decision.retry_at is None:
-        raise ValueError("an allowed decision has no retry reply")
-    if decision.reason == "hourly_cap":
-        retry_minute = math.ceil(decision.retry_at / 60) * 60
+    The clock time is rounded up to the minute, so "после 14:05" is never too early."""
+    if reason == "hourly_cap":
+        retry_minute = math.ceil(retry_at / 60) * 60
         clock = datetime.fromtimestamp(retry_minute, OPERATOR_TZ).strftime("%H:%M")
-        return f"Превышен лимит запросов: не более {decision.per_hour} в час. Попробуйте после {clock}."
-    wait = max(1, math.ceil(decision.retry_at - now))
+        return f"Превышен лимит запросов: не более {per_hour} в час. Попробуйте после {clock}."
+    wait = max(1, math.ceil(retry_at - now))
     return f"Код уже отправлен. Повторный запрос возможен через {_wait_text(wait)}."

@@ -1,13 +1,14 @@
-"""Fixtures: a real redis-server started for the session, the whole stack on free loopback ports."""
+"""Fixtures: a real redis-server started for the session, a store on it, the whole stack on free
+loopback ports."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -15,11 +16,12 @@ import redis
 
 from simulator.phones import InboxMessage
 from ussdgw.app.stack import Stack
+from ussdgw.config import Settings
+from ussdgw.redis_server import EmbeddedRedis
+from ussdgw.store import Store
 
 if TYPE_CHECKING:
     from tests.selfcare_helpers import Api
-from ussdgw.config import Settings
-from ussdgw.redis_server import EmbeddedRedis
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,6 +63,32 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         sim_port=0, sim_http_port=0, api_port=0, mt_lease_s=1.0, secret_cooldown_s=0, secret_per_hour=100,
         enquire_link_s=5.0, response_timeout_s=3.0, reconnect_max_s=0.5,
     )
+
+
+StoreFactory = Callable[..., Store]
+
+
+@pytest.fixture
+async def store_factory(settings: Settings) -> AsyncIterator[StoreFactory]:
+    """Stores as the platform makes them (`Store.from_url`, the settings' key and lease), each with
+    its own clock unless given one; `url` points one elsewhere (an unreachable Redis). All closed
+    at the end of the test."""
+    made: list[Store] = []
+
+    def make(url: str | None = None, **overrides: Any) -> Store:
+        options: dict[str, Any] = {"lease_s": settings.mt_lease_s, **overrides}
+        made.append(Store.from_url(url or settings.redis_url, settings.secret_key_bytes(), **options))
+        return made[-1]
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> Store:
+    """A store on the test's empty Redis, with the `settings`' secret key and MT lease."""
+    return store_factory()
 
 
 @pytest.fixture

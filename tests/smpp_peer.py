@@ -141,16 +141,14 @@ class ScriptedSmsc:
 
 
 @contextlib.asynccontextmanager
-async def gateway_against(smsc: ScriptedSmsc, settings: Settings) -> AsyncIterator[tuple[Gateway, Store]]:
-    """The real gateway, with its Redis store, bound to `smsc`."""
+async def gateway_against(smsc: ScriptedSmsc, store: Store, settings: Settings) -> AsyncIterator[Gateway]:
+    """The real gateway, with its Redis `store`, bound to `smsc`."""
     host, port = await smsc.start()
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
     gateway = Gateway(settings.with_overrides(smsc_host=host, smsc_port=port), store, build_router())
     await gateway.start()
     try:
         await gateway.wait_bound(5)
-        yield gateway, store
+        yield gateway
     finally:
         await gateway.stop()
         await smsc.stop()
-        await store.close()

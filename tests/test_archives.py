@@ -51,11 +51,11 @@ class TestResendLimits:
     async def test_a_second_code_within_the_cool_down_is_refused_with_when_to_retry(self, stack: Stack) -> None:
         assert stack.store is not None
         [first] = await send_and_wait(stack, IVAN, "232", "PER")
-        digest = (await stack.store.subscriber(IVAN))["sms_archive_digest"]
+        digest = (await stack.store.subscribers.fields(IVAN))["sms_archive_digest"]
         [second] = await send_and_wait(stack, IVAN, "232", "ON")
         assert "Повторный запрос возможен через" in second.text
         assert extract_code(first.text)
-        assert (await stack.store.subscriber(IVAN))["sms_archive_digest"] == digest
+        assert (await stack.store.subscribers.fields(IVAN))["sms_archive_digest"] == digest
 
 
 async def test_any_sms_to_1234_opens_the_mms_archive_for_72_hours(stack: Stack, api: Api, redis_url: str) -> None:

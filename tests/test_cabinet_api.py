@@ -86,10 +86,10 @@ async def test_numbers_joined_by_an_active_n2_group_are_shown_and_acted_on_witho
     """N2: "each member acts on the others without additional sign-in"; a member sold since (N4),
     or a group not (yet) active, gives nothing."""
     assert stack.store is not None
-    await stack.store.put_subscriber(IVAN, {"n2_state": "active", "n2_numbers": f"{IVAN},{IVAN2},{MARIA}",
+    await stack.store.subscribers.put(IVAN, {"n2_state": "active", "n2_numbers": f"{IVAN},{IVAN2},{MARIA}",
                                             "n2_group": IVAN}, AuditEvent("seeded", "admin"))
     for member in (IVAN2, MARIA):  # MARIA: joined once, another owner's now
-        await stack.store.put_subscriber(member, {"n2_group": IVAN}, AuditEvent("seeded", "admin"))
+        await stack.store.subscribers.put(member, {"n2_group": IVAN}, AuditEvent("seeded", "admin"))
     token = await signed_in(stack, api, IVAN2)
     status, body = await api.call("GET", "/accounts/me", token=token)
     assert status == 200 and body["data"]["joined"] == [IVAN] and body["data"]["n2_state"] == "active"
@@ -98,7 +98,7 @@ async def test_numbers_joined_by_an_active_n2_group_are_shown_and_acted_on_witho
     status, body = await api.call("GET", f"/accounts/{MARIA}/balance", token=token)
     assert status == 403 and body["error"] == "forbidden"
 
-    await stack.store.put_subscriber(IVAN, {"n2_state": "off"}, AuditEvent("seeded", "admin"))
+    await stack.store.subscribers.put(IVAN, {"n2_state": "off"}, AuditEvent("seeded", "admin"))
     status, body = await api.call("GET", "/accounts/me", token=token)
     assert body["data"]["joined"] == [] and body["data"]["n2_state"] == "off"
     status, body = await api.call("GET", f"/accounts/{IVAN}/balance", token=token)

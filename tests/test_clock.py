@@ -116,16 +116,12 @@ async def test_retry_after_counts_down_on_the_platform_clock(stack: Stack) -> No
         assert (await attempt())[0] == 401  # the hour has passed on the platform's clock
 
 
-async def test_parts_given_different_clocks_refuse_to_be_put_together(settings: Settings) -> None:
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), clock=Clock())
-    try:
-        with pytest.raises(ValueError, match="one clock"):
-            Gateway(settings, store, build_router(), clock=Clock())
-        with pytest.raises(ValueError, match="one clock"):
-            Env(store, settings, clock=Clock())
-        with pytest.raises(ValueError, match="one clock"):
-            Smsc({}, PhoneBook(), clock=Clock())
-        assert Gateway(settings, store, build_router()).clock is store.clock
-        assert Env(store, settings).clock is store.clock
-    finally:
-        await store.close()
+async def test_parts_given_different_clocks_refuse_to_be_put_together(settings: Settings, store: Store) -> None:
+    with pytest.raises(ValueError, match="one clock"):
+        Gateway(settings, store, build_router(), clock=Clock())
+    with pytest.raises(ValueError, match="one clock"):
+        Env(store, settings, clock=Clock())
+    with pytest.raises(ValueError, match="one clock"):
+        Smsc({}, PhoneBook(), clock=Clock())
+    assert Gateway(settings, store, build_router()).clock is store.clock
+    assert Env(store, settings).clock is store.clock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ async def test_gateway_killed_after_commit_gets_the_mo_again_and_applies_it_exac
     assert mo.attempts >= 2
     trail = await stack.store.audit_trail("79161234567")
     assert [e["event"] for e in trail].count("password_issued") == 1
-    profile = await stack.store.subscriber("79161234567")
+    profile = await stack.store.subscribers.fields("79161234567")
     assert verify_password(extract_password(reply.text), profile["pw_hash"])
 
 
@@ -84,7 +85,7 @@ async def test_redis_down_answers_rx_t_appn_then_the_retry_succeeds_once_redis_i
         after = stack.smsc.phones.last_seq
         await asyncio.wait_for(mo.delivered.wait(), 20)
         [reply] = await stack.smsc.phones.wait_inbox("79161234567", after, 10)
-        profile = await stack.store.subscriber("79161234567")
+        profile = await stack.store.subscribers.fields("79161234567")
         assert verify_password(extract_password(reply.text), profile["pw_hash"])
         trail = await stack.store.audit_trail("79161234567")
         assert [e["event"] for e in trail].count("password_issued") == 1
@@ -146,7 +147,7 @@ async def test_rendered_log_lines_mask_msisdns_and_carry_no_secret(
     finally:
         structlog.reset_defaults()
     err = capsys.readouterr().err
-    assert '"event": "mo_handled"' in err
+    assert "mo_handled" in [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "7916***4567" in err
     assert "79161234567" not in err
     assert extract_password(reply.text) not in err

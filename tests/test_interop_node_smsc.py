@@ -67,16 +67,14 @@ async def node_smsc() -> AsyncIterator[NodeSmsc]:
 
 
 @pytest.fixture
-async def gateway(node_smsc: NodeSmsc, settings: Settings) -> AsyncIterator[tuple[Gateway, Store]]:
+async def gateway(node_smsc: NodeSmsc, settings: Settings, store: Store) -> AsyncIterator[tuple[Gateway, Store]]:
     port = (await node_smsc.next("listening"))["port"]
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
     gw = Gateway(settings.with_overrides(smsc_host="127.0.0.1", smsc_port=port), store, build_router())
     await gw.start()
     assert (await node_smsc.next("bind"))["ok"]
     await gw.wait_bound(5)
     yield gw, store
     await gw.stop()
-    await store.close()
 
 
 async def reply_text(smsc: NodeSmsc) -> tuple[str, list[dict[str, Any]]]:
@@ -110,7 +108,7 @@ async def test_a_ussd_request_through_a_node_smpp_smsc_gets_its_ussd_answer(
     node_smsc: NodeSmsc, gateway: tuple[Gateway, Store],
 ) -> None:
     _, store = gateway
-    await store.put_subscriber(PHONE, {"balance_kop": 12345}, AuditEvent("seeded", "admin"))
+    await store.subscribers.put(PHONE, {"balance_kop": 12345}, AuditEvent("seeded", "admin"))
     node_smsc.mo(**{"from": PHONE, "to": "*100#", "text": "*100#", "ref": 2,
                     "ussd_service_op": UssdOp.PSSR_INDICATION})
     assert (await node_smsc.next("deliver_sm_resp"))["command_status"] == 0

@@ -16,12 +16,12 @@ from ussdgw.store import AuditEvent
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
     assert stack.store is not None
-    return await stack.store.subscriber(msisdn)
+    return await stack.store.subscribers.fields(msisdn)
 
 
 async def give_points(stack: Stack, msisdn: str, points: int) -> None:
     assert stack.store is not None
-    await stack.store.put_subscriber(msisdn, {"bonus_points": points}, AuditEvent("test_setup", "admin"))
+    await stack.store.subscribers.put(msisdn, {"bonus_points": points}, AuditEvent("test_setup", "admin"))
 
 
 # ---- M1 / M2 -------------------------------------------------------------------------------

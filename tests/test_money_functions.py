@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
 
 from handlers.base import Channel
@@ -16,16 +13,15 @@ A = "79161234567"
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, secrets.token_bytes(32))
-    await s.put_subscriber(A, {"owner_id": "p-1", "balance_kop": 25000, "tariff": "basic", "corporate": 0},
-                           AuditEvent("seeded", "admin"))
-    yield s
-    await s.close()
+async def store(store: Store) -> Store:
+    """The conftest's store, with subscriber A on 250 ₽ and the basic tariff."""
+    await store.subscribers.put(A, {"owner_id": "p-1", "balance_kop": 25000, "tariff": "basic", "corporate": 0},
+                                AuditEvent("seeded", "admin"))
+    return store
 
 
 async def test_balance_is_shown_at_a_negative_balance_too(store: Store) -> None:
-    await store.put_subscriber(A, {"balance_kop": -1050}, AuditEvent("seeded", "admin"))
+    await store.subscribers.put(A, {"balance_kop": -1050}, AuditEvent("seeded", "admin"))
     result = await balance(store, A, channel=Channel.USSD)
     assert result.ok and result.data["balance_kop"] == -1050
     assert "-10,50 ₽" in result.text
@@ -34,7 +30,7 @@ async def test_balance_is_shown_at_a_negative_balance_too(store: Store) -> None:
 async def test_top_up_adds_money_and_a_point_per_ten_roubles_once_per_payment_id(store: Store) -> None:
     first = await top_up(store, A, 50000, payment_id="p1")
     again = await top_up(store, A, 50000, payment_id="p1")
-    profile = await store.subscriber(A)
+    profile = await store.subscribers.fields(A)
     assert first.ok and not again.ok and again.code == "conflict"
     assert profile["balance_kop"] == "75000" and profile["bonus_points"] == "50"
 
@@ -43,18 +39,18 @@ async def test_top_up_adds_money_and_a_point_per_ten_roubles_once_per_payment_id
 async def test_top_up_refuses_bad_amounts_and_changes_nothing(store: Store, amount: object) -> None:
     result = await top_up(store, A, amount)
     assert not result.ok and result.code == "bad_request" and result.status == 400
-    assert (await store.subscriber(A))["balance_kop"] == "25000"
+    assert (await store.subscribers.fields(A))["balance_kop"] == "25000"
 
 
 async def test_top_up_of_an_unknown_number_is_refused_and_creates_nothing(store: Store) -> None:
     result = await top_up(store, "79990000000", 10000)
     assert result.code == "unknown_subscriber"
-    assert await store.subscriber("79990000000") == {}
+    assert await store.subscribers.fields("79990000000") == {}
 
 
 async def test_switch_tariff_charges_the_switch_price_and_switches_at_once(store: Store) -> None:
     result = await switch_tariff(store, A, "tarifische", channel=Channel.USSD)
-    profile = await store.subscriber(A)
+    profile = await store.subscribers.fields(A)
     price = catalogue().tariff("tarifische").switch_price_kop  # type: ignore[union-attr]
     assert result.ok and profile["tariff"] == "tarifische"
     assert int(profile["balance_kop"]) == 25000 - price
@@ -62,10 +58,10 @@ async def test_switch_tariff_charges_the_switch_price_and_switches_at_once(store
 
 
 async def test_switch_tariff_at_zero_balance_says_a_positive_balance_is_needed(store: Store) -> None:
-    await store.put_subscriber(A, {"balance_kop": 0}, AuditEvent("seeded", "admin"))
+    await store.subscribers.put(A, {"balance_kop": 0}, AuditEvent("seeded", "admin"))
     result = await switch_tariff(store, A, "smart")
     assert result.code == "insufficient_funds" and "положительный баланс" in result.text
-    profile = await store.subscriber(A)
+    profile = await store.subscribers.fields(A)
     assert profile["tariff"] == "basic" and profile["balance_kop"] == "0"
     assert any(e["event"] == "tariff_switch" and e["outcome"] == "insufficient_funds"
                for e in await store.audit_trail(A))
@@ -75,7 +71,7 @@ async def test_switch_to_an_unknown_or_corporate_tariff_is_refused(store: Store)
     assert (await switch_tariff(store, A, "nope")).code == "not_found"
     assert (await switch_tariff(store, A, "business")).code == "corporate"
     assert (await switch_tariff(store, A, "basic")).code == "conflict"
-    assert (await store.subscriber(A))["tariff"] == "basic"
+    assert (await store.subscribers.fields(A))["tariff"] == "basic"
 
 
 async def test_tariff_list_marks_the_current_one(store: Store) -> None:
@@ -95,11 +91,11 @@ async def test_service_on_then_off_and_twice_is_a_clear_conflict(store: Store) -
 
 async def test_service_off_works_at_a_negative_balance_but_on_does_not(store: Store) -> None:
     assert (await service_on(store, A, "easy_pay")).ok
-    await store.put_subscriber(A, {"balance_kop": -500}, AuditEvent("seeded", "admin"))
+    await store.subscribers.put(A, {"balance_kop": -500}, AuditEvent("seeded", "admin"))
     assert (await service_off(store, A, "easy_pay")).ok
     refused = await service_on(store, A, "easy_pay")
     assert refused.code == "insufficient_funds"
-    assert "svc:easy_pay" not in await store.subscriber(A)
+    assert "svc:easy_pay" not in await store.subscribers.fields(A)
 
 
 async def test_autopay_tops_up_by_its_amount_when_a_debit_leaves_the_balance_at_the_threshold(store: Store) -> None:
@@ -107,7 +103,7 @@ async def test_autopay_tops_up_by_its_amount_when_a_debit_leaves_the_balance_at_
     assert on.ok
     debit = await charge(store, A, 24500)  # 250 ₽ - 245 ₽ = 5 ₽ <= 10 ₽
     assert debit.data["autopaid_kop"] == 30000
-    assert (await store.subscriber(A))["balance_kop"] == str(500 + 30000)
+    assert (await store.subscribers.fields(A))["balance_kop"] == str(500 + 30000)
     assert "autopay_topup" in [e["event"] for e in await store.audit_trail(A)]
 
 
@@ -116,7 +112,7 @@ async def test_autopay_tops_up_by_its_amount_when_a_debit_leaves_the_balance_at_
 async def test_autopay_without_a_sane_amount_is_refused(store: Store, params: dict[str, object] | None) -> None:
     result = await service_on(store, A, "autopay", params=params)
     assert result.code == "bad_request"
-    assert "svc:autopay" not in await store.subscriber(A)
+    assert "svc:autopay" not in await store.subscribers.fields(A)
 
 
 def test_the_catalogue_has_prices_in_kopecks_and_rejects_a_broken_file() -> None:

@@ -2,45 +2,43 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
 from handlers.selfcare import Env, Result
 from simulator.cdr import SimulatedCarrier
 from ussdgw.config import Settings
-from ussdgw.store import AuditEvent, Check, Plan, Store, gifts_key, holds_key, sc_apply, sc_hash
+from ussdgw.store import Asset, AuditEvent, Store
+from ussdgw.store.money import gift_offered
 
 A, B = "79161234567", "79261112233"
 
 
 @pytest.fixture
-async def env(redis_url: str, tmp_path: object) -> AsyncIterator[Env]:
-    settings = Settings(redis_url=redis_url, secret_key=secrets.token_hex(32), secret_cooldown_s=0,
-                        secret_per_hour=100, hold_recovery_s=0)
-    store = Store.from_url(redis_url, settings.secret_key_bytes())
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(hold_recovery_s=0)
+
+
+@pytest.fixture
+async def env(settings: Settings, store: Store) -> Env:
     for msisdn in (A, B):
-        await store.put_subscriber(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
-                                   AuditEvent("seeded", "admin"))
-    yield Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
-    await store.close()
+        await store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
+                                    AuditEvent("seeded", "admin"))
+    return Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
 
 
 async def points(env: Env) -> tuple[int, int]:
-    a, b = await env.store.subscriber(A), await env.store.subscriber(B)
+    a, b = await env.store.subscribers.fields(A), await env.store.subscribers.fields(B)
     return int(a["bonus_points"]), int(b["bonus_points"])
 
 
 async def test_a_hold_whose_offer_never_happened_is_refunded_and_can_never_be_offered(env: Env) -> None:
-    held = await place_hold(env.store, A, "op1", field="bonus_points", amount=40, purpose="gift", to=B,
+    held = await place_hold(env.store, A, "op1", asset=Asset.POINTS, amount=40, purpose="gift", to=B,
                             channel="api", paid=False, event="gift_sent")
     assert held.ok and await points(env) == (60, 100)  # the process dies here
     counts = await recover_holds(env, older_than_s=0)
     assert counts["refunded"] == 1 and await points(env) == (100, 100)
-    late_offer = await sc_apply(env.store, B, Plan(checks=[Check("absent", gifts_key(B), "op1:state", "", "conflict")],
-                                                   hset=[(gifts_key(B), "op1:state", "offered")]))
+    late_offer = await env.store.commit(B, gift_offered(B, "op1", sender=A, points=40, digest="d", expires=env.now()))
     assert late_offer.code == "conflict"
     assert (await recover_holds(env, older_than_s=0))["refunded"] == 0  # twice changes nothing
 
@@ -67,8 +65,8 @@ async def test_an_accepted_gift_whose_hold_was_left_open_is_captured_not_refunde
         with pytest.raises(ConnectionError):
             await accept_gift(env, B, code)
     assert await points(env) == (70, 130)
-    holds = await sc_hash(env.store, holds_key(A))
-    assert holds[f"{result.data['gift_id']}:state"] == "held"
+    holds = await env.store.money.holds(A)
+    assert holds[result.data["gift_id"]].state == "held"
     counts = await recover_holds(env, older_than_s=0)
     assert counts == {"captured": 1, "refunded": 0, "pending": 0}
     assert await points(env) == (70, 130)

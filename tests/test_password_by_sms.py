@@ -28,7 +28,7 @@ def is_p1(password: str) -> bool:
 
 async def stored_hash(stack: Stack, msisdn: str) -> str:
     assert stack.store is not None
-    return (await stack.store.subscriber(msisdn))["pw_hash"]
+    return (await stack.store.subscribers.fields(msisdn))["pw_hash"]
 
 
 async def test_parol_to_3339_replies_from_3339_with_a_p1_password_that_verifies(stack: Stack) -> None:
@@ -68,7 +68,7 @@ async def test_unknown_keyword_gets_the_help_of_that_code(stack: Stack) -> None:
     assert reply.sender == "3339"
     assert "ПАРОЛЬ" in reply.text
     assert stack.store is not None
-    assert "pw_hash" not in await stack.store.subscriber("79161234567")
+    assert "pw_hash" not in await stack.store.subscribers.fields("79161234567")
 
 
 async def test_unknown_short_code_answers_with_the_list_of_codes(stack: Stack) -> None:
@@ -98,9 +98,9 @@ async def test_a_new_password_unlocks_a_locked_account(stack: Stack, redis_url: 
 
 async def test_unknown_msisdn_gets_an_account_on_first_contact(stack: Stack) -> None:
     assert stack.store is not None
-    assert await stack.store.subscriber("79990000001") == {}
+    assert await stack.store.subscribers.fields("79990000001") == {}
     await send_and_wait(stack, "79990000001", "3339", "ПАРОЛЬ")
-    profile = await stack.store.subscriber("79990000001")
+    profile = await stack.store.subscribers.fields("79990000001")
     assert "created_at" in profile and "pw_hash" in profile
 
 

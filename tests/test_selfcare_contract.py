@@ -3,17 +3,14 @@ less; besides them it serves only the cabinet page."""
 
 from __future__ import annotations
 
-import secrets
-from pathlib import Path
-
 import yaml
 from openapi_spec_validator import validate
 
 from gateway.selfcare_api import API, create_app
 from handlers.selfcare import Env
+from tests.conftest import StoreFactory
 from tests.selfcare_helpers import SPEC_PATH
 from ussdgw.config import Settings
-from ussdgw.store import Store
 
 
 def test_the_openapi_document_is_valid_openapi_3_1() -> None:
@@ -22,9 +19,9 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
     assert document["openapi"].startswith("3.1")
 
 
-async def test_every_served_route_and_method_is_documented_and_nothing_else(tmp_path: Path) -> None:
-    settings = Settings(state_dir=str(tmp_path), secret_key=secrets.token_hex(32))
-    store = Store.from_url("redis://127.0.0.1:1", settings.secret_key_bytes())  # never connected
+async def test_every_served_route_and_method_is_documented_and_nothing_else(settings: Settings,
+                                                                           store_factory: StoreFactory) -> None:
+    store = store_factory("redis://127.0.0.1:1")  # never connected
     app = create_app(Env(store, settings), admin_token="t", recovery=False)
     routes = [(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"]
@@ -34,5 +31,4 @@ async def test_every_served_route_and_method_is_documented_and_nothing_else(tmp_
     document = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
     documented = {(method, path) for path, item in document["paths"].items() for method in item
                   if method in {"get", "put", "post", "delete", "patch"}}
-    await store.close()
     assert served == documented

@@ -10,12 +10,12 @@ from structlog.testing import capture_logs
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
-from ussdgw.store import AuditEvent, holds_key, sc_hash
+from ussdgw.store import AuditEvent
 
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
     assert stack.store is not None
-    return await stack.store.subscriber(msisdn)
+    return await stack.store.subscribers.fields(msisdn)
 
 
 # ---- N1 ------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ async def test_a_block_date_in_the_past_or_malformed_is_refused(stack: Stack, ap
 async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance_passes(stack: Stack,
                                                                                        api: Api) -> None:
     assert stack.store is not None
-    await stack.store.put_subscriber(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
+    await stack.store.subscribers.put(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
     ivan = await signed_in(stack, api, IVAN)
     maria_password = await sms_password(stack, MARIA)
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
@@ -105,15 +105,15 @@ async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance
     assert number["email"] == "maria@example.com" and "code_word_hash" not in number
     status, body = await api.call("GET", "/accounts/me", token=ivan)
     assert status == 401 and body["error"] == "session_expired"  # nor does the old owner's session
-    holds = await sc_hash(stack.store, holds_key(MARIA))
-    assert [v for k, v in holds.items() if k.endswith(":state")] == ["captured"]
+    holds = await stack.store.money.holds(MARIA)
+    assert [h.state for h in holds.values()] == ["captured"]
 
 
 async def test_owner_change_with_a_debt_is_refused_and_nothing_is_charged(stack: Stack, api: Api) -> None:
     assert stack.store is not None
-    await stack.store.put_subscriber(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
+    await stack.store.subscribers.put(MARIA, {"balance_kop": 50000}, AuditEvent("test_setup", "admin"))
     ivan = await signed_in(stack, api, IVAN)
-    await stack.store.put_subscriber(IVAN, {"balance_kop": -1200}, AuditEvent("test_setup", "admin"))
+    await stack.store.subscribers.put(IVAN, {"balance_kop": -1200}, AuditEvent("test_setup", "admin"))
     maria_password = await sms_password(stack, MARIA)
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})

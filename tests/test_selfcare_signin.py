@@ -10,7 +10,7 @@ from sms_codes import checksum_ok, generate_password, is_generated_shape, verify
 from tests.selfcare_helpers import IVAN, Api, extract_password, signed_in, sms_password, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.store import AuditEvent, session_get
+from ussdgw.store import AuditEvent
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def test_a_password_from_3339_signs_in_and_the_token_opens_the_account(sta
 
 async def stored_hash(stack: Stack, msisdn: str) -> str:
     assert stack.store is not None
-    return (await stack.store.subscriber(msisdn)).get("pw_hash", "")
+    return (await stack.store.subscribers.fields(msisdn)).get("pw_hash", "")
 
 
 async def audit_events(stack: Stack, msisdn: str) -> list[dict[str, str]]:
@@ -43,7 +43,7 @@ async def test_a_password_failing_the_p1_checksum_is_refused_before_the_hash_and
     failures = [e for e in await audit_events(stack, IVAN) if e["event"] == "signin"]
     assert failures[-1]["outcome"] == "wrong_password" and failures[-1]["detail"] == "checksum"
     assert stack.store is not None
-    assert (await stack.store.subscriber(IVAN))["pw_failures"] == "1"
+    assert (await stack.store.subscribers.fields(IVAN))["pw_failures"] == "1"
 
 
 async def test_three_wrong_passwords_lock_sign_in_until_a_new_sms_password(stack: Stack, api: Api) -> None:
@@ -71,7 +71,7 @@ async def test_a_session_ends_after_the_idle_timeout_and_on_logout(stack: Stack,
     stack.clock.advance(idle + 1)
     status, body = await api.call("GET", "/accounts/me", token=token)
     assert status == 401 and body["error"] == "session_expired"
-    assert stack.store is not None and await session_get(stack.store, token) is None  # gone for good
+    assert stack.store is not None and await stack.store.sessions.get(token) is None  # gone for good
     assert (await api.call("GET", "/accounts/me", token=token))[0] == 401
     second = await signed_in(stack, api, IVAN)
     assert (await api.call("DELETE", "/sessions/current", token=second))[0] == 200
@@ -106,7 +106,7 @@ async def test_unknown_and_malformed_msisdns_get_clear_errors_and_create_nothing
     status, body = await api.call("POST", "/sessions", raw=b"{not json", validate_request=False)
     assert status == 400 and body["error"] == "bad_request"
     assert stack.store is not None
-    assert await stack.store.subscriber("79990000000") == {}
+    assert await stack.store.subscribers.fields("79990000000") == {}
 
 
 async def test_sign_in_attempts_are_capped_per_hour(stack: Stack, api: Api) -> None:
@@ -153,7 +153,7 @@ async def test_a_wrong_old_password_changes_nothing_and_counts_towards_the_lock(
     assert status == 401 and body["error"] == "wrong_password"
     assert await stored_hash(stack, IVAN) == before
     assert stack.store is not None
-    assert (await stack.store.subscriber(IVAN))["pw_failures"] == "1"
+    assert (await stack.store.subscribers.fields(IVAN))["pw_failures"] == "1"
 
 
 async def test_code_word_recovery_sends_a_new_password_by_sms(stack: Stack, api: Api) -> None:
@@ -210,7 +210,7 @@ async def test_recovery_for_an_unknown_number_is_a_clear_404(stack: Stack, api: 
 
 async def test_support_resets_a_password_after_passport_and_contract_match(stack: Stack, api: Api) -> None:
     assert stack.smsc is not None and stack.store is not None
-    await stack.store.put_subscriber(IVAN, {"locked": 1, "pw_failures": 3}, AuditEvent("test", "admin"))
+    await stack.store.subscribers.put(IVAN, {"locked": 1, "pw_failures": 3}, AuditEvent("test", "admin"))
     admin = ensure_admin_token(stack.settings)
     after = stack.smsc.phones.last_seq
     status, body = await api.call("POST", "/admin/password-resets", token=admin, body={

@@ -18,7 +18,7 @@ PHONE = "79161234567"
 
 async def seeded(stack: Stack, balance_kop: int = 70000) -> str:
     assert stack.store is not None
-    await stack.store.put_subscriber(PHONE, {"owner_id": "p-1", "region": "77", "corporate": 0,
+    await stack.store.subscribers.put(PHONE, {"owner_id": "p-1", "region": "77", "corporate": 0,
                                              "balance_kop": balance_kop, "tariff": "basic"},
                                      AuditEvent("seeded", "admin"))
     return stack.endpoints["simulator"]

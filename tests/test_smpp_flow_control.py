@@ -138,15 +138,14 @@ async def test_several_binds_share_the_mts(settings: Settings) -> None:
 async def test_sigterm_makes_the_gateway_unbind_every_bind_before_it_exits(settings: Settings, tmp_path: Path) -> None:
     smsc = Smsc({"ussdgw": "ussdgw1"}, enquire_link_s=0)
     await smsc.start("127.0.0.1", 0)
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "USSDGW_SECRET_KEY": settings.secret_key,
-           "USSDGW_STATE_DIR": str(tmp_path), "USSDGW_BINDS": "2",
-           "USSDGW_API_PORT": "0"}  # not 8081: another platform on this machine may hold it
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "USSDGW_SECRET_KEY": settings.secret_key.get_secret_value(),
+           "USSDGW_STATE_DIR": str(tmp_path), "USSDGW_BINDS": "2", "USSDGW_API_PORT": "0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ussdgw.app", "gateway", "--smsc", f"127.0.0.1:{smsc.port}", env=env,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(45):
             while len([c for c in smsc.connections if c.session.is_bound]) < 2:
                 smsc._bound_changed.clear()
                 await smsc._bound_changed.wait()

@@ -5,43 +5,39 @@ its scripts (a restart) is handled."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
 from handlers.base import Channel
+from tests.conftest import StoreFactory
 from ussdgw.smpp.pdu import Status
-from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable, auto_pipeline, mt_submitted
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, secrets.token_bytes(32))
-    yield s
-    await s.close()
+from ussdgw.store import AuditEvent, Change, MoMark, OutboundMessage, Store, StoreUnavailable
 
 
 def reply(msisdn: str, n: int) -> OutboundMessage:
     return OutboundMessage(mt_id=f"mt{n}", source="3339", destination=msisdn, text="Ответ")
 
 
+def answered(mo_id: str, mt: OutboundMessage, *audit: AuditEvent) -> Change:
+    """An MO's reply, once per MO, as a handler commits it."""
+    return Change(mo=MoMark(mo_id, 3600), messages=(mt,), audit=audit, create_profile=True)
+
+
 async def test_concurrent_commits_share_round_trips_and_each_gets_its_own_result(store: Store) -> None:
-    before = auto_pipeline(store).batches
+    before = store.pipeline.batches
     results = await asyncio.gather(*(
-        store.commit(f"7916{i:07d}", mo_id=f"mo{i}", messages=[reply(f"7916{i:07d}", i)],
-                     audit=[AuditEvent("mo_received", "sms")])
+        store.commit(f"7916{i:07d}", answered(f"mo{i}", reply(f"7916{i:07d}", i), AuditEvent("mo_received", "sms")))
         for i in range(200)
     ))
     assert [r.outcome for r in results] == ["applied"] * 200
     assert [r.messages[0].mt_id for r in results] == [f"mt{i}" for i in range(200)]
-    assert auto_pipeline(store).batches - before < 20  # 400 commands (script + index) in a handful of trips
-    again = await store.commit("79160000007", mo_id="mo7", messages=[reply("79160000007", 999)])
+    assert store.pipeline.batches - before < 20  # 400 commands (script + index) in a handful of trips
+    again = await store.commit("79160000007", answered("mo7", reply("79160000007", 999)))
     assert again.outcome == "duplicate" and again.messages[0].mt_id == "mt7"
 
 
 async def test_arguments_are_sent_as_redis_py_would_send_them(store: Store) -> None:
-    batch = auto_pipeline(store)
+    batch = store.pipeline
     await asyncio.gather(
         batch.command("HSET", "h", "str", "ы", "enum", Channel.SMS, "int", 42, "intenum", Status.RTHROTTLED,
                       "float", 1.25, "bytes", b"\x00\xff", "bytearray", bytearray(b"ab")),
@@ -58,7 +54,7 @@ async def test_arguments_are_sent_as_redis_py_would_send_them(store: Store) -> N
 
 
 async def test_one_failing_command_fails_only_its_caller(store: Store) -> None:
-    batch = auto_pipeline(store)
+    batch = store.pipeline
     await store.redis.set("a-string", "x")
     good, bad = batch.command("SET", "k", "v"), batch.command("HSET", "a-string", "f", "v")
     results = await asyncio.gather(good, bad, return_exceptions=True)
@@ -67,18 +63,15 @@ async def test_one_failing_command_fails_only_its_caller(store: Store) -> None:
 
 
 async def test_scripts_flushed_from_redis_are_loaded_again(store: Store) -> None:
-    await store.commit("79161234567", mo_id="first", messages=[reply("79161234567", 1)])
+    await store.commit("79161234567", answered("first", reply("79161234567", 1)))
     await store.redis.script_flush()
-    result = await store.commit("79161234567", mo_id="second", messages=[reply("79161234567", 2)])
+    result = await store.commit("79161234567", answered("second", reply("79161234567", 2)))
     assert result.outcome == "applied"
-    known = await mt_submitted(store, "79161234567", "mt2", "SUBMITTED", AuditEvent("mt_submitted", "sms"), ["m-2"])
+    known = await store.mt_submitted("79161234567", "mt2", "SUBMITTED", AuditEvent("mt_submitted", "sms"), ["m-2"])
     assert known == [{"msisdn": "79161234567", "mt_id": "mt2"}]
 
 
-async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable() -> None:
-    gone = Store.from_url("redis://127.0.0.1:1", secrets.token_bytes(32))
-    try:
-        with pytest.raises(StoreUnavailable):
-            await gone.commit("79161234567", mo_id="x", messages=[reply("79161234567", 1)])
-    finally:
-        await gone.close()
+async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable(store_factory: StoreFactory) -> None:
+    gone = store_factory("redis://127.0.0.1:1")
+    with pytest.raises(StoreUnavailable):
+        await gone.commit("79161234567", answered("x", reply("79161234567", 1)))

@@ -11,6 +11,7 @@ from ussdgw.smpp.concat import parse_udh
 from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Pdu, SubmitSm, SubmitSmResp
 from ussdgw.smpp.session import SmppSession
 from ussdgw.smpp.text import decode_text
+from ussdgw.store import Store
 
 PHONE = "79161234567"
 FIRST, SECOND = "ПАР".encode("utf-16-be"), "ОЛЬ".encode("utf-16-be")
@@ -39,38 +40,42 @@ async def reply_to(smsc: ScriptedSmsc, *parts: DeliverSm) -> str:
                                else p.short_message, p.data_coding) for p in texts)
 
 
-async def test_a_long_mo_in_8_bit_udh_parts_is_reassembled(settings: Settings) -> None:
+async def test_a_long_mo_in_8_bit_udh_parts_is_reassembled(settings: Settings, store: Store) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         text = await reply_to(smsc, mo(bytes([5, 0, 3, 0x2A, 2, 1]) + FIRST, esm_class=EsmClass.UDHI),
                               mo(bytes([5, 0, 3, 0x2A, 2, 2]) + SECOND, esm_class=EsmClass.UDHI))
     assert "Личный кабинет:" in text
 
 
-async def test_a_long_mo_in_16_bit_udh_parts_arriving_last_part_first_is_reassembled(settings: Settings) -> None:
+async def test_a_long_mo_in_16_bit_udh_parts_arriving_last_part_first_is_reassembled(
+    settings: Settings, store: Store,
+) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         text = await reply_to(smsc, mo(bytes([6, 8, 4, 0x12, 0x34, 2, 2]) + SECOND, esm_class=EsmClass.UDHI),
                               mo(bytes([6, 8, 4, 0x12, 0x34, 2, 1]) + FIRST, esm_class=EsmClass.UDHI))
     assert "Личный кабинет:" in text
 
 
-async def test_a_long_mo_in_sar_tlvs_is_reassembled(settings: Settings) -> None:
+async def test_a_long_mo_in_sar_tlvs_is_reassembled(settings: Settings, store: Store) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         text = await reply_to(smsc, mo(FIRST, sar_msg_ref_num=777, sar_total_segments=2, sar_segment_seqnum=1),
                               mo(SECOND, sar_msg_ref_num=777, sar_total_segments=2, sar_segment_seqnum=2))
     assert "Личный кабинет:" in text
 
 
-async def test_a_long_mo_in_one_message_payload_is_read_whole(settings: Settings) -> None:
+async def test_a_long_mo_in_one_message_payload_is_read_whole(settings: Settings, store: Store) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         text = await reply_to(smsc, mo(message_payload=FIRST + SECOND))
     assert "Личный кабинет:" in text
 
 
-async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorded(settings: Settings) -> None:
+async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorded(
+    settings: Settings, store: Store,
+) -> None:
     async def receipt_first(smsc: ScriptedSmsc, _: SmppSession, pdu: SubmitSm) -> Pdu:
         assert pdu.registered_delivery & 1
         message_id = smsc.next_message_id()
@@ -87,7 +92,7 @@ async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorde
         return SubmitSmResp(message_id=message_id)
 
     smsc = ScriptedSmsc(receipt_first)
-    async with gateway_against(smsc, settings) as (gateway, store):
+    async with gateway_against(smsc, store, settings) as gateway:
         recorded = asyncio.Event()
         record = gateway._record_receipt
 
@@ -98,7 +103,7 @@ async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorde
         gateway._record_receipt = record_and_tell  # type: ignore[method-assign]
         await smsc.deliver(mo("HELLO".encode("utf-16-be")))
         await asyncio.wait_for(recorded.wait(), 10)
-        raw = await store.redis.hgetall(f"sub:{{{PHONE}}}:mtstate")
+        states = await store.mt_states(PHONE)
         trail = await store.audit_trail(PHONE)
-    assert {v.decode() for v in raw.values()} == {"DELIVERED"}
+    assert set(states.values()) == {"DELIVERED"}
     assert any(e["event"] == "mt_receipt" and "state=DELIVERED" in e["detail"] for e in trail)

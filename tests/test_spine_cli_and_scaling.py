@@ -34,7 +34,7 @@ async def test_sms_command_says_clearly_when_the_simulator_is_not_running(capsys
 def test_seed_loads_the_demo_subscribers(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("USSDGW_SECRET_KEY", settings.secret_key)
+    monkeypatch.setenv("USSDGW_SECRET_KEY", settings.secret_key.get_secret_value())
     monkeypatch.setenv("USSDGW_STATE_DIR", settings.state_dir)
     monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)  # keep the test run's own logging
     assert cli.main(["seed", str(DEMO)]) == 0
@@ -43,9 +43,9 @@ def test_seed_loads_the_demo_subscribers(settings: Settings, monkeypatch: pytest
     async def profile() -> dict[str, str]:
         from ussdgw.store import Store
 
-        store = Store.from_url(settings.redis_url, bytes.fromhex(settings.secret_key))
+        store = Store.from_url(settings.redis_url, settings.secret_key_bytes())
         try:
-            return await store.subscriber("79031112233")
+            return await store.subscribers.fields("79031112233")
         finally:
             await store.close()
 
@@ -80,7 +80,7 @@ async def test_two_gateway_processes_on_one_redis_behave_as_one(stack: Stack) ->
         phones = [f"7916555{i:04d}" for i in range(40)]
         after = stack.smsc.phones.last_seq
         pending = [mo for msisdn in phones for mo in stack.smsc.submit_mo(msisdn, "3339", "ПАРОЛЬ")]
-        await asyncio.wait_for(asyncio.gather(*(mo.delivered.wait() for mo in pending)), 20)
+        await asyncio.wait_for(asyncio.gather(*(mo.delivered.wait() for mo in pending)), 45)
         for msisdn in phones:
             replies = await stack.smsc.phones.wait_inbox(msisdn, after, 10)
             assert [m.sender for m in replies] == ["3339"], msisdn

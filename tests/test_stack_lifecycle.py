@@ -161,3 +161,18 @@ def test_the_embedded_redis_keeps_its_data_private(tmp_path: Path) -> None:
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert files, "redis wrote no append-only file"
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files if p.stat().st_mode & 0o077} == {}
+
+
+def test_processes_starting_at_once_agree_on_one_secret_and_never_read_half_of_it(tmp_path: Path) -> None:
+    import concurrent.futures
+    import os
+    import stat
+
+    from ussdgw.private_files import read_or_create_secret
+
+    path = tmp_path / "state" / "secret.key"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        seen = set(pool.map(lambda i: read_or_create_secret(path, f"{i:064x}"), range(64)))
+    assert len(seen) == 1 and len(next(iter(seen))) == 64
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["secret.key"]  # nothing left aside

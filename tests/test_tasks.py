@@ -97,15 +97,14 @@ async def test_owner_refuses_new_tasks_once_stopping_and_lets_running_ones_finis
     assert finished == ["done"]  # finished within the grace period, not cancelled
 
 
-async def test_gateway_stop_ends_a_recovery_loop_whose_cancel_is_swallowed(settings: object) -> None:
+async def test_gateway_stop_ends_a_recovery_loop_whose_cancel_is_swallowed(settings: object, store: object) -> None:
     """The hang that blocked CI: a loop inside a Redis call loses its one cancel; stop must still return."""
     from gateway.service import Gateway
     from handlers.registry import build_router
     from ussdgw.config import Settings
     from ussdgw.store import Store
 
-    assert isinstance(settings, Settings)
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
+    assert isinstance(settings, Settings) and isinstance(store, Store)
     in_redis = asyncio.Event()
     swallowed: list[str] = []
 
@@ -118,11 +117,8 @@ async def test_gateway_stop_ends_a_recovery_loop_whose_cancel_is_swallowed(setti
     gateway = Gateway(settings.with_overrides(smsc_host="127.0.0.1", smsc_port=9, mt_lease_s=0.3),
                       store, build_router())
     await gateway.start()
-    try:
-        async with asyncio.timeout(5):
-            await in_redis.wait()
-        async with asyncio.timeout(10):
-            await gateway.stop()
-        assert swallowed and swallowed[0] == "swallowed 1"
-    finally:
-        await store.close()
+    async with asyncio.timeout(5):
+        await in_redis.wait()
+    async with asyncio.timeout(10):
+        await gateway.stop()
+    assert swallowed and swallowed[0] == "swallowed 1"

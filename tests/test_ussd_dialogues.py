@@ -8,7 +8,6 @@ from tests.ussd_helpers import answer, dial, events, seed, send_without_reply, s
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import SessionInfo, unpack_session_info
-from ussdgw.store import ussd_dialogue_ttl
 
 MSISDN = "79161234567"
 
@@ -18,7 +17,7 @@ async def test_star_100_shows_the_balance_in_roubles_and_closes_the_dialogue(sta
     screen = await dial(stack, MSISDN, "*100#")
     assert screen.text.startswith("Ваш баланс: 1234,56 ₽")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE
-    assert stack.store is not None and await ussd_dialogue_ttl(stack.store, MSISDN) is None
+    assert stack.store is not None and await stack.store.dialogues.ttl(MSISDN) is None
     assert (await events(stack, MSISDN))[1:4] == ["mo_received", "balance_shown", "ussd_dialogue_closed"]
 
 
@@ -60,12 +59,12 @@ async def test_a_dialogue_that_is_not_answered_times_out_and_the_late_answer_end
     menu = await dial(stack, MSISDN, "*111#")
     assert menu.ussd_op == UssdOp.USSR_REQUEST
     assert stack.store is not None
-    ttl = await ussd_dialogue_ttl(stack.store, MSISDN)
+    ttl = await stack.store.dialogues.ttl(MSISDN)
     assert ttl is not None and ttl <= stack.settings.ussd_step_timeout_s + 60
     stack.clock.advance(stack.settings.ussd_step_timeout_s + 1)
     late = await answer(stack, MSISDN, "1")
     assert late.ussd_op == UssdOp.PSSR_RESPONSE and "Время ожидания ответа истекло" in late.text
-    assert await ussd_dialogue_ttl(stack.store, MSISDN) is None
+    assert await stack.store.dialogues.ttl(MSISDN) is None
     assert "ussd_late_answer" in await events(stack, MSISDN)
 
 
@@ -86,7 +85,7 @@ async def test_an_abort_from_the_network_ends_the_dialogue_without_a_reply(stack
     assert stack.store is not None and stack.smsc is not None
     inbox_before = len(stack.smsc.phones.get(MSISDN).inbox)
     await send_without_reply(stack, MSISDN, "", op=0x81)
-    assert await ussd_dialogue_ttl(stack.store, MSISDN) is None
+    assert await stack.store.dialogues.ttl(MSISDN) is None
     assert "ussd_aborted" in await events(stack, MSISDN)
     late = await answer(stack, MSISDN, "1")
     assert "завершён" in late.text
@@ -98,7 +97,7 @@ async def test_a_new_dial_replaces_the_open_dialogue(stack: Stack) -> None:
     await dial(stack, MSISDN, "*111#")
     screen = await dial(stack, MSISDN, "*100#")
     assert "5 ₽" in screen.text
-    assert stack.store is not None and await ussd_dialogue_ttl(stack.store, MSISDN) is None
+    assert stack.store is not None and await stack.store.dialogues.ttl(MSISDN) is None
 
 
 async def test_an_op_meant_for_the_other_direction_ends_with_a_clear_message(stack: Stack) -> None:

@@ -68,17 +68,15 @@ class RawSmsc:
 
 
 @pytest.fixture
-async def raw_gateway(settings: Settings) -> AsyncIterator[tuple[RawSmsc, Store]]:
+async def raw_gateway(settings: Settings, store: Store) -> AsyncIterator[tuple[RawSmsc, Store]]:
     smsc = RawSmsc()
     host, port = await smsc.start()
-    store = Store.from_url(settings.redis_url, settings.secret_key_bytes(), lease_s=settings.mt_lease_s)
     gateway = Gateway(settings.with_overrides(smsc_host=host, smsc_port=port), store, build_router())
     await gateway.start()
     await gateway.wait_bound(5)
     yield smsc, store
     await gateway.stop()
     await smsc.stop()
-    await store.close()
 
 
 async def exchange(smsc: RawSmsc, raw: bytes) -> tuple[DeliverSmResp, SubmitSm]:
@@ -91,7 +89,7 @@ async def test_a_foreign_gsm7_0x0f_dial_gets_its_ussd_reply_with_session_info_cl
     raw_gateway: tuple[RawSmsc, Store],
 ) -> None:
     smsc, store = raw_gateway
-    await store.put_subscriber("79161234567", {"balance_kop": 9900, "owner_id": "p-1", "region": "77"},
+    await store.subscribers.put("79161234567", {"balance_kop": 9900, "owner_id": "p-1", "region": "77"},
                                AuditEvent("seeded", "admin"))
     resp, submit = await exchange(smsc, foreign_deliver_sm(b"*100#", 0x0F, UssdOp.PSSR_INDICATION, 0x2A02, 77))
     assert (resp.sequence, resp.status) == (77, Status.ROK)

@@ -123,7 +123,7 @@ async def test_tariffs_page_on_with_98_and_a_tariff_from_page_two_is_switched(st
     assert done.ussd_op == UssdOp.PSSR_RESPONSE and f"Тариф изменён на «{name}»" in done.text
     assert stack.store is not None
     tariff = next(t for t in catalogue().tariffs if t.name == name)
-    profile = await stack.store.subscriber(MSISDN)
+    profile = await stack.store.subscribers.fields(MSISDN)
     assert profile["tariff"] == tariff.id
     assert int(profile["balance_kop"]) == 50000 - tariff.switch_price_kop
 
@@ -145,7 +145,7 @@ async def test_a_paid_tariff_switch_at_zero_balance_is_refused_and_changes_nothi
     assert card.text.startswith(offered[choice - 1].name)
     done = await read_to_end(stack, MSISDN, await answer(stack, MSISDN, "1"))
     assert "положительный баланс" in done
-    assert stack.store is not None and (await stack.store.subscriber(MSISDN))["tariff"] == "basic"
+    assert stack.store is not None and (await stack.store.subscribers.fields(MSISDN))["tariff"] == "basic"
 
 
 async def test_a_direct_string_opens_a_screen_without_walking_the_menu(stack: Stack) -> None:
@@ -157,9 +157,9 @@ async def test_a_service_is_switched_on_and_off_from_the_menu(stack: Stack) -> N
     await seed(stack, MSISDN, balance_kop=10000)
     on = await walk(stack, "3", "1", "1")
     assert on.ussd_op == UssdOp.PSSR_RESPONSE and "подключена" in on.text
-    assert stack.store is not None and "svc:locator" in await stack.store.subscriber(MSISDN)
+    assert stack.store is not None and "svc:locator" in await stack.store.subscribers.fields(MSISDN)
     off = await walk(stack, "3", "1", "2")
-    assert "отключена" in off.text and "svc:locator" not in await stack.store.subscriber(MSISDN)
+    assert "отключена" in off.text and "svc:locator" not in await stack.store.subscribers.fields(MSISDN)
 
 
 async def test_autopay_asks_for_an_amount_and_a_bad_amount_is_asked_again(stack: Stack) -> None:
@@ -172,7 +172,7 @@ async def test_autopay_asks_for_an_amount_and_a_bad_amount_is_asked_again(stack:
     done = await answer(stack, MSISDN, "300")
     assert done.ussd_op == UssdOp.PSSR_RESPONSE and "подключена" in done.text
     assert stack.store is not None
-    assert (await stack.store.subscriber(MSISDN))["autopay_amount_kop"] == "30000"
+    assert (await stack.store.subscribers.fields(MSISDN))["autopay_amount_kop"] == "30000"
 
 
 async def test_a_wrong_choice_shows_the_screen_again_with_a_hint(stack: Stack) -> None:
@@ -208,4 +208,4 @@ async def test_new_password_from_the_menu_comes_by_sms_from_3339(stack: Stack) -
                 break
             after = stack.smsc.phones.last_seq
     assert sms[0].sender == "3339"
-    assert verify_password(extract_password(sms[0].text), (await stack.store.subscriber(MSISDN))["pw_hash"])
+    assert verify_password(extract_password(sms[0].text), (await stack.store.subscribers.fields(MSISDN))["pw_hash"])

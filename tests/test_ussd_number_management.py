@@ -30,7 +30,7 @@ async def people(stack: Stack) -> Stack:
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
     assert stack.store is not None
-    return await stack.store.subscriber(msisdn)
+    return await stack.store.subscribers.fields(msisdn)
 
 
 async def review_after_a_day(stack: Stack) -> list[InboxMessage]:

@@ -46,7 +46,7 @@ async def open_phone(browser: Browser, stack: Stack, msisdn: str, **context: obj
 async def test_a_tester_dials_the_balance_gets_a_password_and_sees_an_sms_to_a_switched_off_phone_undelivered(
         stack: Stack, browser: Browser) -> None:
     assert stack.store is not None
-    await stack.store.put_subscriber(PHONE, {"owner_id": "p-1", "region": "77", "corporate": 0,
+    await stack.store.subscribers.put(PHONE, {"owner_id": "p-1", "region": "77", "corporate": 0,
                                              "balance_kop": 25050, "tariff": "basic"}, AuditEvent("seeded", "admin"))
     page = await open_phone(browser, stack, PHONE)
     await expect(page.get_by_test_id("status-number")).to_have_text(f"+{PHONE}")

@@ -76,7 +76,7 @@ async def seed(stack: Stack, msisdn: str, **profile: str | int) -> None:
     fields: dict[str, str | int] = {"owner_id": f"p-{msisdn}", "region": "77", "corporate": 0, "balance_kop": 0,
                                     "tariff": "basic"}
     fields.update(profile)
-    await stack.store.put_subscriber(msisdn, fields, AuditEvent("seeded", "admin"))
+    await stack.store.subscribers.put(msisdn, fields, AuditEvent("seeded", "admin"))
 
 
 async def events(stack: Stack, msisdn: str) -> list[str]:

@@ -1,53 +1,85 @@
 """Settings: built-in defaults, then a TOML file, then environment variables, then command-line flags.
 
-Environment variables are the field names upper-cased with a `USSDGW_` prefix
-(`USSDGW_SMSC_PORT=2776`); `REDIS_URL` is honoured as is. The file is `ussdgw.toml` in the
-working directory, or the one `USSDGW_CONFIG` / `--config` names.
+`Settings(...)` is a plain typed value (defaults plus what the caller passes: tests, the stack);
+only `load_settings` reads the outside world, through pydantic-settings, for every command.
+
+- **Environment**: the field names upper-cased with a `USSDGW_` prefix (`USSDGW_SMSC_PORT=2776`);
+  `REDIS_URL` is honoured as is (below `USSDGW_REDIS_URL`). Maps are `key:value,key:value`.
+- **File**: `ussdgw.toml` in the working directory, or the one `USSDGW_CONFIG` / `--config` names.
+  Flat names (`smsc_port = 2776`) or sections (`[smsc]` `port = 2776`, see `SECTIONS`).
+- **Errors** name where the bad value came from (`USSDGW_WINDOW='abc': ...`) and never echo a secret.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
+import re
 import secrets
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ussdgw.private_files import read_or_create_secret
 
+ENV_PREFIX = "USSDGW_"
+CONFIG_ENV = "USSDGW_CONFIG"
+DEFAULT_CONFIG_FILE = "ussdgw.toml"
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port
+Seconds = Annotated[float, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+# "key:value,key:value" in the environment (NoDecode: not JSON), a table in TOML, a dict in code.
+StrMap = Annotated[dict[str, str], NoDecode]
+SecretMap = Annotated[dict[str, SecretStr], NoDecode]
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used, in one line that says where it came from and what it must be."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     # Redis: a URL, or empty to run a private redis-server with its data under state_dir.
     redis_url: str = ""
     state_dir: str = ".state"
-    # Hex key sealing queued MTs and keying short-lived code hashes; generated into state_dir if empty.
-    secret_key: str = ""
+    # Hex key (16, 24 or 32 bytes) sealing queued MTs and keying short-lived code hashes;
+    # generated into state_dir if empty.
+    secret_key: SecretStr = SecretStr("")
     # The SMSC the gateway binds to.
     smsc_host: str = "127.0.0.1"
-    smsc_port: int = 2775
+    smsc_port: Port = 2775
     system_id: str = "ussdgw"
-    password: str = "ussdgw1"
+    password: SecretStr = SecretStr("ussdgw1")
     system_type: str = ""
-    binds: int = 1
-    window: int = 64
-    enquire_link_s: float = 30.0
-    response_timeout_s: float = 10.0
-    reconnect_max_s: float = 30.0
-    mt_rate_per_s: float = 0.0
-    mt_lease_s: float = 15.0
+    binds: Positive = 1
+    window: Positive = 64
+    enquire_link_s: Seconds = 30.0
+    response_timeout_s: Seconds = 10.0
+    reconnect_max_s: Seconds = 30.0
+    mt_rate_per_s: Annotated[float, Field(ge=0)] = 0.0  # 0: no limit
+    mt_lease_s: Seconds = 15.0
     # D2: a secret (password, code) per MSISDN at most once per cool-down and so many per hour.
-    secret_cooldown_s: int = 20
-    secret_per_hour: int = 5
-    # The SMSC simulator and its HTTP API / web phone.
+    secret_cooldown_s: Count = 20
+    secret_per_hour: Count = 5
+    # The SMSC simulator and its HTTP API / web phone; `sim_url` is where the CLI's phone commands
+    # (`sms`, `dial`) find a running one (empty: sim_host and sim_http_port).
     sim_host: str = "127.0.0.1"
-    sim_port: int = 2775
-    sim_http_port: int = 8080
-    sim_accounts: dict[str, str] = field(default_factory=lambda: {"ussdgw": "ussdgw1"})
+    sim_port: Port = 2775
+    sim_http_port: Port = 8080
+    sim_url: str = ""
+    sim_accounts: SecretMap = Field(default_factory=lambda: {"ussdgw": SecretStr("ussdgw1")})
     # How long the SMSC holds an MT for a phone that is off before it expires (SPEC D1).
-    sim_validity_s: float = 600.0
+    sim_validity_s: Seconds = 600.0
     # The simulator's SMSC: a delivery receipt leaves `sim_receipt_delay_s` after its submit_sm_resp;
     # intermediate notifications (comma-separated message states, e.g. "ENROUTE,ACCEPTED"; none by
     # default) go to an ESME whose registered_delivery asks for them; an MO or receipt the ESME did
@@ -55,89 +87,251 @@ class Settings:
     # dialogue the network has not closed after `sim_ussd_timeout_s` (the network's dialogue timeout).
     # With `sim_state_file`, a stop writes what the SMSC still owes its ESMEs and its phones there,
     # and the next start reads them back and delivers again (a restart forgets nothing it owed).
-    sim_receipt_delay_s: float = 0.005
+    sim_receipt_delay_s: Seconds = 0.005
     sim_intermediate_states: str = ""
-    sim_retry_max_s: float = 10.0
-    sim_ussd_timeout_s: float = 180.0
+    sim_retry_max_s: Seconds = 10.0
+    sim_ussd_timeout_s: Seconds = 180.0
     sim_state_file: str = ""
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
-    api_port: int = 8081
-    # Self-care API: a session ends after `session_idle_s` without activity (P5); sign-in
-    # locks after `signin_max_failures` wrong passwords in a row (P4) and takes at most
-    # `signin_per_hour` attempts per MSISDN; header enrichment (P6) is believed only from
-    # `api_trusted_networks` (comma-separated CIDRs, none by default) and reads `api_msisdn_header`;
-    # the admin API (P9) wants `admin_token` as a bearer token (generated into state_dir when empty);
-    # a bonus gift's SMS code is valid for `gift_code_ttl_s` (M6); the MMS archive stays open
-    # `mms_archive_ttl_s` (A2, 72 h); holds older than `hold_recovery_s` are finished by recovery.
-    session_idle_s: int = 1200
-    signin_max_failures: int = 3
-    signin_per_hour: int = 20
+    api_port: Port = 8081
+    # Self-care API: a session ends after `session_idle_s` without activity (P5); sign-in locks
+    # after `signin_max_failures` wrong passwords in a row (P4) and takes at most `signin_per_hour`
+    # attempts per MSISDN; header enrichment (P6) is believed only from `api_trusted_networks`
+    # (comma-separated CIDRs, none by default) and reads `api_msisdn_header`; the admin API (P9)
+    # wants `admin_token` as a bearer token (generated into state_dir when empty); a bonus gift's
+    # SMS code is valid for `gift_code_ttl_s` (M6); the MMS archive stays open `mms_archive_ttl_s`
+    # (A2, 72 h); holds older than `hold_recovery_s` are finished by recovery.
+    session_idle_s: Positive = 1200
+    signin_max_failures: Positive = 3
+    signin_per_hour: Positive = 20
     api_trusted_networks: str = ""
     api_msisdn_header: str = "X-MSISDN"
-    admin_token: str = ""
-    gift_code_ttl_s: int = 1800
-    mms_archive_ttl_s: int = 72 * 3600
-    sms_archive_code_ttl_s: int = 600
-    hold_recovery_s: float = 60.0
+    admin_token: SecretStr = SecretStr("")
+    gift_code_ttl_s: Positive = 1800
+    mms_archive_ttl_s: Positive = 72 * 3600
+    sms_archive_code_ttl_s: Positive = 600
+    hold_recovery_s: Seconds = 60.0
     # E-mail (P8, M5, D3): the SMTP server the platform sends through (port 0: the simulator's sink
     # running in the same process), and the simulator's SMTP sink (port 0: any free port).
     smtp_host: str = "127.0.0.1"
-    smtp_port: int = 0
-    smtp_timeout_s: float = 10.0
+    smtp_port: Port = 0
+    smtp_timeout_s: Seconds = 10.0
     mail_from: str = "lk@selfcare.example"
-    sim_smtp_port: int = 0
-    log_level: str = "info"
-    log_format: str = "auto"
-    # USSD: how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s
-    # and ~180 s); service codes served by external HTTP apps ("500:http://host/ussd,...") with
-    # their timeout and the networkCode they are told; when an N2 application is reviewed (SPEC:
-    # within 24 h; `handlers.number_management.review_due` runs due reviews, tests fast-forward).
-    ussd_step_timeout_s: float = 60.0
-    ussd_dialogue_timeout_s: float = 180.0
-    ussd_http_apps: dict[str, str] = field(default_factory=dict)
-    ussd_http_timeout_s: float = 3.0
+    sim_smtp_port: Port = 0
+    # Logs: "auto" is readable lines on a terminal and JSON lines otherwise.
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    # USSD: how long a dialogue waits for one answer and in all (PROTOCOL.md: ~30-60 s and ~180 s);
+    # service codes served by external HTTP apps ("500:http://host/ussd,...") with their timeout and
+    # the networkCode they are told; when an N2 application is reviewed (SPEC: within 24 h;
+    # `handlers.number_management.review_due` runs due reviews, tests fast-forward).
+    ussd_step_timeout_s: Seconds = 60.0
+    ussd_dialogue_timeout_s: Seconds = 180.0
+    ussd_http_apps: StrMap = Field(default_factory=dict)
+    ussd_http_timeout_s: Seconds = 3.0
     ussd_network_code: str = "25001"
-    n2_review_delay_s: float = 3600.0
+    n2_review_delay_s: Seconds = 3600.0
+
+    _key: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("sim_accounts", "ussd_http_apps", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """`500:http://host/ussd,600:...` (the environment's spelling of a map; JSON too) into a dict."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"expected a JSON object or key:value pairs separated by commas ({exc})") from None
+        if isinstance(value, str):
+            pairs = [pair.split(":", 1) for pair in value.split(",") if pair.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected key:value pairs separated by commas")
+            return {key.strip(): item.strip() for key, item in pairs}
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _hex_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw:
+            try:
+                size = len(bytes.fromhex(raw))
+            except ValueError:
+                size = -1
+            if size not in (16, 24, 32):
+                raise ValueError("expected 32, 48 or 64 hex digits (a 16, 24 or 32 byte key)")
+        return value
+
+    def __repr_args__(self) -> Any:
+        """Secrets show as stars (SecretStr); so does a password inside the Redis URL."""
+        for name, value in super().__repr_args__():
+            yield name, (_URL_PASSWORD.sub(r"\1***@", value) if name == "redis_url" and value else value)
 
     def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with these fields changed (None: keep), validated like the original."""
         clean = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **clean)
+        if not clean:
+            return self
+        values = {name: getattr(self, name) for name in self.model_fields_set}
+        try:
+            copy = type(self).model_validate({**values, **clean})
+        except ValidationError as exc:
+            raise SettingsError(describe_errors(exc, {}, clean)) from None
+        if self._key is not None and copy.secret_key == self.secret_key and copy.state_dir == self.state_dir:
+            copy._key = self._key
+        return copy
 
     def secret_key_bytes(self) -> bytes:
-        """The configured key, or one kept in the state folder so restarts can read queued MTs."""
-        if self.secret_key:
-            return bytes.fromhex(self.secret_key)
-        return bytes.fromhex(read_or_create_secret(Path(self.state_dir) / "secret.key", secrets.token_hex(32)))
+        """The configured key, or one kept in the state folder so restarts can read queued MTs.
+
+        Read once per settings object: the gift and archive paths ask for it on every request.
+        """
+        if self._key is None:
+            raw = self.secret_key.get_secret_value()
+            self._key = bytes.fromhex(raw or read_or_create_secret(Path(self.state_dir) / "secret.key",
+                                                                   secrets.token_hex(32)))
+        return self._key
+
+    def to_environment(self) -> dict[str, str]:
+        """What was set, as `USSDGW_*` variables: a child process (a load's gateways) loads the same settings."""
+        env = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = ",".join(f"{k}:{v.get_secret_value() if isinstance(v, SecretStr) else v}"
+                                 for k, v in value.items())
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
+    def sim_credentials(self) -> dict[str, str]:
+        """The simulator's ESME accounts as system_id -> password, for the SMSC to check binds."""
+        return {system_id: password.get_secret_value() for system_id, password in self.sim_accounts.items()}
 
 
-def _coerce(name: str, raw: str) -> Any:
-    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    if kind.startswith("dict"):
-        return dict(pair.split(":", 1) for pair in raw.split(",") if pair)
-    return raw
+
+# ---- loading: defaults < TOML < environment < flags ---------------------------------------------
+# TOML sections for readability: `[smsc]` `port = 2776` is `smsc_port = 2776`. Each section lists its
+# flat fields and the prefix its keys drop (`system_id` stays `system_id` inside `[smsc]`).
+SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "redis": ("redis_", ("redis_url",)),
+    "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
+                       "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s")),
+    "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_accounts", "sim_validity_s",
+                           "sim_smtp_port")),
+    "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_msisdn_header", "admin_token",
+                     "session_idle_s", "signin_max_failures", "signin_per_hour")),
+    "smtp": ("smtp_", ("smtp_host", "smtp_port", "smtp_timeout_s", "mail_from")),
+    "ussd": ("ussd_", ("ussd_step_timeout_s", "ussd_dialogue_timeout_s", "ussd_http_apps", "ussd_http_timeout_s",
+                       "ussd_network_code", "n2_review_delay_s")),
+    "log": ("log_", ("log_level", "log_format")),
+}
+SECRET_FIELDS = frozenset({"secret_key", "password", "admin_token", "sim_accounts", "redis_url"})
 
 
-def load_settings(config_file: str | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+class _FromEnvironment(Settings, BaseSettings):
+    """The settings' fields as pydantic-settings finds them in the environment (names case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore")
+
+
+def load_settings(config_file: str | None = None, environ: Mapping[str, str] | None = None,
+                  **flags: Any) -> Settings:
+    """Settings for a command: defaults < TOML file < `REDIS_URL` < `USSDGW_*` < flags (None: not given).
+
+    Raises SettingsError naming the variable, file key or flag of a value that does not fit.
+    """
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    path = config_file or env.get("USSDGW_CONFIG") or ("ussdgw.toml" if Path("ussdgw.toml").exists() else None)
-    names = {f.name for f in dataclasses.fields(Settings)}
+    layers: list[tuple[dict[str, Any], Mapping[str, str]]] = []  # lowest first: values, where each came from
+    path = config_file or env.get(CONFIG_ENV) or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).exists() else None)
     if path:
-        with open(path, "rb") as f:
+        layers.append(_read_toml(Path(path)))
+    if env.get("REDIS_URL"):
+        layers.append(({"redis_url": env["REDIS_URL"]}, {"redis_url": "REDIS_URL"}))
+    from_env = _environment(env)
+    layers.append((from_env, {name: f"{ENV_PREFIX}{name.upper()}" for name in from_env}))
+    given = {name: value for name, value in flags.items() if value is not None}
+    layers.append((given, {name: f"--{name.replace('_', '-')}" for name in given}))
+
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer, where in layers:
+        values.update(layer)
+        origin.update(where)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, origin, values)) from None
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, Any]:
+    source = EnvSettingsSource(_FromEnvironment)
+    source.env_vars = {name.lower(): value for name, value in env.items()}  # this mapping (tests pass their own)
+    return {name: value for name, value in source().items() if name in Settings.model_fields}
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's settings by flat field name, sections unfolded; unknown names are an error."""
+    try:
+        with path.open("rb") as f:
             data = tomllib.load(f)
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
-        values.update(data)
-    for name in names:
-        raw = env.get(f"USSDGW_{name.upper()}")
-        if raw is not None:
-            values[name] = _coerce(name, raw)
-    if "REDIS_URL" in env and "USSDGW_REDIS_URL" not in env:
-        values["redis_url"] = env["REDIS_URL"]
-    return Settings(**values).with_overrides(**overrides)
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the settings file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            prefix, fields = SECTIONS[key]
+            by_key = {name.removeprefix(prefix): name for name in fields}
+            for inner, item in value.items():
+                name = by_key.get(inner)
+                if name is None:
+                    unknown.append(f"[{key}] {inner}")
+                elif name in values:
+                    raise SettingsError(f"{path}: {name} is set twice ({origin[name]} and [{key}] {inner})")
+                else:
+                    values[name], origin[name] = item, f"{path}: [{key}] {inner}"
+        elif key in Settings.model_fields:
+            if key in values:
+                raise SettingsError(f"{path}: {key} is set twice ({origin[key]} and {key})")
+            values[key], origin[key] = value, f"{path}: {key}"
+        else:
+            unknown.append(key)
+    if unknown:
+        raise SettingsError(f"{path}: unknown settings {', '.join(unknown)}")
+    return values, origin
+
+
+def describe_errors(exc: ValidationError, origin: Mapping[str, str], values: Mapping[str, Any]) -> str:
+    """One line for all of a validation's errors: where each value came from, what it must be."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        where = origin.get(name, name)
+        hidden = name in SECRET_FIELDS or name not in values
+        shown = where if hidden else f"{where}={_short(values[name])!r}"
+        parts.append(f"{shown}: {_expected(error['msg'])}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def _short(value: Any) -> Any:
+    return value[:40] + "…" if isinstance(value, str) and len(value) > 40 else value
+
+
+def _expected(message: str) -> str:
+    """pydantic's message, with 'Input should be' read as what the value must be."""
+    if message == "Extra inputs are not permitted":
+        return "no such setting"
+    message = re.sub(r"^Value error, ", "", message)
+    return re.sub(r"^Input should be", "expected", message)

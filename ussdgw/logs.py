@@ -1,31 +1,72 @@
-"""structlog set-up: one event per thing that happened, MSISDNs masked, secrets and bodies dropped."""
+"""structlog set-up: one event per thing that happened, MSISDNs masked, secrets and bodies dropped.
+
+Readable lines on a terminal, JSON lines otherwise (orjson when installed: the gateway logs
+several lines per MO). Context is bound per unit of work with `structlog.contextvars`
+(`bound_contextvars(mo_id=..., msisdn=mask_msisdn(...))`): every line logged while an MO or an
+API request is handled carries it, and each ends with one canonical line (`mo_handled`,
+`api_request`) that has the whole story.
+
+MSISDNs are masked everywhere: exactly under the keys that hold one, and as any 10-15 digit run
+standing alone (between non-alphanumerics) in any other string, an id like `mo-79161234567-1-1`
+or an exception's text included.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a dependency; the standard library is the fallback
+    orjson = None  # type: ignore[assignment]
+
 MSISDN_KEYS = frozenset({"msisdn", "source_addr", "destination_addr", "to", "sender", "recipient", "phone"})
 SECRET_KEYS = frozenset({"password", "text", "short_message", "code", "pw_hash", "secret_key", "token"})
+# 10 to 15 digits not part of a longer word (a hex digest's digits run into its letters): kept are
+# the first four and the last four, as mask_msisdn does.
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{2,7}(\d{4})(?![0-9A-Za-z])")
 
 
 def mask_msisdn(value: str) -> str:
     """79161234567 -> 7916***4567: enough to tell numbers apart in a log, not enough to dial."""
     if len(value) <= 6 or not value.isdigit():
-        return value
+        return mask_digits(value)
     return f"{value[:4]}***{value[-4:]}"
 
 
+def mask_digits(value: str) -> str:
+    """Every MSISDN-looking digit run in a text masked: `mo-79161234567-1` -> `mo-7916***4567-1`."""
+    return _DIGIT_RUN.sub(r"\1***\2", value)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_digits(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item) for item in value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k in SECRET_KEYS else _masked(v) for k, v in value.items()}
+    return value
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
+    """Secrets out, MSISDNs masked: under their keys, and inside any other value."""
+    for key, value in event.items():
         if key in SECRET_KEYS:
             event[key] = "[redacted]"
-        elif key in MSISDN_KEYS and isinstance(event[key], str):
-            event[key] = mask_msisdn(event[key])
+        elif key in MSISDN_KEYS and isinstance(value, str):
+            event[key] = mask_msisdn(value)
+        elif key in MSISDN_KEYS and type(value) is int and value > 999_999:
+            event[key] = mask_msisdn(str(value))
+        else:
+            event[key] = _masked(value)
     return event
 
 
@@ -39,19 +80,36 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _orjson_dumps(value: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    assert orjson is not None
+    return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def json_renderer() -> structlog.processors.JSONRenderer:
+    """structlog's JSON renderer, serialised by orjson when it is installed (several times faster)."""
+    if orjson is not None:
+        return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    return structlog.processors.JSONRenderer(serializer=json.dumps, ensure_ascii=False)
+
+
+def wants_console(fmt: str = "auto") -> bool:
+    """Readable lines for a person at a terminal; JSON lines for files, pipes and collectors."""
+    return fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+
+
 def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
-    renderer: Any
-    if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
-    else:
-        renderer = structlog.dev.ConsoleRenderer()
+    """`fmt`: "auto" (console on a terminal, else JSON), "console" or "json"."""
+    console = wants_console(fmt)
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if console else json_renderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # a person reads the local time of day; a collector gets the full instant in UTC
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False) if console
+            else structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # before redact: a traceback's text is masked too
             redact,
-            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

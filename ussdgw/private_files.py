@@ -8,6 +8,7 @@ whatever the umask of the shell that started `ussdgw`.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -22,14 +23,23 @@ def private_dir(path: str | Path) -> Path:
 
 
 def read_or_create_secret(path: str | Path, make: str) -> str:
-    """The text in `path`, or `make` written there first (0600, created exclusively: two processes
-    starting at once agree on one value)."""
+    """The text in `path`, or `make` put there first (0600). The file appears whole or not at all
+    (written aside, then hard-linked into place, which fails if another process got there first),
+    so two processes starting at once agree on one value and never read a half-written one."""
     file = Path(path)
-    private_dir(file.parent)
-    try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    folder = private_dir(file.parent)
+    if file.exists():
         return file.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(make)
-    return make
+    fd, aside = tempfile.mkstemp(dir=folder, prefix=f".{file.name}.")  # 0600 by mkstemp
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(make)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(aside, file)
+        except FileExistsError:
+            return file.read_text().strip()
+        return make
+    finally:
+        os.unlink(aside)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ussdgw import logs
-from ussdgw.config import Settings, load_settings
+from ussdgw import __version__, logs
+from ussdgw.config import CONFIG_ENV, Settings, SettingsError, load_settings
 from ussdgw.redis_server import RedisServerError
 
 if TYPE_CHECKING:
@@ -29,22 +28,32 @@ log = structlog.get_logger("ussdgw.app.cli")
 DEFAULT_SIM_URL = "http://127.0.0.1:8080"
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535 (0: any free one), got {value!r}")
+    return int(value)
+
+
 def _parse_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
+    if not host:
         raise argparse.ArgumentTypeError("expected HOST:PORT")
-    return host, int(port)
+    return host, _port(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Options whose `dest` is a settings field name are settings flags: they win over the file and
+    the environment (`load_settings`)."""
     parser = argparse.ArgumentParser(prog="ussdgw", description=__doc__)
-    parser.add_argument("--config", help="TOML settings file (default: ./ussdgw.toml if present)")
-    parser.add_argument("--log-level", default=None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", help=f"TOML settings file (default: ${CONFIG_ENV}, else ./ussdgw.toml if present)")
+    parser.add_argument("--log-level", default=None, type=str.lower,
+                        choices=["debug", "info", "warning", "error", "critical"])
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="Redis + SMSC simulator + gateway + HTTP, on defaults")
-    up.add_argument("--sim-http-port", type=int)
-    up.add_argument("--smpp-port", type=int, dest="sim_port")
+    up.add_argument("--sim-http-port", type=_port)
+    up.add_argument("--smpp-port", type=_port, dest="sim_port")
 
     gw = sub.add_parser("gateway", help="the gateway alone, bound to any SMSC")
     gw.add_argument("--smsc", type=_parse_hostport, help="HOST:PORT of the SMSC")
@@ -52,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--password")
     gw.add_argument("--system-type")
     gw.add_argument("--binds", type=int)
-    gw.add_argument("--api-port", type=int, help="self-care API port (0: any free one; several gateways per host)")
+    gw.add_argument("--api-port", type=_port, help="self-care API port (0: any free one; several gateways per host)")
 
     smsc = sub.add_parser("smsc", help="the SMSC simulator alone (SMPP server + phone HTTP API)")
-    smsc.add_argument("--port", type=int, dest="sim_port")
-    smsc.add_argument("--http-port", type=int, dest="sim_http_port")
+    smsc.add_argument("--port", type=_port, dest="sim_port")
+    smsc.add_argument("--http-port", type=_port, dest="sim_http_port")
 
     sms = sub.add_parser("sms", help="a virtual phone sends an SMS and prints the replies it gets")
     sms.add_argument("--from", dest="sender", required=True, help="the phone's MSISDN")
@@ -75,22 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's options that are settings (None: not given), by field name."""
+    flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    if getattr(args, "smsc", None):
+        flags["smsc_host"], flags["smsc_port"] = args.smsc
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = load_settings(args.config)
-    if args.log_level:
-        settings = settings.with_overrides(log_level=args.log_level)
+    try:
+        settings = load_settings(args.config, **settings_flags(args))
+    except SettingsError as exc:  # one line, no traceback: what is wrong and where it was set
+        print(f"ussdgw: {exc}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
         if args.command == "up":
-            return _run(_up(settings.with_overrides(sim_http_port=args.sim_http_port, sim_port=args.sim_port)))
+            return _run(_up(settings))
         if args.command == "gateway":
-            host, port = args.smsc if args.smsc else (None, None)
-            return _run(_gateway(settings.with_overrides(
-                smsc_host=host, smsc_port=port, system_id=args.system_id, password=args.password,
-                system_type=args.system_type, binds=args.binds, api_port=args.api_port)))
+            return _run(_gateway(settings))
         if args.command == "smsc":
-            return _run(_smsc(settings.with_overrides(sim_port=args.sim_port, sim_http_port=args.sim_http_port)))
+            return _run(_smsc(settings))
         if args.command in ("sms", "dial") and args.api is None:
             args.api = simulator_url(settings)
         if args.command == "sms":
@@ -102,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in terminal.COMMANDS:
             from ussdgw.app.platforms import LoadPlatform, PrivatePlatform
 
-            if args.log_level is None:  # the report is the output; platform logs only when something breaks
-                logs.configure("error", settings.log_format)
+            if "log_level" not in settings.model_fields_set:  # the report is the output: logs only when
+                logs.configure("error", settings.log_format)  # something breaks, unless a level was set
             return terminal.run(args, private_platform=lambda: PrivatePlatform(settings),
                                 load_target=LoadPlatform.for_command(settings))
     except KeyboardInterrupt:
@@ -116,9 +132,9 @@ def _run(coro: Any) -> int:
 
 
 def simulator_url(settings: Settings) -> str:
-    """Where a running simulator's phone API is: USSDGW_SIM_URL, else the configured host and HTTP port."""
-    if os.environ.get("USSDGW_SIM_URL"):
-        return os.environ["USSDGW_SIM_URL"]
+    """Where a running simulator's phone API is: `sim_url` (USSDGW_SIM_URL), else sim_host and sim_http_port."""
+    if settings.sim_url:
+        return settings.sim_url.rstrip("/")
     if not settings.sim_http_port:  # 0: any free port, which only the running platform knows
         return DEFAULT_SIM_URL
     host = settings.sim_host if settings.sim_host not in ("", "0.0.0.0", "::") else "127.0.0.1"

@@ -97,12 +97,14 @@ class LoadPlatform:
             await asyncio.to_thread(self._redis.start)
             url = self._redis.url
         self._url = url
-        self.smsc = Smsc(dict(self.settings.sim_accounts), PhoneBook(), window=max(self.settings.window, 256),
+        self.smsc = Smsc(self.settings.sim_credentials(), PhoneBook(), window=max(self.settings.window, 256),
                          validity_s=self.settings.sim_validity_s)
         host, port = await self.smsc.start("127.0.0.1", self.port)
-        env = {**os.environ, "REDIS_URL": url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
-               "USSDGW_STATE_DIR": self._tmp.name, "USSDGW_LOG_LEVEL": "error", "USSDGW_API_PORT": "0",
-               "USSDGW_WINDOW": str(max(self.settings.window, 256))}
+        # The gateways run on this command's settings (file, environment, flags), with their own
+        # Redis, state, key and any free API port.
+        env = {**os.environ, **self.settings.with_overrides(
+            redis_url=url, secret_key=secrets.token_hex(32), state_dir=self._tmp.name, log_level="error",
+            api_port=0, window=max(self.settings.window, 256)).to_environment()}
         for _ in range(self.gateways):
             self.processes.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ussdgw.app", "gateway", "--smsc", f"{host}:{port}",

@@ -54,5 +54,5 @@ async def seed_subscribers(store: Store, entries: list[dict[str, Any]]) -> int:
         profile = _profile(entry)
         if entry.get("code_word"):
             profile["code_word_hash"] = await asyncio.to_thread(hash_password, str(entry["code_word"]).casefold())
-        await store.put_subscriber(str(entry["msisdn"]), profile, AuditEvent("seeded", "admin"))
+        await store.subscribers.put(str(entry["msisdn"]), profile, AuditEvent("seeded", "admin"))
     return len(entries)

@@ -172,7 +172,9 @@ class Stack:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[-1]
-        return f"http://{bound[0]}:{bound[1]}"
+        url = f"http://{bound[0]}:{bound[1]}"
+        log.info("http_listening", part=part, url=url, port=bound[1])  # the port taken when asked for 0
+        return url
 
 
 def service_list(router: Router) -> dict[str, list[dict[str, str]]]:

@@ -1,0 +1,101 @@
+"""Every Redis key, Lua script and typed store operation of the platform, in one package.
+
+    keys.py        every key builder, TTL and global key name (per-subscriber keys hash-tagged)
+    lua/*.lua      the scripts; `prelude.lua` (the D2 policy and helpers) is prepended to each
+    scripts.py     the one script registry: load by name, EVALSHA by SHA, SCRIPT LOAD on NOSCRIPT
+    pipeline.py    `AutoPipeline`: commands issued meanwhile leave as one batch (hiredis-packed)
+    commit.py      `Change` and `CommitResult`: the one commit engine's Python half
+    core.py        `Store`: connection, `commit`/`update`, D2 peeks and attempts, audit, MT lifecycle
+    profile.py     `Profile` and every change to a subscriber's own fields (passwords, block, N2, ...)
+    money.py       balance, tariff, services, Автоплатёж, holds, gifts, operation marks
+    numbers.py     linked numbers, blacklist, Локатор consents, the N2 review index
+    sessions.py    P5 sessions;  archives.py  A2 MMS archive;  dialogues.py  the open USSD dialogue
+    sealing.py     AES-GCM around MT bodies at rest;  model.py  MTs, audit events, D2 guards
+    errors.py      `StoreUnavailable`: Redis away (the gateway answers ESME_RX_T_APPN)
+"""
+
+from ussdgw.store.commit import (
+    NO_CHANGE,
+    STALE,
+    Change,
+    Check,
+    CheckKind,
+    CommitResult,
+    DialogueStep,
+    MoMark,
+    Outcome,
+    Write,
+    WriteOp,
+)
+from ussdgw.store.core import Store
+from ussdgw.store.errors import StoreUnavailable
+from ussdgw.store.keys import (
+    AUDIT_MAXLEN,
+    DLR_TTL_S,
+    HOLDS_INDEX,
+    MO_TTL_S,
+    N2_PENDING,
+    OUTBOX_INDEX,
+    audit_key,
+    blacklist_key,
+    gifts_key,
+    holds_key,
+    linked_key,
+    locator_allow_key,
+    mms_archive_key,
+    ops_key,
+    rate_key,
+    session_key,
+    sub_key,
+    ussd_key,
+)
+from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard
+from ussdgw.store.money import Asset, Autopay, Gift, Hold
+from ussdgw.store.pipeline import AutoPipeline
+from ussdgw.store.profile import N2Application, Profile
+from ussdgw.store.sealing import Sealer
+
+__all__ = [
+    "AUDIT_MAXLEN",
+    "DLR_TTL_S",
+    "HOLDS_INDEX",
+    "MO_TTL_S",
+    "N2_PENDING",
+    "NO_CHANGE",
+    "OUTBOX_INDEX",
+    "STALE",
+    "Asset",
+    "AuditEvent",
+    "AutoPipeline",
+    "Autopay",
+    "Change",
+    "Check",
+    "CheckKind",
+    "CommitResult",
+    "DialogueStep",
+    "Gift",
+    "Hold",
+    "MoMark",
+    "N2Application",
+    "OutboundMessage",
+    "Outcome",
+    "Profile",
+    "RateGuard",
+    "Sealer",
+    "Store",
+    "StoreUnavailable",
+    "Write",
+    "WriteOp",
+    "audit_key",
+    "blacklist_key",
+    "gifts_key",
+    "holds_key",
+    "linked_key",
+    "locator_allow_key",
+    "mms_archive_key",
+    "ops_key",
+    "rate_key",
+    "session_key",
+    "sub_key",
+    "ussd_key",
+]

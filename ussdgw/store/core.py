@@ -1,0 +1,229 @@
+"""`Store`: the platform's state in Redis. Every method is one atomic step or a read.
+
+Every change to a subscriber is one `Change` committed by `Store.commit` (`ussdgw.store.commit`,
+one script). The typed reads are grouped by what they read: `store.subscribers` (profiles),
+`store.money` (holds, gifts, operation marks), `store.numbers` (linked numbers, blacklists,
+consents, the N2 index), `store.sessions`, `store.archives`, `store.dialogues` (USSD). The MT
+lifecycle after the commit (submitted, receipts, recovery of MTs whose sender died) and long MOs'
+parts are methods here.
+
+Time: what the rules compare with "now" (D2 send times, audit times, `created_at`) comes from the
+store's injected `Clock` (`Store.clock`, the platform's one clock). MT leases and the outbox index
+are real wall time (`lease_now`): every gateway process shares them, and a test that fast-forwards
+the clock must not make an MT in flight look abandoned. TTLs are Redis's own time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from ussdgw.clock import Clock
+from ussdgw.store.archives import Archives
+from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
+from ussdgw.store.dialogues import Dialogues
+from ussdgw.store.errors import guarded
+from ussdgw.store.keys import (
+    AUDIT_MAXLEN,
+    DLR_TTL_S,
+    OUTBOX_INDEX,
+    PARTS_TTL_S,
+    audit_key,
+    dlr_key,
+    lease_key,
+    mt_state_key,
+    outbox_key,
+    parts_key,
+    rate_key,
+)
+from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard
+from ussdgw.store.money import Money
+from ussdgw.store.numbers import Numbers
+from ussdgw.store.pipeline import AutoPipeline
+from ussdgw.store.profile import Profile, Subscribers
+from ussdgw.store.scripts import Scripts
+from ussdgw.store.sealing import Sealer
+from ussdgw.store.sessions import Sessions
+
+UPDATE_ATTEMPTS = 5
+
+
+def lease_now() -> float:
+    """Real wall time, for MT leases and the outbox index only (never the business clock)."""
+    return time.time()
+
+
+def _flat_hash(raw: Sequence[bytes]) -> dict[str, str]:
+    return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+
+
+class Store:
+    """The platform's state in Redis (module docstring)."""
+
+    def __init__(self, redis_client: aioredis.Redis, secret_key: bytes, *, lease_s: float = 15.0,
+                 clock: Clock | None = None) -> None:
+        self.redis = redis_client
+        self.sealer = Sealer(secret_key)
+        self.lease_s = lease_s
+        self.clock = clock or Clock()  # business time (module docstring); leases are real wall time
+        # Every script and the hot path's commands go through one batcher of its own connections.
+        self.pipeline = AutoPipeline(redis_client)
+        self.scripts = Scripts(self.pipeline)
+        self.subscribers = Subscribers(self)
+        self.money = Money(self)
+        self.numbers = Numbers(self)
+        self.sessions = Sessions(self)
+        self.archives = Archives(self)
+        self.dialogues = Dialogues(self)
+
+    @classmethod
+    def from_url(cls, url: str, secret_key: bytes, **kwargs: Any) -> Store:
+        # A blocking pool: a burst of concurrent requests waits for a free connection instead of
+        # failing with "Too many connections" (redis-py's default pool holds 100 and then raises).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30, max_connections=256, timeout=5,
+        )
+        client = aioredis.Redis.from_pool(pool)
+        return cls(client, secret_key, **kwargs)
+
+    async def close(self) -> None:
+        await self.pipeline.close()
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    # ---- the one commit engine -------------------------------------------------------------
+    async def commit(self, msisdn: str, change: Change) -> CommitResult:
+        """Apply `change` to `msisdn`'s slot, all or nothing, once per MO when it has an MO mark."""
+        now, leased = self.clock.now(), lease_now()
+        sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in change.messages]
+        keys, arg = script_call(msisdn, change, now=now, lease_until=leased + self.lease_s,
+                                tag=os.urandom(4).hex() if change.guards else "", sealed=sealed)
+        # With MTs, the recovery index is written in the same round trip, just before the script
+        # (an index entry for nothing is harmless; an MT without one would wait for no one).
+        indexed = self.pipeline.command("ZADD", OUTBOX_INDEX, leased, msisdn) if sealed else None
+        committed = self.scripts.submit("commit", keys, [arg])
+        raw = (await guarded(asyncio.gather(committed, indexed)))[0] if indexed else await guarded(committed)
+        outcome = Outcome(raw[0].decode())
+        if outcome is Outcome.APPLIED:
+            profile = Profile.from_fields(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
+            return CommitResult(outcome, change.messages, profile=profile, autopaid_kop=change.autopaid_kop)
+        if outcome is Outcome.DUPLICATE:
+            again = tuple(self.sealer.open_message(blob) for blob in raw[1:])
+            if again and indexed is None:
+                await guarded(self.redis.zadd(OUTBOX_INDEX, {msisdn: leased}))
+            return CommitResult(outcome, again)
+        if outcome is Outcome.LIMITED:
+            return CommitResult(outcome, code=raw[1].decode(), retry_at=float(raw[2]))
+        if outcome is Outcome.REFUSED:
+            return CommitResult(outcome, code=raw[1].decode(), detail=raw[2].decode())
+        return CommitResult(outcome)
+
+    async def update(self, msisdn: str, build: Callable[[Profile], Change]) -> CommitResult:
+        """Commit what `build` makes of `msisdn`'s profile as it is now; when a check it made on that
+        profile no longer holds (`STALE`: the balance moved meanwhile), read it again and rebuild.
+        Like redis-py's `transaction(func, *watches)`, with the watch inside the script."""
+        for _ in range(UPDATE_ATTEMPTS - 1):
+            result = await self.commit(msisdn, build(await self.subscribers.profile(msisdn)))
+            if result.code != STALE:
+                return result
+        return await self.commit(msisdn, build(await self.subscribers.profile(msisdn)))
+
+    # ---- D2 without a change ---------------------------------------------------------------
+    async def rate_peek(self, msisdn: str, guard: RateGuard) -> tuple[str, float] | None:
+        """Would `guard` refuse now? (reason, retry_at) or None; counts nothing. A cheap read
+        before costly work: the commit that counts decides for real."""
+        refused = await self.scripts.run("rate_peek", [rate_key(msisdn, guard.name)],
+                                         [guard.cooldown_s, guard.per_hour, self.clock.now()])
+        return (refused[0].decode(), float(refused[1])) if refused else None
+
+    async def attempt(self, msisdn: str, guard: RateGuard) -> tuple[str, float] | None:
+        """Count one attempt (sign-in, code entry) against `guard`; a refused one counts nothing."""
+        refused = await self.scripts.run("attempt", [rate_key(msisdn, guard.name)],
+                                         [guard.cooldown_s, guard.per_hour, self.clock.now(), os.urandom(4).hex()])
+        return (refused[0].decode(), float(refused[1])) if refused else None
+
+    # ---- audit -----------------------------------------------------------------------------
+    async def audit(self, msisdn: str, event: AuditEvent) -> None:
+        """One P10 entry on its own (a step that changes something audits within its commit)."""
+        await guarded(self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
+                                            *event.fields(self.clock.now())))
+
+    async def audit_trail(self, msisdn: str, count: int = 100) -> list[dict[str, str]]:
+        """The newest `count` entries, oldest first, each with its stream `id`."""
+        entries = await guarded(self.redis.xrevrange(audit_key(msisdn), count=count))
+        return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
+                for eid, data in reversed(entries)]
+
+    # ---- long MOs --------------------------------------------------------------------------
+    async def add_part(self, msisdn: str, reference: str, seqnum: int, total: int, payload: bytes,
+                       ttl_s: int = PARTS_TTL_S) -> bytes | None:
+        """Keep one part of a long MO; once all are in, the whole payload (parts stay until TTL,
+        so a redelivered last part reassembles the same message and is deduplicated later)."""
+        parts = await self.scripts.run("add_part", [parts_key(msisdn, reference)], [seqnum, payload, total, ttl_s])
+        return b"".join(parts) if parts else None
+
+    # ---- MTs after the commit --------------------------------------------------------------
+    async def mt_submitted(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent,
+                           message_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The MT left the outbox with `state` (SUBMITTED / REJECTED) and its SMSC message ids are
+        tied to it for receipt correlation, in one round trip. Returns, per message id, everything
+        known about it: a receipt that arrived before the submit_sm_resp shows up with its `state`.
+
+        Not one script: the `dlr:<id>` keys live in other cluster slots than the subscriber's; each
+        step is atomic and idempotent, so a crash in between is repaired by the lease (the MT is
+        sent again) and by the receipt correlation (whichever side comes second)."""
+        done = self.scripts.submit("mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)],
+                                   [mt_id, AUDIT_MAXLEN, *audit.fields(self.clock.now())])
+        recorded = self.pipeline.command("HSET", mt_state_key(msisdn), mt_id, state)
+        expiry = self.pipeline.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S)
+        meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
+                 for m in message_ids]
+        results = await guarded(asyncio.gather(done, recorded, expiry, *meets))
+        return [_flat_hash(raw) for raw in results[3:]]
+
+    async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
+        """A receipt's side of the correlation: everything known about `message_id` (with `msisdn`
+        and `mt_id` once the sender's side is in)."""
+        raw = await self.scripts.run("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
+        return _flat_hash(raw)
+
+    async def receipt_recorded(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent) -> None:
+        """The MT's final state from its receipt, and its audit entry, in the next batch."""
+        await guarded(asyncio.gather(
+            self.pipeline.command("HSET", mt_state_key(msisdn), mt_id, state),
+            self.pipeline.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S),
+            self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
+                                  *audit.fields(self.clock.now())),
+        ))
+
+    async def mt_states(self, msisdn: str) -> dict[str, str]:
+        """MT id -> its last known state, for the MTs of the last `DLR_TTL_S`."""
+        raw = await guarded(self.redis.hgetall(mt_state_key(msisdn)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def reclaim(self, limit: int = 100) -> list[OutboundMessage]:
+        """MTs whose owner died before sending them: lease them to the caller."""
+        now = lease_now()
+        out: list[OutboundMessage] = []
+        members = await guarded(self.redis.zrangebyscore(OUTBOX_INDEX, "-inf", now - self.lease_s, start=0, num=limit))
+        for raw in members:
+            msisdn = raw.decode()
+            blobs, remaining = await self.scripts.run(
+                "reclaim", [outbox_key(msisdn), lease_key(msisdn)], [now, now + self.lease_s, limit])
+            out.extend(self.sealer.open_message(blob) for blob in blobs)
+            if remaining == 0:
+                await guarded(self.redis.zrem(OUTBOX_INDEX, msisdn))
+            else:
+                await guarded(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+        return out

@@ -1,0 +1,32 @@
+"""The one open USSD dialogue per phone: `sub:{m}:ussd`, v = version (dialogue id:step), d = JSON
+(`ussdgw.smpp.ussd.UssdDialogue`). A step writes it within its commit (`commit.DialogueStep`),
+with a PEXPIRE at the nearer of the step's and the dialogue's deadline plus a grace, so that a
+late answer is told politely that it came too late."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ussdgw.store.errors import guarded
+from ussdgw.store.keys import mo_key, ussd_key
+
+if TYPE_CHECKING:
+    from ussdgw.store.core import Store
+
+
+class Dialogues:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def load(self, msisdn: str, mo_id: str | None) -> tuple[bool, bytes | None]:
+        """(was this MO applied already, the open dialogue's JSON or None), in one round trip."""
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(mo_key(msisdn, mo_id or "-"))
+            pipe.hget(ussd_key(msisdn), "d")
+            seen, raw = await guarded(pipe.execute())
+        return bool(seen) and mo_id is not None, raw
+
+    async def ttl(self, msisdn: str) -> float | None:
+        """Seconds the open dialogue has left in Redis (None when there is none)."""
+        ms = int(await guarded(self._store.redis.pttl(ussd_key(msisdn))))
+        return ms / 1000 if ms >= 0 else None

@@ -1,0 +1,106 @@
+-- The one commit engine: one atomic step on one subscriber's slot, all of it or nothing.
+-- Used for MO replies, USSD steps and every self-care change (ussdgw/store/commit.py builds it).
+--
+-- KEYS: 1 sub, 2 audit, 3 outbox, 4 lease, 5 the MO's mark, 6 the USSD dialogue, 7.. other keys of
+--       the same slot, named by index in the payload.
+-- ARGV[1]: JSON; every part but the first four optional:
+--   now, ts, maxlen, lease_until, tag   the business time, as text for audit, the stream cap, the
+--                                       MTs' lease, a tag unique to this call (D2 entries)
+--   mo        the MO mark's TTL: applied once per MO; a redelivery gets the same MTs back
+--   expect    the dialogue version this step was computed from ('conflict' if it moved on)
+--   dialogue  {write?, version, ttl_ms}: write the dialogue (or delete it when no write)
+--   must_exist, create   refuse when there is no profile / give a new one its created_at
+--   checks    [[kind, key, field, value, code]]   refused with `code` when one fails
+--   guards    [[key, cooldown, per_hour]]          D2: 'limited' with reason and retry time
+--   writes    [[op, key, field, value, ttl]]       hset hincr hdel sadd srem setex, in order
+--   mts       [[mt_id, sealed]]                    queued and leased
+--   audit     [[field, value, ...]]                P10 entries
+--   refusal   [event, channel, detail]             audited with the refusal's code as outcome
+--   read      return the profile after the change
+-- -> {'applied'[, profile flat]} | {'duplicate', sealed MTs...} | {'conflict'}
+--    | {'refused', code, field} | {'limited', reason, retry_at}
+local p = cjson.decode(ARGV[1])
+local sub, audit, outbox, lease, mo, dialogue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+if p.mo and redis.call('EXISTS', mo) == 1 then
+  local out = {'duplicate'}
+  for _, id in ipairs(cjson.decode(redis.call('GET', mo))) do
+    local blob = redis.call('HGET', outbox, id)
+    if blob then
+      redis.call('ZADD', lease, p.lease_until, id)
+      table.insert(out, blob)
+    end
+  end
+  return out
+end
+if p.expect and (redis.call('HGET', dialogue, 'v') or '') ~= p.expect then return {'conflict'} end
+
+local function refuse(outcome, code, detail, audited)
+  if p.refusal then
+    audit_add(audit, p.maxlen, {'ts', p.ts, 'event', p.refusal[1], 'channel', p.refusal[2], 'outcome', audited,
+                                'detail', p.refusal[3]})
+  end
+  return {outcome, code, detail}
+end
+
+if p.writes then  -- every write known before any is made: a script that fails midway keeps what it did
+  local known = {hset = true, hincr = true, hdel = true, sadd = true, srem = true, setex = true}
+  for _, w in ipairs(p.writes) do
+    if not known[w[1]] then return redis.error_reply('unknown write ' .. tostring(w[1])) end
+  end
+end
+
+if p.must_exist and redis.call('EXISTS', sub) == 0 then return refuse('refused', 'not_found', '', 'not_found') end
+for _, c in ipairs(p.checks or {}) do
+  local kind, key, fld, val = c[1], KEYS[c[2]], c[3], c[4]
+  local ok
+  if kind == 'member' then ok = redis.call('SISMEMBER', key, val) == 1
+  elseif kind == 'notmember' then ok = redis.call('SISMEMBER', key, val) == 0
+  elseif kind == 'scard_lt' then ok = redis.call('SCARD', key) < num(val)
+  else
+    local cur = redis.call('HGET', key, fld)
+    if kind == 'exists' then ok = cur ~= false
+    elseif kind == 'absent' then ok = cur == false
+    elseif kind == 'eq' then ok = (cur or '') == val
+    elseif kind == 'ne' then ok = (cur or '') ~= val
+    elseif kind == 'gt' then ok = num(cur) > num(val)
+    elseif kind == 'gte' then ok = num(cur) >= num(val)
+    elseif kind == 'lt' then ok = num(cur) < num(val)
+    elseif kind == 'lte' then ok = num(cur) <= num(val)
+    else return redis.error_reply('unknown check ' .. tostring(kind)) end
+  end
+  if not ok then return refuse('refused', c[5], fld, c[5]) end
+end
+for _, g in ipairs(p.guards or {}) do
+  local refused = rate_check(KEYS[g[1]], g[2], g[3], p.now)
+  if refused then return refuse('limited', refused[1], refused[2], 'rate_limited') end
+end
+
+if p.create and redis.call('EXISTS', sub) == 0 then redis.call('HSET', sub, 'created_at', p.create) end
+for _, w in ipairs(p.writes or {}) do
+  local op, key = w[1], KEYS[w[2]]
+  if op == 'hset' then redis.call('HSET', key, w[3], w[4])
+  elseif op == 'hincr' then redis.call('HINCRBY', key, w[3], w[4])
+  elseif op == 'hdel' then redis.call('HDEL', key, w[3])
+  elseif op == 'sadd' then redis.call('SADD', key, w[4])
+  elseif op == 'srem' then redis.call('SREM', key, w[4])
+  else redis.call('SET', key, w[4], 'EX', w[5]) end
+end
+for i, g in ipairs(p.guards or {}) do rate_record(KEYS[g[1]], p.now, p.tag .. ':' .. i) end
+local ids = {}
+for _, m in ipairs(p.mts or {}) do
+  redis.call('HSET', outbox, m[1], m[2])
+  redis.call('ZADD', lease, p.lease_until, m[1])
+  table.insert(ids, m[1])
+end
+for _, a in ipairs(p.audit or {}) do audit_add(audit, p.maxlen, a) end
+if p.mo then redis.call('SET', mo, cjson.encode(ids), 'EX', p.mo) end
+if p.dialogue then
+  redis.call('DEL', dialogue)
+  if p.dialogue.write then
+    redis.call('HSET', dialogue, 'v', p.dialogue.version, 'd', p.dialogue.write)
+    redis.call('PEXPIRE', dialogue, p.dialogue.ttl_ms)
+  end
+end
+if p.read then return {'applied', redis.call('HGETALL', sub)} end
+return {'applied'}

@@ -1,0 +1,59 @@
+"""What callers hand to the store and get back: MTs, audit events, D2 counters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """An MT waiting to be sent. `text` may hold a secret: it is sealed before it reaches Redis."""
+
+    mt_id: str
+    source: str
+    destination: str
+    text: str
+    ussd_service_op: int | None = None
+    its_session_info: int | None = None
+    secret: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
+                "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
+                "secret": self.secret,
+            },
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OutboundMessage:
+        return cls(**json.loads(data))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """P10: what happened, through which channel, with what outcome. Never a secret in `detail`."""
+
+    event: str
+    channel: str
+    outcome: str = "ok"
+    detail: str = ""
+
+    def fields(self, now: float) -> list[str]:
+        """The stream entry's field/value pairs, flat."""
+        return ["ts", f"{now:.3f}", "event", self.event, "channel", self.channel, "outcome", self.outcome,
+                "detail", self.detail]
+
+
+@dataclass(frozen=True, slots=True)
+class RateGuard:
+    """D2: at most `per_hour` in the last hour and one per `cooldown_s`, for one counter `name`.
+
+    The policy itself runs in Redis (`lua/prelude.lua`, `rate_check`), inside the step it guards."""
+
+    name: str
+    cooldown_s: int
+    per_hour: int
