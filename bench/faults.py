@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 from ussdgw import logs  # noqa: E402
 from ussdgw.redis_server import EmbeddedRedis, _die_with_parent  # noqa: E402
-from ussdgw.store import audit_key, outbox_key, sub_key  # noqa: E402
+from ussdgw.store.keys import audit_key, outbox_key, sub_key  # noqa: E402
 
 SYSTEM_ID, PASSWORD = "ussdgw", "ussdgw1"
 BALANCE_KOP = 50_000
