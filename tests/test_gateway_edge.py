@@ -13,7 +13,7 @@ from gateway.inbound import unanswerable
 from tests.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Status
-from ussdgw.store import OUTBOX_INDEX
+from ussdgw.store import OUTBOX_INDEX, Store
 
 PHONE = "79161234567"
 OTHER = "79161234599"
@@ -47,10 +47,10 @@ def test_which_mos_can_never_be_answered(source: str, destination: str, status: 
 
 
 async def test_an_mo_whose_reply_cannot_be_addressed_is_refused_for_good_and_nothing_is_queued(
-    settings: Settings,
+    settings: Settings, store: Store,
 ) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         assert smsc.writer is not None
         for sequence, source in ((0x7001, "7" * 21), (0x7002, "MTS-INFO")):
             smsc.writer.write(raw_deliver_sm(sequence, source, "3339", "ПАРОЛЬ".encode("utf-16-be")))
@@ -79,9 +79,9 @@ async def after_a_good_one(smsc: ScriptedSmsc) -> None:
     assert first.destination_addr == OTHER
 
 
-async def test_an_intermediate_notification_is_acknowledged_and_not_routed(settings: Settings) -> None:
+async def test_an_intermediate_notification_is_acknowledged_and_not_routed(settings: Settings, store: Store) -> None:
     smsc = ScriptedSmsc()
-    async with gateway_against(smsc, settings):
+    async with gateway_against(smsc, store, settings):
         await smsc.deliver(DeliverSm(source_addr=PHONE, destination_addr="3339",
                                      esm_class=EsmClass.INTERMEDIATE_NOTIFICATION, short_message=b"id:1 stat:ENROUTE",
                                      receipted_message_id="1", message_state=MessageState.ENROUTE))
