@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         env = {
             **os.environ, "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
             "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
+            "USSDGW_API_PORT": "0",  # its HTTP server on any free port: a running `up` or bench keeps 8081
         }
         gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed in finally
         gateway_cmd = [sys.executable, "-m", "ussdgw.app", "--log-level", args.log_level, "gateway",

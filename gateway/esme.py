@@ -27,6 +27,7 @@ import structlog
 
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.link import LinkDown, ResponseTimeout, SmppLink
+from ussdgw.metrics import GatewayMetrics, status_name
 from ussdgw.smpp.pdu import (
     Bind,
     BindMode,
@@ -85,6 +86,7 @@ class EsmeClient:
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 30.0,
         name: str = "bind-1",
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.system_id, self._password, self.system_type = system_id, password, system_type
@@ -96,6 +98,7 @@ class EsmeClient:
         self.response_timeout_s = response_timeout_s
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.name = name
+        self.metrics = metrics or GatewayMetrics()
         self.bound = asyncio.Event()
         self._conn: SmppLink | None = None
         self._stopping = False
@@ -110,6 +113,13 @@ class EsmeClient:
     def can_submit(self) -> bool:
         return self.bound.is_set() and self.mode.can_send
 
+    def window_usage(self) -> tuple[int, int]:
+        """(requests outstanding, requests waiting for a slot) on the current link; (0, 0) without one."""
+        conn = self._conn
+        if conn is None or conn.closed.is_set():
+            return 0, 0
+        return conn.window.in_use, conn.window.waiting
+
     # ---- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, bind and serve until `stop`; reconnect with backoff whenever the link drops."""
@@ -118,10 +128,14 @@ class EsmeClient:
             try:
                 await self._serve_once()
                 backoff.reset()
+                if not self._stopping:
+                    self.metrics.bind_events.inc("link_down")
             except BindRefused as exc:
+                self.metrics.bind_events.inc("refused")
                 self._log.error("bind_refused", status=exc.status)
                 backoff.at_least(BIND_REFUSED_WAIT_S)
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:  # LinkDown is an OSError
+                self.metrics.bind_events.inc("link_down")
                 self._log.warning("link_down", error=str(exc) or type(exc).__name__)
             if self._stopping:
                 break
@@ -166,6 +180,7 @@ class EsmeClient:
             if resp.status != Status.ROK:
                 raise BindRefused(resp.status)
             self._log.info("bound", mode=self.mode.name.lower())
+            self.metrics.bind_events.inc("bound")
             self.bound.set()
             await conn.keepalive(self.enquire_link_s)  # until the link closes; raises LinkDown if it died
         finally:
@@ -197,6 +212,7 @@ class EsmeClient:
             status = Status.RX_T_APPN
         if conn.closed.is_set():
             return  # the SMSC will deliver it again on the next bind
+        self.metrics.deliver_sm_resp.inc(status_name(status))
         resp: Pdu = DataSmResp(status=status) if isinstance(pdu, DataSm) else DeliverSmResp(status=status)
         conn.respond(pdu, resp)
 
@@ -218,12 +234,16 @@ class EsmeClient:
             if conn is None or not conn.session.can_submit:
                 await asyncio.sleep(self._next_backoff())
                 continue
+            sent = time.perf_counter()
             try:
                 resp = await conn.call(pdu)
             except (TimeoutError, LinkDown) as exc:
+                self.metrics.submit_sm_errors.inc("timeout" if isinstance(exc, TimeoutError) else "link_down")
                 self._log.warning("submit_retry", attempt=attempt, error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(self._next_backoff())
                 continue
+            self.metrics.submit_sm_seconds.observe(time.perf_counter() - sent)
+            self.metrics.submit_sm_resp.inc(status_name(resp.status))
             if resp.status in RETRY_STATUSES:
                 now = time.monotonic()
                 if now >= self._paused_until:  # the first refusal since the last pause: pause (longer)

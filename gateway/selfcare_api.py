@@ -15,29 +15,34 @@ Admin routes want `Authorization: Bearer <admin token>`. The same server serves 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from aiohttp import web
 from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
+from gateway.observe import READINESS_KEY, count_signin_refusal, count_store_unavailable
 from handlers import account, archives, money, numbers
 from handlers.account import Session
 from handlers.base import Channel
 from handlers.catalogue import catalogue
 from handlers.selfcare import Env, Result, valid_msisdn
 from ussdgw.config import Settings
+from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
+from ussdgw.web import BadInput, BodySchema, body_timeout, read_json_object
 
 log = structlog.get_logger("ussdgw.selfcare_api")
 
@@ -49,6 +54,9 @@ SESSION_KEY = web.RequestKey("selfcare_session", Session)
 RETRY_AT_KEY = web.ResponseKey("retry_at", float)  # a refusal's retry_at, for the Retry-After header
 MAX_BODY = 16 * 1024
 API = "/api/v1"
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,256}")  # RFC 6750 b64token, bounded
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -127,12 +135,16 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return _error_response(exc.status, exc.code, exc.message, exc.details)
+    except BadInput as exc:
+        code = {408: "timeout", 413: "too_large", 415: "unsupported_media_type"}.get(exc.status, "bad_request")
+        return _error_response(exc.status, code, _bad_input_text(exc), {"field": exc.field})
     except web.HTTPException as exc:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
         text = {404: "Нет такого адреса API.", 405: "Метод не поддерживается.",
                 413: "Слишком большой запрос."}.get(exc.status, exc.reason)
         return _error_response(exc.status, code, text)
     except StoreUnavailable:
+        count_store_unavailable(request)
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
     except Exception:
         log.exception("api_failed")
@@ -144,27 +156,60 @@ def _request_id(request: web.Request) -> str:
     return given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
 
+def _bad_input_text(exc: BadInput) -> str:
+    if exc.status == 415:
+        return "Тело запроса — JSON (Content-Type: application/json; charset=utf-8)."
+    if exc.status == 413:
+        return "Слишком большой запрос."
+    if exc.status == 408:
+        return "Тело запроса не пришло вовремя."
+    if exc.field == "body":
+        return "Тело запроса должно быть JSON-объектом в UTF-8."
+    return f"Поле {exc.field}: неверное значение ({exc.message})."
+
+
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else request.path
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "too_large", "Слишком большой запрос.")
-    try:
-        data = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "Тело запроса должно быть JSON-объектом.") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "Тело запроса должно быть JSON-объектом.")
+@functools.cache
+def body_schemas() -> Mapping[tuple[str, str], BodySchema]:
+    """(method, route) -> the fields its body declares in gateway/openapi.yaml: the contract checks
+    what comes in, before any business function sees it."""
+    document = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+    schemas = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+            if "application/json" in content:
+                schemas[(method.upper(), API + path)] = BodySchema.from_openapi(content["application/json"]["schema"])
+    return schemas
+
+
+async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON body, its declared fields checked (`BadInput` names the field that is wrong)."""
+    data = await read_json_object(request, max_bytes=MAX_BODY, timeout_s=body_timeout(request), optional=optional)
+    schema = body_schemas().get((request.method, _route_name(request)))
+    if schema is not None:
+        schema.check(data)
     return data
 
 
 def _bearer(request: web.Request) -> str | None:
+    """The bearer token, if the header holds one that could be ours (printable ASCII, bounded)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and _TOKEN.fullmatch(token) else None
+
+
+def _path_msisdn(request: web.Request, name: str) -> str:
+    """A number in the path (`{child}`, `{number}`, ...), or a 400 naming that parameter."""
+    value = valid_msisdn(request.match_info[name])
+    if value is None:
+        raise ApiError(400, "bad_request", f"{name} в адресе: 11 цифр, начиная с 7.", {"field": name})
+    return value
 
 
 async def _session(request: web.Request) -> Session:
@@ -183,7 +228,7 @@ async def _account(request: web.Request) -> tuple[Env, Session, str]:
     raw = request.match_info["msisdn"]
     target = session.msisdn if raw == "me" else valid_msisdn(raw)
     if target is None:
-        raise ApiError(400, "bad_request", "Номер в адресе: me или 11 цифр, начиная с 7.")
+        raise ApiError(400, "bad_request", "Номер в адресе: me или 11 цифр, начиная с 7.", {"field": "msisdn"})
     if not await numbers.may_act_on(env.store, session.msisdn, target):
         raise ApiError(403, "forbidden", f"Нет доступа к номеру {target}. Добавьте его в «Мои номера» с паролем "
                        "этого номера.")
@@ -200,8 +245,15 @@ def _admin(request: web.Request) -> None:
 
 # ---- public ---------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
-    ok = await request.app[ENV_KEY].store.ping()
-    return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    """The gateway's readiness (Redis and the SMPP binds) where the composition root installed it
+    (`gateway.observe`), else whether the store answers."""
+    readiness = request.app.get(READINESS_KEY)
+    if readiness is None:
+        ok = await request.app[ENV_KEY].store.ping()
+        return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+    report = await readiness.check()
+    return _json_response({"status": "ok" if report.ready else "degraded", "checks": report.checks},
+                          status=200 if report.ready else 503)
 
 
 async def get_catalogue(request: web.Request) -> web.Response:
@@ -213,6 +265,8 @@ async def get_catalogue(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.Response:
     body = await _body(request)
     result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    if not result.ok:
+        count_signin_refusal(request, result.code)
     return _reply(result, 201)
 
 
@@ -220,8 +274,12 @@ async def sign_in_network(request: web.Request) -> web.Response:
     env = request.app[ENV_KEY]
     header = request.headers.get(env.settings.api_msisdn_header)
     if header is None:
+        count_signin_refusal(request, "bad_request")
         raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
-    return _reply(await account.sign_in_by_header(env, header, request.remote), 201)
+    result = await account.sign_in_by_header(env, header, request.remote)
+    if not result.ok:
+        count_signin_refusal(request, result.code)
+    return _reply(result, 201)
 
 
 async def current_session(request: web.Request) -> web.Response:
@@ -259,7 +317,7 @@ async def admin_charge(request: web.Request) -> web.Response:
     body = await _body(request)
     msisdn = valid_msisdn(body.get("msisdn"))
     if msisdn is None:
-        raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.")
+        raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.", {"field": "msisdn"})
     reason = body.get("reason", "usage")
     return _reply(await money.charge(request.app[ENV_KEY].store, msisdn, body.get("amount_kop"),
                                      reason=reason if isinstance(reason, str) else "usage"))
@@ -267,9 +325,7 @@ async def admin_charge(request: web.Request) -> web.Response:
 
 async def admin_audit(request: web.Request) -> web.Response:
     _admin(request)
-    msisdn = valid_msisdn(request.match_info["msisdn"])
-    if msisdn is None:
-        raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.")
+    msisdn = _path_msisdn(request, "msisdn")
     return _audit_response(await request.app[ENV_KEY].store.audit_trail(msisdn, count=_count(request)))
 
 
@@ -281,10 +337,10 @@ async def admin_recover(request: web.Request) -> web.Response:
 
 # ---- account --------------------------------------------------------------------------------
 def _count(request: web.Request) -> int:
-    try:
-        return max(1, min(int(request.query.get("count", "100")), 1000))
-    except ValueError:
-        raise ApiError(400, "bad_request", "count — целое число от 1 до 1000.") from None
+    count = parse_whole_number(request.query.get("count", "100"), minimum=1, maximum=1000)
+    if count is None:
+        raise ApiError(400, "bad_request", "count — целое число от 1 до 1000.", {"field": "count"})
+    return count
 
 
 def _audit_response(entries: list[dict[str, str]]) -> web.Response:
@@ -321,8 +377,9 @@ async def post_top_up(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
     body = await _body(request)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 64 and key.isprintable()):
-        raise ApiError(400, "bad_request", "Idempotency-Key: от 1 до 64 печатных символов.")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(400, "bad_request", "Idempotency-Key: от 1 до 64 печатных символов ASCII.",
+                       {"field": "Idempotency-Key"})
     return _reply(await money.top_up(env.store, target, body.get("amount_kop"), channel=Channel.API, payment_id=key))
 
 
@@ -334,9 +391,7 @@ async def get_tariffs(request: web.Request) -> web.Response:
 async def put_tariff(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
     body = await _body(request)
-    tariff_id = body.get("tariff_id")
-    if not isinstance(tariff_id, str):
-        raise ApiError(400, "bad_request", "Укажите tariff_id.")
+    tariff_id = body["tariff_id"]  # declared and required: a string
     return _reply(await money.switch_tariff(env.store, target, tariff_id, channel=Channel.API))
 
 
@@ -347,11 +402,7 @@ async def get_services(request: web.Request) -> web.Response:
 
 async def put_service(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    params: Any = None
-    if request.can_read_body:
-        params = (await _body(request)).get("params")
-        if params is not None and not isinstance(params, dict):
-            raise ApiError(400, "bad_request", "params — JSON-объект.")
+    params = (await _body(request, optional=True)).get("params")  # declared: an object
     return _reply(await money.service_on(env.store, target, request.match_info["service_id"], channel=Channel.API,
                                          params=params))
 
@@ -410,7 +461,7 @@ async def post_linked(request: web.Request) -> web.Response:
 
 async def delete_linked(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await numbers.unlink_number(env, target, request.match_info["other"]))
+    return _reply(await numbers.unlink_number(env, target, _path_msisdn(request, "other")))
 
 
 async def put_block(request: web.Request) -> web.Response:
@@ -441,34 +492,34 @@ async def put_password(request: web.Request) -> web.Response:
 
 async def put_locator_consent(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.locator_consent(env.store, target, request.match_info["requester"], True))
+    return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), True))
 
 
 async def delete_locator_consent(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.locator_consent(env.store, target, request.match_info["requester"], False))
+    return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), False))
 
 
 async def get_locate(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.locate(env, target, request.match_info["target"]))
+    return _reply(await money.locate(env, target, _path_msisdn(request, "target")))
 
 
 async def get_parental(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    return _reply(await money.parental_overview(env, target, request.match_info["child"]))
+    return _reply(await money.parental_overview(env, target, _path_msisdn(request, "child")))
 
 
 async def put_parental_block(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    m = request.match_info
-    return _reply(await money.parental_blacklist(env, target, m["child"], m["number"], True))
+    child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
+    return _reply(await money.parental_blacklist(env, target, child, number, True))
 
 
 async def delete_parental_block(request: web.Request) -> web.Response:
     env, _, target = await _account(request)
-    m = request.match_info
-    return _reply(await money.parental_blacklist(env, target, m["child"], m["number"], False))
+    child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
+    return _reply(await money.parental_blacklist(env, target, child, number, False))
 
 
 async def post_sms_archive(request: web.Request) -> web.Response:

@@ -22,13 +22,16 @@ from structlog.contextvars import bound_contextvars
 
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, is_notification, mo_identity, parse_receipt, unanswerable
+from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.inputs import ascii_digits
 from ussdgw.logs import mask_msisdn
+from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
@@ -42,26 +45,31 @@ REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are 
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None, *,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.router = router
         self.clock = clock or store.clock  # the platform's one clock: handlers read it, as the store does
         if self.clock is not store.clock:
             raise ValueError("the gateway and its store must share one clock")
+        self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
         self.clients = [
             EsmeClient(
                 settings.smsc_host, settings.smsc_port, settings.system_id, settings.password.get_secret_value(),
                 functools.partial(self.on_deliver, bind=name),
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
-                reconnect_max_s=settings.reconnect_max_s, name=name,
+                reconnect_max_s=settings.reconnect_max_s, name=name, metrics=self.metrics,
             )
             for name in (f"bind-{i + 1}" for i in range(max(1, settings.binds)))
         ]
         self._round_robin = itertools.cycle(self.clients)
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
+        self.mts_in_flight = MtsInFlight()
+        self.dialogues = UssdDialogues(self.metrics, self.clock, settings.ussd_step_timeout_s)
+        watch_gateway(self.metrics, self)
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,6 +114,7 @@ class Gateway:
                 try:
                     await self._on_receipt(pdu)
                 except StoreUnavailable as exc:
+                    self.metrics.store_unavailable.inc("receipt")
                     log.warning("receipt_deferred", reason="redis_unavailable", error=str(exc))
                     return Status.RX_T_APPN
                 return Status.ROK
@@ -114,13 +123,15 @@ class Gateway:
                          state=pdu.message_state, message_id=pdu.receipted_message_id)
                 return Status.ROK
             if (refused := unanswerable(pdu)) is not None:
+                self.metrics.mo.inc(channel, "-", "refused")
                 log.warning("mo_unanswerable", status=Status(refused).name, source_len=len(pdu.source_addr),
                             destination_len=len(pdu.destination_addr))
                 return refused
-            return await self._on_mo(pdu)
+            return await self._on_mo(pdu, channel)
 
-    async def _on_mo(self, pdu: DeliverSm | DataSm) -> int:
+    async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:
         started = time.perf_counter()
+        metrics = self.metrics
 
         def ms() -> float:
             return round((time.perf_counter() - started) * 1000, 2)
@@ -128,20 +139,28 @@ class Gateway:
         try:
             message = await self._assemble(pdu)
         except StoreUnavailable as exc:
+            metrics.store_unavailable.inc("mo")
+            metrics.mo.inc(channel, "-", "deferred")
             log.warning("mo_deferred", to=pdu.destination_addr, reason="redis_unavailable", error=str(exc), ms=ms())
             return Status.RX_T_APPN
         if message is None:  # a part of a long MO, kept in Redis until the others come
+            metrics.mo.inc(channel, "-", "part")
             return Status.ROK
         with bound_contextvars(mo_id=message.mo_id):
             try:
-                handler_name = await self._dispatch(message)
+                handler_name, outcome = await self._dispatch(message)
             except StoreUnavailable as exc:
+                metrics.store_unavailable.inc("mo")
+                metrics.mo.inc(channel, "-", "deferred")
                 log.warning("mo_deferred", to=message.short_code, reason="redis_unavailable", error=str(exc),
                             ms=ms())
                 return Status.RX_T_APPN
             except Exception:  # answered as the ESME would; logged here, in the MO's context
+                metrics.mo.inc(channel, "-", "failed")
                 log.exception("mo_failed", to=message.short_code, ms=ms())
                 return Status.RX_T_APPN
+            metrics.mo.inc(channel, route_label(handler_name), outcome)
+            metrics.mo_seconds.observe(time.perf_counter() - started, channel)
             ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
             log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
         return Status.ROK
@@ -177,12 +196,18 @@ class Gateway:
             content_only=pdu.user_message_reference is None,
         )
 
-    async def _dispatch(self, message: InboundMessage) -> str:
+    async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
+        """Run the handler; (its name, the commit's outcome: applied or duplicate)."""
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))
-            return outcome.handler
+            if outcome.result.outcome == "applied":
+                reply_op = next((m.ussd_service_op for m in outcome.result.messages
+                                 if m.ussd_service_op is not None), None)
+                self.dialogues.step(message.msisdn, message.ussd_service_op, message.its_session_info,
+                                    outcome.handler, reply_op)
+            return outcome.handler, outcome.result.outcome
         handler = self.router.route_sms(message.short_code, message.text)
         ctx = HandlerContext(message, self.store, self.settings, self.clock)
         await handler(ctx)
@@ -190,7 +215,7 @@ class Gateway:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
         for mt in ctx.result.messages:
             self._spawn(self.send(mt))
-        return handler.__qualname__
+        return handler.__qualname__, ctx.result.outcome
 
     async def _on_receipt(self, pdu: DeliverSm) -> None:
         # The receipt text's fields (id, stat, err) are ASCII, where GSM 03.38, IA5 and Latin-1
@@ -201,6 +226,7 @@ class Gateway:
         if receipt is None:
             log.warning("receipt_unreadable", msisdn=pdu.source_addr)
             return
+        self.metrics.receipts.inc(message_state_label(receipt.state.name))
         known = await self.store.receipt_arrived(receipt.message_id, receipt.state.name, receipt.error)
         if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
             log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
@@ -244,7 +270,7 @@ class Gateway:
         split = split_text(mt.text, reference=reference, use_16bit_ref=True)
         esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
         return [
-            SubmitSm(source_addr_ton=5 if not mt.source.isdigit() else 0, source_addr=mt.source,
+            SubmitSm(source_addr_ton=0 if ascii_digits(mt.source) else 5, source_addr=mt.source,
                      dest_addr_ton=1, dest_addr_npi=1, destination_addr=mt.destination, esm_class=esm_class,
                      registered_delivery=1, data_coding=split.data_coding, short_message=part)
             for part in split.parts
@@ -258,6 +284,13 @@ class Gateway:
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
         """
+        self.mts_in_flight.begin(mt.mt_id)
+        try:
+            return await self._send(mt)
+        finally:
+            self.mts_in_flight.end(mt.mt_id)
+
+    async def _send(self, mt: OutboundMessage) -> bool:
         message_ids: list[str] = []
         status = Status.ROK
         for pdu in self._submit_pdus(mt):
@@ -280,6 +313,7 @@ class Gateway:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
                     await self._record_receipt(receipt)
         except StoreUnavailable:
+            self.metrics.store_unavailable.inc("mt")
             log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
         log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
         return status == Status.ROK

@@ -65,9 +65,9 @@ async def _verify(password: str, stored: str) -> bool:
         return False
 
 
-def _secret_arg(value: object, what: str) -> str | Result:
+def _secret_arg(value: object, what: str, field_name: str) -> str | Result:
     if not isinstance(value, str) or not value or len(value) > MAX_SECRET_LENGTH:
-        return Result.fail("bad_request", f"Укажите {what} (от 1 до {MAX_SECRET_LENGTH} символов).")
+        return Result.fail("bad_request", f"Укажите {what} (от 1 до {MAX_SECRET_LENGTH} символов).", field=field_name)
     return value
 
 
@@ -130,7 +130,7 @@ async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    password = _secret_arg(password_raw, "пароль")
+    password = _secret_arg(password_raw, "пароль", "password")
     if isinstance(password, Result):
         return password
     limited = await _signin_guard(env, msisdn)
@@ -217,7 +217,7 @@ async def change_password(env: Env, msisdn: str, old: object, new: object, repea
                           *, channel: Channel | str = Channel.API) -> Result:
     """P7: old password, the new one twice; at least 6 characters with upper- and lower-case
     letters and digits. Any refusal changes nothing."""
-    old_pw = _secret_arg(old, "старый пароль")
+    old_pw = _secret_arg(old, "старый пароль", "old_password")
     if isinstance(old_pw, Result):
         return old_pw
     new_pw, repeat_pw = new if isinstance(new, str) else "", repeat if isinstance(repeat, str) else ""
@@ -226,7 +226,8 @@ async def change_password(env: Env, msisdn: str, old: object, new: object, repea
     except NewPasswordError as exc:
         code = "password_mismatch" if isinstance(exc, PasswordMismatchError) else "weak_password"
         await env.store.audit(msisdn, api_audit("password_change", channel, code))
-        return Result.fail(code, exc.reply)
+        return Result.fail(code, exc.reply,
+                           field="new_password_repeat" if code == "password_mismatch" else "new_password")
     checked = await check_password(env, msisdn, old_pw, channel=channel, purpose="password_change")
     if not checked.ok:
         if checked.code == "wrong_password":
@@ -287,7 +288,7 @@ async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: obje
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    code_word = _secret_arg(code_word_raw, "кодовое слово")
+    code_word = _secret_arg(code_word_raw, "кодовое слово", "code_word")
     if isinstance(code_word, Result):
         return code_word
     if delivery not in ("sms", "email"):
@@ -341,8 +342,10 @@ async def support_reset(env: Env, msisdn_raw: object, passport: object, contract
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    if not isinstance(passport, str) or not isinstance(contract, str) or not passport.strip() or not contract.strip():
-        return Result.fail("bad_request", "Укажите паспортные данные и номер договора.")
+    for name, value in (("passport", passport), ("contract", contract)):
+        if not isinstance(value, str) or not value.strip():
+            return Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
+    assert isinstance(passport, str) and isinstance(contract, str)
     profile = await env.store.subscribers.profile(msisdn)
     if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")

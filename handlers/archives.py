@@ -14,6 +14,7 @@ import structlog
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
+from ussdgw.inputs import ascii_digits
 from ussdgw.store import AuditEvent, Change, RateGuard
 from ussdgw.store.archives import mms_archive_opened
 from ussdgw.store.profile import sms_archive_code as archive_code_set
@@ -60,7 +61,8 @@ async def sms_archive_code(ctx: HandlerContext) -> None:
 async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: Channel | str = Channel.API) -> Result:
     """A1: the code from 232 opens the archive once: the SMS sent and received, newest last
     (time, direction, short code; message bodies are not kept by the platform)."""
-    if not isinstance(code_raw, str) or not code_raw.strip().isdigit() or len(code_raw.strip()) != ARCHIVE_CODE_DIGITS:
+    code = ascii_digits(code_raw, max_digits=ARCHIVE_CODE_DIGITS)
+    if code is None or len(code) != ARCHIVE_CODE_DIGITS:
         return Result.fail("bad_request", f"Код — {ARCHIVE_CODE_DIGITS} цифр из SMS с номера 232.", field="code")
     wrong_codes = RateGuard("archive_code_wrong", 0, 10)
     limited = await env.store.rate_peek(msisdn, wrong_codes)
@@ -69,7 +71,7 @@ async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: 
     profile = await env.store.subscribers.profile(msisdn)
     digest = profile.sms_archive_digest
     key_bytes = env.settings.secret_key_bytes()
-    if not digest or not code_matches(key_bytes, CodePurpose.SMS_ARCHIVE, msisdn, code_raw.strip(), digest):
+    if not digest or not code_matches(key_bytes, CodePurpose.SMS_ARCHIVE, msisdn, code, digest):
         await env.store.attempt(msisdn, wrong_codes)
         await env.store.audit(msisdn, api_audit("sms_archive_open", channel, "wrong_code"))
         return Result.fail("wrong_code", "Неверный код. Получите новый: отправьте PER на 232.")

@@ -40,6 +40,7 @@ from handlers.selfcare import (
     valid_msisdn,
 )
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
+from ussdgw.inputs import ascii_digits
 from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
 from ussdgw.store import numbers as sets
@@ -307,7 +308,7 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
     recipient only when the code is entered (`accept_gift`), else they return to the sender."""
     recipient = valid_msisdn(recipient_raw)
     if recipient is None:
-        return bad_msisdn(recipient_raw)
+        return bad_msisdn(recipient_raw, "to")
     if recipient == sender:
         return Result.fail("bad_request", "Нельзя подарить баллы самому себе.", field="to")
     points = parse_points(points_raw)
@@ -361,13 +362,14 @@ async def _expire_gift(store: Store, recipient: str, gift: Gift, now: float) -> 
 
 async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Channel | str = Channel.API) -> Result:
     """M6: the recipient enters the SMS code; the points are credited once, the sender's hold captured."""
-    if not isinstance(code_raw, str) or not code_raw.strip().isdigit() or len(code_raw.strip()) != GIFT_CODE_DIGITS:
+    code = ascii_digits(code_raw, max_digits=GIFT_CODE_DIGITS)
+    if code is None or len(code) != GIFT_CODE_DIGITS:
         return Result.fail("bad_request", f"Код подтверждения — {GIFT_CODE_DIGITS} цифр из SMS.", field="code")
     wrong_codes = RateGuard("gift_code_wrong", 0, 10)  # 10 wrong codes an hour: no brute force of 6 digits
     limited = await env.store.rate_peek(recipient, wrong_codes)
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
-    digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code_raw.strip())
+    digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
     gift = await env.store.money.gift_by_code(recipient, digest)
     if gift is None:
         await env.store.attempt(recipient, wrong_codes)
@@ -552,7 +554,7 @@ async def locator_consent(store: Store, msisdn: str, requester_raw: object, allo
     """Локатор: this subscriber lets `requester` see where they are (or takes it back)."""
     requester = valid_msisdn(requester_raw)
     if requester is None:
-        return bad_msisdn(requester_raw)
+        return bad_msisdn(requester_raw, "requester")
     if requester == msisdn:
         return Result.fail("bad_request", "Согласие даётся другому абоненту, не себе.", field="msisdn")
     applied = await store.commit(msisdn, sets.locator_consent(msisdn, requester, allow) + Change(
@@ -569,7 +571,7 @@ async def locate(env: Env, msisdn: str, target_raw: object, *, channel: Channel 
     store = env.store
     target = valid_msisdn(target_raw)
     if target is None:
-        return bad_msisdn(target_raw)
+        return bad_msisdn(target_raw, "target")
     profile = await store.subscribers.profile(msisdn)
     if not profile.has_service("locator"):
         return Result.fail("forbidden", "Подключите услугу «Локатор».")
@@ -592,9 +594,9 @@ async def parental_blacklist(env: Env, parent: str, child_raw: object, number_ra
     child = valid_msisdn(child_raw)
     number = valid_msisdn(number_raw)
     if child is None:
-        return bad_msisdn(child_raw)
+        return bad_msisdn(child_raw, "child")
     if number is None:
-        return bad_msisdn(number_raw)
+        return bad_msisdn(number_raw, "number")
     denied = await _parental_access(env.store, parent, child)
     if denied is not None:
         return denied
@@ -610,7 +612,7 @@ async def parental_overview(env: Env, parent: str, child_raw: object) -> Result:
     """Родительский контроль: the child's balance, services and blacklist."""
     child = valid_msisdn(child_raw)
     if child is None:
-        return bad_msisdn(child_raw)
+        return bad_msisdn(child_raw, "child")
     denied = await _parental_access(env.store, parent, child)
     if denied is not None:
         return denied

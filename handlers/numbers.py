@@ -183,7 +183,7 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
     that number's password and pays 340 ₽ from its balance."""
     payer = valid_msisdn(new_owner_raw)
     if payer is None:
-        return bad_msisdn(new_owner_raw)
+        return bad_msisdn(new_owner_raw, "new_owner_msisdn")
     if not isinstance(new_owner_password, str) or not 1 <= len(new_owner_password) <= 64:
         return Result.fail("bad_request", "Укажите пароль номера нового владельца.", field="password")
     number, new = await env.store.subscribers.profiles(msisdn, payer)

@@ -144,9 +144,10 @@ def valid_msisdn(value: object) -> str | None:
     return parse_msisdn(value)
 
 
-def bad_msisdn(value: object) -> Result:
+def bad_msisdn(value: object, field_name: str = "msisdn") -> Result:
+    """A refusal of a number that is not one; the value is not echoed (it may be anything at all)."""
     return Result.fail("bad_request", "Номер должен состоять из 11 цифр и начинаться с 7, например 79161234567.",
-                       field="msisdn", value=str(value)[:32])
+                       field=field_name)
 
 
 def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: int = MAX_AMOUNT_KOP) -> int | Result:

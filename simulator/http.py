@@ -2,6 +2,7 @@
 
     GET  /                                         the web phone (simulator/web/)
     GET  /api/health
+    GET  /metrics                                  Prometheus text format: MOs delivered/retried, MT fates, binds
     GET  /api/services                             the short codes and USSD strings the platform serves
     GET  /api/phones                               every phone and its settings
     POST /api/phones                               {"msisdn": "79161234567"} -> a new phone (or the one there)
@@ -25,12 +26,13 @@
     POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
     GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
 
-Bad input gets a 400 with {"error": "..."} and changes nothing: that includes what no SMPP PDU
+Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing: that includes what no SMPP PDU
 could carry (an address over 20 characters, a USSD string that is not one, an answer over one USSD
 message), refused before it reaches the encoder. A USSD move the dialogue does not allow now
 (answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network left
 open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
 "closed" with the reason, never "sent" for ever.
+A body is JSON only (`ussdgw.web`: 415 for another media type or charset, 413 past `MAX_BODY`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +51,48 @@ from aiohttp_sse import sse_response
 from simulator.handset import Handsets
 from simulator.phones import Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
-from ussdgw.inputs import parse_address
+from ussdgw.inputs import parse_address, parse_whole_number
+from ussdgw.metrics import CONTENT_TYPE, exposition
+from ussdgw.web import BadInput, body_timeout, read_json_object
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SMSC_KEY = web.AppKey("smsc", Smsc)
 HANDSETS_KEY = web.AppKey("handsets", Handsets)
 SERVICES_KEY = web.AppKey("services", dict)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 WEB_DIR = Path(__file__).parent / "web"
-SHORT_CODE = re.compile(r"^[\d*#+]{1,20}$")  # an SMPP address: 20 octets at most
+MAX_BLOCKED = 100
+MAX_USSD = 182  # characters of one USSD string (GSM 7-bit, 160 octets)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+SHORT_CODE = re.compile(r"^[0-9*#+]{1,20}\Z")  # an SMPP address: 20 octets at most
 MAX_TEXT = 1600
 MAX_WAIT_S = 60.0
+MAX_BODY = 64 * 1024
 SSE_IDLE_CHECK_S = 10.0
 
 
 class BadRequest(web.HTTPBadRequest):
-    def __init__(self, message: str) -> None:
-        super().__init__(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
+    def __init__(self, message: str, field: str | None = None) -> None:
+        body = {"error": message} if field is None else {"error": message, "field": field}
+        super().__init__(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, dumps=_dumps)
+def _error(status: int, message: str, field: str | None = None) -> web.Response:
+    body = {"error": message} if field is None else {"error": message, "field": field}
+    return web.json_response(body, status=status, dumps=_dumps)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as JSON: bad bodies (`BadInput`) and aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except BadInput as exc:
+        return _error(exc.status, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.reason)
 
 
 def _dumps(obj: Any) -> str:
@@ -81,7 +106,7 @@ def _ok(data: Any, status: int = 200) -> web.Response:
 def _msisdn_of(value: Any) -> str:
     address = parse_address(value)
     if address is None:
-        raise BadRequest("msisdn must be 5-15 digits")
+        raise BadRequest("msisdn must be 5-15 digits", "msisdn")
     return address
 
 
@@ -90,33 +115,45 @@ def _msisdn(request: web.Request) -> str:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body must be JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    return await read_json_object(request, max_bytes=MAX_BODY, timeout_s=body_timeout(request), optional=True)
 
 
 def _number(value: Any, name: str, *, default: float, low: float = 0.0, high: float = MAX_WAIT_S) -> float:
+    """A JSON number, or a decimal string from a query, within [low, high]."""
     if value is None:
         return default
     try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 32:
+            raise ValueError(name)
         number = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a number") from None
-    if not low <= number <= high:
-        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
+    except (ValueError, OverflowError):
+        raise BadRequest(f"{name} must be a number", name) from None
+    if not low <= number <= high:  # NaN is in no range
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}", name)
     return number
+
+
+def _counter(request: web.Request, name: str, default: int) -> int:
+    """A sequence number or version from the query: ASCII digits, or -1."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = -1 if raw == "-1" else parse_whole_number(raw, maximum=2**53)
+    if value is None:
+        raise BadRequest(f"{name} must be a whole number", name)
+    return value
 
 
 async def health(request: web.Request) -> web.Response:
     smsc = request.app[SMSC_KEY]
     binds = [{"system_id": c.session.system_id, "state": c.session.state.name} for c in smsc.connections]
     return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The simulator's own counters in Prometheus' text format (MOs delivered and retried, MT fates, binds)."""
+    body = exposition(request.app[SMSC_KEY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def services(request: web.Request) -> web.Response:
@@ -144,20 +181,21 @@ async def patch_phone(request: web.Request) -> web.Response:
     body = await _json(request)
     unknown = set(body) - {"power", "inbox_full", "unknown_number", "blocked_senders"}
     if unknown:
-        raise BadRequest(f"unknown settings {sorted(unknown)}")
+        raise BadRequest(f"unknown settings {sorted(unknown)}", sorted(unknown)[0])
     power = None
     if "power" in body:
         try:
             power = Power(body["power"])
-        except ValueError:
-            raise BadRequest(f"power must be one of {[p.value for p in Power]}") from None
+        except (ValueError, TypeError):
+            raise BadRequest(f"power must be one of {[p.value for p in Power]}", "power") from None
     for flag in ("inbox_full", "unknown_number"):
         if flag in body and not isinstance(body[flag], bool):
-            raise BadRequest(f"{flag} must be true or false")
+            raise BadRequest(f"{flag} must be true or false", flag)
     senders = body.get("blocked_senders")
-    if senders is not None and (not isinstance(senders, list)
+    if senders is not None and (not isinstance(senders, list) or len(senders) > MAX_BLOCKED
                                 or not all(isinstance(s, str) and SHORT_CODE.match(s) for s in senders)):
-        raise BadRequest("blocked_senders must be a list of short codes or numbers")
+        raise BadRequest(f"blocked_senders must be a list of at most {MAX_BLOCKED} short codes or numbers",
+                         "blocked_senders")
     phone = request.app[SMSC_KEY].phones.set_faults(
         msisdn, power=power, inbox_full=body.get("inbox_full"), unknown_number=body.get("unknown_number"),
         blocked_senders=set(senders) if senders is not None else None,
@@ -170,11 +208,8 @@ async def state(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     phones = request.app[SMSC_KEY].phones
     wait = _number(request.query.get("wait"), "wait", default=0.0)
-    if wait > 0 and "version" in request.query:
-        try:
-            version = int(request.query["version"])
-        except ValueError:
-            raise BadRequest("version must be a number") from None
+    version = _counter(request, "version", -1)
+    if wait > 0 and version >= 0:
         await phones.wait_phone(msisdn, version, wait)
     return _ok(phones.snapshot(msisdn))
 
@@ -204,24 +239,21 @@ async def send_sms(request: web.Request) -> web.Response:
     body = await _json(request)
     to, text = body.get("to"), body.get("text", "")
     if not isinstance(to, str) or not SHORT_CODE.match(to):
-        raise BadRequest("to must be a short code or number")
-    if not isinstance(text, str) or len(text) > MAX_TEXT:
-        raise BadRequest(f"text must be a string of at most {MAX_TEXT} characters")
+        raise BadRequest("to must be a short code or number", "to")
+    if not isinstance(text, str) or len(text) > MAX_TEXT or _SURROGATE.search(text):
+        raise BadRequest(f"text must be a string of at most {MAX_TEXT} characters", "text")
     handsets = request.app[HANDSETS_KEY]
     after = handsets.phones.last_seq
     try:
         entry = handsets.send_sms(msisdn, to, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), exc.field) from None
     return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
 async def inbox(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
-    try:
-        after = int(request.query.get("after", "0"))
-    except ValueError:
-        raise BadRequest("after must be a number") from None
+    after = _counter(request, "after", 0)
     wait = _number(request.query.get("wait"), "wait", default=0.0)
     phones = request.app[SMSC_KEY].phones
     messages = await phones.wait_inbox(msisdn, after, wait) if wait > 0 else [
@@ -258,10 +290,7 @@ async def _dialogue_after(request: web.Request, msisdn: str, dialogue: UssdDialo
 
 async def ussd_get(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
-    try:
-        version = int(request.query.get("version", "-1"))
-    except ValueError:
-        raise BadRequest("version must be a number") from None
+    version = _counter(request, "version", -1)
     wait = _number(request.query.get("wait"), "wait", default=0.0)
     dialogue = request.app[SMSC_KEY].phones.get(msisdn).ussd
     if wait > 0 and version >= 0:
@@ -273,12 +302,14 @@ async def ussd_dial(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     body = await _json(request)
     code, wait = body.get("code"), _number(body.get("wait"), "wait", default=0.0)
-    if not isinstance(code, str):
-        raise BadRequest("code must be a USSD string like *100#")
+    if not isinstance(code, str) or len(code) > MAX_USSD:
+        raise BadRequest("code must be a USSD string like *100#", "code")
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.dial(msisdn, code)
-    except (UssdError, MoRefused) as exc:
+    except UssdError as exc:
+        raise BadRequest(str(exc), "code") from None
+    except MoRefused as exc:
         raise BadRequest(str(exc)) from None
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
@@ -287,13 +318,13 @@ async def ussd_answer(request: web.Request) -> web.Response:
     msisdn = _msisdn(request)
     body = await _json(request)
     text, wait = body.get("text"), _number(body.get("wait"), "wait", default=0.0)
-    if not isinstance(text, str):
-        raise BadRequest("text must be a string")
+    if not isinstance(text, str) or len(text) > MAX_USSD:
+        raise BadRequest(f"text must be a string of at most {MAX_USSD} characters", "text")
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.answer(msisdn, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), "text") from None
     except UssdError as exc:
         return _error(409, str(exc))
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
@@ -307,7 +338,7 @@ async def advance_clock(request: web.Request) -> web.Response:
     body = await _json(request)
     seconds = _number(body.get("seconds"), "seconds", default=-1.0, low=0.0, high=366 * 24 * 3600.0)
     if seconds < 0:
-        raise BadRequest("seconds is required")
+        raise BadRequest("seconds is required", "seconds")
     return _ok(await request.app[HANDSETS_KEY].advance_time(seconds))
 
 
@@ -338,7 +369,7 @@ async def _close_handsets(app: web.Application) -> None:
 
 def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
                service_list: dict[str, Any] | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app[SMSC_KEY] = smsc
     app[HANDSETS_KEY] = handsets or Handsets(smsc)
     app[SERVICES_KEY] = service_list or {"sms": [], "ussd": []}
@@ -349,6 +380,7 @@ def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
     r.add_get("/", index)
     r.add_static("/static", WEB_DIR, append_version=True)
     r.add_get("/api/health", health)
+    r.add_get("/metrics", metrics)
     r.add_get("/api/services", services)
     r.add_get("/api/phones", list_phones)
     r.add_post("/api/phones", create_phone)

@@ -27,9 +27,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -114,6 +116,10 @@ class LoadGenerator:
         self.idle: deque[str] = deque(self.msisdns)
         self.in_flight: dict[str, Request] = {}
         self.stats = {kind: KindStats() for kind in mix}
+        # Per second of the run: requests offered and replies counted (for the report's throughput plot).
+        self.started_at = time.perf_counter()
+        self.offered_per_s: list[int] = []
+        self.completed_per_s: list[int] = []
         self.not_offered = 0
         self.random = random.Random(seed)
         self._kinds = list(mix)
@@ -134,12 +140,14 @@ class LoadGenerator:
         if request is None:
             return  # a late reply to a request already counted as lost
         stats = self.stats[request.kind]
-        latency = time.perf_counter() - request.started
+        now = time.perf_counter()
+        latency = now - request.started
         if latency > REQUEST_TIMEOUT_S:
             stats.lost += 1  # too late to count, as a subscriber would have given up
         else:
             stats.completed += 1
             stats.latencies.append(latency)
+            _count_at(self.completed_per_s, now - self.started_at)
         self.idle.append(event.msisdn)
 
     def _offer(self) -> None:
@@ -149,7 +157,9 @@ class LoadGenerator:
             return
         msisdn = self.idle.popleft()
         self.stats[kind].offered += 1
-        self.in_flight[msisdn] = Request(kind, time.perf_counter())
+        now = time.perf_counter()
+        self.in_flight[msisdn] = Request(kind, now)
+        _count_at(self.offered_per_s, now - self.started_at)
         if kind == "sms":
             self.smsc.submit_mo(msisdn, self.sms_to, self.sms_text)
         else:
@@ -166,6 +176,7 @@ class LoadGenerator:
         """Offer load for `duration` seconds, then wait for replies; returns the offering time."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self.started_at = time.perf_counter()
         offered = 0
         last_expiry = started
         while True:
@@ -206,7 +217,26 @@ class LoadGenerator:
             "offered_per_s": round(total.offered / offering, 1) if offering else 0.0,
             "not_offered": self.not_offered,
             "all": total.summary(offering), **{k: s.summary(offering) for k, s in self.stats.items()},
+            "timeline": self.timeline(),
         }
+
+    def timeline(self) -> dict[str, list[int]]:
+        """Requests offered and completed in each second of the run (second 0 first)."""
+        seconds = max(len(self.offered_per_s), len(self.completed_per_s))
+        return {"offered_per_s": self.offered_per_s + [0] * (seconds - len(self.offered_per_s)),
+                "completed_per_s": self.completed_per_s + [0] * (seconds - len(self.completed_per_s))}
+
+    def latencies(self) -> dict[str, list[float]]:
+        """Every completed request's latency in seconds, by kind."""
+        return {kind: list(stats.latencies) for kind, stats in self.stats.items()}
+
+
+def _count_at(series: list[int], elapsed: float) -> None:
+    """One more in the second `elapsed` falls in."""
+    second = max(0, int(elapsed))
+    if second >= len(series):
+        series.extend([0] * (second + 1 - len(series)))
+    series[second] += 1
 
 
 # ---- the command -----------------------------------------------------------------------------
@@ -240,7 +270,9 @@ class LoadTarget(Protocol):
 
 async def run_load(target: AbstractAsyncContextManager[LoadTarget], *, phones: int, rate: float,
                    mix: dict[str, float], duration: float, sms: tuple[str, str], ussd: str,
-                   console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
+                   console: Console | None = None, show_progress: bool = True,
+                   report: Path | None = None) -> dict[str, Any]:
+    """Run the load; with `report`, write the HTML report there once the platform has stopped."""
     console = console or Console(stderr=True)
     async with target as platform:
         assert platform.smsc is not None
@@ -248,20 +280,25 @@ async def run_load(target: AbstractAsyncContextManager[LoadTarget], *, phones: i
         await platform.prepare(generator.msisdns)
         if not show_progress:
             offering = await generator.run(duration)
-            return generator.result(offering)
-        columns = (TextColumn("[bold]load[/]"), BarColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"))
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("load", total=duration, status="")
+        else:
+            columns = (TextColumn("[bold]load[/]"), BarColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[status]}"))
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("load", total=duration, status="")
 
-            def update(elapsed: float, gen: LoadGenerator) -> None:
-                done = sum(s.completed for s in gen.stats.values())
-                offered = sum(s.offered for s in gen.stats.values())
-                progress.update(task, completed=elapsed,
-                                status=f"offered {offered} · done {done} · in flight {len(gen.in_flight)}")
+                def update(elapsed: float, gen: LoadGenerator) -> None:
+                    done = sum(s.completed for s in gen.stats.values())
+                    offered = sum(s.offered for s in gen.stats.values())
+                    progress.update(task, completed=elapsed,
+                                    status=f"offered {offered} · done {done} · in flight {len(gen.in_flight)}")
 
-            offering = await generator.run(duration, update)
-        return generator.result(offering)
+                offering = await generator.run(duration, update)
+    result = generator.result(offering)
+    if report is not None:
+        from simulator.report import write_report
+
+        write_report(report, result, generator.latencies())
+    return result
 
 
 def _fast_loop_factory() -> Any:
@@ -284,17 +321,24 @@ def load_command(args: argparse.Namespace,
             raise LoadError("--sms: expected CODE:TEXT, e.g. 3339:HELP")
         if args.duration <= 0:
             raise LoadError("--duration must be positive")
+        report = getattr(args, "report", None)
+        if report is not None:
+            from simulator.report import require_plotting
+
+            require_plotting()  # before minutes of load, not after
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
             result = runner.run(run_load(make_target(args, console), phones=args.phones, rate=args.rate, mix=mix,
                                          duration=args.duration, sms=(code, text), ussd=args.ussd,
-                                         console=console))
+                                         console=console, report=report))
     except LoadError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         return 2
     except TimeoutError:
         console.print("[red]the gateway did not bind to the load's SMSC within 30 s[/]")
         return 1
     _report(Console(highlight=False), result)
+    if report is not None:
+        console.print(f"report: {report}")
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     return 0 if result["all"]["lost"] == 0 else 1

@@ -25,6 +25,9 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ussdgw.clock import Clock
+from ussdgw.connections import Gate, GuardedProtocol
+from ussdgw.inputs import parse_whole_number
+from ussdgw.web import body_timeout, read_json_object
 
 log = structlog.get_logger("ussdgw.simulator.mail")
 
@@ -71,6 +74,7 @@ class PostOffice:
         self._seq = 0
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
+        self.gate = Gate("smtp", 64)
         self.port = 0
 
     def box(self, address: str) -> Mailbox:
@@ -116,10 +120,18 @@ class PostOffice:
         return "250 Message accepted for delivery"
 
     # ---- lifecycle ----
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 30.0,
+                    max_connections: int = 64) -> tuple[str, int]:
+        """Listen for SMTP: at most `max_connections` sessions (421 beyond), each dropped after
+        `timeout_s` without a command (aiosmtpd's own timeout)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SMTP(self, hostname="smtp.sim", ident="ussdgw sim"),
-                                                host, port)
+        self.gate = Gate("smtp", max_connections)
+
+        def session() -> GuardedProtocol:
+            return GuardedProtocol(lambda: SMTP(self, hostname="smtp.sim", ident="ussdgw sim", timeout=timeout_s),
+                                   self.gate, refusal=SMTP_BUSY)
+
+        self._server = await loop.create_server(session, host, port)
         sock = self._server.sockets[0].getsockname()
         self.port = int(sock[1])
         log.info("smtp_sink_listening", host=host, port=self.port)
@@ -146,11 +158,14 @@ class PostOffice:
         return self._seq
 
 
+SMTP_BUSY = b"421 4.7.0 smtp.sim Too many connections, try again later\r\n"
+
 POST_OFFICE_KEY = web.AppKey("post_office", PostOffice)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message} if field is None else {"error": message, "field": field},
+                             status=status)
 
 
 async def list_boxes(request: web.Request) -> web.Response:
@@ -164,11 +179,12 @@ async def get_box(request: web.Request) -> web.Response:
     address = request.match_info["address"]
     if "@" not in address:
         return _error(400, "address must be an e-mail address")
-    try:
-        after = int(request.query.get("after", "0"))
-        wait = min(float(request.query.get("wait", "0")), 60.0)
-    except ValueError:
-        return _error(400, "after and wait must be numbers")
+    after = parse_whole_number(request.query.get("after", "0"), maximum=2**53)
+    if after is None:
+        return _error(400, "after must be a whole number", "after")
+    wait = parse_whole_number(request.query.get("wait", "0"), maximum=60)
+    if wait is None:
+        return _error(400, "wait must be whole seconds, 0 to 60", "wait")
     messages = await office.wait_mail(address, after, wait) if wait > 0 else [
         m for m in office.box(address).messages if m.seq > after]
     box = office.box(address)
@@ -181,11 +197,11 @@ async def patch_box(request: web.Request) -> web.Response:
     address = request.match_info["address"]
     if "@" not in address:
         return _error(400, "address must be an e-mail address")
+    body = await read_json_object(request, max_bytes=4096, timeout_s=body_timeout(request))
     try:
-        body = await request.json()
         state = MailboxState(body["state"])
     except (ValueError, KeyError, TypeError):
-        return _error(400, f"body must be {{\"state\": one of {[s.value for s in MailboxState]}}}")
+        return _error(400, f"body must be {{\"state\": one of {[s.value for s in MailboxState]}}}", "state")
     box = office.box(address)
     box.state = state
     return web.json_response({"address": box.address, "state": box.state.value, "count": len(box.messages)})

@@ -39,6 +39,7 @@ from ussdgw.inputs import parse_address
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
+from ussdgw.metrics import SimulatorMetrics, status_name
 from ussdgw.smpp import codec
 from ussdgw.smpp.concat import ConcatError, ConcatInfo, parse_udh
 from ussdgw.smpp.pdu import (
@@ -105,6 +106,7 @@ class SmscConnection:
                              response_timeout_s=smsc.deliver_timeout_s, window=smsc.window)
         self.submit_rate = TokenBucket(smsc.max_submit_per_s)
         self.submits = 0  # submit_sm accepted on this bind
+        self.over_limit = False  # accepted past `Smsc.max_connections`: its bind is refused, then it is closed
         self._keepalive: asyncio.Task[None] | None = None
 
     @property
@@ -134,11 +136,30 @@ class SmscConnection:
             await self.link.unbind(timeout)
 
     async def serve(self) -> None:
+        deadline = None
+        if self.smsc.bind_timeout_s > 0:
+            deadline = asyncio.get_running_loop().call_later(self.smsc.bind_timeout_s, self._bind_deadline)
         try:
             await self.link.run()  # the keepalive ends with it
         finally:
+            if deadline is not None:
+                deadline.cancel()
             self.smsc.forget(self)
             await self.link.close()
+
+    def _bind_deadline(self) -> None:
+        """Bind within `bind_timeout_s` of connecting, or be closed: a connection that never binds
+        (or only ever fails to) holds a slot and a socket for nothing."""
+        if not self.session.is_bound and not self.link.closed.is_set():
+            log.info("esme_bind_timeout", peer=str(self.peer), after_s=self.smsc.bind_timeout_s)
+            self.link.abort()
+
+    def close_soon(self) -> None:
+        """Close once what was answered has left (a refused bind's bind_resp)."""
+        def close() -> None:
+            self.link.flush()
+            self.link.writer.close()
+        asyncio.get_running_loop().call_soon(close)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
@@ -168,6 +189,9 @@ class Smsc:
         stop_grace_s: float = 2.0,
         state_file: str = "",
         clock: Clock | None = None,
+        metrics: SimulatorMetrics | None = None,
+        max_connections: int = 64,
+        bind_timeout_s: float = 10.0,
     ) -> None:
         self.accounts = accounts
         # A receipt leaves this long after its submit_sm_resp (never in the same write); the
@@ -179,6 +203,9 @@ class Smsc:
         # Where a stop writes what it still owes and its phones, and a start reads them back (a
         # restarted SMSC, like a real one, has not forgotten its queue); empty: nothing is kept.
         self.state_file = state_file
+        self.max_connections = max_connections  # ESMEs at once; the next bind gets ESME_RTHROTTLED
+        self.bind_timeout_s = bind_timeout_s  # 0: no deadline
+        self.refused_connections = 0
         self.enquire_link_s = enquire_link_s
         self.max_submit_per_s = max_submit_per_s  # per bind; 0: no limit
         self.refuse_submits: deque[int] = deque()  # statuses for the next submits (fault drills, tests)
@@ -205,6 +232,9 @@ class Smsc:
         self.host = ""
         self.port = 0
         self._stopping = False
+        self.metrics = metrics or SimulatorMetrics()  # the composition root's registry, else a private one
+        self.metrics.binds.read = lambda: [((), float(sum(1 for c in self.connections if c.session.is_bound)))]
+        self.metrics.mo_pending.read = lambda: [((), float(len(self.mo_pending)))]
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -308,7 +338,12 @@ class Smsc:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = SmscConnection(self, reader, writer)
-        self.connections.add(conn)
+        if len(self.connections) >= self.max_connections:
+            conn.over_limit = True  # kept out of `connections`: it answers one bind, then goes
+            self.refused_connections += 1
+            log.warning("esme_connection_over_limit", peer=str(conn.peer), limit=self.max_connections)
+        else:
+            self.connections.add(conn)
         task = asyncio.current_task()
         if task is not None:
             self._serve_tasks.add(task)
@@ -359,10 +394,16 @@ class Smsc:
             status = Status.RTHROTTLED
         if status is not None:
             self.submit_refusals[status] = self.submit_refusals.get(status, 0) + 1
+        self.metrics.submit_sm.inc(status_name(status or Status.ROK))
         return status
 
     def _bind(self, conn: SmscConnection, pdu: Bind) -> None:
         expected = self.accounts.get(pdu.system_id)
+        if conn.over_limit:
+            conn.session.respond(pdu, BindResp(status=Status.RTHROTTLED))
+            log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status="RTHROTTLED")
+            conn.close_soon()
+            return
         if expected is None:
             status = Status.RINVSYSID
         elif expected != pdu.password:
@@ -370,6 +411,7 @@ class Smsc:
         else:
             status = Status.ROK
         conn.session.respond(pdu, BindResp(status=status, system_id="ussdgw-smsc" if status == Status.ROK else ""))
+        self.metrics.bind_requests.inc(status_name(status))
         log.info("esme_bind", system_id=pdu.system_id, mode=pdu.mode.name.lower(), status=Status(status).name)
         if status == Status.ROK:
             conn.bound()
@@ -439,6 +481,7 @@ class Smsc:
 
     def _fate(self, record: MtRecord, state: MessageState, error: int) -> None:
         record.state, record.error, record.done_at = state, error, self.clock.now()
+        self.metrics.fate(state.name)
         wants = record.registered_delivery & 0x03
         if wants == 1 or (wants == 2 and state is not MessageState.DELIVERED):
             self._send_receipt(record)
@@ -519,6 +562,8 @@ class Smsc:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         backoff = Backoff(self.retry_min_s, self.retry_max_s, jitter=0.0)
+        metrics = self.metrics
+        kind = _kind(mo.pdu)
         while not self._stopping:
             conn = self._receiver(mo.system_id)
             if conn is None:
@@ -546,16 +591,20 @@ class Smsc:
                     "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,
                 })
                 if resp.status == Status.ROK:
+                    metrics.mo_delivered.inc(kind)
                     self._settled(mo)
                     return
                 if resp.status not in RETRY_STATUSES:
+                    metrics.mo_rejected.inc(kind)
                     log.info("deliver_rejected", mo_id=mo.mo_id, status=resp.status)
                     self._settled(mo)
                     return
+                metrics.mo_retried.inc(kind, status_name(resp.status))
                 log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, status=resp.status)
             await asyncio.sleep(backoff.next())
 
     def _retry(self, mo: PendingMo, status: int | None, reason: str) -> None:
+        self.metrics.mo_retried.inc(_kind(mo.pdu), reason if reason in ("link_down", "timeout") else "error")
         log.info("deliver_retry", mo_id=mo.mo_id, attempt=mo.attempts, error=reason)
         mo.last_status = status
         mo.outcomes.put_nowait(status)
@@ -573,10 +622,15 @@ class Smsc:
 
 class MoRefused(ValueError):
     """What a phone tried to send cannot travel as a deliver_sm (an address or a text too long,
-    not a number): refused before it reaches the SMPP encoder, with the reason."""
+    not a number): refused before it reaches the SMPP encoder, with the reason and the `field`
+    it concerns (msisdn, to, text)."""
+
+    def __init__(self, message: str, field: str = "text") -> None:
+        super().__init__(message)
+        self.field = field
 
 
-ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}$")  # an SMPP address: 20 octets at most (21 with the NUL)
+ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}\Z")  # an SMPP address: 20 octets at most (21 with the NUL)
 MAX_SHORT_MESSAGE = 254  # octets in one deliver_sm's short_message
 REGISTERED_INTERMEDIATE = 0x10  # registered_delivery bit 4: intermediate notifications wanted
 
@@ -586,9 +640,10 @@ def check_mo(msisdn: str, to: str, text: str, *, ussd: bool = False) -> None:
     the phone's number 5-15 ASCII digits (`ussdgw.inputs.parse_address`, no '+'), the destination
     an SMPP address (`check_text` for the text)."""
     if parse_address(msisdn) != msisdn:
-        raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}")
+        raise MoRefused(f"the phone's number must be 5-15 digits, not {str(msisdn)[:30]!r}", "msisdn")
     if not isinstance(to, str) or not ADDRESS.match(to):
-        raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}")
+        raise MoRefused(f"the destination must be a short code or number of 1-20 characters, not {str(to)[:30]!r}",
+                        "to")
     check_text(text, ussd=ussd)
 
 
@@ -620,6 +675,11 @@ def parse_states(text: str) -> tuple[MessageState, ...]:
         except KeyError:
             raise ValueError(f"unknown message state {name!r}: one of {[s.name for s in MessageState]}") from None
     return tuple(states)
+
+
+def _kind(pdu: DeliverSm) -> str:
+    """What a deliver_sm carries, for the metrics: a receipt, a USSD MO or an SMS MO."""
+    return "receipt" if pdu.is_delivery_receipt else "ussd" if pdu.ussd_service_op is not None else "sms"
 
 
 def _smpp_time(ts: float) -> str:

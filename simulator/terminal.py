@@ -2,7 +2,8 @@
 
     ussdgw dial --from MSISDN '*111#' [--answers 1,2,1]   a USSD dialogue, screen by screen
     ussdgw scenario FILE... [--junit out.xml] [--api URL] regression scenarios with a report
-    ussdgw load --phones N --rate R --mix sms:70,ussd:30 --duration S   load through the simulator
+    ussdgw load --phones N --rate R --mix sms:70,ussd:30 --duration S [--report FILE.html]
+                                                          load through the simulator
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def add_commands(sub: Any) -> None:
                                                               "to bind to --port)")
     load.add_argument("--port", type=int, default=0, help="SMPP port of the load's SMSC (default: any free one)")
     load.add_argument("--json", action="store_true", help="print the result as one JSON line too")
+    load.add_argument("--report", type=Path, metavar="FILE.html",
+                      help="write an HTML report: throughput over time and the latency distribution, plotted, "
+                           "next to the figures (needs matplotlib: pip install 'ussdgw[report]')")
 
 
 def run(args: argparse.Namespace, *, private_platform: Callable[[], AbstractAsyncContextManager[Any]],

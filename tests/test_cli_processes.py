@@ -325,6 +325,14 @@ def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Calla
     gateway.wait_line(rf'"part": ?"selfcare".*"port": ?{api_port.group(1)}\b', stderr=True, timeout=0)  # and logged
     sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "HELP", "--api", endpoints["simulator"])
     assert sms.popen.returncode == 0 and sms.out[1].startswith("← 3339: "), sms.output
+    # the gateway process serves its metrics and readiness beside its API, the simulator its own metrics
+    served = gateway.endpoints()["selfcare"].removesuffix("/api/v1")
+    with urllib.request.urlopen(f"{served}/ready", timeout=5) as ready:
+        assert json.loads(ready.read()) == {"ready": True, "checks": {"redis": "ok", "smpp": "1 of 1 binds bound"}}
+    with urllib.request.urlopen(f"{served}/metrics", timeout=5) as metrics:
+        assert 'ussdgw_mo_total{channel="sms",outcome="applied",route="send_help"} 1.0' in metrics.read().decode()
+    with urllib.request.urlopen(f"{endpoints['simulator']}/metrics", timeout=5) as metrics:
+        assert 'ussdgw_sim_mo_delivered_total{kind="sms"} 1.0' in metrics.read().decode()
     assert_stops_cleanly(gateway, smsc)
     smsc.wait_line(r'"event": ?"esme_unbound".*"by_esme": ?true|"by_esme": ?true.*"event": ?"esme_unbound"',
                    stderr=True, timeout=1)

@@ -48,3 +48,50 @@ def test_bad_arguments_are_a_clear_error(capsys: pytest.CaptureFixture[str], mon
     monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)
     assert main(["load", "--mix", "sms:70,fax:30"]) == 2
     assert "--mix" in capsys.readouterr().err
+
+
+def test_the_report_file_has_the_throughput_and_latency_plots_next_to_the_figures(
+        redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("USSDGW_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("USSDGW_SECRET_KEY", secrets.token_hex(32))
+    report = tmp_path / "load.html"
+    code = main(["load", "--phones", "40", "--rate", "100", "--duration", "2", "--mix", "sms:50,ussd:50",
+                 "--json", "--report", str(report)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0
+    timeline = result["timeline"]
+    assert sum(timeline["offered_per_s"]) == result["all"]["offered"]
+    assert sum(timeline["completed_per_s"]) == result["all"]["completed"]
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>")
+    assert "<script" not in page and "<link" not in page and 'src="' not in page  # self-contained
+    throughput = page.split('<figure id=throughput>')[1].split("</figure>")[0]
+    latency = page.split('<figure id=latency>')[1].split("</figure>")[0]
+    assert "<svg" in throughput and "requests per second" in throughput and "target rate" in throughput
+    assert "<svg" in latency and "percentile" in latency and "latency, ms" in latency
+    figures = page.split("<table id=figures>")[1].split("</table>")[0]
+    for kind in ("sms", "ussd", "all"):
+        s = result[kind]
+        assert (f'<tr class="{kind}"><td>{kind}</td><td>{s["offered"]}</td><td>{s["completed"]}</td>'
+                f'<td>{s["lost"]}</td>') in figures
+        assert f"<td>{s['p99_ms']:g}</td>" in figures
+
+
+def test_a_report_without_matplotlib_is_refused_before_the_load(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import builtins
+
+    monkeypatch.setattr(cli.logs, "configure", lambda *a, **k: None)
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["load", "--report", str(tmp_path / "r.html")]) == 2
+    assert "ussdgw[report]" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

@@ -181,6 +181,32 @@ async def test_a_wrong_choice_shows_the_screen_again_with_a_hint(stack: Stack) -
     assert screen.text.startswith("Нет такого пункта.") and "1 Баланс" in screen.text
 
 
+def deliver_statuses(stack: Stack) -> list[int]:
+    """The status the gateway answered each deliver_sm of the phone with."""
+    assert stack.smsc is not None
+    return [e["status"] for e in stack.smsc.phones.pdu_log.get(MSISDN, ())
+            if e.get("command") == "deliver_sm" and e.get("status") is not None]
+
+
+@pytest.mark.parametrize("choice", ["１", "٣", "²", "1\u0301", "9" * 150])
+async def test_a_choice_in_other_digits_is_no_item_and_the_network_gets_rok(stack: Stack, choice: str) -> None:
+    screen = await walk(stack, choice)
+    assert screen.ussd_op == UssdOp.USSR_REQUEST and screen.text.startswith("Нет такого пункта.")
+    assert set(deliver_statuses(stack)) == {0}  # never ESME_RX_T_APPN: nothing to retry
+
+
+async def test_an_amount_in_fullwidth_digits_is_asked_again_and_a_dialled_one_refused(stack: Stack) -> None:
+    await seed(stack, MSISDN, balance_kop=10000)
+    autopay = next(n for n, s in enumerate(catalogue().services, 1) if s.id == "autopay")
+    await walk(stack, "3", str(autopay), "1")
+    again = await answer(stack, MSISDN, "３００")
+    assert again.ussd_op == UssdOp.USSR_REQUEST and "от 100 до 5000" in again.text
+    assert stack.store is not None and "autopay_amount_kop" not in await stack.store.subscribers.fields(MSISDN)
+    dialled = await dial(stack, MSISDN, "*111*３#")
+    assert dialled.text.startswith("Нет такого пункта.")  # the dialled extra runs as an answer, refused politely
+    assert set(deliver_statuses(stack)) == {0}
+
+
 async def test_back_and_main_menu_navigate(stack: Stack) -> None:
     services = await walk(stack, "3", "1")
     assert "0 Назад" in services.text and "00 Главное меню" in services.text

@@ -92,6 +92,20 @@ class Settings(BaseModel):
     sim_retry_max_s: Seconds = 10.0
     sim_ussd_timeout_s: Seconds = 180.0
     sim_state_file: str = ""
+    # The SMSC takes at most `sim_max_connections` ESMEs at once (the next bind gets ESME_RTHROTTLED)
+    # and closes a connection not bound within `sim_bind_timeout_s`; its SMTP sink takes at most
+    # `sim_smtp_max_connections` (421 beyond) and drops a session silent for `sim_smtp_timeout_s`.
+    sim_max_connections: Positive = 64
+    sim_bind_timeout_s: Seconds = 10.0
+    sim_smtp_max_connections: Positive = 64
+    sim_smtp_timeout_s: Seconds = 30.0
+    # Both HTTP servers (self-care API, simulator): at most `http_max_connections` at once (503
+    # beyond); a connection must send a whole request head within `http_idle_timeout_s` of
+    # connecting, and is closed after as long idle between requests; a body must arrive within
+    # `http_body_timeout_s` (408).
+    http_max_connections: Positive = 512
+    http_idle_timeout_s: Seconds = 15.0
+    http_body_timeout_s: Seconds = 10.0
     # The platform's own HTTP API (self-care).
     api_host: str = "127.0.0.1"
     api_port: Port = 8081
@@ -226,7 +240,9 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
                        "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s")),
     "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_accounts", "sim_validity_s",
-                           "sim_smtp_port")),
+                           "sim_smtp_port", "sim_max_connections", "sim_bind_timeout_s", "sim_smtp_max_connections",
+                           "sim_smtp_timeout_s")),
+    "http": ("http_", ("http_max_connections", "http_idle_timeout_s", "http_body_timeout_s")),
     "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_msisdn_header", "admin_token",
                      "session_idle_s", "signin_max_failures", "signin_per_hour")),
     "smtp": ("smtp_", ("smtp_host", "smtp_port", "smtp_timeout_s", "mail_from")),

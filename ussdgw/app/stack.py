@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
+from gateway import observe
 from gateway.mail import SmtpMailer
 from gateway.selfcare_api import create_app as create_selfcare_app
 from gateway.service import Gateway
@@ -38,8 +39,11 @@ from simulator.mailbox import register_routes as register_mail_routes
 from simulator.smsc import Smsc
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.connections import ConnectionLimits, Gate
+from ussdgw.metrics import GatewayMetrics, SimulatorMetrics
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
+from ussdgw.web import CONNECTION_LIMITS_KEY, serve
 
 log = structlog.get_logger("ussdgw.app.stack")
 
@@ -56,9 +60,14 @@ class Stack:
     post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view
     selfcare: Env | None = None  # what the self-care API runs on
     endpoints: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, Gate] = field(default_factory=dict)  # each HTTP server's live and refused connections
     # The operator's billing and network that call detail and Локатор read: the simulated carrier's
     # here; a deployment on a real network plugs its own in at this one place.
     carrier: SimulatedCarrier = field(default_factory=SimulatedCarrier)
+    # What /metrics shows: one registry for the gateway's side (gateway, store, self-care API) and
+    # one for the simulator's, each served by its own HTTP server; never the process-global one.
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    sim_metrics: SimulatorMetrics = field(default_factory=SimulatorMetrics)
     # How long an HTTP server waits for requests in flight (a phone's long poll) when it stops
     # before it cancels them (aiohttp then waits as long again for them to end); and how long
     # any one part may take to stop.
@@ -126,10 +135,13 @@ class Stack:
         self.endpoints["redis"] = url
         self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s,
                                     clock=self.clock)
+        self.store.pipeline.on_batch = self.metrics.store_batch
         self._on_stop("store", self.store.close)
 
     async def _start_smsc(self) -> None:
-        self.smsc = Smsc.from_settings(self.settings, clock=self.clock)
+        self.smsc = Smsc.from_settings(self.settings, clock=self.clock, metrics=self.sim_metrics,
+                                       max_connections=self.settings.sim_max_connections,
+                                       bind_timeout_s=self.settings.sim_bind_timeout_s)
         self.handsets = Handsets(self.smsc)
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
         self._on_stop("smsc", self.smsc.stop)
@@ -140,7 +152,9 @@ class Stack:
         self.endpoints["simulator"] = await self._serve("simulator", sim_app, self.settings.sim_host,
                                                         self.settings.sim_http_port)
         self.settings = self.settings.with_overrides(smsc_host=host, smsc_port=port)
-        smtp_host, smtp_port = await self.post_office.start(self.settings.sim_host, self.settings.sim_smtp_port)
+        smtp_host, smtp_port = await self.post_office.start(
+            self.settings.sim_host, self.settings.sim_smtp_port, timeout_s=self.settings.sim_smtp_timeout_s,
+            max_connections=self.settings.sim_smtp_max_connections)
         self._on_stop("smtp", self.post_office.stop)
         self.endpoints["smtp"] = f"smtp://{smtp_host}:{smtp_port} (mailboxes: simulator /api/mail)"
         if self.settings.smtp_port == 0:  # the platform mails through the sink in this process
@@ -148,7 +162,7 @@ class Stack:
 
     async def _start_gateway(self) -> None:
         assert self.store is not None, "the gateway needs the store"
-        self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock)
+        self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock, metrics=self.metrics)
         await self.gateway.start()
         self._on_stop("gateway", self.gateway.stop)
         if self.handsets is not None:  # after "advance time" (our clock) the N2 reviews now due run
@@ -160,19 +174,23 @@ class Stack:
         self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
                             mailer=SmtpMailer(self.settings), clock=self.clock,
                             billing=self.carrier, network=self.carrier)
-        base = await self._serve("selfcare", create_selfcare_app(self.selfcare), self.settings.api_host,
-                                 self.settings.api_port)
+        app = create_selfcare_app(self.selfcare)
+        # /metrics, /health and /ready of the gateway process, beside the API (gateway/observe.py)
+        readiness = observe.Readiness(self.store.redis, self.gateway.clients if self.gateway else None)
+        observe.install(app, self.metrics, readiness, self.store)
+        base = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
         self.endpoints["selfcare"] = base + "/api/v1"
         self.endpoints["cabinet"] = base + "/"  # «Личный кабинет»: the web page on the API's server
+        self.endpoints["metrics"] = f"{base}/metrics (ready: {base}/ready)"
 
     async def _serve(self, part: str, app: web.Application, host: str, port: int) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.http_drain_s)
-        await runner.setup()
+        s = self.settings
+        limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_s, s.http_body_timeout_s)
+        app[CONNECTION_LIMITS_KEY] = limits
+        runner, url, self.gates[part] = await serve(app, host, port, limits, name=part,
+                                                    shutdown_timeout=self.http_drain_s)
         self._on_stop(f"{part}_http", runner.cleanup)
-        site = web.TCPSite(runner, host, port)
-        await site.start()
         bound = runner.addresses[-1]
-        url = f"http://{bound[0]}:{bound[1]}"
         log.info("http_listening", part=part, url=url, port=bound[1])  # the port taken when asked for 0
         return url
 

@@ -21,6 +21,11 @@ class Window:
         self.in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now (for the metrics; a cancelled one may linger until handed over)."""
+        return len(self._waiters)
+
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody waits (no coroutine: the common case, kept cheap)."""
         if self.in_use < self.size and not self._waiters:

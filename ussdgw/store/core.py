@@ -212,6 +212,20 @@ class Store:
         raw = await guarded(self.redis.hgetall(mt_state_key(msisdn)))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    async def outbox_depth(self, limit: int = 1000, chunk: int = 200) -> tuple[int, int]:
+        """(MTs queued and not yet submitted, subscribers in the outbox index), counted over the
+        `limit` most recently queued subscribers, for the metrics: bounded, and batched through the
+        auto-pipeline `chunk` at a time, so a busy gateway's MOs never wait long behind it."""
+        batch = self.pipeline
+        indexed, members = await guarded(asyncio.gather(batch.command("ZCARD", OUTBOX_INDEX),
+                                                        batch.command("ZREVRANGE", OUTBOX_INDEX, 0, limit - 1)))
+        depth = 0
+        for at in range(0, len(members), chunk):
+            depths = await guarded(asyncio.gather(*(batch.command("HLEN", outbox_key(m.decode()))
+                                                    for m in members[at:at + chunk])))
+            depth += sum(int(d) for d in depths)
+        return depth, int(indexed)
+
     async def reclaim(self, limit: int = 100) -> list[OutboundMessage]:
         """MTs whose owner died before sending them: lease them to the caller."""
         now = lease_now()

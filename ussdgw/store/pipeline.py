@@ -14,7 +14,9 @@ callers with `StoreUnavailable`, and the next batch connects afresh.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,8 @@ class AutoPipeline:
         self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self.batches = 0  # how many round trips so far (for tests and the benchmark)
+        # Told the size and duration of every batch that went through (the metrics hang here).
+        self.on_batch: Callable[[int, float], None] | None = None
 
     async def close(self) -> None:
         if self._sending:
@@ -118,6 +122,7 @@ class AutoPipeline:
 
     async def _run(self, conn: Any, batch: list[_Queued]) -> None:
         results: list[Any] = []
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):
                 if not conn.is_connected:
@@ -129,6 +134,7 @@ class AutoPipeline:
                     except redis.exceptions.ResponseError as exc:  # this command's error, not the batch's
                         results.append(exc)
             self.batches += 1
+            elapsed = time.perf_counter() - started
         except Exception as exc:  # the batch as a whole failed: Redis away, or too slow
             await conn.disconnect(nowait=True)
             self._fail(batch, StoreUnavailable(str(exc) or type(exc).__name__))
@@ -137,6 +143,9 @@ class AutoPipeline:
             await conn.disconnect(nowait=True)
             self._fail(batch, StoreUnavailable("batch cancelled"))
             raise
+        if self.on_batch is not None:
+            with contextlib.suppress(Exception):  # a metrics hook never fails commands Redis has run
+                self.on_batch(len(batch), elapsed)
         reloading: set[str] = set()  # one SCRIPT LOAD per script, however many of its calls failed
         for queued, result in zip(batch, results, strict=True):
             if queued.future.done():
