@@ -263,8 +263,12 @@ async def get_catalogue(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    body = await _body(request)
-    result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    try:
+        body = await _body(request)
+        result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"))
+    except (BadInput, ApiError) as exc:
+        count_signin_refusal(request, "bad_request" if exc.status == 400 else str(exc.status))
+        raise
     if not result.ok:
         count_signin_refusal(request, result.code)
     return _reply(result, 201)
