@@ -31,8 +31,8 @@ Redis (audit trail, MO marks, outboxes, balances):
     replies      phones with 0 / 1 / more than 1 reply in their inbox
     stranded     MTs still queued in Redis outboxes after the window
     money        the phones' balances before -> after, and what they should be (100 ₽ per switch)
-    recovery s   from the fault until every MO offered during it, and the first one offered after it
-                 (the part back), has its reply (- : some never came)
+    recovery s   from the fault until the part is back (restarted, reconnected) and every MO offered
+                 during the fault, and the first one after it, has its reply (- : some never came)
 
 Figures are printed as measured. The exit status is 1 when any MO was lost or applied twice,
 any reply is missing or doubled, an MT is stranded or money does not add up.
@@ -90,7 +90,7 @@ class Plan:
 
     @classmethod
     def short(cls) -> Plan:
-        return cls(rate=20.0, load_s=5.0, fault_at_s=1.5, outage_s=1.5, window_s=15.0, mt_lease_s=2.0)
+        return cls(rate=20.0, load_s=8.0, fault_at_s=1.5, outage_s=1.5, window_s=15.0, mt_lease_s=2.0)
 
 
 # ---- child processes -------------------------------------------------------------------------------
@@ -581,8 +581,8 @@ class Scenario:
         # Recovered: every MO offered during the fault answered, and the first one offered after it too.
         watched = [o for o in accepted if fault_at - 1.0 <= o.at <= healed_at]
         watched += [o for o in accepted if o.at > healed_at][:1]
-        if watched and all(o.msisdn in first_reply for o in watched):
-            result.recovery_s = round(max(first_reply[o.msisdn] for o in watched) - fault_at, 2)
+        if all(o.msisdn in first_reply for o in watched):
+            result.recovery_s = round(max([healed_at, *(first_reply[o.msisdn] for o in watched)]) - fault_at, 2)
         if result.rejected:
             result.notes.append(f"{result.rejected} MOs refused by the gateway with an error status")
         for what, phones in odd.items():

@@ -267,6 +267,7 @@ class PhoneBook:
         self._changed = asyncio.Event()
         self._reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_fates: dict[tuple[str, str, int], list[Fate]] = {}
+        self._held_parts: dict[tuple[str, str, int], dict[str, Any]] = {}  # what `dump` keeps of them
         self._outbox_ids = 0
         self._awaiting: dict[str, tuple[str, OutboxEntry]] = {}  # MO id -> the phone and what it sent
         self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
@@ -462,6 +463,7 @@ class PhoneBook:
         self._expire_ussd(now)
         for dropped in self._reassembler.expire(time.monotonic()):
             (msisdn, sender), ref = dropped.key, dropped.reference
+            self._held_parts.pop((msisdn, sender, ref), None)
             for on_fate in self._part_fates.pop((msisdn, sender, ref), []):
                 on_fate(MessageState.UNDELIVERABLE, ERR_ABSENT)
         return count
@@ -484,13 +486,27 @@ class PhoneBook:
 
     # ---- long MTs -----------------------------------------------------------------------------
     def reassemble(self, msisdn: str, sender: str, ref: int, total: int, seq: int, payload: bytes,
-                   data_coding: int, on_fate: Fate | None = None) -> bytes | None:
+                   data_coding: int, on_fate: Fate | None = None, message_id: str = "") -> bytes | None:
         """Keep one part; the whole payload once all parts are in. With `on_fate`, the part's fate
-        waits for the whole message's (see `whole_fate`)."""
+        waits for the whole message's (see `whole_fate`). The parts held are the phone's: they
+        outlive a restart of the SMSC (`dump`), as a handset's memory would."""
+        key = (msisdn, sender, ref)
         whole = self._reassembler.add((msisdn, sender), ref, total, seq, payload, data_coding, time.monotonic())
         if on_fate is not None:
-            self._part_fates.setdefault((msisdn, sender, ref), []).append(on_fate)
+            self._part_fates.setdefault(key, []).append(on_fate)
+        if whole is None:
+            held = self._held_parts.setdefault(key, {"total": total, "data_coding": data_coding, "parts": {}})
+            held["parts"].setdefault(seq, (payload.hex(), []))[1].append(message_id)
+        else:
+            self._held_parts.pop(key, None)
         return whole
+
+    def held_message_ids(self) -> set[str]:
+        """The MTs whose fate is not decided yet: parts waiting for the rest, messages waiting for a phone."""
+        ids = {mid for held in self._held_parts.values() for _, mids in held["parts"].values() for mid in mids}
+        ids.update(m.message_id for phone in self.phones.values() for m in phone.held)
+        ids.discard("")
+        return ids
 
     def whole_fate(self, msisdn: str, sender: str, ref: int) -> Fate:
         """One fate for all the parts of a long MT: what happens to the message happens to each part."""
@@ -660,8 +676,9 @@ class PhoneBook:
     # ---- kept across a restart ------------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
         """What a restart of the simulator keeps (JSON-able): each phone's settings, inbox, outbox,
-        network log and MO reference counters. Not kept: MTs held for a switched-off phone, parts
-        of long MTs, open USSD dialogues (a restarted network has dropped them), the PDU log."""
+        network log, MO reference counters, MTs held while it is off and parts of long MTs it holds
+        (their fates are the SMSC's to restore: `restore(fate_for=...)`). Not kept: open USSD
+        dialogues (a restarted network has dropped them), the PDU log."""
         return {"seq": self._seq, "outbox_ids": self._outbox_ids, "phones": {
             msisdn: {
                 "power": phone.power.value, "inbox_full": phone.inbox_full, "unknown_number": phone.unknown_number,
@@ -669,12 +686,22 @@ class PhoneBook:
                 "next_reference": phone.next_reference, "next_ussd_session": phone.next_ussd_session,
                 "inbox": [m.to_dict() for m in phone.inbox], "outbox": [o.to_dict() for o in phone.outbox],
                 "network": [{k: v for k, v in e.to_dict().items() if k != "reason_text"} for e in phone.network],
+                "held": [{"message_id": m.message_id, "sender": m.sender, "text": m.text, "expires_at": m.expires_at}
+                         for m in phone.held],
             }
             for msisdn, phone in self.phones.items()
-        }}
+        }, "parts": [
+            {"msisdn": msisdn, "sender": sender, "ref": ref, "total": held["total"], "data_coding": held["data_coding"],
+             "parts": [[seq, payload, mids] for seq, (payload, mids) in sorted(held["parts"].items())]}
+            for (msisdn, sender, ref), held in self._held_parts.items()
+        ]}
 
-    def restore(self, data: dict[str, Any]) -> None:
-        """Take back what `dump` wrote; MOs still `sent` wait for their acknowledgement again."""
+    def restore(self, data: dict[str, Any], fate_for: Callable[[str], Fate | None] = lambda _: None) -> None:
+        """Take back what `dump` wrote; MOs still `sent` wait for their acknowledgement again, and
+        held MTs and parts get their fates from `fate_for(message_id)` (None: nobody to tell)."""
+        def fate(message_id: str) -> Fate:
+            return fate_for(message_id) or (lambda state, error: None)
+
         self._seq, self._outbox_ids = int(data["seq"]), int(data["outbox_ids"])
         for msisdn, saved in data["phones"].items():
             phone = self.get(msisdn)
@@ -690,6 +717,16 @@ class PhoneBook:
                 if entry.state == "sent":
                     for mo_id in entry.mo_ids:
                         self._awaiting[mo_id] = (msisdn, entry)
+            for held in saved.get("held", []):
+                logged = phone.network_entry(held["message_id"]) or NetworkEntry(
+                    held["message_id"], held["sender"], held["text"], self.clock.now())
+                phone.held.append(HeldMessage(held["message_id"], held["sender"], held["text"], held["expires_at"],
+                                              Verdict(self, msisdn, logged, fate(held["message_id"]))))
+        for long_mt in data.get("parts", []):
+            for seq, payload, mids in long_mt["parts"]:
+                for mid in mids:
+                    self.reassemble(long_mt["msisdn"], long_mt["sender"], long_mt["ref"], long_mt["total"], seq,
+                                    bytes.fromhex(payload), long_mt["data_coding"], on_fate=fate(mid), message_id=mid)
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",

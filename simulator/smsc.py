@@ -280,21 +280,36 @@ class Smsc:
         log.info("smsc_stopped")
 
     def _save_state(self, path: Path) -> None:
-        """Write what is still owed to ESMEs (every MO and receipt) and the phones, atomically."""
+        """Write what is still owed to ESMEs (every MO and receipt), the phones, and the records of
+        the MTs whose fate is still to come (held for a phone that is off, parts of a long MT)."""
         pending = [{"mo_id": mo.mo_id, "msisdn": mo.msisdn, "system_id": mo.system_id, "attempts": mo.attempts,
                     "pdu": codec.encode(mo.pdu).hex()} for mo in self.mo_pending.values()]
-        data = {"version": 1, "pending": pending, "phones": self.phones.dump()}
+        undecided = [dataclasses.asdict(self.mt_records[mid]) for mid in sorted(self.phones.held_message_ids())
+                     if mid in self.mt_records]
+        for record in undecided:
+            record["state"] = int(record["state"])
+        data = {"version": 1, "pending": pending, "phones": self.phones.dump(), "mt_records": undecided}
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         partial.replace(path)
-        log.info("smsc_state_saved", path=str(path), pending=len(pending), phones=len(self.phones.phones))
+        log.info("smsc_state_saved", path=str(path), pending=len(pending), phones=len(self.phones.phones),
+                 undecided_mts=len(undecided))
 
     def _load_state(self, path: Path) -> None:
-        """Read back what `_save_state` wrote; what was owed is delivered again from now on."""
+        """Read back what `_save_state` wrote; what was owed is delivered again from now on, and the
+        fates still to come are reported as if nothing had happened."""
         if not path.exists():
             return
         data = json.loads(path.read_text(encoding="utf-8"))
-        self.phones.restore(data["phones"])
+        for saved in data.get("mt_records", []):
+            record = MtRecord(**{**saved, "state": MessageState(saved["state"])})
+            self.mt_records[record.message_id] = record
+
+        def fate_for(message_id: str) -> Fate | None:
+            record = self.mt_records.get(message_id)
+            return None if record is None else lambda state, err: self._fate(record, state, err)
+
+        self.phones.restore(data["phones"], fate_for)
         for saved in data["pending"]:
             pdu = codec.decode(bytes.fromhex(saved["pdu"]))
             assert isinstance(pdu, DeliverSm)
@@ -457,7 +472,8 @@ class Smsc:
             info, payload = parse_udh(payload)
         if info is not None and info.total > 1:  # one part of a long MT, by UDH or SAR TLVs alike
             whole = phones.reassemble(pdu.destination_addr, pdu.source_addr, info.reference, info.total,
-                                      info.seqnum, payload, pdu.data_coding, on_fate=fate)
+                                      info.seqnum, payload, pdu.data_coding, on_fate=fate,
+                                      message_id=record.message_id)
             if whole is None:
                 return  # each part's fate is the whole message's, decided once all parts are in
             payload, parts = whole, info.total

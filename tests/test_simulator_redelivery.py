@@ -6,6 +6,7 @@ the submit_sm_resp, intermediate notifications when asked for, bad input refused
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -343,6 +344,41 @@ async def test_a_restarted_smsc_delivers_what_it_still_owed_and_keeps_its_phones
         assert restored.state == "accepted" and not second.mo_pending
         [later] = second.submit_mo(PHONE, "3339", "ПАРОЛЬ")
         assert later.pdu.user_message_reference != unanswered.user_message_reference  # a new MO, not a repeat
+        await client.close()
+    finally:
+        await second.stop()
+
+
+async def test_a_restart_between_the_parts_of_a_long_mt_or_while_a_phone_is_off_loses_no_mt(tmp_path: Path) -> None:
+    """The phone keeps the parts it holds and what waits for it to come back on; the restarted
+    SMSC still sends each part's receipt to the ESME that submitted it."""
+    state = str(tmp_path / "smsc-state.json")
+    off = "79161230000"
+    first = Smsc({"esme": "secret"}, enquire_link_s=0, stop_grace_s=0.05, state_file=state)
+    await first.start("127.0.0.1", 0)
+    first.phones.set_power(off, Power.OFF)
+    client = await esme(first)
+    client.send(mt("Пароль для ", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=1))
+    part_one = (await client.read_until(SubmitSmResp)).message_id  # type: ignore[attr-defined]
+    client.send(dataclasses.replace(mt("held while off"), destination_addr=off))
+    held = (await client.read_until(SubmitSmResp)).message_id  # type: ignore[attr-defined]
+    await client.close()
+    await first.stop()
+
+    second = Smsc({"esme": "secret"}, enquire_link_s=0, state_file=state)
+    await second.start("127.0.0.1", 0)
+    try:
+        client = await esme(second)
+        client.send(mt("входа: 42", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=2))
+        part_two = (await client.read_until(SubmitSmResp)).message_id  # type: ignore[attr-defined]
+        receipts = {(await next_deliver(client)).receipted_message_id for _ in range(2)}
+        assert receipts == {part_one, part_two}
+        [message] = second.phones.get(PHONE).inbox
+        assert message.text == "Пароль для входа: 42"
+        second.phones.set_power(off, Power.ON)
+        landed = await next_deliver(client)
+        assert (landed.receipted_message_id, landed.message_state) == (held, MessageState.DELIVERED)
+        assert [m.text for m in second.phones.get(off).inbox] == ["held while off"]
         await client.close()
     finally:
         await second.stop()
