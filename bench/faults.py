@@ -66,6 +66,8 @@ sys.path.insert(0, str(ROOT))
 from ussdgw import logs  # noqa: E402
 from ussdgw.redis_server import EmbeddedRedis, _die_with_parent  # noqa: E402
 from ussdgw.store.keys import audit_key, outbox_key, sub_key  # noqa: E402
+from ussdgw.store.model import audit_entry  # noqa: E402
+from ussdgw.store.profile import STORED  # noqa: E402
 
 SYSTEM_ID, PASSWORD = "ussdgw", "ussdgw1"
 BALANCE_KOP = 50_000
@@ -526,7 +528,7 @@ class Scenario:
         assert db is not None
         async with db.pipeline(transaction=False) as pipe:
             for msisdn in self.phones:
-                pipe.hget(sub_key(msisdn), "balance_kop")
+                pipe.hget(sub_key(msisdn), STORED["balance_kop"])
             return [int(v or 0) for v in await pipe.execute()]
 
     async def _stranded(self) -> int:
@@ -567,14 +569,14 @@ class Scenario:
                 first_reply[offer.msisdn] = min(m["received_at"] for m in inbox)
         async with db.pipeline(transaction=False) as pipe:
             for offer in accepted:
-                pipe.xrange(audit_key(offer.msisdn))
-            trails = await pipe.execute()
+                pipe.lrange(audit_key(offer.msisdn), 0, -1)
+            trails = [[audit_entry(raw) for raw in trail] for trail in await pipe.execute()]
         switched = 0
         for trail in trails:
-            received = sum(1 for _, entry in trail if entry.get(b"event") == b"mo_received")
+            received = sum(1 for entry in trail if entry.get("event") == "mo_received")
             result.applied += received >= 1
             result.applied_twice += received >= 2
-            switched += sum(1 for _, entry in trail if entry.get(b"event") == b"tariff_switched")
+            switched += sum(1 for entry in trail if entry.get("event") == "tariff_switched")
         result.stranded = await self._stranded()
         result.money_after = sum(await self._balances())
         result.money_expected = result.money_before - SWITCH_KOP * switched

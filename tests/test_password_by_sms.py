@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 
-import redis.asyncio as aioredis
-
 from sms_codes import checksum_ok, verify_password
 from tests.conftest import send_and_wait
 from ussdgw.app.stack import Stack
-from ussdgw.store import sub_key
+from ussdgw.store import AuditEvent
 
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
 
@@ -87,13 +85,13 @@ async def test_cyrillic_arrives_as_ucs2_and_the_reply_goes_out_as_ucs2(stack: St
     assert mo["text"] == "пароль"
 
 
-async def test_a_new_password_unlocks_a_locked_account(stack: Stack, redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    await client.hset(sub_key("79161234567"), mapping={"locked": 1, "pw_failures": 3})
+async def test_a_new_password_unlocks_a_locked_account(stack: Stack) -> None:
+    assert stack.store is not None
+    await stack.store.subscribers.put("79161234567", {"locked": 1, "pw_failures": 3}, AuditEvent("locked", "test"))
+    assert (await stack.store.subscribers.profile("79161234567")).locked
     await send_and_wait(stack, "79161234567", "3339", "ПАРОЛЬ")
-    profile = await client.hgetall(sub_key("79161234567"))
-    await client.aclose()
-    assert profile[b"locked"] == b"0" and profile[b"pw_failures"] == b"0"
+    profile = await stack.store.subscribers.fields("79161234567")
+    assert profile["locked"] == "0" and profile["pw_failures"] == "0"
 
 
 async def test_unknown_msisdn_gets_an_account_on_first_contact(stack: Stack) -> None:

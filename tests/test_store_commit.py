@@ -14,7 +14,6 @@ from ussdgw.store import (
     OutboundMessage,
     Outcome,
     Store,
-    sub_key,
 )
 from ussdgw.store.commit import script_call
 from ussdgw.store.keys import outbox_key
@@ -84,4 +83,4 @@ async def test_autopay_tops_up_within_the_debit_when_the_threshold_is_reached(st
     done = await store.update(A, lambda fresh: debit(fresh, 4500, pay=False))
     assert done.autopaid_kop == 30000 and done.profile is not None and done.profile.balance_kop == 500 + 30000
     assert [e["event"] for e in await store.audit_trail(A)][-1] == "autopay_topup"
-    assert await store.redis.hget(sub_key(A), "balance_kop") == b"30500"
+    assert (await store.subscribers.fields(A))["balance_kop"] == "30500"

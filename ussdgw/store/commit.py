@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ussdgw.audit_detail import clean
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     audit_key,
@@ -184,8 +185,9 @@ class CommitResult:
 
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
-                sealed: list[list[str]]) -> tuple[list[str], str]:
-    """The keys and the JSON argument of `lua/commit.lua` for `change` (only the parts it has).
+                sealed: list[list[str]], created_field: str = "created_at") -> tuple[list[str], str]:
+    """The keys and the JSON argument of `lua/commit.lua` for `change` (only the parts it has);
+    `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`).
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn),
@@ -214,7 +216,7 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if change.must_exist:
         p["must_exist"] = True
     if change.create_profile:
-        p["create"] = f"{now:.0f}"
+        p["create"] = [created_field, f"{now:.0f}"]
     if change.checks:
         p["checks"] = [[c.kind.value, at(c.key), c.field, str(c.value), c.code] for c in change.checks]
     if change.guards:
@@ -228,7 +230,7 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if change.audit:
         p["audit"] = [a.fields(now) for a in change.audit]
     if change.refusal is not None:
-        p["refusal"] = [change.refusal.event, change.refusal.channel, change.refusal.detail]
+        p["refusal"] = [clean(change.refusal.event), clean(change.refusal.channel), clean(change.refusal.detail)]
     if change.read_profile:
         p["read"] = True
     return keys, json.dumps(p, ensure_ascii=False)

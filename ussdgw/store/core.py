@@ -42,11 +42,11 @@ from ussdgw.store.keys import (
     parts_key,
     rate_key,
 )
-from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard
+from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard, audit_entry
 from ussdgw.store.money import Money
 from ussdgw.store.numbers import Numbers
 from ussdgw.store.pipeline import AutoPipeline
-from ussdgw.store.profile import Profile, Subscribers
+from ussdgw.store.profile import STORED, Profile, Subscribers, stored_change
 from ussdgw.store.scripts import Scripts
 from ussdgw.store.sealing import Sealer
 from ussdgw.store.sessions import Sessions
@@ -107,8 +107,9 @@ class Store:
         """Apply `change` to `msisdn`'s slot, all or nothing, once per MO when it has an MO mark."""
         now, leased = self.clock.now(), lease_now()
         sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in change.messages]
-        keys, arg = script_call(msisdn, change, now=now, lease_until=leased + self.lease_s,
-                                tag=os.urandom(4).hex() if change.guards else "", sealed=sealed)
+        keys, arg = script_call(msisdn, stored_change(msisdn, change), now=now, lease_until=leased + self.lease_s,
+                                tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
+                                created_field=STORED["created_at"])
         # With MTs, the recovery index is written in the same round trip, just before the script
         # (an index entry for nothing is harmless; an MT without one would wait for no one).
         indexed = self.pipeline.command("ZADD", OUTBOX_INDEX, leased, msisdn) if sealed else None
@@ -116,7 +117,7 @@ class Store:
         raw = (await guarded(asyncio.gather(committed, indexed)))[0] if indexed else await guarded(committed)
         outcome = Outcome(raw[0].decode())
         if outcome is Outcome.APPLIED:
-            profile = Profile.from_fields(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
+            profile = Profile.from_stored(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
             return CommitResult(outcome, change.messages, profile=profile, autopaid_kop=change.autopaid_kop)
         if outcome is Outcome.DUPLICATE:
             again = tuple(self.sealer.open_message(blob) for blob in raw[1:])
@@ -156,14 +157,12 @@ class Store:
     # ---- audit -----------------------------------------------------------------------------
     async def audit(self, msisdn: str, event: AuditEvent) -> None:
         """One P10 entry on its own (a step that changes something audits within its commit)."""
-        await guarded(self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
-                                            *event.fields(self.clock.now())))
+        await self.scripts.run("audit", [audit_key(msisdn)], [AUDIT_MAXLEN, *event.fields(self.clock.now())])
 
     async def audit_trail(self, msisdn: str, count: int = 100) -> list[dict[str, str]]:
-        """The newest `count` entries, oldest first, each with its stream `id`."""
-        entries = await guarded(self.redis.xrevrange(audit_key(msisdn), count=count))
-        return [{"id": eid.decode(), **{k.decode(): v.decode() for k, v in data.items()}}
-                for eid, data in reversed(entries)]
+        """The newest `count` entries, oldest first, each with its `id` (its number in the trail)."""
+        entries = await guarded(self.pipeline.command("LRANGE", audit_key(msisdn), 0, count - 1))
+        return [audit_entry(raw) for raw in reversed(entries)]
 
     # ---- long MOs --------------------------------------------------------------------------
     async def add_part(self, msisdn: str, reference: str, seqnum: int, total: int, payload: bytes,
@@ -203,8 +202,7 @@ class Store:
         await guarded(asyncio.gather(
             self.pipeline.command("HSET", mt_state_key(msisdn), mt_id, state),
             self.pipeline.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S),
-            self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
-                                  *audit.fields(self.clock.now())),
+            self.scripts.submit("audit", [audit_key(msisdn)], [AUDIT_MAXLEN, *audit.fields(self.clock.now())]),
         ))
 
     async def mt_states(self, msisdn: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ are each read or written on their own (never in a script with a subscriber's key
     sub:{m}:outbox         hash     MT id -> sealed MT (AES-GCM: secrets never rest in plain text)
     sub:{m}:lease          zset     MT id -> time until which one gateway owns sending it
     sub:{m}:mtstate        hash     MT id -> its last known state (SUBMITTED, DELIVERED, ...); TTL `DLR_TTL_S`
-    sub:{m}:audit          stream   P10 audit trail, capped near `AUDIT_MAXLEN`
+    sub:{m}:audit          list     P10 audit trail, newest first, packed (`lua/prelude.lua`); `AUDIT_MAXLEN` kept
     sub:{m}:rl:<name>      zset     D2 send or attempt times of one counter; TTL `RATE_WINDOW_S`
     sub:{m}:parts:<ref>    hash     parts of a long MO, seqnum -> payload; TTL `PARTS_TTL_S`
     sub:{m}:ussd           hash     the one open USSD dialogue: v = version, d = JSON; PEXPIRE at its deadline

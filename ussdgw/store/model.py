@@ -45,8 +45,9 @@ class AuditEvent:
     detail: str = ""
 
     def fields(self, now: float) -> list[str]:
-        """The stream entry's field/value pairs, flat; nothing unprintable gets in (`audit_detail.clean`:
-        `detail` is best written by `audit_detail.render`, as structured fields)."""
+        """The entry's field/value pairs, flat; nothing unprintable gets in (`audit_detail.clean`:
+        `detail` is best written by `audit_detail.render`, as structured fields). The first five
+        always in this order (`AUDIT_FIELDS`); a field added later goes after them."""
         return ["ts", f"{now:.3f}", "event", clean(self.event), "channel", clean(self.channel),
                 "outcome", clean(self.outcome), "detail", clean(self.detail)]
 
@@ -60,3 +61,18 @@ class RateGuard:
     name: str
     cooldown_s: int
     per_hour: int
+
+
+AUDIT_FIELDS = ("ts", "event", "channel", "outcome", "detail")
+"""The values every audit entry holds, in the order `lua/prelude.lua` (`audit_add`) packs them."""
+AUDIT_SEPARATOR = "\x1f"
+
+
+def audit_entry(raw: bytes) -> dict[str, str]:
+    """One packed audit entry as a dict: `id` (its number in the trail), the `AUDIT_FIELDS`, and
+    any further name/value pairs."""
+    parts = raw.decode().split(AUDIT_SEPARATOR)
+    entry = {"id": parts[0], **dict(zip(AUDIT_FIELDS, parts[1:6], strict=False))}
+    extra = parts[6:]
+    entry.update(zip(extra[0::2], extra[1::2], strict=False))
+    return entry

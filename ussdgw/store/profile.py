@@ -5,6 +5,13 @@ combine with a reply or an audit event: the field names live in this module and 
 One field set is written in one place: a newly issued password (`new_password`) by the SMS
 handler, the USSD menu, N2's common password and recovery alike.
 
+Stored compactly, because there is one hash per subscriber and an operator has tens of millions:
+the store's code names fields as listed below, Redis holds them under the short names of `STORED`
+(`Store.commit` translates every change, `Subscribers` every read), empty values are not stored,
+and a password hash is packed to 61 bytes (`_pack_secret`), so every value stays within
+`hash-max-listpack-value` (64) and Redis keeps the hash as one listpack (ziplist before 7.0)
+instead of a hash table: ~0.25 KB a seeded subscriber instead of ~1.1 KB.
+
     owner_id, owner_name, passport, contract, region, corporate, email   who owns the number
     balance_kop, bonus_points, tariff, tariff_since                      money (`ussdgw.store.money`)
     svc:<id>, autopay_amount_kop, autopay_threshold_kop                  M4 services
@@ -17,7 +24,10 @@ handler, the USSD menu, N2's common password and recovery alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import base64
+import binascii
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -31,6 +41,113 @@ if TYPE_CHECKING:
     from ussdgw.store.core import Store
 
 SERVICE_PREFIX = "svc:"
+_STORED_SERVICE_PREFIX = "s:"
+
+STORED: Mapping[str, str] = {
+    "owner_id": "oi", "owner_name": "on", "passport": "pp", "contract": "ct", "region": "rg", "corporate": "co",
+    "email": "em", "balance_kop": "b", "bonus_points": "bp", "tariff": "t", "tariff_since": "tt",
+    "autopay_amount_kop": "aa", "autopay_threshold_kop": "at", "pw_hash": "ph", "pw_failures": "pf",
+    "locked": "lk", "pw_issued_at": "pi", "pw_changed_at": "pc", "last_signin": "ls", "code_word_hash": "cw",
+    "auth_epoch": "ae", "blocked_from": "bf", "owner_since": "os", "created_at": "ca", "import_tag": "im",
+    "sms_archive_digest": "sd", "sms_archive_expires": "se", "n2_state": "ns", "n2_numbers": "nn",
+    "n2_app": "na", "n2_applied_at": "nt", "n2_due_at": "nd", "n2_reviewed_at": "nr", "n2_reason": "nx",
+    "n2_group": "ng",
+}
+"""Each profile field's name in Redis. A field not listed here is stored under its own name."""
+
+_LOGICAL = {short: name for name, short in STORED.items()}
+_SECRETS = frozenset({"pw_hash", "code_word_hash"})
+_FLAGS = frozenset({"corporate", "locked"})  # "0" is their default: not stored
+_PACKED = "="  # a packed scrypt hash (N=2^14, r=8, p=1, 16-byte salt, 32-byte key): "=" + base85
+_PACKED_PREFIX = "scrypt$16384$8$1$"
+
+
+def _pack_secret(value: str) -> str:
+    """The scrypt string `sms_codes` makes for its own parameters, in 61 bytes instead of 86
+    ("=" and base85 of salt and key; base85 has no "="); any other string as it is, behind one
+    more "=" when it starts with one, so nothing else reads as packed."""
+    if value.startswith(_PACKED):
+        return _PACKED + value
+    if not value.startswith(_PACKED_PREFIX):
+        return value
+    try:
+        salt_b64, key_b64 = value.removeprefix(_PACKED_PREFIX).split("$")
+        salt, key = base64.b64decode(salt_b64, validate=True), base64.b64decode(key_b64, validate=True)
+    except (ValueError, binascii.Error):
+        return value
+    if len(salt) != 16 or len(key) != 32 or _b64(salt) != salt_b64 or _b64(key) != key_b64:
+        return value  # only what unpacks to the very same string
+    return _PACKED + base64.b85encode(salt + key).decode()
+
+
+def _unpack_secret(value: str) -> str:
+    if not value.startswith(_PACKED):
+        return value
+    if value.startswith(_PACKED * 2):
+        return value[1:]
+    raw = base64.b85decode(value[1:])
+    return f"{_PACKED_PREFIX}{_b64(raw[:16])}${_b64(raw[16:])}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def stored_name(field: str) -> str:
+    """`field`'s name in Redis."""
+    if field.startswith(SERVICE_PREFIX):
+        return _STORED_SERVICE_PREFIX + field.removeprefix(SERVICE_PREFIX)
+    return STORED.get(field, field)
+
+
+def stored_value(field: str, value: str | int) -> str | int:
+    """`field`'s value as Redis keeps it (a password hash packed)."""
+    return _pack_secret(value) if field in _SECRETS and isinstance(value, str) else value
+
+
+def _kept(field: str, value: str | int) -> bool:
+    """Whether a value is worth a field: empty values and cleared flags are not stored."""
+    text = str(value)
+    return text != "" and not (field in _FLAGS and text == "0")
+
+
+def logical_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, str]:
+    """The profile hash as Redis returned it, under the names and values the code uses."""
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        text = value.decode() if isinstance(value, bytes) else value
+        if name.startswith(_STORED_SERVICE_PREFIX):
+            name = SERVICE_PREFIX + name.removeprefix(_STORED_SERVICE_PREFIX)
+        else:
+            name = _LOGICAL.get(name, name)
+        out[name] = _unpack_secret(text) if name in _SECRETS else text
+    return out
+
+
+def stored_change(msisdn: str, change: Change) -> Change:
+    """`change` with every check and write on `msisdn`'s profile in the names and values Redis keeps
+    (`Store.commit` sends nothing else)."""
+    key = sub_key(msisdn)
+    if not any(c.key == key for c in change.checks) and not any(w.key == key for w in change.writes):
+        return change
+    checks = tuple(dataclasses.replace(c, field=stored_name(c.field), value=stored_value(c.field, c.value))
+                   if c.key == key and c.field else c for c in change.checks)
+    writes = tuple(dataclasses.replace(w, field=stored_name(w.field), value=stored_value(w.field, w.value))
+                   if w.key == key and w.field else w for w in change.writes)
+    return dataclasses.replace(change, checks=checks, writes=writes)
+
+
+def stored_pairs(fields: Mapping[str, str | int]) -> tuple[list[str], list[str]]:
+    """(flat name/value pairs to set, names to delete) for a whole profile written from outside."""
+    pairs: list[str] = []
+    dropped: list[str] = []
+    for name, value in fields.items():
+        if _kept(name, value):
+            pairs += [stored_name(name), str(stored_value(name, str(value)))]
+        else:
+            dropped.append(stored_name(name))
+    return pairs, dropped
 
 
 def _int(value: str | None) -> int:
@@ -89,6 +206,11 @@ class Profile:
     n2: N2Application = N2Application()
 
     @classmethod
+    def from_stored(cls, msisdn: str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Profile:
+        """The profile from the hash as Redis returned it."""
+        return cls.from_fields(msisdn, logical_fields(raw))
+
+    @classmethod
     def from_fields(cls, msisdn: str, fields: Mapping[str, str]) -> Profile:
         get = fields.get
         blocked = get("blocked_from")
@@ -120,9 +242,9 @@ class Subscribers:
         self._store = store
 
     async def fields(self, msisdn: str) -> dict[str, str]:
-        """The profile hash as stored ({} for an MSISDN never seen): for tools, seeding and tests."""
-        raw = await guarded(self._store.redis.hgetall(sub_key(msisdn)))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        """The profile hash under the code's field names ({} for an MSISDN never seen): for tools,
+        seeding and tests."""
+        return logical_fields(await guarded(self._store.redis.hgetall(sub_key(msisdn))))
 
     async def profile(self, msisdn: str) -> Profile:
         return Profile.from_fields(msisdn, await self.fields(msisdn))
@@ -131,20 +253,39 @@ class Subscribers:
         return list(await asyncio.gather(*(self.profile(m) for m in msisdns)))
 
     async def put(self, msisdn: str, fields: Mapping[str, str | int], audit: AuditEvent) -> None:
-        """Create or overwrite profile fields, audited (seeding, admin tools)."""
-        now = self._store.clock.now()
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(sub_key(msisdn), mapping={k: str(v) for k, v in fields.items()})
-            pipe.execute_command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*", *audit.fields(now))
-            await guarded(pipe.execute())
+        """Create or overwrite profile fields (an empty value deletes one), audited, in one step
+        (admin tools, tests)."""
+        await self._store.scripts.run("profile_put", *self.put_call(msisdn, fields, audit))
+
+    def put_call(self, msisdn: str, fields: Mapping[str, str | int], audit: AuditEvent,
+                 import_tag: str = "") -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of `lua/profile_put.lua` for one profile; with `import_tag`, a
+        profile that tag already wrote is left alone (a resumed import writes each one once)."""
+        pairs, dropped = stored_pairs(fields)
+        if import_tag:
+            pairs += [STORED["import_tag"], import_tag]
+        args: list[str | int] = [AUDIT_MAXLEN, STORED["import_tag"], import_tag, len(pairs), *pairs,
+                                 len(dropped), *dropped, *audit.fields(self._store.clock.now())]
+        return [sub_key(msisdn), audit_key(msisdn)], args
+
+    async def put_many(self, rows: Sequence[tuple[str, Mapping[str, str | int]]], audit: AuditEvent,
+                       import_tag: str) -> int:
+        """`put` for many profiles in one batch (the bulk import); how many were written now (the
+        others this `import_tag` had written before)."""
+        done = await guarded(asyncio.gather(*(self._store.scripts.submit("profile_put",
+                                                                         *self.put_call(m, f, audit, import_tag))
+                                              for m, f in rows)))
+        return sum(int(d) for d in done)
 
     async def wrong_password(self, msisdn: str, pw_hash: str, max_failures: int,
                              audit: AuditEvent) -> tuple[int, bool] | None:
         """P4: count a wrong password tried against `pw_hash`; (failures in a row, locked now), or
         None when the password changed meanwhile (then nothing is counted)."""
+        names = [STORED[f] for f in ("pw_hash", "pw_failures", "locked")]
         raw = await self._store.scripts.run(
             "signin_failed", [sub_key(msisdn), audit_key(msisdn)],
-            [pw_hash, max_failures, AUDIT_MAXLEN, *audit.fields(self._store.clock.now())])
+            [stored_value("pw_hash", pw_hash), max_failures, AUDIT_MAXLEN, *names,
+             *audit.fields(self._store.clock.now())])
         if raw[0] == b"stale":
             return None
         return int(raw[1]), raw[2] == b"1"

@@ -4,12 +4,12 @@
 -- KEYS: 1 sub, 2 audit, 3 outbox, 4 lease, 5 the MO's mark, 6 the USSD dialogue, 7.. other keys of
 --       the same slot, named by index in the payload.
 -- ARGV[1]: JSON; every part but the first four optional:
---   now, ts, maxlen, lease_until, tag   the business time, as text for audit, the stream cap, the
+--   now, ts, maxlen, lease_until, tag   the business time, as text for audit, the audit list's cap, the
 --                                       MTs' lease, a tag unique to this call (D2 entries)
 --   mo        the MO mark's TTL: applied once per MO; a redelivery gets the same MTs back
 --   expect    the dialogue version this step was computed from ('conflict' if it moved on)
 --   dialogue  {write?, version, ttl_ms}: write the dialogue (or delete it when no write)
---   must_exist, create   refuse when there is no profile / give a new one its created_at
+--   must_exist, create   refuse when there is no profile / give a new one [field, value] (created_at)
 --   checks    [[kind, key, field, value, code]]   refused with `code` when one fails
 --   guards    [[key, cooldown, per_hour]]          D2: 'limited' with reason and retry time
 --   writes    [[op, key, field, value, ttl]]       hset hincr hdel sadd srem setex, in order
@@ -76,7 +76,7 @@ for _, g in ipairs(p.guards or {}) do
   if refused then return refuse('limited', refused[1], refused[2], 'rate_limited') end
 end
 
-if p.create and redis.call('EXISTS', sub) == 0 then redis.call('HSET', sub, 'created_at', p.create) end
+if p.create and redis.call('EXISTS', sub) == 0 then redis.call('HSET', sub, p.create[1], p.create[2]) end
 for _, w in ipairs(p.writes or {}) do
   local op, key = w[1], KEYS[w[2]]
   if op == 'hset' then redis.call('HSET', key, w[3], w[4])
