@@ -43,8 +43,13 @@ async def test_the_profile_reads_back_under_its_names_with_the_password_hash_who
     assert fields["pw_hash"] == stored_hash and fields["owner_id"] == "p-1001"
 
 
+SCRYPT = "scrypt$16384$8$1$"
+
+
 @pytest.mark.parametrize("odd", ["scrypt$1024$8$1$c2FsdA==$a2V5", "plain-old-value", "=" * 61, "=x", "==", "",
-                                 "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "B"])
+                                 "A" * 64, "-" * 64, "A" * 63, SCRYPT + "A" * 22 + "==$" + "A" * 43 + "B",
+                                 SCRYPT + "A" * 21 + "B==$" + "A" * 43 + "=",
+                                 SCRYPT + "A" * 22 + "==$" + "A" * 43 + "="])
 async def test_a_hash_of_another_form_is_kept_as_it_is(store: Store, odd: str) -> None:
     await store.subscribers.put(A, {"pw_hash": odd, "owner_id": "x"}, AuditEvent("seeded", "admin"))
     assert (await store.subscribers.profile(A)).pw_hash == odd

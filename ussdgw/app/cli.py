@@ -75,8 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"sim_host and sim_http_port, else {DEFAULT_SIM_URL})")
     sms.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a reply")
 
-    seed = sub.add_parser("seed", help="load subscribers from a YAML or JSON file")
+    seed = sub.add_parser("seed", help="load subscribers from a YAML, JSON or JSON Lines file; "
+                                       "run again after an interruption to go on where it stopped")
     seed.add_argument("file")
+    seed.add_argument("--workers", type=int, help="processes hashing code words (default: one per core)")
+    seed.add_argument("--batch", type=int, default=1000, help="subscribers written per round trip")
+    seed.add_argument("--again", action="store_true",
+                      help="import the file once more, although it was imported before")
 
     from simulator import terminal  # dial, scenario, load (the simulator's terminal commands)
 
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sms":
             return send_sms(args.api, args.sender, args.to, " ".join(args.text), args.wait)
         if args.command == "seed":
-            return _run(_seed(settings, Path(args.file)))
+            return _run(_seed(settings, Path(args.file), workers=args.workers, batch=args.batch, again=args.again))
         from simulator import terminal
 
         if args.command in terminal.COMMANDS:
@@ -273,19 +278,47 @@ async def _smsc(settings: Settings) -> int:
     return await _serve(stack, "smsc", "the SMSC simulator: unbinding its ESMEs", start)
 
 
-async def _seed(settings: Settings, path: Path) -> int:
-    from ussdgw.app.seed import load_seed_file, seed_subscribers
+async def _seed(settings: Settings, path: Path, *, workers: int | None, batch: int, again: bool) -> int:
+    """The bulk import (`ussdgw.app.seed`): a progress bar on a terminal; Ctrl-C stops it after the
+    batch in flight, and the same command goes on from there."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ussdgw.app.seed import Importer, SeedError, survey
     from ussdgw.app.stack import Stack
 
-    subscribers = load_seed_file(path)
-    stack = Stack(settings)
     try:
-        await stack.start(smsc=False, gateway=False, api=False, store=True)
-        assert stack.store is not None
-        count = await seed_subscribers(stack.store, subscribers)
-    finally:
-        await stack.stop()
-    print(f"seeded {count} subscribers from {path}")
+        found = await asyncio.to_thread(survey, path)
+    except (SeedError, OSError) as exc:
+        print(f"ussdgw seed: {exc}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, disable=not console.is_terminal, transient=True)
+    tasks = {"written": bar.add_task("subscribers", total=found.total)}
+    if found.to_hash:
+        tasks["hashed"] = bar.add_task("code words hashed", total=found.to_hash)
+    stack = Stack(settings)
+    with _stop_signals("the import after the batch in flight") as stopping, bar:
+        try:
+            await stack.start(smsc=False, gateway=False, api=False, store=True)
+            assert stack.store is not None
+            importer = Importer(stack.store, path, workers=workers, batch=batch, again=again, stopping=stopping,
+                                progress=lambda what, n: bar.advance(tasks[what], n))
+            if not again:
+                bar.advance(tasks["written"], await stack.store.subscribers.imported(found.tag))
+            report = await importer.run(found)
+        finally:
+            await stack.stop()
+    log.info(
+        "seed_done", total=report.total, before=report.before, done=report.done, written=report.written,
+        seconds=round(report.seconds, 3), per_second=round(report.written / report.seconds) if report.seconds else 0)
+    if not report.complete:
+        print(f"interrupted: {report.done} of {report.total} subscribers from {path} are in; "
+              f"the same command goes on from there")
+        return 130
+    earlier = f" ({report.before} of them before an interruption)" if report.before else ""
+    print(f"seeded {report.total} subscribers from {path}{earlier}")
     return 0
 
 

@@ -31,6 +31,7 @@ Global single keys:
 
     dlr:<message_id>       hash     SMSC message id -> msisdn, mt_id / state, err (receipt correlation); TTL `DLR_TTL_S`
     session:<sha256>       string   P5 a signed-in session, JSON, under the token's hash; TTL the idle timeout
+    import:<tag>           string   leading entries of one bulk import that are in (`ussdgw seed`); TTL `IMPORT_TTL_S`
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DLR_TTL_S = 3 * 24 * 3600
 PARTS_TTL_S = 600
 RATE_WINDOW_S = 3600  # D2's sliding hour: lua/prelude.lua counts in it and lets the counters expire after it
 AUDIT_MAXLEN = 2000
+IMPORT_TTL_S = 30 * 24 * 3600  # an interrupted import can be resumed for a month
 
 OUTBOX_INDEX = "outbox:index"
 HOLDS_INDEX = "holds:index"
@@ -128,6 +130,10 @@ def dlr_key(message_id: str) -> str:
 def session_key(token: str) -> str:
     """Sessions are found by the token's SHA-256: a Redis dump holds no usable token."""
     return "session:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def import_key(tag: str) -> str:
+    return f"import:{tag}"
 
 
 def hold_member(msisdn: str, op: str) -> str:

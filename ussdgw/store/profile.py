@@ -8,7 +8,7 @@ handler, the USSD menu, N2's common password and recovery alike.
 Stored compactly, because there is one hash per subscriber and an operator has tens of millions:
 the store's code names fields as listed below, Redis holds them under the short names of `STORED`
 (`Store.commit` translates every change, `Subscribers` every read), empty values are not stored,
-and a password hash is packed to 61 bytes (`_pack_secret`), so every value stays within
+and a password hash is packed to 64 bytes (`_pack_secret`), so every value stays within
 `hash-max-listpack-value` (64) and Redis keeps the hash as one listpack (ziplist before 7.0)
 instead of a hash table: ~0.25 KB a seeded subscriber instead of ~1.1 KB.
 
@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ussdgw.store.commit import Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
-from ussdgw.store.keys import AUDIT_MAXLEN, audit_key, sub_key
+from ussdgw.store.keys import AUDIT_MAXLEN, IMPORT_TTL_S, audit_key, import_key, sub_key
 from ussdgw.store.model import AuditEvent
 
 if TYPE_CHECKING:
@@ -58,34 +59,35 @@ STORED: Mapping[str, str] = {
 _LOGICAL = {short: name for name, short in STORED.items()}
 _SECRETS = frozenset({"pw_hash", "code_word_hash"})
 _FLAGS = frozenset({"corporate", "locked"})  # "0" is their default: not stored
-_PACKED = "="  # a packed scrypt hash (N=2^14, r=8, p=1, 16-byte salt, 32-byte key): "=" + base85
-_PACKED_PREFIX = "scrypt$16384$8$1$"
+_PACKED_PREFIX = "scrypt$16384$8$1$"  # sms_codes' parameters: N=2^14, r=8, p=1
+_PACKED_SHAPE = re.compile(r"[A-Za-z0-9_-]{64}")
+_ESCAPE = "="
 
 
 def _pack_secret(value: str) -> str:
-    """The scrypt string `sms_codes` makes for its own parameters, in 61 bytes instead of 86
-    ("=" and base85 of salt and key; base85 has no "="); any other string as it is, behind one
-    more "=" when it starts with one, so nothing else reads as packed."""
-    if value.startswith(_PACKED):
-        return _PACKED + value
-    if not value.startswith(_PACKED_PREFIX):
-        return value
-    try:
-        salt_b64, key_b64 = value.removeprefix(_PACKED_PREFIX).split("$")
-        salt, key = base64.b64decode(salt_b64, validate=True), base64.b64decode(key_b64, validate=True)
-    except (ValueError, binascii.Error):
-        return value
-    if len(salt) != 16 or len(key) != 32 or _b64(salt) != salt_b64 or _b64(key) != key_b64:
-        return value  # only what unpacks to the very same string
-    return _PACKED + base64.b85encode(salt + key).decode()
+    """The scrypt string `sms_codes` makes for its own parameters (16-byte salt, 32-byte key) in
+    64 bytes instead of 86: salt and key in URL-safe base64, nothing else. Any other string is kept
+    as it is, behind a "=" when it could be taken for a packed one or starts with "="."""
+    if value.startswith(_PACKED_PREFIX):
+        salt_b64, _, key_b64 = value.removeprefix(_PACKED_PREFIX).partition("$")
+        if len(salt_b64) == 24 and len(key_b64) == 44:
+            try:
+                salt, key = base64.b64decode(salt_b64, validate=True), base64.b64decode(key_b64, validate=True)
+            except (ValueError, binascii.Error):
+                salt = key = b""
+            if len(salt) == 16 and len(key) == 32 and _b64(salt) == salt_b64 and _b64(key) == key_b64:
+                return base64.urlsafe_b64encode(salt + key).decode()
+    if value.startswith(_ESCAPE) or _PACKED_SHAPE.fullmatch(value):
+        return _ESCAPE + value
+    return value
 
 
 def _unpack_secret(value: str) -> str:
-    if not value.startswith(_PACKED):
-        return value
-    if value.startswith(_PACKED * 2):
+    if value.startswith(_ESCAPE):
         return value[1:]
-    raw = base64.b85decode(value[1:])
+    if not _PACKED_SHAPE.fullmatch(value):
+        return value
+    raw = base64.urlsafe_b64decode(value)
     return f"{_PACKED_PREFIX}{_b64(raw[:16])}${_b64(raw[16:])}"
 
 
@@ -103,12 +105,6 @@ def stored_name(field: str) -> str:
 def stored_value(field: str, value: str | int) -> str | int:
     """`field`'s value as Redis keeps it (a password hash packed)."""
     return _pack_secret(value) if field in _SECRETS and isinstance(value, str) else value
-
-
-def _kept(field: str, value: str | int) -> bool:
-    """Whether a value is worth a field: empty values and cleared flags are not stored."""
-    text = str(value)
-    return text != "" and not (field in _FLAGS and text == "0")
 
 
 def logical_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, str]:
@@ -143,10 +139,12 @@ def stored_pairs(fields: Mapping[str, str | int]) -> tuple[list[str], list[str]]
     pairs: list[str] = []
     dropped: list[str] = []
     for name, value in fields.items():
-        if _kept(name, value):
-            pairs += [stored_name(name), str(stored_value(name, str(value)))]
+        text = value if isinstance(value, str) else str(value)
+        short = STORED.get(name) or stored_name(name)
+        if text == "" or (text == "0" and name in _FLAGS):
+            dropped.append(short)
         else:
-            dropped.append(stored_name(name))
+            pairs += (short, _pack_secret(text) if name in _SECRETS else text)
     return pairs, dropped
 
 
@@ -276,6 +274,14 @@ class Subscribers:
                                                                          *self.put_call(m, f, audit, import_tag))
                                               for m, f in rows)))
         return sum(int(d) for d in done)
+
+    async def imported(self, import_tag: str) -> int:
+        """How many leading entries of the import `import_tag` are in (0 for one never started)."""
+        return int(await guarded(self._store.redis.get(import_key(import_tag))) or 0)
+
+    async def import_advanced(self, import_tag: str, done: int) -> None:
+        """The first `done` entries of the import are in: a resumed run starts after them."""
+        await guarded(self._store.redis.set(import_key(import_tag), done, ex=IMPORT_TTL_S))
 
     async def wrong_password(self, msisdn: str, pw_hash: str, max_failures: int,
                              audit: AuditEvent) -> tuple[int, bool] | None:
