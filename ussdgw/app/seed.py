@@ -82,7 +82,8 @@ def _checked(path: Path, where: str, entry: Any, *, deep: bool = True) -> dict[s
     msisdn = parse_address(str(entry.get("msisdn", ""))) if isinstance(entry, dict) else None
     if msisdn is None:
         raise SeedError(f"{path}: {where} needs a numeric msisdn")
-    entry["msisdn"] = msisdn
+    checked: dict[str, Any] = entry
+    checked["msisdn"] = msisdn
     stored = entry.get("code_word_hash")
     if stored is not None and deep:
         try:
@@ -95,7 +96,7 @@ def _checked(path: Path, where: str, entry: Any, *, deep: bool = True) -> dict[s
         float(entry.get("balance", 0))
     except (TypeError, ValueError):
         raise SeedError(f"{path}: {where}: balance is not a number") from None
-    return entry
+    return checked
 
 
 def load_seed_file(path: Path) -> list[dict[str, Any]]:
