@@ -79,6 +79,12 @@ class BadRequest(web.HTTPBadRequest):
         super().__init__(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
 
 
+def refusal(status: int, part: str) -> bytes:
+    """The simulator's error body for a request its server could not even parse (`ussdgw.web.serve`)."""
+    reason = {414: "request line too long", 431: "request headers too large"}.get(status, f"malformed {part}")
+    return _dumps({"error": f"unparseable request: {reason}", "field": part}).encode()
+
+
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
     body = {"error": message} if field is None else {"error": message, "field": field}
     return web.json_response(body, status=status, dumps=_dumps)

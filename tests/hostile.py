@@ -118,7 +118,8 @@ HOSTILE_TOKENS: list[bytes] = [
 """Authorization headers: not UTF-8, not ASCII, no token, another scheme, very long, odd spacing."""
 
 UNPARSEABLE_TOKENS: list[bytes] = [b"Bearer \x7f\x01", b"Bearer \x00"]
-"""Header values that are not HTTP at all: aiohttp's parser answers them (400) before any application."""
+"""Header values that are not HTTP at all: aiohttp's parser refuses them (400) before any application,
+in the server's JSON (`ussdgw.web`)."""
 
 HOSTILE_HOSTS: list[bytes] = [b"evil.example", b"\xff\xfe", b"", b"127.0.0.1:1", b"localhost.evil.example",
                               b"[::1", b"a" * 1000]

@@ -154,8 +154,8 @@ async def test_the_self_care_api_answers_every_hostile_request_below_500_naming_
         body = json.dumps(valid).encode()
         for header in HOSTILE_TOKENS:
             cases.add(Raw(method, target, [(b"Authorization", header), *json_type], body))
-        for header in UNPARSEABLE_TOKENS:
-            cases.add(Raw(method, target, [(b"Authorization", header), *json_type], body), app_reached=False)
+        for header in UNPARSEABLE_TOKENS:  # refused by the HTTP parser, in the API's JSON all the same
+            cases.add(Raw(method, target, [(b"Authorization", header), *json_type], body), field="headers")
         for host_header in HOSTILE_HOSTS:
             cases.add(Raw(method, target, headers, body, host=host_header), app_reached=False)
         for param in re.findall(r"\{(\w+)\}", path):

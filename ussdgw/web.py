@@ -14,13 +14,17 @@ import asyncio
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+import structlog
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
 
 from ussdgw.connections import ConnectionLimits, Gate, GuardedProtocol
+
+log = structlog.get_logger("ussdgw.web")
 
 MAX_DEPTH = 16
 """JSON nesting deeper than this is refused unread; no request of ours nests past 3."""
@@ -218,21 +222,87 @@ HTTP_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/jso
 """What a connection over the server's limit gets before it is closed (written before its request is read)."""
 
 
-class _GuardedSite(web.TCPSite):
-    """A TCP site whose connections pass a `Gate` and must send their first request head in time."""
+Refusal = Callable[[int, str], bytes]
+"""A server's JSON error body for a request refused before its application saw it: (status, what
+was at fault: "request line", "headers" or "body")."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, gate: Gate, head_timeout_s: float) -> None:
+
+def api_refusal(status: int, part: str) -> bytes:
+    """The self-care API's error body (`{"error", "message", "details": {"field"}}`)."""
+    code = {414: "too_large", 431: "too_large"}.get(status, "bad_request")
+    text = {414: "Слишком длинный адрес запроса.", 431: "Слишком большие заголовки запроса."}.get(
+        status, f"Запрос не разобран: ошибка в {_PARTS_RU.get(part, 'запросе')}.")
+    return json.dumps({"error": code, "message": text, "details": {"field": part}}, ensure_ascii=False).encode()
+
+
+_PARTS_RU = {"request line": "строке запроса", "headers": "заголовках", "body": "теле запроса"}
+
+
+def _fault(exc: BaseException | None, status: int) -> tuple[int, str]:
+    """(status, part) for what aiohttp's parser refused."""
+    if isinstance(exc, http_exceptions.LineTooLong):  # its first argument: the start of the line
+        first = exc.args[0] if exc.args else b""
+        start = first.encode() if isinstance(first, str) else bytes(first) if isinstance(first, bytes | bytearray) \
+            else b""
+        return (414, "request line") if start.startswith((b"/", b"*", b"http:", b"https:")) else (431, "headers")
+    if isinstance(exc, http_exceptions.BadStatusLine | http_exceptions.InvalidURLError):
+        return status, "request line"
+    if isinstance(exc, http_exceptions.PayloadEncodingError) or "chunk" in str(exc).lower():
+        return status, "body"
+    return status, "headers"
+
+
+def _json_errors(refusal: Refusal) -> type[RequestHandler]:
+    """aiohttp's connection handler, with the errors it answers itself (a request head it cannot
+    parse, a broken chunked body) in the server's JSON instead of plain text, and logged as one
+    line: a stranger's junk is no traceback. A 500 from here would be a bug: logged in full."""
+
+    class JsonErrors(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                         message: str | None = None) -> web.StreamResponse:
+            if status >= 500:
+                super().handle_error(request, status, exc, message)  # logs it; the body is ours
+                status, part = 500, "request"
+            else:
+                status, part = _fault(exc, status)
+                log.info("http_request_unparsed", status=status, part=part, reason=type(exc).__name__,
+                         peer=request.remote)
+            if request.writer.output_size > 0:
+                raise ConnectionError("a response is on its way already: no room for the error")
+            response = web.Response(status=status, body=refusal(status, part), content_type="application/json",
+                                    charset="utf-8")
+            response.force_close()
+            return response
+
+    return JsonErrors
+
+
+class _GuardedSite(web.TCPSite):
+    """A TCP site whose connections pass a `Gate` and must send their first request head in time,
+    and whose unparseable requests get the server's JSON."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, gate: Gate, head_timeout_s: float,
+                 refusal: Refusal) -> None:
         super().__init__(runner, host, port)
         self.gate, self.head_timeout_s = gate, head_timeout_s
+        self.handler_class = _json_errors(refusal)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner (what TCPSite.start does first)
         server = self._runner.server
         assert server is not None
-        gate, head_timeout_s = self.gate, self.head_timeout_s
+        gate, head_timeout_s, handler_class = self.gate, self.head_timeout_s, self.handler_class
+
+        def handler() -> RequestHandler:
+            made = server()
+            made.__class__ = handler_class  # the same slots: only `handle_error` differs
+            return made
 
         def guarded() -> GuardedProtocol:
-            return GuardedProtocol(server, gate, refusal=HTTP_BUSY, head_end=b"\r\n\r\n", head_timeout_s=head_timeout_s)
+            return GuardedProtocol(handler, gate, refusal=HTTP_BUSY, head_end=b"\r\n\r\n",
+                                   head_timeout_s=head_timeout_s)
 
         self._server = await asyncio.get_running_loop().create_server(guarded, self._host, self._port,
                                                                        backlog=self._backlog)
@@ -240,7 +310,7 @@ class _GuardedSite(web.TCPSite):
 
 
 async def serve(app: web.Application, host: str, port: int, limits: ConnectionLimits, *, name: str,
-                shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, str, Gate]:
+                shutdown_timeout: float = 60.0, refusal: Refusal = api_refusal) -> tuple[web.AppRunner, str, Gate]:
     """Serve `app` on host:port within `limits`: at most `max_connections` (the next gets 503),
     the first request head within `idle_timeout_s` of connecting, and (aiohttp's keep-alive) no
     connection idle or part-way through a later head for longer. Returns the runner (its `cleanup`
@@ -250,7 +320,7 @@ async def serve(app: web.Application, host: str, port: int, limits: ConnectionLi
                            keepalive_timeout=limits.idle_timeout_s, lingering_time=limits.body_timeout_s)
     await runner.setup()
     gate = Gate(name, limits.max_connections)
-    site = _GuardedSite(runner, host, port, gate=gate, head_timeout_s=limits.idle_timeout_s)
+    site = _GuardedSite(runner, host, port, gate=gate, head_timeout_s=limits.idle_timeout_s, refusal=refusal)
     try:
         await site.start()
     except BaseException:

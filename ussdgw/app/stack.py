@@ -35,6 +35,7 @@ from handlers.selfcare import Env
 from simulator.cdr import SimulatedCarrier
 from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
+from simulator.http import refusal as sim_refusal
 from simulator.mailbox import PostOffice
 from simulator.mailbox import register_routes as register_mail_routes
 from simulator.smsc import Smsc
@@ -44,7 +45,7 @@ from ussdgw.connections import ConnectionLimits, Gate
 from ussdgw.metrics import GatewayMetrics, SimulatorMetrics
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
-from ussdgw.web import CONNECTION_LIMITS_KEY, serve
+from ussdgw.web import CONNECTION_LIMITS_KEY, api_refusal, serve
 
 log = structlog.get_logger("ussdgw.app.stack")
 
@@ -190,7 +191,8 @@ class Stack:
         limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_s, s.http_body_timeout_s)
         app[CONNECTION_LIMITS_KEY] = limits
         runner, url, self.gates[part] = await serve(app, host, port, limits, name=part,
-                                                    shutdown_timeout=self.http_drain_s)
+                                                    shutdown_timeout=self.http_drain_s,
+                                                    refusal=sim_refusal if part == "simulator" else api_refusal)
         self._on_stop(f"{part}_http", runner.cleanup)
         bound = runner.addresses[-1]
         log.info("http_listening", part=part, url=url, port=bound[1])  # the port taken when asked for 0
