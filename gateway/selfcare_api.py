@@ -43,7 +43,7 @@ from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable
 from ussdgw.tasks import Tasks
-from ussdgw.web import BadInput, BodySchema, body_timeout, read_json_object
+from ussdgw.web import BadInput, BodySchema, body_timeout, client_address, networks, read_json_object
 
 log = structlog.get_logger("ussdgw.selfcare_api")
 
@@ -239,9 +239,17 @@ async def _account(request: web.Request) -> tuple[Env, Session, str]:
     return env, session, target
 
 
+def client(request: web.Request) -> str | None:
+    """The client's address: the connection's, or behind `api_trusted_proxies` the one they forward."""
+    proxies = request.app[ENV_KEY].settings.api_trusted_proxies
+    if not proxies:
+        return request.remote
+    return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), networks(proxies))
+
+
 def _count_attempt(request: web.Request) -> None:
     """An attempt at someone's password counts against the client's window (`Env.attempt`)."""
-    refused = request.app[ENV_KEY].attempt(request.remote)
+    refused = request.app[ENV_KEY].attempt(client(request))
     if refused is not None:
         raise ApiError(refused.status, refused.code, refused.text, {"retry_at": refused.retry_at})
 
@@ -277,7 +285,7 @@ async def sign_in(request: web.Request) -> web.Response:
     try:
         body = await _body(request)
         result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"),
-                                       client=request.remote)
+                                       client=client(request))
     except (BadInput, ApiError) as exc:
         count_signin_refusal(request, "bad_request" if exc.status == 400 else str(exc.status))
         raise
@@ -292,7 +300,7 @@ async def sign_in_network(request: web.Request) -> web.Response:
     if header is None:
         count_signin_refusal(request, "bad_request")
         raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
-    result = await account.sign_in_by_header(env, header, request.remote)
+    result = await account.sign_in_by_header(env, header, client(request))
     if not result.ok:
         count_signin_refusal(request, result.code)
     return _reply(result, 201)
@@ -312,14 +320,14 @@ async def recover(request: web.Request) -> web.Response:
     body = await _body(request)
     return _reply(await account.recover_by_code_word(request.app[ENV_KEY], body.get("msisdn"),
                                                      body.get("code_word"), body.get("delivery", "sms"),
-                                                     client=request.remote))
+                                                     client=client(request)))
 
 
 async def request_password(request: web.Request) -> web.Response:
     """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
     body = await _body(request)
     return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn"),
-                                                        client=request.remote))
+                                                        client=client(request)))
 
 
 # ---- admin ----------------------------------------------------------------------------------

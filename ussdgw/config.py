@@ -12,6 +12,7 @@ only `load_settings` reads the outside world, through pydantic-settings, for eve
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -121,8 +122,11 @@ class Settings(BaseModel):
     # `api_client_attempts` per client address and `api_attempts_overall` for all clients of one API
     # process, refused before anything about a number is read. Header enrichment (P6) is believed
     # only from `api_trusted_networks` (comma-separated CIDRs, none by default) and reads
-    # `api_msisdn_header`; the admin API (P9) wants `admin_token` as a bearer token (generated into
-    # state_dir when empty); a bonus gift's SMS code is valid for `gift_code_ttl_s` (M6); the MMS
+    # `api_msisdn_header`; a client's address is the connection's, or, when that is one of
+    # `api_trusted_proxies` (comma-separated CIDRs, none by default), the nearest address in its
+    # X-Forwarded-For that is not one of them (a client cannot choose its address by sending one);
+    # the admin API (P9) wants `admin_token` as a bearer token (generated into state_dir when empty);
+    # a bonus gift's SMS code is valid for `gift_code_ttl_s` (M6); the MMS
     # archive stays open `mms_archive_ttl_s` (A2, 72 h); holds older than `hold_recovery_s` are
     # finished by recovery.
     session_idle_s: Positive = 1200
@@ -132,6 +136,7 @@ class Settings(BaseModel):
     api_attempts_overall: Positive = 1200
     api_attempts_window_s: Seconds = 60.0
     api_trusted_networks: str = ""
+    api_trusted_proxies: str = ""
     api_msisdn_header: str = "X-MSISDN"
     admin_token: SecretStr = SecretStr("")
     gift_code_ttl_s: Positive = 1800
@@ -175,6 +180,16 @@ class Settings(BaseModel):
             if any(len(pair) != 2 for pair in pairs):
                 raise ValueError("expected key:value pairs separated by commas")
             return {key.strip(): item.strip() for key, item in pairs}
+        return value
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for cidr in filter(None, (c.strip() for c in value.split(","))):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or a network (CIDR)") from None
         return value
 
     @field_validator("log_level", mode="before")
@@ -255,7 +270,8 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
                            "sim_smtp_port", "sim_max_connections", "sim_bind_timeout_s", "sim_smtp_max_connections",
                            "sim_smtp_timeout_s")),
     "http": ("http_", ("http_max_connections", "http_idle_timeout_s", "http_body_timeout_s")),
-    "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_msisdn_header", "admin_token",
+    "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_trusted_proxies", "api_msisdn_header",
+                     "admin_token",
                      "session_idle_s", "signin_max_failures", "signin_per_hour", "api_client_attempts",
                      "api_attempts_overall", "api_attempts_window_s")),
     "smtp": ("smtp_", ("smtp_host", "smtp_port", "smtp_timeout_s", "mail_from")),

@@ -11,6 +11,7 @@ no NaN/Infinity and no lone surrogates (which no encoder downstream could write)
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import re
@@ -202,6 +203,50 @@ def host_allowed(host_header: str | None, allowed: Iterable[str]) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# ---- who the client is -------------------------------------------------------------------------
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_FORWARDED_HOPS = 16
+"""X-Forwarded-For hops looked at, from the nearest; a longer chain is cut (no proxy chain is that long)."""
+
+
+@functools.lru_cache(maxsize=16)
+def networks(text: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDRs (the settings check them when they are loaded)."""
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in text.split(",") if c.strip())
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [2001:db8::1]:port
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:  # 192.0.2.1:port
+        text = text.split(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: tuple[Network, ...]) -> str | None:
+    """The client's address: the connection's (`peer`), unless that is one of `proxies`; then the
+    nearest X-Forwarded-For hop that is not a proxy (each proxy appends the address it was reached
+    from, so what lies further left is the client's word: believed only through proxies). A hop
+    that is not an address stops the walk at the last address known."""
+    found = _address(peer) if peer else None
+    if found is None or not any(found in n for n in proxies):
+        return peer
+    hops = [hop for header in forwarded_for for hop in header.split(",")]
+    address = str(found)
+    for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+        parsed = _address(hop)
+        if parsed is None:
+            return address
+        address = str(parsed)
+        if not any(parsed in n for n in proxies):
+            return address
+    return address
 
 
 CONNECTION_LIMITS_KEY = web.AppKey("connection_limits", ConnectionLimits)
