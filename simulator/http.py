@@ -49,7 +49,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from simulator.handset import Handsets
-from simulator.phones import Phone, Power, UssdDialogue, UssdError
+from simulator.phones import Phone, PhoneBookFull, Power, UssdDialogue, UssdError
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
 from ussdgw.metrics import CONTENT_TYPE, exposition
@@ -203,7 +203,11 @@ async def create_phone(request: web.Request) -> web.Response:
     msisdn = _msisdn_of((await _json(request)).get("msisdn"))
     phones = request.app[SMSC_KEY].phones
     existed = msisdn in phones.phones
-    return _ok(phones.get(msisdn).settings(), status=200 if existed else 201)
+    try:
+        made = phones.get(msisdn)
+    except PhoneBookFull as exc:
+        return _error(429, f"{exc}: no more can be made", "msisdn")
+    return _ok(made.settings(), status=200 if existed else 201)
 
 
 async def get_phone(request: web.Request) -> web.Response:

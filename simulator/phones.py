@@ -256,10 +256,22 @@ class PhoneFeed:
             self.overflowed = True
 
 
+MAX_PHONES = 100_000
+
+
+class PhoneBookFull(Exception):
+    """No room for another phone: the book holds `max_phones` (setting `sim_max_phones`)."""
+
+    def __init__(self, max_phones: int) -> None:
+        super().__init__(f"the simulator holds its maximum of {max_phones} phones")
+        self.max_phones = max_phones
+
+
 class PhoneBook:
     def __init__(self, *, reassembly_timeout: float = 60.0, clock: Clock | None = None,
-                 ussd_timeout_s: float = 180.0) -> None:
+                 ussd_timeout_s: float = 180.0, max_phones: int = MAX_PHONES) -> None:
         self.phones: dict[str, Phone] = {}
+        self.max_phones = max_phones  # whatever a client sends or the network addresses, no more are made
         self.clock = clock or Clock()
         self.ussd_timeout_s = ussd_timeout_s  # a phone gives up on a dialogue still open this long after the dial
         self._ussd_open: dict[str, float] = {}  # msisdn -> its open dialogue's deadline
@@ -279,8 +291,11 @@ class PhoneBook:
         return self.phones.get(msisdn)
 
     def get(self, msisdn: str) -> Phone:
+        """The phone, made when there is none yet; `PhoneBookFull` when there is no room for it."""
         phone = self.phones.get(msisdn)
         if phone is None:
+            if len(self.phones) >= self.max_phones:
+                raise PhoneBookFull(self.max_phones)
             phone = self.phones[msisdn] = Phone(msisdn)
         return phone
 
@@ -368,7 +383,11 @@ class PhoneBook:
         Error codes in receipts: 1 unknown subscriber, 2 absent (off/airplane, expired),
         8 memory capacity exceeded (inbox full), 10 refused by the handset (anti-spam).
         """
-        phone = self.get(msisdn)
+        try:
+            phone = self.get(msisdn)
+        except PhoneBookFull:  # no phone to take it: as a number the network does not know
+            on_fate(MessageState.UNDELIVERABLE, ERR_UNKNOWN_SUBSCRIBER)
+            return
         entry, fate = self._track(phone, message_id, sender, text, on_fate, parts=parts)
         if phone.unknown_number:
             fate(MessageState.UNDELIVERABLE, ERR_UNKNOWN_SUBSCRIBER, "unknown_number")

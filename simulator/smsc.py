@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from simulator.phones import Fate, PhoneBook
+from simulator.phones import Fate, PhoneBook, PhoneBookFull
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_address
@@ -253,7 +253,7 @@ class Smsc:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None, **overrides: Any) -> Smsc:
         """The simulator as the platform's settings describe it (`sim_*`), its phones on `clock`."""
-        phones = PhoneBook(clock=clock, ussd_timeout_s=settings.sim_ussd_timeout_s)
+        phones = PhoneBook(clock=clock, ussd_timeout_s=settings.sim_ussd_timeout_s, max_phones=settings.sim_max_phones)
         options: dict[str, Any] = {
             "window": settings.window, "validity_s": settings.sim_validity_s,
             "receipt_delay_s": settings.sim_receipt_delay_s, "retry_max_s": settings.sim_retry_max_s,
@@ -525,7 +525,10 @@ class Smsc:
 
         Raises `MoRefused` (and queues nothing) for what no deliver_sm could carry."""
         check_mo(msisdn, to, text, ussd=ussd_service_op is not None)
-        phone = self.phones.get(msisdn)
+        try:
+            phone = self.phones.get(msisdn)
+        except PhoneBookFull as exc:
+            raise MoRefused(str(exc), "msisdn") from None
         reference = phone.take_reference()
         pdus: list[DeliverSm]
         if ussd_service_op is not None:

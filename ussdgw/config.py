@@ -101,6 +101,7 @@ class Settings(BaseModel):
     # and closes a connection not bound within `sim_bind_timeout_s`; its SMTP sink takes at most
     # `sim_smtp_max_connections` (421 beyond) and drops a session silent for `sim_smtp_timeout_s`.
     sim_max_connections: Positive = 64
+    sim_max_phones: Positive = 100_000  # phones the simulator makes at most (POST, MOs, MTs to new numbers)
     sim_bind_timeout_s: Seconds = 10.0
     sim_smtp_max_connections: Positive = 64
     sim_smtp_timeout_s: Seconds = 30.0
@@ -267,8 +268,8 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
                        "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s")),
     "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_accounts", "sim_validity_s",
-                           "sim_smtp_port", "sim_max_connections", "sim_bind_timeout_s", "sim_smtp_max_connections",
-                           "sim_smtp_timeout_s")),
+                           "sim_smtp_port", "sim_max_connections", "sim_max_phones", "sim_bind_timeout_s",
+                           "sim_smtp_max_connections", "sim_smtp_timeout_s")),
     "http": ("http_", ("http_max_connections", "http_idle_timeout_s", "http_body_timeout_s")),
     "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_trusted_proxies", "api_msisdn_header",
                      "admin_token",
