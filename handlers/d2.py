@@ -6,7 +6,8 @@ A subscriber's own request for a code (`own`) spends two counters on her number:
   waits, a code of another kind does not (PER to 232 right after ПАРОЛЬ to 3339 is answered);
 - `d2:own`: her hourly cap (`secret_per_hour`), spent only by what she asks for herself.
 
-An SMS someone else causes (`caused`: a gift code) spends, on the recipient's number, the cool-down
+An SMS someone else causes (`caused`: a gift code, the notice that N2 joined a number to another's
+account) spends, on the recipient's number, the cool-down
 of that kind and an hourly cap of its own (`d2:others:<kind>`, `d2:others`: `d2_from_others_per_hour`)
 and, on the sender's number, `d2:caused` (`d2_caused_per_hour`). Neither touches the recipient's
 own counters: nobody can stop a subscriber getting her password by sending her gifts.
@@ -38,9 +39,11 @@ class Kind(StrEnum):
     PASSWORD = "password"  # ПАРОЛЬ to 3339, логин to 7888, *111#, the web, recovery, support, N2
     ARCHIVE_CODE = "archive_code"  # PER / ON to 232
     GIFT_CODE = "gift_code"  # M6, caused by the sender
+    N2_NOTICE = "n2_notice"  # "your number joins ...'s account", caused by the N2 applicant
 
 
-WHAT = {Kind.PASSWORD: "Пароль", Kind.ARCHIVE_CODE: "Код архива SMS", Kind.GIFT_CODE: "Код подарка"}
+WHAT = {Kind.PASSWORD: "Пароль", Kind.ARCHIVE_CODE: "Код архива SMS", Kind.GIFT_CODE: "Код подарка",
+        Kind.N2_NOTICE: "Уведомление об объединении номеров"}
 
 
 def own(settings: Settings, kind: Kind) -> tuple[RateGuard, ...]:

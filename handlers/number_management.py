@@ -34,6 +34,7 @@ import structlog
 from handlers import d2
 from handlers.base import Channel, HandlerContext
 from handlers.password import password_reply
+from handlers.selfcare import fmt_time
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import generate_password
 from ussdgw.config import Settings
@@ -142,16 +143,57 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
         await ctx.end(f"Отказ: {refusal.text}",
                       audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=refusal.code)])
         return
+    others = [n for n in numbers if n != ctx.msisdn]
+    busy = await _notices_refused(ctx, others)
+    if busy is not None:
+        await ctx.end(busy, audit=[AuditEvent("n2_apply", Channel.USSD, outcome="rate_limited")])
+        return
     now = ctx.clock.now()
     due = now + ctx.settings.n2_review_delay_s
     app_id = secrets.token_hex(6)
+    caused = d2.by_sender(ctx.settings) * len(others)  # one entry per notice the review will send
     result = await ctx.end(
         f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.",
-        change=n2_applied(ctx.msisdn, numbers, app_id, now, due),
+        change=n2_applied(ctx.msisdn, numbers, app_id, now, due) + Change(guards=caused),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
     )
+    if result.refused:  # the applicant's budget ran out meanwhile
+        await ctx.end(_sender_busy(ctx.settings, result.retry_at or now),
+                      audit=[AuditEvent("n2_apply", Channel.USSD, outcome="rate_limited")])
+        return
     await ctx.store.numbers.n2_due_at(ctx.msisdn, due)
     log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
+
+
+async def _notices_refused(ctx: UssdContext, others: Sequence[str]) -> str | None:
+    """D2: each joined number will be told by SMS, which the applicant causes: her budget for SMS she
+    causes (`d2:caused`) and each recipient's for SMS from others (`d2:others`), never anyone's own
+    (`handlers.d2`). The recipients' are spent here, when the application causes the notices, the
+    applicant's with the application; the refusal says whose budget is used up and until when."""
+    if not others:
+        return None
+    busy = await d2.peek(ctx.store, ctx.msisdn, d2.by_sender(ctx.settings))
+    if busy is not None:
+        return _sender_busy(ctx.settings, busy[2])
+    received = d2.to_recipient(ctx.settings, d2.Kind.N2_NOTICE)
+    for other in others:
+        busy = await d2.peek(ctx.store, other, received)
+        if busy is not None:
+            return _recipient_busy(other, busy[2])
+    for other in others:
+        spent = await ctx.store.commit(other, Change(guards=received))
+        if spent.refused:
+            return _recipient_busy(other, spent.retry_at or ctx.clock.now())
+    return None
+
+
+def _sender_busy(settings: Settings, retry_at: float) -> str:
+    return (f"Отказ: не более {settings.d2_caused_per_hour} SMS в час на другие номера. "
+            f"Повторите после {fmt_time(retry_at)}.")
+
+
+def _recipient_busy(number: str, retry_at: float) -> str:
+    return f"Отказ: много SMS на {number}. Повторите после {fmt_time(retry_at)}."
 
 
 async def switch_off(ctx: UssdContext) -> None:

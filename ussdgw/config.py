@@ -71,7 +71,8 @@ class Settings(BaseModel):
     mt_lease_s: Seconds = 15.0
     # D2 (`handlers/d2.py`): a code of one kind (password, archive code) at most once per cool-down,
     # and at most `secret_per_hour` a subscriber asks for herself per hour; SMS others cause (a gift
-    # code) at most `d2_from_others_per_hour` to one recipient and `d2_caused_per_hour` from one sender.
+    # code, an N2 joining notice) at most `d2_from_others_per_hour` to one recipient and `d2_caused_per_hour` from one
+    # sender.
     secret_cooldown_s: Count = 20
     secret_per_hour: Count = 5
     d2_from_others_per_hour: Positive = 5
