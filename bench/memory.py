@@ -79,13 +79,18 @@ def seed(path: Path, url: str, state: Path) -> tuple[float, dict[str, object]]:
 
 
 async def key_bytes(db: aioredis.Redis, msisdns: list[str]) -> dict[str, list[int]]:
-    """Bytes per kind of key (`sub`, `audit`, `mtstate`, ...) summed per subscriber."""
+    """Bytes per kind of key (`sub`, `audit`, `mtstate`, ...) summed per subscriber: one SCAN over the
+    key space, MEMORY USAGE of each key of the subscribers asked for."""
+    wanted = set(msisdns)
+    found: dict[str, dict[str, int]] = {m: defaultdict(int) for m in msisdns}
+    async for key in db.scan_iter(match="sub:{*", count=1000):
+        msisdn, _, rest = key.decode().removeprefix("sub:{").partition("}")
+        if msisdn not in wanted:
+            continue
+        kind = re.sub(r"^(mo|rl|parts):.*", r"\1:*", rest.lstrip(":") or "sub")
+        found[msisdn][kind] += int(await db.memory_usage(key, samples=0) or 0)
     per_kind: dict[str, list[int]] = defaultdict(list)
-    for msisdn in msisdns:
-        kinds: dict[str, int] = defaultdict(int)
-        async for key in db.scan_iter(match=f"sub:{{{msisdn}}}*", count=100):
-            name = key.decode().split("}", 1)[1].lstrip(":") or "sub"
-            kinds[re.sub(r"^(mo|rl|parts):.*", r"\1:*", name)] += int(await db.memory_usage(key, samples=0) or 0)
+    for kinds in found.values():
         kinds["all"] = sum(kinds.values())
         for kind, used in kinds.items():
             per_kind[kind].append(used)
@@ -127,6 +132,7 @@ async def main() -> None:
     parser.add_argument("--active", type=int, default=100)
     args = parser.parse_args()
     logs.configure("warning", "console")
+    sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is measured
     with tempfile.TemporaryDirectory(prefix="ussdgw-memory-") as tmp:
         folder = Path(tmp)
         server = None
