@@ -38,6 +38,7 @@ from handlers.password import password_reply, spread_common
 from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import generate_password
+from ussdgw import russian
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
 from ussdgw.store import (
@@ -126,12 +127,12 @@ def short_state(profile: Profile) -> str:
 def state_text(profile: Profile) -> str:
     state = profile.n2.state
     if state == "pending":
-        return f"Заявка на {OPTION} на рассмотрении, ответ придёт по SMS."
+        return f"Заявка на услугу {OPTION} на рассмотрении, ответ придёт по SMS."
     if state == "active":
-        return f"{OPTION} подключена, номеров: {len(profile.n2.numbers)}."
+        return f"Услуга {OPTION} подключена: {russian.count(len(profile.n2.numbers), 'номер')}."
     if state == "rejected":
-        return f"Заявка на {OPTION} отклонена: {profile.n2.reason}"
-    return f"{OPTION} не подключена. Подключить: *111*828*1#"
+        return f"Заявка на услугу {OPTION} отклонена: {profile.n2.reason}"
+    return f"Услуга {OPTION} не подключена. Подключить: *111*828*1#"
 
 
 def state_view(profile: Profile) -> dict[str, object]:
@@ -187,7 +188,7 @@ async def prepare(store: Store, settings: Settings, msisdn: str, named: Sequence
     app_id = secrets.token_hex(6)
     return Application(numbers, n2_applied(msisdn, numbers, app_id, now, due) + Change(
         audit=(AuditEvent("n2_applied", channel, detail=f"app={app_id} numbers={len(numbers)}"),)), due,
-        f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.")
+        f"Заявка на услугу {OPTION} принята: {russian.count(len(numbers), 'номер')}. Ответ по SMS за 24 ч.")
 
 
 async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
@@ -206,9 +207,10 @@ async def switch_off(ctx: UssdContext) -> None:
     """R6: the option off (a pending application is withdrawn), from any member. Free."""
     account = await account_of(ctx.store, ctx.msisdn)
     if account.n2.state not in ("pending", "active"):
-        await ctx.end(f"{OPTION} не подключена.", audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
+        await ctx.end(f"Услуга {OPTION} не подключена.",
+                      audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
         return
-    result = await ctx.end(f"{OPTION} отключена. Об этом сообщено по SMS каждому номеру.")
+    result = await ctx.end(f"Услуга {OPTION} отключена. Об этом сообщено по SMS каждому номеру.")
     if result.ok:
         sent = await group_off(ctx.store, account, by=ctx.msisdn, channel=Channel.USSD,
                                reason=f"отключена с номера {ctx.msisdn}")
@@ -298,7 +300,9 @@ async def api_apply(store: Store, settings: Settings, msisdn: str, named_raw: ob
         code = "conflict" if prepared.code.startswith("already_") else "forbidden" \
             if prepared.code in ("corporate", "other_owner", "other_region", "other_group") else "bad_request"
         text = prepared.text if code == "conflict" else f"Отказ: {prepared.text}"
-        return Result.fail(code, text, reason=prepared.code, **({"field": "numbers"} if code == "bad_request" else {}))
+        if code == "bad_request":
+            return Result.fail(code, text, reason=prepared.code, field="numbers")
+        return Result.fail(code, text, reason=prepared.code)
     applied = await store.commit(msisdn, prepared.change + Change(must_exist=True))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
@@ -312,9 +316,9 @@ async def api_off(store: Store, msisdn: str, *, by: str,
     """R6 from the API: the account (or the pending application) ends; every member is told by SMS."""
     account = await account_of(store, msisdn)
     if account.n2.state not in ("pending", "active"):
-        return Result.fail("conflict", f"{OPTION} не подключена.")
+        return Result.fail("conflict", f"Услуга {OPTION} не подключена.")
     dispatch(await group_off(store, account, by=by, channel=Channel.API, reason=f"отключена с номера {by}"))
-    return Result.done(f"{OPTION} отключена. Об этом сообщено по SMS каждому номеру.", state="off")
+    return Result.done(f"Услуга {OPTION} отключена. Об этом сообщено по SMS каждому номеру.", state="off")
 
 
 async def common_password(ctx: UssdContext) -> None:
@@ -323,7 +327,7 @@ async def common_password(ctx: UssdContext) -> None:
     account = await account_of(ctx.store, ctx.msisdn)
     members = await access.joined_numbers(ctx.store, ctx.msisdn)
     if account.n2.state != "active" or not members:
-        await ctx.end(f"{OPTION} не подключена: общий пароль не нужен.",
+        await ctx.end(f"Услуга {OPTION} не подключена: общий пароль не нужен.",
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
         return
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
@@ -386,7 +390,8 @@ async def review_application(store: Store, msisdn: str, *, now: float, send: Sen
         outgoing += result.messages
         review = Review(msisdn, "rejected", refusal.text)
     else:
-        text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. Пароли этих номеров сброшены. "
+        text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. "
+                f"{'Пароль этого номера сброшен' if len(numbers) == 1 else 'Пароли этих номеров сброшены'}. "
                 "Получите новый общий пароль: наберите *111*828*3#.")
         result = await store.commit(msisdn, n2_reviewed(msisdn, app_id=app_id, active=True, reason="", at=now)
                                     + Change(mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),),

@@ -54,7 +54,7 @@ async def joined(stack: Stack, a: str, b: str) -> None:
     """`a` applies for N2 with `b` by USSD and the review (a day later) grants it."""
     assert stack.store is not None and stack.gateway is not None
     screen = await dial(stack, a, f"*111*828*1*{b}#")
-    assert "принята, номеров: 2" in screen.text, screen.text
+    assert "принята: 2\u00a0номера" in screen.text, screen.text
     stack.clock.advance(24 * 3600)
     assert [r.state for r in await review_due(stack.store, stack.settings, send=stack.gateway.send)] == ["active"]
 
