@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import send_and_wait
+from tests.selfcare_helpers import Api, signed_in
 from tests.ussd_helpers import dial, events, seed
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
@@ -44,8 +45,21 @@ async def test_a_recipient_told_too_often_stops_further_applications_but_not_her
 
 async def test_the_applicant_meets_her_budget_for_sms_to_other_numbers(owner: Stack) -> None:
     # three notices allowed an hour: two numbers now (two notices), then one more fits, then none
-    assert "принята, номеров: 3" in await apply_and_withdraw(owner, IVAN, IVAN2, IVAN3)
+    assert "принята: 3\xa0номера" in await apply_and_withdraw(owner, IVAN, IVAN2, IVAN3)
     assert "принята" in await apply_and_withdraw(owner, IVAN, IVAN3)
     refused = await apply_and_withdraw(owner, IVAN, IVAN3)
     assert refused.startswith("Отказ:") and "не более 3 SMS в час" in refused, refused
-    assert "принята, номеров: 1" in await apply_and_withdraw(owner, IVAN)  # alone: no notice, nothing spent
+    assert "принята" in await apply_and_withdraw(owner, IVAN2, IVAN)  # another sender: a budget of her own
+
+
+async def test_the_same_budgets_hold_when_applying_through_the_api(owner: Stack, api: Api) -> None:
+    token = await signed_in(owner, api, IVAN)
+    for _ in range(2):
+        status, body = await api.call("POST", "/accounts/me/number-management", body={"numbers": [IVAN2]},
+                                      token=token)
+        assert status == 202, body
+        status, body = await api.call("DELETE", "/accounts/me/number-management", token=token)
+        assert status == 200, body
+    status, body = await api.call("POST", "/accounts/me/number-management", body={"numbers": [IVAN2]}, token=token)
+    assert status == 429 and body["error"] == "rate_limited" and IVAN2 in body["message"], body
+    assert owner.store is not None and (await owner.store.subscribers.profile(IVAN)).n2.state == "off"

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ussdgw.audit_detail import clean
+from ussdgw.store.acting import attributed
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     audit_key,
@@ -228,9 +229,10 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if sealed:
         p["mts"] = sealed
     if change.audit:
-        p["audit"] = [a.fields(now) for a in change.audit]
+        p["audit"] = [attributed(msisdn, a).fields(now) for a in change.audit]
     if change.refusal is not None:
-        p["refusal"] = [clean(change.refusal.event), clean(change.refusal.channel), clean(change.refusal.detail)]
+        refusal = attributed(msisdn, change.refusal)
+        p["refusal"] = [clean(refusal.event), clean(refusal.channel), clean(refusal.detail)]
     if change.read_profile:
         p["read"] = True
     return keys, json.dumps(p, ensure_ascii=False)

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ussdgw.clock import Clock
+from ussdgw.store.acting import attributed
 from ussdgw.store.archives import Archives
 from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
 from ussdgw.store.dialogues import Dialogues
@@ -157,7 +158,8 @@ class Store:
     # ---- audit -----------------------------------------------------------------------------
     async def audit(self, msisdn: str, event: AuditEvent) -> None:
         """One P10 entry on its own (a step that changes something audits within its commit)."""
-        await self.scripts.run("audit", [audit_key(msisdn)], [AUDIT_MAXLEN, *event.fields(self.clock.now())])
+        await self.scripts.run("audit", [audit_key(msisdn)],
+                               [AUDIT_MAXLEN, *attributed(msisdn, event).fields(self.clock.now())])
 
     async def audit_trail(self, msisdn: str, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` entries, oldest first, each with its `id` (its number in the trail)."""
