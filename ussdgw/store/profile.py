@@ -264,25 +264,15 @@ class Subscribers:
     async def put(self, msisdn: str, fields: Mapping[str, str | int], audit: AuditEvent) -> None:
         """Create or overwrite profile fields (an empty value deletes one), audited, in one step
         (admin tools, tests)."""
-        await self._store.scripts.run("profile_put", *self.put_call(msisdn, fields, audit))
-
-    def put_call(self, msisdn: str, fields: Mapping[str, str | int], audit: AuditEvent,
-                 import_tag: str = "") -> tuple[list[str], list[str | int]]:
-        """The keys and arguments of `lua/profile_put.lua` for one profile; with `import_tag`, a
-        profile that tag already wrote is left alone (a resumed import writes each one once)."""
-        pairs, dropped = stored_pairs(fields)
-        if import_tag:
-            pairs += [STORED["import_tag"], import_tag]
-        args: list[str | int] = [AUDIT_MAXLEN, STORED["import_tag"], import_tag, len(pairs), *pairs,
-                                 len(dropped), *dropped, *audit.fields(self._store.clock.now())]
-        return [sub_key(msisdn), audit_key(msisdn)], args
+        await self._store.scripts.run("profile_put", *_put_call(msisdn, fields, audit.fields(self._store.clock.now())))
 
     async def put_many(self, rows: Sequence[tuple[str, Mapping[str, str | int]]], audit: AuditEvent,
                        import_tag: str) -> int:
-        """`put` for many profiles in one batch (the bulk import); how many were written now (the
-        others this `import_tag` had written before)."""
-        done = await guarded(asyncio.gather(*(self._store.scripts.submit("profile_put",
-                                                                         *self.put_call(m, f, audit, import_tag))
+        """`put` for many profiles in one batch (the bulk import), each left alone when `import_tag`
+        wrote it before (a resumed import writes each once); how many were written now."""
+        entry = audit.fields(self._store.clock.now())
+        submit = self._store.scripts.submit
+        done = await guarded(asyncio.gather(*(submit("profile_put", *_put_call(m, f, entry, import_tag))
                                               for m, f in rows)))
         return sum(int(d) for d in done)
 
@@ -306,6 +296,17 @@ class Subscribers:
         if raw[0] == b"stale":
             return None
         return int(raw[1]), raw[2] == b"1"
+
+
+def _put_call(msisdn: str, fields: Mapping[str, str | int], audit_fields: list[str],
+              import_tag: str = "") -> tuple[list[str], list[str | int]]:
+    """The keys and arguments of `lua/profile_put.lua` for one profile."""
+    pairs, dropped = stored_pairs(fields)
+    if import_tag:
+        pairs += (STORED["import_tag"], import_tag)
+    args: list[str | int] = [AUDIT_MAXLEN, STORED["import_tag"], import_tag, len(pairs), *pairs, len(dropped),
+                             *dropped, *audit_fields]
+    return [sub_key(msisdn), audit_key(msisdn)], args
 
 
 def _set(msisdn: str, **fields: str | int) -> tuple[Write, ...]:
