@@ -4,7 +4,7 @@ Built for an operator's whole base (tens of millions), not only the demo's four:
 
 - a JSON Lines file (`.jsonl`, one subscriber per line) is read as a stream; a first pass checks
   every entry (nothing is written from a file with a bad one) and fingerprints the file;
-- code words are hashed with scrypt (~50 ms each, by design) in a pool of processes, one per core,
+- code words are hashed with scrypt (slow by design) in a pool of processes, one per core,
   or come pre-hashed as `code_word_hash` (an scrypt string as `sms_codes.hash_password` makes it:
   hashed elsewhere, on as many machines as wanted, the import itself runs at Redis's pace);
 - profiles go to Redis in batches through the store's pipeline, each written whole, with its audit
