@@ -14,6 +14,8 @@ from ussdgw.app import cli
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings, load_settings
 
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
+
 DEMO = Path(__file__).parent.parent / "demo" / "subscribers.yaml"
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, Valid
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ussdgw.private_files import read_or_create_secret
+from ussdgw.redis_url import parse_redis_url
 
 ENV_PREFIX = "USSDGW_"
 CONFIG_ENV = "USSDGW_CONFIG"
@@ -49,7 +50,8 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    # Redis: a URL, or empty to run a private redis-server with its data under state_dir.
+    # Redis: a URL (redis://, rediss://, unix://, or redis+cluster://host:port[,host:port...] for the
+    # seed nodes of a Redis Cluster), or empty to run a private redis-server with its data under state_dir.
     redis_url: str = ""
     state_dir: str = ".state"
     # Hex key (16, 24 or 32 bytes) sealing queued MTs and keying short-lived code hashes;
@@ -181,6 +183,13 @@ class Settings(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_target(cls, value: str) -> str:
+        if value:
+            parse_redis_url(value)  # its ValueError says which form is expected, without the password
+        return value
 
     @field_validator("secret_key")
     @classmethod

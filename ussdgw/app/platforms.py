@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from rich.console import Console
 
 from simulator.phones import PhoneBook
@@ -24,6 +23,7 @@ from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
+from ussdgw.store.connect import connect, flush
 
 
 class PrivatePlatform:
@@ -53,8 +53,8 @@ class PrivatePlatform:
     async def run(self, scenario: Scenario, on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
         settings = self.base_settings.with_overrides(**scenario.settings)
         if self._redis is not None:  # ours: every scenario starts from empty data
-            client = aioredis.Redis.from_url(settings.redis_url)
-            await client.flushall()
+            client = connect(settings.redis_url)
+            await flush(client)
             await client.aclose()
         stack = Stack(settings)  # its own clock: time advanced in one scenario stays there
         try:

@@ -178,7 +178,7 @@ class Stack:
                             billing=self.carrier, network=self.carrier)
         app = create_selfcare_app(self.selfcare)
         # /metrics, /health and /ready of the gateway process, beside the API (gateway/observe.py)
-        readiness = observe.Readiness(self.store.redis, self.gateway.clients if self.gateway else None)
+        readiness = observe.Readiness(self.store, self.gateway.clients if self.gateway else None)
         observe.install(app, self.metrics, readiness, self.store)
         base = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
         self.endpoints["selfcare"] = base + "/api/v1"

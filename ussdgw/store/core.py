@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from ussdgw.clock import Clock
 from ussdgw.store.archives import Archives
 from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
+from ussdgw.store.connect import Probe, RedisClient, connect
 from ussdgw.store.dialogues import Dialogues
 from ussdgw.store.errors import guarded
 from ussdgw.store.keys import (
@@ -66,7 +66,7 @@ def _flat_hash(raw: Sequence[bytes]) -> dict[str, str]:
 class Store:
     """The platform's state in Redis (module docstring)."""
 
-    def __init__(self, redis_client: aioredis.Redis, secret_key: bytes, *, lease_s: float = 15.0,
+    def __init__(self, redis_client: RedisClient, secret_key: bytes, *, lease_s: float = 15.0,
                  clock: Clock | None = None) -> None:
         self.redis = redis_client
         self.sealer = Sealer(secret_key)
@@ -84,23 +84,28 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, secret_key: bytes, **kwargs: Any) -> Store:
-        # A blocking pool: a burst of concurrent requests waits for a free connection instead of
-        # failing with "Too many connections" (redis-py's default pool holds 100 and then raises).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30, max_connections=256, timeout=5,
-        )
-        client = aioredis.Redis.from_pool(pool)
-        return cls(client, secret_key, **kwargs)
+        """A store on `url`: one server, or a Redis Cluster for `redis+cluster://` (`ussdgw.store.connect`)."""
+        return cls(connect(url), secret_key, **kwargs)
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
 
     async def close(self) -> None:
         await self.pipeline.close()
         await self.redis.aclose()
 
+    def probe(self, timeout_s: float = 0.5) -> Probe:
+        """A readiness probe that PINGs every primary over connections of its own."""
+        return Probe(self.redis, timeout_s)
+
     async def ping(self) -> bool:
+        """Whether every primary answers (one server: whether it does)."""
+        probe = self.probe(timeout_s=2.0)
         try:
-            return bool(await self.redis.ping())
-        except redis.exceptions.RedisError:
-            return False
+            return all(answer == "ok" for answer in (await probe.check()).values())
+        finally:
+            await probe.close()
 
     # ---- the one commit engine -------------------------------------------------------------
     async def commit(self, msisdn: str, change: Change) -> CommitResult:
