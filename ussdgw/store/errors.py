@@ -1,10 +1,13 @@
-"""The store's one error for callers: Redis away.
+"""The store's errors for callers: Redis away, and a sealing key that does not fit the data.
 
     StoreUnavailable    Redis could not be reached or did not answer in time, or a Redis Cluster
                         still redirected or refused the command after its retries (MOVED, ASK,
                         TRYAGAIN, CLUSTERDOWN, a slot no primary serves); nothing can be said about
                         the step, so it is retried as a whole (the gateway answers the SMSC
                         ESME_RX_T_APPN, the API 503). Every step is idempotent or refused on retry.
+
+    SealingKeyMismatch  this process's secret key cannot open what is sealed in this Redis (the
+                        MTs other gateways queued): it must not start (`Store.check_sealing_key`)
 
 A Lua error or a wrong-type reply is a bug, not an outage: it surfaces as redis-py's ResponseError.
 """
@@ -24,6 +27,10 @@ OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSEr
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or did not answer; the operation may be retried as a whole."""
+
+
+class SealingKeyMismatch(Exception):
+    """The configured secret key is not the one the MTs queued in this Redis were sealed with."""
 
 
 async def guarded(awaitable: Awaitable[Any]) -> Any:

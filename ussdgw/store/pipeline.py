@@ -19,6 +19,10 @@ command is handled for that command alone:
     CLUSTERDOWN  the cluster is failing over: the same, and the slot map is read again
     NOSCRIPT     the node does not know the script: SCRIPT LOAD on that node, then the call again
 
+With `wait_replicas` set, a batch holding a durable command (a commit) ends with `WAIT n timeout`:
+those commands are answered only once n replicas have every write sent before them on that
+connection; fewer in time is `StoreUnavailable` (the change may be lost if the primary fails now).
+
 A command still redirected or refused after `MAX_ATTEMPTS` fails with `StoreUnavailable`, as does
 every command of a batch whose node could not be reached or did not answer in time: that node's
 batch only, the other primaries' batches are not touched. After a failed batch the slot map is
@@ -28,6 +32,7 @@ read again (a failover moves the slots to a replica), at most once per `REFRESH_
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +91,7 @@ class _Queued:
     slot: int | None = None  # on a cluster: the slot of its key (its EVALSHA's, for a SCRIPT LOAD)
     ask: str | None = None  # "host:port" an ASK redirection sent it to, for this one try
     attempts: int = 0
+    durable: bool = False  # with `AutoPipeline.wait_replicas`: answered once that many replicas have it
 
     @property
     def wire(self) -> bytes:
@@ -133,9 +139,12 @@ class _Lane:
             async with asyncio.timeout(self._pipeline.timeout_s):
                 if not conn.is_connected:
                     await conn.connect()
-                await conn.send_packed_command(b"".join(q.wire for q in batch), False)
+                wait = self._pipeline.wait_command if any(q.durable for q in batch) else None
+                await conn.send_packed_command(b"".join(q.wire for q in batch) + (wait or b""), False)
                 for queued in batch:
                     results.append(await self._reply(conn, queued))
+                if wait:  # WAIT: how many replicas have every write sent on this connection so far
+                    self._pipeline.replicated(batch, results, int(await conn.read_response(disconnect_on_error=False)))
             elapsed = time.perf_counter() - started
         except Exception as exc:  # the batch as a whole failed: this node away, or too slow
             await conn.disconnect(nowait=True)
@@ -175,11 +184,16 @@ class AutoPipeline:
         # Two connections per node, so that the gateway prepares the next batch while Redis runs the last.
         self._connections = connections
         self._lanes: dict[str, _Lane] = {}
+        self.wait_replicas = 0  # > 0: durable commands wait for this many replicas (Redis WAIT)
+        self.wait_timeout_ms = 200
         self._waiting: list[_Queued] = []  # a cluster's commands until its slot map has been read
         self._mapping: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.batches = 0  # how many round trips so far (for tests and the benchmark)
+        # What the nodes answered instead of a reply, by kind (MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+        # NOSCRIPT) and how many batches failed as a whole: for tests, drills and the metrics.
+        self.redirections: collections.Counter[str] = collections.Counter()
         # Told the size and duration of every batch that went through (the metrics hang here).
         self.on_batch: Callable[[int, float], None] | None = None
         if isinstance(redis_client, aioredis.Redis):
@@ -200,10 +214,13 @@ class AutoPipeline:
             await lane.close(self.timeout_s)
         _fail(self._waiting, StoreUnavailable("store closed"))
 
-    def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """Run `script` by its SHA in the next batch (on a cluster: on the primary of its first key's slot)."""
+    def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any], *,
+                durable: bool = False) -> asyncio.Future[Any]:
+        """Run `script` by its SHA in the next batch (on a cluster: on the primary of its first key's
+        slot); `durable`: answered only once `wait_replicas` replicas have its writes."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        queued = _Queued(command, pack(command), asyncio.get_running_loop().create_future(), script)
+        queued = _Queued(command, pack(command), asyncio.get_running_loop().create_future(), script,
+                         durable=durable and self.wait_replicas > 0)
         if isinstance(self._client, RedisCluster) and keys:
             queued.slot = self._client.keyslot(keys[0])
         return self._add(queued)
@@ -304,6 +321,20 @@ class AutoPipeline:
             async with asyncio.timeout(self.timeout_s):
                 await self._client.nodes_manager.initialize()
 
+    @property
+    def wait_command(self) -> bytes:
+        return pack(("WAIT", self.wait_replicas, self.wait_timeout_ms))
+
+    def replicated(self, batch: list[_Queued], results: list[Any], replicas: int) -> None:
+        """WAIT's answer for `batch`: too few replicas make each durable command's reply "unavailable"
+        (its change may be lost with the primary; the caller retries, and a retried step is idempotent)."""
+        if replicas >= self.wait_replicas:
+            return
+        for i, queued in enumerate(batch):
+            if queued.durable and not isinstance(results[i], Exception):
+                results[i] = StoreUnavailable(f"only {replicas} of {self.wait_replicas} replicas confirmed "
+                                              f"the write within {self.wait_timeout_ms} ms")
+
     # ---- what the lanes report ----------------------------------------------------------------
     def batch_done(self, size: int, elapsed: float) -> None:
         self.batches += 1
@@ -314,6 +345,7 @@ class AutoPipeline:
     def batch_failed(self, node: str, batch: list[_Queued], failure: StoreUnavailable) -> None:
         """Node `node` could not take `batch`: its callers fail (they retry the whole step), and
         on a cluster the slot map is read again, for a failover may have moved its slots."""
+        self.redirections["batch_failed"] += 1
         _fail(batch, failure)
         self._refresh_soon()
 
@@ -324,6 +356,9 @@ class AutoPipeline:
             if queued.future.done():
                 continue
             asked, queued.ask = queued.ask, None
+            kind = _kind(result)
+            if kind:
+                self.redirections[kind] += 1
             if isinstance(result, redis.exceptions.NoScriptError) and queued.script and not queued.reloaded:
                 where = (queued.script.sha, asked or queued.slot)
                 queued.ask = asked  # the node that said NOSCRIPT gets the script, and the call again
@@ -340,8 +375,7 @@ class AutoPipeline:
             elif isinstance(result, redis.exceptions.TryAgainError | redis.exceptions.ClusterDownError):
                 if isinstance(result, redis.exceptions.ClusterDownError):
                     self._refresh_soon()
-                self._again(queued, str(result).split(" ", 1)[0] or type(result).__name__,
-                            pause=RETRY_PAUSE_S * 2 ** min(queued.attempts, 4))
+                self._again(queued, kind, pause=RETRY_PAUSE_S * 2 ** min(queued.attempts, 4))
             elif isinstance(result, Exception):
                 queued.future.set_exception(result)
             else:
@@ -363,6 +397,18 @@ class AutoPipeline:
     def nodes(self) -> list[str]:
         """The nodes this pipeline has sent to ("redis" for one server; "host:port" on a cluster)."""
         return list(self._lanes)
+
+
+def _kind(result: Any) -> str:
+    """The cluster's word for `result` when it is a redirection or a refusal ("" otherwise): redis-py's
+    parser has turned "MOVED 3999 host:port" into a MovedError whose text lacks the word."""
+    for kind, error in (("MOVED", redis.exceptions.MovedError), ("ASK", redis.exceptions.AskError),
+                        ("TRYAGAIN", redis.exceptions.TryAgainError),
+                        ("CLUSTERDOWN", redis.exceptions.ClusterDownError),
+                        ("NOSCRIPT", redis.exceptions.NoScriptError)):
+        if isinstance(result, error):
+            return kind
+    return ""
 
 
 def _fail(batch: list[_Queued], failure: StoreUnavailable) -> None:
