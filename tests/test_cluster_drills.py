@@ -4,9 +4,10 @@ gateway -> store -> cluster):
 - failover: a primary is killed (SIGKILL) while phones on every shard send MOs; its replica takes
   over. No MO is lost or applied twice (each counted in the subscriber's audit trail), and
   the subscribers whose keys live on the healthy primaries are never deferred (each MO acknowledged
-  at its first delivery). Each MO is HELP to 3339: one audited change and one reply. The gateway waits for one replica (`redis_wait_replicas`) before it
-  acknowledges, so nothing it acknowledged dies with the primary; the killed node is started again
-  (as an operator would) and rejoins as the new primary's replica.
+  at its first delivery). Each MO is HELP to 3339: one audited change and one reply. The gateway
+  waits for one replica (`redis_wait_replicas`) before it acknowledges, so nothing it acknowledged
+  dies with the primary; the killed node is started again (as an operator would) and rejoins as
+  the new primary's replica.
 - resharding: slots are migrated from one primary to another with CLUSTER SETSLOT and MIGRATE,
   a key at a time, while their subscribers send MOs: the store meets ASK, TRYAGAIN and MOVED
   (counted by its pipeline) and every MO is still applied exactly once.
