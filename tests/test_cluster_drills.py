@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
@@ -129,6 +130,19 @@ async def test_failover_a_primary_killed_under_load_loses_no_mo_and_defers_only_
     assert victim.process is not None
     victim.process.kill()  # SIGKILL: no goodbye to the cluster
     killed_at = time.monotonic()
+    # Before the failover: not ready (the dead primary named), and a self-care request for one of
+    # its subscribers is a 503 "unavailable", never a 500.
+    api = stack.endpoints["selfcare"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(api.removesuffix("/api/v1") + "/ready") as ready:
+            report = await ready.json()
+        async with http.post(f"{api}/password-requests", json={"msisdn": sorted(on_victim)[0]}) as refused:
+            refused_status, refused_body = refused.status, await refused.json()
+    looked_after = time.monotonic() - killed_at
+    if await asyncio.to_thread(still_serving_its_slots, cluster, victim.port):  # asked before the failover
+        assert ready.status == 503 and victim_name in report["checks"]["redis"], report
+        assert report["checks"]["redis_primaries"] == "2 of 3 answer", report
+        assert refused_status == 503 and refused_body["error"] == "unavailable", refused_body
     await asyncio.to_thread(wait_for_promotion, cluster, victim.port, 20)
     promoted_after = time.monotonic() - killed_at
     victim.process.wait()
@@ -143,8 +157,18 @@ async def test_failover_a_primary_killed_under_load_loses_no_mo_and_defers_only_
     assert not deferred_healthy, f"subscribers on healthy primaries deferred: {deferred_healthy}"
     assert any(mo.attempts > 1 for m in on_victim for mo in sent[m]), "the kill did not meet the load"
     print(f"failover drill: {len(crowd)} phones x {rounds} MOs, {len(on_victim)} on the killed primary, "
-          f"replica promoted after {promoted_after:.1f} s, "
+          f"replica promoted after {promoted_after:.1f} s (outage seen {looked_after:.2f} s after the kill), "
           f"{sum(mo.attempts - 1 for m in on_victim for mo in sent[m])} redeliveries on its shard, 0 elsewhere")
+
+
+def still_serving_its_slots(cluster: EmbeddedCluster, port: int) -> bool:
+    """Whether a survivor still has the node at `port` as its slots' primary (no failover yet)."""
+    client = cluster.client(next(i for i, n in enumerate(cluster.nodes) if n.port != port))
+    try:
+        nodes = call(client, "CLUSTER NODES")
+        return bool(next(v for k, v in nodes.items() if k.startswith(f"127.0.0.1:{port}"))["slots"])
+    finally:
+        client.close()
 
 
 def wait_for_promotion(cluster: EmbeddedCluster, dead_port: int, timeout: float) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from ussdgw.redis_url import parse_redis_url
 
@@ -41,7 +43,10 @@ def connect(url: str) -> RedisClient:
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username, password=target.password, socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S, max_connections=MAX_CONNECTIONS, **options,
+        socket_connect_timeout=CONNECT_TIMEOUT_S, max_connections=MAX_CONNECTIONS,
+        # A few quick tries (redis-py's default is 10, up to 1 s apart): during a failover a request
+        # is answered "unavailable" within a second and retried by its sender, not held for seconds.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries=3), **options,
     )
 
 
