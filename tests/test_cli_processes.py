@@ -414,13 +414,21 @@ def test_up_with_a_redis_cluster_serves_seed_and_sms_and_stops_every_node(ussdgw
 
 def test_a_gateway_whose_key_cannot_read_the_queue_refuses_to_start(ussdgw: Callable[..., Command],
                                                                      redis_url: str) -> None:
-    first = run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_url)  # leaves the check sealed with its key
-    assert first.popen.returncode == 0, first.output
+    key = secrets.token_hex(32)
+    first = ussdgw("gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url, USSDGW_SECRET_KEY=key)
+    first.wait_line(r'"event": ?"link_down"', stderr=True)  # started: the check is sealed with its key
+    # a seed seals nothing: any key will do
+    assert run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_url).popen.returncode == 0
     other = run(ussdgw, "gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url,
                 USSDGW_SECRET_KEY=secrets.token_hex(32))
     assert other.popen.returncode == 1, other.output
     assert "ussdgw gateway cannot start: the secret key" in other.output, other.output
     assert "same key" in other.output and "Traceback" not in other.output
+    again = ussdgw("gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url, USSDGW_SECRET_KEY=key)
+    again.wait_line(r'"event": ?"link_down"', stderr=True)  # the same key: it starts
+    for command in (first, again):
+        command.popen.send_signal(signal.SIGTERM)
+        assert command.finish() == 0, command.output
     assert not left_over(other.mark)
 
 

@@ -89,6 +89,8 @@ class Stack:
         try:
             if store:
                 await self._start_store()
+            if self.store is not None and (gateway or api):  # the parts that seal and open queued MTs
+                await self.store.check_sealing_key()
             if smsc:
                 await self._start_smsc()
             if gateway:
@@ -140,7 +142,6 @@ class Stack:
                                     wait_timeout_ms=self.settings.redis_wait_timeout_ms)
         self.store.pipeline.on_batch = self.metrics.store_batch
         self._on_stop("store", self.store.close)
-        await self.store.check_sealing_key()
 
     async def _embedded_cluster(self) -> str:
         """Without REDIS_URL: the URL of the private cluster under the state folder, another
