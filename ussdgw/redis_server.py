@@ -200,10 +200,12 @@ class EmbeddedCluster:
 
     `cluster-require-full-coverage no`: while a failed primary's replica is being promoted, the
     other primaries go on serving their slots (the platform's subscribers there are not deferred).
+    `node_timeout_ms`: how long a node may be silent before its replica takes over (5 s: a busy
+    laptop or CI machine must not fail over by itself; the drills use 1 s).
     """
 
     def __init__(self, directory: str | Path, *, primaries: int = 3, replicas: int = 1, persistent: bool = True,
-                 node_timeout_ms: int = 2000) -> None:
+                 node_timeout_ms: int = 5000) -> None:
         self.directory = Path(directory).absolute()
         self.primaries = primaries
         self.replicas = replicas
