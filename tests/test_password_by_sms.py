@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import pytest
+
 from sms_codes import checksum_ok, verify_password
-from tests.conftest import send_and_wait
+from tests.conftest import one_per_primary, send_and_wait
 from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
+
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
 
@@ -122,3 +127,11 @@ async def test_every_mo_state_change_and_mt_is_in_the_audit_stream(stack: Stack)
         await stack.smsc.phones.wait_change(0.1)
     assert events[:2] == ["mo_received", "password_issued"]
     assert "mt_submitted" in events and "mt_receipt" in events
+
+
+async def test_phones_whose_subscribers_live_on_every_primary_each_get_their_own_password(
+        stack: Stack, redis_url: str) -> None:
+    spread = one_per_primary(redis_url)
+    replies = await asyncio.gather(*(send_and_wait(stack, m, "3339", "ПАРОЛЬ") for m in spread))
+    for msisdn, [reply] in zip(spread, replies, strict=True):
+        assert verify_password(extract_password(reply.text), await stored_hash(stack, msisdn))
