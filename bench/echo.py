@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import contextlib
 
 from ussdgw.link.link import SmppLink
 from ussdgw.smpp.pdu import Bind, BindMode, DeliverSm, DeliverSmResp, GenericNack, Status, SubmitSm
