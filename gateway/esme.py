@@ -232,7 +232,7 @@ class EsmeClient:
             return  # the SMSC will deliver them again on the next bind
         for pdu, status in zip(batch, statuses, strict=True):
             self.metrics.deliver_sm_resp.inc(status_name(status))
-            conn.respond(pdu, DeliverSmResp(status=status))
+            conn.respond(pdu, DeliverSmResp(sequence=pdu.sequence, status=status))
 
     async def _deliver(self, conn: SmppLink, pdu: DeliverSm | DataSm) -> None:
         try:
@@ -243,7 +243,8 @@ class EsmeClient:
         if conn.closed.is_set():
             return  # the SMSC will deliver it again on the next bind
         self.metrics.deliver_sm_resp.inc(status_name(status))
-        resp: Pdu = DataSmResp(status=status) if isinstance(pdu, DataSm) else DeliverSmResp(status=status)
+        resp: Pdu = (DataSmResp(sequence=pdu.sequence, status=status) if isinstance(pdu, DataSm)
+                     else DeliverSmResp(sequence=pdu.sequence, status=status))
         conn.respond(pdu, resp)
 
     # ---- sending ----------------------------------------------------------------------------
