@@ -36,6 +36,7 @@ from handlers.base import Channel, HandlerContext
 from handlers.password import password_reply
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import generate_password
+from ussdgw import russian
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
@@ -97,12 +98,12 @@ def short_state(profile: Profile) -> str:
 def state_text(profile: Profile) -> str:
     state = profile.n2.state
     if state == "pending":
-        return f"Заявка на {OPTION} на рассмотрении, ответ придёт по SMS."
+        return f"Заявка на услугу {OPTION} на рассмотрении, ответ придёт по SMS."
     if state == "active":
-        return f"{OPTION} подключена, номеров: {len(profile.n2.numbers)}."
+        return f"Услуга {OPTION} подключена: {russian.count(len(profile.n2.numbers), 'номер')}."
     if state == "rejected":
-        return f"Заявка на {OPTION} отклонена: {profile.n2.reason}"
-    return f"{OPTION} не подключена. Подключить: *111*828*1#"
+        return f"Заявка на услугу {OPTION} отклонена: {profile.n2.reason}"
+    return f"Услуга {OPTION} не подключена. Подключить: *111*828*1#"
 
 
 # ---- the USSD handler: *111*828#, *111*828*1#, *111*828*2#, *111*828*3# ------------------------------
@@ -146,7 +147,7 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     due = now + ctx.settings.n2_review_delay_s
     app_id = secrets.token_hex(6)
     result = await ctx.end(
-        f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.",
+        f"Заявка на услугу {OPTION} принята: {russian.count(len(numbers), 'номер')}. Ответ по SMS за 24 ч.",
         change=n2_applied(ctx.msisdn, numbers, app_id, now, due),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
     )
@@ -158,9 +159,10 @@ async def switch_off(ctx: UssdContext) -> None:
     """R6: the option off (a pending application is withdrawn). Free."""
     profile = await ctx.profile()
     if profile.n2.state not in ("pending", "active"):
-        await ctx.end(f"{OPTION} не подключена.", audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
+        await ctx.end(f"Услуга {OPTION} не подключена.",
+                      audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
         return
-    await ctx.end(f"{OPTION} отключена.", change=n2_off(ctx.msisdn),
+    await ctx.end(f"Услуга {OPTION} отключена.", change=n2_off(ctx.msisdn),
                   audit=[AuditEvent("n2_off", Channel.USSD, detail=f"was={profile.n2.state}")])
     with contextlib.suppress(StoreUnavailable):
         await ctx.store.numbers.n2_done(ctx.msisdn)
@@ -171,7 +173,7 @@ async def common_password(ctx: UssdContext) -> None:
     """A new common password by SMS from 3339 for an active group: one password for every joined number."""
     profile = await ctx.profile()
     if profile.n2.state != "active":
-        await ctx.end(f"{OPTION} не подключена: общий пароль не нужен.",
+        await ctx.end(f"Услуга {OPTION} не подключена: общий пароль не нужен.",
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
         return
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
@@ -237,7 +239,8 @@ async def review_application(store: Store, msisdn: str, *, now: float, send: Sen
         outgoing += result.messages
         review = Review(msisdn, "rejected", refusal.text)
     else:
-        text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. Пароли этих номеров сброшены. "
+        text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. "
+                f"{'Пароль этого номера сброшен' if len(numbers) == 1 else 'Пароли этих номеров сброшены'}. "
                 "Получите новый общий пароль: наберите *111*828*3#.")
         result = await store.commit(msisdn, n2_reviewed(msisdn, active=True, reason="", at=now) + Change(
             mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),), create_profile=True,

@@ -26,6 +26,7 @@ from handlers.catalogue import rub
 from handlers.money import new_op_id, place_hold, settle_hold
 from handlers.selfcare import Env, Result, api_audit, bad_msisdn, unknown_subscriber, valid_msisdn
 from sms_codes import OPERATOR_TZ
+from ussdgw import russian
 from ussdgw.store import Asset, Change, Profile, Store
 from ussdgw.store import numbers as sets
 from ussdgw.store.money import op_marked
@@ -112,7 +113,7 @@ async def linked_numbers(store: Store, msisdn: str) -> Result:
         profile = await store.subscribers.profile(other)
         numbers.append({"msisdn": other, "balance_kop": profile.balance_kop,
                         "tariff": profile.tariff, "state": block_state(profile, today)})
-    return Result.done(f"В «Моих номерах»: {len(numbers)}.", numbers=numbers)
+    return Result.done(f"В «Моих номерах» {russian.count(len(numbers), 'номер')}.", numbers=numbers)
 
 
 # ---- N3 ------------------------------------------------------------------------------------
@@ -231,7 +232,8 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
     await settle_hold(env.store, payer, op, "captured", channel=channel)
     log.info("owner_changed", msisdn=msisdn, phone=payer)
     balance_kop = applied.profile.balance_kop if applied.profile else 0
-    return Result.done(f"Номер {msisdn} переоформлен на {new.owner_name or 'нового владельца'}. "
+    new_owner = russian.inflect_name(new.owner_name, "accs") if new.owner_name else "нового владельца"
+    return Result.done(f"Номер {msisdn} переоформлен на {new_owner}. "
                        f"С номера {payer} списано {rub(OWNER_CHANGE_FEE_KOP)}. Баланс номера "
                        f"{rub(balance_kop)} переходит новому владельцу и не возвращается.",
                        owner_id=new_id, contract=contract, fee_kop=OWNER_CHANGE_FEE_KOP, balance_kop=balance_kop)

@@ -155,7 +155,7 @@ async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
         return "Услуга не найдена."
     state = "подключена" if service.id in money.enabled_services(await ctx.profile()) else "не подключена"
     fee = f"{rub(service.monthly_fee_kop)}/мес" if service.monthly_fee_kop else "бесплатно"
-    return f"{service.name} ({state}): {service.description} {fee}."
+    return f"Услуга «{service.name}» {state}. {service.description} {fee}."
 
 
 async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:

@@ -97,6 +97,7 @@ async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
     assert status == 200, body
+    assert "переоформлен на Марию Смирнову." in body["message"]  # the name in the case «на» needs
     number, payer = await profile(stack, IVAN), await profile(stack, MARIA)
     assert number["owner_id"] == "p-2002" and number["owner_name"] == "Мария Смирнова"
     assert number["balance_kop"] == "25000"  # passes to the new owner, not refunded
@@ -117,7 +118,7 @@ async def test_owner_change_with_a_debt_is_refused_and_nothing_is_charged(stack:
     maria_password = await sms_password(stack, MARIA)
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
-    assert status == 409 and body["error"] == "debt" and "12 ₽" in body["message"]
+    assert status == 409 and body["error"] == "debt" and "12\u00a0₽" in body["message"]
     assert (await profile(stack, IVAN))["owner_id"] == "p-1001"
     assert (await profile(stack, MARIA))["balance_kop"] == "50000"
 
@@ -136,7 +137,7 @@ async def test_owner_change_needs_340_roubles_and_the_new_owners_password(stack:
     maria_password = await sms_password(stack, MARIA)  # balance 0
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
-    assert status == 402 and "340 ₽" in body["message"]
+    assert status == 402 and "340\u00a0₽" in body["message"]
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": CORP, "password": "Wrong1234"})
     assert status == 401

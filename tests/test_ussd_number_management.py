@@ -11,7 +11,7 @@ from handlers.number_management import review_due
 from simulator.phones import InboxMessage
 from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
-from tests.ussd_helpers import answer, dial, events, seed, wait_sms
+from tests.ussd_helpers import choose, dial, events, seed, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.store import linked_key
@@ -47,7 +47,7 @@ async def review_after_a_day(stack: Stack) -> list[InboxMessage]:
 async def test_an_application_for_two_numbers_of_one_owner_is_accepted_and_pending(people: Stack) -> None:
     screen = await dial(people, IVAN, f"*111*828*1*{IVAN2}#")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE
-    assert "принята, номеров: 2" in screen.text and "24 ч." in screen.text
+    assert "принята: 2\u00a0номера." in screen.text and "24 ч." in screen.text
     mine = await profile(people, IVAN)
     assert mine["n2_state"] == "pending" and mine["n2_numbers"] == f"{IVAN},{IVAN2}"
     state = await dial(people, IVAN, "*111*828#")
@@ -145,8 +145,8 @@ async def test_a_malformed_number_in_the_string_is_refused(people: Stack) -> Non
 async def test_the_menu_applies_for_the_option_too(people: Stack) -> None:
     screen = await dial(people, IVAN, "*111*4#")
     assert screen.text.startswith("«Управление номерами»: не подключена.")
-    done = await answer(people, IVAN, "1")
-    assert done.ussd_op == UssdOp.PSSR_RESPONSE and "принята, номеров: 1" in done.text
+    done = await choose(people, IVAN, screen, "Подключить")
+    assert done.ussd_op == UssdOp.PSSR_RESPONSE and "принята: 1\u00a0номер." in done.text
 
 
 async def test_advancing_the_simulator_clock_runs_the_review(people: Stack) -> None:
