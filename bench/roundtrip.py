@@ -42,10 +42,35 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, which: str = "both") -> float:
-    """User + system (or only "user" / "system") CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-    return {"user": user, "system": system}.get(which, user + system)
+    """User + system (or only "user" / "system") CPU time so far of a process and of every process
+    under it (a `--workers` supervisor's gateways), from Linux /proc."""
+    total = 0.0
+    for one in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        total += {"user": user, "system": system}.get(which, user + system)
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under `pid` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def codec_rates(seconds: float = 1.0) -> dict[str, float]:
@@ -172,7 +197,8 @@ def drive(args: argparse.Namespace, work: Path, target: str, phases: str) -> tup
     procs: list[subprocess.Popen[str]] = []
     try:
         loadgen_cmd = [
-            sys.executable, str(ROOT / "bench" / "loadgen.py"), "--binds", str(args.binds),
+            sys.executable, str(ROOT / "bench" / "loadgen.py"),
+            "--binds", str(args.binds * (args.workers if redis is not None else 1)),
             "--seconds", str(args.seconds), "--rate", str(args.rate), "--inflight", str(args.inflight),
             "--phases", phases, "--warmup", str(args.warmup), "--to", args.to, "--text", args.text,
         ]
@@ -196,6 +222,8 @@ def drive(args: argparse.Namespace, work: Path, target: str, phases: str) -> tup
             gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed with the process
             gateway_cmd = [sys.executable, "-m", "ussdgw.app", "--log-level", args.log_level, "gateway",
                            "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
+            if args.workers > 1:  # N gateway processes under one supervisor, each with --binds binds
+                gateway_cmd += ["--workers", str(args.workers)]
             if args.uvloop:  # the same CLI, on uvloop's event loop
                 gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.app.cli import main; "
                                           "sys.exit(main(sys.argv[1:]))"]
@@ -226,7 +254,8 @@ def drive(args: argparse.Namespace, work: Path, target: str, phases: str) -> tup
                       and not args.profile):
                     # The CPU split: sampled without pausing the gateway, idle moments left out.
                     profilers.append(subprocess.Popen(
-                        [*sample, "--rate", "200", "--nonblocking", "--output", str(work / "split.txt")],
+                        [*sample, "--rate", "200", "--nonblocking", "--output", str(work / "split.txt"),
+                         *(["--subprocesses"] if args.workers > 1 else [])],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             elif kind == "phase_end":
                 used = {name: cpu_seconds(pid) - cpu_at_start[name] for name, pid in pids.items()}
@@ -263,7 +292,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[st
                 break
     print(f"machine: {cpu_name}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{'uvloop' if args.uvloop else 'asyncio'} event loop")
-    print(f"setup: {args.binds} bind(s), window {args.window}, receipts {'on' if args.receipts else 'off'}, "
+    print(f"setup: {args.workers} gateway process(es), {args.binds} bind(s) each, window {args.window}, "
+          f"receipts {'on' if args.receipts else 'off'}, "
           f"MO '{args.text}' to {args.to}, gateway log level {args.log_level}\n")
     print(f"{'phase':<8} {'MO sent':>8} {'MO->MT':>8} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'ack p99':>8}  CPU s per s of wall: gateway (of it kernel) / redis / loadgen")
@@ -315,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="MOs per second in the open-loop phase")
     p.add_argument("--inflight", type=int, default=64, help="MOs outstanding in the closed-loop phase")
     p.add_argument("--phases", default="closed,open")
-    p.add_argument("--binds", type=int, default=1)
+    p.add_argument("--binds", type=int, default=1, help="binds per gateway process")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway processes (`ussdgw gateway --workers N`); CPU figures are their sum")
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--to", default="5555", help="short code the MOs go to")
     p.add_argument("--text", default="HELLO")

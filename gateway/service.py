@@ -287,7 +287,7 @@ class Gateway:
     def _submit_pdus(self, mt: OutboundMessage) -> list[SubmitSm]:
         if mt.ussd_service_op is not None:
             coding = choose_encoding(mt.text)
-            data = encode_text(mt.text, coding)[:USSD_MAX_OCTETS]
+            data = encode_text(mt.text, coding, cache=not mt.secret)[:USSD_MAX_OCTETS]
             return [SubmitSm(service_type="USSD", source_addr=mt.source, destination_addr=mt.destination,
                              data_coding=coding, short_message=data, ussd_service_op=mt.ussd_service_op,
                              its_session_info=mt.its_session_info)]

@@ -202,13 +202,21 @@ def _encode_chars(text: str, data_coding: int) -> list[bytes]:
     return [char.encode(codec, errors="replace") for char in text]
 
 
-def encode_text(text: str, data_coding: int) -> bytes:
+def encode_text(text: str, data_coding: int, *, cache: bool = False) -> bytes:
     """Encode ``text`` as 0 (unpacked GSM 7-bit), 1 (IA5), 3 (Latin-1) or 8 (UCS2).
 
     A character the chosen coding lacks (or a lone surrogate in UCS2) becomes ``?``: a reply with
     a visible placeholder beats no reply. Use :func:`choose_encoding` to avoid that. Any other
-    ``data_coding`` is the caller's mistake and raises ``ValueError``.
+    ``data_coding`` is the caller's mistake and raises ``ValueError``. ``cache``: as for
+    :func:`split_text` (a text sent again and again, never one with a secret in it).
     """
+    if cache and len(text) <= _CACHED_TEXT_MAX:
+        return _encode_cached(text, data_coding)
+    return b"".join(_encode_chars(text, data_coding))
+
+
+@functools.lru_cache(maxsize=512)
+def _encode_cached(text: str, data_coding: int) -> bytes:
     return b"".join(_encode_chars(text, data_coding))
 
 
