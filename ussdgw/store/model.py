@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import orjson
+
 from ussdgw.audit_detail import clean
 
 
@@ -21,14 +23,11 @@ class OutboundMessage:
     secret: bool = False
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
-                "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
-                "secret": self.secret,
-            },
-            ensure_ascii=False,
-        ).encode()
+        return orjson.dumps({  # UTF-8 JSON, as json.dumps(ensure_ascii=False) wrote it; sealed per MT
+            "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
+            "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
+            "secret": self.secret,
+        })
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboundMessage:
