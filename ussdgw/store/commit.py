@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ussdgw.store.acting import attributed
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     audit_key,
@@ -227,9 +228,10 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if sealed:
         p["mts"] = sealed
     if change.audit:
-        p["audit"] = [a.fields(now) for a in change.audit]
+        p["audit"] = [attributed(msisdn, a).fields(now) for a in change.audit]
     if change.refusal is not None:
-        p["refusal"] = [change.refusal.event, change.refusal.channel, change.refusal.detail]
+        refusal = attributed(msisdn, change.refusal)
+        p["refusal"] = [refusal.event, refusal.channel, refusal.detail]
     if change.read_profile:
         p["read"] = True
     return keys, orjson.dumps(p)  # UTF-8 JSON, as Lua's cjson reads it; several times json.dumps' speed

@@ -21,13 +21,17 @@ class OutboundMessage:
     ussd_service_op: int | None = None
     its_session_info: int | None = None
     secret: bool = False
+    reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
 
     def to_json(self) -> bytes:
-        return orjson.dumps({  # UTF-8 JSON, as json.dumps(ensure_ascii=False) wrote it; sealed per MT
+        fields: dict[str, object] = {
             "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
             "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
             "secret": self.secret,
-        })
+        }
+        if self.reaches_blocked:
+            fields["reaches_blocked"] = True
+        return orjson.dumps(fields)  # UTF-8 JSON, as json.dumps(ensure_ascii=False) wrote it; sealed per MT
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboundMessage:
