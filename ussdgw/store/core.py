@@ -210,12 +210,15 @@ class Store:
 
     async def receipts_recorded(self, receipts: Sequence[tuple[str, str, str, AuditEvent]]) -> None:
         """`receipt_recorded` for each (msisdn, MT id, state, audit event) of a batch, in one round
-        trip: one script per receipt (its subscriber's slot), all in one pipelined batch."""
+        trip: one script per subscriber (its slot), with all of its receipts (a reply's parts)."""
         now = self.clock.now()
+        by_subscriber: dict[str, list[str | int]] = {}
+        for msisdn, mt_id, state, audit in receipts:
+            fields = audit.fields(now)
+            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([mt_id, state, len(fields), *fields])
         await guarded(asyncio.gather(*(
-            self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)],
-                                [mt_id, state, DLR_TTL_S, AUDIT_MAXLEN, *audit.fields(now)])
-            for msisdn, mt_id, state, audit in receipts)))
+            self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
+            for msisdn, args in by_subscriber.items())))
 
     async def mt_states(self, msisdn: str) -> dict[str, str]:
         """MT id -> its last known state, for the MTs of the last `DLR_TTL_S`."""
