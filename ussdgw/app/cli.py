@@ -21,6 +21,7 @@ import structlog
 from ussdgw import __version__, logs
 from ussdgw.config import CONFIG_ENV, Settings, SettingsError, load_settings
 from ussdgw.redis_server import RedisServerError
+from ussdgw.store import SealingKeyMismatch, StoreUnavailable
 
 if TYPE_CHECKING:
     from ussdgw.app.stack import Stack
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--smpp-port", type=_port, dest="sim_port")
     up.add_argument("--gateways", type=_count, default=1,
                     help="gateway processes (this one's and N-1 more under it, sharing its Redis; one per core)")
+    up.add_argument("--redis-cluster", action="store_const", const=True, default=None,
+                    help="without REDIS_URL: a private 3-primary, 3-replica Redis Cluster instead of one redis-server")
 
     gw = sub.add_parser("gateway", help="the gateway alone, bound to any SMSC")
     gw.add_argument("--smsc", type=_parse_hostport, help="HOST:PORT of the SMSC")
@@ -229,6 +232,9 @@ async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitab
         except (OSError, RedisServerError) as exc:  # a port taken, an address not available, no Redis
             print(f"ussdgw {name} cannot start: {exc}{hint}", file=sys.stderr)
             return 1
+        except (SealingKeyMismatch, StoreUnavailable) as exc:  # another host's key; Redis away
+            print(f"ussdgw {name} cannot start: {exc}", file=sys.stderr)
+            return 1
         finally:
             if first_stop is not None:
                 await first_stop()
@@ -307,18 +313,27 @@ async def _gateway(settings: Settings) -> int:
 async def _gateway_workers(settings: Settings, argv: Sequence[str], count: int) -> int:
     """`gateway --workers N`: this process supervises N gateway processes (`ussdgw.app.workers`)."""
     from ussdgw.app.workers import Workers, worker_command
-    from ussdgw.redis_server import EmbeddedRedis
+    from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
 
     env = dict(os.environ)
-    redis: EmbeddedRedis | None = None
+    redis: EmbeddedRedis | EmbeddedCluster | None = None  # what this process started (and stops last)
     with _stop_signals(f"{count} gateway workers: each unbinding, flushing") as stopping:
         try:
-            if not settings.redis_url:  # one embedded Redis for all, started here before any worker
-                embedded = EmbeddedRedis(f"{settings.state_dir}/redis")
-                if not await asyncio.to_thread(embedded.serving):
-                    embedded.start()  # from the loop's thread: it lives as long as this process
-                    redis = embedded
-                env["REDIS_URL"] = embedded.url
+            if not settings.redis_url:  # one private Redis (or cluster) for all, started here before any worker
+                cluster = EmbeddedCluster(f"{settings.state_dir}/redis-cluster")
+                running = await asyncio.to_thread(cluster.serving)
+                if running:
+                    env["REDIS_URL"] = running
+                elif settings.redis_cluster:
+                    cluster.start()  # from the loop's thread: it lives as long as this process
+                    redis = cluster
+                    env["REDIS_URL"] = cluster.url
+                else:
+                    embedded = EmbeddedRedis(f"{settings.state_dir}/redis")
+                    if not await asyncio.to_thread(embedded.serving):
+                        embedded.start()
+                        redis = embedded
+                    env["REDIS_URL"] = embedded.url
             settings.secret_key_bytes()  # made here once (if it is to be made), not raced by the workers
         except (OSError, RedisServerError) as exc:
             print(f"ussdgw gateway cannot start: {exc}", file=sys.stderr)
