@@ -243,9 +243,13 @@ class Subscribers:
         self._store = store
 
     async def fields(self, msisdn: str) -> dict[str, str]:
-        """The profile hash under the code's field names ({} for an MSISDN never seen): for tools,
-        seeding and tests."""
-        return logical_fields(await guarded(self._store.redis.hgetall(sub_key(msisdn))))
+        """The profile hash under the code's field names ({} for an MSISDN never seen). Through the
+        store's auto-pipeline: handlers read it on the hot path (a USSD menu step), beside other MOs'
+        commands."""
+        raw = await guarded(self._store.pipeline.command("HGETALL", sub_key(msisdn)))
+        if isinstance(raw, dict):  # a map when the connection speaks RESP3
+            return logical_fields(raw)
+        return logical_fields({raw[i]: raw[i + 1] for i in range(0, len(raw), 2)})
 
     async def profile(self, msisdn: str) -> Profile:
         return Profile.from_fields(msisdn, await self.fields(msisdn))
