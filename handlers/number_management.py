@@ -145,12 +145,12 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     now = ctx.clock.now()
     due = now + ctx.settings.n2_review_delay_s
     app_id = secrets.token_hex(6)
+    await ctx.store.numbers.n2_due_at(ctx.msisdn, due)  # the review's entry before the application
     result = await ctx.end(
         f"Заявка на {OPTION} принята, номеров: {len(numbers)}. Ответ по SMS за 24 ч.",
         change=n2_applied(ctx.msisdn, numbers, app_id, now, due),
         audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
     )
-    await ctx.store.numbers.n2_due_at(ctx.msisdn, due)
     log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
 
 
@@ -209,12 +209,13 @@ class Review:
 
 
 async def review_due(store: Store, settings: Settings, *, now: float | None = None, send: Sender | None = None,
-                     limit: int = 100) -> list[Review]:
-    """Review every N2 application due by `now` (default: the store's clock); `send` sends the SMS at
-    once (without it they wait in the outbox for any gateway's recovery loop)."""
+                     limit: int = 100, buckets: Sequence[int] | None = None) -> list[Review]:
+    """Review every N2 application due by `now` (default: the store's clock) in the index `buckets`
+    (default: all; a gateway passes its share); `send` sends the SMS at once (without it they wait in
+    the outbox for any gateway's recovery loop)."""
     now = store.clock.now() if now is None else now
     reviews = []
-    for msisdn in await store.numbers.n2_due(now, limit):
+    for msisdn in await store.numbers.n2_due(now, limit, buckets):
         review = await review_application(store, msisdn, now=now, send=send)
         reviews.append(review)
     return reviews

@@ -19,6 +19,9 @@ class OutboundMessage:
     ussd_service_op: int | None = None
     its_session_info: int | None = None
     secret: bool = False
+    # The end of the lease under which this process holds it (never stored: the lease zset is the
+    # truth); its sender renews it while it waits, and gives up sending if it is lost.
+    leased_until: float = 0.0
 
     def to_json(self) -> bytes:
         return json.dumps(

@@ -7,7 +7,7 @@
                    <op>:at: money or points taken from this subscriber for a step in another slot
     sub:{m}:gifts  <tid> -> JSON {from, amount, digest}, <tid>:state -> offered | accepted | expired |
                    void, <tid>:expires, code:<digest> -> tid
-    holds:index    "msisdn|op" -> time held (recovery scan)
+    idx:holds:{b<n>} "msisdn|op" -> time held: written before the hold (`ussdgw.store.indexes`)
 
 Автоплатёж is decided here, in Python, before the commit (`debit`): the change then carries
 checks that the balance and the settings it was decided on still hold, and a commit refused by
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ussdgw.store.commit import STALE, Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
-from ussdgw.store.keys import HOLDS_INDEX, gifts_key, hold_member, holds_key, ops_key, sub_key
+from ussdgw.store.keys import gifts_key, holds_key, ops_key, sub_key
 from ussdgw.store.model import AuditEvent
 from ussdgw.store.profile import SERVICE_PREFIX, Profile
 
@@ -285,13 +285,12 @@ class Money:
         return raw.decode() if raw is not None else None
 
     async def index_hold(self, payer: str, op: str, at: float) -> None:
-        await guarded(self._store.redis.zadd(HOLDS_INDEX, {hold_member(payer, op): at}))
+        """The hold's recovery entry: written before the hold is placed (`ussdgw.store.indexes`)."""
+        await self._store.indexes.hold_placing(payer, op, at)
 
     async def unindex_hold(self, payer: str, op: str) -> None:
-        await guarded(self._store.redis.zrem(HOLDS_INDEX, hold_member(payer, op)))
+        await self._store.indexes.hold_done(payer, op)
 
-    async def holds_due(self, before: float, limit: int = 100) -> list[tuple[str, str]]:
-        """(payer, op) of holds placed before `before`, oldest first."""
-        raw = await guarded(self._store.redis.zrangebyscore(HOLDS_INDEX, "-inf", before, start=0, num=limit))
-        pairs = [m.decode().split("|", 1) for m in raw]
-        return [(p[0], p[1]) for p in pairs if len(p) == 2]
+    async def holds_due(self, before: float, limit: int = 100) -> list[tuple[str, str, float]]:
+        """(payer, op, placed at) of holds placed before `before`, from every bucket."""
+        return await self._store.indexes.holds_due(before, limit)
