@@ -22,6 +22,9 @@ def password_reply(password: str) -> str:
 
 
 async def issue_password(ctx: HandlerContext) -> None:
+    if await ctx.replayed():  # a redelivery: its answer again, without a password hashed for nothing
+        log.info("password_redelivered", msisdn=ctx.msisdn, outcome="duplicate")
+        return
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
     peeked = await d2.peek(ctx.store, ctx.msisdn, guards)
     refused = None if peeked is None else peeked[1:]

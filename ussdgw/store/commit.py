@@ -184,7 +184,8 @@ class CommitResult:
 
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
-                sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0) -> tuple[list[str], str]:
+                sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
+                replay: bool = False) -> tuple[list[str], str]:
     """The keys and the JSON argument of `lua/commit.lua` for `change` (only the parts it has).
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
@@ -205,6 +206,8 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if change.mo is not None:
         p["mo"] = change.mo.ttl_s
         p["lease_now"], p["grace"] = lease_now, grace_s
+        if replay:
+            p["replay"] = True
     step = change.dialogue
     if step is not None:
         if step.expect is not None:

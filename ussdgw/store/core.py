@@ -28,7 +28,7 @@ import redis.exceptions
 
 from ussdgw.clock import Clock
 from ussdgw.store.archives import Archives
-from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
+from ussdgw.store.commit import STALE, Change, CommitResult, MoMark, Outcome, script_call
 from ussdgw.store.dialogues import Dialogues
 from ussdgw.store.errors import StoreUnavailable, guarded
 from ussdgw.store.indexes import Indexes
@@ -140,6 +140,19 @@ class Store:
         if outcome is Outcome.REFUSED:
             return CommitResult(outcome, code=raw[1].decode(), detail=raw[2].decode())
         return CommitResult(outcome)
+
+    async def replay(self, msisdn: str, mark: MoMark) -> CommitResult | None:
+        """A redelivered MO's answer (as `commit` gives it: the MTs nobody is sending any more), or None
+        when the MO was never applied; writes nothing then. Lets a costly handler (a password's
+        scrypt) find a redelivery before doing its work."""
+        leased = lease_now()
+        until = round(leased + self.lease_s, 3)
+        keys, arg = script_call(msisdn, Change(mo=mark), now=self.clock.now(), lease_until=until, tag="", sealed=[],
+                                lease_now=leased, grace_s=self.reclaim_grace_s, replay=True)
+        raw = await guarded(self.scripts.submit("commit", keys, [arg]))
+        if raw[0] == b"absent":
+            return None
+        return CommitResult(Outcome.DUPLICATE, _leased([self.sealer.open_message(blob) for blob in raw[1:]], until))
 
     async def update(self, msisdn: str, build: Callable[[Profile], Change]) -> CommitResult:
         """Commit what `build` makes of `msisdn`'s profile as it is now; when a check it made on that

@@ -19,7 +19,9 @@
 --   audit     [[field, value, ...]]                P10 entries
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
+--   replay    only the redelivery's answer: 'absent' when the MO has no mark (nothing written)
 -- -> {'applied'[, profile flat]} | {'duplicate', sealed MTs now leased to the caller...} | {'conflict'}
+--    | {'absent'} (replay only)
 --    | {'refused', code, field} | {'limited', reason, retry_at}
 local p = cjson.decode(ARGV[1])
 local sub, audit, outbox, lease, mo, dialogue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -38,6 +40,7 @@ if p.mo and redis.call('EXISTS', mo) == 1 then
   end
   return out
 end
+if p.replay then return {'absent'} end  -- only a redelivery's answer was asked for: nothing to do
 if p.expect and (redis.call('HGET', dialogue, 'v') or '') ~= p.expect then return {'conflict'} end
 
 local function refuse(outcome, code, detail, audited)
