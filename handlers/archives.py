@@ -15,6 +15,7 @@ from handlers import d2
 from handlers.base import Channel, HandlerContext
 from handlers.selfcare import Env, Result, api_audit, fmt_time
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
+from ussdgw import russian
 from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.inputs import ascii_digits
 from ussdgw.store import AuditEvent, Change, RateGuard
@@ -88,7 +89,7 @@ async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: 
         detail = parse_detail(event.get("detail", ""))
         entries.append({"at": float(event["ts"]), "event": event["event"], "channel": event.get("channel", ""),
                         "peer": detail.get("to") or detail.get("from", ""), "outcome": event.get("outcome", "")})
-    return Result.done(f"Архив SMS: {len(entries)} записей.", entries=entries)
+    return Result.done(f"Архив SMS: {russian.count(len(entries), 'запись')}.", entries=entries)
 
 
 def mms_archive_reply(until: float) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ussdgw import russian
+
 
 class CatalogueError(ValueError):
     """The catalogue file is malformed."""
@@ -92,7 +94,5 @@ def catalogue() -> Catalogue:
 
 
 def rub(kop: int) -> str:
-    """12345 -> '123,45 ₽'; whole roubles without kopecks: 34000 -> '340 ₽'."""
-    sign = "-" if kop < 0 else ""
-    whole, rest = divmod(abs(kop), 100)
-    return f"{sign}{whole} ₽" if rest == 0 else f"{sign}{whole},{rest:02d} ₽"
+    """12345 -> '123,45 ₽'; whole roubles without kopecks: 34000 -> '340 ₽' (non-breaking spaces)."""
+    return russian.money(kop)

@@ -43,11 +43,13 @@ from handlers.selfcare import (
     valid_msisdn,
 )
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
+from ussdgw import russian
 from ussdgw.audit_detail import render
 from ussdgw.inputs import ascii_digits
 from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Outcome, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
 from ussdgw.store import numbers as sets
+from ussdgw.store.grants import Grants
 
 log = structlog.get_logger("ussdgw.handlers.money")
 
@@ -57,11 +59,13 @@ AUTOPAY_MAX_KOP = 500_000
 
 
 def _no_money(balance_kop: int, price_kop: int, what: str) -> Result:
-    need = f" Стоимость: {rub(price_kop)}." if price_kop else ""
+    if balance_kop > 0 and price_kop:
+        why = f"на счёте не хватает {rub(price_kop - balance_kop)}. Стоимость: {rub(price_kop)}."
+    else:
+        why = "нужен положительный баланс." + (f" Стоимость: {rub(price_kop)}." if price_kop else "")
     return Result.fail(
         "insufficient_funds",
-        f"{what} — платная операция, нужен положительный баланс.{need} Ваш баланс: {rub(balance_kop)}. "
-        "Пополните счёт и повторите.",
+        f"{what} — платная операция, {why} Ваш баланс: {rub(balance_kop)}. Пополните счёт и повторите.",
         balance_kop=balance_kop, price_kop=price_kop,
     )
 
@@ -300,16 +304,7 @@ HOLD_PLACING_S = 30.0  # a hold's entry younger than this with no hold yet may b
 
 def gift_sms(sender: str, points: int, code: str, ttl_s: int) -> str:
     """One UCS2 segment (70 characters) for any gift: a one-part SMS cannot be mixed up with another."""
-    return f"{sender} дарит {points} {points_word(points)}. Код: {code}. Введите в ЛК за {max(1, ttl_s // 60)} мин"
-
-
-def points_word(n: int) -> str:
-    """1 балл, 2 балла, 5 баллов, 11 баллов, 21 балл."""
-    if n % 10 == 1 and n % 100 != 11:
-        return "балл"
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return "балла"
-    return "баллов"
+    return f"{sender} дарит {russian.count(points, 'балл')}. Код: {code}. Введите в ЛК за {max(1, ttl_s // 60)} мин"
 
 
 async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: object,
@@ -344,8 +339,8 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
                            f"{caused[0].per_hour} в час. Повторите позже.", retry_at=held.retry_at)
     if not held.ok:
         have = (await env.store.subscribers.profile(sender)).bonus_points
-        return Result.fail("insufficient_funds", f"Недостаточно бонусных баллов: у вас {have}, "
-                           f"а подарок — {points}.", bonus_points=have)
+        return Result.fail("insufficient_funds", f"Недостаточно бонусных баллов: у вас {russian.count(have, 'балл')}, "
+                           f"а подарок — {russian.count(points, 'балл')}.", bonus_points=have)
     code = generate_code(GIFT_CODE_DIGITS)
     digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
     ttl = env.settings.gift_code_ttl_s
@@ -412,7 +407,7 @@ async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Ch
         return Result.fail("conflict", "Этот подарок уже получен или отменён.")
     await settle_hold(env.store, sender, tid, "captured", channel=channel)
     log.info("gift_accepted", msisdn=recipient, sender=sender, points=points)
-    return Result.done(f"Зачислено {points} {points_word(points)} от {sender}.", points=points, gift_id=tid,
+    return Result.done(f"Подарок зачислен: {russian.count(points, 'балл')} от {sender}.", points=points, gift_id=tid,
                        **{"from": sender})
 
 
@@ -519,10 +514,12 @@ async def call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
     start, end = period
     if env.billing is None:
         return Result.fail("unavailable", "Детализация сейчас недоступна.")
-    records = [_record_dict(r) for r in env.billing.call_records(msisdn, start, end)]
+    since = (await env.store.subscribers.profile(msisdn)).owner_since
+    records = [_record_dict(r) for r in _since_owner(env.billing.call_records(msisdn, start, end), since)]
     total = sum(int(r["cost_kop"]) for r in records)
     await env.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=online"))
-    return Result.done(f"Детализация за {start:%d.%m.%Y}–{end:%d.%m.%Y}: {len(records)} записей на {rub(total)}.",
+    entries = russian.count(len(records), "запись")
+    return Result.done(f"Детализация за {start:%d.%m.%Y}–{end:%d.%m.%Y}: {entries} на {rub(total)}.",
                        records=records, total_cost_kop=total, **{"from": start.isoformat(), "to": end.isoformat()})
 
 
@@ -533,14 +530,15 @@ async def email_call_detail(env: Env, msisdn: str, start_raw: object, end_raw: o
     if isinstance(period, Result):
         return period
     start, end = period
-    address = (await env.store.subscribers.profile(msisdn)).email
+    profile = await env.store.subscribers.profile(msisdn)
+    address = profile.email
     if not address:
         return Result.fail("bad_request", "E-mail для номера не указан.", field="email")
     if env.mailer is None:
         return Result.fail("unavailable", "Отправка e-mail сейчас недоступна.")
     if env.billing is None:
         return Result.fail("unavailable", "Детализация сейчас недоступна.")
-    records = env.billing.call_records(msisdn, start, end)
+    records = _since_owner(env.billing.call_records(msisdn, start, end), profile.owner_since)
     try:
         await env.mailer.send(address, f"Детализация {start:%d.%m.%Y}–{end:%d.%m.%Y}",
                               f"Детализация номера {msisdn} за {start:%d.%m.%Y}–{end:%d.%m.%Y} во вложении.",
@@ -654,12 +652,29 @@ async def _parental_access(store: Store, parent: str, child: str) -> Result | No
         return Result.fail("forbidden", "Подключите услугу «Родительский контроль».")
     if not (await store.subscribers.profile(child)).exists:
         return unknown_subscriber(child)
-    if child not in await store.numbers.linked(parent):
+    if not await Grants(store).holds(parent, child):  # N1, both ends (`handlers.access`)
         return Result.fail("forbidden", f"Сначала добавьте номер {child} в «Мои номера» с его паролем.")
     return None
 
 
 _RECORD_FIELDS = ("at", "kind", "direction", "peer", "duration_s", "volume_kb", "cost_kop")
+
+
+def _since_owner(records: Iterable[CallRecord], owner_since: float) -> list[CallRecord]:
+    """N4: the present owner sees the calls made since the number became hers, none of the previous owner's."""
+    if not owner_since:
+        return list(records)
+    kept = []
+    for record in records:
+        try:
+            at = datetime.fromisoformat(record.at)
+        except ValueError:
+            continue  # a line whose time cannot be told is not shown to somebody who may not own it
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=OPERATOR_TZ)
+        if at.timestamp() >= owner_since:
+            kept.append(record)
+    return kept
 
 
 def _record_dict(record: CallRecord) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The router's table: (short code, keyword) and USSD service codes -> handler.
 
 Keywords are matched after normalisation (trim, case-fold, ё->е, punctuation dropped), so
-`Пароль`, ` пароль!` and `PAROL` find the same route. What matches nothing goes to the code's
-help handler (R9): never silence.
+`Пароль`, ` пароль!` and `PAROL` find the same route; a keyword typed with look-alike letters of
+the other alphabet (`ПAРОЛЬ` with a Latin A, `РЕR` in Cyrillic, `ОN`) finds it too, through its
+skeleton. What matches nothing goes to the code's help handler (R9): never silence.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ def normalise_keyword(text: str) -> str:
     return _PUNCT.sub(" ", text).strip()
 
 
+# Cyrillic letters that look like Latin ones (in either case as typed on a phone), mapped to the
+# Latin look-alike: a keyword's skeleton is the same whichever keyboard each letter came from.
+_LOOK_ALIKE = str.maketrans("авекмнорстухіј", "abekmhopctyxij")
+
+
+def skeleton(keyword: str) -> str:
+    """A normalised keyword with every Cyrillic letter that looks like a Latin one made Latin."""
+    return keyword.translate(_LOOK_ALIKE)
+
+
 @dataclass(frozen=True, slots=True)
 class SmsRoute:
     short_code: str
@@ -31,6 +42,10 @@ class SmsRoute:
 
     def matches(self, keyword: str) -> bool:
         return self.keywords is None or keyword in self.keywords
+
+
+class AmbiguousKeywords(ValueError):
+    """Two routes of one short code whose keywords differ only in look-alike letters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +58,29 @@ class UssdRoute:
 class Router:
     def __init__(self, sms: Iterable[SmsRoute], ussd: Iterable[UssdRoute], help_handler: Handler) -> None:
         self._sms: dict[str, list[SmsRoute]] = {}
+        self._skeletons: dict[tuple[str, str], SmsRoute] = {}
         for route in sms:
             normalised = frozenset(normalise_keyword(k) for k in route.keywords) if route.keywords else None
-            self._sms.setdefault(route.short_code, []).append(
-                SmsRoute(route.short_code, normalised, route.handler, route.description)
-            )
+            kept = SmsRoute(route.short_code, normalised, route.handler, route.description)
+            self._sms.setdefault(route.short_code, []).append(kept)
+            for keyword in normalised or ():
+                other = self._skeletons.setdefault((route.short_code, skeleton(keyword)), kept)
+                if other.handler is not kept.handler:
+                    raise AmbiguousKeywords(f"{route.short_code}: {keyword!r} ({route.description}) looks like a "
+                                            f"keyword of {other.description}")
         self._ussd = {route.service_code: route for route in ussd}
         self.help_handler = help_handler
 
     def route_sms(self, short_code: str, text: str) -> Handler:
         keyword = normalise_keyword(text)
         for route in self._sms.get(short_code, ()):
-            if route.matches(keyword):
+            if route.keywords is not None and keyword in route.keywords:
+                return route.handler
+        look_alike = self._skeletons.get((short_code, skeleton(keyword)))
+        if look_alike is not None:
+            return look_alike.handler
+        for route in self._sms.get(short_code, ()):
+            if route.keywords is None:
                 return route.handler
         return self.help_handler
 

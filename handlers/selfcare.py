@@ -19,6 +19,7 @@ import structlog
 from handlers.base import Channel
 from handlers.ports import Billing, Mailer, MtSender, Network
 from sms_codes import SlidingWindow, client_key
+from ussdgw import russian
 from ussdgw.clock import Clock
 from ussdgw.inputs import parse_msisdn, parse_whole_number
 from ussdgw.store import AuditEvent, OutboundMessage, Store
@@ -49,6 +50,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "wrong_identity": 403,
     "no_consent": 403,
     "not_trusted_network": 403,
+    "blocked": 403,
     "corporate": 403,
     "not_found": 404,
     "unknown_subscriber": 404,
@@ -207,9 +209,6 @@ def refused_for(code: str) -> Result:
 
 
 def fmt_time(ts: float) -> str:
-    from datetime import datetime
-
-    from sms_codes import OPERATOR_TZ
-
-    return datetime.fromtimestamp(ts, OPERATOR_TZ).strftime("%d.%m.%Y %H:%M")
+    """'30.11.2026 14:05 МСК'."""
+    return russian.date_time(ts)
 

@@ -27,7 +27,8 @@ hand, and checks what the phones see:
 
 `expect: sms` takes, in order, the next SMS addressed to the phone after the previous ones it
 matched (one still held, ENROUTE, is matched again by the next expectation): `from` and `text`
-(a regular expression, searched; `.` matches line breaks too) select it, `state` (DELIVERED,
+(a regular expression, searched; `.` matches line breaks too; a space in it matches the
+non-breaking space Russian texts keep between a number and its unit) select it, `state` (DELIVERED,
 ENROUTE, EXPIRED, UNDELIVERABLE) and `reason` (absent, expired, inbox_full, anti_spam,
 unknown_number) are waited for. `expect: ussd` checks the phone's USSD screen (`state`: waiting
 or closed). A file is checked when it is loaded; a mistake names the file and the step.
@@ -361,13 +362,23 @@ class PhoneDriver:
             snapshot = await self.state(phone, snapshot["version"], min(remaining, 60.0))
 
 
+def _text_pattern(want: dict[str, Any]) -> re.Pattern[str] | None:
+    return re.compile(want["text"], re.S) if "text" in want else None
+
+
+def _matches(pattern: re.Pattern[str] | None, text: str) -> bool:
+    """Whether a received text matches an expectation's `text`, its non-breaking spaces read as
+    spaces (Russian texts keep "250 ₽" together with one; a scenario writes a plain space)."""
+    return pattern is None or bool(pattern.search(text.replace("\u00a0", " ")))
+
+
 def _sms_candidates(snapshot: dict[str, Any], taken: set[str], want: dict[str, Any]) -> list[dict[str, Any]]:
     entries = [e for e in snapshot["network"] if e["kind"] == "sms" and e["message_id"] not in taken]
     entries.sort(key=lambda e: e["submitted_at"])
     sender = want.get("from")
-    pattern = re.compile(want["text"], re.S) if "text" in want else None
+    pattern = _text_pattern(want)
     return [e for e in entries if (sender is None or e["sender"] == sender)
-            and (pattern is None or pattern.search(e["text"]))]
+            and _matches(pattern, e["text"])]
 
 
 def _describe_sms(entry: dict[str, Any]) -> str:
@@ -439,10 +450,10 @@ class Runner:
         taken = d.taken[phone]
         if "ussd" in a:
             want = a["ussd"]
-            pattern = re.compile(want["text"], re.S) if "text" in want else None
+            pattern = _text_pattern(want)
 
             def ussd_ok(u: dict[str, Any]) -> bool:
-                text_ok = pattern is None or bool(pattern.search(u["text"]))
+                text_ok = _matches(pattern, u["text"])
                 return text_ok and want.get("state", u["state"]) == u["state"]
 
             def settled(s: dict[str, Any]) -> tuple[bool, str]:  # the network has spoken: judge now

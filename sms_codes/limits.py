@@ -10,14 +10,14 @@ this module turns those into the reply.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Final
-from zoneinfo import ZoneInfo
+
+from ussdgw import russian
+from ussdgw.russian import OPERATOR_TZ
 
 __all__ = ["HOUR_S", "OPERATOR_TZ", "format_retry_reply"]
 
 HOUR_S: Final = 3600
-OPERATOR_TZ: Final = ZoneInfo("Europe/Moscow")
 
 
 def _wait_text(seconds: int) -> str:
@@ -34,7 +34,7 @@ def format_retry_reply(reason: str, retry_at: float, per_hour: int, now: float, 
     The clock time is rounded up to the minute, so "после 14:05" is never too early."""
     if reason == "hourly_cap":
         retry_minute = math.ceil(retry_at / 60) * 60
-        clock = datetime.fromtimestamp(retry_minute, OPERATOR_TZ).strftime("%H:%M")
-        return f"Превышен лимит запросов: не более {per_hour} в час. Попробуйте после {clock}."
+        clock = russian.clock_time(retry_minute)
+        return f"Лимит: не более {russian.count(per_hour, 'запрос', 'gent')} в час. Повторите после {clock}."
     wait = max(1, math.ceil(retry_at - now))
     return f"{what} уже отправлен. Повторный запрос возможен через {_wait_text(wait)}."

@@ -64,7 +64,7 @@ async def test_the_web_form_and_the_sms_share_one_cool_down_and_one_hourly_cap(s
     assert status == 200
     stack.clock.advance(21)
     status, body = await api.call("POST", "/password-requests", body={"msisdn": IVAN})
-    assert status == 429 and body["message"].startswith("Превышен лимит запросов: не более 3 в час.")
+    assert status == 429 and body["message"].startswith("Лимит: не более 3\u00a0запросов в час.")
 
 
 @pytest.mark.parametrize(("number", "status", "error"), [

@@ -125,7 +125,7 @@ async def test_a_subscriber_walks_the_cabinet_from_the_sms_password_to_log_out(
     accept = page.get_by_role("region", name="Получить подаренные баллы")
     await accept.get_by_label("Код из SMS").fill(code)
     await accept.get_by_role("button", name="Получить баллы").click()
-    await expect(page.get_by_test_id("accept-result")).to_have_text(f"Зачислено 21 балл от {IVAN}.")
+    await expect(page.get_by_test_id("accept-result")).to_have_text(f"Подарок зачислен: 21\u00a0балл от {IVAN}.")
     await expect(page.locator("#bonus-points")).to_have_text("21")
 
     # Back on one's own number: the audit trail shows what was done.

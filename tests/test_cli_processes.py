@@ -251,7 +251,7 @@ def test_up_serves_seed_sms_and_dial_then_stops_cleanly_on_sigint(up: Command,
     assert re.fullmatch(r"← 3339: Пароль для входа в Личный кабинет: [a-z0-9]{8,10}", sms.out[1]), sms.output
     dial = run(ussdgw, "dial", "--from", "79161234567", "*100#", USSDGW_SIM_HTTP_PORT=port)
     assert dial.popen.returncode == 0, dial.output
-    assert "Ваш баланс: 250 ₽." in dial.output, dial.output  # the seeded balance
+    assert "Ваш баланс: 250\u00a0₽." in dial.output, dial.output  # the seeded balance
     menu = run(ussdgw, "dial", "--from", "79161234567", "*111#", "--answers", "1", USSDGW_SIM_HTTP_PORT=port)
     assert menu.popen.returncode == 0, menu.output
     assert "→ 1" in menu.output and "сеанс завершён" in menu.output, menu.output

@@ -43,7 +43,7 @@ async def test_the_hourly_cap_counts_only_what_the_subscriber_asks_for(stack: St
         assert "Личный кабинет:" in (reply := await text_of(stack, IVAN, to, text)) or "архиву" in reply
         stack.clock.advance(21)
     refused = await text_of(stack, IVAN, "3339", "ПАРОЛЬ")
-    assert refused.startswith("Превышен лимит запросов: не более 3 в час. Попробуйте после ")
+    assert refused.startswith("Лимит: не более 3\u00a0запросов в час. Повторите после ")
     assert "Личный кабинет:" in await text_of(stack, IVAN2, "3339", "ПАРОЛЬ")  # another number's own budget
 
 

@@ -26,7 +26,7 @@ def test_long_cooldown_reply_is_in_minutes() -> None:
 
 def test_hourly_cap_reply_gives_moscow_clock_time_rounded_up() -> None:
     assert format_retry_reply("hourly_cap", T0 + 290.5 + 3600, 5, T0 + 3000) == (
-        "Превышен лимит запросов: не более 5 в час. Попробуйте после 15:05."
+        "Лимит: не более 5\u00a0запросов в час. Повторите после 15:05\u00a0МСК."
     )
 
 

@@ -58,6 +58,14 @@ async def test_every_spelling_of_the_keyword_is_understood(stack: Stack) -> None
         assert is_p1(extract_password(reply.text)), spelling
 
 
+async def test_a_keyword_typed_with_look_alike_letters_of_the_other_alphabet_is_understood(stack: Stack) -> None:
+    latin_a = "П\u0041РОЛЬ"  # ПAРОЛЬ with a Latin A, as a phone with two keyboards types it
+    [reply] = await send_and_wait(stack, "79160000010", "3339", latin_a)
+    assert is_p1(extract_password(reply.text))
+    [archive] = await send_and_wait(stack, "79160000011", "232", "\u0420\u0415R")  # РЕR: Cyrillic Р and Е
+    assert archive.sender == "232" and re.search(r"\d{4,}", archive.text), archive.text
+
+
 async def test_login_to_7888_recovers_the_password_from_7888(stack: Stack) -> None:
     [reply] = await send_and_wait(stack, "79161230000", "7888", "логин")
     assert reply.sender == "7888"

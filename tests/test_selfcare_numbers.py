@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.selfcare_api import ensure_admin_token
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
@@ -74,8 +75,14 @@ async def test_block_today_or_from_a_later_date_and_unblock(stack: Stack, api: A
     assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
     status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": date.today().isoformat()})
     assert status == 200 and body["data"]["state"] == "blocked"
-    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
-    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 409
+    # from now on nobody is signed in as the number: the block is lifted from another way in
+    status, body = await api.call("DELETE", "/accounts/me/block", token=token)
+    assert (status, body["error"]) == (403, "blocked")
+    other = await signed_in(stack, api, IVAN2)
+    assert (await api.call("DELETE", f"/accounts/{IVAN}/block", token=other))[0] == 403  # not linked
+    status, body = await api.call("POST", "/admin/unblocks", token=ensure_admin_token(stack.settings),
+                                  body={"msisdn": IVAN, "passport": "4510 123456", "contract": "D-2021-0001"})
+    assert status == 200, body
     assert "blocked_from" not in await profile(stack, IVAN)
 
 
@@ -97,6 +104,7 @@ async def test_owner_change_takes_340_roubles_from_the_new_owner_and_the_balance
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
     assert status == 200, body
+    assert "переоформлен на Марию Смирнову." in body["message"]  # the name in the case «на» needs
     number, payer = await profile(stack, IVAN), await profile(stack, MARIA)
     assert number["owner_id"] == "p-2002" and number["owner_name"] == "Мария Смирнова"
     assert number["balance_kop"] == "25000"  # passes to the new owner, not refunded
@@ -117,7 +125,7 @@ async def test_owner_change_with_a_debt_is_refused_and_nothing_is_charged(stack:
     maria_password = await sms_password(stack, MARIA)
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
-    assert status == 409 and body["error"] == "debt" and "12 ₽" in body["message"]
+    assert status == 409 and body["error"] == "debt" and "12\u00a0₽" in body["message"]
     assert (await profile(stack, IVAN))["owner_id"] == "p-1001"
     assert (await profile(stack, MARIA))["balance_kop"] == "50000"
 
@@ -136,7 +144,7 @@ async def test_owner_change_needs_340_roubles_and_the_new_owners_password(stack:
     maria_password = await sms_password(stack, MARIA)  # balance 0
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": MARIA, "password": maria_password})
-    assert status == 402 and "340 ₽" in body["message"]
+    assert status == 402 and "340\u00a0₽" in body["message"]
     status, body = await api.call("POST", "/accounts/me/owner-change", token=ivan,
                                   body={"new_owner_msisdn": CORP, "password": "Wrong1234"})
     assert status == 401

@@ -36,7 +36,7 @@ async def test_scripted_answers_walk_the_menu_to_the_balance(stack: Stack) -> No
     code, out = await dial(await seeded(stack), "*111#", answers="1")
     assert code == 0
     assert "Мой МТС" in out and "1 Баланс" in out and "ждёт ответа" in out
-    assert "Ваш баланс: 700 ₽." in out and "сеанс завершён" in out
+    assert "Ваш баланс: 700\u00a0₽." in out and "сеанс завершён" in out
 
 
 async def test_typed_answers_are_sent_and_an_empty_one_cancels_the_dialogue(stack: Stack) -> None:

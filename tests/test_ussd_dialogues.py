@@ -15,7 +15,7 @@ MSISDN = "79161234567"
 async def test_star_100_shows_the_balance_in_roubles_and_closes_the_dialogue(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=123456)
     screen = await dial(stack, MSISDN, "*100#")
-    assert screen.text.startswith("Ваш баланс: 1234,56 ₽")
+    assert screen.text.startswith("Ваш баланс: 1\u00a0234,56\u00a0₽")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE
     assert stack.store is not None and await stack.store.dialogues.ttl(MSISDN) is None
     assert (await events(stack, MSISDN))[1:4] == ["mo_received", "balance_shown", "ussd_dialogue_closed"]
@@ -24,7 +24,7 @@ async def test_star_100_shows_the_balance_in_roubles_and_closes_the_dialogue(sta
 async def test_a_negative_balance_is_shown_with_a_minus_and_a_top_up_hint(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=-1550)
     screen = await dial(stack, MSISDN, "*100#")
-    assert "-15,50 ₽" in screen.text and "Пополните" in screen.text
+    assert "-15,50\u00a0₽" in screen.text and "Пополните" in screen.text
 
 
 async def test_an_unknown_service_code_ends_with_the_list_of_codes(stack: Stack) -> None:
@@ -96,7 +96,7 @@ async def test_a_new_dial_replaces_the_open_dialogue(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=500)
     await dial(stack, MSISDN, "*111#")
     screen = await dial(stack, MSISDN, "*100#")
-    assert "5 ₽" in screen.text
+    assert "5\u00a0₽" in screen.text
     assert stack.store is not None and await stack.store.dialogues.ttl(MSISDN) is None
 
 

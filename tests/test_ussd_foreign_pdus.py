@@ -96,7 +96,7 @@ async def test_a_foreign_gsm7_0x0f_dial_gets_its_ussd_reply_with_session_info_cl
     assert submit.service_type == "USSD" and submit.destination_addr == "79161234567"
     assert submit.ussd_service_op == UssdOp.PSSR_RESPONSE
     assert unpack_session_info(submit.its_session_info or 0) == SessionInfo(0x2A, 1, end=True)
-    assert decode_text(submit.short_message, submit.data_coding) == "Ваш баланс: 99 ₽."
+    assert decode_text(submit.short_message, submit.data_coding) == "Ваш баланс: 99\u00a0₽."
 
 
 async def test_a_foreign_ucs2_0x48_dialogue_is_walked_step_by_step(raw_gateway: tuple[RawSmsc, Store]) -> None:

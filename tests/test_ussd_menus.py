@@ -15,7 +15,7 @@ from handlers.catalogue import catalogue
 from handlers.ussd_selfcare import BINDINGS
 from sms_codes import verify_password
 from tests.test_password_by_sms import extract_password
-from tests.ussd_helpers import answer, dial, read_to_end, seed
+from tests.ussd_helpers import answer, choose, dial, read_to_end, seed
 from ussd_menus.engine import MenuError, load_menu, paginate
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
@@ -140,10 +140,10 @@ async def _rest(stack: Stack, screen: Any) -> str:
 async def test_a_paid_tariff_switch_at_zero_balance_is_refused_and_changes_nothing(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=0, tariff="basic")
     offered = [t for t in catalogue().tariffs if not t.corporate_only]
-    choice = next(n for n, t in enumerate(offered, 1) if t.switch_price_kop > 0)
-    card = await dial(stack, MSISDN, f"*111*2*{choice}#")  # the tariff's card straight from the dialled string
-    assert card.text.startswith(offered[choice - 1].name)
-    done = await read_to_end(stack, MSISDN, await answer(stack, MSISDN, "1"))
+    paid = next(t for t in offered if t.switch_price_kop > 0)
+    card = await choose(stack, MSISDN, await dial(stack, MSISDN, "*111*2#"), paid.name)
+    assert card.text.startswith(paid.name)
+    done = await read_to_end(stack, MSISDN, await choose(stack, MSISDN, card, "Перейти на этот тариф"))
     assert "положительный баланс" in done
     assert stack.store is not None and (await stack.store.subscribers.fields(MSISDN))["tariff"] == "basic"
 
@@ -155,17 +155,17 @@ async def test_a_direct_string_opens_a_screen_without_walking_the_menu(stack: St
 
 async def test_a_service_is_switched_on_and_off_from_the_menu(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=10000)
-    on = await walk(stack, "3", "1", "1")
+    on = await choose(stack, MSISDN, await walk(stack, "3", "1"), "Подключить")
     assert on.ussd_op == UssdOp.PSSR_RESPONSE and "подключена" in on.text
     assert stack.store is not None and "svc:locator" in await stack.store.subscribers.fields(MSISDN)
-    off = await walk(stack, "3", "1", "2")
+    off = await choose(stack, MSISDN, await walk(stack, "3", "1"), "Отключить")
     assert "отключена" in off.text and "svc:locator" not in await stack.store.subscribers.fields(MSISDN)
 
 
 async def test_autopay_asks_for_an_amount_and_a_bad_amount_is_asked_again(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=10000)
     autopay = next(n for n, s in enumerate(catalogue().services, 1) if s.id == "autopay")
-    prompt = await walk(stack, "3", str(autopay), "1")
+    prompt = await choose(stack, MSISDN, await walk(stack, "3", str(autopay)), "Подключить")
     assert "Сумма Автоплатежа" in prompt.text
     again = await answer(stack, MSISDN, "7")
     assert again.ussd_op == UssdOp.USSR_REQUEST and "от 100 до 5000" in again.text
@@ -198,7 +198,7 @@ async def test_a_choice_in_other_digits_is_no_item_and_the_network_gets_rok(stac
 async def test_an_amount_in_fullwidth_digits_is_asked_again_and_a_dialled_one_refused(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=10000)
     autopay = next(n for n, s in enumerate(catalogue().services, 1) if s.id == "autopay")
-    await walk(stack, "3", str(autopay), "1")
+    await choose(stack, MSISDN, await walk(stack, "3", str(autopay)), "Подключить")
     again = await answer(stack, MSISDN, "３００")
     assert again.ussd_op == UssdOp.USSR_REQUEST and "от 100 до 5000" in again.text
     assert stack.store is not None and "autopay_amount_kop" not in await stack.store.subscribers.fields(MSISDN)
@@ -208,18 +208,61 @@ async def test_an_amount_in_fullwidth_digits_is_asked_again_and_a_dialled_one_re
 
 
 async def test_back_and_main_menu_navigate(stack: Stack) -> None:
-    services = await walk(stack, "3", "1")
-    assert "0 Назад" in services.text and "00 Главное меню" in services.text
-    back = await answer(stack, MSISDN, "0")
+    card = [await walk(stack, "3", "1")]
+    while "98 Далее" in card[-1].text:  # a long card: read it to the page with its choices
+        card.append(await answer(stack, MSISDN, "98"))
+    assert len(card) > 1 and "0 Назад" in card[-1].text and "00 Главное меню" in card[-1].text
+    back = await answer(stack, MSISDN, "0")  # on a later page, 0 goes back a page ...
+    assert back.text == card[-2].text
+    for _ in card[1:-1]:
+        back = await answer(stack, MSISDN, "0")
+    back = await answer(stack, MSISDN, "0")  # ... and on the first, back to the screen before
     assert back.text.startswith("Услуги")
     main = await answer(stack, MSISDN, "00")
     assert main.text.startswith("Мой МТС")
 
 
+async def test_a_choice_not_on_the_page_shown_is_refused_on_that_same_page(stack: Stack) -> None:
+    await seed(stack, MSISDN, balance_kop=50000, tariff="basic")
+    tariffs = await dial(stack, MSISDN, "*111*2#")
+    shown = {int(n) for n in re.findall(r"^(\d+) ", tariffs.text, re.M)} - {0, 98}
+    hidden = max(shown) + 1  # a tariff the next page lists, never seen on this one
+    refused = await answer(stack, MSISDN, str(hidden))
+    assert refused.ussd_op == UssdOp.USSR_REQUEST and refused.text.startswith("Нет такого пункта.")
+    assert {int(n) for n in re.findall(r"^(\d+) ", refused.text, re.M)} - {0, 98} == shown  # the same page
+    assert stack.store is not None and (await stack.store.subscribers.fields(MSISDN))["tariff"] == "basic"
+    # a card opened by a dialled string, then answered: the page shown has no «1» yet
+    card = await dial(stack, MSISDN, f"*111*2*{min(shown)}#")
+    assert "98 Далее" in card.text and "Перейти" not in card.text
+    refused = await answer(stack, MSISDN, "1")
+    assert refused.text.startswith("Нет такого пункта.")
+    assert int((await stack.store.subscribers.fields(MSISDN))["balance_kop"]) == 50000
+
+
+async def test_a_published_shortcut_dialled_whole_still_reaches_its_choice(stack: Stack) -> None:
+    await seed(stack, MSISDN, balance_kop=10000)
+    on = await dial(stack, MSISDN, "*111*3*1*1#")  # Услуги → Локатор → Подключить, typed at once
+    assert on.ussd_op == UssdOp.PSSR_RESPONSE and "подключена" in on.text
+    assert stack.store is not None and "svc:locator" in await stack.store.subscribers.fields(MSISDN)
+
+
+def test_a_number_never_leaves_its_unit_and_a_long_card_uses_the_screen() -> None:
+    card = ("Супер: безлимит внутри сети, 500 минут на другие сети России, 10 ГБ интернета, "
+            "ещё 300 SMS и 100 ММС. 500,00\u00a0₽/мес, переход бесплатно.")
+    pages = paginate(card, ["1 Перейти на этот тариф"], back=True, main=True)
+    text_pages = [p for p in pages if "1 Перейти" not in p]
+    assert len(text_pages) >= 2 and all(p.endswith("\n98 Далее") and "0 Назад" not in p for p in text_pages[:-1])
+    assert all(len(p) >= 70 for p in text_pages[:-1])  # of the 80 UCS2 characters a page holds
+    for page in pages:
+        body = page.split("\n")[0]
+        assert not re.search(r"\d$", body), page  # no page ends on a bare number
+    assert "1 Перейти на этот тариф" in pages[-1] and "0 Назад" in pages[-1]
+
+
 async def test_balance_from_the_menu_closes_the_dialogue(stack: Stack) -> None:
     await seed(stack, MSISDN, balance_kop=25000)
     screen = await walk(stack, "1")
-    assert screen.ussd_op == UssdOp.PSSR_RESPONSE and screen.text == "Ваш баланс: 250 ₽."
+    assert screen.ussd_op == UssdOp.PSSR_RESPONSE and screen.text == "Ваш баланс: 250\u00a0₽."
 
 
 async def test_new_password_from_the_menu_comes_by_sms_from_3339(stack: Stack) -> None:

@@ -41,6 +41,18 @@ async def answer(stack: Stack, msisdn: str, text: str, *, to: str = "*111#", **k
     return await ussd(stack, msisdn, text, op=UssdOp.USSR_CONFIRM, to=to, **kw)
 
 
+async def choose(stack: Stack, msisdn: str, screen: InboxMessage, label: str) -> InboxMessage:
+    """Page on (98) until a choice whose label starts with `label` is shown, then answer its number:
+    a menu takes only a choice the subscriber has seen on the page in front of her."""
+    for _ in range(20):
+        found = re.search(rf"^(\d+) {re.escape(label)}", screen.text, re.M)
+        if found:
+            return await answer(stack, msisdn, found.group(1))
+        assert "98 Далее" in screen.text, f"no {label!r} in {screen.text!r}"
+        screen = await answer(stack, msisdn, "98")
+    raise AssertionError(f"{label!r} never shown")
+
+
 async def read_to_end(stack: Stack, msisdn: str, screen: InboxMessage) -> str:
     """A closing text that came over several screens (98 Далее): all of it, once the dialogue closed."""
     text = screen.text

@@ -267,91 +267,120 @@ def _check_refs(screen: Screen, screens: Mapping[str, Screen], bindings: Binding
         need(screen.input.validate, bindings.validators, "validator")
 
 
-# ---- pages --------------------------------------------------------------------------------------
-def _words(text: str, width: int) -> list[str]:
-    """`text` cut at spaces into pieces of at most `width` characters (a longer word is cut hard)."""
-    pieces: list[str] = []
-    for line in text.splitlines() or [""]:
-        current = ""
-        for word in line.split(" "):
-            while len(word) > width:
-                if current:
-                    pieces.append(current)
-                    current = ""
-                pieces.append(word[:width])
-                word = word[width:]
-            candidate = f"{current} {word}" if current else word
-            if len(candidate) > width:
-                pieces.append(current)
-                current = word
-            else:
-                current = candidate
-        pieces.append(current)
-    return [p for p in pieces if p]
+# ---- pages ----------------------------------------------------------------------------------------
+_NUMBER = re.compile(r"^[-+]?\d[\d,.:]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One USSD message of a screen, and the choice numbers whose lines it shows: only those are
+    accepted as an answer to it (a choice the subscriber never saw is never taken)."""
+
+    text: str
+    choices: range
+
+
+def _header_units(header: str) -> list[tuple[str, str]]:
+    """The header as (word, joiner before it): words flow across pages, lines start with a newline.
+
+    A number stays with the word after it ("500 минут", "100 ₽"), so a page never ends on a bare
+    number whose unit is on the next one; a non-breaking space already joins what it joins."""
+    units: list[tuple[str, str]] = []
+    for n, line in enumerate(header.splitlines() if header else []):
+        words = [w for w in line.split(" ") if w]
+        k, line_start = 0, True
+        while k < len(words):
+            word, last = words[k], words[k]
+            while _NUMBER.match(last) and k + 1 < len(words):
+                k += 1
+                last = words[k]
+                word = f"{word} {last}"
+            units.append((word, ("\n" if n else "") if line_start else " "))
+            k, line_start = k + 1, False
+    return units
 
 
 def paginate(header: str, lines: Sequence[str], *, back: bool, main: bool, page_back: bool = True) -> list[str]:
-    """Cut a screen (a header, then one line per choice) into pages: see `_paginate` (cached: menus repeat)."""
-    return list(_paginate(header, tuple(lines), back, main, page_back))
+    """Cut a screen (a header, then one line per choice) into the texts of its pages (see `pages`)."""
+    return [page.text for page in _paginate(header, tuple(lines), back, main, page_back)]
+
+
+def pages(header: str, lines: Sequence[str], *, back: bool, main: bool) -> tuple[Page, ...]:
+    """Cut a screen into pages, each knowing which choices it shows (cached: menus repeat)."""
+    return _paginate(header, tuple(lines), back, main, True)
 
 
 @functools.lru_cache(maxsize=4096)
-def _paginate(header: str, lines: tuple[str, ...], back: bool, main: bool, page_back: bool) -> tuple[str, ...]:
+def _paginate(header: str, lines: tuple[str, ...], back: bool, main: bool, page_back: bool) -> tuple[Page, ...]:
     """Cut a screen (a header, then one line per choice) into pages that each fit one USSD message.
 
-    Every page but the last ends with `98 Далее`; `0 Назад` shows when there is somewhere to go
-    back to (an earlier page counts, unless not `page_back`), `00 Главное меню` when `main`.
-    A long header flows on over pages, cut between words.
+    Every page but the last ends with `98 Далее`. A page of choices also shows `0 Назад` when there
+    is somewhere to go back to (an earlier page counts, unless not `page_back`) and `00 Главное меню`
+    when `main`; a page of text alone (a long card) shows `98 Далее` only, so the text uses the
+    screen (`0` and `00` still work there, and the last page names them). A long header flows on
+    over pages, cut between words, never between a number and its unit.
     """
-    # (text, joiner before it): header pieces continue their line, choices start their own
-    units: list[tuple[str, str]] = []
-    for n, line in enumerate(header.splitlines() if header else []):
-        for k, piece in enumerate(_words(line, 40)):
-            units.append((piece, " " if k else "\n" if n else ""))
+    units = _header_units(header)
+    first_choice = len(units)
     units += [(line, "\n") for line in lines]
 
     def join(chosen: Sequence[tuple[str, str]], nav_lines: Sequence[str]) -> str:
         text = "".join((joiner if i else "") + piece for i, (piece, joiner) in enumerate(chosen))
         return "\n".join([text, *nav_lines]) if text else "\n".join(nav_lines)
 
-    def nav(more: bool, first: bool) -> list[str]:
+    def nav(more: bool, first: bool, text_only: bool = False) -> list[str]:
         out = []
         if more:
             out.append(f"{MORE} {NAV_LABELS[MORE]}")
+            if text_only:
+                return out
         if back or (page_back and not first):
             out.append(f"{BACK} {NAV_LABELS[BACK]}")
         if main:
             out.append(f"{MAIN} {NAV_LABELS[MAIN]}")
         return out
 
-    pages: list[str] = []
+    def shown(start: int, end: int) -> range:
+        return range(max(start, first_choice) - first_choice + 1, max(end, first_choice) - first_choice + 1)
+
+    def fill(start: int, tail: Sequence[str], *, stop_at_choices: bool) -> int:
+        end = start
+        while end < len(units) and not (stop_at_choices and end >= first_choice) \
+                and fits_one_message(join(units[start:end + 1], tail)):
+            end += 1
+        return end
+
+    out: list[Page] = []
     i = 0
     while True:
-        first = not pages
-        last = join(units[i:], nav(False, first))
-        if fits_one_message(last):
-            pages.append(last)
-            return tuple(pages)
+        first = not out
+        final = nav(False, first)
+        if fits_one_message(join(units[i:], final)):
+            out.append(Page(join(units[i:], final), shown(i, len(units))))
+            return tuple(out)
         tail = nav(True, first)
-        taken: list[tuple[str, str]] = []
-        while i < len(units) and fits_one_message(join([*taken, units[i]], tail)):
-            taken.append(units[i])
-            i += 1
-        if not taken:  # one unit is too long for any page: cut it to what fits
-            piece = units[i][0]
+        end = fill(i, tail, stop_at_choices=False)
+        if end < first_choice:  # a text longer than a page (a card): let its pages use the screen
+            compact = nav(True, first, text_only=True)
+            end, tail = fill(i, compact, stop_at_choices=True), compact
+        if end == i:  # one unit is too long for any page: cut it to what fits
+            piece, joiner = units[i]
             cut = len(piece)
             while cut > 1 and not fits_one_message(join([(piece[:cut], "")], tail)):
                 cut -= 1
-            taken.append((piece[:cut], ""))
-            units[i] = (piece[cut:], "")
-        pages.append(join(taken, tail))
+            out.append(Page(join([(piece[:cut], "")], tail), range(0)))
+            units[i] = (piece[cut:], joiner)
+            continue
+        out.append(Page(join(units[i:end], tail), shown(i, end)))
+        i = end
 
 
 # ---- running ------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class _Rendered:
-    pages: list[str]
+    pages: tuple[Page, ...]
     choices: list[tuple[str, Item | None, str | None]]  # (label, static item, or list key)
+    lines: list[str]  # one line per choice, as shown
 
 
 class Menu:
@@ -372,7 +401,7 @@ class Menu:
         state.update(screen=self.spec.start, page=0, params={}, back=[])
         notice: str | None = None
         for arg in args:
-            outcome = await self._apply(host, arg)
+            outcome = await self._apply(host, arg, dialled=True)
             if isinstance(outcome, Answered):
                 return
             if isinstance(outcome, End):
@@ -397,8 +426,12 @@ class Menu:
         if getattr(result, "refused", False):
             await host.end(end.refused_text)
 
-    async def _apply(self, host: MenuHost, text: str) -> End | Answered | str | None:
-        """Apply one answer to the state; returns End, a notice to show with the screen, or None."""
+    async def _apply(self, host: MenuHost, text: str, *, dialled: bool = False) -> End | Answered | str | None:
+        """Apply one answer to the state; returns End, a notice to show with the screen, or None.
+
+        An answer to a page takes only a choice that page showed. A `dialled` extra (`*111*2*3*1#`)
+        is a shortcut typed from the operator's published list, not an answer to a page: it may
+        take any choice of its screen."""
         state = host.menu_state
         answer = text.strip()
         if answer == MAIN:
@@ -425,7 +458,8 @@ class Menu:
             state["page"] += 1
             return None
         choice = parse_whole_number(answer, minimum=1, maximum=len(rendered.choices))
-        if choice is None:
+        page = rendered.pages[min(state["page"], len(rendered.pages) - 1)]
+        if choice is None or not (dialled or choice in page.choices):
             return INVALID_CHOICE
         _, item, key = rendered.choices[choice - 1]
         if item is None:
@@ -454,7 +488,7 @@ class Menu:
         state.update(screen="", page=0, params={"notice": result.text})
         return None
 
-    async def _build(self, host: MenuHost, screen: Screen, notice: str | None = None) -> _Rendered:
+    async def _build(self, host: MenuHost, screen: Screen) -> _Rendered:
         state = host.menu_state
         params = state["params"]
         header = screen.text or ""
@@ -462,16 +496,13 @@ class Menu:
             header = await self.bindings.texts[screen.text_from](host, params)
         if screen.input is not None:
             header = f"{header}\n{screen.input.prompt}" if header else screen.input.prompt
-        if notice:
-            header = f"{notice}\n{header}" if header else notice
         choices: list[tuple[str, Item | None, str | None]] = [(i.label, i, None) for i in screen.items]
         if screen.list is not None:
             entries = await self.bindings.lists[screen.list](host, params)
             choices += [(label[:MAX_LABEL], None, key) for key, label in entries[:MAX_ITEMS - len(choices)]]
         lines = [f"{n} {label}" for n, (label, _, _) in enumerate(choices, start=1)]
         at_start = screen.id == self.spec.start
-        pages = paginate(header, lines, back=bool(state["back"]), main=not at_start)
-        return _Rendered(pages, choices)
+        return _Rendered(pages(header, lines, back=bool(state["back"]), main=not at_start), choices, lines)
 
     async def _render(self, host: MenuHost, notice: str | None) -> None:
         state = host.menu_state
@@ -479,7 +510,23 @@ class Menu:
             page = paginate(state["params"]["notice"], [], back=True, main=True)[0]
             await host.show(page)
             return
-        rendered = await self._build(host, self.spec.screens[state["screen"]], notice)
+        rendered = await self._build(host, self.spec.screens[state["screen"]])
         page = min(state["page"], len(rendered.pages) - 1)
         state["page"] = page
-        await host.show(rendered.pages[page])
+        if notice is None:
+            await host.show(rendered.pages[page].text)
+            return
+        await host.show(_with_notice(notice, rendered.pages[page], rendered.lines))
+
+
+def _with_notice(notice: str, page: Page, lines: Sequence[str]) -> str:
+    """The page where an answer failed, again, with the notice in place of its text: the same
+    choices under the same numbers and the same navigation, so the subscriber stays where she was
+    (the notice is shortened if the page has no room for all of it)."""
+    shown = [lines[n - 1] for n in page.choices]
+    nav = [line for line in page.text.split("\n") if line.split(" ", 1)[0] in NAV_LABELS]
+    body = [*shown, *nav]
+    text = notice
+    while text and not fits_one_message("\n".join([text, *body])):
+        text = text[:-1]
+    return "\n".join([text, *body]) if text else "\n".join(body)

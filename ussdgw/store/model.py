@@ -22,16 +22,17 @@ class OutboundMessage:
     # The end of the lease under which this process holds it (never stored: the lease zset is the
     # truth); its sender renews it while it waits, and gives up sending if it is lost.
     leased_until: float = 0.0
+    reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
-                "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
-                "secret": self.secret,
-            },
-            ensure_ascii=False,
-        ).encode()
+        fields = {
+            "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
+            "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
+            "secret": self.secret,
+        }
+        if self.reaches_blocked:
+            fields["reaches_blocked"] = True
+        return json.dumps(fields, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboundMessage:
