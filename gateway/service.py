@@ -196,7 +196,7 @@ class Gateway:
                 log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
                 return None
             payload = whole
-        mo_id, mo_ttl = mo_identity(pdu, payload, part)
+        mo_id, mo_ttl = mo_identity(pdu, payload, part, window_s=self.settings.mo_dedup_window_s)
         try:
             text = decode_text(payload, pdu.data_coding)
         except TextDecodeError:

@@ -21,6 +21,7 @@ are each read or written on their own (never in a script with a subscriber's key
     sub:{m}:blacklist      set      M4 Родительский контроль: numbers this (child's) number must not reach
     sub:{m}:locator:allow  set      M4 Локатор: numbers this subscriber agreed to be located by
     sub:{m}:mms_archive    string   A2 open while it lives; TTL the archive's 72 h
+    sub:{m}:idem:<sha>     string   an API request's Idempotency-Key: its body's fingerprint and first answer
 
 Recovery indexes, sharded into `INDEX_BUCKETS` buckets by the subscriber's number (`bucket_of`);
 each bucket is one key with a hash tag of its own, so the buckets spread over the cluster's slots.
@@ -160,6 +161,11 @@ def locator_allow_key(msisdn: str) -> str:
 
 def mms_archive_key(msisdn: str) -> str:
     return f"sub:{{{msisdn}}}:mms_archive"
+
+
+def idempotency_key(msisdn: str, key: str) -> str:
+    """A self-care request's Idempotency-Key, by its hash (any printable ASCII makes a safe key name)."""
+    return f"sub:{{{msisdn}}}:idem:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def dlr_key(message_id: str) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ussdgw.store.commit import STALE, Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
-from ussdgw.store.keys import gifts_key, holds_key, ops_key, sub_key
+from ussdgw.store.keys import gifts_key, holds_key, idempotency_key, ops_key, sub_key
 from ussdgw.store.model import AuditEvent
 from ussdgw.store.profile import SERVICE_PREFIX, Profile
 
@@ -283,6 +283,28 @@ class Money:
     async def op_state(self, msisdn: str, op: str) -> str | None:
         raw = await guarded(self._store.redis.hget(ops_key(msisdn), op))
         return raw.decode() if raw is not None else None
+
+    # ---- Idempotency-Key of the self-care API -------------------------------------------------
+    async def idempotency_begin(self, msisdn: str, key: str, fingerprint: str, pending_s: int) -> dict[str, Any] | None:
+        """Claim `key` for a request with `fingerprint` (None: claimed, run it), or what the first
+        request with it left: {"fp": its fingerprint, "status" and "body" once it has answered}."""
+        raw = await self._store.scripts.run("idempotency_begin", [idempotency_key(msisdn, key)],
+                                            [json.dumps({"fp": fingerprint}), pending_s])
+        if raw is None:
+            return None
+        found: dict[str, Any] = json.loads(raw)
+        return found
+
+    async def idempotency_answered(self, msisdn: str, key: str, fingerprint: str, status: int, body: str,
+                                   keep_s: int) -> None:
+        """The first answer to `key`, given again to every retry with the same body for `keep_s`."""
+        await guarded(self._store.pipeline.command(
+            "SET", idempotency_key(msisdn, key), json.dumps({"fp": fingerprint, "status": status, "body": body},
+                                                            ensure_ascii=False), "EX", keep_s))
+
+    async def idempotency_dropped(self, msisdn: str, key: str) -> None:
+        """The request failed before an answer worth keeping (Redis away, an error): a retry runs it."""
+        await guarded(self._store.pipeline.command("DEL", idempotency_key(msisdn, key)))
 
     async def index_hold(self, payer: str, op: str, at: float) -> None:
         """The hold's recovery entry: written before the hold is placed (`ussdgw.store.indexes`)."""
