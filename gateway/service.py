@@ -310,7 +310,10 @@ class Gateway:
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
         """
-        if mt.mt_id in self._held:  # this process is sending it already (a redelivered MO, a recovery)
+        held = self._held.get(mt.mt_id)
+        if held is not None:  # this process is sending it already (a redelivered MO, its own recovery):
+            if mt.leased_until > held.leased_until:  # ... and now holds it under a newer lease
+                self._held[mt.mt_id] = mt
             return False
         self.mts_in_flight.begin(mt.mt_id)
         self._held[mt.mt_id] = mt

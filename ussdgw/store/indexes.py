@@ -87,7 +87,8 @@ class Indexes:
         return self._store.pipeline.command("ZADD", mt_due_key(bucket_of(msisdn)), *flat)
 
     async def mt_due_at(self, msisdn: str, mt_id: str, due: float) -> None:
-        await guarded(self._store.pipeline.command("ZADD", mt_due_key(bucket_of(msisdn)), due,
+        """Look at an indexed MT again at `due`; an entry its sender removed meanwhile stays removed."""
+        await guarded(self._store.pipeline.command("ZADD", mt_due_key(bucket_of(msisdn)), "XX", due,
                                                    pair_member(msisdn, mt_id)))
 
     async def mt_done(self, msisdn: str, mt_id: str) -> None:
