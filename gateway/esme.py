@@ -218,7 +218,7 @@ class EsmeClient:
 
     # ---- sending ----------------------------------------------------------------------------
     async def submit(self, pdu: SubmitSm, *, attempts: int | None = None,
-                     proceed: Callable[[], bool] | None = None) -> SubmitSmResp:
+                     proceed: Callable[[], Awaitable[bool]] | None = None) -> SubmitSmResp:
         """Send one submit_sm inside the window and the rate; what the SMSC asks to retry
         (throttled, queue full), timeouts and lost links are retried with backoff, never dropped.
 
@@ -236,8 +236,11 @@ class EsmeClient:
             if conn is None or not conn.session.can_submit:
                 await asyncio.sleep(self._next_backoff())
                 continue
-            if proceed is not None and not proceed():
+            if proceed is not None and not await proceed():
                 break
+            conn = self._conn  # the link may have changed while `proceed` waited
+            if conn is None or not conn.session.can_submit:
+                continue
             sent = time.perf_counter()
             try:
                 resp = await conn.call(pdu)

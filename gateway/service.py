@@ -326,12 +326,32 @@ class Gateway:
             self.mts_in_flight.end(mt.mt_id)
 
     def _still_leased(self, mt_id: str) -> bool:
-        """May this process write the next part of `mt_id` now? Only under a lease with time left:
-        a lease that ran out may have been taken by another gateway, which then sends it."""
+        """Does this process hold `mt_id` under a lease with time left?"""
         held = self._held.get(mt_id)
         if held is None:
             return False
         return held.leased_until == 0.0 or held.leased_until - LEASE_MARGIN_S > lease_now()
+
+    async def _may_submit(self, mt_id: str) -> bool:
+        """May this process write the next part of `mt_id` now? Only under its lease: one close to its
+        end is renewed first (it still is ours if nobody took it); one lost, or that cannot be renewed
+        (Redis away), is left to whoever takes it."""
+        if self._still_leased(mt_id):
+            return True
+        held = self._held.get(mt_id)
+        if held is None or held.leased_until < 0:
+            return False
+        try:
+            renewed = await self.store.renew_lease(held)
+        except StoreUnavailable:
+            return False
+        if renewed is None:
+            log.warning("mt_lease_lost", msisdn=held.destination, mt_id=mt_id)
+            self._held[mt_id] = dataclasses.replace(held, leased_until=-1.0)
+            return False
+        if mt_id in self._held:
+            self._held[mt_id] = renewed
+        return True
 
     async def _keep_leases(self) -> None:
         """Renew the leases of MTs still being sent (waiting for a bind, the window, the SMSC) before
@@ -366,7 +386,7 @@ class Gateway:
     async def _send(self, mt: OutboundMessage) -> bool:
         message_ids: list[str] = []
         status = Status.ROK
-        proceed = functools.partial(self._still_leased, mt.mt_id)
+        proceed = functools.partial(self._may_submit, mt.mt_id)
         for pdu in self._submit_pdus(mt):
             resp = await self._pick_client().submit(pdu, proceed=proceed)
             if resp.status in (Status.RMSGQFUL, Status.RTHROTTLED):
