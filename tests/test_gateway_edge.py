@@ -7,13 +7,13 @@ import asyncio
 import struct
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.inbound import unanswerable
 from tests.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Status
 from ussdgw.store import Store
+from ussdgw.store.connect import connect
 from ussdgw.store.keys import INDEX_BUCKETS, mt_due_key
 
 PHONE = "79161234567"
@@ -61,7 +61,7 @@ async def test_an_mo_whose_reply_cannot_be_addressed_is_refused_for_good_and_not
         resp = await asyncio.wait_for(smsc.responses.get(), 5)
         assert (resp.sequence, resp.status) == (0x7003, Status.RINVDSTADR)
         await after_a_good_one(smsc)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         indexed = [m for b in range(INDEX_BUCKETS) for m in await client.zrange(mt_due_key(b), 0, -1)]
         assert {m.decode().split("|")[0] for m in indexed} <= {OTHER}  # nothing queued for the refused ones

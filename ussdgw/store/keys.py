@@ -40,6 +40,8 @@ Global single keys:
 
     dlr:<message_id>       hash     SMSC message id -> msisdn, mt_id / state, err (receipt correlation); TTL `DLR_TTL_S`
     session:<sha256>       string   P5 a signed-in session, JSON, under the token's hash; TTL the idle timeout
+    sealing:check          string   a known text sealed with the key that seals the queued MTs: a process
+                                    with another key refuses to start (`Store.check_sealing_key`)
 """
 
 from __future__ import annotations
@@ -176,3 +178,5 @@ def session_key(token: str) -> str:
     """Sessions are found by the token's SHA-256: a Redis dump holds no usable token."""
     return "session:" + hashlib.sha256(token.encode()).hexdigest()
 
+
+SEALING_CHECK = "sealing:check"
