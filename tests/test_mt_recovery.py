@@ -133,6 +133,7 @@ async def test_a_redelivered_mo_resends_only_what_nobody_is_sending(store_factor
     first = await store.commit("79161110004", answered("mo-4", mt("79161110004", 1)))
     again = await store.commit("79161110004", answered("mo-4", mt("79161110004", 99)))
     assert again.outcome == "duplicate" and again.messages == ()  # its sender's lease still runs
+    assert await entries(store) == [f"79161110004|{first.messages[0].mt_id}"]  # none for the MT not queued
     await asyncio.sleep(LEASE_S + GRACE_S + 0.05)
     late = await store.commit("79161110004", answered("mo-4", mt("79161110004", 99)))
     assert [m.mt_id for m in late.messages] == [first.messages[0].mt_id]  # abandoned: this one sends it

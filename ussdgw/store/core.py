@@ -155,6 +155,9 @@ class Store:
             await guarded(self.indexes.mts_queued(msisdn, (m.mt_id for m in change.messages), until))
         raw = await guarded(self.scripts.submit("commit", keys, [arg], durable=True))
         outcome = Outcome(raw[0].decode())
+        if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
+            with contextlib.suppress(StoreUnavailable):
+                await self.indexes.mts_dropped(msisdn, [m.mt_id for m in change.messages])
         if outcome is Outcome.APPLIED:
             profile = Profile.from_fields(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
             return CommitResult(outcome, _leased(change.messages, until), profile=profile,

@@ -86,6 +86,11 @@ class Indexes:
             flat += [due, pair_member(msisdn, mt_id)]
         return self._store.pipeline.command("ZADD", mt_due_key(bucket_of(msisdn)), *flat)
 
+    async def mts_dropped(self, msisdn: str, mt_ids: Sequence[str]) -> None:
+        """Entries written for MTs a commit did not queue (a redelivery, a refusal)."""
+        await guarded(self._store.pipeline.command("ZREM", mt_due_key(bucket_of(msisdn)),
+                                                   *(pair_member(msisdn, mt_id) for mt_id in mt_ids)))
+
     async def mt_due_at(self, msisdn: str, mt_id: str, due: float) -> None:
         """Look at an indexed MT again at `due`; an entry its sender removed meanwhile stays removed."""
         await guarded(self._store.pipeline.command("ZADD", mt_due_key(bucket_of(msisdn)), "XX", due,
