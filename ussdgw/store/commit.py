@@ -187,7 +187,8 @@ class CommitResult:
 
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
-                sealed: list[list[str]], created_field: str = "created_at") -> tuple[list[str], bytes]:
+                sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
+                replay: bool = False, created_field: str = "created_at") -> tuple[list[str], bytes]:
     """The keys and the JSON argument (UTF-8 bytes) of `lua/commit.lua` for `change` (only the parts it has);
     `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`).
 
@@ -208,6 +209,9 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     p: dict[str, Any] = {"now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": lease_until}
     if change.mo is not None:
         p["mo"] = change.mo.ttl_s
+        p["lease_now"], p["grace"] = lease_now, grace_s
+        if replay:
+            p["replay"] = True
     step = change.dialogue
     if step is not None:
         if step.expect is not None:
