@@ -8,7 +8,8 @@ response against it. Success: `{"message": <Russian text>, "data": {...}}`. Fail
 
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
-or a number the session may act on (its own, or one linked with that number's password, N1).
+or a number the session may act on, as `handlers.access` decides for the route's act (view, manage,
+owner, self): its own, one linked with that number's password (N1), one joined with it (N2).
 Admin routes want `Authorization: Bearer <admin token>`. The same server serves the cabinet page at
 `/` (`gateway/cabinet.py`), which uses nothing but this API.
 """
@@ -32,7 +33,8 @@ from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
 from gateway.observe import READINESS_KEY, count_signin_refusal, count_store_unavailable
-from handlers import account, archives, money, numbers
+from handlers import account, archives, money, number_management, numbers
+from handlers.access import Act, Denied, authorize
 from handlers.account import Session
 from handlers.base import Channel
 from handlers.catalogue import catalogue
@@ -41,7 +43,7 @@ from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
-from ussdgw.store import StoreUnavailable
+from ussdgw.store import StoreUnavailable, acting
 from ussdgw.tasks import Tasks
 from ussdgw.web import BadInput, BodySchema, body_timeout, read_json_object
 
@@ -120,7 +122,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500  # unless a response comes back (a cancelled request has none)
     with bound_contextvars(request_id=request_id, method=request.method, route=_route_name(request)):
         try:
-            response = await _handle(request, handler)
+            with acting.scope():  # P10: a request acting on another number says who did it (`_account`)
+                response = await _handle(request, handler)
             status = response.status
             if not response.prepared:
                 response.headers[REQUEST_ID_HEADER] = request_id
@@ -225,17 +228,19 @@ async def _session(request: web.Request) -> Session:
     return found
 
 
-async def _account(request: web.Request) -> tuple[Env, Session, str]:
-    """The session and the number it acts on: `me`, or a number it may act on (N1)."""
+async def _account(request: web.Request, act: Act = Act.VIEW) -> tuple[Env, Session, str]:
+    """The session and the number it acts on (`me`, or another), if the access model lets the
+    session's number do `act` on it (`handlers.access.authorize`, the one check)."""
     env = request.app[ENV_KEY]
     session = await _session(request)
     raw = request.match_info["msisdn"]
     target = session.msisdn if raw == "me" else valid_msisdn(raw)
     if target is None:
         raise ApiError(400, "bad_request", "Номер в адресе: me или 11 цифр, начиная с 7.", {"field": "msisdn"})
-    if not await numbers.may_act_on(env.store, session.msisdn, target):
-        raise ApiError(403, "forbidden", f"Нет доступа к номеру {target}. Добавьте его в «Мои номера» с паролем "
-                       "этого номера.")
+    granted = await authorize(env.store, session.msisdn, target, act)
+    if isinstance(granted, Denied):
+        raise ApiError(403, granted.code, granted.text)
+    acting.act_as(session.msisdn, f"{Channel.API}:{granted.origin}")
     return env, session, target
 
 
@@ -330,6 +335,14 @@ async def admin_reset(request: web.Request) -> web.Response:
                                               body.get("contract")))
 
 
+async def admin_unblock(request: web.Request) -> web.Response:
+    """N3 by support: the block is lifted after the owner's passport and contract are checked."""
+    _admin(request)
+    body = await _body(request)
+    return _reply(await numbers.support_unblock(request.app[ENV_KEY], body.get("msisdn"), body.get("passport"),
+                                                body.get("contract")))
+
+
 async def admin_charge(request: web.Request) -> web.Response:
     _admin(request)
     body = await _body(request)
@@ -393,7 +406,7 @@ async def get_balance(request: web.Request) -> web.Response:
 
 
 async def post_top_up(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
@@ -408,7 +421,7 @@ async def get_tariffs(request: web.Request) -> web.Response:
 
 
 async def put_tariff(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     tariff_id = body["tariff_id"]  # declared and required: a string
     return _reply(await money.switch_tariff(env.store, target, tariff_id, channel=Channel.API))
@@ -420,19 +433,19 @@ async def get_services(request: web.Request) -> web.Response:
 
 
 async def put_service(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     params = (await _body(request, optional=True)).get("params")  # declared: an object
     return _reply(await money.service_on(env.store, target, request.match_info["service_id"], channel=Channel.API,
                                          params=params))
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     return _reply(await money.service_off(env.store, target, request.match_info["service_id"], channel=Channel.API))
 
 
 async def post_payment(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     return _reply(await money.easy_payment(env.store, target, body.get("merchant"), body.get("amount_kop")))
 
@@ -449,7 +462,7 @@ async def post_calls_email(request: web.Request) -> web.Response:
 
 
 async def post_gift(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     return _reply(await money.gift_points(env, target, body.get("to"), body.get("points")), 202)
 
@@ -460,7 +473,7 @@ async def get_gifts(request: web.Request) -> web.Response:
 
 
 async def post_gift_accept(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     return _reply(await money.accept_gift(env, target, body.get("code")))
 
@@ -471,54 +484,88 @@ async def get_linked(request: web.Request) -> web.Response:
 
 
 async def post_linked(request: web.Request) -> web.Response:
-    env, session, target = await _account(request)
-    if target != session.msisdn:
-        raise ApiError(403, "forbidden", "Номера добавляются только в свой кабинет.")
+    env, _, target = await _account(request, Act.SELF)
     body = await _body(request)
     _count_attempt(request)
     return _reply(await numbers.link_number(env, target, body.get("msisdn"), body.get("password")))
 
 
 async def delete_linked(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     return _reply(await numbers.unlink_number(env, target, _path_msisdn(request, "other")))
 
 
 async def put_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     return _reply(await numbers.block_number(env, target, body.get("from")))
 
 
 async def delete_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await numbers.unblock_number(env, target))
+    env, session, target = await _account(request, Act.MANAGE)
+    return _reply(await numbers.unblock_number(env, target, actor=session.msisdn))
 
 
 async def post_owner_change(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
     _count_attempt(request)
     return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
 
 
 async def put_password(request: web.Request) -> web.Response:
-    env, session, target = await _account(request)
-    if target != session.msisdn:
-        raise ApiError(403, "forbidden", "Пароль меняется только для своего номера.")
+    env, session, target = await _account(request, Act.SELF)
     body = await _body(request)
     _count_attempt(request)
     return _reply(await account.change_password(env, target, body.get("old_password"), body.get("new_password"),
-                                                body.get("new_password_repeat")))
+                                                body.get("new_password_repeat"), session=session))
+
+
+async def get_grants(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.OWNER)
+    return _reply(await numbers.linked_to(env.store, target))
+
+
+async def delete_grant(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.OWNER)
+    return _reply(await numbers.revoke_link(env, target, _path_msisdn(request, "holder")))
+
+
+async def put_code_word(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.OWNER)
+    body = await _body(request)
+    return _reply(await account.set_code_word(env, target, body.get("code_word")))
+
+
+async def put_email(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.OWNER)
+    body = await _body(request)
+    return _reply(await account.set_email(env, target, body.get("email")))
+
+
+async def get_number_management(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.VIEW)
+    return _reply(await number_management.api_state(env.store, target))
+
+
+async def post_number_management(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.OWNER)
+    body = await _body(request)
+    return _reply(await number_management.api_apply(env.store, env.settings, target, body.get("numbers", [])), 202)
+
+
+async def delete_number_management(request: web.Request) -> web.Response:
+    env, session, target = await _account(request, Act.OWNER)
+    return _reply(await number_management.api_off(env.store, target, by=session.msisdn, dispatch=env.dispatch))
 
 
 async def put_locator_consent(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), True))
 
 
 async def delete_locator_consent(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), False))
 
 
@@ -533,13 +580,13 @@ async def get_parental(request: web.Request) -> web.Response:
 
 
 async def put_parental_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
     return _reply(await money.parental_blacklist(env, target, child, number, True))
 
 
 async def delete_parental_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    env, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
     return _reply(await money.parental_blacklist(env, target, child, number, False))
 
@@ -589,6 +636,7 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     r.add_post(f"{API}/password-requests", request_password)
     r.add_post(f"{API}/admin/password-resets", admin_reset)
     r.add_post(f"{API}/admin/charges", admin_charge)
+    r.add_post(f"{API}/admin/unblocks", admin_unblock)
     r.add_get(f"{API}/admin/subscribers/{{msisdn}}/audit", admin_audit)
     r.add_post(f"{API}/admin/holds/recover", admin_recover)
     acc = f"{API}/accounts/{{msisdn}}"
@@ -613,6 +661,13 @@ def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = Tru
     r.add_delete(f"{acc}/block", delete_block)
     r.add_post(f"{acc}/owner-change", post_owner_change)
     r.add_put(f"{acc}/password", put_password)
+    r.add_put(f"{acc}/code-word", put_code_word)
+    r.add_put(f"{acc}/email", put_email)
+    r.add_get(f"{acc}/grants", get_grants)
+    r.add_delete(f"{acc}/grants/{{holder}}", delete_grant)
+    r.add_get(f"{acc}/number-management", get_number_management)
+    r.add_post(f"{acc}/number-management", post_number_management)
+    r.add_delete(f"{acc}/number-management", delete_number_management)
     r.add_put(f"{acc}/locator/consents/{{requester}}", put_locator_consent)
     r.add_delete(f"{acc}/locator/consents/{{requester}}", delete_locator_consent)
     r.add_get(f"{acc}/locator/{{target}}", get_locate)

@@ -23,6 +23,7 @@ from structlog.contextvars import bound_contextvars
 from gateway.esme import EsmeClient
 from gateway.inbound import find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
+from handlers.access import mt_withheld, refuse_blocked_mo
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
@@ -198,7 +199,13 @@ class Gateway:
         )
 
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
-        """Run the handler; (its name, the commit's outcome: applied or duplicate)."""
+        """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
+        number's MO is answered by the access model's refusal instead (`handlers.access`)."""
+        refused = await refuse_blocked_mo(message, self.store, self.settings, self.clock)
+        if refused is not None:
+            for mt in refused.messages:
+                self._spawn(self.send(mt))
+            return "access.blocked", refused.outcome
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
             for mt in outcome.result.messages:
@@ -287,9 +294,25 @@ class Gateway:
         """
         self.mts_in_flight.begin(mt.mt_id)
         try:
+            if await self._withheld(mt):
+                return False
             return await self._send(mt)
         finally:
             self.mts_in_flight.end(mt.mt_id)
+
+    async def _withheld(self, mt: OutboundMessage) -> bool:
+        """N3: an SMS for a blocked number leaves the outbox unsent, audited (`handlers.access`)."""
+        try:
+            if not await mt_withheld(self.store, mt, self.clock.now()):
+                return False
+            await self.store.mt_submitted(mt.destination, mt.mt_id, "WITHHELD", AuditEvent(
+                "mt_withheld", Channel.SMS, outcome="blocked", detail=render(mt=mt.mt_id, **{"from": mt.source})), [])
+        except StoreUnavailable:  # still queued and leased: sent (or withheld) when Redis is back
+            self.metrics.store_unavailable.inc("mt")
+            log.warning("mt_gate_unavailable", msisdn=mt.destination, mt_id=mt.mt_id)
+            return True
+        log.info("mt_withheld", msisdn=mt.destination, mt_id=mt.mt_id, reason="blocked")
+        return True
 
     async def _send(self, mt: OutboundMessage) -> bool:
         message_ids: list[str] = []

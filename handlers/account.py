@@ -26,15 +26,16 @@ import asyncio
 import functools
 import hashlib
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from handlers import d2
+from handlers import access, d2
 from handlers.base import Channel
-from handlers.password import password_reply
+from handlers.password import SESSIONS_ENDED, password_reply, spread_common
 from handlers.ports import MailError
 from handlers.selfcare import SELFCARE_SENDER, Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
 from sms_codes import (
@@ -48,7 +49,14 @@ from sms_codes import (
     verify_password,
 )
 from ussdgw.store import Change, Outcome, RateGuard
-from ussdgw.store.profile import new_password, password_changed, signed_in, signed_in_by_network
+from ussdgw.store.profile import (
+    code_word_set,
+    email_set,
+    new_password,
+    password_changed,
+    signed_in,
+    signed_in_by_network,
+)
 
 log = structlog.get_logger("ussdgw.handlers.account")
 
@@ -170,6 +178,9 @@ async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
                                    per_hour=env.settings.signin_per_hour)
     if not checked.ok:
         return checked
+    if await access.is_blocked(env.store, msisdn, env.now()):
+        await env.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=password"))
+        return blocked_refusal()
     applied = await env.store.commit(msisdn, signed_in(msisdn, checked.data["pw_hash"], env.now()) + Change(
         must_exist=True, audit=(api_audit("signin", channel, detail="via=password"),)))
     if not applied.ok:
@@ -204,6 +215,9 @@ async def sign_in_by_header(env: Env, header_value: object, client_ip: str | Non
     msisdn = valid_msisdn(header_value)
     if msisdn is None:
         return bad_msisdn(header_value)
+    if await access.is_blocked(env.store, msisdn, env.now()):
+        await env.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=network"))
+        return blocked_refusal()
     await env.store.commit(msisdn, signed_in_by_network(msisdn, env.now()) + Change(
         audit=(api_audit("signin", channel, detail="via=network"),)))
     session = await _open_session(env, msisdn, "network")
@@ -225,10 +239,15 @@ async def authenticate(env: Env, token: str | None) -> Session | Result:
             await sessions.delete(token)
             await env.store.audit(str(data["msisdn"]), api_audit("session_expired", Channel.API, "expired"))
         return Result.fail("session_expired", "Сессия завершена: 20 минут без активности или выход. Войдите снова.")
-    epoch = (await env.store.subscribers.profile(str(data["msisdn"]))).auth_epoch
-    if epoch != data.get("epoch", "0"):  # the number changed owner (N4): old sessions end
+    profile = await env.store.subscribers.profile(str(data["msisdn"]))
+    if profile.auth_epoch != data.get("epoch", "0"):  # a new password or owner since (P7-P9, R1, R2, N2, N4)
         await sessions.delete(token)
-        return Result.fail("session_expired", "Сессия завершена: у номера сменился владелец. Войдите снова.")
+        return Result.fail("session_expired", "Сессия завершена: пароль номера сменился или номер переоформлен. "
+                           "Войдите снова.")
+    if access.blocked_on(profile.blocked_from, now):  # N3: nobody is signed in as a blocked number
+        await sessions.delete(token)
+        await env.store.audit(profile.msisdn, api_audit("session_ended", Channel.API, "blocked"))
+        return blocked_refusal()
     data["last_seen"] = now
     await sessions.put(token, data, env.settings.session_idle_s)
     return Session(str(data["msisdn"]), str(data.get("via", "")), float(data.get("created_at", now)), token)
@@ -243,10 +262,15 @@ async def sign_out(env: Env, session: Session) -> Result:
 
 
 # ---- P7: change password ---------------------------------------------------------------------
+def blocked_refusal() -> Result:
+    return Result.fail("blocked", access.BLOCKED_TEXT)
+
+
 async def change_password(env: Env, msisdn: str, old: object, new: object, repeat: object,
-                          *, channel: Channel | str = Channel.API) -> Result:
+                          *, channel: Channel | str = Channel.API, session: Session | None = None) -> Result:
     """P7: old password, the new one twice; at least 6 characters with upper- and lower-case
-    letters and digits. Any refusal changes nothing."""
+    letters and digits. Any refusal changes nothing. Every other session of the number ends;
+    `session`, the one that asked, goes on under the new password."""
     old_pw = _secret_arg(old, "старый пароль", "old_password")
     if isinstance(old_pw, Result):
         return old_pw
@@ -268,15 +292,29 @@ async def change_password(env: Env, msisdn: str, old: object, new: object, repea
                                      + Change(must_exist=True, audit=(api_audit("password_changed", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Пароль только что изменился другим способом. Пароль не изменён.")
+    if session is not None:
+        await _renew(env, session)
     log.info("password_changed", msisdn=msisdn)
-    return Result.done("Пароль изменён.")
+    return Result.done("Пароль изменён. Другие сеансы Личного кабинета этого номера завершены.")
+
+
+async def _renew(env: Env, session: Session) -> None:
+    """The session that changed the password carries the number's new epoch: it alone goes on."""
+    data = await env.store.sessions.get(session.token)
+    if data is not None:
+        data["epoch"] = (await env.store.subscribers.profile(session.msisdn)).auth_epoch
+        await env.store.sessions.put(session.token, data, env.settings.session_idle_s)
 
 
 # ---- P8 / P9: a new password sent out -------------------------------------------------------
 async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: str, event: str,
                               channel: Channel | str) -> Result:
     """Generate, store and deliver a new P1 password (by SMS through the outbox, or by e-mail first:
-    a mail the server refuses (D3) leaves the old password in force)."""
+    a mail the server refuses (D3) leaves the old password in force). Every session of the number
+    ends; a member of an N2 account gets the common password, set on every member."""
+    if delivery == "sms" and await access.is_blocked(env.store, msisdn, env.now()):
+        await env.store.audit(msisdn, api_audit(event, channel, "blocked"))
+        return Result.fail("blocked", "Номер заблокирован: SMS на него не доставляются. Сначала снимите блокировку.")
     guards = d2.own(env.settings, d2.Kind.PASSWORD)
     peeked = await d2.peek(env.store, msisdn, guards)
     if peeked is not None:
@@ -284,20 +322,23 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
         await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", reason))
         return Result.fail("rate_limited", d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, env.now()),
                            retry_at=retry_at)
+    members = await access.joined_numbers(env.store, msisdn)
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
     if delivery == "email":
         if env.mailer is None:
             return Result.fail("unavailable", "Отправка e-mail сейчас недоступна. Выберите SMS.")
         try:
-            body = password_reply(password) + "\n\nЕсли вы не запрашивали пароль, обратитесь в поддержку."
+            body = (password_reply(password, common_with=len(members))
+                    + "\n\nЕсли вы не запрашивали пароль, обратитесь в поддержку.")
             await env.mailer.send(email, "Новый пароль от Личного кабинета", body)
         except MailError as exc:
             await env.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
             log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
             return Result.fail("mail_failed", f"Письмо не доставлено: {exc.reply}. Пароль не изменён.",
                                smtp_code=exc.smtp_code)
-    messages = (new_mt(msisdn, password_reply(password), secret=True),) if delivery == "sms" else ()
+    messages = (new_mt(msisdn, password_reply(password, common_with=len(members)), secret=True),) \
+        if delivery == "sms" else ()
     applied = await env.store.commit(msisdn, new_password(msisdn, pw_hash, env.now()) + Change(
         must_exist=True, guards=guards, messages=messages,
         audit=(api_audit(event, channel, detail=f"delivery={delivery}"),)))
@@ -307,9 +348,13 @@ async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: st
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     env.dispatch(messages)
+    if members and applied.outcome is Outcome.APPLIED:
+        await spread_common(env.store, msisdn, members, pw_hash, env.now(), step=secrets.token_hex(8),
+                            channel=str(channel))
     log.info(event, msisdn=msisdn, delivery=delivery)
     where = "по SMS" if delivery == "sms" else "на e-mail"
-    return Result.done(f"Новый пароль отправлен {where}.", delivery=delivery)
+    common = f" Это общий пароль услуги «Управление номерами» для {len(members) + 1} номеров." if members else ""
+    return Result.done(f"Новый пароль отправлен {where}.{common} {SESSIONS_ENDED}", delivery=delivery)
 
 
 RECOVERY_REFUSED = ("Номер или кодовое слово неверны. Пароль не изменён. Если кодовое слово не задано, "
@@ -371,7 +416,7 @@ async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Chan
         return sent
     issued = await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_issued",
                                        channel=channel)
-    return issued if not issued.ok else sent
+    return issued if not issued.ok and issued.code != "blocked" else sent  # a block is not told to anybody
 
 
 def _norm(value: str) -> str:
@@ -395,6 +440,43 @@ async def support_reset(env: Env, msisdn_raw: object, passport: object, contract
         await env.store.audit(msisdn, api_audit("support_reset", "admin", "wrong_identity", f"operator={operator}"))
         return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Пароль не изменён.")
     return await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_reset", channel="admin")
+
+
+# ---- P8's factors, set by the owner (a new owner sets her own after N4) --------------------------
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")
+
+
+async def set_code_word(env: Env, msisdn: str, code_word_raw: object,
+                        *, channel: Channel | str = Channel.API) -> Result:
+    """P8: the owner's code word (3-64 characters; compared ignoring case and outer blanks). The
+    number is told by SMS, so a code word set by somebody else does not go unnoticed."""
+    if not isinstance(code_word_raw, str) or not 3 <= len(code_word_raw.strip()) <= MAX_SECRET_LENGTH:
+        return Result.fail("bad_request", f"Кодовое слово: от 3 до {MAX_SECRET_LENGTH} символов.", field="code_word")
+    digest = await asyncio.to_thread(hash_password, code_word_raw.strip().casefold())
+    notice = new_mt(msisdn, "Кодовое слово для восстановления пароля изменено. Если это были не вы, "
+                    "обратитесь в поддержку.")
+    applied = await env.store.commit(msisdn, code_word_set(msisdn, digest, env.now()) + Change(
+        must_exist=True, messages=(notice,), audit=(api_audit("code_word_set", channel),)))
+    if not applied.ok:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    env.dispatch(applied.messages)
+    log.info("code_word_set", msisdn=msisdn)
+    return Result.done("Кодовое слово сохранено. По нему можно восстановить пароль.", code_word_set=True)
+
+
+async def set_email(env: Env, msisdn: str, email_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+    """Where the number's e-mail goes (P8 by e-mail, call detail); the number is told by SMS."""
+    email = email_raw.strip() if isinstance(email_raw, str) else ""
+    if len(email) > 254 or not EMAIL.fullmatch(email):
+        return Result.fail("bad_request", "Укажите адрес e-mail, например name@example.com.", field="email")
+    notice = new_mt(msisdn, "Адрес e-mail Личного кабинета изменён. Если это были не вы, обратитесь в поддержку.")
+    applied = await env.store.commit(msisdn, email_set(msisdn, email) + Change(
+        must_exist=True, messages=(notice,), audit=(api_audit("email_set", channel),)))
+    if not applied.ok:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    env.dispatch(applied.messages)
+    log.info("email_set", msisdn=msisdn)
+    return Result.done(f"Адрес e-mail сохранён: {email}.", email=email)
 
 
 def session_view(session: Session) -> dict[str, Any]:

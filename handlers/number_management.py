@@ -25,28 +25,42 @@ is the applicant's MSISDN. The store writes them (`ussdgw.store.profile.n2_*`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from handlers import d2
+from handlers import access, d2
 from handlers.base import Channel, HandlerContext
-from handlers.password import password_reply
+from handlers.password import password_reply, spread_common
+from handlers.selfcare import Result
 from handlers.ussd import UssdContext, ussd_context
 from sms_codes import generate_password
 from ussdgw import russian
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
-from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, OutboundMessage, Profile, Store, StoreUnavailable
-from ussdgw.store.profile import n2_applied, n2_joined, n2_off, n2_reviewed, new_password
+from ussdgw.store import (
+    MO_TTL_S,
+    AuditEvent,
+    Change,
+    MoMark,
+    OutboundMessage,
+    Profile,
+    Store,
+    StoreUnavailable,
+    acting,
+)
+from ussdgw.store.grants import Grants
+from ussdgw.store.profile import n2_applied, n2_joined, n2_left, n2_members, n2_off, n2_reviewed, new_password
 
 log = structlog.get_logger("ussdgw.handlers.number_management")
 
 OPTION = "«Управление номерами»"
 NOTIFY_FROM = "111"
 MAX_NUMBERS = 10
+MIN_NUMBERS = 2
 
 Sender = Callable[[OutboundMessage], Awaitable[object]]
 
@@ -58,17 +72,19 @@ class Refusal:
 
 
 async def group_of(store: Store, applicant: str, named: Sequence[str] = ()) -> list[str]:
-    """The applicant first, then the named and the linked numbers, each once."""
+    """The applicant first, then the named and the linked numbers (N1, both ends), each once."""
     linked = sorted(await store.numbers.linked(applicant))
+    live = [n for n, ok in zip(linked, await Grants(store).granting_ends(applicant, linked), strict=True) if ok]
     numbers = [applicant]
-    for number in [*named, *linked]:
+    for number in [*named, *live]:
         if number not in numbers:
             numbers.append(number)
     return numbers
 
 
 async def check_group(store: Store, numbers: Sequence[str]) -> Refusal | None:
-    """The N2 conditions over `numbers` (the applicant first), or the first one that fails."""
+    """The N2 conditions over `numbers` (the applicant first), or the first one that fails: at
+    least two numbers, one owner, one region, none corporate, none in another N2 account."""
     applicant = numbers[0]
     profiles = await store.subscribers.profiles(*numbers)
     owner, region = profiles[0].owner_id, profiles[0].region
@@ -86,7 +102,20 @@ async def check_group(store: Store, numbers: Sequence[str]) -> Refusal | None:
             return Refusal("other_owner", f"номер {number} оформлен на другого владельца.")
         if profile.region != region:
             return Refusal("other_region", f"номер {number} зарегистрирован в другом регионе.")
+        if profile.n2.group and profile.n2.group != applicant:
+            return Refusal("other_group", f"номер {number} уже объединён с другими номерами.")
+    if len(numbers) < MIN_NUMBERS:
+        return Refusal("too_few", "нужно не меньше 2 номеров: *111*828*1*номер#")
     return None
+
+
+async def account_of(store: Store, msisdn: str) -> Profile:
+    """The profile that holds `msisdn`'s N2 state: the head's for a verified member, else its own."""
+    profile = await store.subscribers.profile(msisdn)
+    group = profile.n2.group
+    if group and group != msisdn and await access.joined_numbers(store, msisdn):
+        return await store.subscribers.profile(group)
+    return profile
 
 
 def short_state(profile: Profile) -> str:
@@ -106,6 +135,12 @@ def state_text(profile: Profile) -> str:
     return f"Услуга {OPTION} не подключена. Подключить: *111*828*1#"
 
 
+def state_view(profile: Profile) -> dict[str, object]:
+    """The account's N2 state for the API."""
+    return {"state": profile.n2.state or "off", "numbers": list(profile.n2.numbers),
+            "head": profile.msisdn if profile.n2.state else None, "reason": profile.n2.reason}
+
+
 # ---- the USSD handler: *111*828#, *111*828*1#, *111*828*2#, *111*828*3# ------------------------------
 async def number_management(ctx: HandlerContext) -> None:
     ussd = ussd_context(ctx)
@@ -122,57 +157,176 @@ async def number_management(ctx: HandlerContext) -> None:
     elif command == "3" and not rest:
         await common_password(ussd)
     elif command == "" and not rest:
-        profile = await ctx.profile()
-        await ussd.end(state_text(profile), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
+        account = await account_of(ctx.store, ctx.msisdn)
+        await ussd.end(state_text(account), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
     else:
         await ussd.end("*111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
                        audit=[AuditEvent("n2_unknown_command", Channel.USSD, outcome="help_sent")])
 
 
+@dataclass(frozen=True, slots=True)
+class Application:
+    numbers: list[str]
+    change: Change
+    due: float
+    text: str
+
+
+async def prepare(store: Store, settings: Settings, msisdn: str, named: Sequence[str], *, now: float,
+                  channel: str) -> Application | Refusal:
+    """R5 or the API: the application for `msisdn` and `named` (and its linked numbers), checked now."""
+    account = await account_of(store, msisdn)
+    state = account.n2.state
+    if state in ("pending", "active"):
+        return Refusal(f"already_{state}", state_text(account))
+    numbers = await group_of(store, msisdn, named)
+    refusal = await check_group(store, numbers)
+    if refusal is not None:
+        log.info("n2_refused", msisdn=msisdn, reason=refusal.code)
+        return refusal
+    due = now + settings.n2_review_delay_s
+    app_id = secrets.token_hex(6)
+    return Application(numbers, n2_applied(msisdn, numbers, app_id, now, due) + Change(
+        audit=(AuditEvent("n2_applied", channel, detail=f"app={app_id} numbers={len(numbers)}"),)), due,
+        f"Заявка на услугу {OPTION} принята: {russian.count(len(numbers), 'номер')}. Ответ по SMS за 24 ч.")
+
+
 async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
     """R5: check the rules now, then leave the application pending for review."""
-    profile = await ctx.profile()
-    state = profile.n2.state
-    if state in ("pending", "active"):
-        await ctx.end(state_text(profile), audit=[AuditEvent("n2_apply", Channel.USSD, outcome=f"already_{state}")])
+    prepared = await prepare(ctx.store, ctx.settings, ctx.msisdn, named, now=ctx.clock.now(), channel=Channel.USSD)
+    if isinstance(prepared, Refusal):
+        text = prepared.text if prepared.code.startswith("already_") else f"Отказ: {prepared.text}"
+        await ctx.end(text, audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=prepared.code)])
         return
-    numbers = await group_of(ctx.store, ctx.msisdn, named)
-    refusal = await check_group(ctx.store, numbers)
-    if refusal is not None:
-        log.info("n2_refused", msisdn=ctx.msisdn, reason=refusal.code)
-        await ctx.end(f"Отказ: {refusal.text}",
-                      audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=refusal.code)])
-        return
-    now = ctx.clock.now()
-    due = now + ctx.settings.n2_review_delay_s
-    app_id = secrets.token_hex(6)
-    result = await ctx.end(
-        f"Заявка на услугу {OPTION} принята: {russian.count(len(numbers), 'номер')}. Ответ по SMS за 24 ч.",
-        change=n2_applied(ctx.msisdn, numbers, app_id, now, due),
-        audit=[AuditEvent("n2_applied", Channel.USSD, detail=f"app={app_id} numbers={len(numbers)}")],
-    )
-    await ctx.store.numbers.n2_due_at(ctx.msisdn, due)
-    log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(numbers), outcome=result.outcome)
+    result = await ctx.end(prepared.text, change=prepared.change)
+    await ctx.store.numbers.n2_due_at(ctx.msisdn, prepared.due)
+    log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(prepared.numbers), outcome=result.outcome)
 
 
 async def switch_off(ctx: UssdContext) -> None:
-    """R6: the option off (a pending application is withdrawn). Free."""
-    profile = await ctx.profile()
-    if profile.n2.state not in ("pending", "active"):
+    """R6: the option off (a pending application is withdrawn), from any member. Free."""
+    account = await account_of(ctx.store, ctx.msisdn)
+    if account.n2.state not in ("pending", "active"):
         await ctx.end(f"Услуга {OPTION} не подключена.",
                       audit=[AuditEvent("n2_off", Channel.USSD, outcome="not_active")])
         return
-    await ctx.end(f"Услуга {OPTION} отключена.", change=n2_off(ctx.msisdn),
-                  audit=[AuditEvent("n2_off", Channel.USSD, detail=f"was={profile.n2.state}")])
-    with contextlib.suppress(StoreUnavailable):
-        await ctx.store.numbers.n2_done(ctx.msisdn)
-    log.info("n2_off", msisdn=ctx.msisdn)
+    result = await ctx.end(f"Услуга {OPTION} отключена. Об этом сообщено по SMS каждому номеру.")
+    if result.ok:
+        sent = await group_off(ctx.store, account, by=ctx.msisdn, channel=Channel.USSD,
+                               reason=f"отключена с номера {ctx.msisdn}")
+        ctx.result = dataclasses.replace(result, messages=(*result.messages, *sent))
+
+
+async def group_off(store: Store, head: Profile, *, by: str, channel: str, reason: str,
+                    step: str = "") -> list[OutboundMessage]:
+    """The N2 account of `head` ends: the head first (from then on no member acts on another),
+    then each member leaves it and is told by SMS from 111. Returns the SMS, queued."""
+    step = step or secrets.token_hex(6)
+    msisdn = head.msisdn
+    members = [m for m in head.n2.numbers if m != msisdn] if head.n2.state == "active" else []
+    text = f"Услуга {OPTION} отключена ({reason}). Номера больше не управляют друг другом."
+    sent: list[OutboundMessage] = []
+    with acting.scope(by, channel):
+        done = await store.commit(msisdn, n2_off(msisdn) + Change(
+            mo=_once(f"n2-off:{step}:{msisdn}"), messages=(_sms(msisdn, text),), must_exist=True,
+            audit=(AuditEvent("n2_off", channel, detail=f"was={head.n2.state or 'off'} numbers={len(members) + 1}"),)))
+        sent += done.messages
+        with contextlib.suppress(StoreUnavailable):
+            await store.numbers.n2_done(msisdn)
+        for member in members:
+            left = await store.commit(member, n2_left(member, msisdn) + Change(
+                mo=_once(f"n2-off:{step}:{member}"), messages=(_sms(member, text),),
+                audit=(AuditEvent("n2_left", channel, detail=f"group={msisdn}"),)))
+            sent += left.messages
+    log.info("n2_off", msisdn=msisdn, members=len(members) + 1, by=by)
+    return sent
+
+
+async def member_changed(store: Store, msisdn: str, before: Profile, *, reason: str) -> list[OutboundMessage]:
+    """SPEC N2: the conditions are checked again when a member changes. A sold number leaves its
+    account (`reason` owner_change: its own fields are already cleared): an application it made is
+    withdrawn, an account it headed ends, and the account it was in goes on without it if the rest
+    still qualify, else ends; every member is told."""
+    group = before.n2.group or (msisdn if before.n2.state else "")
+    if not group:
+        return []
+    if group == msisdn:
+        with contextlib.suppress(StoreUnavailable):
+            await store.numbers.n2_done(msisdn)
+        if before.n2.state != "active" or reason != "owner_change":
+            return []
+        members = [m for m in before.n2.numbers if m != msisdn]
+        sent: list[OutboundMessage] = []
+        text = f"Услуга {OPTION} отключена: номер {msisdn} сменил владельца."
+        for member in members:
+            left = await store.commit(member, n2_left(member, msisdn) + Change(
+                messages=(_sms(member, text),), audit=(AuditEvent("n2_left", "review", detail=f"group={msisdn}"),)))
+            sent += left.messages
+        log.info("n2_off", msisdn=msisdn, members=len(members), by="owner_change")
+        return sent
+    head = await store.subscribers.profile(group)
+    if head.n2.state != "active" or msisdn not in head.n2.numbers:
+        return []
+    rest = [m for m in head.n2.numbers if m != msisdn]
+    refusal = await check_group(store, rest)
+    if refusal is not None:
+        return await group_off(store, head, by=group, channel="review",
+                               reason=f"номер {msisdn} сменил владельца, {refusal.text}")
+    done = await store.commit(group, n2_members(group, rest) + Change(
+        messages=tuple(_sms(m, f"Номер {msisdn} выведен из услуги {OPTION}: он сменил владельца.") for m in rest
+                       if m == group),
+        audit=(AuditEvent("n2_member_left", "review", detail=f"number={msisdn} reason={reason}"),)))
+    return list(done.messages)
+
+
+# ---- the self-care API: the same application, state and switch-off ----------------------------------
+async def api_state(store: Store, msisdn: str) -> Result:
+    account = await account_of(store, msisdn)
+    members = await access.joined_numbers(store, msisdn)
+    return Result.done(state_text(account), **state_view(account), joined=members)
+
+
+async def api_apply(store: Store, settings: Settings, msisdn: str, named_raw: object) -> Result:
+    """SPEC N2 "by the self-care API": as R5, `numbers` the others to join (linked ones join too)."""
+    if not isinstance(named_raw, list) or len(named_raw) > MAX_NUMBERS:
+        return Result.fail("bad_request", f"numbers: список номеров (не больше {MAX_NUMBERS}).", field="numbers")
+    named = [parse_msisdn(n) for n in named_raw]
+    if None in named:
+        return Result.fail("bad_request", "numbers: каждый номер — 11 цифр, начиная с 7.", field="numbers")
+    prepared = await prepare(store, settings, msisdn, [n for n in named if n is not None],
+                             now=store.clock.now(), channel=Channel.API)
+    if isinstance(prepared, Refusal):
+        await store.audit(msisdn, AuditEvent("n2_apply", Channel.API, outcome="refused", detail=prepared.code))
+        code = "conflict" if prepared.code.startswith("already_") else "forbidden" \
+            if prepared.code in ("corporate", "other_owner", "other_region", "other_group") else "bad_request"
+        text = prepared.text if code == "conflict" else f"Отказ: {prepared.text}"
+        if code == "bad_request":
+            return Result.fail(code, text, reason=prepared.code, field="numbers")
+        return Result.fail(code, text, reason=prepared.code)
+    applied = await store.commit(msisdn, prepared.change + Change(must_exist=True))
+    if not applied.ok:
+        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+    await store.numbers.n2_due_at(msisdn, prepared.due)
+    log.info("n2_applied", msisdn=msisdn, numbers=len(prepared.numbers), channel="api")
+    return Result.done(prepared.text, state="pending", numbers=prepared.numbers)
+
+
+async def api_off(store: Store, msisdn: str, *, by: str,
+                  dispatch: Callable[[list[OutboundMessage]], None]) -> Result:
+    """R6 from the API: the account (or the pending application) ends; every member is told by SMS."""
+    account = await account_of(store, msisdn)
+    if account.n2.state not in ("pending", "active"):
+        return Result.fail("conflict", f"Услуга {OPTION} не подключена.")
+    dispatch(await group_off(store, account, by=by, channel=Channel.API, reason=f"отключена с номера {by}"))
+    return Result.done(f"Услуга {OPTION} отключена. Об этом сообщено по SMS каждому номеру.", state="off")
 
 
 async def common_password(ctx: UssdContext) -> None:
-    """A new common password by SMS from 3339 for an active group: one password for every joined number."""
-    profile = await ctx.profile()
-    if profile.n2.state != "active":
+    """A new common password by SMS from 3339 for an active account: one password for every member,
+    each verified a member now (one owner, both ends); every member's sessions end."""
+    account = await account_of(ctx.store, ctx.msisdn)
+    members = await access.joined_numbers(ctx.store, ctx.msisdn)
+    if account.n2.state != "active" or not members:
         await ctx.end(f"Услуга {OPTION} не подключена: общий пароль не нужен.",
                       audit=[AuditEvent("n2_password", Channel.USSD, outcome="not_active")])
         return
@@ -185,21 +339,17 @@ async def common_password(ctx: UssdContext) -> None:
         return
     password = generate_password()
     pw_hash = await ctx.hash_password(password)
-    members = [m for m in profile.n2.numbers if m != ctx.msisdn]
     now = ctx.clock.now()
     result = await ctx.end(
-        "Новый общий пароль отправлен по SMS с номера 3339.",
+        f"Общий пароль ({len(members) + 1} номера) отправлен по SMS с 3339. Сеансы завершены.",
         change=new_password(ctx.msisdn, pw_hash, now) + Change(guards=guards),
         audit=[AuditEvent("password_issued", Channel.USSD, detail=f"via=*111*828*3# common={len(members) + 1}")],
-        messages=[ctx.sms(password_reply(password), "3339", secret=True)],
+        messages=[ctx.sms(password_reply(password, common_with=len(members)), "3339", secret=True)],
     )
-    if result.refused:
+    if result.refused or result.outcome != "applied":
         return
-    for member in members:  # each in its own slot, once per MO
-        await ctx.store.commit(member, new_password(member, pw_hash, now) + Change(
-            mo=_once(f"n2pw:{ctx.message.mo_id}:{member}"), create_profile=True,
-            audit=(AuditEvent("password_issued", Channel.USSD, detail=f"n2 common from={ctx.msisdn}"),)))
-    log.info("n2_common_password", msisdn=ctx.msisdn, members=len(members) + 1)
+    await spread_common(ctx.store, ctx.msisdn, members, pw_hash, now, step=ctx.message.mo_id or secrets.token_hex(8),
+                        channel=Channel.USSD)
 
 
 # ---- the review ----------------------------------------------------------------------------------
@@ -233,7 +383,8 @@ async def review_application(store: Store, msisdn: str, *, now: float, send: Sen
     outgoing: list[OutboundMessage] = []
     if refusal is not None:
         text = f"Заявка на услугу {OPTION} отклонена: {refusal.text}"
-        result = await store.commit(msisdn, n2_reviewed(msisdn, active=False, reason=refusal.text, at=now) + Change(
+        verdict = n2_reviewed(msisdn, app_id=app_id, active=False, reason=refusal.text, at=now)
+        result = await store.commit(msisdn, verdict + Change(
             mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),), create_profile=True,
             audit=(AuditEvent("n2_rejected", "review", outcome="rejected", detail=f"app={app_id} {refusal.code}"),)))
         outgoing += result.messages
@@ -242,14 +393,16 @@ async def review_application(store: Store, msisdn: str, *, now: float, send: Sen
         text = (f"Услуга {OPTION} подключена для номеров: {', '.join(numbers)}. "
                 f"{'Пароль этого номера сброшен' if len(numbers) == 1 else 'Пароли этих номеров сброшены'}. "
                 "Получите новый общий пароль: наберите *111*828*3#.")
-        result = await store.commit(msisdn, n2_reviewed(msisdn, active=True, reason="", at=now) + Change(
-            mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),), create_profile=True,
-            audit=(AuditEvent("n2_activated", "review", detail=f"app={app_id} numbers={len(numbers)}"),)))
+        result = await store.commit(msisdn, n2_reviewed(msisdn, app_id=app_id, active=True, reason="", at=now)
+                                    + Change(mo=_once(f"n2-review:{app_id}"), messages=(_sms(msisdn, text),),
+                                             create_profile=True, audit=(AuditEvent(
+                                                 "n2_activated", "review",
+                                                 detail=f"app={app_id} numbers={len(numbers)}"),)))
         outgoing += result.messages
-        for member in numbers:  # joining resets every joined number's password (SPEC N2)
+        for member in numbers if result.ok else ():  # joining resets every joined number's password (SPEC N2)
             notice = [] if member == msisdn else [_sms(member, f"Ваш номер объединён с номером {msisdn} "
                                                                 f"({OPTION}). Пароль от Личного кабинета сброшен.")]
-            joined = await store.commit(member, n2_joined(member, msisdn) + Change(
+            joined = await store.commit(member, n2_joined(member, msisdn, profile.owner_id) + Change(
                 mo=_once(f"n2-join:{app_id}:{member}"), messages=tuple(notice), create_profile=True,
                 audit=(AuditEvent("password_reset", "review", detail=f"n2 join app={app_id} group={msisdn}"),)))
             outgoing += joined.messages

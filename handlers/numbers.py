@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from handlers import access, number_management
 from handlers.account import check_password
 from handlers.base import Channel
 from handlers.catalogue import rub
@@ -27,8 +28,10 @@ from handlers.money import new_op_id, place_hold, settle_hold
 from handlers.selfcare import Env, Result, api_audit, bad_msisdn, unknown_subscriber, valid_msisdn
 from sms_codes import OPERATOR_TZ
 from ussdgw import russian
-from ussdgw.store import Asset, Change, Profile, Store
+from ussdgw.audit_detail import render
+from ussdgw.store import Asset, Change, Profile, Store, grants
 from ussdgw.store import numbers as sets
+from ussdgw.store.grants import Grants
 from ussdgw.store.money import op_marked
 from ussdgw.store.profile import blocked, failures_reset, owner_changed, unblocked
 
@@ -40,33 +43,19 @@ MAX_BLOCK_AHEAD_DAYS = 365
 
 
 async def may_act_on(store: Store, actor: str, target: str) -> bool:
-    """An MSISDN acts on its own account, on one it linked with that number's password (N1), or on
-    a number joined with it by an active «Управление номерами» (N2: "without additional sign-in")."""
-    if actor == target or target in await store.numbers.linked(actor):
-        return True
-    return target in await joined_numbers(store, actor)
+    """Whether `actor` may act on `target` at all (`handlers.access`, the one model)."""
+    return await access.grant_of(store, actor, target) is not None
 
 
 async def joined_numbers(store: Store, msisdn: str) -> list[str]:
-    """The other numbers of `msisdn`'s active N2 group that still belong to its owner (a number sold
-    since (N4) is no longer one of them), in the group's order; [] outside an active group."""
-    profile = await store.subscribers.profile(msisdn)
-    group = profile.n2.group
-    if not group:
-        return []
-    head = profile if group == msisdn else await store.subscribers.profile(group)
-    members = head.n2.numbers
-    owner = profile.owner_id
-    if head.n2.state != "active" or msisdn not in members or not owner:
-        return []
-    others = [m for m in members if m != msisdn]
-    profiles = await store.subscribers.profiles(*others)
-    return [m for m, p in zip(others, profiles, strict=True) if p.owner_id == owner and p.n2.group == group]
+    return await access.joined_numbers(store, msisdn)
 
 
 # ---- N1 ------------------------------------------------------------------------------------
 async def link_number(env: Env, msisdn: str, other_raw: object, password: object,
                       *, channel: Channel | str = Channel.API) -> Result:
+    """`other` into `msisdn`'s «Мои номера» with `other`'s password: the granting end in `other`'s
+    slot first (guarded by the password just checked), then `msisdn`'s end (`ussdgw.store.grants`)."""
     other = valid_msisdn(other_raw)
     if other is None:
         return bad_msisdn(other_raw)
@@ -74,7 +63,7 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         return Result.fail("bad_request", "Это ваш собственный номер.", field="msisdn")
     if not isinstance(password, str) or not 1 <= len(password) <= 64:
         return Result.fail("bad_request", f"Укажите пароль номера {other} от его Личного кабинета.", field="password")
-    if other in await env.store.numbers.linked(msisdn):
+    if await Grants(env.store).holds(msisdn, other):
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
     # An unknown number and a wrong password answer alike (`check_password`): linking is no probe.
     checked = await check_password(env, other, password, channel=channel, purpose="link_number")
@@ -82,38 +71,82 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         if checked.code == "wrong_password":
             return Result.fail("wrong_password", f"Неверный номер или пароль номера {other}. Номер не добавлен.")
         return checked
-    applied = await env.store.commit(msisdn, sets.linked(msisdn, other, limit=MAX_LINKED) + Change(
+    if other in await env.store.numbers.linked(msisdn):  # a dead end of an earlier grant: given anew below
+        holder_end = Change()
+    elif len(await env.store.numbers.linked(msisdn)) >= MAX_LINKED:
+        return Result.fail("conflict", f"В «Моих номерах» не больше {MAX_LINKED} номеров.")
+    else:
+        holder_end = sets.linked(msisdn, other, limit=MAX_LINKED)
+    given = await env.store.commit(other, grants.granted(other, msisdn, checked.data["pw_hash"])
+                                   + failures_reset(other) + Change(
+        must_exist=True, audit=(api_audit("linked_by", channel, detail=f"account={msisdn}"),)))
+    if not given.ok:
+        return Result.fail("conflict", f"Пароль номера {other} только что изменился. Номер не добавлен.")
+    applied = await env.store.commit(msisdn, holder_end + Change(
         must_exist=True, audit=(api_audit("number_linked", channel, detail=f"number={other}"),),
         refusal=api_audit("number_link", channel, detail=f"number={other}")))
-    if not applied.ok:
+    if not applied.ok:  # raced with another link: the lone granting end is taken back
+        await env.store.commit(other, grants.withdrawn(other, msisdn))
         if applied.code == "too_many":
             return Result.fail("conflict", f"В «Моих номерах» не больше {MAX_LINKED} номеров.")
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
-    await env.store.commit(other, failures_reset(other) + Change(
-        must_exist=True, audit=(api_audit("linked_by", channel, detail=f"account={msisdn}"),)))
     log.info("number_linked", msisdn=msisdn, phone=other)
     return Result.done(f"Номер {other} добавлен в «Мои номера».", msisdn=other)
 
 
 async def unlink_number(env: Env, msisdn: str, other_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+    """The holder gives a linked number up: the granting end goes first, then the holder's."""
     other = valid_msisdn(other_raw)
     if other is None:
         return bad_msisdn(other_raw)
-    applied = await env.store.commit(msisdn, sets.unlinked(msisdn, other) + Change(
-        must_exist=True, audit=(api_audit("number_unlinked", channel, detail=f"number={other}"),)))
-    if not applied.ok:
+    if other not in await env.store.numbers.linked(msisdn):
         return Result.fail("not_found", f"Номера {other} нет в «Моих номерах».")
+    await _revoke(env, holder=msisdn, target=other, channel=channel, by="holder")
     return Result.done(f"Номер {other} убран из «Моих номеров».", msisdn=other)
 
 
+async def revoke_link(env: Env, target: str, holder_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+    """The linked number's owner takes the grant back: `holder` may no longer act on `target`."""
+    holder = valid_msisdn(holder_raw)
+    if holder is None:
+        return bad_msisdn(holder_raw, "holder")
+    if holder not in await Grants(env.store).held_by(target):
+        return Result.fail("not_found", f"Номер {holder} не управляет номером {target}.")
+    await _revoke(env, holder=holder, target=target, channel=channel, by="target")
+    return Result.done(f"Номер {holder} больше не управляет номером {target}.", msisdn=holder)
+
+
+async def _revoke(env: Env, *, holder: str, target: str, channel: Channel | str, by: str) -> None:
+    await env.store.commit(target, grants.withdrawn(target, holder) + Change(
+        audit=(api_audit("link_revoked", channel, detail=render(holder=holder, by=by)),)))
+    await env.store.commit(holder, sets.unlinked(holder, target, known=False) + Change(
+        audit=(api_audit("number_unlinked", channel, detail=render(number=target, by=by)),)))
+    log.info("link_revoked", msisdn=target, phone=holder, by=by)
+
+
 async def linked_numbers(store: Store, msisdn: str) -> Result:
+    """The numbers `msisdn` may act on by N1 (a holder's end whose granting end is gone is not one)."""
+    held = sorted(await store.numbers.linked(msisdn))
+    live = [n for n, ok in zip(held, await Grants(store).granting_ends(msisdn, held), strict=True) if ok]
     numbers: list[dict[str, Any]] = []
-    today = _today(store.clock.now())
-    for other in sorted(await store.numbers.linked(msisdn)):
-        profile = await store.subscribers.profile(other)
+    now = store.clock.now()
+    for other, profile in zip(live, await store.subscribers.profiles(*live), strict=True):
         numbers.append({"msisdn": other, "balance_kop": profile.balance_kop,
-                        "tariff": profile.tariff, "state": block_state(profile, today)})
+                        "tariff": profile.tariff, "state": block_state(profile, _today(now))})
     return Result.done(f"В «Моих номерах» {russian.count(len(numbers), 'номер')}.", numbers=numbers)
+
+
+async def linked_to(store: Store, msisdn: str) -> Result:
+    """Who may act on `msisdn`, and why (N1: the numbers it is linked to; N2: the joined ones),
+    so that its owner sees every grant and can revoke it."""
+    grantees: list[dict[str, Any]] = []
+    for holder in sorted(await Grants(store).held_by(msisdn)):
+        complete = msisdn in await store.numbers.linked(holder)
+        grantees.append({"msisdn": holder, "origin": access.Origin.LINKED.value,
+                         "state": "active" if complete else "incomplete"})
+    for member in await access.joined_numbers(store, msisdn):
+        grantees.append({"msisdn": member, "origin": access.Origin.JOINED.value, "state": "active"})
+    return Result.done(f"Номером управляют: {len(grantees)}.", grantees=grantees)
 
 
 # ---- N3 ------------------------------------------------------------------------------------
@@ -154,13 +187,42 @@ async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Chan
     return Result.done(text, state=state, blocked_from=since.isoformat())
 
 
-async def unblock_number(env: Env, msisdn: str, *, channel: Channel | str = Channel.API) -> Result:
+async def unblock_number(env: Env, msisdn: str, *, actor: str | None = None,
+                         channel: Channel | str = Channel.API) -> Result:
+    """N3: the owner lifts the block from another way in (`actor`: a linked or joined number's
+    session; None: support); never from the blocked SIM itself."""
+    if actor == msisdn and access.blocked_on((await env.store.subscribers.profile(msisdn)).blocked_from, env.now()):
+        return Result.fail("forbidden", "Заблокированный номер не снимает блокировку сам: войдите в кабинет "
+                           "другого номера владельца или обратитесь в поддержку.")
     applied = await env.store.commit(msisdn, unblocked(msisdn) + Change(
         must_exist=True, audit=(api_audit("number_unblocked", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Номер не заблокирован.") if applied.code == "conflict" \
             else unknown_subscriber(msisdn)
     return Result.done("Номер разблокирован.", state="active")
+
+
+async def support_unblock(env: Env, msisdn_raw: object, passport: object, contract: object,
+                          *, operator: str = "admin") -> Result:
+    """N3 by support: the owner proved by passport data and contract number (as P9), never the SIM."""
+    msisdn = valid_msisdn(msisdn_raw)
+    if msisdn is None:
+        return bad_msisdn(msisdn_raw)
+    for name, value in (("passport", passport), ("contract", contract)):
+        if not isinstance(value, str) or not value.strip():
+            return Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
+    assert isinstance(passport, str) and isinstance(contract, str)
+    profile = await env.store.subscribers.profile(msisdn)
+    if not profile.exists:
+        return unknown_subscriber(msisdn)
+    if _norm(passport) != _norm(profile.passport) or _norm(contract) != _norm(profile.contract):
+        await env.store.audit(msisdn, api_audit("number_unblock", "admin", "wrong_identity", f"operator={operator}"))
+        return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Блокировка не снята.")
+    return await unblock_number(env, msisdn, channel="admin")
+
+
+def _norm(value: str) -> str:
+    return "".join(value.split()).casefold()
 
 
 async def number_state(env: Env, msisdn: str) -> Result:
@@ -216,10 +278,10 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
                            f"с баланса нового владельца ({payer}: {rub(have)}). Пополните счёт.",
                            balance_kop=have, price_kop=OWNER_CHANGE_FEE_KOP)
     contract = f"D-{_today(env.now()).year}-{secrets.randbelow(10**6):06d}"
-    old_linked = sorted(await env.store.numbers.linked(msisdn))
+    holds, held_by = await env.store.numbers.linked(msisdn), await Grants(env.store).held_by(msisdn)
     applied = await env.store.commit(msisdn, (
         op_marked(msisdn, op, "applied") + owner_changed(msisdn, number, new, contract, env.now())
-        + sets.unlinked(msisdn, *old_linked, known=False) + Change(
+        + grants.all_ended(msisdn, holds, held_by) + Change(
             must_exist=True, refusal=api_audit("owner_change", channel, detail=f"op={op}"),
             audit=(api_audit("owner_changed", channel, detail=f"op={op} from={old_id} to={new_id} fee_payer={payer}"),),
             read_profile=True)))
@@ -230,6 +292,7 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
             return Result.fail("debt", "У номера появилась задолженность. Переоформление отменено, плата возвращена.")
         return Result.fail("conflict", "Владелец номера изменился. Переоформление отменено, плата возвращена.")
     await settle_hold(env.store, payer, op, "captured", channel=channel)
+    await _ended_with_old_owner(env, msisdn, number, holds, held_by, channel)
     log.info("owner_changed", msisdn=msisdn, phone=payer)
     balance_kop = applied.profile.balance_kop if applied.profile else 0
     new_owner = russian.inflect_name(new.owner_name, "accs") if new.owner_name else "нового владельца"
@@ -237,3 +300,16 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
                        f"С номера {payer} списано {rub(OWNER_CHANGE_FEE_KOP)}. Баланс номера "
                        f"{rub(balance_kop)} переходит новому владельцу и не возвращается.",
                        owner_id=new_id, contract=contract, fee_kop=OWNER_CHANGE_FEE_KOP, balance_kop=balance_kop)
+
+
+async def _ended_with_old_owner(env: Env, msisdn: str, before: Profile, holds: set[str], held_by: set[str],
+                                channel: Channel | str) -> None:
+    """After an owner change (already final in the number's own slot, which alone decides every
+    grant): the other ends of its grants are tidied, and its N2 account is re-checked without it."""
+    for holder in sorted(held_by):
+        await env.store.commit(holder, sets.unlinked(holder, msisdn, known=False) + Change(
+            audit=(api_audit("number_unlinked", channel, detail=render(number=msisdn, by="owner_change")),)))
+    for target in sorted(holds):
+        await env.store.commit(target, grants.withdrawn(target, msisdn) + Change(
+            audit=(api_audit("link_revoked", channel, detail=render(holder=msisdn, by="owner_change")),)))
+    env.dispatch(await number_management.member_changed(env.store, msisdn, before, reason="owner_change"))

@@ -50,6 +50,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "wrong_identity": 403,
     "no_consent": 403,
     "not_trusted_network": 403,
+    "blocked": 403,
     "corporate": 403,
     "not_found": 404,
     "unknown_subscriber": 404,

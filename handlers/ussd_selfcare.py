@@ -12,7 +12,7 @@ from importlib import resources
 
 import structlog
 
-from handlers import d2, money, number_management
+from handlers import access, d2, money, number_management
 from handlers.base import Channel, HandlerContext
 from handlers.catalogue import catalogue, rub
 from handlers.password import password_reply
@@ -91,7 +91,11 @@ async def act_service_off(ctx: UssdContext, params: Mapping[str, str], value: st
 
 
 async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
-    """R1 from the menu: the password goes by SMS from 3339; the USSD screen only says so."""
+    """R1 from the menu: the password goes by SMS from 3339; the USSD screen only says so. A member
+    of an N2 account gets the common one, set on every member."""
+    if await access.joined_numbers(ctx.store, ctx.msisdn):
+        await number_management.common_password(ctx)
+        return ANSWERED
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
     refused = await d2.peek(ctx.store, ctx.msisdn, guards)
     if refused is not None:

@@ -31,14 +31,14 @@ from tests.hostile import (
 from tests.selfcare_helpers import IVAN, IVAN2, MARIA, SPEC_PATH, Api
 from ussdgw.app.stack import Stack
 
-PATH_SAMPLES = {"msisdn": "me", "service_id": "autopay", "number": IVAN2, "other": IVAN2, "requester": MARIA,
-                "target": MARIA, "child": IVAN2}
+PATH_SAMPLES = {"msisdn": "me", "service_id": "autopay", "number": IVAN2, "other": IVAN2, "holder": IVAN2,
+                "requester": MARIA, "target": MARIA, "child": IVAN2}
 BODY_SAMPLES: dict[str, Any] = {
     "msisdn": MARIA, "password": "ab12345cd", "code_word": "ромашка", "delivery": "sms", "passport": "4612 654321",
     "contract": "D-2022-0107", "amount_kop": 100, "reason": "usage", "tariff_id": "basic", "params": {},
     "merchant": "shop", "from": "2020-01-01", "to": MARIA, "points": 1, "code": "123456",
     "new_owner_msisdn": MARIA, "old_password": "ab12345cd", "new_password": "Abc123xyz",
-    "new_password_repeat": "Abc123xyz",
+    "new_password_repeat": "Abc123xyz", "email": "ivan@example.com", "numbers": [IVAN2],
 }
 QUERY_SAMPLES = {"count": "10", "from": "2020-01-01", "to": "2020-01-02"}
 HOSTILE_PATH_VALUES = ["７９１６１２３４５６７", "%FF%FE", "9" * 3000, "..%2F..", "%00", "me%0Aevil", "-1"]

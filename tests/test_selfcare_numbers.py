@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.selfcare_api import ensure_admin_token
 from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
@@ -74,8 +75,14 @@ async def test_block_today_or_from_a_later_date_and_unblock(stack: Stack, api: A
     assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
     status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": date.today().isoformat()})
     assert status == 200 and body["data"]["state"] == "blocked"
-    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
-    assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 409
+    # from now on nobody is signed in as the number: the block is lifted from another way in
+    status, body = await api.call("DELETE", "/accounts/me/block", token=token)
+    assert (status, body["error"]) == (403, "blocked")
+    other = await signed_in(stack, api, IVAN2)
+    assert (await api.call("DELETE", f"/accounts/{IVAN}/block", token=other))[0] == 403  # not linked
+    status, body = await api.call("POST", "/admin/unblocks", token=ensure_admin_token(stack.settings),
+                                  body={"msisdn": IVAN, "passport": "4510 123456", "contract": "D-2021-0001"})
+    assert status == 200, body
     assert "blocked_from" not in await profile(stack, IVAN)
 
 

@@ -15,6 +15,7 @@ from tests.ussd_helpers import choose, dial, events, seed, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.store import linked_key
+from ussdgw.store.keys import linked_by_key
 
 IVAN, IVAN2, MARIA, FIRM = "79161234567", "79161234568", "79261112233", "79031112233"
 
@@ -75,7 +76,7 @@ async def test_the_new_common_password_opens_every_joined_number(people: Stack) 
     assert people.smsc is not None
     after = people.smsc.phones.last_seq
     screen = await dial(people, IVAN, "*111*828*3#")
-    assert "общий пароль отправлен" in screen.text
+    assert "Общий пароль (2 номера) отправлен" in screen.text
     sms = await wait_sms(people, IVAN, after)
     assert sms.sender == "3339"
     password = extract_password(sms.text)
@@ -103,7 +104,10 @@ async def test_joining_a_number_of_another_region_is_refused(people: Stack) -> N
 
 async def test_linked_numbers_join_the_application_and_are_checked_too(people: Stack, redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    await client.sadd(linked_key(IVAN), MARIA)
+    await client.sadd(linked_key(IVAN), MARIA)  # the holder's end alone is no grant: Maria is not asked about
+    screen = await dial(people, IVAN, "*111*828*1#")
+    assert "не меньше 2 номеров" in screen.text
+    await client.sadd(linked_by_key(MARIA), IVAN)  # both ends: Maria's number is linked, and checked
     await client.aclose()
     screen = await dial(people, IVAN, "*111*828*1#")
     assert f"номер {MARIA} оформлен на другого владельца" in screen.text
@@ -131,9 +135,15 @@ async def test_star_111_828_2_switches_the_option_off(people: Stack) -> None:
     assert "n2_off" in await events(people, IVAN)
 
 
+async def test_a_one_number_application_is_refused(people: Stack) -> None:
+    screen = await dial(people, IVAN, "*111*828*1#")
+    assert screen.ussd_op == UssdOp.PSSR_RESPONSE and "не меньше 2 номеров" in screen.text
+    assert "n2_state" not in await profile(people, IVAN)
+
+
 async def test_a_second_application_while_one_is_pending_says_so(people: Stack) -> None:
-    await dial(people, IVAN, "*111*828*1#")
-    again = await dial(people, IVAN, "*111*828*1#")
+    await dial(people, IVAN, f"*111*828*1*{IVAN2}#")
+    again = await dial(people, IVAN, f"*111*828*1*{IVAN2}#")
     assert "на рассмотрении" in again.text
 
 
@@ -142,11 +152,15 @@ async def test_a_malformed_number_in_the_string_is_refused(people: Stack) -> Non
     assert "Неверный номер" in screen.text
 
 
-async def test_the_menu_applies_for_the_option_too(people: Stack) -> None:
+async def test_the_menu_applies_for_the_option_too(people: Stack, redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.sadd(linked_key(IVAN), IVAN2)  # Ivan's second number in his «Мои номера» (both ends)
+    await client.sadd(linked_by_key(IVAN2), IVAN)
+    await client.aclose()
     screen = await dial(people, IVAN, "*111*4#")
     assert screen.text.startswith("«Управление номерами»: не подключена.")
     done = await choose(people, IVAN, screen, "Подключить")
-    assert done.ussd_op == UssdOp.PSSR_RESPONSE and "принята: 1\u00a0номер." in done.text
+    assert done.ussd_op == UssdOp.PSSR_RESPONSE and "принята: 2\u00a0номера." in done.text
 
 
 async def test_advancing_the_simulator_clock_runs_the_review(people: Stack) -> None:

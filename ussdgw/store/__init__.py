@@ -9,11 +9,13 @@
     profile.py     `Profile` and every change to a subscriber's own fields (passwords, block, N2, ...)
     money.py       balance, tariff, services, Автоплатёж, holds, gifts, operation marks
     numbers.py     linked numbers, blacklist, Локатор consents, the N2 review index
+    grants.py      N1 grants as two ends, one in each slot;  acting.py  P10: who acts on another number
     sessions.py    P5 sessions;  archives.py  A2 MMS archive;  dialogues.py  the open USSD dialogue
     sealing.py     AES-GCM around MT bodies at rest;  model.py  MTs, audit events, D2 guards
     errors.py      `StoreUnavailable`: Redis away (the gateway answers ESME_RX_T_APPN)
 """
 
+from ussdgw.store import acting
 from ussdgw.store.commit import (
     NO_CHANGE,
     STALE,
@@ -86,6 +88,7 @@ __all__ = [
     "StoreUnavailable",
     "Write",
     "WriteOp",
+    "acting",
     "audit_key",
     "blacklist_key",
     "gifts_key",

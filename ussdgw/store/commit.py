@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ussdgw.store.acting import attributed
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     audit_key,
@@ -226,9 +227,10 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     if sealed:
         p["mts"] = sealed
     if change.audit:
-        p["audit"] = [a.fields(now) for a in change.audit]
+        p["audit"] = [attributed(msisdn, a).fields(now) for a in change.audit]
     if change.refusal is not None:
-        p["refusal"] = [change.refusal.event, change.refusal.channel, change.refusal.detail]
+        refusal = attributed(msisdn, change.refusal)
+        p["refusal"] = [refusal.event, refusal.channel, refusal.detail]
     if change.read_profile:
         p["read"] = True
     return keys, json.dumps(p, ensure_ascii=False)

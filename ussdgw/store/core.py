@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ussdgw.clock import Clock
+from ussdgw.store.acting import attributed
 from ussdgw.store.archives import Archives
 from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
 from ussdgw.store.dialogues import Dialogues
@@ -157,7 +158,7 @@ class Store:
     async def audit(self, msisdn: str, event: AuditEvent) -> None:
         """One P10 entry on its own (a step that changes something audits within its commit)."""
         await guarded(self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
-                                            *event.fields(self.clock.now())))
+                                            *attributed(msisdn, event).fields(self.clock.now())))
 
     async def audit_trail(self, msisdn: str, count: int = 100) -> list[dict[str, str]]:
         """The newest `count` entries, oldest first, each with its stream `id`."""

@@ -16,7 +16,8 @@ are each read or written on their own (never in a script with a subscriber's key
     sub:{m}:ops            hash     operation id -> outcome (payment ids, owner changes): a retried step is not redone
     sub:{m}:holds          hash     <op> -> JSON, <op>:state, <op>:at: money or points held for another slot's step
     sub:{m}:gifts          hash     M6 incoming gifts: <tid> -> JSON, <tid>:state, <tid>:expires, code:<digest> -> tid
-    sub:{m}:linked         set      N1 numbers this subscriber may act on
+    sub:{m}:linked         set      N1 numbers this subscriber may act on (the holder's end of a grant)
+    sub:{m}:linked_by      set      N1 numbers that may act on this subscriber (the granting end)
     sub:{m}:blacklist      set      M4 Родительский контроль: numbers this (child's) number must not reach
     sub:{m}:locator:allow  set      M4 Локатор: numbers this subscriber agreed to be located by
     sub:{m}:mms_archive    string   A2 open while it lives; TTL the archive's 72 h
@@ -107,6 +108,10 @@ def gifts_key(msisdn: str) -> str:
 
 def linked_key(msisdn: str) -> str:
     return f"sub:{{{msisdn}}}:linked"
+
+
+def linked_by_key(msisdn: str) -> str:
+    return f"sub:{{{msisdn}}}:linked_by"
 
 
 def blacklist_key(msisdn: str) -> str:

@@ -19,16 +19,17 @@ class OutboundMessage:
     ussd_service_op: int | None = None
     its_session_info: int | None = None
     secret: bool = False
+    reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
-                "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
-                "secret": self.secret,
-            },
-            ensure_ascii=False,
-        ).encode()
+        fields = {
+            "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
+            "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
+            "secret": self.secret,
+        }
+        if self.reaches_blocked:
+            fields["reaches_blocked"] = True
+        return json.dumps(fields, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboundMessage:

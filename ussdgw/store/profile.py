@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
+from ussdgw.store.acting import attributed
 from ussdgw.store.commit import Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
 from ussdgw.store.keys import AUDIT_MAXLEN, audit_key, sub_key
@@ -84,6 +85,7 @@ class Profile:
     code_word_hash: str = ""
     auth_epoch: str = "0"
     blocked_from: date | None = None
+    owner_since: float = 0.0  # when the present owner took the number (N4); 0: since it was seeded
     sms_archive_digest: str = ""
     sms_archive_expires: float = 0.0
     n2: N2Application = N2Application()
@@ -102,7 +104,7 @@ class Profile:
             autopay_threshold_kop=_int(get("autopay_threshold_kop")),
             pw_hash=get("pw_hash", ""), pw_failures=_int(get("pw_failures")), locked=get("locked") == "1",
             code_word_hash=get("code_word_hash", ""), auth_epoch=get("auth_epoch", "0"),
-            blocked_from=date.fromisoformat(blocked) if blocked else None,
+            blocked_from=date.fromisoformat(blocked) if blocked else None, owner_since=_float(get("owner_since")),
             sms_archive_digest=get("sms_archive_digest", ""), sms_archive_expires=_float(get("sms_archive_expires")),
             n2=N2Application(state=get("n2_state", ""),
                              numbers=tuple(n for n in get("n2_numbers", "").split(",") if n),
@@ -127,6 +129,14 @@ class Subscribers:
     async def profile(self, msisdn: str) -> Profile:
         return Profile.from_fields(msisdn, await self.fields(msisdn))
 
+    async def blocked_from(self, msisdn: str) -> date | None:
+        """N3: the day the number's block starts (None: no block), one field read (the MO and MT gates)."""
+        raw = await guarded(self._store.pipeline.command("HGET", sub_key(msisdn), "blocked_from"))
+        try:
+            return date.fromisoformat(raw.decode()) if raw else None
+        except ValueError:
+            return None
+
     async def profiles(self, *msisdns: str) -> list[Profile]:
         return list(await asyncio.gather(*(self.profile(m) for m in msisdns)))
 
@@ -144,7 +154,7 @@ class Subscribers:
         None when the password changed meanwhile (then nothing is counted)."""
         raw = await self._store.scripts.run(
             "signin_failed", [sub_key(msisdn), audit_key(msisdn)],
-            [pw_hash, max_failures, AUDIT_MAXLEN, *audit.fields(self._store.clock.now())])
+            [pw_hash, max_failures, AUDIT_MAXLEN, *attributed(msisdn, audit).fields(self._store.clock.now())])
         if raw[0] == b"stale":
             return None
         return int(raw[1]), raw[2] == b"1"
@@ -159,21 +169,28 @@ def _check(kind: CheckKind, msisdn: str, field: str, value: str | int = "", code
 
 
 # ---- passwords and sign-in (P1, P4-P9) -------------------------------------------------------------
+def sessions_ended(msisdn: str) -> Change:
+    """Every P5 session of the number ends (each carries the `auth_epoch` it was opened under)."""
+    return Change(writes=(Write(WriteOp.HINCR, sub_key(msisdn), "auth_epoch", 1),))
+
+
 def new_password(msisdn: str, pw_hash: str, at: float) -> Change:
-    """A newly issued password (R1, R2, N2's common one, P8, P9): it replaces the old one and lifts
-    the P4 lock and the wrong-password count. The one place this field set is written."""
-    return Change(writes=_set(msisdn, pw_hash=pw_hash, pw_failures=0, locked=0, pw_issued_at=int(at)))
+    """A newly issued password (R1, R2, N2's common one, P8, P9): it replaces the old one, lifts
+    the P4 lock and the wrong-password count, and ends the number's sessions. The one place this
+    field set is written."""
+    return Change(writes=_set(msisdn, pw_hash=pw_hash, pw_failures=0, locked=0, pw_issued_at=int(at))) \
+        + sessions_ended(msisdn)
 
 
 def password_changed(msisdn: str, old_hash: str, new_hash: str, at: float) -> Change:
     """P7: the subscriber's own new password, if the old one is still the one checked."""
     return Change(checks=(_check(CheckKind.EQ, msisdn, "pw_hash", old_hash),),
-                  writes=_set(msisdn, pw_hash=new_hash, pw_failures=0, pw_changed_at=int(at)))
+                  writes=_set(msisdn, pw_hash=new_hash, pw_failures=0, pw_changed_at=int(at))) + sessions_ended(msisdn)
 
 
 def password_cleared(msisdn: str) -> Change:
     """No password until a new one is issued (N2 joining resets the joined numbers')."""
-    return Change(writes=(Write(WriteOp.HDEL, sub_key(msisdn), "pw_hash"),))
+    return Change(writes=(Write(WriteOp.HDEL, sub_key(msisdn), "pw_hash"),)) + sessions_ended(msisdn)
 
 
 def signed_in(msisdn: str, pw_hash: str, at: float) -> Change:
@@ -218,8 +235,20 @@ def owner_changed(msisdn: str, old: Profile, new: Profile, contract: str, at: fl
                       email=new.email),  # the old owner's address gets nothing any more
                 Write(WriteOp.HINCR, sub_key(msisdn), "auth_epoch", 1),
                 Write(WriteOp.HDEL, sub_key(msisdn), "pw_hash"),
-                Write(WriteOp.HDEL, sub_key(msisdn), "code_word_hash")),
+                Write(WriteOp.HDEL, sub_key(msisdn), "code_word_hash"),
+                # no N2 account, application or membership passes with the number
+                *(Write(WriteOp.HDEL, sub_key(msisdn), name) for name in N2_FIELDS)),
     )
+
+
+def code_word_set(msisdn: str, code_word_hash: str, at: float) -> Change:
+    """P8: the owner's code word (a new owner sets her own after N4)."""
+    return Change(writes=_set(msisdn, code_word_hash=code_word_hash, code_word_set_at=int(at)))
+
+
+def email_set(msisdn: str, email: str) -> Change:
+    """Where e-mail for the number goes (P8 recovery by e-mail, call detail)."""
+    return Change(writes=_set(msisdn, email=email))
 
 
 # ---- A1: the SMS archive code ---------------------------------------------------------------------
@@ -245,11 +274,32 @@ def n2_off(msisdn: str) -> Change:
     return Change(writes=_set(msisdn, n2_state="off", n2_reason=""))
 
 
-def n2_reviewed(msisdn: str, *, active: bool, reason: str, at: float) -> Change:
-    return Change(writes=_set(msisdn, n2_state="active" if active else "rejected", n2_reason=reason,
+def n2_reviewed(msisdn: str, *, app_id: str, active: bool, reason: str, at: float) -> Change:
+    """The verdict on application `app_id`; refused (`conflict`) when it is not pending any more
+    (withdrawn, or the number changed owner since)."""
+    return Change(checks=(_check(CheckKind.EQ, msisdn, "n2_app", app_id),
+                          _check(CheckKind.EQ, msisdn, "n2_state", "pending")),
+                  writes=_set(msisdn, n2_state="active" if active else "rejected", n2_reason=reason,
                               n2_reviewed_at=int(at)))
 
 
-def n2_joined(msisdn: str, group: str) -> Change:
-    """A number joins `group`'s account; its password is reset (SPEC N2)."""
-    return Change(writes=_set(msisdn, n2_group=group)) + password_cleared(msisdn)
+N2_FIELDS = ("n2_state", "n2_numbers", "n2_app", "n2_applied_at", "n2_due_at", "n2_reviewed_at", "n2_reason",
+             "n2_group")
+
+
+def n2_left(msisdn: str, group: str) -> Change:
+    """The number leaves `group`'s account (nothing happens if it is in another one by now)."""
+    return Change(checks=(_check(CheckKind.EQ, msisdn, "n2_group", group),),
+                  writes=(Write(WriteOp.HDEL, sub_key(msisdn), "n2_group"),))
+
+
+def n2_members(head: str, numbers: list[str]) -> Change:
+    """The numbers of `head`'s N2 account (the head first) after a member left."""
+    return Change(writes=_set(head, n2_numbers=",".join(numbers)))
+
+
+def n2_joined(msisdn: str, group: str, owner_id: str) -> Change:
+    """A number joins `group`'s account; its password is reset (SPEC N2). Refused (`conflict`)
+    when it is not `owner_id`'s any more (sold since the application was checked)."""
+    return Change(checks=(_check(CheckKind.EQ, msisdn, "owner_id", owner_id),),
+                  writes=_set(msisdn, n2_group=group)) + password_cleared(msisdn)
