@@ -320,15 +320,15 @@ async def test_at_phone_size_the_network_log_shows_the_state_and_pdu_lines_wrap(
                             has_touch=True)
     await sms(page, "3339", "ПАРОЛЬ")
     state = page.get_by_test_id("network-state").first
-    await expect(state).to_contain_text("✓ доставлено")
-    await state.scroll_into_view_if_needed()
-    box = await state.bounding_box()
-    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    await expect(state).to_contain_text("платформа записала")  # the last change: the receipt acknowledged
+    left, right = await state.evaluate("e => { e.scrollIntoView(); const r = e.getBoundingClientRect(); "
+                                       "return [r.left, r.right]; }")
+    assert 0 <= left and right <= 390, (left, right)
+    await expect(state).to_be_visible()
     line = page.get_by_test_id("pdu").first
-    await line.scroll_into_view_if_needed()
-    box = await line.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= 390, box
-    assert await line.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "a PDU line is cut"
+    right, cut = await line.evaluate("e => { e.scrollIntoView(); return [e.getBoundingClientRect().right, "
+                                     "e.scrollWidth > e.clientWidth + 1]; }")
+    assert right <= 390 and not cut, (right, cut)
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone: {width}px"
     await page.context.close()
@@ -522,3 +522,33 @@ def test_status_names_are_smpps_own() -> None:
     assert status_label(0) == "ESME_ROK"
     assert status_label(0x0B) == "ESME_RINVDSTADR"
     assert status_label(0x1234) == "0x00001234"  # no name in SMPP 3.4: its number
+
+
+async def test_the_page_checks_its_own_forms_in_russian_and_says_when_the_simulator_is_gone(
+        stack: Stack, browser: Browser) -> None:
+    await seed(stack)
+    page = await open_phone(browser, stack, PHONE)
+    # The page's own texts, not the browser's bubbles.
+    assert await page.evaluate("[...document.forms].every(f => f.noValidate)")
+    await page.get_by_test_id("msisdn-input").fill("12ab")
+    await page.get_by_test_id("open-phone").click()
+    await expect(page.get_by_test_id("msisdn-error")).to_have_text(
+        "Номер телефона: от 5 до 15 цифр, например 79161234567.")
+    await expect(page.get_by_test_id("msisdn-input")).to_have_attribute("aria-invalid", "true")
+    await page.get_by_test_id("msisdn-input").fill("+7 926 000-00-01")  # a number as people write it opens
+    await page.get_by_test_id("open-phone").click()
+    await expect(page.locator("body")).to_have_attribute("data-ready", OTHER)
+    await page.get_by_test_id("block-input").fill("спам")
+    await page.get_by_test_id("block-add").click()
+    await expect(page.get_by_test_id("block-error")).to_contain_text("Блокировать можно короткий номер")
+
+    # The simulator unreachable ("Failed to fetch" in the browser): said in Russian.
+    await page.route("**/api/phones/*/sms", lambda route: route.abort())
+    await sms(page, "3339", "ПАРОЛЬ")
+    await expect(page.get_by_test_id("sms-error")).to_have_text(
+        "Нет связи с симулятором: он остановлен или недоступен. Запустите его и повторите.")
+    await page.unroute("**/api/phones/*/sms")
+    await sms(page, "3339", "ПАРОЛЬ")
+    await expect(page.get_by_test_id("sms-error")).to_be_hidden()
+    await expect(page.locator('[data-testid="sms-out"][data-state="accepted"]')).to_have_count(1)
+    await page.context.close()

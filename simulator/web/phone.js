@@ -452,7 +452,13 @@ function renderAll() {
 }
 
 // ---- recording what was done, as a scenario -----------------------------------------------------
-function record(step) { view.recorded.push(step); }
+// A step is recorded before its request goes out: what the network answers (an event that may come
+// before the request's own response) is recorded after it. A refused request takes its step back.
+function record(step) { view.recorded.push(step); return step; }
+function unrecord(step) {
+  const at = view.recorded.lastIndexOf(step);
+  if (at >= 0) view.recorded.splice(at, 1);
+}
 
 function pattern(text) {
   // The runner reads a non-breaking space as a space (simulator.scenario._matches).
@@ -636,12 +642,12 @@ async function refreshMail() {
 
 // ---- actions -----------------------------------------------------------------------------------
 async function patch(body) {
+  const step = record({ set_phone: body });
   try {
     view.phone = await api("PATCH", `/api/phones/${view.msisdn}`, body);
-    record({ set_phone: body });
     renderPhone();
     fieldError("block-error", "");
-  } catch (e) { fieldError("block-error", russian(e)); }
+  } catch (e) { unrecord(step); fieldError("block-error", russian(e)); }
 }
 
 async function dial() {
@@ -650,31 +656,28 @@ async function dial() {
   const problem = ussdProblem(code);
   fieldError("dial-error", problem, input);
   if (problem) return;  // never sent: the network would refuse it, and the popup must not wait for it
+  const step = record({ dial: code });
   try {
-    const dialogue = await api("POST", `/api/phones/${view.msisdn}/ussd/dial`, { code });
-    record({ dial: code });
-    setUssd(dialogue);
-  } catch (e) { fieldError("dial-error", russian(e, { code }), input); }
+    setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/dial`, { code }));
+  } catch (e) { unrecord(step); fieldError("dial-error", russian(e, { code }), input); }
 }
 
 async function ussdAnswer(event) {
   event.preventDefault();
   const text = $("#ussd-answer").value.trim();
   if (!text) return;
+  const step = record({ answer: text });
   try {
-    const dialogue = await api("POST", `/api/phones/${view.msisdn}/ussd/answer`, { text });
-    record({ answer: text });
-    setUssd(dialogue);
-  } catch (e) { toast(russian(e), true); }
+    setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/answer`, { text }));
+  } catch (e) { unrecord(step); toast(russian(e), true); }
 }
 
 async function ussdCancel() {
   const open = view.ussd.state === "sent" || view.ussd.state === "waiting";
+  const step = open ? record({ cancel: null }) : null;
   try {
-    const dialogue = await api("POST", `/api/phones/${view.msisdn}/ussd/cancel`);
-    if (open) record({ cancel: null });
-    setUssd(dialogue);
-  } catch (e) { toast(russian(e), true); }
+    setUssd(await api("POST", `/api/phones/${view.msisdn}/ussd/cancel`));
+  } catch (e) { unrecord(step); toast(russian(e), true); }
 }
 
 // Where an SMS goes, as the simulator reads it (simulator.handset.recipient_of).
@@ -705,12 +708,12 @@ async function sendSms(event) {
   fieldError("sms-error", problem, problem && problem !== counterOf(text).warning ? toInput : null);
   if (problem) return;
   const number = recipientOf(to);
+  const step = record({ sms: { to: number, text } });
   try {
     await api("POST", `/api/phones/${view.msisdn}/sms`, { to: number, text });
-    record({ sms: { to: number, text } });
     $("#sms-text").value = "";
     updateCounter();
-  } catch (e) { fieldError("sms-error", russian(e), e.field === "to" ? toInput : null); }
+  } catch (e) { unrecord(step); fieldError("sms-error", russian(e), e.field === "to" ? toInput : null); }
 }
 
 // ---- the SMS counter (TS 23.038: extension characters take two septets) --------------------------
@@ -821,13 +824,13 @@ function wire() {
   for (const button of document.querySelectorAll("[data-advance]")) {
     button.addEventListener("click", async () => {
       const seconds = Number(button.dataset.advance);
+      const step = record({ advance_time: `${seconds}s` });
       try {
         const result = await api("POST", "/api/clock/advance", { seconds });
-        record({ advance_time: `${seconds}s` });
         view.clockOffset = result.offset;
         renderClock();
         toast(`Время симулятора: +${duration(result.offset)}` + (result.expired ? `, истёк срок у ${result.expired} MT` : ""));
-      } catch (e) { toast(russian(e), true); }
+      } catch (e) { unrecord(step); toast(russian(e), true); }
     });
   }
   $("#clock-reset").addEventListener("click", async () => {
