@@ -323,7 +323,7 @@ async def test_at_phone_size_the_network_log_shows_the_state_and_pdu_lines_wrap(
     await expect(state).to_contain_text("платформа записала")  # the last change: the receipt acknowledged
     left, right = await state.evaluate("e => { e.scrollIntoView(); const r = e.getBoundingClientRect(); "
                                        "return [r.left, r.right]; }")
-    assert 0 <= left and right <= 390, (left, right)
+    assert left >= 0 and right <= 390, (left, right)
     await expect(state).to_be_visible()
     line = page.get_by_test_id("pdu").first
     right, cut = await line.evaluate("e => { e.scrollIntoView(); return [e.getBoundingClientRect().right, "
