@@ -258,6 +258,7 @@ class LoggedPdu:
     extra: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """`extra` (the SMSC's sequence number of a deliver_sm, its attempt, an MT's message id) wins."""
         return {"at": self.at, "direction": self.direction, **with_response(summarize(self.pdu), self.status,
                                                                             **self.extra)}
 

@@ -56,7 +56,6 @@ from ussdgw.smpp.pdu import (
     Status,
     SubmitSm,
     SubmitSmResp,
-    with_sequence,
 )
 from ussdgw.smpp.receipt import receipt_pdu
 from ussdgw.smpp.session import Event, ProtocolError, RequestReceived, Role, SmppSession, Unbound
@@ -598,7 +597,7 @@ class Smsc:
             else:
                 mo.last_status = resp.status
                 mo.outcomes.put_nowait(resp.status)
-                self.phones.log_pdu(mo.msisdn, "smsc->gateway", with_sequence(mo.pdu, resp.sequence), resp.status,
+                self.phones.log_pdu(mo.msisdn, "smsc->gateway", mo.pdu, resp.status, sequence=resp.sequence,
                                     attempt=mo.attempts)
                 if resp.status == Status.ROK:
                     metrics.mo_delivered.inc(kind)
