@@ -2,8 +2,8 @@
 
     GET /metrics   Prometheus text format (`ussdgw.metrics.GatewayMetrics`, this process's registry)
     GET /health    liveness: 200 as long as the process serves HTTP
-    GET /ready     readiness: 200 when Redis answers PING within a short timeout and at least one
-                   SMPP bind is bound, else 503; the JSON body says what is wrong
+    GET /ready     readiness: 200 when Redis (every primary of a cluster) answers PING within a short
+                   timeout and at least one SMPP bind is bound, else 503; the JSON body says what is wrong
 
 and the small trackers behind the gauges read at scrape time: the USSD dialogues waiting for an
 answer, the MTs being submitted, each bind's state and window. `install` wires it all into the
@@ -12,14 +12,12 @@ API's `web.Application`; the composition root calls it, so the API itself knows 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.esme import EsmeClient
@@ -52,48 +50,34 @@ class ReadinessReport:
 
 
 class Readiness:
-    """Ready to take traffic: Redis answers PING within `timeout_s`, and at least one of `clients`
-    is bound (without clients, as for an API without a gateway, only Redis is checked).
-
-    The PING goes over a connection of its own with short timeouts: the store's pool may be busy
-    or waiting out its own 5-second timeouts, and a probe must answer quickly either way.
+    """Ready to take traffic: every Redis primary answers PING within `timeout_s` (one server: it
+    does), and at least one of `clients` is bound (without clients, as for an API without a
+    gateway, only Redis is checked). The store's probe asks over connections of its own.
     """
 
-    def __init__(self, redis_client: aioredis.Redis, clients: Sequence[EsmeClient] | None = None, *,
+    def __init__(self, store: Store, clients: Sequence[EsmeClient] | None = None, *,
                  timeout_s: float = PING_TIMEOUT_S) -> None:
-        pool = redis_client.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
-                  "health_check_interval": 0}
-        self._conn = pool.connection_class(**kwargs)
+        self._probe = store.probe(timeout_s)
         self.clients = clients
         self.timeout_s = timeout_s
-        self._lock = asyncio.Lock()
 
     async def check(self) -> ReadinessReport:
-        checks = {"redis": await self._redis()}
-        ready = checks["redis"] == "ok"
+        answers = await self._probe.check()
+        down = {node: answer for node, answer in answers.items() if answer != "ok"}
+        if list(answers) == ["redis"]:
+            checks = {"redis": answers["redis"]}
+        else:
+            checks = {"redis": "ok" if not down else "; ".join(f"{n}: {a}" for n, a in sorted(down.items())),
+                      "redis_primaries": f"{len(answers) - len(down)} of {len(answers)} answer"}
+        ready = not down
         if self.clients is not None:
             bound = sum(1 for c in self.clients if c.bound.is_set())
             checks["smpp"] = f"{bound} of {len(self.clients)} binds bound"
             ready = ready and bound > 0
         return ReadinessReport(ready, checks)
 
-    async def _redis(self) -> str:
-        async with self._lock:  # one probe at a time on the one connection
-            try:
-                async with asyncio.timeout(self.timeout_s * 2):  # connect + PING, each within timeout_s
-                    await self._conn.send_command("PING")
-                    reply = await self._conn.read_response()
-            except TimeoutError:
-                await self._conn.disconnect(nowait=True)
-                return f"no answer to PING within {self.timeout_s:g} s"
-            except Exception as exc:  # refused, reset, a protocol error: say which
-                await self._conn.disconnect(nowait=True)
-                return f"unreachable: {type(exc).__name__}: {str(exc)[:160]}"
-        return "ok" if reply in (b"PONG", "PONG", True) else f"unexpected answer to PING: {reply!r}"[:200]
-
     async def close(self) -> None:
-        await self._conn.disconnect()
+        await self._probe.close()
 
 
 READINESS_KEY = web.AppKey("gateway_readiness", Readiness)

@@ -518,9 +518,11 @@ class Smsc:
     # ---- MOs to ESMEs -----------------------------------------------------------------------
     def submit_mo(
         self, msisdn: str, to: str, text: str, *, ussd_service_op: int | None = None,
-        its_session_info: int | None = None,
+        its_session_info: int | None = None, system_id: str | None = None,
     ) -> list[PendingMo]:
         """A phone sends an SMS (split into parts when long) or a USSD string; returns what is queued.
+        `system_id`: delivered only to that ESME's binds (the network routes by its own rules; a
+        test routes the steps of one dialogue through different gateways this way).
 
         Raises `MoRefused` (and queues nothing) for what no deliver_sm could carry."""
         check_mo(msisdn, to, text, ussd=ussd_service_op is not None)
@@ -543,7 +545,7 @@ class Smsc:
                            else "sms"})
         queued = []
         for i, pdu in enumerate(pdus):
-            mo = PendingMo(f"mo-{msisdn}-{reference}-{i + 1}", pdu, msisdn)
+            mo = PendingMo(f"mo-{msisdn}-{reference}-{i + 1}", pdu, msisdn, system_id=system_id)
             self._enqueue(mo)
             queued.append(mo)
         return queued

@@ -17,14 +17,19 @@ import redis
 from simulator.phones import InboxMessage
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
-from ussdgw.redis_server import EmbeddedRedis
+from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
 from ussdgw.store import Store
 
 if TYPE_CHECKING:
     from tests.selfcare_helpers import Api
 
 
+DEFAULT_BACKEND = os.environ.get("USSDGW_TEST_REDIS", "single")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_both: every test of the module that uses Redis runs on a single server and on a cluster")
     config.addinivalue_line(
         "markers", "needs_tool(missing, reason): the test needs a system tool (Kannel, node, Chromium); "
         "skipped where `missing` is true, but in CI (CI=true) that is a failure of the install step")
@@ -48,12 +53,78 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A 3-primary, 3-replica Redis Cluster on free loopback ports, for the session (started only
+    when a test asks for it; every node stopped at the end)."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("redis-cluster"), persistent=False)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    client = redis.Redis.from_url(redis_server.url)
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """"single" or "cluster": which Redis `redis_url` is. Modules marked `redis_both` run each test
+    on both (`pytest_generate_tests`); USSDGW_TEST_REDIS=cluster makes the cluster everyone's default."""
+    return str(getattr(request, "param", DEFAULT_BACKEND))
+
+
+@pytest.fixture
+def redis_url(redis_backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty Redis: the session's single server, or the session's cluster."""
+    if redis_backend == "cluster":
+        cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+        flush_cluster(cluster.url)
+        return cluster.url
+    server: EmbeddedRedis = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
     client.flushall()
     client.close()
-    return redis_server.url
+    return server.url
+
+
+def flush_cluster(url: str) -> None:
+    """FLUSHALL on every primary of the cluster at `url`."""
+    client = plain_client(url)
+    try:
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    finally:
+        client.close()
+
+
+def plain_client(url: str) -> Any:
+    """A blocking redis-py client for a test's own look at the data: `Redis`, or `RedisCluster` for
+    a cluster URL (the platform itself goes through `ussdgw.store.connect`)."""
+    if url.startswith("redis+cluster://"):
+        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+        return redis.RedisCluster(host=host, port=int(port))
+    return redis.Redis.from_url(url)
+
+
+def one_per_primary(url: str, count: int = 3) -> list[str]:
+    """MSISDNs whose keys land on different primaries (a cluster's every primary, in its slot order);
+    on a single Redis simply the first `count` candidates. Tests that must touch every shard use them."""
+    candidates = (f"7916{n:07d}" for n in range(1, 10_000))
+    if not url.startswith("redis+cluster://"):
+        return [next(candidates) for _ in range(count)]
+    client = plain_client(url)
+    try:
+        wanted = {node.name for node in client.get_primaries()}
+        chosen: dict[str, str] = {}
+        for msisdn in candidates:
+            chosen.setdefault(client.get_node_from_key(f"sub:{{{msisdn}}}").name, msisdn)
+            if set(chosen) == wanted:
+                return sorted(chosen.values(), key=lambda m: client.keyslot(m))
+    finally:
+        client.close()
+    raise AssertionError("no MSISDN found for some primary")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of modules marked `redis_both` that use Redis run against a single server and a cluster."""
+    if metafunc.definition.get_closest_marker("redis_both") and "redis_backend" in metafunc.fixturenames:
+        metafunc.parametrize("redis_backend", ["single", "cluster"], indirect=True)
 
 
 @pytest.fixture

@@ -411,3 +411,27 @@ async def test_acts_on_another_number_are_audited_with_the_actor_and_the_grant(s
     assert (await api.call("DELETE", "/accounts/me/block", token=maria))[0] == 200
     [own] = [e for e in await trail(stack, MARIA) if e["event"] == "number_unblocked"]
     assert "actor" not in parse(own["detail"])
+
+
+async def test_a_member_sold_out_of_three_leaves_and_the_common_password_no_longer_reaches_it(
+        stack: Stack, api: Api) -> None:
+    assert stack.store is not None and stack.gateway is not None and stack.smsc is not None
+    third = "79161234569"
+    await seed(stack, [{"msisdn": third, "owner": {"id": "p-1001", "name": "Иван Петров", "passport": "4510 123456",
+                                                   "contract": "D-2021-0003"}, "region": "77"}])
+    screen = await dial(stack, IVAN, f"*111*828*1*{IVAN2}*{third}#")
+    assert "принята: 3\u00a0номера" in screen.text, screen.text
+    stack.clock.advance(24 * 3600)
+    await review_due(stack.store, stack.settings, send=stack.gateway.send)
+    after = stack.smsc.phones.last_seq
+    await sell(stack, api, await signed_in(stack, api, IVAN2), IVAN2, MARIA)
+    assert IVAN2 in (await sms_from(stack, IVAN, "111", after)).text  # the head is told who left
+    assert (await fields(stack, IVAN))["n2_numbers"] == f"{IVAN},{third}"  # the other two go on together
+    screen = await dial(stack, third, "*111*828*3#")
+    assert "Общий пароль (2 номера)" in screen.text, screen.text
+    common = (await fields(stack, third))["pw_hash"]
+    assert (await fields(stack, IVAN))["pw_hash"] == common
+    assert (await fields(stack, IVAN2)).get("pw_hash") != common
+    ivan = await signed_in(stack, api, IVAN)
+    assert (await api.call("GET", f"/accounts/{third}", token=ivan))[0] == 200
+    assert (await api.call("GET", f"/accounts/{IVAN2}", token=ivan))[0] == 403

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
 from tests.conftest import send_and_wait
 from tests.selfcare_helpers import IVAN, Api, extract_code, signed_in
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import mms_archive_key
+from ussdgw.store.connect import connect
 
 
 async def test_per_to_232_sends_a_code_that_opens_the_sms_archive_once(stack: Stack, api: Api) -> None:
@@ -61,7 +61,7 @@ class TestResendLimits:
 async def test_any_sms_to_1234_opens_the_mms_archive_for_72_hours(stack: Stack, api: Api, redis_url: str) -> None:
     [reply] = await send_and_wait(stack, IVAN, "1234", "")  # the empty SMS too
     assert reply.sender == "1234" and "72 часа" in reply.text
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     ttl = await client.ttl(mms_archive_key(IVAN))
     await client.aclose()
     assert 72 * 3600 - 60 <= ttl <= 72 * 3600
@@ -82,7 +82,7 @@ class TestArchiveClosesByItself:
 
     async def test_the_open_archive_key_expires_in_redis_without_anyone_closing_it(self, stack: Stack,
                                                                                   redis_url: str) -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         await client.config_set("notify-keyspace-events", "Ex")
         pubsub = client.pubsub()
         await pubsub.subscribe("__keyevent@0__:expired")

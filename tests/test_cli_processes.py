@@ -28,8 +28,6 @@ from typing import IO
 
 import pytest
 
-from ussdgw.redis_server import EmbeddedRedis
-
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "demo" / "subscribers.yaml"
 STARTUP_S = 30.0  # generous for a loaded CI machine; a healthy start takes about a second
@@ -311,14 +309,14 @@ def test_two_signals_back_to_back_end_up_quickly_and_leave_nothing(up: Command) 
 
 # ---- the parts alone -------------------------------------------------------------------------
 def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Callable[..., Command],
-                                                                  redis_server: EmbeddedRedis) -> None:
+                                                                  redis_url: str) -> None:
     smsc = ussdgw("smsc")
     endpoints = smsc.endpoints()
     assert "redis" not in endpoints and "gateway" not in endpoints, smsc.output
     assert [p.pid for p in marked(smsc.mark)] == [smsc.popen.pid], "the simulator alone started something"
     smpp = endpoints["smsc"].removeprefix("smpp://")
     gateway = ussdgw("gateway", "--smsc", smpp, "--system-id", "ussdgw", "--password", "ussdgw1",
-                     "--api-port", "0", REDIS_URL=redis_server.url)
+                     "--api-port", "0", REDIS_URL=redis_url)
     assert gateway.endpoints()["gateway"] == f"bound to {smpp}", gateway.output
     api_port = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/api/v1", gateway.endpoints()["selfcare"])
     assert api_port and int(api_port.group(1)) > 0, gateway.output  # --api-port 0: the port it took, printed
@@ -340,12 +338,11 @@ def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Calla
     assert not left_over(smsc.mark)
 
 
-def test_a_gateway_still_connecting_stops_on_sigterm(ussdgw: Callable[..., Command],
-                                                     redis_server: EmbeddedRedis) -> None:
+def test_a_gateway_still_connecting_stops_on_sigterm(ussdgw: Callable[..., Command], redis_url: str) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    gateway = ussdgw("gateway", "--smsc", f"127.0.0.1:{port}", REDIS_URL=redis_server.url)
+    gateway = ussdgw("gateway", "--smsc", f"127.0.0.1:{port}", REDIS_URL=redis_url)
     gateway.wait_line(r'"event": ?"link_down"', stderr=True)  # retrying, not up yet
     gateway.popen.send_signal(signal.SIGTERM)
     assert gateway.finish() == 0, gateway.output
@@ -363,10 +360,81 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(ussdgw: Callable[..., Com
     assert not left_over(smsc.mark)
 
 
+def cluster_ports(folder: Path) -> set[int]:
+    """Every node's port, as the nodes' own cluster files list them ("ip:port@bus ...")."""
+    return {int(m.group(1)) for conf in folder.glob("node-*/nodes.conf")
+            for m in re.finditer(r"127\.0\.0\.1:(\d+)@", conf.read_text())}
+
+
+def redis_nodes(ports: set[int]) -> list[Proc]:
+    """The live redis-servers listening on `ports` (a cluster node's title is its address, which
+    carries no mark: found by port)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        stat = _stat(int(entry.name))
+        if "redis-server" in cmdline and stat and any(f":{port}" in cmdline for port in ports):
+            found.append(Proc(int(entry.name), stat[1], cmdline))
+    return [p for p in found if p.alive()]
+
+
+def test_up_with_a_redis_cluster_serves_seed_and_sms_and_stops_every_node(ussdgw: Callable[..., Command],
+                                                                           tmp_path: Path) -> None:
+    up = ussdgw("up", "--redis-cluster")
+    endpoints = up.endpoints()
+    assert endpoints["redis"].startswith("redis+cluster://127.0.0.1:"), up.output
+    folder = tmp_path / "state" / "redis-cluster"
+    ports = cluster_ports(folder)
+    assert len(ports) == 6 and all(port + 10000 < 32768 for port in ports), ports  # bus ports below ephemeral
+    assert len(redis_nodes(ports)) == 6
+    assert all((path.stat().st_mode & 0o077) == 0 for path in [folder, *folder.glob("node-*")])  # private
+    # seed finds the running cluster through the state folder and starts no Redis of its own
+    seeded = run(ussdgw, "seed", str(DEMO))
+    assert seeded.popen.returncode == 0, seeded.output
+    assert "redis_started" not in seeded.output and len(redis_nodes(ports)) == 6
+    port = str(http_port(endpoints["simulator"]))
+    sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "ПАРОЛЬ", USSDGW_SIM_HTTP_PORT=port)
+    assert re.fullmatch(r"← 3339: Пароль для входа в Личный кабинет: [a-z0-9]{8,10}", sms.out[1]), sms.output
+    served = endpoints["selfcare"].removesuffix("/api/v1")
+    with urllib.request.urlopen(f"{served}/ready", timeout=5) as ready:
+        checks = json.loads(ready.read())["checks"]
+    assert checks["redis"] == "ok" and checks["redis_primaries"] == "3 of 3 answer", checks
+    assert_stops_cleanly(up)
+    deadline = time.monotonic() + 5
+    while redis_nodes(ports) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not redis_nodes(ports), "cluster nodes left running"
+    assert not left_over(up.mark)
+
+
+def test_a_gateway_whose_key_cannot_read_the_queue_refuses_to_start(ussdgw: Callable[..., Command],
+                                                                     redis_url: str) -> None:
+    key = secrets.token_hex(32)
+    first = ussdgw("gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url, USSDGW_SECRET_KEY=key)
+    first.wait_line(r'"event": ?"link_down"', stderr=True)  # started: the check is sealed with its key
+    # a seed seals nothing: any key will do
+    assert run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_url).popen.returncode == 0
+    other = run(ussdgw, "gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url,
+                USSDGW_SECRET_KEY=secrets.token_hex(32))
+    assert other.popen.returncode == 1, other.output
+    assert "ussdgw gateway cannot start: the secret key" in other.output, other.output
+    assert "same key" in other.output and "Traceback" not in other.output
+    again = ussdgw("gateway", "--smsc", "127.0.0.1:9", REDIS_URL=redis_url, USSDGW_SECRET_KEY=key)
+    again.wait_line(r'"event": ?"link_down"', stderr=True)  # the same key: it starts
+    for command in (first, again):
+        command.popen.send_signal(signal.SIGTERM)
+        assert command.finish() == 0, command.output
+    assert not left_over(other.mark)
+
+
 # ---- the one-shot commands ---------------------------------------------------------------------
-def test_seed_loads_the_demo_subscribers_into_a_given_redis(ussdgw: Callable[..., Command],
-                                                            redis_server: EmbeddedRedis) -> None:
-    seeded = run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_server.url)
+def test_seed_loads_the_demo_subscribers_into_a_given_redis(ussdgw: Callable[..., Command], redis_url: str) -> None:
+    seeded = run(ussdgw, "seed", str(DEMO), REDIS_URL=redis_url)
     assert seeded.popen.returncode == 0, seeded.output
     assert seeded.out == [f"seeded 4 subscribers from {DEMO}"]
     assert not marked(seeded.mark)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 import structlog
 
 from gateway.esme import BindRefused, EsmeClient
@@ -20,6 +19,7 @@ from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.smpp.pdu import DataSm, DeliverSm, Status
+from ussdgw.store.connect import connect
 
 
 async def kill(gateway: Gateway) -> None:
@@ -118,7 +118,7 @@ async def test_no_plain_password_reaches_redis_or_any_log_line(stack: Stack, red
     assert captured, "the flow logged nothing at all"
     assert password not in repr(captured)
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     needle = password.encode()
     async for key in client.scan_iter():
         kind = (await client.type(key)).decode()

@@ -7,13 +7,13 @@ import asyncio
 import struct
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.inbound import unanswerable
 from tests.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Status
 from ussdgw.store import OUTBOX_INDEX, Store
+from ussdgw.store.connect import connect
 
 PHONE = "79161234567"
 OTHER = "79161234599"
@@ -60,7 +60,7 @@ async def test_an_mo_whose_reply_cannot_be_addressed_is_refused_for_good_and_not
         resp = await asyncio.wait_for(smsc.responses.get(), 5)
         assert (resp.sequence, resp.status) == (0x7003, Status.RINVDSTADR)
         await after_a_good_one(smsc)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         assert await client.zrange(OUTBOX_INDEX, 0, -1) in ([], [OTHER.encode()])
         assert {key.decode().split("}")[0] for key in await client.keys("sub:*")} == {f"sub:{{{OTHER}"}

@@ -13,6 +13,8 @@ from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, 
 from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
 
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
+
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
     assert stack.store is not None

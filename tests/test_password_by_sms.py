@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-import redis.asyncio as aioredis
+import pytest
 
 from sms_codes import checksum_ok, verify_password
-from tests.conftest import send_and_wait
+from tests.conftest import one_per_primary, send_and_wait
 from ussdgw.app.stack import Stack
 from ussdgw.store import sub_key
+from ussdgw.store.connect import connect
+
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
 
@@ -96,7 +100,7 @@ async def test_cyrillic_arrives_as_ucs2_and_the_reply_goes_out_as_ucs2(stack: St
 
 
 async def test_a_new_password_unlocks_a_locked_account(stack: Stack, redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     await client.hset(sub_key("79161234567"), mapping={"locked": 1, "pw_failures": 3})
     await send_and_wait(stack, "79161234567", "3339", "ПАРОЛЬ")
     profile = await client.hgetall(sub_key("79161234567"))
@@ -124,3 +128,11 @@ async def test_every_mo_state_change_and_mt_is_in_the_audit_stream(stack: Stack)
         await stack.smsc.phones.wait_change(0.1)
     assert events[:2] == ["mo_received", "password_issued"]
     assert "mt_submitted" in events and "mt_receipt" in events
+
+
+async def test_phones_whose_subscribers_live_on_every_primary_each_get_their_own_password(
+        stack: Stack, redis_url: str) -> None:
+    spread = one_per_primary(redis_url)
+    replies = await asyncio.gather(*(send_and_wait(stack, m, "3339", "ПАРОЛЬ") for m in spread))
+    for msisdn, [reply] in zip(spread, replies, strict=True):
+        assert verify_password(extract_password(reply.text), await stored_hash(stack, msisdn))

@@ -20,6 +20,8 @@ from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import AuditEvent
 
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
+
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:

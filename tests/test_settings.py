@@ -13,6 +13,7 @@ import pytest
 
 from ussdgw.app import cli
 from ussdgw.config import Settings, SettingsError, load_settings
+from ussdgw.redis_url import parse_redis_url
 
 ROOT = Path(__file__).parent.parent
 
@@ -154,3 +155,27 @@ def test_version() -> None:
     result = subprocess.run([sys.executable, "-m", "ussdgw.app", "--version"], capture_output=True, text=True,
                             timeout=30, check=True)
     assert result.stdout.startswith("ussdgw 0.")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis+cluster://10.0.0.1", "seed node '10.0.0.1' must be host:port"),
+    ("redis+cluster://10.0.0.1:70000", "port must be a number from 1 to 65535"),
+    ("redis+cluster://10.0.0.1:7000/2", "a Redis Cluster has only database 0"),
+    ("redis://a:7000,b:7000", "write redis+cluster://host:port,host:port"),
+    ("memcached://10.0.0.1:11211", "unknown scheme 'memcached'"),
+    ("10.0.0.1:6379", "expected a URL like"),
+    ("redis://:hunter2@h:6379/x", "database must be a number"),
+])
+def test_a_redis_url_of_no_known_form_is_refused_in_one_line_without_its_password(url: str, says: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ={"REDIS_URL": url})
+    assert str(refused.value).startswith("invalid settings: REDIS_URL: ") and says in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_cluster_and_single_server_urls_are_told_apart() -> None:
+    cluster = parse_redis_url("redis+cluster://app:s3cret@10.0.0.1:7000,[::1]:7001")
+    assert cluster.cluster and cluster.nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert (cluster.username, cluster.password) == ("app", "s3cret")
+    assert not parse_redis_url("unix:///run/redis.sock").cluster
+    assert not parse_redis_url("redis://127.0.0.1:6379/0").cluster

@@ -13,6 +13,8 @@ from tests.conftest import StoreFactory
 from ussdgw.smpp.pdu import Status
 from ussdgw.store import AuditEvent, Change, MoMark, OutboundMessage, Store, StoreUnavailable
 
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
+
 
 def reply(msisdn: str, n: int) -> OutboundMessage:
     return OutboundMessage(mt_id=f"mt{n}", source="3339", destination=msisdn, text="Ответ")
@@ -75,3 +77,12 @@ async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable(store
     gone = store_factory("redis://127.0.0.1:1")
     with pytest.raises(StoreUnavailable):
         await gone.commit("79161234567", answered("x", reply("79161234567", 1)))
+
+
+async def test_a_cluster_no_seed_node_answers_for_is_store_unavailable(store_factory: StoreFactory) -> None:
+    gone = store_factory("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    with pytest.raises(StoreUnavailable):
+        await gone.commit("79161234567", answered("x", reply("79161234567", 1)))
+    with pytest.raises(StoreUnavailable):  # redis-py's own cluster client, on a read
+        await gone.subscribers.profile("79161234567")
+    assert not await gone.ping()

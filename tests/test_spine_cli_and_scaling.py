@@ -10,9 +10,16 @@ import pytest
 
 from gateway.service import Gateway
 from handlers.registry import build_router
+from simulator.phones import InboxMessage
+from tests.conftest import one_per_primary
+from tests.ussd_helpers import seed
 from ussdgw.app import cli
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings, load_settings
+from ussdgw.smpp.pdu import UssdOp
+from ussdgw.store import Store
+
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
 DEMO = Path(__file__).parent.parent / "demo" / "subscribers.yaml"
 
@@ -88,3 +95,55 @@ async def test_two_gateway_processes_on_one_redis_behave_as_one(stack: Stack) ->
             assert [e["event"] for e in trail].count("password_issued") == 1
     finally:
         await second.stop()
+
+
+async def test_two_gateways_each_with_its_own_store_share_dialogues_and_send_each_sms_once(
+        settings: Settings, tmp_path: Path) -> None:
+    """As two `ussdgw gateway` hosts: separate connections and state folders, one shared key."""
+    accounts = {"gw-a": "pw-a", "gw-b": "pw-b"}
+    base = settings.with_overrides(sim_accounts=accounts, system_id="gw-a", password="pw-a")
+    stack = await Stack(base).start()
+    second_store = Store.from_url(base.redis_url, base.secret_key_bytes(), lease_s=base.mt_lease_s, clock=stack.clock)
+    second = Gateway(stack.settings.with_overrides(system_id="gw-b", password="pw-b", state_dir=str(tmp_path / "b")),
+                     second_store, build_router())
+    try:
+        assert stack.smsc is not None and stack.gateway is not None and stack.store is not None
+        await stack.gateway.wait_bound(5)
+        await second.start()
+        await second.wait_bound(5)
+        smsc, phones = stack.smsc, stack.smsc.phones
+        msisdn = "79161234567"
+        await seed(stack, msisdn, balance_kop=4200)
+
+        async def step(via: str, text: str, op: UssdOp) -> InboxMessage:
+            after = phones.last_seq
+            smsc.submit_mo(msisdn, "*111#", text, ussd_service_op=op, system_id=via)
+            async with asyncio.timeout(10):
+                while True:
+                    for message in await phones.wait_inbox(msisdn, after, 10):
+                        after = max(after, message.seq)
+                        if message.kind == "ussd":
+                            return message
+
+        menu = await step("gw-a", "*111#", UssdOp.PSSR_INDICATION)
+        tariffs = await step("gw-b", "2", UssdOp.USSR_CONFIRM)  # the dialogue gw-a opened, continued on gw-b
+        back = await step("gw-a", "00", UssdOp.USSR_CONFIRM)
+        balance = await step("gw-b", "1", UssdOp.USSR_CONFIRM)
+        assert menu.ussd_op == UssdOp.USSR_REQUEST and tariffs.text != menu.text and back.text == menu.text
+        assert balance.ussd_op == UssdOp.PSSR_RESPONSE and "42" in balance.text, balance.text
+        # SMS spread over both: every phone gets its password once, and it is issued once
+        spread = one_per_primary(base.redis_url) + [f"7916555{i:04d}" for i in range(17)]
+        after = phones.last_seq
+        pending = [mo for i, m in enumerate(spread)
+                   for mo in smsc.submit_mo(m, "3339", "ПАРОЛЬ", system_id=("gw-a", "gw-b")[i % 2])]
+        await asyncio.wait_for(asyncio.gather(*(mo.delivered.wait() for mo in pending)), 45)
+        for m in spread:
+            replies = await phones.wait_inbox(m, after, 10)
+            assert [r.sender for r in replies] == ["3339"], m
+            assert [e["event"] for e in await stack.store.audit_trail(m)].count("password_issued") == 1
+        await asyncio.sleep(base.mt_lease_s * 2)  # past every lease: nothing is re-sent by either gateway
+        assert all(len(phones.get(m).inbox) == 1 for m in spread)
+    finally:
+        await second.stop()
+        await second_store.close()
+        await stack.stop()

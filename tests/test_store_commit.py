@@ -3,8 +3,12 @@ once per MO, one slot per step; Автоплатёж decided in Python and guard
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from tests.conftest import one_per_primary
 from ussdgw.store import (
     STALE,
     AuditEvent,
@@ -20,6 +24,8 @@ from ussdgw.store.commit import script_call
 from ussdgw.store.keys import outbox_key
 from ussdgw.store.money import Autopay, credit, debit, service_on
 from ussdgw.store.profile import new_password
+
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
 A, B = "79161234567", "79261112233"
 
@@ -85,3 +91,26 @@ async def test_autopay_tops_up_within_the_debit_when_the_threshold_is_reached(st
     assert done.autopaid_kop == 30000 and done.profile is not None and done.profile.balance_kop == 500 + 30000
     assert [e["event"] for e in await store.audit_trail(A)][-1] == "autopay_topup"
     assert await store.redis.hget(sub_key(A), "balance_kop") == b"30500"
+
+
+async def test_subscribers_on_every_primary_commit_in_one_batch_each_and_get_their_own_results(
+        store: Store, redis_url: str) -> None:
+    spread = one_per_primary(redis_url)
+    steps = [new_password(m, f"h-{m}", 1.0) + Change(mo=MoMark("mo-1", 60), create_profile=True,
+                                                     messages=(OutboundMessage(f"mt-{m}", "3339", m, "Ответ"),))
+             for m in spread]
+    results = await asyncio.gather(*(store.commit(m, s) for m, s in zip(spread, steps, strict=True)))
+    assert [r.outcome for r in results] == [Outcome.APPLIED] * len(spread)
+    assert [r.messages[0].mt_id for r in results] == [f"mt-{m}" for m in spread]
+    assert [p.pw_hash for p in await store.subscribers.profiles(*spread)] == [f"h-{m}" for m in spread]
+    if store.cluster:  # each one's keys on its own primary, sent there by the pipeline's slot routing
+        assert len({n for n in store.pipeline.nodes}) == 3
+        primaries = await primaries_holding_keys(store)
+        assert len(primaries) == 3, primaries
+
+
+async def primaries_holding_keys(store: Store) -> list[str]:
+    assert isinstance(store.redis, RedisCluster)
+    sizes = {node.name: await store.redis.execute_command("DBSIZE", target_nodes=node)
+             for node in store.redis.get_primaries()}
+    return sorted(name for name, size in sizes.items() if size)

@@ -8,12 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sms_codes import HOUR_S, OPERATOR_TZ
-from tests.conftest import StoreFactory
+from tests.conftest import StoreFactory, plain_client
 from ussdgw.clock import Clock
 from ussdgw.store import AuditEvent, Change, Outcome, RateGuard, Store, rate_key
 from ussdgw.store.scripts import load_script
@@ -141,7 +140,7 @@ timestamps = st.floats(min_value=1.7e9, max_value=1.7e9 + 3 * HOUR_S, allow_nan=
 def test_asking_again_at_retry_at_is_always_allowed(redis_url: str, times: list[float], now: float,
                                                     cooldown_s: int, per_hour: int) -> None:
     script = load_script("rate_peek")
-    client = redis.Redis.from_url(redis_url)
+    client = plain_client(redis_url)
     key = rate_key(A, "property")
     try:
         client.delete(key)

@@ -9,6 +9,8 @@ from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import SessionInfo, unpack_session_info
 
+pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
+
 MSISDN = "79161234567"
 
 

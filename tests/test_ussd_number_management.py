@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
 from handlers.number_management import review_due
 from simulator.phones import InboxMessage
@@ -15,6 +14,7 @@ from tests.ussd_helpers import choose, dial, events, seed, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.store import linked_key
+from ussdgw.store.connect import connect
 from ussdgw.store.keys import linked_by_key
 
 IVAN, IVAN2, MARIA, FIRM = "79161234567", "79161234568", "79261112233", "79031112233"
@@ -103,7 +103,7 @@ async def test_joining_a_number_of_another_region_is_refused(people: Stack) -> N
 
 
 async def test_linked_numbers_join_the_application_and_are_checked_too(people: Stack, redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     await client.sadd(linked_key(IVAN), MARIA)  # the holder's end alone is no grant: Maria is not asked about
     screen = await dial(people, IVAN, "*111*828*1#")
     assert "не меньше 2 номеров" in screen.text
@@ -153,7 +153,7 @@ async def test_a_malformed_number_in_the_string_is_refused(people: Stack) -> Non
 
 
 async def test_the_menu_applies_for_the_option_too(people: Stack, redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     await client.sadd(linked_key(IVAN), IVAN2)  # Ivan's second number in his «Мои номера» (both ends)
     await client.sadd(linked_by_key(IVAN2), IVAN)
     await client.aclose()

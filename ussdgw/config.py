@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, Valid
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from ussdgw.private_files import read_or_create_secret
+from ussdgw.redis_url import parse_redis_url
 
 ENV_PREFIX = "USSDGW_"
 CONFIG_ENV = "USSDGW_CONFIG"
@@ -49,11 +50,20 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    # Redis: a URL, or empty to run a private redis-server with its data under state_dir.
+    # Redis: a URL (redis://, rediss://, unix://, or redis+cluster://host:port[,host:port...] for the
+    # seed nodes of a Redis Cluster), or empty to run a private redis-server with its data under state_dir.
     redis_url: str = ""
+    # Without redis_url: the private Redis is a local 3-primary, 3-replica cluster (`up --redis-cluster`).
+    redis_cluster: bool = False
+    # Durability: before a change is acknowledged (ESME_ROK, a 2xx), wait until this many replicas
+    # have it (Redis WAIT), at most redis_wait_timeout_ms; fewer is "store unavailable" and the step
+    # is retried. 0: acknowledge once the primary has it (replication is asynchronous).
+    redis_wait_replicas: Count = 0
+    redis_wait_timeout_ms: Positive = 200
     state_dir: str = ".state"
     # Hex key (16, 24 or 32 bytes) sealing queued MTs and keying short-lived code hashes;
-    # generated into state_dir if empty.
+    # generated into state_dir if empty. Gateways on several hosts sharing one Redis must share it:
+    # a gateway whose key cannot open what the others sealed refuses to start.
     secret_key: SecretStr = SecretStr("")
     # The SMSC the gateway binds to.
     smsc_host: str = "127.0.0.1"
@@ -186,6 +196,13 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_target(cls, value: str) -> str:
+        if value:
+            parse_redis_url(value)  # its ValueError says which form is expected, without the password
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _hex_key(cls, value: SecretStr) -> SecretStr:
@@ -252,7 +269,7 @@ class Settings(BaseModel):
 # TOML sections for readability: `[smsc]` `port = 2776` is `smsc_port = 2776`. Each section lists its
 # flat fields and the prefix its keys drop (`system_id` stays `system_id` inside `[smsc]`).
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "redis": ("redis_", ("redis_url",)),
+    "redis": ("redis_", ("redis_url", "redis_cluster", "redis_wait_replicas", "redis_wait_timeout_ms")),
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
                        "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s")),
     "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_selfcare_url", "sim_accounts",

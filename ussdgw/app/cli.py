@@ -20,6 +20,7 @@ import structlog
 from ussdgw import __version__, logs
 from ussdgw.config import CONFIG_ENV, Settings, SettingsError, load_settings
 from ussdgw.redis_server import RedisServerError
+from ussdgw.store import SealingKeyMismatch, StoreUnavailable
 
 if TYPE_CHECKING:
     from ussdgw.app.stack import Stack
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="Redis + SMSC simulator + gateway + HTTP, on defaults")
     up.add_argument("--sim-http-port", type=_port)
     up.add_argument("--smpp-port", type=_port, dest="sim_port")
+    up.add_argument("--redis-cluster", action="store_const", const=True, default=None,
+                    help="without REDIS_URL: a private 3-primary, 3-replica Redis Cluster instead of one redis-server")
 
     gw = sub.add_parser("gateway", help="the gateway alone, bound to any SMSC")
     gw.add_argument("--smsc", type=_parse_hostport, help="HOST:PORT of the SMSC")
@@ -208,6 +211,9 @@ async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitab
                 await stopping.wait()
         except (OSError, RedisServerError) as exc:  # a port taken, an address not available, no Redis
             print(f"ussdgw {name} cannot start: {exc}{hint}", file=sys.stderr)
+            return 1
+        except (SealingKeyMismatch, StoreUnavailable) as exc:  # another host's key; Redis away
+            print(f"ussdgw {name} cannot start: {exc}", file=sys.stderr)
             return 1
         finally:
             await stack.stop()

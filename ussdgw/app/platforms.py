@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from rich.console import Console
 
 from simulator.phones import PhoneBook
@@ -24,6 +23,7 @@ from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedRedis
 from ussdgw.store import Store
+from ussdgw.store.connect import connect, flush
 
 
 class PrivatePlatform:
@@ -41,7 +41,11 @@ class PrivatePlatform:
             self._redis = EmbeddedRedis(self._tmp.name, persistent=False)
             await asyncio.to_thread(self._redis.start)
             base = base.with_overrides(redis_url=self._redis.url)
-        self.base_settings = base.with_overrides(state_dir=self._tmp.name, sim_port=0, sim_http_port=0, api_port=0)
+        # On a shared REDIS_URL, the key of the command's own settings (its state folder's), not one
+        # per private folder: the MTs queued there are sealed with one key (`Store.check_sealing_key`).
+        shared_key = base.secret_key_bytes().hex() if self._redis is None else None
+        self.base_settings = base.with_overrides(state_dir=self._tmp.name, sim_port=0, sim_http_port=0, api_port=0,
+                                                 secret_key=shared_key)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -53,8 +57,8 @@ class PrivatePlatform:
     async def run(self, scenario: Scenario, on_step: Callable[[StepResult], None] | None = None) -> ScenarioResult:
         settings = self.base_settings.with_overrides(**scenario.settings)
         if self._redis is not None:  # ours: every scenario starts from empty data
-            client = aioredis.Redis.from_url(settings.redis_url)
-            await client.flushall()
+            client = connect(settings.redis_url)
+            await flush(client)
             await client.aclose()
         stack = Stack(settings)  # its own clock: time advanced in one scenario stays there
         try:
@@ -103,7 +107,7 @@ class LoadPlatform:
         # The gateways run on this command's settings (file, environment, flags), with their own
         # Redis, state, key and any free API port.
         env = {**os.environ, **self.settings.with_overrides(
-            redis_url=url, secret_key=secrets.token_hex(32), state_dir=self._tmp.name, log_level="error",
+            redis_url=url, secret_key=self._sealing_key(), state_dir=self._tmp.name, log_level="error",
             api_port=0, window=max(self.settings.window, 256)).to_environment()}
         for _ in range(self.gateways):
             self.processes.append(await asyncio.create_subprocess_exec(
@@ -117,6 +121,11 @@ class LoadPlatform:
             while sum(1 for c in self.smsc.connections if c.session.can_deliver) < wanted:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return self
+
+    def _sealing_key(self) -> str:
+        """A fresh key for a private Redis; on a shared REDIS_URL this command's own (its state
+        folder's), the one the MTs queued there are sealed with (`Store.check_sealing_key`)."""
+        return self.settings.secret_key_bytes().hex() if self.settings.redis_url else secrets.token_hex(32)
 
     async def prepare(self, msisdns: list[str]) -> None:
         """Every load phone gets a subscriber with a balance, so *100# has something to show."""

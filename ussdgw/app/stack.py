@@ -43,7 +43,7 @@ from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.connections import ConnectionLimits, Gate
 from ussdgw.metrics import GatewayMetrics, SimulatorMetrics
-from ussdgw.redis_server import EmbeddedRedis
+from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
 from ussdgw.store import Store
 from ussdgw.web import CONNECTION_LIMITS_KEY, serve
 
@@ -55,6 +55,7 @@ class Stack:
     settings: Settings
     clock: Clock = field(default_factory=Clock)  # the one clock every part below reads
     redis: EmbeddedRedis | None = None
+    redis_cluster: EmbeddedCluster | None = None  # `up --redis-cluster`: the private cluster it started
     store: Store | None = None
     smsc: Smsc | None = None
     handsets: Handsets | None = None
@@ -90,6 +91,8 @@ class Stack:
         try:
             if store:
                 await self._start_store()
+            if self.store is not None and (gateway or api):  # the parts that seal and open queued MTs
+                await self.store.check_sealing_key()
             if smsc:
                 await self._start_smsc()
             if gateway:
@@ -123,7 +126,7 @@ class Stack:
             log.exception("stop_failed", part=part)
 
     async def _start_store(self) -> None:
-        url = self.settings.redis_url
+        url = self.settings.redis_url or await self._embedded_cluster()
         if not url:
             redis = EmbeddedRedis(f"{self.settings.state_dir}/redis")
             url = redis.url
@@ -137,9 +140,26 @@ class Stack:
                 redis.start()
         self.endpoints["redis"] = url
         self.store = Store.from_url(url, self.settings.secret_key_bytes(), lease_s=self.settings.mt_lease_s,
-                                    clock=self.clock)
+                                    clock=self.clock, wait_replicas=self.settings.redis_wait_replicas,
+                                    wait_timeout_ms=self.settings.redis_wait_timeout_ms)
         self.store.pipeline.on_batch = self.metrics.store_batch
         self._on_stop("store", self.store.close)
+
+    async def _embedded_cluster(self) -> str:
+        """Without REDIS_URL: the URL of the private cluster under the state folder, another
+        process's (`ussdgw seed` next to `up --redis-cluster`) or, with `redis_cluster`, one started
+        here and stopped last; "" for the single embedded redis-server."""
+        cluster = EmbeddedCluster(f"{self.settings.state_dir}/redis-cluster")
+        running = await asyncio.to_thread(cluster.serving)
+        if running:
+            log.info("redis_shared", url=running)
+            return running
+        if not self.settings.redis_cluster:
+            return ""
+        self.redis_cluster = cluster
+        self._on_stop("redis", lambda: asyncio.to_thread(cluster.stop))  # safe on a half-started cluster
+        cluster.start()  # from the loop's own thread, for the reason given for the single server below
+        return cluster.url
 
     async def _start_smsc(self) -> None:
         self.smsc = Smsc.from_settings(self.settings, clock=self.clock, metrics=self.sim_metrics,
@@ -182,7 +202,7 @@ class Stack:
                             billing=self.carrier, network=self.carrier)
         app = create_selfcare_app(self.selfcare)
         # /metrics, /health and /ready of the gateway process, beside the API (gateway/observe.py)
-        readiness = observe.Readiness(self.store.redis, self.gateway.clients if self.gateway else None)
+        readiness = observe.Readiness(self.store, self.gateway.clients if self.gateway else None)
         observe.install(app, self.metrics, readiness, self.store)
         base = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
         self.endpoints["selfcare"] = base + "/api/v1"

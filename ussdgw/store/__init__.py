@@ -12,7 +12,8 @@
     grants.py      N1 grants as two ends, one in each slot;  acting.py  P10: who acts on another number
     sessions.py    P5 sessions;  archives.py  A2 MMS archive;  dialogues.py  the open USSD dialogue
     sealing.py     AES-GCM around MT bodies at rest;  model.py  MTs, audit events, D2 guards
-    errors.py      `StoreUnavailable`: Redis away (the gateway answers ESME_RX_T_APPN)
+    errors.py      `StoreUnavailable`: Redis away (the gateway answers ESME_RX_T_APPN); `SealingKeyMismatch`
+    connect.py     the client for a REDIS_URL (one server or a cluster), `Probe` (PING every primary)
 """
 
 from ussdgw.store import acting
@@ -30,7 +31,7 @@ from ussdgw.store.commit import (
     WriteOp,
 )
 from ussdgw.store.core import Store
-from ussdgw.store.errors import StoreUnavailable
+from ussdgw.store.errors import SealingKeyMismatch, StoreUnavailable
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     DLR_TTL_S,
@@ -84,6 +85,7 @@ __all__ = [
     "Profile",
     "RateGuard",
     "Sealer",
+    "SealingKeyMismatch",
     "Store",
     "StoreUnavailable",
     "Write",

@@ -21,20 +21,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-import redis.exceptions
+from cryptography.exceptions import InvalidTag
+from redis.asyncio.cluster import RedisCluster
 
 from ussdgw.clock import Clock
 from ussdgw.store.acting import attributed
 from ussdgw.store.archives import Archives
 from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
+from ussdgw.store.connect import Probe, RedisClient, connect
 from ussdgw.store.dialogues import Dialogues
-from ussdgw.store.errors import guarded
+from ussdgw.store.errors import SealingKeyMismatch, guarded
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     DLR_TTL_S,
     OUTBOX_INDEX,
     PARTS_TTL_S,
+    SEALING_CHECK,
     audit_key,
     dlr_key,
     lease_key,
@@ -53,6 +55,7 @@ from ussdgw.store.sealing import Sealer
 from ussdgw.store.sessions import Sessions
 
 UPDATE_ATTEMPTS = 5
+SEALING_TEXT = b"ussdgw: this key seals the queued MTs"
 
 
 def lease_now() -> float:
@@ -67,14 +70,16 @@ def _flat_hash(raw: Sequence[bytes]) -> dict[str, str]:
 class Store:
     """The platform's state in Redis (module docstring)."""
 
-    def __init__(self, redis_client: aioredis.Redis, secret_key: bytes, *, lease_s: float = 15.0,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, redis_client: RedisClient, secret_key: bytes, *, lease_s: float = 15.0,
+                 clock: Clock | None = None, wait_replicas: int = 0, wait_timeout_ms: int = 200) -> None:
         self.redis = redis_client
         self.sealer = Sealer(secret_key)
         self.lease_s = lease_s
         self.clock = clock or Clock()  # business time (module docstring); leases are real wall time
         # Every script and the hot path's commands go through one batcher of its own connections.
         self.pipeline = AutoPipeline(redis_client)
+        # Durability: a commit is answered once this many replicas have it (0: once the primary has it).
+        self.pipeline.wait_replicas, self.pipeline.wait_timeout_ms = wait_replicas, wait_timeout_ms
         self.scripts = Scripts(self.pipeline)
         self.subscribers = Subscribers(self)
         self.money = Money(self)
@@ -85,23 +90,44 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, secret_key: bytes, **kwargs: Any) -> Store:
-        # A blocking pool: a burst of concurrent requests waits for a free connection instead of
-        # failing with "Too many connections" (redis-py's default pool holds 100 and then raises).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30, max_connections=256, timeout=5,
-        )
-        client = aioredis.Redis.from_pool(pool)
-        return cls(client, secret_key, **kwargs)
+        """A store on `url`: one server, or a Redis Cluster for `redis+cluster://` (`ussdgw.store.connect`)."""
+        return cls(connect(url), secret_key, **kwargs)
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
 
     async def close(self) -> None:
         await self.pipeline.close()
         await self.redis.aclose()
 
+    def probe(self, timeout_s: float = 0.5) -> Probe:
+        """A readiness probe that PINGs every primary over connections of its own."""
+        return Probe(self.redis, timeout_s)
+
     async def ping(self) -> bool:
+        """Whether every primary answers (one server: whether it does)."""
+        probe = self.probe(timeout_s=2.0)
         try:
-            return bool(await self.redis.ping())
-        except redis.exceptions.RedisError:
-            return False
+            return all(answer == "ok" for answer in (await probe.check()).values())
+        finally:
+            await probe.close()
+
+    async def check_sealing_key(self) -> None:
+        """Refuse to run with a key that cannot read the queue: the first process to use this Redis
+        leaves a known text sealed with its key; every later one must open it (gateways on several
+        hosts share one `secret_key`). Raises `SealingKeyMismatch` saying what to do."""
+        await guarded(self.redis.set(SEALING_CHECK, self.sealer.seal(SEALING_TEXT).hex(), nx=True))
+        stored = await guarded(self.redis.get(SEALING_CHECK))
+        try:
+            fits = stored is not None and self.sealer.open(bytes.fromhex(stored.decode())) == SEALING_TEXT
+        except (InvalidTag, ValueError):
+            fits = False
+        if not fits:
+            raise SealingKeyMismatch(
+                "the secret key (secret_key, USSDGW_SECRET_KEY, else <state_dir>/secret.key) is not the key that "
+                "sealed the MTs queued in this Redis: give every gateway sharing it the same key (or, to start "
+                f"afresh with a new key once no MT is queued, delete the Redis key {SEALING_CHECK!r})")
 
     # ---- the one commit engine -------------------------------------------------------------
     async def commit(self, msisdn: str, change: Change) -> CommitResult:
@@ -113,7 +139,7 @@ class Store:
         # With MTs, the recovery index is written in the same round trip, just before the script
         # (an index entry for nothing is harmless; an MT without one would wait for no one).
         indexed = self.pipeline.command("ZADD", OUTBOX_INDEX, leased, msisdn) if sealed else None
-        committed = self.scripts.submit("commit", keys, [arg])
+        committed = self.scripts.submit("commit", keys, [arg], durable=True)
         raw = (await guarded(asyncio.gather(committed, indexed)))[0] if indexed else await guarded(committed)
         outcome = Outcome(raw[0].decode())
         if outcome is Outcome.APPLIED:

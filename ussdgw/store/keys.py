@@ -32,6 +32,8 @@ Global single keys:
 
     dlr:<message_id>       hash     SMSC message id -> msisdn, mt_id / state, err (receipt correlation); TTL `DLR_TTL_S`
     session:<sha256>       string   P5 a signed-in session, JSON, under the token's hash; TTL the idle timeout
+    sealing:check          string   a known text sealed with the key that seals the queued MTs: a process
+                                    with another key refuses to start (`Store.check_sealing_key`)
 """
 
 from __future__ import annotations
@@ -138,3 +140,6 @@ def session_key(token: str) -> str:
 def hold_member(msisdn: str, op: str) -> str:
     """A hold's entry in `HOLDS_INDEX`."""
     return f"{msisdn}|{op}"
+
+
+SEALING_CHECK = "sealing:check"

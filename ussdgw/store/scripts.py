@@ -62,6 +62,7 @@ class Scripts:
         """`name`'s reply, in the next batch; Redis away is `StoreUnavailable`."""
         return await guarded(self._pipeline.evalsha(load_script(name), keys, args))
 
-    def submit(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """The same, as a future, for callers that gather several commands into one batch."""
-        return self._pipeline.evalsha(load_script(name), keys, args)
+    def submit(self, name: str, keys: Sequence[str], args: Sequence[Any], *, durable: bool = False) -> Any:
+        """The same, as a future, for callers that gather several commands into one batch; `durable`
+        waits for the configured replicas (`AutoPipeline.wait_replicas`)."""
+        return self._pipeline.evalsha(load_script(name), keys, args, durable=durable)
