@@ -223,6 +223,13 @@ async def test_resharding_slots_migrated_under_load_meet_ask_and_tryagain_and_ap
     seen = stack.store.pipeline.redirections - before
     assert asked == [None] * len(slots)
     assert seen["ASK"] >= len(slots) and seen["TRYAGAIN"] >= 1 and seen["MOVED"] >= 1, seen
+    metrics = stack.endpoints["selfcare"].removesuffix("/api/v1") + "/metrics"  # the operator sees them too
+    async with aiohttp.ClientSession() as http, http.get(metrics) as scraped:
+        exposition = await scraped.text()
+    for kind in ("ASK", "TRYAGAIN", "MOVED"):
+        line = next(x for x in exposition.splitlines()
+                    if x.startswith(f'ussdgw_store_cluster_replies_total{{kind="{kind}"}}'))
+        assert float(line.split()[-1]) >= seen[kind], line
     check = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
     try:
         assert {check.get_node_from_key(sub_key(m)).name for m in movers} == {target.name}

@@ -9,7 +9,8 @@ from datetime import date, timedelta
 import pytest
 
 from gateway.selfcare_api import ensure_admin_token
-from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, signed_in, wait_sms
+from tests.conftest import one_per_primary
+from tests.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, seed, signed_in, wait_sms
 from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
 
@@ -312,3 +313,29 @@ def extract_password_of(text: str) -> str:
 
 def _unused() -> list[str]:
     return [CORP]
+
+
+async def test_top_ups_and_gifts_between_subscribers_on_every_primary_add_up(stack: Stack, api: Api,
+                                                                             redis_url: str) -> None:
+    """On a cluster each of these lives on another primary: a gift's hold, its code and its capture
+    cross shards, and each top-up lands on its own."""
+    assert stack.smsc is not None
+    spread = one_per_primary(redis_url)
+    await seed(stack, [{"msisdn": m, "owner": {"id": f"p-{m}", "name": "Абонент"}, "region": "77", "balance": 0,
+                        "tariff": "basic"} for m in spread])
+    tokens = [await signed_in(stack, api, m) for m in spread]
+    for n, token in enumerate(tokens):
+        status, body = await api.call("POST", "/accounts/me/top-ups", token=token, body={"amount_kop": 10000},
+                                      headers={"Idempotency-Key": f"spread-{n}"})
+        assert status == 200 and body["data"]["bonus_points_added"] == 10, body
+    for n, (giver, token) in enumerate(zip(spread, tokens, strict=True)):
+        taker = spread[(n + 1) % len(spread)]
+        after = stack.smsc.phones.last_seq
+        status, body = await api.call("POST", "/accounts/me/gifts", token=token, body={"to": taker, "points": 4})
+        assert status == 202, (giver, body)
+        code = extract_code(await wait_sms(stack, taker, "3339", after))
+        status, body = await api.call("POST", "/accounts/me/gifts/accept", token=tokens[(n + 1) % len(spread)],
+                                      body={"code": code})
+        assert status == 200 and body["data"]["points"] == 4, body
+    assert [(await profile(stack, m))["bonus_points"] for m in spread] == ["10"] * len(spread)
+    assert [(await profile(stack, m))["balance_kop"] for m in spread] == ["10000"] * len(spread)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from simulator.phones import InboxMessage
+from tests.conftest import one_per_primary
 from tests.ussd_helpers import answer, dial, events, seed, send_without_reply, submits_seen, ussd
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
@@ -105,3 +109,17 @@ async def test_a_new_dial_replaces_the_open_dialogue(stack: Stack) -> None:
 async def test_an_op_meant_for_the_other_direction_ends_with_a_clear_message(stack: Stack) -> None:
     screen = await ussd(stack, MSISDN, "*100#", op=UssdOp.USSR_REQUEST)
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE and "не поддерживается" in screen.text
+
+
+async def test_phones_on_every_primary_walk_the_menu_side_by_side(stack: Stack, redis_url: str) -> None:
+    spread = one_per_primary(redis_url)
+    for n, msisdn in enumerate(spread):
+        await seed(stack, msisdn, balance_kop=10000 * (n + 1))
+
+    async def walk(msisdn: str) -> list[InboxMessage]:
+        return [await dial(stack, msisdn, "*111#"), await answer(stack, msisdn, "1")]
+
+    walks = await asyncio.gather(*(walk(m) for m in spread))
+    for n, (menu, balance) in enumerate(walks):
+        assert menu.ussd_op == UssdOp.USSR_REQUEST and balance.ussd_op == UssdOp.PSSR_RESPONSE
+        assert f"{100 * (n + 1)}" in balance.text, balance.text

@@ -215,6 +215,10 @@ class GatewayMetrics(_Metrics):
             "ussdgw_store_unavailable", "Work turned away because Redis was unreachable (StoreUnavailable), by "
             "what was being done: mo, receipt, mt (state after submit not recorded), api (answered 503)",
             "operation")
+        self.store_redirections = self._counter(
+            "ussdgw_store_cluster_replies", "What a Redis Cluster answered the auto-pipeline instead of a reply, "
+            "by kind: MOVED (slot map corrected), ASK (slot migrating), TRYAGAIN (keys mid-migration), "
+            "CLUSTERDOWN (failover), NOSCRIPT (script loaded again), batch_failed (a node unreachable)", "kind")
         # ---- USSD
         self.ussd_dialogues = self._counter(
             "ussdgw_ussd_dialogues", "USSD dialogue events, by event: started (a dial reached a service), closed "
@@ -234,10 +238,15 @@ class GatewayMetrics(_Metrics):
             "ussdgw_api_signin_refusals", "Sign-ins refused, by reason (wrong_password, locked, rate_limited, "
             "not_trusted_network, bad_request, ...)", "reason")
         self.store_unavailable.start_at_zero("mo", "receipt", "mt", "api")
+        self.store_redirections.start_at_zero("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "batch_failed")
         self.submit_sm_errors.start_at_zero("timeout", "link_down")
         self.bind_events.start_at_zero("bound", "refused", "link_down")
         self.ussd_dialogues.start_at_zero("started", "closed", "aborted", "timed_out")
         self._register_scrape_gauges()
+
+    def store_redirected(self, kind: str) -> None:
+        """The auto-pipeline's hook: a node answered `kind` instead of a reply (or its batch failed)."""
+        self.store_redirections.inc(kind)
 
     def store_batch(self, size: int, seconds: float) -> None:
         """The auto-pipeline's hook: one batch of `size` commands took `seconds`."""

@@ -143,6 +143,7 @@ class Stack:
                                     clock=self.clock, wait_replicas=self.settings.redis_wait_replicas,
                                     wait_timeout_ms=self.settings.redis_wait_timeout_ms)
         self.store.pipeline.on_batch = self.metrics.store_batch
+        self.store.pipeline.on_redirect = self.metrics.store_redirected
         self._on_stop("store", self.store.close)
 
     async def _embedded_cluster(self) -> str:

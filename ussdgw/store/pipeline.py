@@ -194,6 +194,7 @@ class AutoPipeline:
         # What the nodes answered instead of a reply, by kind (MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
         # NOSCRIPT) and how many batches failed as a whole: for tests, drills and the metrics.
         self.redirections: collections.Counter[str] = collections.Counter()
+        self.on_redirect: Callable[[str], None] | None = None  # told each of them (the metrics hang here)
         # Told the size and duration of every batch that went through (the metrics hang here).
         self.on_batch: Callable[[int, float], None] | None = None
         if isinstance(redis_client, aioredis.Redis):
@@ -345,9 +346,15 @@ class AutoPipeline:
     def batch_failed(self, node: str, batch: list[_Queued], failure: StoreUnavailable) -> None:
         """Node `node` could not take `batch`: its callers fail (they retry the whole step), and
         on a cluster the slot map is read again, for a failover may have moved its slots."""
-        self.redirections["batch_failed"] += 1
+        self._count("batch_failed")
         _fail(batch, failure)
         self._refresh_soon()
+
+    def _count(self, kind: str) -> None:
+        self.redirections[kind] += 1
+        if self.on_redirect is not None:
+            with contextlib.suppress(Exception):  # a metrics hook never fails a command
+                self.on_redirect(kind)
 
     async def settle(self, batch: list[_Queued], results: list[Any]) -> None:
         """Each command's own outcome: its reply, its error, or another try (module docstring)."""
@@ -358,7 +365,7 @@ class AutoPipeline:
             asked, queued.ask = queued.ask, None
             kind = _kind(result)
             if kind:
-                self.redirections[kind] += 1
+                self._count(kind)
             if isinstance(result, redis.exceptions.NoScriptError) and queued.script and not queued.reloaded:
                 where = (queued.script.sha, asked or queued.slot)
                 queued.ask = asked  # the node that said NOSCRIPT gets the script, and the call again
