@@ -48,7 +48,7 @@ async def main() -> None:
     logs.configure("warning")
     with tempfile.TemporaryDirectory() as state:
         settings = Settings(state_dir=state, secret_key=secrets.token_hex(32), sim_port=0, sim_http_port=0,
-                            api_port=0, secret_cooldown_s=0,
+                            api_port=0, secret_cooldown_s=0, secret_per_hour=100,
                             api_trusted_networks="127.0.0.1/32")  # the subscriber panel signs in as the network
         stack = await Stack(settings).start()
         try:
@@ -94,7 +94,9 @@ async def web_phone(browser: Browser, stack: Stack) -> None:
     await expect(page.locator('[data-testid="sms-in"][data-state="ENROUTE"]')).to_have_count(1)
     await expect(page.get_by_test_id("subscriber-balance")).not_to_be_empty()
     await page.get_by_test_id("pdu").first.locator("summary").click()
-    await page.screenshot(path=DOCS / "web-phone-sms.png", full_page=True)
+    await page.set_viewport_size({"width": 1440, "height": 1600})  # the panels down to the expanded PDU
+    await page.screenshot(path=DOCS / "web-phone-sms.png")
+    await page.set_viewport_size({"width": 1440, "height": 900})
 
     await page.get_by_test_id("power-on").check()
     await page.get_by_test_id("tab-dial").click()
@@ -113,6 +115,7 @@ async def web_phone(browser: Browser, stack: Stack) -> None:
     await mobile.get_by_test_id("dial-call").click()
     await expect(mobile.get_by_test_id("ussd-popup")).to_have_attribute("data-state", "closed")
     await mobile.screenshot(path=DOCS / "web-phone-mobile.png")
+    await mobile.get_by_test_id("ussd-cancel").click()  # "OK": the popup closes on every view of the phone
 
     two = await browser.new_page(viewport={"width": 1000, "height": 820}, device_scale_factor=1)
     two.set_default_timeout(10_000)
