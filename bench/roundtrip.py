@@ -6,9 +6,15 @@ a minimal SMSC that writes pre-built PDUs). Each MO goes to a short code with no
 so the gateway decodes it, routes it, commits the help reply (subscriber, MO mark, sealed MT,
 audit) to Redis in one script, answers `deliver_sm_resp`, submits the MT and records its fate.
 
+First, in the same invocation, the same load generator drives the reference: a bare echo ESME
+on the platform's own SMPP code (`bench/echo.py`: no Redis, no logic, one MT per MO), closed loop
+only. The gateway's closed-loop figure is printed as a ratio to it.
+
 Printed: throughput with a fixed number of MOs outstanding (closed loop), latency p50/p99/max at
-a fixed rate (open loop, default 1,000/s), the CPU each process used in each phase, and the codec
-rates on this machine: smpplib's own parse/generate as the reference, and the platform's codec.
+a fixed rate (open loop, default 1,000/s), the CPU each process used in each phase, the gateway's
+CPU microseconds per MO split by what it was spent on (py-spy samples of the closed phase, taken
+without pausing the gateway; see `SPLIT`), and the codec rates on this machine: smpplib's own
+parse/generate as the reference, and the platform's codec.
 """
 
 from __future__ import annotations
@@ -36,10 +42,35 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, which: str = "both") -> float:
-    """User + system (or only "user" / "system") CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-    return {"user": user, "system": system}.get(which, user + system)
+    """User + system (or only "user" / "system") CPU time so far of a process and of every process
+    under it (a `--workers` supervisor's gateways), from Linux /proc."""
+    total = 0.0
+    for one in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        total += {"user": user, "system": system}.get(which, user + system)
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under `pid` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def codec_rates(seconds: float = 1.0) -> dict[str, float]:
@@ -87,6 +118,46 @@ def codec_rates(seconds: float = 1.0) -> dict[str, float]:
     return rates
 
 
+# What the gateway's CPU is spent on, from the stacks py-spy samples. A stack under a receipt's
+# handling counts as "receipts" whole (its Redis commands and log line included); any other is
+# given to the first of these its frames (from the innermost outwards) names; the rest is the
+# event loop itself: tasks, callbacks, socket reads and writes.
+RECEIPT_FRAMES = ("Gateway._on_receipt", "Gateway._record_receipt", "Gateway._on_receipts", "Gateway._receipts")
+SPLIT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("logging", ("structlog/", "ussdgw/logs.py", "logging/")),
+    ("Redis", ("ussdgw/store/pipeline.py", "ussdgw/store/scripts.py", "ussdgw/store/core.py",
+               "ussdgw/store/commit.py", "redis/", "hiredis")),
+    ("encode+send", ("encode (ussdgw/smpp/codec.py", "ussdgw/smpp/text.py", "Gateway._submit_pdus",
+                     "SmppLink.flush", "SmppSession.send ", "SmppSession.respond", "EsmeClient.submit",
+                     "SmppLink.call", "SmppLink.request", "Gateway._send ", "Gateway.send ")),
+    ("decode", ("SmppSession.receive_data", "decode (ussdgw/smpp/codec.py")),
+    ("route+handler", ("handlers/", "ussd_menus/", "sms_codes/", "gateway/", "ussdgw/store/", "prometheus_client/",
+                       "ussdgw/audit_detail.py")),
+)
+SPLIT_ORDER = ("decode", "route+handler", "Redis", "encode+send", "receipts", "logging", "event loop")
+
+
+def split_samples(path: Path) -> dict[str, int]:
+    """py-spy's raw (collapsed) stacks, counted by what they were doing (`SPLIT`)."""
+    counts = dict.fromkeys(SPLIT_ORDER, 0)
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        kind = "event loop"
+        if any(f.startswith(RECEIPT_FRAMES) for f in frames):
+            kind = "receipts"
+        else:
+            for frame in reversed(frames):
+                found = next((name for name, marks in SPLIT if any(m in frame for m in marks)), None)
+                if found is not None:
+                    kind = found
+                    break
+        counts[kind] += int(n)
+    return counts
+
+
 def read_events(stream: IO[str]) -> Any:
     for line in stream:
         line = line.strip()
@@ -96,14 +167,40 @@ def read_events(stream: IO[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="ussdgw-bench-"))
-    redis = EmbeddedRedis(work / "redis", persistent=True)
-    redis.start()
+    try:
+        reference: list[dict[str, Any]] = []
+        reference_cpu: dict[str, dict[str, float]] = {}
+        if args.reference:
+            ok, reference, reference_cpu = drive(args, work, "echo", phases="closed")
+            if not ok:
+                return 1
+        ok, results, cpu_used = drive(args, work, "gateway", phases=args.phases)
+        if not ok:
+            return 1
+        rates = codec_rates() if not args.no_codec else {}
+        report(args, results, cpu_used, rates, reference, reference_cpu, work / "split.txt")
+        return 0
+    finally:
+        if args.keep:
+            print(f"\nwork folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def drive(args: argparse.Namespace, work: Path, target: str, phases: str) -> tuple[
+        bool, list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """One load generator driving `target` ("gateway", with its Redis, or "echo") through `phases`:
+    (the load generator ended well, its results, CPU seconds per process per phase)."""
+    redis = EmbeddedRedis(work / "redis", persistent=True) if target == "gateway" else None
+    if redis is not None:
+        redis.start()
     procs: list[subprocess.Popen[str]] = []
     try:
         loadgen_cmd = [
-            sys.executable, str(ROOT / "bench" / "loadgen.py"), "--binds", str(args.binds),
+            sys.executable, str(ROOT / "bench" / "loadgen.py"),
+            "--binds", str(args.binds * (args.workers if redis is not None else 1)),
             "--seconds", str(args.seconds), "--rate", str(args.rate), "--inflight", str(args.inflight),
-            "--phases", args.phases, "--warmup", str(args.warmup), "--to", args.to, "--text", args.text,
+            "--phases", phases, "--warmup", str(args.warmup), "--to", args.to, "--text", args.text,
         ]
         if args.receipts:
             loadgen_cmd.append("--receipts")
@@ -113,36 +210,53 @@ def run(args: argparse.Namespace) -> int:
         events = read_events(loadgen.stdout)
         port = next(events)["port"]
 
-        env = {
-            **os.environ, "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
-            "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
-            "USSDGW_API_PORT": "0",  # its HTTP server on any free port: a running `up` or bench keeps 8081
-        }
-        gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed in finally
-        gateway_cmd = [sys.executable, "-m", "ussdgw.app", "--log-level", args.log_level, "gateway",
-                       "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
-        if args.uvloop:  # the same CLI, on uvloop's event loop
-            gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.app.cli import main; "
-                                      "sys.exit(main(sys.argv[1:]))"]
-        gateway = subprocess.Popen(gateway_cmd, env=env, stderr=gateway_log, cwd=work)
-        procs.append(gateway)
-        assert redis.process is not None
-        pids = {"gateway": gateway.pid, "loadgen": loadgen.pid, "redis": redis.process.pid}
+        if redis is None:
+            gateway = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo.py"), "--smsc", f"127.0.0.1:{port}",
+                                        "--binds", str(args.binds)], stdout=subprocess.DEVNULL, cwd=work)
+        else:
+            env = {
+                **os.environ, "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": secrets.token_hex(32),
+                "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": str(args.window), "USSDGW_LOG_FORMAT": "json",
+                "USSDGW_API_PORT": "0",  # its HTTP server on any free port: a running `up` or bench keeps 8081
+            }
+            gateway_log = open(work / "gateway.log", "w")  # noqa: SIM115 - closed with the process
+            gateway_cmd = [sys.executable, "-m", "ussdgw.app", "--log-level", args.log_level, "gateway",
+                           "--smsc", f"127.0.0.1:{port}", "--binds", str(args.binds)]
+            if args.workers > 1:  # N gateway processes under one supervisor, each with --binds binds
+                gateway_cmd += ["--workers", str(args.workers)]
+            if args.uvloop:  # the same CLI, on uvloop's event loop
+                gateway_cmd[1:3] = ["-c", "import sys, uvloop; uvloop.install(); from ussdgw.app.cli import main; "
+                                          "sys.exit(main(sys.argv[1:]))"]
+            gateway = subprocess.Popen(gateway_cmd, env=env, stderr=gateway_log, cwd=work)
+            gateway_log.close()  # the child has its own copy
+        procs.append(gateway)  # type: ignore[arg-type]
+        pids = {"gateway": gateway.pid, "loadgen": loadgen.pid}
+        if redis is not None:
+            assert redis.process is not None
+            pids["redis"] = redis.process.pid
         results: list[dict[str, Any]] = []
         cpu_at_start: dict[str, float] = {}
         cpu_used: dict[str, dict[str, float]] = {}
-        profiler: subprocess.Popen[bytes] | None = None
+        profilers: list[subprocess.Popen[bytes]] = []
+        py_spy = Path(sys.executable).parent / "py-spy"
         for event in events:
             kind = event["event"]
             if kind == "phase_start":
                 cpu_at_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 cpu_at_start["gateway-sys"] = cpu_seconds(gateway.pid, "system")
-                if args.profile and profiler is None:
-                    profiler = subprocess.Popen([
-                        str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(gateway.pid),
-                        "--duration", str(int(args.seconds)), "--rate", "250", "--format", "raw",
-                        "--output", str(Path(args.profile).absolute()), "--gil",
-                    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                sample = [str(py_spy), "record", "--pid", str(gateway.pid), "--duration", str(int(args.seconds)),
+                          "--format", "raw"]
+                if args.profile and not profilers:
+                    profilers.append(subprocess.Popen(
+                        [*sample, "--rate", "250", "--output", str(Path(args.profile).absolute()), "--gil"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                elif (target == "gateway" and event["phase"] == "closed" and args.split and py_spy.exists()
+                      and not args.profile):
+                    # The CPU split: sampled without pausing the gateway, idle moments left out.
+                    profilers.append(subprocess.Popen(
+                        [*sample, "--rate", "200", "--nonblocking", "--output", str(work / "split.txt"),
+                         *(["--subprocesses"] if args.workers > 1 else [])],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             elif kind == "phase_end":
                 used = {name: cpu_seconds(pid) - cpu_at_start[name] for name, pid in pids.items()}
                 used["gateway-sys"] = cpu_seconds(gateway.pid, "system") - cpu_at_start["gateway-sys"]
@@ -151,29 +265,25 @@ def run(args: argparse.Namespace) -> int:
                 results.append(event)
             elif kind == "done":
                 break
-        if profiler is not None:
+        for profiler in profilers:
             profiler.wait(timeout=60)
         if loadgen.wait(timeout=30) != 0:
             print("the load generator failed", file=sys.stderr)
-            return 1
-        rates = codec_rates() if not args.no_codec else {}
-        report(args, results, cpu_used, rates)
-        return 0
+            return False, results, cpu_used
+        return True, results, cpu_used
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=10)
-        redis.stop()
-        if args.keep:
-            print(f"\nwork folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        if redis is not None:
+            redis.stop()
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[str, dict[str, float]],
-           rates: dict[str, float]) -> None:
+           rates: dict[str, float], reference: list[dict[str, Any]], reference_cpu: dict[str, dict[str, float]],
+           split_file: Path) -> None:
     cpu_name = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -182,7 +292,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[st
                 break
     print(f"machine: {cpu_name}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{'uvloop' if args.uvloop else 'asyncio'} event loop")
-    print(f"setup: {args.binds} bind(s), window {args.window}, receipts {'on' if args.receipts else 'off'}, "
+    print(f"setup: {args.workers} gateway process(es), {args.binds} bind(s) each, window {args.window}, "
+          f"receipts {'on' if args.receipts else 'off'}, "
           f"MO '{args.text}' to {args.to}, gateway log level {args.log_level}\n")
     print(f"{'phase':<8} {'MO sent':>8} {'MO->MT':>8} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'ack p99':>8}  CPU s per s of wall: gateway (of it kernel) / redis / loadgen")
@@ -199,6 +310,28 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[st
                   f"{', each answered with a delivery receipt' if args.receipts else ''})")
         if r["nacked"]:
             print(f"         ({r['nacked']} MOs answered with an error status)")
+        if r["completed"]:
+            print(f"         gateway CPU per MO: {used.get('gateway', 0) / r['completed'] * 1e6:,.0f} µs")
+    closed = next((r for r in results if r["phase"] == "closed"), None)
+    echo = next((r for r in reference if r["phase"] == "closed"), None)
+    if echo is not None:
+        echo_cpu = reference_cpu.get("closed", {})
+        per_mo = echo_cpu.get("gateway", 0) / echo["completed"] * 1e6 if echo["completed"] else 0
+        print(f"\nreference, bare echo ESME on the same codec (bench/echo.py, one MT per MO, same load generator):"
+              f"\n  closed   {echo['throughput']:,.1f} MO->MT per s, p50 {echo['p50_ms']:.2f} ms, p99 "
+              f"{echo['p99_ms']:.2f} ms; echo CPU {echo_cpu.get('gateway', 0) / echo['seconds']:.2f} s per s, "
+              f"{per_mo:,.0f} µs per MO")
+        if closed is not None and echo["throughput"]:
+            print(f"  gateway / echo (closed loop): {closed['throughput'] / echo['throughput']:.2f}")
+    if closed is not None and closed["completed"] and split_file.exists():
+        counts = split_samples(split_file)
+        total = sum(counts.values())
+        per_mo = cpu.get("closed", {}).get("gateway", 0) / closed["completed"] * 1e6
+        if total:
+            print(f"\ngateway CPU per MO in the closed phase, {per_mo:,.0f} µs, by what it was spent on "
+                  f"({total} py-spy samples):")
+            for name in SPLIT_ORDER:
+                print(f"  {name:<14} {per_mo * counts[name] / total:>7,.0f} µs  {100 * counts[name] / total:5.1f} %")
     if rates:
         print("\ncodec on this machine (one core, operations per second):")
         for name, rate in rates.items():
@@ -212,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="MOs per second in the open-loop phase")
     p.add_argument("--inflight", type=int, default=64, help="MOs outstanding in the closed-loop phase")
     p.add_argument("--phases", default="closed,open")
-    p.add_argument("--binds", type=int, default=1)
+    p.add_argument("--binds", type=int, default=1, help="binds per gateway process")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway processes (`ussdgw gateway --workers N`); CPU figures are their sum")
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--to", default="5555", help="short code the MOs go to")
     p.add_argument("--text", default="HELLO")
@@ -223,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", metavar="FILE",
                    help="sample the gateway with py-spy during the first phase into FILE (collapsed stacks)")
     p.add_argument("--no-codec", action="store_true", help="skip the codec reference figures")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="first drive the bare echo ESME (bench/echo.py) as the reference (default on)")
+    p.add_argument("--split", action=argparse.BooleanOptionalAction, default=True,
+                   help="split the gateway's CPU per MO with py-spy samples of the closed phase (default on)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (gateway log, Redis data)")
     return run(p.parse_args(argv))
 

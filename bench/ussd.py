@@ -187,10 +187,10 @@ async def open_loop(smsc: BenchSmsc, phones: list[Phone], rate: float, seconds: 
     return n, latencies, errors, skipped
 
 
-def start_gateway(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_gateway(env: dict[str, str], port: int, log_path: Path, level: str = "info") -> subprocess.Popen[bytes]:
     """One gateway process as `ussdgw gateway` runs it, bound to the bench SMSC, logging to `log_path`."""
     with open(log_path, "w") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "ussdgw.app", "--log-level", "warning", "gateway",
+        return subprocess.Popen([sys.executable, "-m", "ussdgw.app", "--log-level", level, "gateway",
                                  "--smsc", f"127.0.0.1:{port}"], env=env, cwd=log_path.parent, stderr=log_file)
 
 
@@ -215,11 +215,12 @@ async def main(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis.url, "USSDGW_SECRET_KEY": key,
            "USSDGW_STATE_DIR": str(work), "USSDGW_WINDOW": "256", "USSDGW_LOG_FORMAT": "json",
            "USSDGW_API_PORT": "0"}  # several gateways on one host: each its own self-care port
-    gateways = [start_gateway(env, port, work / f"gateway-{i}.log") for i in range(args.gateways)]
+    gateways = [start_gateway(env, port, work / f"gateway-{i}.log", args.log_level) for i in range(args.gateways)]
     try:
         async with smsc.bound:
             await asyncio.wait_for(smsc.bound.wait_for(lambda: len(smsc.links) >= args.gateways), 30)
-        print(f"ussd bench: {args.gateways} gateway process(es), {args.phones} phones, Redis {redis.url}")
+        print(f"ussd bench: {args.gateways} gateway process(es) at log level {args.log_level}, {args.phones} phones, "
+              f"Redis {redis.url}")
         print(f"dialogue: {' -> '.join(t for _, t, _ in SCRIPT)} (5 steps, then again)")
         await closed_loop(smsc, phones, args.warmup)
         pids = {**{f"gateway{i + 1}": g.pid for i, g in enumerate(gateways)}, "redis": redis.process.pid,  # type: ignore[union-attr]
@@ -234,6 +235,9 @@ async def main(args: argparse.Namespace) -> int:
               f"(p50 {pct(latencies, 0.5):.2f} ms, p99 {pct(latencies, 0.99):.2f} ms), errors {len(errors)}, "
               f"redelivered {smsc.redelivered}")
         print("  CPU (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        gateways_cpu = sum(v for k, v in cpu.items() if k.startswith("gateway"))
+        if steps:
+            print(f"  gateway CPU per step: {gateways_cpu / (steps / elapsed) * 1e6:,.0f} µs")
 
         for phone in phones:
             phone.position = 0
@@ -270,6 +274,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=500.0, help="offered steps/s in the open-loop phase")
+    p.add_argument("--log-level", default="info", help="the gateways' log level (info: one line per step)")
     return p.parse_args(argv)
 
 

@@ -3,7 +3,9 @@
 It binds (transceiver by default), keeps the link alive with enquire_link, keeps a window of
 outstanding requests, reconnects with exponential backoff, and hands every deliver_sm to
 `on_deliver` concurrently; the deliver_sm_resp carries the status `on_deliver` returns, sent only
-when it returns (so ESME_ROK means the change is already durable).
+when it returns (so ESME_ROK means the change is already durable). Delivery receipts, when an
+`on_receipts` handler is given, go to it together, all those one read brought as one batch (one
+task and one round trip to Redis for them all, not one each); each is answered when it returns.
 
 Flow control on the sending side, per bind:
 - a window: at most `window` requests outstanding, the next one waits for a response;
@@ -56,6 +58,8 @@ __all__ = ["BindRefused", "DeliverHandler", "EsmeClient", "LinkDown", "ResponseT
 log = structlog.get_logger("ussdgw.esme")
 
 DeliverHandler = Callable[[DeliverSm | DataSm], Awaitable[int]]
+# Delivery receipts of one read, handled together: one status per receipt, in order.
+ReceiptsHandler = Callable[[list[DeliverSm]], Awaitable[list[int]]]
 RETRY_STATUSES = frozenset({Status.RTHROTTLED, Status.RMSGQFUL})
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
@@ -87,10 +91,13 @@ class EsmeClient:
         reconnect_max_s: float = 30.0,
         name: str = "bind-1",
         metrics: GatewayMetrics | None = None,
+        on_receipts: ReceiptsHandler | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.system_id, self._password, self.system_type = system_id, password, system_type
         self.on_deliver = on_deliver
+        self.on_receipts = on_receipts
+        self._receipts: list[DeliverSm] = []  # receipts of the read being processed, handled together after it
         self.mode = mode
         self.window = window
         self.rate_per_s = rate_per_s
@@ -196,6 +203,11 @@ class EsmeClient:
             if isinstance(pdu, DeliverSm | DataSm):
                 if self._deliveries.stopping:  # not answered: the SMSC delivers it again on the next bind
                     return
+                if self.on_receipts is not None and isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
+                    if not self._receipts:  # the first of this read: the batch leaves once the read is processed
+                        asyncio.get_running_loop().call_soon(self._receipts_read, conn)
+                    self._receipts.append(pdu)
+                    return
                 self._deliveries.spawn(self._deliver(conn, pdu))
             else:
                 conn.session.respond(pdu, GenericNack(status=Status.RINVCMDID))
@@ -203,6 +215,24 @@ class EsmeClient:
             self._log.warning("protocol_error", reason=event.reason, status=event.status, fatal=event.fatal)
         elif isinstance(event, Unbound):
             self._log.info("unbound_by_smsc" if event.by_peer else "unbind_confirmed")
+
+    def _receipts_read(self, conn: SmppLink) -> None:
+        batch, self._receipts = self._receipts, []
+        if batch and not self._deliveries.stopping:
+            self._deliveries.spawn(self._deliver_receipts(conn, batch))
+
+    async def _deliver_receipts(self, conn: SmppLink, batch: list[DeliverSm]) -> None:
+        assert self.on_receipts is not None
+        try:
+            statuses = await self.on_receipts(batch)
+        except Exception:
+            self._log.exception("receipts_handler_failed")
+            statuses = [Status.RX_T_APPN] * len(batch)
+        if conn.closed.is_set():
+            return  # the SMSC will deliver them again on the next bind
+        for pdu, status in zip(batch, statuses, strict=True):
+            self.metrics.deliver_sm_resp.inc(status_name(status))
+            conn.respond(pdu, DeliverSmResp(sequence=pdu.sequence, status=status))
 
     async def _deliver(self, conn: SmppLink, pdu: DeliverSm | DataSm) -> None:
         try:
@@ -213,7 +243,8 @@ class EsmeClient:
         if conn.closed.is_set():
             return  # the SMSC will deliver it again on the next bind
         self.metrics.deliver_sm_resp.inc(status_name(status))
-        resp: Pdu = DataSmResp(status=status) if isinstance(pdu, DataSm) else DeliverSmResp(status=status)
+        resp: Pdu = (DataSmResp(sequence=pdu.sequence, status=status) if isinstance(pdu, DataSm)
+                     else DeliverSmResp(sequence=pdu.sequence, status=status))
         conn.respond(pdu, resp)
 
     # ---- sending ----------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gateway.esme import EsmeClient
-from gateway.inbound import find_part, is_notification, mo_identity, parse_receipt, unanswerable
+from gateway.inbound import Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.access import mt_withheld, refuse_blocked_mo
 from handlers.base import Channel, HandlerContext, InboundMessage
@@ -60,6 +60,7 @@ class Gateway:
             EsmeClient(
                 settings.smsc_host, settings.smsc_port, settings.system_id, settings.password.get_secret_value(),
                 functools.partial(self.on_deliver, bind=name),
+                on_receipts=functools.partial(self.on_receipts, bind=name),
                 system_type=settings.system_type, window=settings.window, rate_per_s=settings.mt_rate_per_s,
                 enquire_link_s=settings.enquire_link_s, response_timeout_s=settings.response_timeout_s,
                 reconnect_max_s=settings.reconnect_max_s, name=name, metrics=self.metrics,
@@ -111,15 +112,12 @@ class Gateway:
         MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
         """
         channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
-        with bound_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value):
+        # Bound by token and reset by token: structlog's `bound_contextvars` reads the whole context
+        # twice per call, a cost paid for every PDU.
+        tokens = bind_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
+        try:
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
-                try:
-                    await self._on_receipt(pdu)
-                except StoreUnavailable as exc:
-                    self.metrics.store_unavailable.inc("receipt")
-                    log.warning("receipt_deferred", reason="redis_unavailable", error=str(exc))
-                    return Status.RX_T_APPN
-                return Status.ROK
+                return (await self.on_receipts([pdu], bind))[0]
             if is_notification(pdu):  # an intermediate notification: nothing to do, nothing to answer
                 log.info("mt_notification", msisdn=pdu.source_addr, esm_class=pdu.esm_class,
                          state=pdu.message_state, message_id=pdu.receipted_message_id)
@@ -130,6 +128,8 @@ class Gateway:
                             destination_len=len(pdu.destination_addr))
                 return refused
             return await self._on_mo(pdu, channel)
+        finally:
+            reset_contextvars(**tokens)
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:
         started = time.perf_counter()
@@ -148,7 +148,8 @@ class Gateway:
         if message is None:  # a part of a long MO, kept in Redis until the others come
             metrics.mo.inc(channel, "-", "part")
             return Status.ROK
-        with bound_contextvars(mo_id=message.mo_id):
+        mo_token = bind_contextvars(mo_id=message.mo_id)
+        try:
             try:
                 handler_name, outcome = await self._dispatch(message)
             except StoreUnavailable as exc:
@@ -165,6 +166,8 @@ class Gateway:
             metrics.mo_seconds.observe(time.perf_counter() - started, channel)
             ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
             log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
+        finally:
+            reset_contextvars(**mo_token)
         return Status.ROK
 
     async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:
@@ -225,30 +228,61 @@ class Gateway:
             self._spawn(self.send(mt))
         return handler.__qualname__, ctx.result.outcome
 
-    async def _on_receipt(self, pdu: DeliverSm) -> None:
-        # The receipt text's fields (id, stat, err) are ASCII, where GSM 03.38, IA5 and Latin-1
-        # agree: a byte-for-byte read is enough, and much cheaper than decoding GSM 7-bit.
-        raw = pdu.short_message
-        text = raw.decode("latin-1") if pdu.data_coding in (0, 1, 3) else decode_text(raw, pdu.data_coding)
-        receipt = parse_receipt(pdu, text)
-        if receipt is None:
-            log.warning("receipt_unreadable", msisdn=pdu.source_addr)
-            return
-        self.metrics.receipts.inc(message_state_label(receipt.state.name))
-        known = await self.store.receipt_arrived(receipt.message_id, receipt.state.name, receipt.error)
-        if "msisdn" not in known:  # the submit_sm_resp is still on its way: `send` finishes the job
-            log.debug("receipt_before_submit_resp", message_id=receipt.message_id, state=receipt.state.name)
-            return
-        await self._record_receipt(known)
+    async def on_receipts(self, pdus: list[DeliverSm], bind: str = "") -> list[int]:
+        """Delivery receipts (those one read brought, together) to the statuses their responses carry.
+
+        Each is correlated with its MT (`dlr:<message id>`, whichever of receipt and submit_sm_resp
+        comes second completes it), and those whose MT is known are recorded (state and audit
+        entry): two pipelined round trips for the whole batch. Redis away: ESME_RX_T_APPN, the
+        SMSC delivers them again. An unreadable receipt is answered ESME_ROK (a redelivery would
+        be as unreadable) and logged."""
+        statuses = [int(Status.ROK)] * len(pdus)
+        readable: list[tuple[int, Receipt]] = []
+        for at, pdu in enumerate(pdus):
+            # The receipt text's fields (id, stat, err) are ASCII, where GSM 03.38, IA5 and Latin-1
+            # agree: a byte-for-byte read is enough, and much cheaper than decoding GSM 7-bit.
+            raw = pdu.short_message
+            try:
+                text = raw.decode("latin-1") if pdu.data_coding in (0, 1, 3) else decode_text(raw, pdu.data_coding)
+            except TextDecodeError:
+                text = ""
+            receipt = parse_receipt(pdu, text)
+            if receipt is None:
+                log.warning("receipt_unreadable", bind=bind, msisdn=mask_msisdn(pdu.source_addr))
+                continue
+            self.metrics.receipts.inc(message_state_label(receipt.state.name))
+            readable.append((at, receipt))
+        if not readable:
+            return statuses
+        try:
+            known = await self.store.receipts_arrived(
+                [(receipt.message_id, receipt.state.name, receipt.error) for _, receipt in readable])
+            # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
+            complete = [k for k in known if "msisdn" in k]
+            if complete:
+                await self._record_receipts(complete)
+        except StoreUnavailable as exc:
+            self.metrics.store_unavailable.inc("receipt")
+            log.warning("receipt_deferred", bind=bind, receipts=len(readable), reason="redis_unavailable",
+                        error=str(exc))
+            for at, _ in readable:
+                statuses[at] = Status.RX_T_APPN
+        return statuses
 
     async def _record_receipt(self, known: dict[str, str]) -> None:
-        msisdn, mt_id, state, err = known["msisdn"], known["mt_id"], known["state"], known.get("err", "")
-        outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
-        await self.store.receipt_recorded(
-            msisdn, mt_id, state,
-            AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=render(mt=mt_id, state=state, err=err)),
-        )
-        log.info("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
+        await self._record_receipts([known])
+
+    async def _record_receipts(self, known: list[dict[str, str]]) -> None:
+        """Each MT's final state and its audit entry, from what the correlation knows, in one round trip."""
+        batch = []
+        for k in known:
+            msisdn, mt_id, state, err = k["msisdn"], k["mt_id"], k["state"], k.get("err", "")
+            outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
+            detail = render(mt=mt_id, state=state, err=err)
+            audit = AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=detail)
+            batch.append((msisdn, mt_id, state, audit))
+            log.debug("mt_receipt", msisdn=msisdn, mt_id=mt_id, state=state, err=err)
+        await self.store.receipts_recorded(batch)
 
     # ---- outbound ---------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -268,14 +302,14 @@ class Gateway:
     def _submit_pdus(self, mt: OutboundMessage) -> list[SubmitSm]:
         if mt.ussd_service_op is not None:
             coding = choose_encoding(mt.text)
-            data = encode_text(mt.text, coding)[:USSD_MAX_OCTETS]
+            data = encode_text(mt.text, coding, cache=not mt.secret)[:USSD_MAX_OCTETS]
             return [SubmitSm(service_type="USSD", source_addr=mt.source, destination_addr=mt.destination,
                              data_coding=coding, short_message=data, ussd_service_op=mt.ussd_service_op,
                              its_session_info=mt.its_session_info)]
         # The reference comes from the MT id: parallel long MTs to one phone do not collide
         # (16 bits), and a resend after recovery carries the same reference as the first try.
         reference = int.from_bytes(hashlib.blake2b(mt.mt_id.encode(), digest_size=2).digest(), "big")
-        split = split_text(mt.text, reference=reference, use_16bit_ref=True)
+        split = split_text(mt.text, reference=reference, use_16bit_ref=True, cache=not mt.secret)
         esm_class = EsmClass.UDHI if split.esm_class_udhi else 0
         return [
             SubmitSm(source_addr_ton=0 if ascii_digits(mt.source) else 5, source_addr=mt.source,
@@ -340,7 +374,7 @@ class Gateway:
         except StoreUnavailable:
             self.metrics.store_unavailable.inc("mt")
             log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
-        log.info("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
+        log.debug("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
         return status == Status.ROK
 
     async def _recover_once(self) -> None:

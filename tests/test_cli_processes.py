@@ -466,3 +466,61 @@ def test_load_runs_a_short_bounded_load(ussdgw: Callable[..., Command]) -> None:
     result = json.loads(command.wait_line(r"^\{.*\}$", timeout=0).group(0))
     assert result["all"]["completed"] > 0 and result["all"]["lost"] == 0, result
     assert not left_over(command.mark)
+
+
+# ---- several gateway processes under one supervisor -------------------------------------------
+def gateway_workers(command: Command, count: int, timeout: float = STARTUP_S) -> dict[str, Proc]:
+    """The live worker processes of a `--workers` / `--gateways` command, by index, once `count` run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {m.group(1): p for p in marked(command.mark)
+                 if p.pid != command.popen.pid and (m := re.search(r" --worker (\d+)$", p.cmdline))}
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"{len(found)} of {count} workers within {timeout:g} s\n{command.output}"
+        time.sleep(0.05)
+
+
+def test_gateway_workers_each_bind_a_killed_one_comes_back_and_sigint_stops_all(
+        ussdgw: Callable[..., Command]) -> None:
+    smsc = ussdgw("smsc")
+    endpoints = smsc.endpoints()
+    smpp = endpoints["smsc"].removeprefix("smpp://")
+    # No REDIS_URL: the supervisor starts the one embedded Redis the workers share.
+    gateway = ussdgw("gateway", "--smsc", smpp, "--system-id", "ussdgw", "--password", "ussdgw1",
+                     "--workers", "2")
+    gateway.wait_line(r"^ussdgw gateway: 2 worker processes under this supervisor")
+    workers = gateway_workers(gateway, 2)
+    assert sorted(workers) == ["1", "2"], gateway.output
+    assert len([p for p in marked(gateway.mark) if "redis-server" in p.cmdline]) == 1, gateway.output
+    # each worker is a whole gateway with its own bind
+    deadline = time.monotonic() + STARTUP_S
+    while sum(line == "ussdgw gateway is up:" for line in gateway.out) < 2:
+        assert time.monotonic() < deadline, gateway.output
+        time.sleep(0.05)
+    bound = [line for line in gateway.out if line.strip() == f"gateway   bound to {smpp}"]
+    assert len(bound) == 2, gateway.output
+    # a message goes through the workers (either may take it)
+    sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "HELP", "--api", endpoints["simulator"])
+    assert sms.popen.returncode == 0 and sms.out[1].startswith("← 3339: "), sms.output
+
+    # SIGKILL one: the supervisor starts worker 2 again, as a new process
+    killed = workers["2"]
+    os.kill(killed.pid, signal.SIGKILL)
+    deadline = time.monotonic() + STARTUP_S
+    while (again := gateway_workers(gateway, 2)["2"]).pid == killed.pid or not again.alive():
+        assert time.monotonic() < deadline, f"worker 2 not restarted\n{gateway.output}"
+        time.sleep(0.05)
+    gateway.wait_line(r'(?=.*"event": ?"worker_died")(?=.*"worker": ?2\b)', stderr=True, timeout=5)
+    assert workers["1"].alive(), "the other worker was touched"
+    deadline = time.monotonic() + STARTUP_S
+    while sum(line == "ussdgw gateway is up:" for line in gateway.out) < 3:  # the new one bound too
+        assert time.monotonic() < deadline, gateway.output
+        time.sleep(0.05)
+
+    # one SIGINT to the supervisor stops every worker in order, and its Redis; no child left
+    assert_stops_cleanly(gateway, smsc)
+    for index in ("1", "2"):
+        gateway.wait_line(rf'(?=.*"event": ?"worker_stopped")(?=.*"worker": ?{index}\b)', stderr=True, timeout=0)
+    assert [p.pid for p in marked(gateway.mark) if p.pid != smsc.popen.pid] == [], gateway.output
+    assert_stops_cleanly(smsc)

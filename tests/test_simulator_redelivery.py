@@ -45,8 +45,9 @@ PHONE = "79161234567"
 
 # ---- the link cut while MOs and receipts are in flight --------------------------------------------
 class FirstTryHangs:
-    """Wraps the gateway's `on_deliver`: the first attempt of each PDU never gets its answer (as if
-    the gateway were slow when the link went), later attempts are handled for real."""
+    """Wraps the gateway's `on_deliver` and `on_receipts` (the receipts of one read, together): the
+    first attempt of each PDU never gets its answer (as if the gateway were slow when the link
+    went), later attempts are handled for real."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -56,6 +57,10 @@ class FirstTryHangs:
         self.release = asyncio.Event()  # the hanging first attempts end (their link is long gone)
         for client in gateway.clients:
             client.on_deliver = self
+            client.on_receipts = self.receipts
+
+    async def receipts(self, pdus: list[DeliverSm]) -> list[int]:
+        return list(await asyncio.gather(*(self(pdu) for pdu in pdus)))
 
     async def __call__(self, pdu: DeliverSm | DataSm) -> int:
         key = (pdu.source_addr, pdu.destination_addr, pdu.payload)

@@ -48,7 +48,8 @@ def mask_digits(value: str) -> str:
 
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_digits(value)
+        # Shorter than an MSISDN, or no digit at all: nothing to mask (most values; no regex run).
+        return mask_digits(value) if len(value) >= 10 and not value.isalpha() else value
     if isinstance(value, list | tuple):
         return type(value)(_masked(item) for item in value)
     if isinstance(value, dict):

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,12 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _count(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number 1-256, got {value!r}")
+    return int(value)
+
+
 def _parse_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host:
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="Redis + SMSC simulator + gateway + HTTP, on defaults")
     up.add_argument("--sim-http-port", type=_port)
     up.add_argument("--smpp-port", type=_port, dest="sim_port")
+    up.add_argument("--gateways", type=_count, default=1,
+                    help="gateway processes (this one's and N-1 more under it, sharing its Redis; one per core)")
     up.add_argument("--redis-cluster", action="store_const", const=True, default=None,
                     help="without REDIS_URL: a private 3-primary, 3-replica Redis Cluster instead of one redis-server")
 
@@ -65,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--system-type")
     gw.add_argument("--binds", type=int)
     gw.add_argument("--api-port", type=_port, help="self-care API port (0: any free one; several gateways per host)")
+    gw.add_argument("--workers", type=_count, default=1,
+                    help="gateway processes under this one, sharing Redis, each with its own binds (one per core); "
+                         "worker I serves its API and metrics on api-port + I - 1")
+    gw.add_argument("--worker", type=_count, default=0, help=argparse.SUPPRESS)  # which one this process is
 
     smsc = sub.add_parser("smsc", help="the SMSC simulator alone (SMPP server + phone HTTP API)")
     smsc.add_argument("--port", type=_port, dest="sim_port")
@@ -96,6 +109,7 @@ def settings_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config, **settings_flags(args))
@@ -105,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         if args.command == "up":
-            return _run(_up(settings))
+            return _run(_up(settings, args.gateways, _global_options(args)))
+        if args.command == "gateway" and args.workers > 1:
+            return _run(_gateway_workers(settings, argv, args.workers))
         if args.command == "gateway":
+            if args.worker > 1 and settings.api_port:  # each worker's API and metrics on a port of its own
+                settings = settings.with_overrides(api_port=settings.api_port + args.worker - 1)
             return _run(_gateway(settings))
         if args.command == "smsc":
             return _run(_smsc(settings))
@@ -203,8 +221,10 @@ async def _unless(stopping: asyncio.Event, work: Awaitable[None]) -> bool:
     return True
 
 
-async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitable[None]], hint: str = "") -> int:
-    """Start (a signal cancels a start half way), run until SIGINT/SIGTERM, then stop everything."""
+async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitable[None]], hint: str = "",
+                 first_stop: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Start (a signal cancels a start half way), run until SIGINT/SIGTERM, then stop everything
+    (`first_stop` before the stack: what runs on top of it)."""
     with _stop_signals(what) as stopping:
         try:
             if await _unless(stopping, start()):
@@ -216,21 +236,44 @@ async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitab
             print(f"ussdgw {name} cannot start: {exc}", file=sys.stderr)
             return 1
         finally:
+            if first_stop is not None:
+                await first_stop()
             await stack.stop()
     return 0
 
 
-async def _up(settings: Settings) -> int:
+def _global_options(args: argparse.Namespace) -> list[str]:
+    """The options before the command that a worker process must be given too."""
+    return [*(["--config", args.config] if args.config else []),
+            *(["--log-level", args.log_level] if args.log_level else [])]
+
+
+async def _up(settings: Settings, gateways: int = 1, options: Sequence[str] = ()) -> int:
     from ussdgw.app.stack import Stack
+    from ussdgw.app.workers import Workers
 
     stack = Stack(settings)
+    workers: Workers | None = None
 
     async def start() -> None:
+        nonlocal workers
         await stack.start()
         await _wait_bound(stack)
+        if gateways > 1:  # more gateway processes beside this one's, on its SMSC and its Redis
+            s = stack.settings
+            command = [sys.executable, "-m", "ussdgw.app", *options, "gateway", "--smsc",
+                       f"{s.smsc_host}:{s.smsc_port}"]
+            env = {**os.environ, **s.with_overrides(redis_url=stack.endpoints["redis"]).to_environment()}
+            workers = Workers(lambda index: [*command, "--worker", str(index)], gateways - 1, first=2, env=env)
+            workers.start()
+            stack.endpoints["gateways"] = f"{gateways} processes: this one and {gateways - 1} under it"
         _print_endpoints(stack.endpoints)
 
-    return await _serve(stack, "up", "everything: unbinding, flushing, stopping Redis", start)
+    async def stop_workers() -> None:
+        if workers is not None:
+            await workers.stop()
+
+    return await _serve(stack, "up", "everything: unbinding, flushing, stopping Redis", start, first_stop=stop_workers)
 
 
 async def _wait_bound(stack: Stack, timeout: float = 10.0) -> None:
@@ -265,6 +308,48 @@ async def _gateway(settings: Settings) -> int:
 
     return await _serve(stack, "gateway", "the gateway: unbinding, flushing", start,
                         " (another gateway on this host? use --api-port 0)")
+
+
+async def _gateway_workers(settings: Settings, argv: Sequence[str], count: int) -> int:
+    """`gateway --workers N`: this process supervises N gateway processes (`ussdgw.app.workers`)."""
+    from ussdgw.app.workers import Workers, worker_command
+    from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
+
+    env = dict(os.environ)
+    redis: EmbeddedRedis | EmbeddedCluster | None = None  # what this process started (and stops last)
+    with _stop_signals(f"{count} gateway workers: each unbinding, flushing") as stopping:
+        try:
+            if not settings.redis_url:  # one private Redis (or cluster) for all, started here before any worker
+                cluster = EmbeddedCluster(f"{settings.state_dir}/redis-cluster")
+                running = await asyncio.to_thread(cluster.serving)
+                if running:
+                    env["REDIS_URL"] = running
+                elif settings.redis_cluster:
+                    cluster.start()  # from the loop's thread: it lives as long as this process
+                    redis = cluster
+                    env["REDIS_URL"] = cluster.url
+                else:
+                    embedded = EmbeddedRedis(f"{settings.state_dir}/redis")
+                    if not await asyncio.to_thread(embedded.serving):
+                        embedded.start()
+                        redis = embedded
+                    env["REDIS_URL"] = embedded.url
+            settings.secret_key_bytes()  # made here once (if it is to be made), not raced by the workers
+        except (OSError, RedisServerError) as exc:
+            print(f"ussdgw gateway cannot start: {exc}", file=sys.stderr)
+            return 1
+        workers = Workers(lambda index: [sys.executable, "-m", "ussdgw.app", *worker_command(argv, index)], count,
+                          env=env)
+        workers.start()
+        print(f"ussdgw gateway: {count} worker processes under this supervisor (pid {os.getpid()}), "
+              f"each prints where it is bound; a worker that dies is started again.", flush=True)
+        try:
+            await stopping.wait()
+        finally:
+            await workers.stop()
+            if redis is not None:
+                await asyncio.to_thread(redis.stop)
+    return 0
 
 
 async def _smsc(settings: Settings) -> int:

@@ -335,7 +335,10 @@ _AFTER_SEQUENCE: dict[type[Pdu], Callable[[Pdu], tuple[Any, ...]]] = {}
 
 def with_sequence(pdu: P, sequence: int) -> P:
     """`pdu` numbered `sequence`. What `dataclasses.replace` does, at half its cost: the session
-    numbers every PDU it sends, and a submit_sm has 28 fields."""
+    numbers every PDU it sends, and a submit_sm has 28 fields. A PDU numbered so already is itself
+    (frozen: nothing to copy)."""
+    if pdu.sequence == sequence:
+        return pdu
     cls = type(pdu)
     rest = _AFTER_SEQUENCE.get(cls)
     if rest is None:

@@ -33,6 +33,7 @@ GSM 7-bit travels *unpacked* in SMPP: one septet per octet; the SMSC packs it fo
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 __all__ = [
@@ -185,7 +186,10 @@ def choose_encoding(text: str) -> int:
 
     GSM 7-bit gets 160 characters into one SMS where UCS2 gets 70, so it wins whenever it can.
     """
-    return GSM7 if all(char in _GSM7_ENCODE for char in text) else UCS2
+    return GSM7 if _GSM7_CHARS.issuperset(text) else UCS2
+
+
+_GSM7_CHARS = frozenset(_GSM7_ENCODE)
 
 
 def _encode_chars(text: str, data_coding: int) -> list[bytes]:
@@ -198,13 +202,21 @@ def _encode_chars(text: str, data_coding: int) -> list[bytes]:
     return [char.encode(codec, errors="replace") for char in text]
 
 
-def encode_text(text: str, data_coding: int) -> bytes:
+def encode_text(text: str, data_coding: int, *, cache: bool = False) -> bytes:
     """Encode ``text`` as 0 (unpacked GSM 7-bit), 1 (IA5), 3 (Latin-1) or 8 (UCS2).
 
     A character the chosen coding lacks (or a lone surrogate in UCS2) becomes ``?``: a reply with
     a visible placeholder beats no reply. Use :func:`choose_encoding` to avoid that. Any other
-    ``data_coding`` is the caller's mistake and raises ``ValueError``.
+    ``data_coding`` is the caller's mistake and raises ``ValueError``. ``cache``: as for
+    :func:`split_text` (a text sent again and again, never one with a secret in it).
     """
+    if cache and len(text) <= _CACHED_TEXT_MAX:
+        return _encode_cached(text, data_coding)
+    return b"".join(_encode_chars(text, data_coding))
+
+
+@functools.lru_cache(maxsize=512)
+def _encode_cached(text: str, data_coding: int) -> bytes:
     return b"".join(_encode_chars(text, data_coding))
 
 
@@ -232,12 +244,15 @@ def split_text(
     *,
     reference: int,
     use_16bit_ref: bool = False,
+    cache: bool = False,
 ) -> SplitMessage:
     """Encode ``text`` and split it into SMS parts with a concatenation UDH when it is too long.
 
     ``data_coding`` defaults to :func:`choose_encoding`; 1 and 3 are budgeted as 8-bit (140 octets)
     because the SMSC may send them as such. A GSM escape sequence or a UTF-16 surrogate pair is
-    never cut across parts, since a handset would show both halves as garbage. Raises
+    never cut across parts, since a handset would show both halves as garbage. ``cache``: the text
+    is one the platform sends again and again (a help text, a menu screen; never one with a secret
+    in it), so its encoding and cut are kept and reused, only the UDH is made afresh. Raises
     ``ValueError`` for more than 255 parts, a ``reference`` out of range, or an unsupported coding.
     """
     if data_coding is None:
@@ -245,12 +260,27 @@ def split_text(
     ref_limit = 0xFFFF if use_16bit_ref else 0xFF
     if not 0 <= reference <= ref_limit:
         raise ValueError(f"reference {reference} out of range 0..{ref_limit}")
+    udh_octets = 7 if use_16bit_ref else 6
+    split = _split_cached if cache and len(text) <= _CACHED_TEXT_MAX else _split_payloads
+    concatenated, payloads = split(text, data_coding, udh_octets)
+    if not concatenated:
+        return SplitMessage(data_coding, False, payloads)
+    total = len(payloads)
+    if use_16bit_ref:
+        head = bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total))
+    else:
+        head = bytes((0x05, 0x00, 0x03, reference, total))
+    parts = tuple(head + bytes((seq,)) + payload for seq, payload in enumerate(payloads, start=1))
+    return SplitMessage(data_coding, True, parts)
+
+
+def _split_payloads(text: str, data_coding: int, udh_octets: int) -> tuple[bool, tuple[bytes, ...]]:
+    """(whether parts need a concatenation UDH, the payload of each part after its UDH)."""
     chars = _encode_chars(text, data_coding)
     single_limit = _SINGLE_GSM7_SEPTETS if data_coding == GSM7 else _SINGLE_OCTETS
     if sum(map(len, chars)) <= single_limit:
-        return SplitMessage(data_coding, False, (b"".join(chars),))
+        return False, (b"".join(chars),)
 
-    udh_octets = 7 if use_16bit_ref else 6
     capacity = _part_capacity(data_coding, udh_octets)
     payloads: list[bytes] = []
     current = bytearray()
@@ -260,13 +290,12 @@ def split_text(
             current.clear()
         current += encoded
     payloads.append(bytes(current))
-    total = len(payloads)
-    if total > _MAX_PARTS:
-        raise ValueError(f"text needs {total} parts, more than the {_MAX_PARTS} a UDH can number")
+    if len(payloads) > _MAX_PARTS:
+        raise ValueError(f"text needs {len(payloads)} parts, more than the {_MAX_PARTS} a UDH can number")
+    return True, tuple(payloads)
 
-    if use_16bit_ref:
-        head = bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total))
-    else:
-        head = bytes((0x05, 0x00, 0x03, reference, total))
-    parts = tuple(head + bytes((seq,)) + payload for seq, payload in enumerate(payloads, start=1))
-    return SplitMessage(data_coding, True, parts)
+
+# Encoding character by character is the costly part of a reply, and the same help and menu
+# texts go out over and over: those (and only those: `cache=True`) are cut once.
+_CACHED_TEXT_MAX = 4096
+_split_cached = functools.lru_cache(maxsize=512)(_split_payloads)

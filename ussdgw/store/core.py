@@ -210,29 +210,41 @@ class Store:
         Not one script: the `dlr:<id>` keys live in other cluster slots than the subscriber's; each
         step is atomic and idempotent, so a crash in between is repaired by the lease (the MT is
         sent again) and by the receipt correlation (whichever side comes second)."""
-        done = self.scripts.submit("mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn)],
-                                   [mt_id, AUDIT_MAXLEN, *audit.fields(self.clock.now())])
-        recorded = self.pipeline.command("HSET", mt_state_key(msisdn), mt_id, state)
-        expiry = self.pipeline.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S)
+        done = self.scripts.submit(
+            "mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)],
+            [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in message_ids]
-        results = await guarded(asyncio.gather(done, recorded, expiry, *meets))
-        return [_flat_hash(raw) for raw in results[3:]]
+        results = await guarded(asyncio.gather(done, *meets))
+        return [_flat_hash(raw) for raw in results[1:]]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
         """A receipt's side of the correlation: everything known about `message_id` (with `msisdn`
         and `mt_id` once the sender's side is in)."""
-        raw = await self.scripts.run("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
-        return _flat_hash(raw)
+        return (await self.receipts_arrived([(message_id, state, err)]))[0]
+
+    async def receipts_arrived(self, receipts: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
+        """`receipt_arrived` for each (message id, state, err) of a batch, in one round trip."""
+        raws = await guarded(asyncio.gather(*(
+            self.scripts.submit("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
+            for message_id, state, err in receipts)))
+        return [_flat_hash(raw) for raw in raws]
 
     async def receipt_recorded(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent) -> None:
         """The MT's final state from its receipt, and its audit entry, in the next batch."""
-        await guarded(asyncio.gather(
-            self.pipeline.command("HSET", mt_state_key(msisdn), mt_id, state),
-            self.pipeline.command("EXPIRE", mt_state_key(msisdn), DLR_TTL_S),
-            self.pipeline.command("XADD", audit_key(msisdn), "MAXLEN", "~", AUDIT_MAXLEN, "*",
-                                  *audit.fields(self.clock.now())),
-        ))
+        await self.receipts_recorded([(msisdn, mt_id, state, audit)])
+
+    async def receipts_recorded(self, receipts: Sequence[tuple[str, str, str, AuditEvent]]) -> None:
+        """`receipt_recorded` for each (msisdn, MT id, state, audit event) of a batch, in one round
+        trip: one script per subscriber (its slot), with all of its receipts (a reply's parts)."""
+        now = self.clock.now()
+        by_subscriber: dict[str, list[str | int]] = {}
+        for msisdn, mt_id, state, audit in receipts:
+            fields = audit.fields(now)
+            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([mt_id, state, len(fields), *fields])
+        await guarded(asyncio.gather(*(
+            self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
+            for msisdn, args in by_subscriber.items())))
 
     async def mt_states(self, msisdn: str) -> dict[str, str]:
         """MT id -> its last known state, for the MTs of the last `DLR_TTL_S`."""

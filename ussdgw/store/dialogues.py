@@ -5,6 +5,7 @@ late answer is told politely that it came too late."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from ussdgw.store.errors import guarded
@@ -19,11 +20,11 @@ class Dialogues:
         self._store = store
 
     async def load(self, msisdn: str, mo_id: str | None) -> tuple[bool, bytes | None]:
-        """(was this MO applied already, the open dialogue's JSON or None), in one round trip."""
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(mo_key(msisdn, mo_id or "-"))
-            pipe.hget(ussd_key(msisdn), "d")
-            seen, raw = await guarded(pipe.execute())
+        """(was this MO applied already, the open dialogue's JSON or None), in one round trip: the
+        store's auto-pipeline, with the other steps' commands (every USSD step reads this first)."""
+        batch = self._store.pipeline
+        seen, raw = await guarded(asyncio.gather(batch.command("EXISTS", mo_key(msisdn, mo_id or "-")),
+                                                 batch.command("HGET", ussd_key(msisdn), "d")))
         return bool(seen) and mo_id is not None, raw
 
     async def ttl(self, msisdn: str) -> float | None:

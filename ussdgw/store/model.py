@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import orjson
+
 from ussdgw.audit_detail import clean
 
 
@@ -22,14 +24,14 @@ class OutboundMessage:
     reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
 
     def to_json(self) -> bytes:
-        fields = {
+        fields: dict[str, object] = {
             "mt_id": self.mt_id, "source": self.source, "destination": self.destination, "text": self.text,
             "ussd_service_op": self.ussd_service_op, "its_session_info": self.its_session_info,
             "secret": self.secret,
         }
         if self.reaches_blocked:
             fields["reaches_blocked"] = True
-        return json.dumps(fields, ensure_ascii=False).encode()
+        return orjson.dumps(fields)  # UTF-8 JSON, as json.dumps(ensure_ascii=False) wrote it; sealed per MT
 
     @classmethod
     def from_json(cls, data: bytes) -> OutboundMessage:

@@ -122,9 +122,12 @@ class Subscribers:
         self._store = store
 
     async def fields(self, msisdn: str) -> dict[str, str]:
-        """The profile hash as stored ({} for an MSISDN never seen): for tools, seeding and tests."""
-        raw = await guarded(self._store.redis.hgetall(sub_key(msisdn)))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        """The profile hash as stored ({} for an MSISDN never seen). Through the store's auto-pipeline:
+        handlers read it on the hot path (a USSD menu step), beside other MOs' commands."""
+        raw = await guarded(self._store.pipeline.command("HGETALL", sub_key(msisdn)))
+        if isinstance(raw, dict):  # a map when the connection speaks RESP3
+            return {k.decode(): v.decode() for k, v in raw.items()}
+        return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
 
     async def profile(self, msisdn: str) -> Profile:
         return Profile.from_fields(msisdn, await self.fields(msisdn))
