@@ -29,7 +29,10 @@ Redis (audit trail, MO marks, outboxes, balances):
     applied      MOs committed: phones with an `mo_received` audit entry (each commit writes one)
     applied 2x   phones with two or more (each phone sends one MO: that is a double application)
     replies      phones with 0 / 1 / more than 1 reply in their inbox
-    stranded     MTs still queued in Redis outboxes after the window
+    late         phones whose reply came later than the MT lease plus 5 s after their MO was offered,
+                 or after the fault's end for an MO offered before it
+    stranded     MTs still queued in Redis outboxes after the window; `index` the MT recovery index's
+                 entries still there for these phones (a sent MT leaves none)
     money        the phones' balances before -> after, and what they should be (100 ₽ per switch)
     recovery s   from the fault until the part is back (restarted, reconnected) and every MO offered
                  during the fault, and the first one after it, has its reply (- : some never came)
@@ -65,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from ussdgw import logs  # noqa: E402
 from ussdgw.redis_server import EmbeddedRedis, _die_with_parent  # noqa: E402
-from ussdgw.store.keys import audit_key, outbox_key, sub_key  # noqa: E402
+from ussdgw.store.keys import INDEX_BUCKETS, audit_key, mt_due_key, outbox_key, sub_key  # noqa: E402
 
 SYSTEM_ID, PASSWORD = "ussdgw", "ussdgw1"
 BALANCE_KOP = 50_000
@@ -421,7 +424,9 @@ class Result:
     applied: int = 0
     applied_twice: int = 0
     replies: dict[str, int] = field(default_factory=lambda: {"0": 0, "1": 0, ">1": 0})
+    late: int = 0
     stranded: int = 0
+    index_left: int = 0
     money_before: int = 0
     money_after: int = 0
     money_expected: int = 0
@@ -436,7 +441,7 @@ class Result:
     @property
     def ok(self) -> bool:
         return (self.lost == 0 and self.applied == self.offered and self.applied_twice == 0
-                and self.replies["0"] == 0 and self.replies[">1"] == 0 and self.stranded == 0
+                and self.replies["0"] == 0 and self.replies[">1"] == 0 and self.late == 0 and self.stranded == 0
                 and self.money_after == self.money_expected)
 
 
@@ -554,7 +559,7 @@ class Scenario:
                 return data
 
         states = await asyncio.gather(*(phone_state(o.msisdn) for o in accepted))
-        odd: dict[str, list[str]] = {"no reply": [], "doubled reply": []}
+        odd: dict[str, list[str]] = {"no reply": [], "doubled reply": [], "late reply": []}
         for offer, state in zip(accepted, states, strict=True):
             if len(state["inbox"]) != 1:
                 odd["no reply" if not state["inbox"] else "doubled reply"].append(f"{offer.msisdn} ({offer.kind})")
@@ -565,6 +570,9 @@ class Scenario:
             result.replies["0" if not inbox else "1" if len(inbox) == 1 else ">1"] += 1
             if inbox:
                 first_reply[offer.msisdn] = min(m["received_at"] for m in inbox)
+                if first_reply[offer.msisdn] > max(offer.at, healed_at) + self.plan.mt_lease_s + 5.0:
+                    result.late += 1
+                    odd["late reply"].append(f"{offer.msisdn} ({offer.kind})")
         async with db.pipeline(transaction=False) as pipe:
             for offer in accepted:
                 pipe.xrange(audit_key(offer.msisdn))
@@ -576,6 +584,10 @@ class Scenario:
             result.applied_twice += received >= 2
             switched += sum(1 for _, entry in trail if entry.get(b"event") == b"tariff_switched")
         result.stranded = await self._stranded()
+        mine = set(self.phones)
+        for bucket in range(INDEX_BUCKETS):
+            members = await db.zrange(mt_due_key(bucket), 0, -1)
+            result.index_left += sum(1 for m in members if m.decode().partition("|")[0] in mine)
         result.money_after = sum(await self._balances())
         result.money_expected = result.money_before - SWITCH_KOP * switched
         # Recovered: every MO offered during the fault answered, and the first one offered after it too.
@@ -619,13 +631,14 @@ async def run_faults(plan: Plan, faults: list[str], *, workdir: Path | None = No
 
 
 def render(results: list[Result], plan: Plan, out: TextIO = sys.stdout) -> None:
-    headers = ["fault", "offered", "refused", "acked", "applied", "applied 2x", "replies 0/1/>1", "stranded",
-               "money before -> after (expected)", "recovery s", "verdict"]
+    headers = ["fault", "offered", "refused", "acked", "applied", "applied 2x", "replies 0/1/>1", "late",
+               "stranded", "index", "money before -> after (expected)", "recovery s", "verdict"]
     rows = []
     for r in results:
         money = f"{r.money_before / 100:,.0f} -> {r.money_after / 100:,.0f} ({r.money_expected / 100:,.0f}) ₽"
         rows.append([r.fault, str(r.offered), str(r.refused), str(r.acked), str(r.applied), str(r.applied_twice),
-                     f"{r.replies['0']}/{r.replies['1']}/{r.replies['>1']}", str(r.stranded), money,
+                     f"{r.replies['0']}/{r.replies['1']}/{r.replies['>1']}", str(r.late), str(r.stranded),
+                     str(r.index_left), money,
                      "-" if r.recovery_s is None else f"{r.recovery_s:g}", "ok" if r.ok else "FAIL"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     print(f"load {plan.rate:g} MO/s for {plan.load_s:g} s (ПАРОЛЬ, *100#, *111*2*3*1# = 100 ₽), fault at "

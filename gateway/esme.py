@@ -248,12 +248,14 @@ class EsmeClient:
         conn.respond(pdu, resp)
 
     # ---- sending ----------------------------------------------------------------------------
-    async def submit(self, pdu: SubmitSm, *, attempts: int | None = None) -> SubmitSmResp:
+    async def submit(self, pdu: SubmitSm, *, attempts: int | None = None,
+                     proceed: Callable[[], Awaitable[bool]] | None = None) -> SubmitSmResp:
         """Send one submit_sm inside the window and the rate; what the SMSC asks to retry
         (throttled, queue full), timeouts and lost links are retried with backoff, never dropped.
 
-        Gives up only when the client is stopping or after `attempts` tries (None: no limit),
-        answering ESME_RMSGQFUL: the caller leaves the message queued for later.
+        Gives up only when the client is stopping, after `attempts` tries (None: no limit), or when
+        `proceed()` says no just before the PDU would be written (the caller lost the right to send
+        it, e.g. its lease), answering ESME_RMSGQFUL: the caller leaves the message queued for later.
         """
         attempt = 0
         while not self._stopping and (attempts is None or attempt < attempts):
@@ -264,6 +266,11 @@ class EsmeClient:
             conn = self._conn
             if conn is None or not conn.session.can_submit:
                 await asyncio.sleep(self._next_backoff())
+                continue
+            if proceed is not None and not await proceed():
+                break
+            conn = self._conn  # the link may have changed while `proceed` waited
+            if conn is None or not conn.session.can_submit:
                 continue
             sent = time.perf_counter()
             try:

@@ -8,6 +8,7 @@ Pure functions: no Redis, no sockets. Long-message parts are stored in Redis by 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from ussdgw.inputs import parse_address
@@ -16,11 +17,9 @@ from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, Status
 from ussdgw.smpp.receipt import Receipt
 from ussdgw.smpp.receipt import read_receipt as parse_receipt
 
-__all__ = ["MO_TTL_CONTENT_ONLY_S", "MO_TTL_WITH_REFERENCE_S", "Part", "Receipt", "find_part", "mo_identity",
+__all__ = ["Part", "Receipt", "find_part", "mo_identity",
            "parse_receipt", "unanswerable"]
 
-MO_TTL_WITH_REFERENCE_S = 24 * 3600
-MO_TTL_CONTENT_ONLY_S = 300
 
 
 MAX_ADDRESS = 20  # octets in an SMPP address (a C-octet string of 21 with its NUL)
@@ -79,17 +78,19 @@ def find_part(pdu: DeliverSm | DataSm) -> tuple[Part | None, bytes]:
     return None, payload
 
 
-def mo_identity(pdu: DeliverSm | DataSm, payload: bytes, part: Part | None = None) -> tuple[str, int]:
-    """An id that a redelivery of the same MO reproduces, and how long to remember it.
+def mo_identity(pdu: DeliverSm | DataSm, payload: bytes, part: Part | None = None, *,
+                window_s: float = 300.0) -> tuple[str, int]:
+    """An id that a redelivery of the same MO reproduces, and how long to remember it: `window_s`
+    (`mo_dedup_window_s`, as long as the SMSC redelivers), with or without a reference.
 
-    With a `user_message_reference` from the SMSC the id tells repeated sends of the same text
-    apart for a day. Without one, only the content identifies the MO, so it is remembered for a
-    few minutes: long enough to absorb redelivery, short enough not to swallow a real repeat.
+    A `user_message_reference` tells repeated sends of the same text apart, but only while it is
+    unique: a handset's 8-bit reference wraps every 256 messages and a restarted SMSC may count
+    from 1 again, so it is never trusted longer than the window. Without one, only the content
+    identifies the MO: the same text again within the window is taken for a redelivery.
     """
     digest = hashlib.blake2b(digest_size=12)
     for value in (pdu.source_addr, pdu.destination_addr, str(pdu.data_coding), str(pdu.user_message_reference),
                   str(pdu.its_session_info), str(part.reference if part else ""), str(part.total if part else "")):
         digest.update(value.encode() + b"\x00")
     digest.update(payload)
-    ttl = MO_TTL_WITH_REFERENCE_S if pdu.user_message_reference is not None else MO_TTL_CONTENT_ONLY_S
-    return digest.hexdigest(), ttl
+    return digest.hexdigest(), max(1, math.ceil(window_s))

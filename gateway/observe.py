@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 METRICS_KEY = web.AppKey("gateway_metrics", GatewayMetrics)
 PING_TIMEOUT_S = 0.5  # a Redis slower than this to answer PING is not ready to take MOs either
 OUTBOX_PROBE_S = 10.0  # how often the outbox depth is counted in Redis
-OUTBOX_PROBE_LIMIT = 1000  # subscribers of the outbox index looked at per count
 MAX_TRACKED_DIALOGUES = 200_000  # the open-dialogue gauge stops growing here (memory stays bounded)
 
 
@@ -243,9 +242,9 @@ def count_store_unavailable(request: web.Request) -> None:
 
 
 async def refresh_outbox(store: Store, metrics: GatewayMetrics) -> None:
-    depth, indexed = await store.outbox_depth(OUTBOX_PROBE_LIMIT)
+    depth, overdue = await store.outbox_depth()
     metrics.outbox_depth.set(depth)
-    metrics.outbox_subscribers.set(indexed)
+    metrics.outbox_overdue.set(overdue)
 
 
 def install(app: web.Application, metrics: GatewayMetrics, readiness: Readiness, store: Store | None = None,

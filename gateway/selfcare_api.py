@@ -17,6 +17,7 @@ Admin routes want `Authorization: Bearer <admin token>`. The same server serves 
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import json
 import re
@@ -405,14 +406,70 @@ async def get_balance(request: web.Request) -> web.Response:
     return _reply(await money.balance(env.store, target, channel=Channel.API))
 
 
-async def post_top_up(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
-    body = await _body(request)
+IDEMPOTENCY_PENDING_S = 60  # a claim whose request died unanswered frees the key after this
+IDEMPOTENCY_KEEP_S = 24 * 3600  # a first answer is given again this long
+
+
+def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(400, "bad_request", "Idempotency-Key: от 1 до 64 печатных символов ASCII.",
                        {"field": "Idempotency-Key"})
-    return _reply(await money.top_up(env.store, target, body.get("amount_kop"), channel=Channel.API, payment_id=key))
+    return key
+
+
+async def _once(request: web.Request, target: str, body: dict[str, Any],
+                run: Callable[[], Awaitable[web.Response]]) -> web.Response:
+    """A POST that moves money or points, made safe to retry by its `Idempotency-Key`: the same key
+    with the same body gets the first answer again (status and body, nothing done twice); with
+    another body, 422 naming the header; while the first is still running, 409. Without a key, `run`."""
+    key = _idempotency_key(request)
+    if key is None:
+        return await run()
+    env = request.app[ENV_KEY]
+    what = json.dumps([request.method, _route_name(request), target, body], sort_keys=True, ensure_ascii=False)
+    fingerprint = hashlib.sha256(what.encode()).hexdigest()
+    first = await env.store.money.idempotency_begin(target, key, fingerprint, IDEMPOTENCY_PENDING_S)
+    if first is not None:
+        if first.get("fp") != fingerprint:
+            raise ApiError(422, "idempotency_key_reused", "Idempotency-Key уже использован для другого запроса: "
+                           "для нового запроса нужен новый ключ.", {"field": "Idempotency-Key"})
+        if first.get("status") is None:
+            raise ApiError(409, "idempotency_in_progress", "Запрос с этим Idempotency-Key ещё выполняется. "
+                           "Повторите его позже.", {"field": "Idempotency-Key"})
+        log.info("idempotent_replay", msisdn=target, status=first["status"])
+        return web.Response(status=int(first["status"]), text=str(first["body"]), content_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+    try:
+        response = await run()
+    except BaseException:
+        await _forget(env, target, key)
+        raise
+    if response.status >= 500 or response.status == 429 or not isinstance(response.body, bytes):
+        await _forget(env, target, key)  # not an answer to keep: the retry runs it again
+    else:
+        await env.store.money.idempotency_answered(target, key, fingerprint, response.status,
+                                                   response.body.decode(), IDEMPOTENCY_KEEP_S)
+    return response
+
+
+async def _forget(env: Env, target: str, key: str) -> None:
+    try:
+        await env.store.money.idempotency_dropped(target, key)
+    except StoreUnavailable:
+        log.warning("idempotency_key_left_claimed", msisdn=target, free_in_s=IDEMPOTENCY_PENDING_S)
+
+
+async def post_top_up(request: web.Request) -> web.Response:
+    env, _, target = await _account(request, Act.MANAGE)
+    body = await _body(request)
+    key = _idempotency_key(request)
+
+    async def run() -> web.Response:
+        return _reply(await money.top_up(env.store, target, body.get("amount_kop"), channel=Channel.API,
+                                         payment_id=key))
+
+    return await _once(request, target, body, run)
 
 
 async def get_tariffs(request: web.Request) -> web.Response:
@@ -447,7 +504,11 @@ async def delete_service(request: web.Request) -> web.Response:
 async def post_payment(request: web.Request) -> web.Response:
     env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
-    return _reply(await money.easy_payment(env.store, target, body.get("merchant"), body.get("amount_kop")))
+
+    async def run() -> web.Response:
+        return _reply(await money.easy_payment(env.store, target, body.get("merchant"), body.get("amount_kop")))
+
+    return await _once(request, target, body, run)
 
 
 async def get_calls(request: web.Request) -> web.Response:
@@ -464,7 +525,11 @@ async def post_calls_email(request: web.Request) -> web.Response:
 async def post_gift(request: web.Request) -> web.Response:
     env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
-    return _reply(await money.gift_points(env, target, body.get("to"), body.get("points")), 202)
+
+    async def run() -> web.Response:
+        return _reply(await money.gift_points(env, target, body.get("to"), body.get("points")), 202)
+
+    return await _once(request, target, body, run)
 
 
 async def get_gifts(request: web.Request) -> web.Response:
@@ -475,7 +540,11 @@ async def get_gifts(request: web.Request) -> web.Response:
 async def post_gift_accept(request: web.Request) -> web.Response:
     env, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
-    return _reply(await money.accept_gift(env, target, body.get("code")))
+
+    async def run() -> web.Response:
+        return _reply(await money.accept_gift(env, target, body.get("code")))
+
+    return await _once(request, target, body, run)
 
 
 async def get_linked(request: web.Request) -> web.Response:
@@ -510,7 +579,11 @@ async def post_owner_change(request: web.Request) -> web.Response:
     env, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
     _count_attempt(request)
-    return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
+
+    async def run() -> web.Response:
+        return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
+
+    return await _once(request, target, body, run)
 
 
 async def put_password(request: web.Request) -> web.Response:

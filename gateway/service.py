@@ -10,9 +10,13 @@ and sent after it; one whose sender died is picked up by any gateway once its le
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
+import os
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -37,6 +41,7 @@ from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
+from ussdgw.store.core import lease_now
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -44,6 +49,9 @@ log = structlog.get_logger("ussdgw.gateway")
 USSD_MAX_OCTETS = 160
 STOP_GRACE_S = 5.0  # how long a stop lets MTs being sent finish
 REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are due
+RECOVERY_MAX_INTERVAL_S = 1.0  # MT recovery looks at least this often: a stranded MT waits its lease plus ~2 s
+LEASE_MARGIN_S = 0.2  # a submit is not started on a lease with less than this left
+RECORD_RETRY_MAX_S = 1.0
 
 
 class Gateway:
@@ -68,6 +76,12 @@ class Gateway:
             for name in (f"bind-{i + 1}" for i in range(max(1, settings.binds)))
         ]
         self._round_robin = itertools.cycle(self.clients)
+        # Who this process is among the live gateways (which recovery buckets it looks at).
+        self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._share: tuple[int, ...] | None = None
+        self._recovery_s = min(RECOVERY_MAX_INTERVAL_S, max(0.2, settings.mt_lease_s / 3))
+        # MTs this process is sending, with the lease it holds on each (renewed while they wait).
+        self._held: dict[str, OutboundMessage] = {}
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
         self.mts_in_flight = MtsInFlight()
@@ -78,9 +92,11 @@ class Gateway:
     async def start(self) -> None:
         for client in self.clients:
             self._loops.spawn(client.run(), name=client.name)
-        self._loops.every(max(0.2, self.settings.mt_lease_s / 3), self._recover_once, name="mt-recovery",
+        self._loops.every(self._recovery_s, self._recover_once, name="mt-recovery", quiet=(StoreUnavailable,))
+        self._loops.every(max(0.1, self.settings.mt_lease_s / 4), self._keep_leases, name="mt-leases",
                           quiet=(StoreUnavailable,))
-        self._loops.every(REVIEW_INTERVAL_S, lambda: review_due(self.store, self.settings, send=self.send),
+        self._loops.every(REVIEW_INTERVAL_S, lambda: review_due(self.store, self.settings, send=self.send,
+                                                                buckets=self._share),
                           name="n2-review", quiet=(StoreUnavailable,))
 
     async def wait_bound(self, timeout: float = 10.0) -> None:
@@ -97,6 +113,8 @@ class Gateway:
         await self._sends.stop(grace_s=STOP_GRACE_S)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
         await self._loops.stop()
+        with contextlib.suppress(StoreUnavailable):  # the others take this one's recovery buckets at once
+            await self.store.indexes.gone(self.gateway_id)
 
     async def abort(self) -> None:
         """What SIGKILL does to a gateway process: links cut, no unbind, nothing in flight answered."""
@@ -181,7 +199,7 @@ class Gateway:
                 log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
                 return None
             payload = whole
-        mo_id, mo_ttl = mo_identity(pdu, payload, part)
+        mo_id, mo_ttl = mo_identity(pdu, payload, part, window_s=self.settings.mo_dedup_window_s)
         try:
             text = decode_text(payload, pdu.data_coding)
         except TextDecodeError:
@@ -326,13 +344,64 @@ class Gateway:
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
         """
+        held = self._held.get(mt.mt_id)
+        if held is not None:  # this process is sending it already (a redelivered MO, its own recovery):
+            if mt.leased_until > held.leased_until:  # ... and now holds it under a newer lease
+                self._held[mt.mt_id] = mt
+            return False
         self.mts_in_flight.begin(mt.mt_id)
+        self._held[mt.mt_id] = mt
         try:
             if await self._withheld(mt):
                 return False
             return await self._send(mt)
         finally:
+            self._held.pop(mt.mt_id, None)
             self.mts_in_flight.end(mt.mt_id)
+
+    def _still_leased(self, mt_id: str) -> bool:
+        """Does this process hold `mt_id` under a lease with time left?"""
+        held = self._held.get(mt_id)
+        if held is None:
+            return False
+        return held.leased_until == 0.0 or held.leased_until - LEASE_MARGIN_S > lease_now()
+
+    async def _may_submit(self, mt_id: str) -> bool:
+        """May this process write the next part of `mt_id` now? Only under its lease: one close to its
+        end is renewed first (it still is ours if nobody took it); one lost, or that cannot be renewed
+        (Redis away), is left to whoever takes it."""
+        if self._still_leased(mt_id):
+            return True
+        held = self._held.get(mt_id)
+        if held is None or held.leased_until < 0:
+            return False
+        try:
+            renewed = await self.store.renew_lease(held)
+        except StoreUnavailable:
+            return False
+        if renewed is None:
+            log.warning("mt_lease_lost", msisdn=held.destination, mt_id=mt_id)
+            self._held[mt_id] = dataclasses.replace(held, leased_until=-1.0)
+            return False
+        if mt_id in self._held:
+            self._held[mt_id] = renewed
+        return True
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of MTs still being sent (waiting for a bind, the window, the SMSC) before
+        they run out, so no other gateway takes them meanwhile; one lost is not sent by this process."""
+        soon = lease_now() + self.settings.mt_lease_s / 2
+        for mt_id, mt in list(self._held.items()):
+            if mt.leased_until == 0.0 or mt.leased_until > soon:
+                continue
+            renewed = await self.store.renew_lease(mt)
+            if mt_id not in self._held:
+                continue
+            if renewed is None:
+                log.warning("mt_lease_lost", msisdn=mt.destination, mt_id=mt_id)
+                self._held[mt_id] = dataclasses.replace(mt, leased_until=-1.0)
+            else:
+                self._held[mt_id] = renewed
 
     async def _withheld(self, mt: OutboundMessage) -> bool:
         """N3: an SMS for a blocked number leaves the outbox unsent, audited (`handlers.access`)."""
@@ -351,10 +420,12 @@ class Gateway:
     async def _send(self, mt: OutboundMessage) -> bool:
         message_ids: list[str] = []
         status = Status.ROK
+        proceed = functools.partial(self._may_submit, mt.mt_id)
         for pdu in self._submit_pdus(mt):
-            resp = await self._pick_client().submit(pdu)
+            resp = await self._pick_client().submit(pdu, proceed=proceed)
             if resp.status in (Status.RMSGQFUL, Status.RTHROTTLED):
-                log.warning("mt_postponed", msisdn=mt.destination, mt_id=mt.mt_id, status=resp.status)
+                log.warning("mt_postponed", msisdn=mt.destination, mt_id=mt.mt_id, status=resp.status,
+                            leased=self._still_leased(mt.mt_id))
                 return False
             if resp.status != Status.ROK:
                 status = Status(resp.status) if resp.status in Status._value2member_map_ else Status.RUNKNOWNERR
@@ -365,19 +436,33 @@ class Gateway:
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,
                            detail=render(mt=mt.mt_id, **{"from": mt.source}, parts=len(message_ids),
                                          status=status.name))
+        state = "SUBMITTED" if outcome == "ok" else "REJECTED"
+        delay = 0.05
+        while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
+            try:
+                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids)
+                break
+            except StoreUnavailable:
+                self.metrics.store_unavailable.inc("mt")
+                if delay == 0.05:
+                    log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=True)
+                if self._sends.stopping:
+                    log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=False)
+                    return status == Status.ROK
+                await asyncio.sleep(delay)
+                delay = min(RECORD_RETRY_MAX_S, delay * 2)
         try:
-            known = await self.store.mt_submitted(mt.destination, mt.mt_id,
-                                       "SUBMITTED" if outcome == "ok" else "REJECTED", audit, message_ids)
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
                     await self._record_receipt(receipt)
         except StoreUnavailable:
-            self.metrics.store_unavailable.inc("mt")
-            log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
+            log.warning("receipt_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
         log.debug("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
         return status == Status.ROK
 
     async def _recover_once(self) -> None:
-        for mt in await self.store.reclaim():
+        """Heartbeat, then take the MTs due in this gateway's share of the recovery buckets."""
+        self._share = await self.store.indexes.heartbeat(self.gateway_id, lease_now(), self._recovery_s)
+        for mt in await self.store.reclaim(self._share):
             log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
             self._spawn(self.send(mt))

@@ -100,6 +100,17 @@ class HandlerContext:
             self.result = result
         return result
 
+    async def replayed(self) -> bool:
+        """Is this MO a redelivery of one already applied? Then its result is the first one's
+        (the MTs nobody is sending any more) and the handler has nothing else to do."""
+        if self.message.mark is None:
+            return False
+        again = await self.store.replay(self.msisdn, self.message.mark)
+        if again is None:
+            return False
+        self.result = again
+        return True
+
     async def reply_rate_limited(self, text: str, reason: str, event: str) -> None:
         """D2: the polite "try again at ..." SMS (`handlers.d2.refusal`) instead of a secret, audited as refused."""
         await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])

@@ -275,10 +275,13 @@ async def place_hold(store: Store, payer: str, op: str, *, asset: Asset, amount:
     now = store.clock.now()
     audited = Change(must_exist=True, audit=(api_audit(event, channel, detail=f"op={op} {asset}={amount} to={to}"),),
                      refusal=api_audit(event, channel, detail=f"{asset}={amount} to={to}"), guards=guards)
+    # The recovery record first: a crash right after the hold still finds it (a refused hold
+    # leaves an entry that the recovery drops).
+    await store.money.index_hold(payer, op, now)
     applied = await store.update(payer, lambda fresh: audited + ledger.hold_placed(
         fresh, op, asset=asset, amount=amount, purpose=purpose, to=to, at=now, pay=paid))
-    if applied.ok:
-        await store.money.index_hold(payer, op, now)
+    if not applied.ok:
+        await store.money.unindex_hold(payer, op)
     return applied
 
 
@@ -296,6 +299,7 @@ async def settle_hold(store: Store, payer: str, op: str, outcome: str, *, channe
 
 # ---- M6: bonus points gift ------------------------------------------------------------------
 GIFT_CODE_DIGITS = 6
+HOLD_PLACING_S = 30.0  # a hold's entry younger than this with no hold yet may be one being placed
 
 
 def gift_sms(sender: str, points: int, code: str, ttl_s: int) -> str:
@@ -425,8 +429,10 @@ async def recover_holds(env: Env, *, older_than_s: float | None = None) -> dict[
     age = env.settings.hold_recovery_s if older_than_s is None else older_than_s
     counts = {"captured": 0, "refunded": 0, "pending": 0}
     now = env.now()
-    for payer, op in await env.store.money.holds_due(now - age):
+    for payer, op, placed_at in await env.store.money.holds_due(now - age):
         hold = await env.store.money.hold(payer, op)
+        if hold is None and placed_at > now - HOLD_PLACING_S:
+            continue  # its entry is written before the hold: the hold may be landing right now
         if hold is None or hold.state != "held":
             await env.store.money.unindex_hold(payer, op)
             continue

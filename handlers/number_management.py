@@ -198,8 +198,8 @@ async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
         text = prepared.text if prepared.code.startswith("already_") else f"Отказ: {prepared.text}"
         await ctx.end(text, audit=[AuditEvent("n2_apply", Channel.USSD, outcome="refused", detail=prepared.code)])
         return
+    await ctx.store.numbers.n2_due_at(ctx.msisdn, prepared.due)  # the review's entry before the application
     result = await ctx.end(prepared.text, change=prepared.change)
-    await ctx.store.numbers.n2_due_at(ctx.msisdn, prepared.due)
     log.info("n2_applied", msisdn=ctx.msisdn, numbers=len(prepared.numbers), outcome=result.outcome)
 
 
@@ -303,10 +303,10 @@ async def api_apply(store: Store, settings: Settings, msisdn: str, named_raw: ob
         if code == "bad_request":
             return Result.fail(code, text, reason=prepared.code, field="numbers")
         return Result.fail(code, text, reason=prepared.code)
+    await store.numbers.n2_due_at(msisdn, prepared.due)  # the review's entry before the application
     applied = await store.commit(msisdn, prepared.change + Change(must_exist=True))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    await store.numbers.n2_due_at(msisdn, prepared.due)
     log.info("n2_applied", msisdn=msisdn, numbers=len(prepared.numbers), channel="api")
     return Result.done(prepared.text, state="pending", numbers=prepared.numbers)
 
@@ -361,12 +361,13 @@ class Review:
 
 
 async def review_due(store: Store, settings: Settings, *, now: float | None = None, send: Sender | None = None,
-                     limit: int = 100) -> list[Review]:
-    """Review every N2 application due by `now` (default: the store's clock); `send` sends the SMS at
-    once (without it they wait in the outbox for any gateway's recovery loop)."""
+                     limit: int = 100, buckets: Sequence[int] | None = None) -> list[Review]:
+    """Review every N2 application due by `now` (default: the store's clock) in the index `buckets`
+    (default: all; a gateway passes its share); `send` sends the SMS at once (without it they wait in
+    the outbox for any gateway's recovery loop)."""
     now = store.clock.now() if now is None else now
     reviews = []
-    for msisdn in await store.numbers.n2_due(now, limit):
+    for msisdn in await store.numbers.n2_due(now, limit, buckets):
         review = await review_application(store, msisdn, now=now, send=send)
         reviews.append(review)
     return reviews

@@ -47,6 +47,9 @@ async def spread_common(store: Store, msisdn: str, members: list[str], pw_hash: 
 
 
 async def issue_password(ctx: HandlerContext) -> None:
+    if await ctx.replayed():  # a redelivery: its answer again, without a password hashed for nothing
+        log.info("password_redelivered", msisdn=ctx.msisdn, outcome="duplicate")
+        return
     guards = d2.own(ctx.settings, d2.Kind.PASSWORD)
     # one round trip for both reads (the store batches what is asked meanwhile)
     peeked, members = await asyncio.gather(d2.peek(ctx.store, ctx.msisdn, guards),

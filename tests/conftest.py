@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import hypothesis
 import pytest
 import redis
 
@@ -19,6 +20,12 @@ from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
 from ussdgw.store import Store
+
+# Property tests judge what a function returns, never how fast: on a machine busy with other work
+# a 200 ms per-example deadline fails a correct function at random (the per-test timeout still holds).
+hypothesis.settings.register_profile("ussdgw", deadline=None,
+                                    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile("ussdgw")
 
 if TYPE_CHECKING:
     from tests.selfcare_helpers import Api

@@ -28,6 +28,8 @@ from typing import IO
 
 import pytest
 
+from ussdgw.redis_server import EmbeddedRedis
+
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "demo" / "subscribers.yaml"
 STARTUP_S = 30.0  # generous for a loaded CI machine; a healthy start takes about a second
@@ -438,6 +440,24 @@ def test_seed_loads_the_demo_subscribers_into_a_given_redis(ussdgw: Callable[...
     assert seeded.popen.returncode == 0, seeded.output
     assert seeded.out == [f"seeded 4 subscribers from {DEMO}"]
     assert not marked(seeded.mark)
+
+
+def test_reindex_rebuilds_the_recovery_indexes_of_a_given_redis(ussdgw: Callable[..., Command],
+                                                                redis_server: EmbeddedRedis) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.hset("sub:{79161234567}:outbox", "mt-1", "sealed")  # an MT queued with no recovery entry
+        client.zadd("outbox:index", {"79161234567": 1.0})  # the global index of before the buckets
+        done = run(ussdgw, "reindex", REDIS_URL=redis_server.url)
+        assert done.popen.returncode == 0, done.output
+        assert done.out == ["reindexed: 1 queued MTs, 0 open holds, 0 N2 applications"]
+        assert not client.exists("outbox:index")
+        assert any(client.zscore(f"idx:mt:{{b{b}}}", "79161234567|mt-1") for b in range(64))
+    finally:
+        client.delete("sub:{79161234567}:outbox", *(f"idx:mt:{{b{b}}}" for b in range(64)))
+        client.close()
 
 
 def test_seed_without_redis_starts_and_stops_its_own(ussdgw: Callable[..., Command], tmp_path: Path) -> None:

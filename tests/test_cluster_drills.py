@@ -30,7 +30,8 @@ from simulator.smsc import PendingMo
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedCluster
-from ussdgw.store import OUTBOX_INDEX, sub_key
+from ussdgw.store import sub_key
+from ussdgw.store.keys import bucket_of, mt_due_key
 
 APPLIED_EVENT = "unknown_request"  # HELP to 3339: one reply, one audited change per MO (no scrypt to wait for)
 
@@ -64,8 +65,8 @@ def node_of(client: redis.RedisCluster, key: str) -> str:
 
 
 def mo_path_keys(msisdn: str) -> list[str]:
-    """The keys an MO's step writes for `msisdn`: its slot, and the global recovery index."""
-    return [sub_key(msisdn), OUTBOX_INDEX]
+    """The keys an MO's step writes for `msisdn`: its slot, and its bucket of the MT recovery index."""
+    return [sub_key(msisdn), mt_due_key(bucket_of(msisdn))]
 
 
 def phones(count: int) -> list[str]:
@@ -116,7 +117,7 @@ async def test_failover_a_primary_killed_under_load_loses_no_mo_and_defers_only_
         global_nodes = {node_of(view, key) for m in phones(1) for key in mo_path_keys(m)[1:]}
         victim = next(n for n in cluster.nodes[:cluster.primaries] if f"127.0.0.1:{n.port}" not in global_nodes)
         victim_name = f"127.0.0.1:{victim.port}"
-        crowd = phones(45)
+        crowd = phones(60)  # an MO touches two slots (its own, its index bucket): enough stay healthy
         on_victim = {m for m in crowd if any(node_of(view, k) == victim_name for k in mo_path_keys(m))}
     finally:
         view.close()

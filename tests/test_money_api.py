@@ -35,9 +35,9 @@ async def test_balance_and_top_up_work_at_a_zero_balance(stack: Stack, api: Api)
     status, body = await api.call("POST", "/accounts/me/top-ups", token=token, body={"amount_kop": 50000},
                                   headers={"Idempotency-Key": "pay-1"})
     assert status == 200 and body["data"]["balance_kop"] == 50000 and body["data"]["bonus_points_added"] == 50
-    status, body = await api.call("POST", "/accounts/me/top-ups", token=token, body={"amount_kop": 50000},
-                                  headers={"Idempotency-Key": "pay-1"})
-    assert status == 409  # the retried payment is not paid in twice
+    again = await api.call("POST", "/accounts/me/top-ups", token=token, body={"amount_kop": 50000},
+                           headers={"Idempotency-Key": "pay-1"})
+    assert again == (status, body)  # the retried payment gets the first answer and is not paid in twice
     assert (await profile(stack, MARIA))["balance_kop"] == "50000"
 
 
@@ -313,6 +313,46 @@ def extract_password_of(text: str) -> str:
 
 def _unused() -> list[str]:
     return [CORP]
+
+
+# ---- Idempotency-Key: a POST that moves money or points is safe to retry -------------------------
+async def test_a_gift_retried_with_its_idempotency_key_is_given_once_and_answered_as_the_first(
+        stack: Stack, api: Api) -> None:
+    assert stack.smsc is not None and stack.store is not None
+    await give_points(stack, IVAN, 100)
+    ivan = await signed_in(stack, api, IVAN)
+    after = stack.smsc.phones.last_seq
+    key = {"Idempotency-Key": "gift-2026-11-30-1"}
+    first = await api.call("POST", "/accounts/me/gifts", token=ivan, body={"to": MARIA, "points": 10}, headers=key)
+    again = await api.call("POST", "/accounts/me/gifts", token=ivan, body={"to": MARIA, "points": 10}, headers=key)
+    assert first[0] == 202 and again == first  # the same gift id, nothing held twice
+    other = await api.call("POST", "/accounts/me/gifts", token=ivan, body={"to": MARIA, "points": 11}, headers=key)
+    assert other[0] == 422 and other[1]["details"]["field"] == "Idempotency-Key"
+    assert "Idempotency-Key" in other[1]["message"]
+    assert (await profile(stack, IVAN))["bonus_points"] == "90"
+    assert len(await stack.store.money.holds(IVAN)) == 1
+    await wait_sms(stack, MARIA, "3339", after)
+    await asyncio.sleep(0.3)
+    codes = [m for m in stack.smsc.phones.get(MARIA).inbox if m.seq > after and "Код:" in m.text]
+    assert len(codes) == 1
+
+
+async def test_every_post_that_moves_money_or_points_takes_an_idempotency_key(stack: Stack, api: Api) -> None:
+    token = await signed_in(stack, api, IVAN)
+    calls = [("/accounts/me/top-ups", {"amount_kop": 10000}, {"amount_kop": 10001}),
+             ("/accounts/me/payments", {"merchant": "mts", "amount_kop": 100}, {"merchant": "mts", "amount_kop": 101}),
+             ("/accounts/me/gifts", {"to": MARIA, "points": 1}, {"to": MARIA, "points": 2}),
+             ("/accounts/me/gifts/accept", {"code": "000000"}, {"code": "000001"}),
+             ("/accounts/me/owner-change", {"new_owner_msisdn": MARIA, "password": "Wrong1x"},
+              {"new_owner_msisdn": MARIA, "password": "Wrong2x"})]
+    for i, (path, body, other) in enumerate(calls):
+        key = {"Idempotency-Key": f"k-{i}"}
+        first = await api.call("POST", path, token=token, body=body, headers=key)
+        assert await api.call("POST", path, token=token, body=body, headers=key) == first, path
+        reused = await api.call("POST", path, token=token, body=other, headers=key)
+        assert reused[0] == 422 and reused[1]["details"]["field"] == "Idempotency-Key", path
+        bad = await api.call("POST", path, token=token, body=body, headers={"Idempotency-Key": "a key"})
+        assert bad[0] == 400 and bad[1]["details"]["field"] == "Idempotency-Key", path
 
 
 async def test_top_ups_and_gifts_between_subscribers_on_every_primary_add_up(stack: Stack, api: Api,

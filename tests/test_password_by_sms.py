@@ -7,9 +7,11 @@ import re
 
 import pytest
 
+import handlers.base
 from sms_codes import checksum_ok, verify_password
 from tests.conftest import one_per_primary, send_and_wait
 from ussdgw.app.stack import Stack
+from ussdgw.smpp.pdu import DeliverSm, Status
 from ussdgw.store import sub_key
 from ussdgw.store.connect import connect
 
@@ -128,6 +130,28 @@ async def test_every_mo_state_change_and_mt_is_in_the_audit_stream(stack: Stack)
         await stack.smsc.phones.wait_change(0.1)
     assert events[:2] == ["mo_received", "password_issued"]
     assert "mt_submitted" in events and "mt_receipt" in events
+
+
+async def test_a_redelivered_parol_is_found_before_any_password_is_hashed(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load a redelivery of an MO still being handled must not cost another scrypt."""
+    assert stack.gateway is not None and stack.store is not None
+    hashed: list[str] = []
+    real = handlers.base.hash_password
+
+    def counted(password: str) -> str:
+        hashed.append(password)
+        return real(password)
+
+    monkeypatch.setattr(handlers.base, "hash_password", counted)
+    pdu = DeliverSm(source_addr_ton=1, source_addr_npi=1, source_addr="79161234500", destination_addr="3339",
+                    data_coding=8, short_message="ПАРОЛЬ".encode("utf-16-be"), user_message_reference=7)
+    assert await stack.gateway.on_deliver(pdu) == Status.ROK
+    assert await stack.gateway.on_deliver(pdu) == Status.ROK  # the SMSC missed the first answer
+    assert len(hashed) == 1
+    trail = await stack.store.audit_trail("79161234500")
+    assert [e["event"] for e in trail].count("password_issued") == 1
+    assert verify_password(hashed[0], await stored_hash(stack, "79161234500"))
 
 
 async def test_phones_whose_subscribers_live_on_every_primary_each_get_their_own_password(

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from tests.conftest import one_per_primary
+from tests.conftest import StoreFactory, one_per_primary
 from ussdgw.store import (
     STALE,
     AuditEvent,
@@ -45,12 +45,16 @@ async def test_a_refused_check_writes_nothing_but_its_audited_refusal(store: Sto
     assert await store.redis.hlen(outbox_key(A)) == 0
 
 
-async def test_an_mo_is_applied_once_and_its_redelivery_gets_the_same_mts(store: Store) -> None:
+async def test_an_mo_is_applied_once_and_its_redelivery_gets_the_same_mts(store_factory: StoreFactory) -> None:
+    store = store_factory(lease_s=0.2, reclaim_grace_s=0.1)
     step = new_password(A, "h1", 1.0) + Change(mo=MoMark("mo-1", 60), messages=(mt(1),), create_profile=True)
     first = await store.commit(A, step)
     again = await store.commit(A, new_password(A, "h2", 2.0) + Change(mo=MoMark("mo-1", 60), messages=(mt(2),)))
     assert first.outcome is Outcome.APPLIED and again.outcome is Outcome.DUPLICATE
-    assert [m.mt_id for m in again.messages] == ["mt1"]
+    assert again.messages == ()  # its first sender holds it
+    await asyncio.sleep(0.35)  # ... until its lease and the grace have run out
+    late = await store.commit(A, new_password(A, "h3", 3.0) + Change(mo=MoMark("mo-1", 60), messages=(mt(3),)))
+    assert late.outcome is Outcome.DUPLICATE and [m.mt_id for m in late.messages] == ["mt1"]
     assert (await store.subscribers.profile(A)).pw_hash == "h1"
 
 

@@ -69,6 +69,17 @@ async def test_request_exactly_at_end_of_cooldown_is_allowed(store: Store, clock
     assert await ask(store, clock, T0 + 60) is None
 
 
+async def test_without_a_cooldown_a_step_that_read_the_clock_before_a_concurrent_one_is_not_refused(
+        store: Store, clock: FrozenClock) -> None:
+    """Two parallel steps read the clock, then land in the other order: the earlier "now" finds an
+    entry newer than itself. With no cool-down that is no reason to refuse (50 parallel gifts did)."""
+    free = RateGuard("caused", cooldown_s=0, per_hour=100)
+    await sent(store, T0 + 0.004, guard=free)
+    assert await ask(store, clock, T0, guard=free) is None
+    clock.at = T0
+    assert await store.attempt(A, free) is None
+
+
 async def test_cooldown_runs_from_the_newest_send(store: Store, clock: FrozenClock) -> None:
     await sent(store, T0 - 600, T0 - 10)
     assert await ask(store, clock, T0) == ("cooldown", T0 + 50)

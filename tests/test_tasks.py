@@ -108,7 +108,7 @@ async def test_gateway_stop_ends_a_recovery_loop_whose_cancel_is_swallowed(setti
     in_redis = asyncio.Event()
     swallowed: list[str] = []
 
-    async def reclaim() -> list[object]:
+    async def reclaim(*_: object) -> list[object]:
         in_redis.set()
         await swallow_cancels(1, asyncio.Event(), swallowed)
         return []

@@ -78,6 +78,11 @@ class Settings(BaseModel):
     reconnect_max_s: Seconds = 30.0
     mt_rate_per_s: Annotated[float, Field(ge=0)] = 0.0  # 0: no limit
     mt_lease_s: Seconds = 15.0
+    # How long an MO is remembered to drop the SMSC's redeliveries of it (one whose ESME_ROK it
+    # missed): at least as long as the SMSC goes on redelivering one; a repeat after it is a new MO.
+    # Its message reference (a handset's 8 bits wrap every 256 messages; a restarted SMSC may start
+    # again at 1) tells repeats apart only within it, so keep it well short of that.
+    mo_dedup_window_s: Seconds = 300.0
     # D2 (`handlers/d2.py`): a code of one kind (password, archive code) at most once per cool-down,
     # and at most `secret_per_hour` a subscriber asks for herself per hour; SMS others cause (a gift
     # code) at most `d2_from_others_per_hour` to one recipient and `d2_caused_per_hour` from one sender.
@@ -271,7 +276,8 @@ class Settings(BaseModel):
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "redis": ("redis_", ("redis_url", "redis_cluster", "redis_wait_replicas", "redis_wait_timeout_ms")),
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
-                       "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s")),
+                       "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s",
+                       "mo_dedup_window_s")),
     "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_selfcare_url", "sim_accounts",
                            "sim_validity_s", "sim_smtp_port", "sim_max_connections", "sim_bind_timeout_s",
                            "sim_smtp_max_connections", "sim_smtp_timeout_s")),

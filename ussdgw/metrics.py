@@ -198,12 +198,11 @@ class GatewayMetrics(_Metrics):
             "ussdgw_mt_oldest_age_seconds", "Age of the oldest MT this gateway process is still submitting, from "
             "when it took it (its commit here, or its recovery from a dead gateway); 0 when none")
         self.outbox_depth = Gauge(
-            "ussdgw_outbox_depth", "MTs queued in Redis and not yet submitted, counted every 10 s over the "
-            "outbox index (over the 1000 most recently queued subscribers at most); every gateway reports the same "
-            "Redis-wide figure", registry=self.registry)
-        self.outbox_subscribers = Gauge(
-            "ussdgw_outbox_subscribers", "Subscribers in the outbox index (MTs queued or sent within the last "
-            "lease period; recovery prunes them)", registry=self.registry)
+            "ussdgw_outbox_depth", "MTs queued in Redis or being submitted (entries of the MT recovery index), "
+            "counted every 10 s; every gateway reports the same Redis-wide figure", registry=self.registry)
+        self.outbox_overdue = Gauge(
+            "ussdgw_outbox_overdue", "Of those, MTs past their lease's end (their sender late or dead: recovery "
+            "takes them within a few seconds)", registry=self.registry)
         # ---- store
         self.store_batch_size = self._histogram(
             "ussdgw_store_pipeline_batch_size", "Commands per auto-pipeline round trip to Redis (the more load, "

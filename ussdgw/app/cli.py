@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed = sub.add_parser("seed", help="load subscribers from a YAML or JSON file")
     seed.add_argument("file")
 
+    sub.add_parser("reindex", help="rebuild the recovery indexes (queued MTs, holds, N2 reviews) from the data")
+
     from simulator import terminal  # dial, scenario, load (the simulator's terminal commands)
 
     terminal.add_commands(sub)
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return send_sms(args.api, args.sender, args.to, " ".join(args.text), args.wait)
         if args.command == "seed":
             return _run(_seed(settings, Path(args.file)))
+        if args.command == "reindex":
+            return _run(_reindex(settings))
         from simulator import terminal
 
         if args.command in terminal.COMMANDS:
@@ -377,6 +381,23 @@ async def _seed(settings: Settings, path: Path) -> int:
     finally:
         await stack.stop()
     print(f"seeded {count} subscribers from {path}")
+    return 0
+
+
+async def _reindex(settings: Settings) -> int:
+    """Scan every subscriber's keys and write the recovery entries they call for (after a restore
+    from a backup, an upgrade from the global indexes, or a doubt)."""
+    from ussdgw.app.stack import Stack
+    from ussdgw.store.core import lease_now
+
+    stack = Stack(settings)
+    try:
+        await stack.start(smsc=False, gateway=False, api=False, store=True)
+        assert stack.store is not None
+        counts = await stack.store.indexes.rebuild(stack.store.clock.now(), lease_now())
+    finally:
+        await stack.stop()
+    print(f"reindexed: {counts['mts']} queued MTs, {counts['holds']} open holds, {counts['n2']} N2 applications")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Every Redis key, Lua script and typed store operation of the platform, in one package.
 
     keys.py        every key builder, TTL and global key name (per-subscriber keys hash-tagged)
+    indexes.py     the recovery indexes (MTs by due time, holds, N2), sharded into buckets; `reindex`
     lua/*.lua      the scripts; `prelude.lua` (the D2 policy and helpers) is prepended to each
     scripts.py     the one script registry: load by name, EVALSHA by SHA, SCRIPT LOAD on NOSCRIPT
     pipeline.py    `AutoPipeline`: commands issued meanwhile leave as one batch (hiredis-packed)
@@ -35,10 +36,8 @@ from ussdgw.store.errors import SealingKeyMismatch, StoreUnavailable
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     DLR_TTL_S,
-    HOLDS_INDEX,
+    INDEX_BUCKETS,
     MO_TTL_S,
-    N2_PENDING,
-    OUTBOX_INDEX,
     audit_key,
     blacklist_key,
     gifts_key,
@@ -61,11 +60,9 @@ from ussdgw.store.sealing import Sealer
 __all__ = [
     "AUDIT_MAXLEN",
     "DLR_TTL_S",
-    "HOLDS_INDEX",
+    "INDEX_BUCKETS",
     "MO_TTL_S",
-    "N2_PENDING",
     "NO_CHANGE",
-    "OUTBOX_INDEX",
     "STALE",
     "Asset",
     "AuditEvent",

@@ -186,7 +186,8 @@ class CommitResult:
 
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
-                sealed: list[list[str]]) -> tuple[list[str], bytes]:
+                sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
+                replay: bool = False) -> tuple[list[str], bytes]:
     """The keys and the JSON argument (UTF-8 bytes) of `lua/commit.lua` for `change` (only the parts it has).
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
@@ -206,6 +207,9 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     p: dict[str, Any] = {"now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": lease_until}
     if change.mo is not None:
         p["mo"] = change.mo.ttl_s
+        p["lease_now"], p["grace"] = lease_now, grace_s
+        if replay:
+            p["replay"] = True
     step = change.dialogue
     if step is not None:
         if step.expect is not None:

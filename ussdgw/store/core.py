@@ -16,6 +16,8 @@ the clock must not make an MT in flight look abandoned. TTLs are Redis's own tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +29,14 @@ from redis.asyncio.cluster import RedisCluster
 from ussdgw.clock import Clock
 from ussdgw.store.acting import attributed
 from ussdgw.store.archives import Archives
-from ussdgw.store.commit import STALE, Change, CommitResult, Outcome, script_call
+from ussdgw.store.commit import STALE, Change, CommitResult, MoMark, Outcome, script_call
 from ussdgw.store.connect import Probe, RedisClient, connect
 from ussdgw.store.dialogues import Dialogues
-from ussdgw.store.errors import SealingKeyMismatch, guarded
+from ussdgw.store.errors import SealingKeyMismatch, StoreUnavailable, guarded
+from ussdgw.store.indexes import Indexes
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
     DLR_TTL_S,
-    OUTBOX_INDEX,
     PARTS_TTL_S,
     SEALING_CHECK,
     audit_key,
@@ -63,6 +65,10 @@ def lease_now() -> float:
     return time.time()
 
 
+def _leased(messages: Sequence[OutboundMessage], until: float) -> tuple[OutboundMessage, ...]:
+    return tuple(dataclasses.replace(m, leased_until=until) for m in messages)
+
+
 def _flat_hash(raw: Sequence[bytes]) -> dict[str, str]:
     return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
 
@@ -71,10 +77,16 @@ class Store:
     """The platform's state in Redis (module docstring)."""
 
     def __init__(self, redis_client: RedisClient, secret_key: bytes, *, lease_s: float = 15.0,
-                 clock: Clock | None = None, wait_replicas: int = 0, wait_timeout_ms: int = 200) -> None:
+                 clock: Clock | None = None, wait_replicas: int = 0, wait_timeout_ms: int = 200,
+                 reclaim_grace_s: float = 1.0) -> None:
         self.redis = redis_client
         self.sealer = Sealer(secret_key)
         self.lease_s = lease_s
+        # How long past its end an MT's lease stays untouched (by recovery, by a redelivered MO):
+        # its sender may have sent it while Redis was away and be recording it now.
+        self.reclaim_grace_s = reclaim_grace_s
+        # The lease ends recovery saw expired once, per (msisdn, mt_id): taken only when seen again.
+        self._expired_seen: dict[tuple[str, str], str] = {}
         self.clock = clock or Clock()  # business time (module docstring); leases are real wall time
         # Every script and the hot path's commands go through one batcher of its own connections.
         self.pipeline = AutoPipeline(redis_client)
@@ -87,6 +99,7 @@ class Store:
         self.sessions = Sessions(self)
         self.archives = Archives(self)
         self.dialogues = Dialogues(self)
+        self.indexes = Indexes(self)
 
     @classmethod
     def from_url(cls, url: str, secret_key: bytes, **kwargs: Any) -> Store:
@@ -133,28 +146,44 @@ class Store:
     async def commit(self, msisdn: str, change: Change) -> CommitResult:
         """Apply `change` to `msisdn`'s slot, all or nothing, once per MO when it has an MO mark."""
         now, leased = self.clock.now(), lease_now()
+        until = round(leased + self.lease_s, 3)
         sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in change.messages]
-        keys, arg = script_call(msisdn, change, now=now, lease_until=leased + self.lease_s,
-                                tag=os.urandom(4).hex() if change.guards else "", sealed=sealed)
-        # With MTs, the recovery index is written in the same round trip, just before the script
-        # (an index entry for nothing is harmless; an MT without one would wait for no one).
-        indexed = self.pipeline.command("ZADD", OUTBOX_INDEX, leased, msisdn) if sealed else None
-        committed = self.scripts.submit("commit", keys, [arg], durable=True)
-        raw = (await guarded(asyncio.gather(committed, indexed)))[0] if indexed else await guarded(committed)
+        keys, arg = script_call(msisdn, change, now=now, lease_until=until,
+                                tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
+                                lease_now=leased, grace_s=self.reclaim_grace_s)
+        if sealed:  # the recovery entries first: an entry for nothing is harmless, an MT without one is not
+            await guarded(self.indexes.mts_queued(msisdn, (m.mt_id for m in change.messages), until))
+        raw = await guarded(self.scripts.submit("commit", keys, [arg], durable=True))
         outcome = Outcome(raw[0].decode())
+        if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
+            with contextlib.suppress(StoreUnavailable):
+                await self.indexes.mts_dropped(msisdn, [m.mt_id for m in change.messages])
         if outcome is Outcome.APPLIED:
             profile = Profile.from_fields(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
-            return CommitResult(outcome, change.messages, profile=profile, autopaid_kop=change.autopaid_kop)
+            return CommitResult(outcome, _leased(change.messages, until), profile=profile,
+                                autopaid_kop=change.autopaid_kop)
         if outcome is Outcome.DUPLICATE:
-            again = tuple(self.sealer.open_message(blob) for blob in raw[1:])
-            if again and indexed is None:
-                await guarded(self.redis.zadd(OUTBOX_INDEX, {msisdn: leased}))
-            return CommitResult(outcome, again)
+            # Only MTs whose lease had run out come back (now leased to us): their entries are still
+            # there (removed only after a send), so nothing to index.
+            return CommitResult(outcome, _leased([self.sealer.open_message(blob) for blob in raw[1:]], until))
         if outcome is Outcome.LIMITED:
             return CommitResult(outcome, code=raw[1].decode(), retry_at=float(raw[2]))
         if outcome is Outcome.REFUSED:
             return CommitResult(outcome, code=raw[1].decode(), detail=raw[2].decode())
         return CommitResult(outcome)
+
+    async def replay(self, msisdn: str, mark: MoMark) -> CommitResult | None:
+        """A redelivered MO's answer (as `commit` gives it: the MTs nobody is sending any more), or None
+        when the MO was never applied; writes nothing then. Lets a costly handler (a password's
+        scrypt) find a redelivery before doing its work."""
+        leased = lease_now()
+        until = round(leased + self.lease_s, 3)
+        keys, arg = script_call(msisdn, Change(mo=mark), now=self.clock.now(), lease_until=until, tag="", sealed=[],
+                                lease_now=leased, grace_s=self.reclaim_grace_s, replay=True)
+        raw = await guarded(self.scripts.submit("commit", keys, [arg]))
+        if raw[0] == b"absent":
+            return None
+        return CommitResult(Outcome.DUPLICATE, _leased([self.sealer.open_message(blob) for blob in raw[1:]], until))
 
     async def update(self, msisdn: str, build: Callable[[Profile], Change]) -> CommitResult:
         """Commit what `build` makes of `msisdn`'s profile as it is now; when a check it made on that
@@ -216,6 +245,8 @@ class Store:
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in message_ids]
         results = await guarded(asyncio.gather(done, *meets))
+        with contextlib.suppress(StoreUnavailable):  # out of the outbox: its entry can go (or recovery drops it)
+            await self.indexes.mt_done(msisdn, mt_id)
         return [_flat_hash(raw) for raw in results[1:]]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
@@ -251,32 +282,46 @@ class Store:
         raw = await guarded(self.redis.hgetall(mt_state_key(msisdn)))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    async def outbox_depth(self, limit: int = 1000, chunk: int = 200) -> tuple[int, int]:
-        """(MTs queued and not yet submitted, subscribers in the outbox index), counted over the
-        `limit` most recently queued subscribers, for the metrics: bounded, and batched through the
-        auto-pipeline `chunk` at a time, so a busy gateway's MOs never wait long behind it."""
-        batch = self.pipeline
-        indexed, members = await guarded(asyncio.gather(batch.command("ZCARD", OUTBOX_INDEX),
-                                                        batch.command("ZREVRANGE", OUTBOX_INDEX, 0, limit - 1)))
-        depth = 0
-        for at in range(0, len(members), chunk):
-            depths = await guarded(asyncio.gather(*(batch.command("HLEN", outbox_key(m.decode()))
-                                                    for m in members[at:at + chunk])))
-            depth += sum(int(d) for d in depths)
-        return depth, int(indexed)
+    async def outbox_depth(self) -> tuple[int, int]:
+        """(MTs queued or being sent, those past their lease's end), from the MT recovery index:
+        one command per bucket, whatever the number of subscribers."""
+        return await self.indexes.mts_indexed(lease_now())
 
-    async def reclaim(self, limit: int = 100) -> list[OutboundMessage]:
-        """MTs whose owner died before sending them: lease them to the caller."""
+    async def renew_lease(self, mt: OutboundMessage) -> OutboundMessage | None:
+        """Extend the lease this process holds on `mt` by `lease_s`; None when it is no longer ours
+        (sent, or taken by another gateway after it ran out): then this process must not send it."""
+        until = round(lease_now() + self.lease_s, 3)
+        msisdn = mt.destination
+        renewed = await self.scripts.run("renew", [outbox_key(msisdn), lease_key(msisdn)],
+                                         [mt.mt_id, repr(mt.leased_until), repr(until)])
+        return dataclasses.replace(mt, leased_until=until) if renewed else None
+
+    async def reclaim(self, buckets: Sequence[int], limit: int = 100) -> list[OutboundMessage]:
+        """MTs due in `buckets` whose sender died (their lease ran out, and was seen so `reclaim_grace_s`
+        before): leased to the caller. Entries of MTs sent are dropped; of MTs held, moved to their
+        lease's end. The work is what is due, never the number of subscribers."""
         now = lease_now()
+        until = round(now + self.lease_s, 3)
         out: list[OutboundMessage] = []
-        members = await guarded(self.redis.zrangebyscore(OUTBOX_INDEX, "-inf", now - self.lease_s, start=0, num=limit))
-        for raw in members:
-            msisdn = raw.decode()
-            blobs, remaining = await self.scripts.run(
-                "reclaim", [outbox_key(msisdn), lease_key(msisdn)], [now, now + self.lease_s, limit])
-            out.extend(self.sealer.open_message(blob) for blob in blobs)
-            if remaining == 0:
-                await guarded(self.redis.zrem(OUTBOX_INDEX, msisdn))
+        due = await self.indexes.mts_due(buckets, now, limit)
+        looks = [self.scripts.submit("reclaim", [outbox_key(m), lease_key(m)],
+                                     [mt_id, repr(now), repr(until), self._expired_seen.get((m, mt_id), "")])
+                 for m, mt_id in due]
+        for (msisdn, mt_id), raw in zip(due, await guarded(asyncio.gather(*looks)), strict=True):
+            verdict = raw[0].decode()
+            if verdict == "gone":
+                self._expired_seen.pop((msisdn, mt_id), None)
+                await self.indexes.mt_done(msisdn, mt_id)
+            elif verdict == "held":
+                self._expired_seen.pop((msisdn, mt_id), None)
+                await self.indexes.mt_due_at(msisdn, mt_id, float(raw[1]))
+            elif verdict == "expired":
+                if len(self._expired_seen) > 100_000:
+                    self._expired_seen.clear()
+                self._expired_seen[(msisdn, mt_id)] = raw[1].decode()
+                await self.indexes.mt_due_at(msisdn, mt_id, now + self.reclaim_grace_s)
             else:
-                await guarded(self.redis.zadd(OUTBOX_INDEX, {msisdn: now}))
+                self._expired_seen.pop((msisdn, mt_id), None)
+                await self.indexes.mt_due_at(msisdn, mt_id, until)
+                out.append(dataclasses.replace(self.sealer.open_message(raw[1]), leased_until=until))
         return out

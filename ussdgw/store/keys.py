@@ -21,12 +21,20 @@ are each read or written on their own (never in a script with a subscriber's key
     sub:{m}:blacklist      set      M4 Родительский контроль: numbers this (child's) number must not reach
     sub:{m}:locator:allow  set      M4 Локатор: numbers this subscriber agreed to be located by
     sub:{m}:mms_archive    string   A2 open while it lives; TTL the archive's 72 h
+    sub:{m}:idem:<sha>     string   an API request's Idempotency-Key: its body's fingerprint and first answer
 
-Global keys, indexes that can be rebuilt from the subscribers' keys (a later change shards them):
+Recovery indexes, sharded into `INDEX_BUCKETS` buckets by the subscriber's number (`bucket_of`);
+each bucket is one key with a hash tag of its own, so the buckets spread over the cluster's slots.
+An entry is written before the change it indexes, never in the same script (one script, one slot):
+a stray entry costs one look, a missing one would strand work. `ussdgw reindex` rebuilds them from
+the subscribers' keys (`ussdgw.store.indexes`):
 
-    outbox:index           zset     msisdn -> last time an MT was queued for it (recovery scan)
-    holds:index            zset     "msisdn|op" -> time held (recovery scan)
-    n2:pending             zset     msisdn -> when its N2 application is due for review
+    idx:mt:{b<n>}          zset     "msisdn|mt_id" -> when to look at that MT again (its lease's end)
+    idx:holds:{b<n>}       zset     "msisdn|op" -> when the hold was placed
+    idx:n2:{b<n>}          zset     msisdn -> when its N2 application is due for review
+    gateways:alive         zset     gateway id -> its last heartbeat (who scans which buckets)
+
+Before the buckets, one global key per index (`LEGACY_INDEXES`): `reindex` folds them in and deletes them.
 
 Global single keys:
 
@@ -39,6 +47,7 @@ Global single keys:
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 MO_TTL_S = 24 * 3600
 DLR_TTL_S = 3 * 24 * 3600
@@ -46,9 +55,37 @@ PARTS_TTL_S = 600
 RATE_WINDOW_S = 3600  # D2's sliding hour: lua/prelude.lua counts in it and lets the counters expire after it
 AUDIT_MAXLEN = 2000
 
-OUTBOX_INDEX = "outbox:index"
-HOLDS_INDEX = "holds:index"
-N2_PENDING = "n2:pending"
+INDEX_BUCKETS = 64  # every process must agree: a constant, not a setting
+GATEWAYS_ALIVE = "gateways:alive"
+LEGACY_INDEXES = ("outbox:index", "holds:index", "n2:pending")
+
+
+def bucket_of(msisdn: str) -> int:
+    """The index bucket of every entry about `msisdn` (stable across processes and versions)."""
+    return zlib.crc32(msisdn.encode()) % INDEX_BUCKETS
+
+
+def mt_due_key(bucket: int) -> str:
+    return f"idx:mt:{{b{bucket}}}"
+
+
+def holds_due_key(bucket: int) -> str:
+    return f"idx:holds:{{b{bucket}}}"
+
+
+def n2_due_key(bucket: int) -> str:
+    return f"idx:n2:{{b{bucket}}}"
+
+
+def pair_member(msisdn: str, item: str) -> str:
+    """An index entry about one MT or hold of `msisdn`: "msisdn|item"."""
+    return f"{msisdn}|{item}"
+
+
+def split_member(member: bytes | str) -> tuple[str, str] | None:
+    text = member.decode() if isinstance(member, bytes) else member
+    msisdn, sep, item = text.partition("|")
+    return (msisdn, item) if sep and msisdn and item else None
 
 
 def slot_tag(msisdn: str) -> str:
@@ -128,6 +165,11 @@ def mms_archive_key(msisdn: str) -> str:
     return f"sub:{{{msisdn}}}:mms_archive"
 
 
+def idempotency_key(msisdn: str, key: str) -> str:
+    """A self-care request's Idempotency-Key, by its hash (any printable ASCII makes a safe key name)."""
+    return f"sub:{{{msisdn}}}:idem:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def dlr_key(message_id: str) -> str:
     return f"dlr:{message_id}"
 
@@ -135,11 +177,6 @@ def dlr_key(message_id: str) -> str:
 def session_key(token: str) -> str:
     """Sessions are found by the token's SHA-256: a Redis dump holds no usable token."""
     return "session:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def hold_member(msisdn: str, op: str) -> str:
-    """A hold's entry in `HOLDS_INDEX`."""
-    return f"{msisdn}|{op}"
 
 
 SEALING_CHECK = "sealing:check"

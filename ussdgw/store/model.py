@@ -21,6 +21,9 @@ class OutboundMessage:
     ussd_service_op: int | None = None
     its_session_info: int | None = None
     secret: bool = False
+    # The end of the lease under which this process holds it (never stored: the lease zset is the
+    # truth); its sender renews it while it waits, and gives up sending if it is lost.
+    leased_until: float = 0.0
     reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
 
     def to_json(self) -> bytes:

@@ -7,7 +7,7 @@
                    <op>:at: money or points taken from this subscriber for a step in another slot
     sub:{m}:gifts  <tid> -> JSON {from, amount, digest}, <tid>:state -> offered | accepted | expired |
                    void, <tid>:expires, code:<digest> -> tid
-    holds:index    "msisdn|op" -> time held (recovery scan)
+    idx:holds:{b<n>} "msisdn|op" -> time held: written before the hold (`ussdgw.store.indexes`)
 
 Автоплатёж is decided here, in Python, before the commit (`debit`): the change then carries
 checks that the balance and the settings it was decided on still hold, and a commit refused by
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ussdgw.store.commit import STALE, Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
-from ussdgw.store.keys import HOLDS_INDEX, gifts_key, hold_member, holds_key, ops_key, sub_key
+from ussdgw.store.keys import gifts_key, holds_key, idempotency_key, ops_key, sub_key
 from ussdgw.store.model import AuditEvent
 from ussdgw.store.profile import SERVICE_PREFIX, Profile
 
@@ -284,14 +284,35 @@ class Money:
         raw = await guarded(self._store.redis.hget(ops_key(msisdn), op))
         return raw.decode() if raw is not None else None
 
+    # ---- Idempotency-Key of the self-care API -------------------------------------------------
+    async def idempotency_begin(self, msisdn: str, key: str, fingerprint: str, pending_s: int) -> dict[str, Any] | None:
+        """Claim `key` for a request with `fingerprint` (None: claimed, run it), or what the first
+        request with it left: {"fp": its fingerprint, "status" and "body" once it has answered}."""
+        raw = await self._store.scripts.run("idempotency_begin", [idempotency_key(msisdn, key)],
+                                            [json.dumps({"fp": fingerprint}), pending_s])
+        if raw is None:
+            return None
+        found: dict[str, Any] = json.loads(raw)
+        return found
+
+    async def idempotency_answered(self, msisdn: str, key: str, fingerprint: str, status: int, body: str,
+                                   keep_s: int) -> None:
+        """The first answer to `key`, given again to every retry with the same body for `keep_s`."""
+        await guarded(self._store.pipeline.command(
+            "SET", idempotency_key(msisdn, key), json.dumps({"fp": fingerprint, "status": status, "body": body},
+                                                            ensure_ascii=False), "EX", keep_s))
+
+    async def idempotency_dropped(self, msisdn: str, key: str) -> None:
+        """The request failed before an answer worth keeping (Redis away, an error): a retry runs it."""
+        await guarded(self._store.pipeline.command("DEL", idempotency_key(msisdn, key)))
+
     async def index_hold(self, payer: str, op: str, at: float) -> None:
-        await guarded(self._store.redis.zadd(HOLDS_INDEX, {hold_member(payer, op): at}))
+        """The hold's recovery entry: written before the hold is placed (`ussdgw.store.indexes`)."""
+        await self._store.indexes.hold_placing(payer, op, at)
 
     async def unindex_hold(self, payer: str, op: str) -> None:
-        await guarded(self._store.redis.zrem(HOLDS_INDEX, hold_member(payer, op)))
+        await self._store.indexes.hold_done(payer, op)
 
-    async def holds_due(self, before: float, limit: int = 100) -> list[tuple[str, str]]:
-        """(payer, op) of holds placed before `before`, oldest first."""
-        raw = await guarded(self._store.redis.zrangebyscore(HOLDS_INDEX, "-inf", before, start=0, num=limit))
-        pairs = [m.decode().split("|", 1) for m in raw]
-        return [(p[0], p[1]) for p in pairs if len(p) == 2]
+    async def holds_due(self, before: float, limit: int = 100) -> list[tuple[str, str, float]]:
+        """(payer, op, placed at) of holds placed before `before`, from every bucket."""
+        return await self._store.indexes.holds_due(before, limit)

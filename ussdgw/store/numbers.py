@@ -3,16 +3,17 @@
     sub:{m}:linked         set    numbers `m` may act on (their password was shown, N1)
     sub:{m}:blacklist      set    numbers this (child's) number must not reach (Родительский контроль)
     sub:{m}:locator:allow  set    numbers `m` agreed to be located by (Локатор)
-    n2:pending             zset   msisdn -> when its N2 application is due for review
+    idx:n2:{b<n>}          zset   msisdn -> when its N2 application is due (`ussdgw.store.indexes`)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ussdgw.store.commit import Change, Check, CheckKind, Write, WriteOp
 from ussdgw.store.errors import guarded
-from ussdgw.store.keys import N2_PENDING, blacklist_key, linked_key, locator_allow_key
+from ussdgw.store.keys import blacklist_key, linked_key, locator_allow_key
 
 if TYPE_CHECKING:
     from ussdgw.store.core import Store
@@ -62,11 +63,13 @@ class Numbers:
 
     async def n2_due_at(self, msisdn: str, due_at: float) -> None:
         """Review `msisdn`'s N2 application at `due_at`."""
-        await guarded(self._store.redis.zadd(N2_PENDING, {msisdn: due_at}))
+        await self._store.indexes.n2_due_at(msisdn, due_at)
 
     async def n2_done(self, msisdn: str) -> None:
-        await guarded(self._store.redis.zrem(N2_PENDING, msisdn))
+        await self._store.indexes.n2_done(msisdn)
 
-    async def n2_due(self, now: float, limit: int = 100) -> list[str]:
-        raw = await guarded(self._store.redis.zrangebyscore(N2_PENDING, "-inf", now, start=0, num=limit))
-        return [m.decode() for m in raw]
+    async def n2_due(self, now: float, limit: int = 100, buckets: Sequence[int] | None = None) -> list[str]:
+        """Applicants due by `now`, from `buckets` (default: all of them)."""
+        if buckets is None:
+            return await self._store.indexes.n2_due(now, limit)
+        return await self._store.indexes.n2_due(now, limit, buckets)

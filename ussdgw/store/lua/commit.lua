@@ -6,6 +6,8 @@
 -- ARGV[1]: JSON; every part but the first four optional:
 --   now, ts, maxlen, lease_until, tag   the business time, as text for audit, the stream cap, the
 --                                       MTs' lease, a tag unique to this call (D2 entries)
+--   lease_now, grace                    wall time for leases; how long past its end a lease stays
+--                                       untouched by a redelivery
 --   mo        the MO mark's TTL: applied once per MO; a redelivery gets the same MTs back
 --   expect    the dialogue version this step was computed from ('conflict' if it moved on)
 --   dialogue  {write?, version, ttl_ms}: write the dialogue (or delete it when no write)
@@ -17,22 +19,28 @@
 --   audit     [[field, value, ...]]                P10 entries
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
--- -> {'applied'[, profile flat]} | {'duplicate', sealed MTs...} | {'conflict'}
+--   replay    only the redelivery's answer: 'absent' when the MO has no mark (nothing written)
+-- -> {'applied'[, profile flat]} | {'duplicate', sealed MTs now leased to the caller...} | {'conflict'}
+--    | {'absent'} (replay only)
 --    | {'refused', code, field} | {'limited', reason, retry_at}
 local p = cjson.decode(ARGV[1])
 local sub, audit, outbox, lease, mo, dialogue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 if p.mo and redis.call('EXISTS', mo) == 1 then
+  -- A redelivery: its MTs still queued go out again only when nobody is sending them (their lease
+  -- ran out `grace` seconds ago: a sender that lost Redis for a moment may be recording one).
   local out = {'duplicate'}
   for _, id in ipairs(cjson.decode(redis.call('GET', mo))) do
     local blob = redis.call('HGET', outbox, id)
-    if blob then
-      redis.call('ZADD', lease, p.lease_until, id)
+    local ends = tonumber(redis.call('ZSCORE', lease, id) or '0')
+    if blob and ends + (p.grace or 0) <= p.lease_now then
+      redis.call('ZADD', lease, exact(p.lease_until), id)
       table.insert(out, blob)
     end
   end
   return out
 end
+if p.replay then return {'absent'} end  -- only a redelivery's answer was asked for: nothing to do
 if p.expect and (redis.call('HGET', dialogue, 'v') or '') ~= p.expect then return {'conflict'} end
 
 local function refuse(outcome, code, detail, audited)
@@ -90,7 +98,7 @@ for i, g in ipairs(p.guards or {}) do rate_record(KEYS[g[1]], p.now, p.tag .. ':
 local ids = {}
 for _, m in ipairs(p.mts or {}) do
   redis.call('HSET', outbox, m[1], m[2])
-  redis.call('ZADD', lease, p.lease_until, m[1])
+  redis.call('ZADD', lease, exact(p.lease_until), m[1])
   table.insert(ids, m[1])
 end
 for _, a in ipairs(p.audit or {}) do audit_add(audit, p.maxlen, a) end

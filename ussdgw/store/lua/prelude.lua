@@ -25,7 +25,9 @@ local function rate_check(key, cooldown, per_hour, now)
   if count == 0 then return nil end
   local reason, retry_at = nil, nil
   local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if now < tonumber(newest[2]) + cooldown then
+  -- No cool-down means none: concurrent steps read the clock before their round trip and may land
+  -- out of order, so an entry a little "newer" than `now` must not refuse a step without one.
+  if cooldown > 0 and now < tonumber(newest[2]) + cooldown then
     reason, retry_at = 'cooldown', tonumber(newest[2]) + cooldown
   end
   if count >= per_hour then
