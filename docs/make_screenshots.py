@@ -3,7 +3,8 @@
     .venv/bin/python docs/make_screenshots.py
 
 Starts the whole platform on free ports (private Redis). The web phone: one phone through a USSD
-menu, a password by SMS, an SMS held for a switched-off phone and one dropped by anti-spam. The
+menu, a password by SMS, an SMS held for a switched-off phone and one dropped by anti-spam, the
+subscriber panel and an expanded PDU; two phones side by side texting each other. The
 cabinet («Личный кабинет», demo/subscribers.yaml): a password by SMS from its sign-in page, a
 top-up, a tariff switch, a linked number and a gift. Saves what a laptop and a phone screen show.
 """
@@ -18,7 +19,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, FrameLocator, Page, async_playwright, expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,13 +32,13 @@ from ussdgw.store import AuditEvent
 DOCS = Path(__file__).resolve().parent
 PHONE = "79161234567"
 OTHER = "79161234568"  # the same owner's second number (demo/subscribers.yaml)
-SHOTS = ("web-phone-sms.png", "web-phone-ussd.png", "web-phone-mobile.png", "cabinet-signin.png",
-         "cabinet-laptop.png", "cabinet-phone.png")
+SHOTS = ("web-phone-sms.png", "web-phone-ussd.png", "web-phone-mobile.png", "web-phone-two.png",
+         "cabinet-signin.png", "cabinet-laptop.png", "cabinet-phone.png")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--lang=ru-RU"]
 
 
-async def sms(page: Page, to: str, text: str) -> None:
+async def sms(page: Page | FrameLocator, to: str, text: str) -> None:
     await page.get_by_test_id("sms-to").fill(to)
     await page.get_by_test_id("sms-text").fill(text)
     await page.get_by_test_id("sms-send").click()
@@ -47,7 +48,8 @@ async def main() -> None:
     logs.configure("warning")
     with tempfile.TemporaryDirectory() as state:
         settings = Settings(state_dir=state, secret_key=secrets.token_hex(32), sim_port=0, sim_http_port=0,
-                            api_port=0, secret_cooldown_s=0)
+                            api_port=0, secret_cooldown_s=0, secret_per_hour=100,
+                            api_trusted_networks="127.0.0.1/32")  # the subscriber panel signs in as the network
         stack = await Stack(settings).start()
         try:
             assert stack.gateway is not None and stack.store is not None
@@ -84,7 +86,17 @@ async def web_phone(browser: Browser, stack: Stack) -> None:
     await page.get_by_test_id("power-off").check()
     await sms(page, "3339", "пароль")
     await expect(page.locator('[data-testid="sms-in"][data-state="ENROUTE"]')).to_have_count(1)
+    await page.locator('[data-advance="60"]').click()
+    await page.get_by_test_id("power-on").check()  # the held one lands, with its history
+    await expect(page.locator('[data-testid="sms-in"][data-state="ENROUTE"]')).to_have_count(0)
+    await page.get_by_test_id("power-off").check()
+    await sms(page, "3339", "пароль")
+    await expect(page.locator('[data-testid="sms-in"][data-state="ENROUTE"]')).to_have_count(1)
+    await expect(page.get_by_test_id("subscriber-balance")).not_to_be_empty()
+    await page.get_by_test_id("pdu").first.locator("summary").click()
+    await page.set_viewport_size({"width": 1440, "height": 1600})  # the panels down to the expanded PDU
     await page.screenshot(path=DOCS / "web-phone-sms.png")
+    await page.set_viewport_size({"width": 1440, "height": 900})
 
     await page.get_by_test_id("power-on").check()
     await page.get_by_test_id("tab-dial").click()
@@ -103,6 +115,18 @@ async def web_phone(browser: Browser, stack: Stack) -> None:
     await mobile.get_by_test_id("dial-call").click()
     await expect(mobile.get_by_test_id("ussd-popup")).to_have_attribute("data-state", "closed")
     await mobile.screenshot(path=DOCS / "web-phone-mobile.png")
+    await mobile.get_by_test_id("ussd-cancel").click()  # "OK": the popup closes on every view of the phone
+
+    two = await browser.new_page(viewport={"width": 1000, "height": 820}, device_scale_factor=1)
+    two.set_default_timeout(10_000)
+    await two.goto(f"{stack.endpoints['simulator']}/?phones={PHONE},{OTHER}")
+    first, second = (two.frame_locator(f'iframe[data-msisdn="{n}"]') for n in (PHONE, OTHER))
+    await expect(second.locator("body")).to_have_attribute("data-ready", OTHER)
+    await first.get_by_test_id("tab-sms").click()
+    await sms(first, f"+{OTHER}", "Привет! Это SMS с одного телефона на другой, мимо платформы.")
+    await second.get_by_test_id("tab-sms").click()
+    await expect(second.locator(f'[data-testid="sms-in"][data-sender="{PHONE}"]')).to_have_count(1)
+    await two.screenshot(path=DOCS / "web-phone-two.png")
 
 
 async def sms_password(stack: Stack, msisdn: str, ask: Callable[[], Awaitable[object]]) -> str:

@@ -13,18 +13,50 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
-from simulator.smsc import Smsc, check_mo, check_text
+from simulator.smsc import MoRefused, Smsc, check_mo, check_text
+from ussdgw.smpp.text import split_text
 from ussdgw.smpp.ussd import UssdRequest
 
 log = structlog.get_logger("ussdgw.simulator")
 
 TimeHook = Callable[[float], Awaitable[Any]]
+
+SHORT_CODE = re.compile(r"\d{1,8}")  # a service's number (3339): the platform answers it
+SUBSCRIBER = re.compile(r"\d{10,15}")  # another subscriber's number: the network delivers phone to phone
+_SEPARATORS = re.compile(r"[\s()-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    number: str
+    subscriber: bool  # True: another phone; False: a short code of the platform
+
+
+def recipient_of(to: str) -> Recipient:
+    """Where an SMS typed into a phone goes: `+7 916 123-45-67`, `89161234567` and `9161234567`
+    are the subscriber 79161234567; `3339` is a short code. Anything else (`3339#`, `*100#`,
+    letters, 9 digits) raises `MoRefused` with code `bad_recipient`: a phone would not send it."""
+    raw = _SEPARATORS.sub("", to) if isinstance(to, str) else ""
+    if raw.startswith("+") and SUBSCRIBER.fullmatch(raw[1:]):
+        return Recipient(raw[1:], True)
+    if len(raw) == 11 and raw.startswith("8") and raw.isdigit():
+        return Recipient("7" + raw[1:], True)
+    if len(raw) == 10 and raw.startswith("9") and raw.isdigit():
+        return Recipient("7" + raw, True)
+    if SUBSCRIBER.fullmatch(raw):
+        return Recipient(raw, True)
+    if SHORT_CODE.fullmatch(raw):
+        return Recipient(raw, False)
+    raise MoRefused(f"the recipient must be a short code (1-8 digits) or a subscriber's number "
+                    f"(+7 and 10 digits, 10-15 digits), not {str(to)[:30]!r}", "to", "bad_recipient")
 
 
 class Handsets:
@@ -41,7 +73,19 @@ class Handsets:
 
     # ---- SMS ----------------------------------------------------------------------------------
     def send_sms(self, msisdn: str, to: str, text: str) -> OutboxEntry:
-        """Send an SMS; raises `MoRefused` (nothing sent) for what no deliver_sm could carry."""
+        """Send an SMS: to a short code through the platform, to another subscriber's number
+        straight to that phone (`recipient_of`); raises `MoRefused` (nothing sent) for a recipient
+        a phone would not take or what no deliver_sm could carry."""
+        recipient = recipient_of(to)
+        to = recipient.number
+        if recipient.subscriber:
+            check_mo(msisdn, to, text)
+            if to == msisdn:
+                raise MoRefused("a phone does not send an SMS to its own number", "to", "own_number")
+            entry = self.phones.phone_to_phone(msisdn, to, text, validity_s=self.smsc.validity_s,
+                                               parts=len(split_text(text, reference=0).parts) if text else 1)
+            log.info("phone_sms_to_phone", msisdn=msisdn, to=to)
+            return entry
         queued = self.smsc.submit_mo(msisdn, to, text)
         entry = self.phones.record_sent(msisdn, to, text, "sms", [m.mo_id for m in queued])
         log.info("phone_sms_sent", msisdn=msisdn, to=to, parts=len(queued))

@@ -12,24 +12,30 @@
     GET  /api/phones/{msisdn}/state?version=N&wait=S  everything at once: settings, inbox, network log,
                                                    outbox, USSD dialogue, PDU log (after a change past N)
     GET  /api/phones/{msisdn}/events               the same, then every change, as server-sent events
-    POST /api/phones/{msisdn}/sms                  {"to": "3339", "text": "ПАРОЛЬ"} -> queued MO ids
+    POST /api/phones/{msisdn}/sms                  {"to": "3339", "text": "ПАРОЛЬ"} -> queued MO ids; to another
+                                                   subscriber ("+79261234567"): phone to phone, not the platform
     GET  /api/phones/{msisdn}/inbox?after=N&wait=S  inbox entries after seq N, waiting up to S s
     DELETE /api/phones/{msisdn}/inbox              empty the inbox
     GET  /api/phones/{msisdn}/network              every MT addressed to the phone with its fate
     GET  /api/phones/{msisdn}/outbox               every MO the phone sent, with its state
-    GET  /api/phones/{msisdn}/pdus                 the PDUs exchanged for this phone
+    GET  /api/phones/{msisdn}/pdus                 the PDUs exchanged for this phone (each with every field)
+    GET  /api/phones/{msisdn}/subscriber           its account on the platform, through the self-care API
+                                                   (`sim_selfcare_url`; 404 when the simulator has none)
     GET  /api/phones/{msisdn}/ussd?version=N&wait=S  the USSD dialogue (waiting for a change after N)
     POST /api/phones/{msisdn}/ussd/dial            {"code": "*100#", "wait": 10} -> the dialogue once the
                                                    network answered (state "waiting" or "closed")
     POST /api/phones/{msisdn}/ussd/answer          {"text": "1", "wait": 10}
     POST /api/phones/{msisdn}/ussd/cancel          close the popup; ends an open dialogue towards the network
+    GET  /api/clock                                {"now": ..., "offset": ...}: the simulator's time
     POST /api/clock/advance                        {"seconds": 3600}: fast-forward held MTs and time hooks
+    POST /api/clock/reset                          the simulator's clock back to real time
     GET  /api/mts?msisdn=...                       the SMSC's record of every MT (state, error, receipt asked)
 
-Bad input gets a 400 with {"error": "...", "field": "..."} and changes nothing: that includes what no SMPP PDU
-could carry (an address over 20 characters, a USSD string that is not one, an answer over one USSD
-message), refused before it reaches the encoder. A USSD move the dialogue does not allow now
-(answering when nothing was asked) gets a 409. A phone gives up on a dialogue the network left
+Bad input gets a 400 with {"error": "...", "field": "...", "code": "..."} (`code` for a screen to word it in
+its own language) and changes nothing: that includes what no SMPP PDU could carry (an address over 20
+characters, a USSD string that is not one, an answer over one USSD message), refused before it
+reaches the encoder. A USSD move the dialogue or the phone does not allow now (answering when
+nothing was asked, dialling from a phone that is off) gets a 409. A phone gives up on a dialogue the network left
 open past `sim_ussd_timeout_s`, and on a request the network refused: its USSD state then shows
 "closed" with the reason, never "sent" for ever.
 A body is JSON only (`ussdgw.web`: 415 for another media type or charset, 413 past `MAX_BODY`).
@@ -49,10 +55,12 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from simulator.handset import Handsets
-from simulator.phones import Phone, PhoneBookFull, Power, UssdDialogue, UssdError
+from simulator.phones import Phone, PhoneBookFull, PhoneOffline, Power, UssdDialogue, UssdError
+from simulator.selfcare_link import SelfcareLink, SelfcareRefused
 from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
 from ussdgw.metrics import CONTENT_TYPE, exposition
+from ussdgw.smpp.ussd import MalformedUssdString
 from ussdgw.web import BadInput, body_timeout, host_allowed, read_json_object
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,6 +69,7 @@ HANDSETS_KEY = web.AppKey("handsets", Handsets)
 SERVICES_KEY = web.AppKey("services", dict)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 ALLOWED_HOSTS_KEY = web.AppKey("allowed_hosts", tuple[str, ...])
+SELFCARE_KEY = web.AppKey("selfcare", SelfcareLink)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WEB_DIR = Path(__file__).parent / "web"
 MAX_BLOCKED = 100
@@ -73,10 +82,22 @@ MAX_BODY = 64 * 1024
 SSE_IDLE_CHECK_S = 10.0
 
 
+def _body(message: str, field: str | None, code: str | None) -> dict[str, str]:
+    body = {"error": message}
+    if field is not None:
+        body["field"] = field
+    if code is not None:
+        body["code"] = code
+    return body
+
+
 class BadRequest(web.HTTPBadRequest):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        body = {"error": message} if field is None else {"error": message, "field": field}
-        super().__init__(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
+    """A 400 with {"error", "field", "code"}: `code` names the refusal for a screen that words it
+    in its own language (the web phone's Russian texts), `field` the input it concerns."""
+
+    def __init__(self, message: str, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(text=json.dumps(_body(message, field, code), ensure_ascii=False),
+                         content_type="application/json")
 
 
 def refusal(status: int, part: str) -> bytes:
@@ -85,9 +106,8 @@ def refusal(status: int, part: str) -> bytes:
     return _dumps({"error": f"unparseable request: {reason}", "field": part}).encode()
 
 
-def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return web.json_response(body, status=status, dumps=_dumps)
+def _error(status: int, message: str, field: str | None = None, code: str | None = None) -> web.Response:
+    return web.json_response(_body(message, field, code), status=status, dumps=_dumps)
 
 
 @web.middleware
@@ -181,7 +201,8 @@ def _counter(request: web.Request, name: str, default: int) -> int:
 async def health(request: web.Request) -> web.Response:
     smsc = request.app[SMSC_KEY]
     binds = [{"system_id": c.session.system_id, "state": c.session.state.name} for c in smsc.connections]
-    return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds})
+    return _ok({"status": "ok", "smpp_port": smsc.port, "binds": binds,
+                "selfcare": bool(request.app[SELFCARE_KEY].base_url)})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -285,7 +306,7 @@ async def send_sms(request: web.Request) -> web.Response:
     try:
         entry = handsets.send_sms(msisdn, to, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc), exc.field) from None
+        raise BadRequest(str(exc), exc.field, exc.code) from None
     return _ok({"mo_ids": entry.mo_ids, "outbox_id": entry.id, "inbox_seq": after}, status=202)
 
 
@@ -313,7 +334,7 @@ async def outbox(request: web.Request) -> web.Response:
 
 async def pdus(request: web.Request) -> web.Response:
     msisdn = _phone(request).msisdn
-    entries = list(request.app[SMSC_KEY].phones.pdu_log.get(msisdn, ()))
+    entries = request.app[SMSC_KEY].phones.pdu_entries(msisdn)
     return _ok({"pdus": entries})
 
 
@@ -340,14 +361,19 @@ async def ussd_dial(request: web.Request) -> web.Response:
     body = await _json(request)
     code, wait = body.get("code"), _number(body.get("wait"), "wait", default=0.0)
     if not isinstance(code, str) or len(code) > MAX_USSD:
-        raise BadRequest("code must be a USSD string like *100#", "code")
+        raise BadRequest(f"code must be a USSD string like *100# of at most {MAX_USSD} characters", "code",
+                         "ussd_too_long" if isinstance(code, str) else "bad_code")
     handsets = request.app[HANDSETS_KEY]
     try:
         dialogue = handsets.dial(msisdn, code)
+    except PhoneOffline as exc:
+        return _error(409, str(exc), "code", f"phone_{exc.why}")
+    except MalformedUssdString as exc:
+        raise BadRequest(str(exc), "code", "malformed_ussd") from None
     except UssdError as exc:
-        raise BadRequest(str(exc), "code") from None
+        return _error(409, str(exc), "code", "ussd_busy")
     except MoRefused as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), exc.field, exc.code) from None
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
 
@@ -361,14 +387,27 @@ async def ussd_answer(request: web.Request) -> web.Response:
     try:
         dialogue = handsets.answer(msisdn, text)
     except MoRefused as exc:
-        raise BadRequest(str(exc), "text") from None
+        raise BadRequest(str(exc), "text", "ussd_answer_too_long") from None
     except UssdError as exc:
-        return _error(409, str(exc))
+        return _error(409, str(exc), None, "nothing_asked")
     return await _dialogue_after(request, msisdn, dialogue, dialogue.version, wait)
 
 
 async def ussd_cancel(request: web.Request) -> web.Response:
     return _ok(request.app[HANDSETS_KEY].cancel(_phone(request).msisdn).to_dict())
+
+
+async def subscriber(request: web.Request) -> web.Response:
+    """The phone's subscriber as the platform's self-care API shows it (the web phone's panel)."""
+    msisdn = _phone(request).msisdn
+    link = request.app[SELFCARE_KEY]
+    if not link.base_url:
+        return _error(404, "the simulator does not know the platform's self-care API (sim_selfcare_url)",
+                      None, "no_selfcare")
+    try:
+        return _ok(await link.account(msisdn))
+    except SelfcareRefused as exc:
+        return _error(exc.status, exc.text, None, "selfcare")
 
 
 async def advance_clock(request: web.Request) -> web.Response:
@@ -377,6 +416,17 @@ async def advance_clock(request: web.Request) -> web.Response:
     if seconds < 0:
         raise BadRequest("seconds is required", "seconds")
     return _ok(await request.app[HANDSETS_KEY].advance_time(seconds))
+
+
+async def reset_clock(request: web.Request) -> web.Response:
+    phones = request.app[SMSC_KEY].phones
+    phones.reset_clock()
+    return _ok({"offset": phones.clock.offset, "now": phones.clock.now()})
+
+
+async def clock(request: web.Request) -> web.Response:
+    now = request.app[SMSC_KEY].phones.clock
+    return _ok({"offset": now.offset, "now": now.now()})
 
 
 async def mts(request: web.Request) -> web.Response:
@@ -402,17 +452,21 @@ async def _say_goodbye(app: web.Application) -> None:
 
 async def _close_handsets(app: web.Application) -> None:
     await app[HANDSETS_KEY].close()
+    await app[SELFCARE_KEY].close()
 
 
 def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
-               service_list: dict[str, Any] | None = None, allowed_hosts: tuple[str, ...] = ()) -> web.Application:
+               service_list: dict[str, Any] | None = None, allowed_hosts: tuple[str, ...] = (),
+               selfcare: SelfcareLink | None = None) -> web.Application:
     """The simulator's HTTP API. `allowed_hosts`: Host names it answers to besides loopback ones
-    (the host it was configured to listen on)."""
+    (the host it was configured to listen on); `selfcare`: the platform's self-care API, for the
+    subscriber panel (its `base_url` may be set once the platform is listening)."""
     app = web.Application(middlewares=[json_errors, same_machine], client_max_size=MAX_BODY)
     app[ALLOWED_HOSTS_KEY] = tuple(h for h in allowed_hosts if h)
     app[SMSC_KEY] = smsc
     app[HANDSETS_KEY] = handsets or Handsets(smsc)
     app[SERVICES_KEY] = service_list or {"sms": [], "ussd": []}
+    app[SELFCARE_KEY] = selfcare or SelfcareLink()
     app[CLOSING_KEY] = asyncio.Event()
     app.on_shutdown.append(_say_goodbye)
     app.on_cleanup.append(_close_handsets)
@@ -434,10 +488,13 @@ def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
     r.add_get("/api/phones/{msisdn}/network", network)
     r.add_get("/api/phones/{msisdn}/outbox", outbox)
     r.add_get("/api/phones/{msisdn}/pdus", pdus)
+    r.add_get("/api/phones/{msisdn}/subscriber", subscriber)
     r.add_get("/api/phones/{msisdn}/ussd", ussd_get)
     r.add_post("/api/phones/{msisdn}/ussd/dial", ussd_dial)
     r.add_post("/api/phones/{msisdn}/ussd/answer", ussd_answer)
     r.add_post("/api/phones/{msisdn}/ussd/cancel", ussd_cancel)
+    r.add_get("/api/clock", clock)
     r.add_post("/api/clock/advance", advance_clock)
+    r.add_post("/api/clock/reset", reset_clock)
     r.add_get("/api/mts", mts)
     return app

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from simulator.pdulog import summarize, with_response
 from ussdgw.clock import Clock
 from ussdgw.smpp.concat import Reassembler
-from ussdgw.smpp.pdu import MessageState
+from ussdgw.smpp.pdu import DataSm, MessageState, ShortMessagePdu
 from ussdgw.smpp.ussd import (
     DialogueEvent,
     DialogueState,
@@ -103,6 +104,10 @@ class NetworkEntry:
     done_at: float | None = None
     inbox_seq: int | None = None
     parts: int = 1
+    held_since: float | None = None  # when the network started holding it (the phone was off)
+    receipt: str = ""  # "" none asked, "sent" to the platform, "recorded" (acknowledged), "refused"
+    receipt_status: int | None = None
+    receipt_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = _fields(self)
@@ -123,6 +128,8 @@ class OutboxEntry:
     state: str = "sent"
     status: int | None = None
     ussd_version: int | None = None  # a USSD request: the dialogue's version once it was sent
+    delivery: str = ""  # phone to phone: the recipient's fate (DELIVERED, ENROUTE, EXPIRED, UNDELIVERABLE)
+    reason: str = ""  # a key of REASONS when it was not delivered
 
     def to_dict(self) -> dict[str, Any]:
         return _fields(self)
@@ -168,6 +175,14 @@ SCREEN_STATES = {DialogueState.IDLE: "idle", DialogueState.PROCESSING: "sent", D
 
 USSD_TIMED_OUT = "Нет ответа от сети: время ожидания истекло, запрос USSD не выполнен."
 USSD_REFUSED = "Запрос USSD отклонён сетью."
+
+
+class PhoneOffline(UssdError):
+    """A dial from a phone that has no network: `why` is its power state or `unknown_number`."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the phone has no network ({why}): switch it on first")
+        self.why = why
 
 
 @dataclass(slots=True)
@@ -233,6 +248,22 @@ class Phone:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedPdu:
+    """One PDU exchanged for a phone, with the status its response carried."""
+
+    at: float
+    direction: str  # "gateway->smsc" or "smsc->gateway"
+    pdu: ShortMessagePdu | DataSm
+    status: int
+    extra: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """`extra` (the SMSC's sequence number of a deliver_sm, its attempt, an MT's message id) wins."""
+        return {"at": self.at, "direction": self.direction, **with_response(summarize(self.pdu), self.status,
+                                                                            **self.extra)}
+
+
+@dataclass(frozen=True, slots=True)
 class PhoneEvent:
     """A change on one phone. `kind`: phone, inbox, network, outbox, ussd, pdu."""
 
@@ -282,7 +313,7 @@ class PhoneBook:
         self._held_parts: dict[tuple[str, str, int], dict[str, Any]] = {}  # what `dump` keeps of them
         self._outbox_ids = 0
         self._awaiting: dict[str, tuple[str, OutboxEntry]] = {}  # MO id -> the phone and what it sent
-        self.pdu_log: dict[str, deque[dict[str, Any]]] = {}
+        self.pdu_log: dict[str, deque[LoggedPdu]] = {}
         self._feeds: dict[str, set[PhoneFeed]] = {}
         self.watchers: list[Callable[[PhoneEvent], None]] = []
 
@@ -353,18 +384,25 @@ class PhoneBook:
             "network": [e.to_dict() for e in phone.network],
             "outbox": [o.to_dict() for o in phone.outbox],
             "ussd": phone.ussd.to_dict(),
-            "pdus": list(self.pdu_log.get(msisdn, ())),
+            "pdus": self.pdu_entries(msisdn),
             "clock_offset": self.clock.offset,
         }
 
-    def log_pdu(self, msisdn: str, direction: str, summary: dict[str, Any]) -> None:
+    def log_pdu(self, msisdn: str, direction: str, pdu: ShortMessagePdu | DataSm, status: int,
+                **extra: Any) -> None:
+        """Keep the PDU for the phone's PDU log; it is described (`simulator.pdulog`) only when
+        someone looks, so a load run pays for a deque append."""
         entries = self.pdu_log.get(msisdn)
         if entries is None:
             entries = self.pdu_log[msisdn] = deque(maxlen=PDU_LOG_SIZE)
-        entry = {"at": self.clock.now(), "direction": direction, **summary}
-        entries.append(entry)
+        logged = LoggedPdu(self.clock.now(), direction, pdu, status, extra)
+        entries.append(logged)
         if msisdn in self._feeds:
-            self.publish(msisdn, "pdu", entry)
+            self.publish(msisdn, "pdu", logged.to_dict())
+
+    def pdu_entries(self, msisdn: str) -> list[dict[str, Any]]:
+        """The phone's PDU log, oldest first, as the web phone and `GET .../pdus` show it."""
+        return [logged.to_dict() for logged in self.pdu_log.get(msisdn, ())]
 
     # ---- MTs: the fate of each ----------------------------------------------------------------
     def _track(self, phone: Phone, message_id: str, sender: str, text: str, on_fate: Fate, *, kind: str = "sms",
@@ -393,7 +431,7 @@ class PhoneBook:
             fate(MessageState.UNDELIVERABLE, ERR_UNKNOWN_SUBSCRIBER, "unknown_number")
         elif phone.power is not Power.ON:
             expires_at = self.clock.now() + validity_s
-            entry.held_until, entry.reason = expires_at, "absent"
+            entry.held_until, entry.held_since, entry.reason = expires_at, self.clock.now(), "absent"
             phone.held.append(HeldMessage(message_id, sender, text, expires_at, fate))
             self.publish(msisdn, "network", entry.to_dict())
             self.phone_changed(phone)
@@ -501,7 +539,62 @@ class PhoneBook:
     def advance(self, seconds: float) -> int:
         """Fast-forward the simulator clock; returns how many held MTs expired on the way."""
         self.clock.advance(seconds)
-        return self.expire_held()
+        expired = self.expire_held()
+        self._clock_moved()
+        return expired
+
+    def reset_clock(self) -> None:
+        """The simulator clock back to real time (see `Clock.reset`)."""
+        self.clock.reset()
+        self._clock_moved()
+
+    def _clock_moved(self) -> None:
+        """Every viewer shows the simulator's time (status bar, message and PDU times alike)."""
+        for msisdn in list(self._feeds):
+            self.publish(msisdn, "clock", {"offset": self.clock.offset, "now": self.clock.now()})
+
+    # ---- phone to phone -------------------------------------------------------------------------
+    def phone_to_phone(self, sender: str, recipient: str, text: str, *, validity_s: float,
+                       parts: int = 1) -> OutboxEntry:
+        """An SMS from one subscriber to another: the network delivers it to the recipient's phone
+        (held while it is off, refused by its faults) and the sender's outbox follows its fate;
+        the platform never sees it."""
+        self._outbox_ids += 1
+        entry = OutboxEntry(self._outbox_ids, recipient, text, self.clock.now(), "sms", state="accepted", status=0,
+                            delivery=MessageState.ENROUTE.name)
+        self.get(sender).outbox.append(entry)
+        self.publish(sender, "outbox", entry.to_dict())
+        target = self.get(recipient)
+
+        def fate(state: MessageState, error: int) -> None:
+            logged = target.network_entry(message_id)
+            entry.delivery, entry.reason = state.name, logged.reason if logged is not None else ""
+            self.publish(sender, "outbox", entry.to_dict())
+
+        message_id = f"p2p-{sender}-{entry.id}"
+        self.deliver_mt(recipient, sender, text, message_id, validity_s=validity_s, on_fate=fate, parts=parts)
+        held = target.network_entry(message_id)
+        if held is not None and held.state == MessageState.ENROUTE.name and entry.delivery == "ENROUTE":
+            entry.reason = held.reason
+            self.publish(sender, "outbox", entry.to_dict())
+        return entry
+
+    # ---- receipts to the platform ---------------------------------------------------------------
+    def receipt_sent(self, msisdn: str, message_id: str) -> None:
+        """The SMSC queued the receipt of MT `message_id` for the platform."""
+        self._receipt_state(msisdn, message_id, "sent", None)
+
+    def receipt_settled(self, msisdn: str, message_id: str, status: int | None) -> None:
+        """The platform acknowledged the receipt (status 0: it recorded the fate) or refused it."""
+        self._receipt_state(msisdn, message_id, "recorded" if status == 0 else "refused", status)
+
+    def _receipt_state(self, msisdn: str, message_id: str, receipt: str, status: int | None) -> None:
+        phone = self.find(msisdn)
+        entry = phone.network_entry(message_id) if phone is not None else None
+        if entry is None:
+            return  # a part of a long MT (the message's entry carries another part's id), or forgotten
+        entry.receipt, entry.receipt_status, entry.receipt_at = receipt, status, self.clock.now()
+        self.publish(msisdn, "network", entry.to_dict())
 
     # ---- long MTs -----------------------------------------------------------------------------
     def reassemble(self, msisdn: str, sender: str, ref: int, total: int, seq: int, payload: bytes,
@@ -541,8 +634,10 @@ class PhoneBook:
     def ussd_dial(self, msisdn: str, code: str) -> UssdRequest:
         dialled = parse_ussd_string(code)
         phone = self.get(msisdn)
-        if phone.power is not Power.ON or phone.unknown_number:
-            raise UssdError("the phone has no network: switch it on first")
+        if phone.unknown_number:
+            raise PhoneOffline("unknown_number")
+        if phone.power is not Power.ON:
+            raise PhoneOffline(phone.power.value)
         dialogue = phone.ussd
         request = dialogue.dial(dialled, phone.next_ussd_session)
         phone.next_ussd_session = phone.next_ussd_session % 0xFF + 1
@@ -749,4 +844,4 @@ class PhoneBook:
 
 
 __all__ = ["Fate", "InboxMessage", "NetworkEntry", "OutboxEntry", "Phone", "PhoneBook", "PhoneEvent",
-           "PhoneFeed", "Power", "UssdDialogue", "UssdError", "UssdRequest"]
+           "PhoneFeed", "PhoneOffline", "Power", "UssdDialogue", "UssdError", "UssdRequest"]

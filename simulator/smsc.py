@@ -444,6 +444,7 @@ class Smsc:
                           registered_delivery=pdu.registered_delivery)
         self.mt_records[message_id] = record
         self._notify_intermediate(record)
+        self.phones.log_pdu(pdu.destination_addr, "gateway->smsc", pdu, Status.ROK, message_id=message_id)
         text = decode_text(pdu.message_payload or b"", pdu.data_coding)
         self.phones.deliver_mt(pdu.destination_addr, pdu.source_addr, text, message_id, validity_s=self.validity_s,
                                on_fate=lambda state, err: self._fate(record, state, err))
@@ -452,10 +453,7 @@ class Smsc:
     def _to_phone(self, record: MtRecord, pdu: SubmitSm) -> None:
         payload = pdu.payload
         phones = self.phones
-        phones.log_pdu(pdu.destination_addr, "gateway->smsc", {
-            "command": "submit_sm", "from": pdu.source_addr, "data_coding": pdu.data_coding,
-            "ussd_service_op": pdu.ussd_service_op, "esm_class": pdu.esm_class, "message_id": record.message_id,
-        })
+        phones.log_pdu(pdu.destination_addr, "gateway->smsc", pdu, Status.ROK, message_id=record.message_id)
         fate: Fate = lambda state, err: self._fate(record, state, err)  # noqa: E731
         if pdu.ussd_service_op is not None:
             text = decode_text(payload, pdu.data_coding)
@@ -504,6 +502,7 @@ class Smsc:
                           done_at=record.done_at or self.clock.now())
         self._enqueue(PendingMo(f"dlr-{record.message_id}", pdu, record.destination, system_id=record.system_id),
                       delay_s=self.receipt_delay_s)
+        self.phones.receipt_sent(record.destination, record.message_id)
 
     def _notify_intermediate(self, record: MtRecord) -> None:
         """Intermediate notifications (esm_class 0x20) for an MT just accepted, when its ESME asked."""
@@ -603,10 +602,8 @@ class Smsc:
             else:
                 mo.last_status = resp.status
                 mo.outcomes.put_nowait(resp.status)
-                self.phones.log_pdu(mo.msisdn, "smsc->gateway", {
-                    "command": "deliver_sm", "to": mo.pdu.destination_addr, "status": resp.status,
-                    "receipt": mo.pdu.is_delivery_receipt, "ussd_service_op": mo.pdu.ussd_service_op,
-                })
+                self.phones.log_pdu(mo.msisdn, "smsc->gateway", mo.pdu, resp.status, sequence=resp.sequence,
+                                    attempt=mo.attempts)
                 if resp.status == Status.ROK:
                     metrics.mo_delivered.inc(kind)
                     self._settled(mo)
@@ -630,6 +627,9 @@ class Smsc:
         self.mo_pending.pop(mo.mo_id, None)
         mo.delivered.set()
         self.phones.mo_settled(mo.mo_id, mo.last_status)
+        receipted = mo.pdu.receipted_message_id
+        if receipted and not mo.pdu.esm_class & EsmClass.INTERMEDIATE_NOTIFICATION:
+            self.phones.receipt_settled(mo.msisdn, receipted, mo.last_status)
         if not self.mo_pending:
             self._drained.set()
 
@@ -644,12 +644,13 @@ FINAL_STATES = frozenset({MessageState.DELIVERED, MessageState.EXPIRED, MessageS
 
 class MoRefused(ValueError):
     """What a phone tried to send cannot travel as a deliver_sm (an address or a text too long,
-    not a number): refused before it reaches the SMPP encoder, with the reason and the `field`
-    it concerns (msisdn, to, text)."""
+    not a number): refused before it reaches the SMPP encoder, with the reason, the `field` it
+    concerns (msisdn, to, text) and a `code` a screen can word in its own language."""
 
-    def __init__(self, message: str, field: str = "text") -> None:
+    def __init__(self, message: str, field: str = "text", code: str = "") -> None:
         super().__init__(message)
         self.field = field
+        self.code = code or f"bad_{field}"
 
 
 ADDRESS = re.compile(r"^[0-9A-Za-z*#+]{1,20}\Z")  # an SMPP address: 20 octets at most (21 with the NUL)

@@ -178,6 +178,7 @@ SIM_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/phones/{msisdn}/ussd/answer"): {"text": "1", "wait": 0},
     ("POST", "/api/phones/{msisdn}/ussd/cancel"): {},
     ("POST", "/api/clock/advance"): {"seconds": 1},
+    ("POST", "/api/clock/reset"): {},
     ("PATCH", "/api/mail/{address}"): {"state": "ok"},
 }
 SIM_QUERIES = {"/api/phones/{msisdn}/inbox": ("after", "wait"), "/api/phones/{msisdn}/state": ("version", "wait"),

@@ -93,7 +93,7 @@ async def test_unknown_short_code_answers_with_the_list_of_codes(stack: Stack) -
 async def test_cyrillic_arrives_as_ucs2_and_the_reply_goes_out_as_ucs2(stack: Stack) -> None:
     await send_and_wait(stack, "79161234567", "3339", "пароль")
     assert stack.smsc is not None
-    log = list(stack.smsc.phones.pdu_log["79161234567"])
+    log = stack.smsc.phones.pdu_entries("79161234567")
     submits = [e for e in log if e["command"] == "submit_sm"]
     assert submits and all(e["data_coding"] == 8 for e in submits)
     mo = stack.smsc.phones.get("79161234567").sent[-1]

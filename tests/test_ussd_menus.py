@@ -184,7 +184,7 @@ async def test_a_wrong_choice_shows_the_screen_again_with_a_hint(stack: Stack) -
 def deliver_statuses(stack: Stack) -> list[int]:
     """The status the gateway answered each deliver_sm of the phone with."""
     assert stack.smsc is not None
-    return [e["status"] for e in stack.smsc.phones.pdu_log.get(MSISDN, ())
+    return [e["status"] for e in stack.smsc.phones.pdu_entries(MSISDN)
             if e.get("command") == "deliver_sm" and e.get("status") is not None]
 
 

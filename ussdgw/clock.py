@@ -1,4 +1,5 @@
-"""Business time: wall-clock epoch seconds that tests and the simulator can move forward (never back).
+"""Business time: wall-clock epoch seconds that tests and the simulator can move forward
+(and a tester reset to real time, `reset`).
 
 One `Clock` per running platform, and no module-level one: the composition root
 (`ussdgw.app.stack.Stack.clock`) or a test creates it and hands the same instance to every part that
@@ -46,6 +47,12 @@ class Clock:
             raise ValueError("time only moves forward")
         self._offset += seconds
         log.info("clock_advanced", seconds=seconds, offset=self._offset)
+
+    def reset(self) -> None:
+        """Back to real time: a tester's fresh start between experiments in the simulator. What was
+        stamped while the clock ran ahead keeps its times (a cool-down then simply lasts longer)."""
+        log.info("clock_reset", offset=self._offset)
+        self._offset = 0.0
 
     def __repr__(self) -> str:
         return f"Clock(offset={self._offset:g})"

@@ -98,6 +98,10 @@ class Settings(BaseModel):
     sim_port: Port = 2775
     sim_http_port: Port = 8080
     sim_url: str = ""
+    # The platform's self-care API (".../api/v1") for the web phone's subscriber panel; in one
+    # process with the platform it is found by itself. The platform must trust the simulator's
+    # address (`api_trusted_networks`): the panel signs in by MSISDN header, as the network does.
+    sim_selfcare_url: str = ""
     sim_accounts: SecretMap = Field(default_factory=lambda: {"ussdgw": SecretStr("ussdgw1")})
     # How long the SMSC holds an MT for a phone that is off before it expires (SPEC D1).
     sim_validity_s: Seconds = 600.0
@@ -291,9 +295,9 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
                        "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s",
                        "mo_dedup_window_s")),
-    "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_accounts", "sim_validity_s",
-                           "sim_smtp_port", "sim_max_connections", "sim_max_phones", "sim_bind_timeout_s",
-                           "sim_smtp_max_connections", "sim_smtp_timeout_s")),
+    "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_selfcare_url", "sim_accounts",
+                           "sim_validity_s", "sim_smtp_port", "sim_max_connections", "sim_max_phones",
+                           "sim_bind_timeout_s", "sim_smtp_max_connections", "sim_smtp_timeout_s")),
     "http": ("http_", ("http_max_connections", "http_idle_timeout_s", "http_body_timeout_s")),
     "api": ("api_", ("api_host", "api_port", "api_trusted_networks", "api_trusted_proxies", "api_msisdn_header",
                      "admin_token",

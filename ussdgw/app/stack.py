@@ -38,6 +38,7 @@ from simulator.http import create_app as create_sim_app
 from simulator.http import refusal as sim_refusal
 from simulator.mailbox import PostOffice
 from simulator.mailbox import register_routes as register_mail_routes
+from simulator.selfcare_link import SelfcareLink
 from simulator.smsc import Smsc
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
@@ -62,6 +63,7 @@ class Stack:
     gateway: Gateway | None = None
     post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view
     selfcare: Env | None = None  # what the self-care API runs on
+    selfcare_link: SelfcareLink | None = None  # the simulator's way to the self-care API
     endpoints: dict[str, str] = field(default_factory=dict)
     gates: dict[str, Gate] = field(default_factory=dict)  # each HTTP server's live and refused connections
     # The operator's billing and network that call detail and Локатор read: the simulated carrier's
@@ -169,8 +171,10 @@ class Stack:
         host, port = await self.smsc.start(self.settings.sim_host, self.settings.sim_port)
         self._on_stop("smsc", self.smsc.stop)
         self.endpoints["smsc"] = f"smpp://{host}:{port}"
+        self.selfcare_link = SelfcareLink(self.settings.sim_selfcare_url, self.settings.api_msisdn_header)
         sim_app = create_sim_app(self.smsc, handsets=self.handsets, service_list=service_list(build_router()),
-                                 allowed_hosts=(self.settings.sim_host, urlsplit(self.settings.sim_url).hostname or ""))
+                                 allowed_hosts=(self.settings.sim_host, urlsplit(self.settings.sim_url).hostname or ""),
+                                 selfcare=self.selfcare_link)
         self.post_office = PostOffice(self.clock)
         register_mail_routes(sim_app, self.post_office)
         self.endpoints["simulator"] = await self._serve("simulator", sim_app, self.settings.sim_host,
@@ -204,6 +208,8 @@ class Stack:
         observe.install(app, self.metrics, readiness, self.store)
         base = await self._serve("selfcare", app, self.settings.api_host, self.settings.api_port)
         self.endpoints["selfcare"] = base + "/api/v1"
+        if self.selfcare_link is not None and not self.selfcare_link.base_url:  # the web phone's subscriber panel
+            self.selfcare_link.base_url = self.endpoints["selfcare"]
         self.endpoints["cabinet"] = base + "/"  # «Личный кабинет»: the web page on the API's server
         self.endpoints["metrics"] = f"{base}/metrics (ready: {base}/ready)"
 
