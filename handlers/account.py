@@ -37,7 +37,16 @@ from handlers import access, d2
 from handlers.base import Channel
 from handlers.password import SESSIONS_ENDED, password_reply, spread_common
 from handlers.ports import MailError
-from handlers.selfcare import SELFCARE_SENDER, Env, Result, api_audit, bad_msisdn, new_mt, valid_msisdn
+from handlers.selfcare import (
+    SELFCARE_SENDER,
+    Env,
+    Result,
+    api_audit,
+    bad_msisdn,
+    new_mt,
+    unknown_subscriber,
+    valid_msisdn,
+)
 from sms_codes import (
     NewPasswordError,
     PasswordMismatchError,
@@ -423,22 +432,34 @@ def _norm(value: str) -> str:
     return "".join(value.split()).casefold()
 
 
-async def support_reset(env: Env, msisdn_raw: object, passport: object, contract: object,
-                        *, operator: str = "admin") -> Result:
-    """P9: support resets a password after checking passport data and contract number; SMS delivery."""
+async def check_owner_identity(env: Env, msisdn_raw: object, passport: object, contract: object, *,
+                               event: str, operator: str, unchanged: str) -> tuple[str, Result | None]:
+    """Support's check that the caller owns the number: passport data and contract number as on
+    file (blanks and case ignored), never the SIM. The MSISDN, and the refusal when it fails (a
+    wrong identity is audited as `event`; `unchanged` says what was therefore not done)."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
-        return bad_msisdn(msisdn_raw)
+        return "", bad_msisdn(msisdn_raw)
     for name, value in (("passport", passport), ("contract", contract)):
         if not isinstance(value, str) or not value.strip():
-            return Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
+            return msisdn, Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
     assert isinstance(passport, str) and isinstance(contract, str)
     profile = await env.store.subscribers.profile(msisdn)
     if not profile.exists:
-        return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
+        return msisdn, unknown_subscriber(msisdn)
     if _norm(passport) != _norm(profile.passport) or _norm(contract) != _norm(profile.contract):
-        await env.store.audit(msisdn, api_audit("support_reset", "admin", "wrong_identity", f"operator={operator}"))
-        return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Пароль не изменён.")
+        await env.store.audit(msisdn, api_audit(event, "admin", "wrong_identity", f"operator={operator}"))
+        return msisdn, Result.fail("wrong_identity", f"Паспортные данные или номер договора не совпадают. {unchanged}")
+    return msisdn, None
+
+
+async def support_reset(env: Env, msisdn_raw: object, passport: object, contract: object,
+                        *, operator: str = "admin") -> Result:
+    """P9: support resets a password after checking passport data and contract number; SMS delivery."""
+    msisdn, refusal = await check_owner_identity(env, msisdn_raw, passport, contract, event="support_reset",
+                                                 operator=operator, unchanged="Пароль не изменён.")
+    if refusal is not None:
+        return refusal
     return await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_reset", channel="admin")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from handlers import access, number_management
-from handlers.account import check_password
+from handlers.account import check_owner_identity, check_password
 from handlers.base import Channel
 from handlers.catalogue import rub
 from handlers.money import new_op_id, place_hold, settle_hold
@@ -205,24 +205,11 @@ async def unblock_number(env: Env, msisdn: str, *, actor: str | None = None,
 async def support_unblock(env: Env, msisdn_raw: object, passport: object, contract: object,
                           *, operator: str = "admin") -> Result:
     """N3 by support: the owner proved by passport data and contract number (as P9), never the SIM."""
-    msisdn = valid_msisdn(msisdn_raw)
-    if msisdn is None:
-        return bad_msisdn(msisdn_raw)
-    for name, value in (("passport", passport), ("contract", contract)):
-        if not isinstance(value, str) or not value.strip():
-            return Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
-    assert isinstance(passport, str) and isinstance(contract, str)
-    profile = await env.store.subscribers.profile(msisdn)
-    if not profile.exists:
-        return unknown_subscriber(msisdn)
-    if _norm(passport) != _norm(profile.passport) or _norm(contract) != _norm(profile.contract):
-        await env.store.audit(msisdn, api_audit("number_unblock", "admin", "wrong_identity", f"operator={operator}"))
-        return Result.fail("wrong_identity", "Паспортные данные или номер договора не совпадают. Блокировка не снята.")
+    msisdn, refusal = await check_owner_identity(env, msisdn_raw, passport, contract, event="number_unblock",
+                                                 operator=operator, unchanged="Блокировка не снята.")
+    if refusal is not None:
+        return refusal
     return await unblock_number(env, msisdn, channel="admin")
-
-
-def _norm(value: str) -> str:
-    return "".join(value.split()).casefold()
 
 
 async def number_state(env: Env, msisdn: str) -> Result:

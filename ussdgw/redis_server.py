@@ -100,7 +100,7 @@ class EmbeddedRedis:
         # flushed; we stop it ourselves, last. If we die hard, the kernel stops it (Linux).
         self.process = process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(umask=PRIVATE_UMASK),  # its AOF files hold subscribers' data: 0600
         )
         # Its output is read by a thread until it exits, so a chatty server never blocks on a full
         # pipe and a silent one cannot hang the start past `timeout`.
@@ -150,10 +150,10 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """What the child runs before exec so that the kernel sends it SIGTERM when the thread that
-    started it ends, however that happens (Linux PR_SET_PDEATHSIG; None elsewhere). Resolved here,
-    before the fork: the child only makes the call."""
+def die_with_parent(*, umask: int | None = None) -> Callable[[], None] | None:
+    """What a child process runs before exec so that the kernel sends it SIGTERM when the thread
+    that started it ends, however that happens (Linux PR_SET_PDEATHSIG; None elsewhere). Resolved
+    here, before the fork: the child only makes the call (and sets `umask`, when given)."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -161,7 +161,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
 
     def child() -> None:
-        os.umask(PRIVATE_UMASK)  # its AOF files hold subscribers' data: 0600, never world-readable
+        if umask is not None:
+            os.umask(umask)
         prctl(set_pdeathsig, sigterm)
         if os.getppid() != parent:  # the parent died before the call: no signal will come
             os._exit(1)

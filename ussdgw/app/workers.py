@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
 import signal
 from collections.abc import Callable, Sequence
 
 import structlog
 
 from ussdgw.link.backoff import Backoff
+from ussdgw.redis_server import die_with_parent
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.app.workers")
@@ -53,23 +52,6 @@ def worker_command(argv: Sequence[str], index: int) -> list[str]:
         elif not arg.startswith("--workers="):
             out.append(arg)
     return [*out, "--worker", str(index)]
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """Run in the child before exec: SIGTERM from the kernel when the supervisor's thread ends
-    (Linux PR_SET_PDEATHSIG; None elsewhere)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    set_pdeathsig, sigterm, parent = 1, int(signal.SIGTERM), os.getpid()
-
-    def child() -> None:
-        prctl(set_pdeathsig, sigterm)
-        if os.getppid() != parent:  # the supervisor died before the call: no signal would come
-            os._exit(1)
-
-    return child
 
 
 class Workers:
@@ -100,7 +82,7 @@ class Workers:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self.command(index), env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                    start_new_session=True, preexec_fn=_die_with_parent())
+                    start_new_session=True, preexec_fn=die_with_parent())
             except OSError as exc:
                 log.error("worker_not_started", worker=index, error=str(exc))
                 code: int | None = None
