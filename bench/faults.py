@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ussdgw import logs  # noqa: E402
-from ussdgw.redis_server import EmbeddedRedis, _die_with_parent  # noqa: E402
+from ussdgw.redis_server import EmbeddedRedis, die_with_parent  # noqa: E402
 from ussdgw.store.keys import INDEX_BUCKETS, audit_key, mt_due_key, outbox_key, sub_key  # noqa: E402
 from ussdgw.store.model import audit_entry  # noqa: E402
 from ussdgw.store.profile import STORED  # noqa: E402
@@ -113,7 +113,7 @@ class Child:
         self._log = self._open_log()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ussdgw.app", *self.args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=self._log, preexec_fn=_die_with_parent(), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=self._log, preexec_fn=die_with_parent(), cwd=ROOT,
         )
         ready = asyncio.Event()
         self._reader = asyncio.create_task(self._read(self.process, self._log, ready))
@@ -381,7 +381,7 @@ class Platform:
                                                   "USSDGW_STATE_DIR": str(self.workdir / "seed")}, self.logs)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ussdgw.app", *seed.args, env=seed.env, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent(), cwd=ROOT)
+            stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(), cwd=ROOT)
         _, err = await process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"ussdgw seed failed: {err.decode(errors='replace')[-500:]}")
