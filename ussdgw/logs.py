@@ -21,6 +21,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
+from structlog.contextvars import merge_contextvars
 
 try:
     import orjson
@@ -43,13 +44,23 @@ def mask_msisdn(value: str) -> str:
 
 def mask_digits(value: str) -> str:
     """Every MSISDN-looking digit run in a text masked: `mo-79161234567-1` -> `mo-7916***4567-1`."""
-    return _DIGIT_RUN.sub(r"\1***\2", value)
+    # Most values hold no such run: one search, and the substitution (a template expanded per
+    # call, several times the cost) only when there is something to mask.
+    if _DIGIT_RUN.search(value) is None:
+        return value
+    return _DIGIT_RUN.sub(_keep_ends, value)
+
+
+def _keep_ends(match: re.Match[str]) -> str:
+    return f"{match[1]}***{match[2]}"
 
 
 def _masked(value: Any) -> Any:
-    if isinstance(value, str):
+    if type(value) is str:
         # Shorter than an MSISDN, or no digit at all: nothing to mask (most values; no regex run).
         return mask_digits(value) if len(value) >= 10 and not value.isalpha() else value
+    if isinstance(value, int | float | bool | None):
+        return value
     if isinstance(value, list | tuple):
         return type(value)(_masked(item) for item in value)
     if isinstance(value, dict):
@@ -57,9 +68,15 @@ def _masked(value: Any) -> Any:
     return value
 
 
+# Keys whose values the logging set-up writes itself: nothing of a subscriber's in them.
+_OURS = frozenset({"level", "timestamp", "logger"})
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Secrets out, MSISDNs masked: under their keys, and inside any other value."""
     for key, value in event.items():
+        if key in _OURS:
+            continue
         if key in SECRET_KEYS:
             event[key] = "[redacted]"
         elif key in MSISDN_KEYS and isinstance(value, str):
@@ -93,6 +110,26 @@ def json_renderer() -> structlog.processors.JSONRenderer:
     return structlog.processors.JSONRenderer(serializer=json.dumps, ensure_ascii=False)
 
 
+_STAMP_UTC = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_FORMAT_EXC = structlog.processors.format_exc_info
+_LEVEL_OF = {"exception": "error", "warn": "warning"}
+
+
+def json_line(logger: Any, method_name: str, event: MutableMapping[str, Any]) -> str:
+    """The whole JSON set-up in one processor (bound context, level, UTC instant, traceback,
+    redaction, orjson): one call per line instead of six, the gateway writes one per MO."""
+    merge_contextvars(logger, method_name, event)
+    event["level"] = _LEVEL_OF.get(method_name, method_name)
+    _STAMP_UTC(logger, method_name, event)
+    if "exc_info" in event:
+        _FORMAT_EXC(logger, method_name, event)  # before redact: a traceback's text is masked too
+    redact(logger, method_name, event)
+    return _render_json(logger, method_name, event)  # type: ignore[return-value]
+
+
+_render_json = json_renderer()
+
+
 def wants_console(fmt: str = "auto") -> bool:
     """Readable lines for a person at a terminal; JSON lines for files, pipes and collectors."""
     return fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -101,18 +138,17 @@ def wants_console(fmt: str = "auto") -> bool:
 def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     """`fmt`: "auto" (console on a terminal, else JSON), "console" or "json"."""
     console = wants_console(fmt)
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if console else json_renderer()
+    processors: list[Any] = [
+        merge_contextvars,
+        structlog.processors.add_log_level,
+        # a person reads the local time of day; a collector gets the full instant in UTC
+        structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+        structlog.processors.format_exc_info,  # before redact: a traceback's text is masked too
+        redact,
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+    ] if console else [json_line]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            # a person reads the local time of day; a collector gets the full instant in UTC
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False) if console
-            else structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,  # before redact: a traceback's text is masked too
-            redact,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=cache,
