@@ -9,7 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+T = TypeVar("T")
+
+
+@dataclass_transform(frozen_default=True)
+def pdu_class(cls: type[T]) -> type[T]:
+    """A PDU: a dataclass with slots, hashable, frozen in the type checker's eyes (mypy --strict
+    refuses any assignment to a field), but built as a plain one. A frozen dataclass sets each
+    field through `object.__setattr__`: a submit_sm or deliver_sm has 28 fields, and the gateway
+    builds or decodes seven of them per MO; built plainly each costs a third (~1.5 against ~4.6 us).
+    Every change goes through `with_sequence` or `dataclasses.replace`, never an assignment."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
 class CommandId(IntEnum):
@@ -128,7 +140,7 @@ class Tag(IntEnum):
     ITS_SESSION_INFO = 0x1383
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class Pdu:
     command_id: ClassVar[CommandId]
     sequence: int = 0
@@ -139,12 +151,12 @@ class Pdu:
         return bool(command_of(self) & 0x80000000)
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class GenericNack(Pdu):
     command_id: ClassVar[CommandId] = CommandId.GENERIC_NACK
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class Bind(Pdu):
     """bind_receiver / bind_transmitter / bind_transceiver, told apart by `mode`."""
 
@@ -162,7 +174,7 @@ class Bind(Pdu):
         return CommandId(self.mode.value)
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class BindResp(Pdu):
     mode: BindMode = BindMode.TRANSCEIVER
     system_id: str = ""
@@ -173,27 +185,27 @@ class BindResp(Pdu):
         return CommandId(self.mode.value | 0x80000000)
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class Unbind(Pdu):
     command_id: ClassVar[CommandId] = CommandId.UNBIND
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class UnbindResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.UNBIND_RESP
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class EnquireLink(Pdu):
     command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class EnquireLinkResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK_RESP
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class MessageTlvs(Pdu):
     """Optional parameters shared by submit_sm, deliver_sm and data_sm."""
 
@@ -210,7 +222,7 @@ class MessageTlvs(Pdu):
     other_tlvs: tuple[tuple[int, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class ShortMessagePdu(MessageTlvs):
     """The mandatory body of submit_sm and deliver_sm (identical in SMPP 3.4)."""
 
@@ -246,17 +258,17 @@ class ShortMessagePdu(MessageTlvs):
         return self.message_payload if self.message_payload is not None else self.short_message
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class SubmitSm(ShortMessagePdu):
     command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class DeliverSm(ShortMessagePdu):
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class DataSm(MessageTlvs):
     command_id: ClassVar[CommandId] = CommandId.DATA_SM
     service_type: str = ""
@@ -271,25 +283,25 @@ class DataSm(MessageTlvs):
     data_coding: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class SubmitSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
     message_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class DeliverSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM_RESP
     message_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class DataSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.DATA_SM_RESP
     message_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class QuerySm(Pdu):
     command_id: ClassVar[CommandId] = CommandId.QUERY_SM
     message_id: str = ""
@@ -298,7 +310,7 @@ class QuerySm(Pdu):
     source_addr: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@pdu_class
 class QuerySmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.QUERY_SM_RESP
     message_id: str = ""
