@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -283,17 +283,93 @@ class EsmeClient:
             self.metrics.submit_sm_seconds.observe(time.perf_counter() - sent)
             self.metrics.submit_sm_resp.inc(status_name(resp.status))
             if resp.status in RETRY_STATUSES:
-                now = time.monotonic()
-                if now >= self._paused_until:  # the first refusal since the last pause: pause (longer)
-                    pause = self._next_backoff()
-                    self._paused_until = now + pause
-                    self._log.info("submit_throttled", status=resp.status, attempt=attempt, pause_s=round(pause, 3))
-                continue  # the others sent before the pause just wait it out and go again
+                self._throttled(resp.status, attempt)
+                continue
             self._backoff.reset()
             if isinstance(resp, SubmitSmResp):
                 return resp
             return SubmitSmResp(sequence=resp.sequence, status=resp.status or Status.RSYSERR)
         return SubmitSmResp(status=Status.RMSGQFUL)
+
+    async def submit_all(self, pdus: Sequence[SubmitSm], *,
+                         proceed: Callable[[], Awaitable[bool]] | None = None) -> list[SubmitSmResp]:
+        """The parts of one MT: the responses, in the parts' order, up to the first part that ended
+        in an error (the ones after it are not sent).
+
+        When the bind is up, unpaced, and its window has room for every part, they are written
+        together (one lease check, one write, one window reservation) and answered in any order;
+        a part the SMSC asks to retry, or that timed out or lost its link, then goes again alone
+        through `submit`. Otherwise the parts go one after the other through `submit`. A response
+        ESME_RMSGQFUL without a write means `submit` gave up (see there)."""
+        conn = self._conn
+        window = conn.window if conn is not None else None
+        if (len(pdus) < 2 or conn is None or window is None or self._stopping or not self.bound.is_set()
+                or self.rate_per_s > 0 or self._paused_until > time.monotonic() or not conn.session.can_submit
+                or not window.try_acquire_many(len(pdus))):
+            return await self._submit_one_by_one(pdus, proceed)
+        held = len(pdus)  # window slots this call still holds
+        try:
+            if proceed is not None:
+                if not await proceed():
+                    return [SubmitSmResp(status=Status.RMSGQFUL)]
+                if self._conn is not conn or not conn.session.can_submit:  # the link changed meanwhile
+                    window.release_many(held)
+                    held = 0
+                    return await self._submit_one_by_one(pdus, proceed)
+            sent = time.perf_counter()
+            try:
+                futures = [conn.request(pdu) for pdu in pdus]
+            except LinkDown:  # gone between the check and the write: the parts go one by one
+                window.release_many(held)
+                held = 0
+                return await self._submit_one_by_one(pdus, proceed)
+            responses: list[SubmitSmResp] = []
+            for pdu, future in zip(pdus, futures, strict=True):
+                try:
+                    resp: Pdu | None = await future
+                except (TimeoutError, LinkDown) as exc:
+                    self.metrics.submit_sm_errors.inc("timeout" if isinstance(exc, TimeoutError) else "link_down")
+                    self._log.warning("submit_retry", attempt=1, error=str(exc) or type(exc).__name__)
+                    resp = None
+                finally:
+                    window.release()
+                    held -= 1
+                if resp is not None:
+                    self.metrics.submit_sm_seconds.observe(time.perf_counter() - sent)
+                    self.metrics.submit_sm_resp.inc(status_name(resp.status))
+                    if resp.status in RETRY_STATUSES:
+                        self._throttled(resp.status, 1)
+                        resp = None
+                if resp is None:  # asked to retry, timed out, or its link went: this part alone again
+                    responses.append(await self.submit(pdu, proceed=proceed))
+                elif isinstance(resp, SubmitSmResp):
+                    self._backoff.reset()
+                    responses.append(resp)
+                else:
+                    responses.append(SubmitSmResp(sequence=resp.sequence, status=resp.status or Status.RSYSERR))
+            return responses
+        finally:
+            if held:
+                window.release_many(held)
+
+    async def _submit_one_by_one(self, pdus: Sequence[SubmitSm],
+                                 proceed: Callable[[], Awaitable[bool]] | None) -> list[SubmitSmResp]:
+        responses = []
+        for pdu in pdus:
+            resp = await self.submit(pdu, proceed=proceed)
+            responses.append(resp)
+            if resp.status != Status.ROK:
+                break
+        return responses
+
+    def _throttled(self, status: int, attempt: int) -> None:
+        """The SMSC asked to slow down: the first refusal since the last pause pauses the bind (longer
+        each time); the others sent before the pause just wait it out and go again."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            pause = self._next_backoff()
+            self._paused_until = now + pause
+            self._log.info("submit_throttled", status=status, attempt=attempt, pause_s=round(pause, 3))
 
     async def _bound_or_stopped(self) -> bool:
         """Wait for the bind (True) or for `stop` (False)."""

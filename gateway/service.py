@@ -421,16 +421,16 @@ class Gateway:
         message_ids: list[str] = []
         status = Status.ROK
         proceed = functools.partial(self._may_submit, mt.mt_id)
-        for pdu in self._submit_pdus(mt):
-            resp = await self._pick_client().submit(pdu, proceed=proceed)
+        # All parts on one bind, written together when its window has room for them.
+        for resp in await self._pick_client().submit_all(self._submit_pdus(mt), proceed=proceed):
             if resp.status in (Status.RMSGQFUL, Status.RTHROTTLED):
                 log.warning("mt_postponed", msisdn=mt.destination, mt_id=mt.mt_id, status=resp.status,
                             leased=self._still_leased(mt.mt_id))
                 return False
-            if resp.status != Status.ROK:
+            if resp.status == Status.ROK:
+                message_ids.append(resp.message_id)
+            elif status == Status.ROK:
                 status = Status(resp.status) if resp.status in Status._value2member_map_ else Status.RUNKNOWNERR
-                break
-            message_ids.append(resp.message_id)
         channel = Channel.USSD if mt.ussd_service_op is not None else Channel.SMS
         outcome = "ok" if status == Status.ROK else "failed"
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,

@@ -166,3 +166,91 @@ async def test_a_submit_waiting_for_a_bind_gives_up_when_the_client_stops() -> N
     await client.stop()
     resp = await asyncio.wait_for(waiting, 5)
     assert resp.status == Status.RMSGQFUL  # "not sent": the caller keeps the MT queued
+
+
+def _parts(count: int) -> list[SubmitSm]:
+    return [SubmitSm(source_addr="3339", dest_addr_ton=1, dest_addr_npi=1, destination_addr="79161234567",
+                     short_message=f"part {i}".encode()) for i in range(count)]
+
+
+async def test_the_parts_of_one_mt_are_outstanding_together_and_a_throttled_part_goes_again_alone() -> None:
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def together(smsc: ScriptedSmsc, _: SmppSession, pdu: SubmitSm) -> Pdu:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= 3:
+            all_in.set()
+        await all_in.wait()  # sent one after the other, the second part would never come: a timeout
+        if pdu.short_message == b"part 1" and arrived <= 3:
+            return SubmitSmResp(status=Status.RTHROTTLED)
+        return SubmitSmResp(message_id=smsc.next_message_id())
+
+    smsc = ScriptedSmsc(together)
+    host, port = await smsc.start()
+    client = EsmeClient(host, port, "esme", "pw", _no_mo, window=8)
+    runner = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.bound.wait(), 5)
+        results = await asyncio.wait_for(client.submit_all(_parts(3)), 10)
+        assert [r.status for r in results] == [Status.ROK] * 3
+        assert len({r.message_id for r in results}) == 3
+        assert [p.short_message for p in smsc.submits] == [b"part 0", b"part 1", b"part 2", b"part 1"]
+        assert client._conn is not None and client._conn.window.in_use == 0
+        assert not client._conn.session.outstanding
+    finally:
+        await client.stop()
+        runner.cancel()
+        await smsc.stop()
+
+
+async def test_parts_that_do_not_fit_the_window_go_one_by_one_and_a_refused_part_ends_the_mt() -> None:
+    outstanding = most = 0
+
+    async def refuse_second(smsc: ScriptedSmsc, _: SmppSession, pdu: SubmitSm) -> Pdu:
+        nonlocal outstanding, most
+        outstanding += 1
+        most = max(most, outstanding)
+        await asyncio.sleep(0.01)
+        outstanding -= 1
+        if pdu.short_message == b"part 1":
+            return SubmitSmResp(status=Status.RINVDSTADR)
+        return SubmitSmResp(message_id=smsc.next_message_id())
+
+    smsc = ScriptedSmsc(refuse_second)
+    host, port = await smsc.start()
+    client = EsmeClient(host, port, "esme", "pw", _no_mo, window=2)
+    runner = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.bound.wait(), 5)
+        results = await asyncio.wait_for(client.submit_all(_parts(3)), 10)
+        assert [r.status for r in results] == [Status.ROK, Status.RINVDSTADR]  # the third is not sent
+        assert most == 1 and len(smsc.submits) == 2
+        assert client._conn is not None and client._conn.window.in_use == 0
+    finally:
+        await client.stop()
+        runner.cancel()
+        await smsc.stop()
+
+
+async def test_parts_written_together_are_not_written_when_the_lease_is_gone() -> None:
+    smsc = ScriptedSmsc()
+    host, port = await smsc.start()
+    client = EsmeClient(host, port, "esme", "pw", _no_mo)
+    runner = asyncio.create_task(client.run())
+
+    async def lease_lost() -> bool:
+        return False
+
+    try:
+        await asyncio.wait_for(client.bound.wait(), 5)
+        results = await asyncio.wait_for(client.submit_all(_parts(2), proceed=lease_lost), 10)
+        assert [r.status for r in results] == [Status.RMSGQFUL]
+        await asyncio.sleep(0.05)
+        assert smsc.submits == []
+        assert client._conn is not None and client._conn.window.in_use == 0
+    finally:
+        await client.stop()
+        runner.cancel()
+        await smsc.stop()

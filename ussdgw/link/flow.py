@@ -33,6 +33,13 @@ class Window:
             return True
         return False
 
+    def try_acquire_many(self, count: int) -> bool:
+        """Take `count` slots at once if they are free and nobody waits (all or none)."""
+        if self.in_use + count <= self.size and not self._waiters:
+            self.in_use += count
+            return True
+        return False
+
     async def __aenter__(self) -> None:
         if self.try_acquire():
             return
@@ -63,6 +70,10 @@ class Window:
                 waiter.set_result(None)
                 return
         self.in_use -= 1
+
+    def release_many(self, count: int) -> None:
+        for _ in range(count):
+            self.release()
 
 
 class TokenBucket:
