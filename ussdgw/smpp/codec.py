@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from smpplib import command as smpp_command
@@ -53,6 +54,7 @@ from ussdgw.smpp.pdu import (
 )
 
 HEADER = struct.Struct(">IIII")
+_TLV_HEADER = struct.Struct(">HH")
 HEADER_SIZE = 16
 MAX_PDU_SIZE = 64 * 1024
 SC_INTERFACE_VERSION = 0x0210
@@ -209,13 +211,15 @@ def _encode_mandatory(command: CommandId, pdu: Pdu) -> bytes:
         raise PduEncodeError(f"cannot encode {command.name.lower()}: {exc}") from exc
 
 
+_TLV_VALUES = attrgetter(*_TLV_ORDER)
+_TLV_KINDS = tuple(_TLV_BY_NAME[name] for name in _TLV_ORDER)
+
+
 def _encode_tlvs(pdu: MessageTlvs) -> bytes:
     out = bytearray()
-    for name in _TLV_ORDER:
-        value = getattr(pdu, name)
+    for (tag, kind), value in zip(_TLV_KINDS, _TLV_VALUES(pdu), strict=True):
         if value is None:
             continue
-        tag, kind = _TLV_BY_NAME[name]
         if kind == "str":
             raw = value.encode("ascii") + b"\x00"
         elif kind == "bytes":
@@ -223,9 +227,9 @@ def _encode_tlvs(pdu: MessageTlvs) -> bytes:
         else:
             assert isinstance(kind, int)
             raw = int(value).to_bytes(kind, "big")
-        out += struct.pack(">HH", tag, len(raw)) + raw
+        out += _TLV_HEADER.pack(tag, len(raw)) + raw
     for tag, raw in pdu.other_tlvs:
-        out += struct.pack(">HH", tag, len(raw)) + raw
+        out += _TLV_HEADER.pack(tag, len(raw)) + raw
     return bytes(out)
 
 
@@ -325,31 +329,28 @@ def _decode_body(command: CommandId, status: int, body: bytes) -> dict[str, Any]
     return values
 
 
+_MESSAGE_PDUS = frozenset({CommandId.SUBMIT_SM, CommandId.DELIVER_SM, CommandId.DATA_SM})
+_TLV_CARRIERS = _MESSAGE_PDUS | {CommandId.BIND_RECEIVER_RESP, CommandId.BIND_TRANSMITTER_RESP,
+                                 CommandId.BIND_TRANSCEIVER_RESP, CommandId.DATA_SM_RESP}
+
+
 def _accepts_tlvs(command: CommandId) -> bool:
-    return command in (
-        CommandId.SUBMIT_SM,
-        CommandId.DELIVER_SM,
-        CommandId.DATA_SM,
-        CommandId.BIND_RECEIVER_RESP,
-        CommandId.BIND_TRANSMITTER_RESP,
-        CommandId.BIND_TRANSCEIVER_RESP,
-        CommandId.DATA_SM_RESP,
-    )
+    return command in _TLV_CARRIERS
 
 
 def _decode_tlvs(command: CommandId, data: bytes) -> dict[str, Any]:
     if not data:
         return {}
-    if not _accepts_tlvs(command):
+    if command not in _TLV_CARRIERS:
         raise PduDecodeError(f"{command.name.lower()} carries unexpected optional parameters", Status.RINVCMDLEN)
     values: dict[str, Any] = {}
     other: list[tuple[int, bytes]] = []
     pos, end = 0, len(data)
-    message_pdu = command in (CommandId.SUBMIT_SM, CommandId.DELIVER_SM, CommandId.DATA_SM)
+    message_pdu = command in _MESSAGE_PDUS
     while pos < end:
         if end - pos < 4:
             raise PduDecodeError("truncated optional parameter header", Status.RINVOPTPARSTREAM)
-        tag, length = struct.unpack_from(">HH", data, pos)
+        tag, length = _TLV_HEADER.unpack_from(data, pos)
         pos += 4
         if pos + length > end:
             raise PduDecodeError(f"optional parameter 0x{tag:04x} runs past the PDU", Status.RINVOPTPARSTREAM)

@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 @dataclass_transform(frozen_default=True)
 def pdu_class(cls: type[T]) -> type[T]:
-    """A PDU: a dataclass with slots, hashable, frozen in the type checker's eyes (mypy --strict
+    """A PDU (or what one says): a dataclass with slots, hashable, frozen in the type checker's eyes (mypy --strict
     refuses any assignment to a field), but built as a plain one. A frozen dataclass sets each
     field through `object.__setattr__`: a submit_sm or deliver_sm has 28 fields, and the gateway
     builds or decodes seven of them per MO; built plainly each costs a third (~1.5 against ~4.6 us).

@@ -323,23 +323,34 @@ class SmppSession:
 
     # ---- inbound --------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
-        self._in += data
+        """The events of the PDUs `data` completes (what is left of a PDU waits for the next call).
+
+        PDUs are cut from the bytes read where they lie: one copy per PDU, and the buffer is
+        touched only when a PDU spans two reads."""
+        if self._in:
+            self._in += data
+            data = bytes(self._in)
+            self._in.clear()
+        elif type(data) is not bytes:  # a bytearray or memoryview: PDUs hold bytes
+            data = bytes(data)
         events: list[Event] = []
-        while self.state is not SessionState.CLOSED and len(self._in) >= 4:
-            length = int.from_bytes(self._in[:4], "big")
+        pos, end = 0, len(data)
+        while self.state is not SessionState.CLOSED and end - pos >= 4:
+            length = int.from_bytes(data[pos:pos + 4], "big")
             if length < codec.HEADER_SIZE or length > self.max_pdu_size:
                 # Past a broken length there is no telling where the next PDU starts.
-                seq = int.from_bytes(self._in[12:16], "big") if len(self._in) >= 16 else 0
+                seq = int.from_bytes(data[pos + 12:pos + 16], "big") if end - pos >= 16 else 0
                 self._out += codec.encode(GenericNack(sequence=seq, status=Status.RINVCMDLEN))
-                self._in.clear()
+                pos = end
                 self._move(SessionEvent.CLOSE)
                 events.append(ProtocolError(f"command_length {length} out of range", Status.RINVCMDLEN, fatal=True))
                 break
-            if len(self._in) < length:
+            if end - pos < length:
                 break
-            frame = bytes(self._in[:length])
-            del self._in[:length]
-            self._receive_pdu(frame, events)
+            self._receive_pdu(data if length == end else data[pos:pos + length], events)
+            pos += length
+        if pos < end:
+            self._in += data[pos:]
         return events
 
     def _receive_pdu(self, frame: bytes, events: list[Event]) -> None:
@@ -349,7 +360,7 @@ class SmppSession:
             events.append(self._undecodable(exc))
             return
         command = command_of(pdu)
-        if pdu.is_response:
+        if command & 0x80000000:
             self._response(pdu, events)
         elif command not in self._may_receive or (command in _BINDS and not self._move(SessionEvent.BIND_RECEIVED)):
             events.append(self._refuse(pdu, command))
