@@ -50,6 +50,9 @@ def render(**fields: object) -> str:
         text = str(value)
         if len(text) > MAX_VALUE:
             text = text[:MAX_VALUE] + "…"
+        if text.isascii() and text.isprintable() and _BARE.fullmatch(text):
+            parts.append(f"{key}={text}")  # a plain token (ids, states, counts): nothing to quote or escape
+            continue
         if not _BARE.fullmatch(text) or clean(text) != text:
             text = json.dumps(text, ensure_ascii=False)
         parts.append(f"{key}={clean(text)}")
