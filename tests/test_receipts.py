@@ -62,6 +62,10 @@ def test_the_simulator_writes_the_de_facto_text_and_the_tlvs_saying_the_same() -
 @pytest.mark.parametrize(("text", "expected"), [
     ("id:12345 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:Hello",
      Receipt("12345", MessageState.DELIVERED, "000", "001", "001", "2401011200", "2401011201", "Hello")),
+    ("id:12345 sub:001 dlvrd:000 submit date:2401011200 done date:2401011201 stat:UNDELIV err:001",  # no text:
+     Receipt("12345", MessageState.UNDELIVERABLE, "001", "001", "000", "2401011200", "2401011201")),
+    ("id:1 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 extra:1",
+     Receipt("1", MessageState.DELIVERED, "000", "001", "001", "2401011200", "2401011201")),  # more after err
     ("Id:ab-CD Stat:delivrd", Receipt("ab-CD", MessageState.DELIVERED)),  # keys and words in any case
     ("stat:EXPIRED err:027 id:7", Receipt("7", MessageState.EXPIRED, "027")),  # any order
     ("id:9 submit_date:2401011200 done_date:2401011300 stat:UNDELIV,",  # underscores, punctuation

@@ -25,10 +25,11 @@ STAT_WORDS: dict[MessageState, str] = {
 }
 _STATES = {word: state for state, word in STAT_WORDS.items()}
 
-# What `format_receipt` writes, read in one match (the common case, and the cheap one); anything
+# What `format_receipt` writes, with or without its `text:` (many SMSCs leave it out), read in one
+# match (the common case, and the cheap one: the field by field reading costs several times more); anything
 # else goes field by field: `key:value` fields before `text:`, the text running to the end.
 _CANONICAL = re.compile(
-    r"id:(\S+) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\w+) err:(\w*) text:(.*)", re.S)
+    r"id:(\S+) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\w+) err:(\w*)(?: text:(.*))?\Z", re.S)
 _FIELD = re.compile(r"\b(id|sub|dlvrd|submit[ _]date|done[ _]date|stat|err):(\S*)", re.I)
 _TEXT = re.compile(r"\btext:", re.I)
 _WORD = re.compile(r"\w*")
@@ -72,7 +73,7 @@ def parse_receipt_text(text: str) -> Receipt | None:
     if match is not None:
         message_id, sub, dlvrd, submit_date, done_date, stat, error, quoted = match.groups()
         return Receipt(message_id, _STATES.get(stat.upper(), MessageState.UNKNOWN), error, sub, dlvrd,
-                       submit_date, done_date, quoted)
+                       submit_date, done_date, quoted or "")
     cut = _TEXT.search(text)
     head, quoted = (text[: cut.start()], text[cut.end() :]) if cut else (text, "")
     fields: dict[str, str] = {}
