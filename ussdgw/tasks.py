@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -76,7 +77,9 @@ class Tasks:
             if isinstance(work, Coroutine):
                 work.close()
             raise RuntimeError(f"{self.name}: stopping, no new tasks")
-        task = asyncio.ensure_future(work)
+        # A coroutine (the common case: a task per MO, per MT) goes straight to the loop.
+        task = (asyncio.get_running_loop().create_task(work) if type(work) is types.CoroutineType
+                else asyncio.ensure_future(work))
         if name is not None:
             task.set_name(name)
         self._tasks.add(task)
