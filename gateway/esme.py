@@ -198,12 +198,12 @@ class EsmeClient:
             await conn.close()
 
     def _on_event(self, conn: SmppLink, event: Event) -> None:
-        if isinstance(event, RequestReceived):
+        if type(event) is RequestReceived:  # type checks, not isinstance: this runs for every PDU
             pdu = event.pdu
-            if isinstance(pdu, DeliverSm | DataSm):
+            if type(pdu) is DeliverSm or type(pdu) is DataSm:
                 if self._deliveries.stopping:  # not answered: the SMSC delivers it again on the next bind
                     return
-                if self.on_receipts is not None and isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
+                if self.on_receipts is not None and type(pdu) is DeliverSm and pdu.is_delivery_receipt:
                     if not self._receipts:  # the first of this read: the batch leaves once the read is processed
                         asyncio.get_running_loop().call_soon(self._receipts_read, conn)
                     self._receipts.append(pdu)
