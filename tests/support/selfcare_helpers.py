@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import aiohttp
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from sms_codes import OPERATOR_TZ
 from tests.support.platform import send_and_wait
 from ussdgw.app.seed import seed_subscribers
 from ussdgw.app.stack import Stack
@@ -21,6 +23,12 @@ from ussdgw.app.stack import Stack
 SPEC_PATH = Path(__file__).resolve().parents[2] / "gateway" / "openapi.yaml"
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
 CODE = re.compile(r"код[^:]*: (\d{6})", re.IGNORECASE)
+
+def operator_today() -> date:
+    """Today where the operator is: a block's `from` and a call period are its dates. On a UTC
+    machine `date.today()` is the operator's yesterday from 21:00 to 24:00 UTC (Moscow is UTC+3)."""
+    return datetime.now(OPERATOR_TZ).date()
+
 
 IVAN, IVAN2, MARIA, CORP = "79161234567", "79161234568", "79261112233", "79031112233"
 PEOPLE: list[dict[str, Any]] = [
