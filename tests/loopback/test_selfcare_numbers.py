@@ -66,14 +66,15 @@ async def test_linking_oneself_an_unknown_or_malformed_number_is_refused(stack: 
 # ---- N3 ------------------------------------------------------------------------------------
 async def test_block_today_or_from_a_later_date_and_unblock(stack: Stack, api: Api) -> None:
     token = await signed_in(stack, api, IVAN)
-    later = (operator_today() + timedelta(days=10)).isoformat()
+    later = (operator_today(stack) + timedelta(days=10)).isoformat()
     status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": later})
     assert status == 200 and body["data"]["state"] == "scheduled"
     assert (await api.call("PUT", "/accounts/me/block", token=token, body={"from": later}))[0] == 409
     _, account = await api.call("GET", "/accounts/me", token=token)
     assert account["data"]["state"] == "scheduled" and account["data"]["blocked_from"] == later
     assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
-    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": operator_today().isoformat()})
+    today = operator_today(stack).isoformat()
+    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": today})
     assert status == 200 and body["data"]["state"] == "blocked"
     # from now on nobody is signed in as the number: the block is lifted from another way in
     status, body = await api.call("DELETE", "/accounts/me/block", token=token)

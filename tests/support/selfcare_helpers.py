@@ -24,12 +24,6 @@ SPEC_PATH = Path(__file__).resolve().parents[2] / "gateway" / "openapi.yaml"
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
 CODE = re.compile(r"код[^:]*: (\d{6})", re.IGNORECASE)
 
-def operator_today() -> date:
-    """Today where the operator is: a block's `from` and a call period are its dates. On a UTC
-    machine `date.today()` is the operator's yesterday from 21:00 to 24:00 UTC (Moscow is UTC+3)."""
-    return datetime.now(OPERATOR_TZ).date()
-
-
 IVAN, IVAN2, MARIA, CORP = "79161234567", "79161234568", "79261112233", "79031112233"
 PEOPLE: list[dict[str, Any]] = [
     {"msisdn": IVAN, "owner": {"id": "p-1001", "name": "Иван Петров", "passport": "4510 123456",
@@ -80,6 +74,12 @@ class Api:
             spec().validate_request(request)
         spec().validate_response(request, MockResponse(payload, status_code=status, content_type=content_type))
         return status, json.loads(payload)
+
+
+def operator_today(stack: Stack) -> date:
+    """Today where the operator is (Moscow), on the platform's clock: what N3 block dates and call
+    detail periods are checked against (the host's `date.today()` is yesterday there after 21:00 UTC)."""
+    return datetime.fromtimestamp(stack.clock.now(), OPERATOR_TZ).date()
 
 
 async def seed(stack: Stack, people: list[dict[str, Any]] | None = None) -> None:
