@@ -27,7 +27,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from gateway.esme import EsmeClient
 from gateway.inbound import Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
-from handlers.access import mt_withheld, refuse_blocked_mo
+from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked
 from handlers.base import Channel, HandlerContext, InboundMessage
 from handlers.number_management import review_due
 from handlers.routing import Router
@@ -40,7 +40,7 @@ from ussdgw.logs import mask_msisdn
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
+from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, StoreUnavailable
 from ussdgw.store.core import lease_now
 from ussdgw.tasks import Tasks
 
@@ -222,15 +222,21 @@ class Gateway:
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
-        refused = await refuse_blocked_mo(message, self.store, self.settings, self.clock)
+        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
+            # The gate's read goes with the dialogue's, in one round trip.
+            first = await self.store.dialogues.step_read(message.msisdn, message.mo_id)
+            refused = await refuse_if_blocked(message, self.store, self.settings, self.clock, first[2])
+        else:
+            first = None
+            refused = await refuse_blocked_mo(message, self.store, self.settings, self.clock)
         if refused is not None:
             for mt in refused.messages:
                 self._spawn(self.send(mt))
             return "access.blocked", refused.outcome
-        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
-            outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
-            for mt in outcome.result.messages:
-                self._spawn(self.send(mt))
+        if first is not None:
+            outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock,
+                                        first=(first[0], first[1]))
+            self._send_all(outcome.result)
             if outcome.result.outcome == "applied":
                 reply_op = next((m.ussd_service_op for m in outcome.result.messages
                                  if m.ussd_service_op is not None), None)
@@ -242,9 +248,14 @@ class Gateway:
         await handler(ctx)
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
-        for mt in ctx.result.messages:
-            self._spawn(self.send(mt))
+        self._send_all(ctx.result)
         return handler.__qualname__, ctx.result.outcome
+
+    def _send_all(self, result: CommitResult) -> None:
+        """Send the MTs a commit queued; those it saw go to a number not blocked skip the N3 read."""
+        cleared = cleared_to_send(result, self.clock.now())
+        for mt in result.messages:
+            self._spawn(self.send(mt, cleared=cleared))
 
     async def on_receipts(self, pdus: list[DeliverSm], bind: str = "") -> list[int]:
         """Delivery receipts (those one read brought, together) to the statuses their responses carry.
@@ -336,13 +347,14 @@ class Gateway:
             for part in split.parts
         ]
 
-    async def send(self, mt: OutboundMessage) -> bool:
+    async def send(self, mt: OutboundMessage, *, cleared: bool = False) -> bool:
         """Submit one MT (all its parts); leave it queued for recovery if the link stays down.
 
         Throttling, timeouts and lost links are retried by the bind (never a drop); a submit that
         comes back unsent (the gateway is stopping) leaves the MT in the outbox, and its lease
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
+        `cleared`: the commit that queued it has just seen its number not blocked (N3).
         """
         held = self._held.get(mt.mt_id)
         if held is not None:  # this process is sending it already (a redelivered MO, its own recovery):
@@ -352,7 +364,7 @@ class Gateway:
         self.mts_in_flight.begin(mt.mt_id)
         self._held[mt.mt_id] = mt
         try:
-            if await self._withheld(mt):
+            if not cleared and await self._withheld(mt):
                 return False
             return await self._send(mt)
         finally:
