@@ -25,7 +25,7 @@ import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gateway.esme import EsmeClient
-from gateway.inbound import Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
+from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked
 from handlers.base import Channel, Context, InboundMessage
@@ -162,8 +162,9 @@ class Gateway:
         def ms() -> float:
             return round((time.perf_counter() - started) * 1000, 2)
 
-        try:
-            message = await self._assemble(pdu)
+        part, payload = find_part(pdu)
+        try:  # a whole MO (the common case) needs no round trip, nor a coroutine, to be read
+            message = self._message(pdu, payload, None) if part is None else await self._assemble(pdu, part)
         except StoreUnavailable as exc:
             metrics.store_unavailable.inc("mo")
             metrics.mo.inc(channel, "-", "deferred")
@@ -194,17 +195,19 @@ class Gateway:
             reset_contextvars(**mo_token)
         return Status.ROK
 
-    async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:
-        part, payload = find_part(pdu)
-        if part is not None:
-            whole = await self.store.add_part(
-                pdu.source_addr, f"{pdu.destination_addr}:{part.reference}:{part.total}", part.seqnum, part.total,
-                part.payload,
-            )
-            if whole is None:
-                log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
-                return None
-            payload = whole
+    async def _assemble(self, pdu: DeliverSm | DataSm, part: Part) -> InboundMessage | None:
+        """One part of a long MO kept in Redis; the whole message once every part is in, else None."""
+        whole = await self.store.add_part(
+            pdu.source_addr, f"{pdu.destination_addr}:{part.reference}:{part.total}", part.seqnum, part.total,
+            part.payload,
+        )
+        if whole is None:
+            log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
+            return None
+        return self._message(pdu, whole, part)
+
+    def _message(self, pdu: DeliverSm | DataSm, payload: bytes, part: Part | None) -> InboundMessage:
+        """What the handlers read of an MO whose payload is whole."""
         mo_id, mo_ttl = mo_identity(pdu, payload, part, window_s=self.settings.mo_dedup_window_s)
         try:
             text = decode_text(payload, pdu.data_coding)

@@ -270,9 +270,18 @@ class Store:
             [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in message_ids]
-        results = await guarded(asyncio.gather(done, *meets))
-        with contextlib.suppress(StoreUnavailable):  # out of the outbox: its entry can go (or recovery drops it)
-            await self.indexes.mt_done(msisdn, mt_id)
+        # Out of the outbox, its recovery entry can go (or recovery drops it). On one server the
+        # ZREM rides in the same batch, after the script on one connection: Redis runs it only
+        # after the MT left the outbox. On a cluster it waits for the script's answer.
+        dropped = None if self.cluster else self.indexes.mt_dropping(msisdn, mt_id)
+        try:
+            results = await guarded(asyncio.gather(done, *meets))
+        except BaseException:
+            if dropped is not None:
+                dropped.add_done_callback(_consume)
+            raise
+        with contextlib.suppress(StoreUnavailable):
+            await (guarded(dropped) if dropped is not None else self.indexes.mt_done(msisdn, mt_id))
         return [_flat_hash(raw) for raw in results[1:]]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
