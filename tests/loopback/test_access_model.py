@@ -322,8 +322,7 @@ async def test_support_unblocks_after_checking_the_owner_and_the_sim_never_can(s
     maria = await signed_in(stack, api, MARIA)
     tomorrow = (operator_today(stack) + timedelta(days=1)).isoformat()
     today = operator_today(stack).isoformat()
-    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": today}))[0] \
-        == 200
+    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": today}))[0] == 200
     status, _ = await api.call("DELETE", "/accounts/me/block", token=maria)
     assert status in (401, 403)
     admin = ensure_admin_token(stack.settings)

@@ -77,8 +77,8 @@ class Api:
 
 
 def operator_today(stack: Stack) -> date:
-    """Today in the operator's calendar, by the platform's clock: what N3 blocks and periods are
-    dated in (the host's own date is the day before for three hours of every UTC evening)."""
+    """Today where the operator is (Moscow), on the platform's clock: what N3 block dates and call
+    detail periods are checked against (the host's `date.today()` is yesterday there after 21:00 UTC)."""
     return datetime.fromtimestamp(stack.clock.now(), OPERATOR_TZ).date()
 
 
