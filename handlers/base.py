@@ -8,7 +8,6 @@ Whatever a handler compares with "now" it reads from `ctx.clock`, the platform's
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from sms_codes import hash_password
 from ussdgw.audit_detail import render
 from ussdgw.clock import Clock
+from ussdgw.costly import pool_for
 from ussdgw.store import NO_CHANGE, AuditEvent, Change, CommitResult, MoMark, OutboundMessage, Profile, Store
 
 if TYPE_CHECKING:
@@ -116,8 +116,11 @@ class HandlerContext:
         await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])
 
     async def hash_password(self, password: str) -> str:
-        """scrypt off the event loop: it costs ~40 ms of CPU and releases the GIL."""
-        return await asyncio.to_thread(hash_password, password)
+        """scrypt off the event loop, on the process's bounded pool for costly work: ~40-80 ms of CPU
+        each. Raises `ussdgw.costly.Overloaded` (nothing done: the MO is deferred) when it would wait
+        longer than `costly_max_wait_s`, so that a burst of them cannot make every reply late."""
+        pool = pool_for(self.settings.costly_workers, self.settings.costly_max_wait_s)
+        return await pool.run(hash_password, password)
 
 
 Handler = Callable[[HandlerContext], Awaitable[None]]
