@@ -108,6 +108,10 @@ class Gateway:
             for client in self.clients:
                 await client.bound.wait()
 
+    async def sends_done(self, timeout: float = 10.0) -> None:
+        """Until the MTs this process is sending now are submitted and recorded (or `timeout`)."""
+        await self._sends.wait(timeout)
+
     async def stop(self) -> None:
         """Finish in-flight work, unbind every link, stop background loops; returns only when all have ended.
 

@@ -50,7 +50,10 @@ class InboundMessage:
     @property
     def mark(self) -> MoMark | None:
         """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""
-        return MoMark(self.mo_id, self.mo_ttl_s) if self.mo_id is not None else None
+        if self.mo_id is None:
+            return None
+        # An SMS known by its text alone: a repeat may be the subscriber asking again, answered like the first.
+        return MoMark(self.mo_id, self.mo_ttl_s, again=self.content_only and self.channel is not Channel.USSD)
 
     def once(self) -> Change:
         """The mark as a change, to add to one."""
