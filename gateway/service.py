@@ -476,5 +476,8 @@ class Gateway:
         """Heartbeat, then take the MTs due in this gateway's share of the recovery buckets."""
         self._share = await self.store.indexes.heartbeat(self.gateway_id, lease_now(), self._recovery_s)
         for mt in await self.store.reclaim(self._share):
-            log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
+            # Its sender died (or lost Redis) between its commit and its record: it may have been
+            # submitted already, and SMPP cannot tell without the message id that died with it.
+            self.metrics.mt_resent.inc("reclaimed")
+            log.warning("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id, maybe_sent=True)
             self._spawn(self.send(mt))

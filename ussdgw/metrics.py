@@ -195,6 +195,12 @@ class GatewayMetrics(_Metrics):
         self.mt_sending = self._scrape_gauge(
             "ussdgw_mt_sending", "MTs this gateway process is submitting now (waiting for a bind, the window, a "
             "throttling pause or a response)")
+        self.mt_resent = self._counter(
+            "ussdgw_mt_resent", "MTs submitted again without knowing whether the SMSC had taken the first "
+            "copy (then the phone gets it twice), by reason: answer_lost (a submit_sm whose response never "
+            "came: a timeout, a link cut), reclaimed (a dead gateway's MT: it may have been submitted and not "
+            "recorded)", "reason")
+        self.mt_resent.start_at_zero("answer_lost", "reclaimed")
         self.costly_pending = self._scrape_gauge(
             "ussdgw_costly_pending", "Costly tasks (password hashes) running or waiting for this process's "
             "bounded pool; one that would wait longer than costly_max_wait_s is refused (outcome throttled)")
