@@ -2,7 +2,7 @@
 
 The policy itself (a cool-down per kind of code and a sliding hourly cap per MSISDN) runs in
 Redis, inside the step that sends the code, so that the check and the count are one atomic step:
-`rate_check` in `ussdgw/store/lua/prelude.lua`, tested in `tests/test_store_rate_policy.py`. It
+`rate_check` in `ussdgw/store/lua/prelude.lua`, tested in `tests/loopback/test_store_rate_policy.py`. It
 refuses with a reason (`cooldown` or `hourly_cap`) and the time from which asking again works;
 this module turns those into the reply.
 """

@@ -3,9 +3,12 @@ loopback ports."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +18,8 @@ import hypothesis
 import pytest
 import redis
 
-from simulator.phones import InboxMessage
+from tests.support.platform import StoreFactory, flush_cluster
+from tests.support.processes import MARK, Command, marked
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
@@ -28,7 +32,7 @@ hypothesis.settings.register_profile("ussdgw", deadline=None,
 hypothesis.settings.load_profile("ussdgw")
 
 if TYPE_CHECKING:
-    from tests.selfcare_helpers import Api
+    from tests.support.selfcare_helpers import Api
 
 
 DEFAULT_BACKEND = os.environ.get("USSDGW_TEST_REDIS", "single")
@@ -91,43 +95,6 @@ def redis_url(redis_backend: str, request: pytest.FixtureRequest) -> str:
     return server.url
 
 
-def flush_cluster(url: str) -> None:
-    """FLUSHALL on every primary of the cluster at `url`."""
-    client = plain_client(url)
-    try:
-        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
-    finally:
-        client.close()
-
-
-def plain_client(url: str) -> Any:
-    """A blocking redis-py client for a test's own look at the data: `Redis`, or `RedisCluster` for
-    a cluster URL (the platform itself goes through `ussdgw.store.connect`)."""
-    if url.startswith("redis+cluster://"):
-        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
-        return redis.RedisCluster(host=host, port=int(port))
-    return redis.Redis.from_url(url)
-
-
-def one_per_primary(url: str, count: int = 3) -> list[str]:
-    """MSISDNs whose keys land on different primaries (a cluster's every primary, in its slot order);
-    on a single Redis simply the first `count` candidates. Tests that must touch every shard use them."""
-    candidates = (f"7916{n:07d}" for n in range(1, 10_000))
-    if not url.startswith("redis+cluster://"):
-        return [next(candidates) for _ in range(count)]
-    client = plain_client(url)
-    try:
-        wanted = {node.name for node in client.get_primaries()}
-        chosen: dict[str, str] = {}
-        for msisdn in candidates:
-            chosen.setdefault(client.get_node_from_key(f"sub:{{{msisdn}}}").name, msisdn)
-            if set(chosen) == wanted:
-                return sorted(chosen.values(), key=lambda m: client.keyslot(m))
-    finally:
-        client.close()
-    raise AssertionError("no MSISDN found for some primary")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests of modules marked `redis_both` that use Redis run against a single server and a cluster."""
     if metafunc.definition.get_closest_marker("redis_both") and "redis_backend" in metafunc.fixturenames:
@@ -142,9 +109,6 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         d2_from_others_per_hour=100, d2_caused_per_hour=100,
         enquire_link_s=5.0, response_timeout_s=3.0, reconnect_max_s=0.5,
     )
-
-
-StoreFactory = Callable[..., Store]
 
 
 @pytest.fixture
@@ -183,26 +147,41 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[Api]:
     """The self-care API of the `stack`, with the demo people seeded; requests checked against the spec."""
-    from tests.selfcare_helpers import Api, seed  # they use send_and_wait from here
+    from tests.support.selfcare_helpers import Api, seed  # they use send_and_wait from here
 
     await seed(stack)
     async with aiohttp.ClientSession() as http:
         yield Api(stack.endpoints["selfcare"], http)
 
 
-async def send_and_wait(stack: Stack, msisdn: str, to: str, text: str, *, count: int = 1,
-                        timeout: float = 10.0) -> list[InboxMessage]:
-    """A phone sends an MO; returns the first `count` replies that reach its inbox from `to`."""
-    assert stack.smsc is not None
-    phones = stack.smsc.phones
-    after = phones.last_seq
-    stack.smsc.submit_mo(msisdn, to, text)
-    got: list[InboxMessage] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            fresh = await phones.wait_inbox(msisdn, after, timeout)
-            for message in fresh:
-                after = max(after, message.seq)
-                if message.sender == to:
-                    got.append(message)
-    return got
+@pytest.fixture
+def ussdgw(tmp_path: Path) -> Iterator[Callable[..., Command]]:
+    """Starts `ussdgw ARGS...` with a private state folder and free ports everywhere, nothing
+    inherited that points elsewhere. At the end, whatever any of them left running is killed."""
+    mark = str(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("USSDGW_") and k not in ("REDIS_URL", "PYTHONPATH")}
+    env = {**inherited, MARK: mark, "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1",
+           "USSDGW_STATE_DIR": str(tmp_path / "state"), "USSDGW_SECRET_KEY": secrets.token_hex(32),
+           "USSDGW_SIM_PORT": "0", "USSDGW_SIM_HTTP_PORT": "0", "USSDGW_API_PORT": "0",
+           "USSDGW_LOG_FORMAT": "json"}
+
+    started: list[Command] = []
+
+    def start(*args: str, **extra_env: str) -> Command:
+        popen = subprocess.Popen([sys.executable, "-m", "ussdgw.app", *args], cwd=tmp_path,
+                                 env={**env, **extra_env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True)
+        started.append(Command(popen, list(args), mark))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in marked(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        for command in started:
+            command.popen.wait()
+            command.wait_ended()

@@ -13,7 +13,7 @@ connected without doing its part.
   `keepalive_timeout`).
 - Running out of file descriptors (EMFILE/ENFILE on accept): asyncio's event loop logs it, stops
   accepting for a second and goes on; nothing here ever stops a server over it
-  (`tests/test_connections.py` drives a server into EMFILE and back).
+  (`tests/loopback/test_connections.py` drives a server into EMFILE and back).
 """
 
 from __future__ import annotations

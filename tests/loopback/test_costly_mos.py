@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.test_password_by_sms import extract_password
+from tests.support.platform import extract_password
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import Status

@@ -11,7 +11,7 @@ generic_nack) have a fast path written here with `struct` and `bytes.index`: smp
 Python object per field and costs ~40 us per PDU, a gateway doing thousands of MO->MT round
 trips a second cannot pay that four times per message. smpplib stays the reference: the
 property tests check that both paths give the same bytes and the same PDUs
-(tests/test_codec_properties.py).
+(tests/unit/test_codec_properties.py).
 
 Errors: `decode` raises only `PduDecodeError`, which carries the command_status to answer with
 and, when the header could be read, the sequence number to answer to.
