@@ -332,6 +332,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], cpu: dict[st
                   f"({total} py-spy samples):")
             for name in SPLIT_ORDER:
                 print(f"  {name:<14} {per_mo * counts[name] / total:>7,.0f} µs  {100 * counts[name] / total:5.1f} %")
+    elif args.split and not args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        print("\nno CPU split: py-spy is not installed next to this Python (`./dev bench` installs it)")
     if rates:
         print("\ncodec on this machine (one core, operations per second):")
         for name, rate in rates.items():

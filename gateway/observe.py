@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.esme import EsmeClient
-from handlers.selfcare import STATUS_BY_CODE
+from handlers.operations import STATUS_BY_CODE
 from ussdgw.clock import Clock
 from ussdgw.costly import pool_for
 from ussdgw.metrics import CONTENT_TYPE, GatewayMetrics, exposition

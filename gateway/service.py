@@ -30,8 +30,9 @@ from gateway.esme import EsmeClient
 from gateway.inbound import Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
 from handlers.access import mt_withheld, refuse_blocked_mo
-from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.base import Channel, Context, InboundMessage
 from handlers.number_management import review_due
+from handlers.ports import Platform
 from handlers.routing import Router
 from handlers.ussd import handle_ussd
 from ussdgw.audit_detail import render
@@ -59,13 +60,18 @@ RECORD_RETRY_MAX_S = 1.0
 
 class Gateway:
     def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock | None = None, *,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None, platform: Platform | None = None) -> None:
         self.settings = settings
         self.store = store
         self.router = router
         self.clock = clock or store.clock  # the platform's one clock: handlers read it, as the store does
         if self.clock is not store.clock:
             raise ValueError("the gateway and its store must share one clock")
+        # What every MO's context carries: the composition root's (shared with the HTTP API), else
+        # the platform without ports (the gateway sends what the handlers commit itself).
+        self.platform = platform or Platform(store, settings, clock=self.clock)
+        if self.platform.store is not store:
+            raise ValueError("the gateway and its platform must share one store")
         self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
         self.clients = [
             EsmeClient(
@@ -234,13 +240,13 @@ class Gateway:
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
-        refused = await refuse_blocked_mo(message, self.store, self.settings, self.clock)
+        refused = await refuse_blocked_mo(message, self.platform)
         if refused is not None:
             for mt in refused.messages:
                 self._spawn(self.send(mt))
             return "access.blocked", refused.outcome
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
-            outcome = await handle_ussd(message, self.store, self.settings, self.router, self.clock)
+            outcome = await handle_ussd(message, self.platform, self.router)
             for mt in outcome.result.messages:
                 self._spawn(self.send(mt))
             if outcome.result.outcome == "applied":
@@ -250,7 +256,7 @@ class Gateway:
                                     outcome.handler, reply_op)
             return outcome.handler, outcome.result.outcome
         handler = self.router.route_sms(message.short_code, message.text)
-        ctx = HandlerContext(message, self.store, self.settings, self.clock)
+        ctx = Context(self.platform, message)
         await handler(ctx)
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")

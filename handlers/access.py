@@ -38,11 +38,10 @@ from enum import StrEnum
 
 import structlog
 
-from handlers.base import Channel, InboundMessage
-from handlers.ussd import UssdContext, timeouts_of
+from handlers.base import Channel, Context, InboundMessage, UssdStep
+from handlers.ports import Platform
+from handlers.ussd import timeouts_of
 from sms_codes import OPERATOR_TZ
-from ussdgw.clock import Clock
-from ussdgw.config import Settings
 from ussdgw.smpp.ussd import MoKind, UssdDialogue, classify_op
 from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store
 from ussdgw.store.grants import Grants
@@ -145,19 +144,19 @@ async def authorize(store: Store, actor: str, target: str, act: Act) -> Grant | 
 
 
 # ---- N3: the blocked SIM gets nothing but one refusal --------------------------------------------
-async def refuse_blocked_mo(message: InboundMessage, store: Store, settings: Settings,
-                            clock: Clock) -> CommitResult | None:
+async def refuse_blocked_mo(message: InboundMessage, platform: Platform) -> CommitResult | None:
     """The answer to an MO from a blocked number: one refusal (SMS, or a closing USSD screen),
     audited, once per MO; None when the number is not blocked (or the MO needs no answer)."""
-    if not await is_blocked(store, message.msisdn, clock.now()):
+    store, now = platform.store, platform.now()
+    if not await is_blocked(store, message.msisdn, now):
         return None
     refused = AuditEvent("mo_refused", message.channel, outcome="blocked", detail=f"to={message.short_code}")
     if message.channel is Channel.USSD:
         kind = classify_op(message.ussd_service_op, message.its_session_info)
         if kind in (MoKind.ABORT, MoKind.NOTICE_ACK):
             return None  # nothing is shown for these: the USSD code handles them as ever
-        dialogue = UssdDialogue.dial(message.msisdn, "", clock.now(), message.its_session_info)
-        ctx = UssdContext(message, store, settings, clock, dialogue=dialogue, timeouts=timeouts_of(settings))
+        dialogue = UssdDialogue.dial(message.msisdn, "", now, message.its_session_info)
+        ctx = Context(platform, message, ussd=UssdStep(dialogue, timeouts_of(platform.settings)))
         result = await ctx.end(BLOCKED_USSD, audit=[refused])
     else:
         reply = OutboundMessage(mt_id=uuid.uuid4().hex, source=message.short_code, destination=message.msisdn,

@@ -5,7 +5,7 @@
   which only a new password by SMS (R1/R2), recovery (P8) or a support reset (P9) lifts.
   Every refusal reads the same and costs the same scrypt (a dummy hash for a number without
   one), so answers and timing tell nobody which numbers exist. Attempts are counted per client
-  address and overall first (`Env.attempt`, in memory: a spray is refused before any Redis
+  address and overall first (`Platform.attempt`, in memory: a spray is refused before any Redis
   key is touched), then per number and password (`signin_per_hour`, started afresh by a new
   password, so a stranger's attempts never outlive the victim's next SMS password).
 - Sessions (P5): a random token (`secrets`), kept in Redis under its SHA-256 with a TTL; a request
@@ -35,11 +35,8 @@ import structlog
 
 from handlers import access, d2
 from handlers.base import Channel
-from handlers.password import SESSIONS_ENDED, password_reply, spread_common
-from handlers.ports import MailError
-from handlers.selfcare import (
+from handlers.operations import (
     SELFCARE_SENDER,
-    Env,
     Result,
     api_audit,
     bad_msisdn,
@@ -47,6 +44,8 @@ from handlers.selfcare import (
     unknown_subscriber,
     valid_msisdn,
 )
+from handlers.password import SESSIONS_ENDED, password_reply, spread_common
+from handlers.ports import MailError, Platform
 from sms_codes import (
     NewPasswordError,
     PasswordMismatchError,
@@ -123,90 +122,90 @@ async def _matches(secret: str, stored: str) -> bool:
     return await _verify(secret, stored)
 
 
-async def check_password(env: Env, msisdn: str, password: str, *, channel: Channel | str,
+async def check_password(platform: Platform, msisdn: str, password: str, *, channel: Channel | str,
                          purpose: str, per_hour: int | None = None) -> Result:
     """Is `password` the one of `msisdn`? A wrong one counts towards the P4 lock. Every refusal is
     the same `wrong_password` (WRONG_TEXT) after the same work, whether the number is unknown, has
     no password, or the password is wrong; only the right password on a locked number learns that
     it is locked. `per_hour`: also cap the attempts on this number's current password (429).
     Used by sign-in, P7 (old password), N1 and N4 (the other number's password)."""
-    profile = await env.store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     stored = profile.pw_hash
     if stored and per_hour is not None:
-        refused = await env.store.attempt(msisdn, RateGuard(f"{purpose}:{generation(stored)}", 0, per_hour))
+        refused = await platform.store.attempt(msisdn, RateGuard(f"{purpose}:{generation(stored)}", 0, per_hour))
         if refused is not None:
             reason, retry_at = refused
-            await env.store.audit(msisdn, api_audit(purpose, channel, "rate_limited"))
-            text = format_retry_reply(reason, retry_at, per_hour, env.now()).replace(
+            await platform.store.audit(msisdn, api_audit(purpose, channel, "rate_limited"))
+            text = format_retry_reply(reason, retry_at, per_hour, platform.now()).replace(
                 "Код уже отправлен. Повторный запрос", "Слишком много попыток входа. Следующая попытка")
             return Result.fail("rate_limited", text, retry_at=retry_at)
     # P1: a password whose checksum fails is wrong without running scrypt (the same for any number).
     shaped = precheck(password)
     right = shaped and await _matches(password, stored)
     if right and profile.locked:
-        await env.store.audit(msisdn, api_audit(purpose, channel, "locked"))
+        await platform.store.audit(msisdn, api_audit(purpose, channel, "locked"))
         return Result.fail("locked", f"Вход заблокирован после 3 неверных паролей подряд. {NEW_PASSWORD_HINT}")
     if right:
         return Result.done("Пароль верный.", pw_hash=stored)
     if stored:
-        counted = await env.store.subscribers.wrong_password(
-            msisdn, stored, env.settings.signin_max_failures,
+        counted = await platform.store.subscribers.wrong_password(
+            msisdn, stored, platform.settings.signin_max_failures,
             api_audit(purpose, channel, "wrong_password", "checksum" if not shaped else "hash"))
         log.info("wrong_password", msisdn=msisdn, purpose=purpose, counted=counted is not None)
     return Result.fail("wrong_password", WRONG_TEXT)
 
 
-async def _open_session(env: Env, msisdn: str, via: str) -> Session:
+async def _open_session(platform: Platform, msisdn: str, via: str) -> Session:
     token = secrets.token_urlsafe(32)
-    now = env.now()
-    epoch = (await env.store.subscribers.profile(msisdn)).auth_epoch
-    await env.store.sessions.put(token, {"msisdn": msisdn, "via": via, "created_at": now, "last_seen": now,
-                                         "epoch": epoch}, env.settings.session_idle_s)
+    now = platform.now()
+    epoch = (await platform.store.subscribers.profile(msisdn)).auth_epoch
+    await platform.store.sessions.put(token, {"msisdn": msisdn, "via": via, "created_at": now, "last_seen": now,
+                                         "epoch": epoch}, platform.settings.session_idle_s)
     return Session(msisdn, via, now, token)
 
 
-def _signed_in(session: Session, env: Env) -> Result:
+def _signed_in(session: Session, platform: Platform) -> Result:
     return Result.done("Вы вошли в Личный кабинет.", token=session.token, msisdn=session.msisdn, via=session.via,
-                       idle_timeout_s=env.settings.session_idle_s)
+                       idle_timeout_s=platform.settings.session_idle_s)
 
 
-async def sign_in(env: Env, msisdn_raw: object, password_raw: object,
+async def sign_in(platform: Platform, msisdn_raw: object, password_raw: object,
                   *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
     """P1, P4, P5: MSISDN + password -> a session token. `client` (its address) is counted first
-    (`Env.attempt`): a spray is refused before anything about a number is read or written."""
+    (`Platform.attempt`): a spray is refused before anything about a number is read or written."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
     password = _secret_arg(password_raw, "пароль", "password")
     if isinstance(password, Result):
         return password
-    limited = env.attempt(client)
+    limited = platform.attempt(client)
     if limited is not None:
         return limited
-    checked = await check_password(env, msisdn, password, channel=channel, purpose="signin",
-                                   per_hour=env.settings.signin_per_hour)
+    checked = await check_password(platform, msisdn, password, channel=channel, purpose="signin",
+                                   per_hour=platform.settings.signin_per_hour)
     if not checked.ok:
         return checked
-    if await access.is_blocked(env.store, msisdn, env.now()):
-        await env.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=password"))
+    if await access.is_blocked(platform.store, msisdn, platform.now()):
+        await platform.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=password"))
         return blocked_refusal()
-    applied = await env.store.commit(msisdn, signed_in(msisdn, checked.data["pw_hash"], env.now()) + Change(
+    applied = await platform.store.commit(msisdn, signed_in(msisdn, checked.data["pw_hash"], platform.now()) + Change(
         must_exist=True, audit=(api_audit("signin", channel, detail="via=password"),)))
     if not applied.ok:
         return Result.fail("wrong_password", "Пароль только что изменился. Войдите с новым паролем.")
-    session = await _open_session(env, msisdn, "password")
+    session = await _open_session(platform, msisdn, "password")
     log.info("signed_in", msisdn=msisdn, via="password")
-    return _signed_in(session, env)
+    return _signed_in(session, platform)
 
 
-def trusted(env: Env, client_ip: str | None) -> bool:
+def trusted(platform: Platform, client_ip: str | None) -> bool:
     if not client_ip:
         return False
     try:
         address = ipaddress.ip_address(client_ip)
     except ValueError:
         return False
-    for cidr in filter(None, (c.strip() for c in env.settings.api_trusted_networks.split(","))):
+    for cidr in filter(None, (c.strip() for c in platform.settings.api_trusted_networks.split(","))):
         try:
             if address in ipaddress.ip_network(cidr, strict=False):
                 return True
@@ -215,57 +214,57 @@ def trusted(env: Env, client_ip: str | None) -> bool:
     return False
 
 
-async def sign_in_by_header(env: Env, header_value: object, client_ip: str | None,
+async def sign_in_by_header(platform: Platform, header_value: object, client_ip: str | None,
                             *, channel: Channel | str = Channel.API) -> Result:
     """P6: inside the operator's network the MSISDN comes in a header; no password needed."""
-    if not trusted(env, client_ip):
+    if not trusted(platform, client_ip):
         return Result.fail("not_trusted_network", "Вход по номеру без пароля работает только в сети оператора "
                            "(мобильный интернет). Войдите с паролем.")
     msisdn = valid_msisdn(header_value)
     if msisdn is None:
         return bad_msisdn(header_value)
-    if await access.is_blocked(env.store, msisdn, env.now()):
-        await env.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=network"))
+    if await access.is_blocked(platform.store, msisdn, platform.now()):
+        await platform.store.audit(msisdn, api_audit("signin", channel, "blocked", detail="via=network"))
         return blocked_refusal()
-    await env.store.commit(msisdn, signed_in_by_network(msisdn, env.now()) + Change(
+    await platform.store.commit(msisdn, signed_in_by_network(msisdn, platform.now()) + Change(
         audit=(api_audit("signin", channel, detail="via=network"),)))
-    session = await _open_session(env, msisdn, "network")
+    session = await _open_session(platform, msisdn, "network")
     log.info("signed_in", msisdn=msisdn, via="network")
-    return _signed_in(session, env)
+    return _signed_in(session, platform)
 
 
 # ---- P5: sessions ----------------------------------------------------------------------------
-async def authenticate(env: Env, token: str | None) -> Session | Result:
+async def authenticate(platform: Platform, token: str | None) -> Session | Result:
     """The session of `token`, its idle timer restarted; or why there is none."""
     if not token:
         return Result.fail("unauthorized", "Требуется вход: передайте токен сессии в заголовке "
                            "Authorization: Bearer <token>.")
-    sessions = env.store.sessions
+    sessions = platform.store.sessions
     data = await sessions.get(token)
-    now = env.now()
-    if data is None or now - float(data.get("last_seen", 0)) > env.settings.session_idle_s:
+    now = platform.now()
+    if data is None or now - float(data.get("last_seen", 0)) > platform.settings.session_idle_s:
         if data is not None:
             await sessions.delete(token)
-            await env.store.audit(str(data["msisdn"]), api_audit("session_expired", Channel.API, "expired"))
+            await platform.store.audit(str(data["msisdn"]), api_audit("session_expired", Channel.API, "expired"))
         return Result.fail("session_expired", "Сессия завершена: 20 минут без активности или выход. Войдите снова.")
-    profile = await env.store.subscribers.profile(str(data["msisdn"]))
+    profile = await platform.store.subscribers.profile(str(data["msisdn"]))
     if profile.auth_epoch != data.get("epoch", "0"):  # a new password or owner since (P7-P9, R1, R2, N2, N4)
         await sessions.delete(token)
         return Result.fail("session_expired", "Сессия завершена: пароль номера сменился или номер переоформлен. "
                            "Войдите снова.")
     if access.blocked_on(profile.blocked_from, now):  # N3: nobody is signed in as a blocked number
         await sessions.delete(token)
-        await env.store.audit(profile.msisdn, api_audit("session_ended", Channel.API, "blocked"))
+        await platform.store.audit(profile.msisdn, api_audit("session_ended", Channel.API, "blocked"))
         return blocked_refusal()
     data["last_seen"] = now
-    await sessions.put(token, data, env.settings.session_idle_s)
+    await sessions.put(token, data, platform.settings.session_idle_s)
     return Session(str(data["msisdn"]), str(data.get("via", "")), float(data.get("created_at", now)), token)
 
 
-async def sign_out(env: Env, session: Session) -> Result:
+async def sign_out(platform: Platform, session: Session) -> Result:
     """P5 "Выход": the session ends at once."""
-    await env.store.sessions.delete(session.token)
-    await env.store.audit(session.msisdn, api_audit("signout", Channel.API))
+    await platform.store.sessions.delete(session.token)
+    await platform.store.audit(session.msisdn, api_audit("signout", Channel.API))
     log.info("signed_out", msisdn=session.msisdn)
     return Result.done("Вы вышли из Личного кабинета.")
 
@@ -275,7 +274,7 @@ def blocked_refusal() -> Result:
     return Result.fail("blocked", access.BLOCKED_TEXT)
 
 
-async def change_password(env: Env, msisdn: str, old: object, new: object, repeat: object,
+async def change_password(platform: Platform, msisdn: str, old: object, new: object, repeat: object,
                           *, channel: Channel | str = Channel.API, session: Session | None = None) -> Result:
     """P7: old password, the new one twice; at least 6 characters with upper- and lower-case
     letters and digits. Any refusal changes nothing. Every other session of the number ends;
@@ -288,77 +287,78 @@ async def change_password(env: Env, msisdn: str, old: object, new: object, repea
         check_new_password(old_pw, new_pw, repeat_pw)
     except NewPasswordError as exc:
         code = "password_mismatch" if isinstance(exc, PasswordMismatchError) else "weak_password"
-        await env.store.audit(msisdn, api_audit("password_change", channel, code))
+        await platform.store.audit(msisdn, api_audit("password_change", channel, code))
         return Result.fail(code, exc.reply,
                            field="new_password_repeat" if code == "password_mismatch" else "new_password")
-    checked = await check_password(env, msisdn, old_pw, channel=channel, purpose="password_change")
+    checked = await check_password(platform, msisdn, old_pw, channel=channel, purpose="password_change")
     if not checked.ok:
         if checked.code == "wrong_password":
             return Result.fail("wrong_password", "Старый пароль неверен. Пароль не изменён.")
         return checked
     new_hash = await asyncio.to_thread(hash_password, new_pw)
-    applied = await env.store.commit(msisdn, password_changed(msisdn, checked.data["pw_hash"], new_hash, env.now())
-                                     + Change(must_exist=True, audit=(api_audit("password_changed", channel),)))
+    changed = password_changed(msisdn, checked.data["pw_hash"], new_hash, platform.now())
+    applied = await platform.store.commit(msisdn, changed + Change(
+        must_exist=True, audit=(api_audit("password_changed", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Пароль только что изменился другим способом. Пароль не изменён.")
     if session is not None:
-        await _renew(env, session)
+        await _renew(platform, session)
     log.info("password_changed", msisdn=msisdn)
     return Result.done("Пароль изменён. Другие сеансы Личного кабинета этого номера завершены.")
 
 
-async def _renew(env: Env, session: Session) -> None:
+async def _renew(platform: Platform, session: Session) -> None:
     """The session that changed the password carries the number's new epoch: it alone goes on."""
-    data = await env.store.sessions.get(session.token)
+    data = await platform.store.sessions.get(session.token)
     if data is not None:
-        data["epoch"] = (await env.store.subscribers.profile(session.msisdn)).auth_epoch
-        await env.store.sessions.put(session.token, data, env.settings.session_idle_s)
+        data["epoch"] = (await platform.store.subscribers.profile(session.msisdn)).auth_epoch
+        await platform.store.sessions.put(session.token, data, platform.settings.session_idle_s)
 
 
 # ---- P8 / P9: a new password sent out -------------------------------------------------------
-async def _issue_new_password(env: Env, msisdn: str, *, delivery: str, email: str, event: str,
+async def _issue_new_password(platform: Platform, msisdn: str, *, delivery: str, email: str, event: str,
                               channel: Channel | str) -> Result:
     """Generate, store and deliver a new P1 password (by SMS through the outbox, or by e-mail first:
     a mail the server refuses (D3) leaves the old password in force). Every session of the number
     ends; a member of an N2 account gets the common password, set on every member."""
-    if delivery == "sms" and await access.is_blocked(env.store, msisdn, env.now()):
-        await env.store.audit(msisdn, api_audit(event, channel, "blocked"))
+    if delivery == "sms" and await access.is_blocked(platform.store, msisdn, platform.now()):
+        await platform.store.audit(msisdn, api_audit(event, channel, "blocked"))
         return Result.fail("blocked", "Номер заблокирован: SMS на него не доставляются. Сначала снимите блокировку.")
-    guards = d2.own(env.settings, d2.Kind.PASSWORD)
-    peeked = await d2.peek(env.store, msisdn, guards)
+    guards = d2.own(platform.settings, d2.Kind.PASSWORD)
+    peeked = await d2.peek(platform.store, msisdn, guards)
     if peeked is not None:
         _, reason, retry_at = peeked
-        await env.store.audit(msisdn, api_audit(event, channel, "rate_limited", reason))
-        return Result.fail("rate_limited", d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, env.now()),
+        await platform.store.audit(msisdn, api_audit(event, channel, "rate_limited", reason))
+        return Result.fail("rate_limited", d2.refusal(d2.Kind.PASSWORD, guards, reason, retry_at, platform.now()),
                            retry_at=retry_at)
-    members = await access.joined_numbers(env.store, msisdn)
+    members = await access.joined_numbers(platform.store, msisdn)
     password = generate_password()
     pw_hash = await asyncio.to_thread(hash_password, password)
     if delivery == "email":
-        if env.mailer is None:
+        if platform.mailer is None:
             return Result.fail("unavailable", "Отправка e-mail сейчас недоступна. Выберите SMS.")
         try:
             body = (password_reply(password, common_with=len(members))
                     + "\n\nЕсли вы не запрашивали пароль, обратитесь в поддержку.")
-            await env.mailer.send(email, "Новый пароль от Личного кабинета", body)
+            await platform.mailer.send(email, "Новый пароль от Личного кабинета", body)
         except MailError as exc:
-            await env.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
+            await platform.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
             log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
             return Result.fail("mail_failed", f"Письмо не доставлено: {exc.reply}. Пароль не изменён.",
                                smtp_code=exc.smtp_code)
     messages = (new_mt(msisdn, password_reply(password, common_with=len(members)), secret=True),) \
         if delivery == "sms" else ()
-    applied = await env.store.commit(msisdn, new_password(msisdn, pw_hash, env.now()) + Change(
+    applied = await platform.store.commit(msisdn, new_password(msisdn, pw_hash, platform.now()) + Change(
         must_exist=True, guards=guards, messages=messages,
         audit=(api_audit(event, channel, detail=f"delivery={delivery}"),)))
     if applied.outcome is Outcome.LIMITED:
-        text = d2.refusal(d2.Kind.PASSWORD, guards, applied.code, applied.retry_at or env.now(), env.now())
+        text = d2.refusal(d2.Kind.PASSWORD, guards, applied.code, applied.retry_at or platform.now(), platform.now())
         return Result.fail("rate_limited", text, retry_at=applied.retry_at)
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    env.dispatch(messages)
+    platform.dispatch(messages)
     if members and applied.outcome is Outcome.APPLIED:
-        await spread_common(env.store, msisdn, members, pw_hash, env.now(), step=secrets.token_hex(8),
+        await spread_common(platform.store, msisdn, members, pw_hash, platform.now(), step=secrets.token_hex(8),
                             channel=str(channel))
     log.info(event, msisdn=msisdn, delivery=delivery)
     where = "по SMS" if delivery == "sms" else "на e-mail"
@@ -370,7 +370,7 @@ RECOVERY_REFUSED = ("Номер или кодовое слово неверны.
                     "получите пароль по SMS: ПАРОЛЬ на 3339.")
 
 
-async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: object, delivery: object,
+async def recover_by_code_word(platform: Platform, msisdn_raw: object, code_word_raw: object, delivery: object,
                                *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
     """P8: MSISDN + code word -> a new password by SMS or e-mail, as chosen. The client is counted
     before anything is looked up; an unknown number, one without a code word and a wrong code word
@@ -383,30 +383,30 @@ async def recover_by_code_word(env: Env, msisdn_raw: object, code_word_raw: obje
         return code_word
     if delivery not in ("sms", "email"):
         return Result.fail("bad_request", "Способ доставки: sms или email.", field="delivery")
-    limited = env.attempt(client)
+    limited = platform.attempt(client)
     if limited is not None:
         return limited
-    profile = await env.store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     stored = profile.code_word_hash
     if stored:
-        guard = RateGuard(f"recovery:{generation(profile.pw_hash)}", 0, env.settings.signin_per_hour)
-        refused = await env.store.attempt(msisdn, guard)
+        guard = RateGuard(f"recovery:{generation(profile.pw_hash)}", 0, platform.settings.signin_per_hour)
+        refused = await platform.store.attempt(msisdn, guard)
         if refused is not None:
             return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
                                retry_at=refused[1])
     if not await _matches(code_word.strip().casefold(), stored):
         if stored:
-            await env.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
+            await platform.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
             log.info("wrong_code_word", msisdn=msisdn)
         return Result.fail("wrong_code_word", RECOVERY_REFUSED)
     email = profile.email
     if delivery == "email" and not email:
         return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.", field="delivery")
-    return await _issue_new_password(env, msisdn, delivery=str(delivery), email=email,
+    return await _issue_new_password(platform, msisdn, delivery=str(delivery), email=email,
                                      event="password_recovered", channel=channel)
 
 
-async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Channel | str = Channel.API,
+async def request_password_by_sms(platform: Platform, msisdn_raw: object, *, channel: Channel | str = Channel.API,
                                   client: str | None = None) -> Result:
     """R1 from the cabinet's sign-in page: a new password by SMS from 3339, as ПАРОЛЬ to 3339 gives.
 
@@ -417,13 +417,13 @@ async def request_password_by_sms(env: Env, msisdn_raw: object, *, channel: Chan
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    limited = env.attempt(client)
+    limited = platform.attempt(client)
     if limited is not None:
         return limited
     sent = Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
-    if not (await env.store.subscribers.profile(msisdn)).exists:
+    if not (await platform.store.subscribers.profile(msisdn)).exists:
         return sent
-    issued = await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_issued",
+    issued = await _issue_new_password(platform, msisdn, delivery="sms", email="", event="password_issued",
                                        channel=channel)
     return issued if not issued.ok and issued.code != "blocked" else sent  # a block is not told to anybody
 
@@ -432,7 +432,7 @@ def _norm(value: str) -> str:
     return "".join(value.split()).casefold()
 
 
-async def check_owner_identity(env: Env, msisdn_raw: object, passport: object, contract: object, *,
+async def check_owner_identity(platform: Platform, msisdn_raw: object, passport: object, contract: object, *,
                                event: str, operator: str, unchanged: str) -> tuple[str, Result | None]:
     """Support's check that the caller owns the number: passport data and contract number as on
     file (blanks and case ignored), never the SIM. The MSISDN, and the refusal when it fails (a
@@ -444,30 +444,31 @@ async def check_owner_identity(env: Env, msisdn_raw: object, passport: object, c
         if not isinstance(value, str) or not value.strip():
             return msisdn, Result.fail("bad_request", "Укажите паспортные данные и номер договора.", field=name)
     assert isinstance(passport, str) and isinstance(contract, str)
-    profile = await env.store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     if not profile.exists:
         return msisdn, unknown_subscriber(msisdn)
     if _norm(passport) != _norm(profile.passport) or _norm(contract) != _norm(profile.contract):
-        await env.store.audit(msisdn, api_audit(event, "admin", "wrong_identity", f"operator={operator}"))
+        await platform.store.audit(msisdn, api_audit(event, "admin", "wrong_identity", f"operator={operator}"))
         return msisdn, Result.fail("wrong_identity", f"Паспортные данные или номер договора не совпадают. {unchanged}")
     return msisdn, None
 
 
-async def support_reset(env: Env, msisdn_raw: object, passport: object, contract: object,
+async def support_reset(platform: Platform, msisdn_raw: object, passport: object, contract: object,
                         *, operator: str = "admin") -> Result:
     """P9: support resets a password after checking passport data and contract number; SMS delivery."""
-    msisdn, refusal = await check_owner_identity(env, msisdn_raw, passport, contract, event="support_reset",
+    msisdn, refusal = await check_owner_identity(platform, msisdn_raw, passport, contract, event="support_reset",
                                                  operator=operator, unchanged="Пароль не изменён.")
     if refusal is not None:
         return refusal
-    return await _issue_new_password(env, msisdn, delivery="sms", email="", event="password_reset", channel="admin")
+    return await _issue_new_password(platform, msisdn, delivery="sms", email="", event="password_reset",
+                                     channel="admin")
 
 
 # ---- P8's factors, set by the owner (a new owner sets her own after N4) --------------------------
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}")
 
 
-async def set_code_word(env: Env, msisdn: str, code_word_raw: object,
+async def set_code_word(platform: Platform, msisdn: str, code_word_raw: object,
                         *, channel: Channel | str = Channel.API) -> Result:
     """P8: the owner's code word (3-64 characters; compared ignoring case and outer blanks). The
     number is told by SMS, so a code word set by somebody else does not go unnoticed."""
@@ -476,26 +477,27 @@ async def set_code_word(env: Env, msisdn: str, code_word_raw: object,
     digest = await asyncio.to_thread(hash_password, code_word_raw.strip().casefold())
     notice = new_mt(msisdn, "Кодовое слово для восстановления пароля изменено. Если это были не вы, "
                     "обратитесь в поддержку.")
-    applied = await env.store.commit(msisdn, code_word_set(msisdn, digest, env.now()) + Change(
+    applied = await platform.store.commit(msisdn, code_word_set(msisdn, digest, platform.now()) + Change(
         must_exist=True, messages=(notice,), audit=(api_audit("code_word_set", channel),)))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    env.dispatch(applied.messages)
+    platform.dispatch(applied.messages)
     log.info("code_word_set", msisdn=msisdn)
     return Result.done("Кодовое слово сохранено. По нему можно восстановить пароль.", code_word_set=True)
 
 
-async def set_email(env: Env, msisdn: str, email_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def set_email(platform: Platform, msisdn: str, email_raw: object, *,
+                    channel: Channel | str = Channel.API) -> Result:
     """Where the number's e-mail goes (P8 by e-mail, call detail); the number is told by SMS."""
     email = email_raw.strip() if isinstance(email_raw, str) else ""
     if len(email) > 254 or not EMAIL.fullmatch(email):
         return Result.fail("bad_request", "Укажите адрес e-mail, например name@example.com.", field="email")
     notice = new_mt(msisdn, "Адрес e-mail Личного кабинета изменён. Если это были не вы, обратитесь в поддержку.")
-    applied = await env.store.commit(msisdn, email_set(msisdn, email) + Change(
+    applied = await platform.store.commit(msisdn, email_set(msisdn, email) + Change(
         must_exist=True, messages=(notice,), audit=(api_audit("email_set", channel),)))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
-    env.dispatch(applied.messages)
+    platform.dispatch(applied.messages)
     log.info("email_set", msisdn=msisdn)
     return Result.done(f"Адрес e-mail сохранён: {email}.", email=email)
 

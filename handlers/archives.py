@@ -12,8 +12,9 @@ from __future__ import annotations
 import structlog
 
 from handlers import d2
-from handlers.base import Channel, HandlerContext
-from handlers.selfcare import Env, Result, api_audit, fmt_time
+from handlers.base import Channel, Context
+from handlers.operations import Result, api_audit, fmt_time
+from handlers.ports import Platform
 from sms_codes import CodePurpose, code_digest, code_matches, generate_code
 from ussdgw import russian
 from ussdgw.audit_detail import parse as parse_detail
@@ -33,7 +34,7 @@ def archive_code_reply(code: str, ttl_s: int) -> str:
     return f"Код доступа к архиву SMS: {code}. Действует {max(1, ttl_s // 60)} мин. Никому не сообщайте код."
 
 
-async def sms_archive_code(ctx: HandlerContext) -> None:
+async def sms_archive_code(ctx: Context) -> None:
     """R3 -> A1: a code for the SMS archive, under the D2 limits."""
     guards = d2.own(ctx.settings, d2.Kind.ARCHIVE_CODE)
     peeked = await d2.peek(ctx.store, ctx.msisdn, guards)
@@ -59,31 +60,32 @@ async def sms_archive_code(ctx: HandlerContext) -> None:
     log.info("sms_archive_code_limited", msisdn=ctx.msisdn, reason=reason)
 
 
-async def open_sms_archive(env: Env, msisdn: str, code_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def open_sms_archive(platform: Platform, msisdn: str, code_raw: object, *,
+                           channel: Channel | str = Channel.API) -> Result:
     """A1: the code from 232 opens the archive once: the SMS sent and received, newest last
     (time, direction, short code; message bodies are not kept by the platform)."""
     code = ascii_digits(code_raw, max_digits=ARCHIVE_CODE_DIGITS)
     if code is None or len(code) != ARCHIVE_CODE_DIGITS:
         return Result.fail("bad_request", f"Код — {ARCHIVE_CODE_DIGITS} цифр из SMS с номера 232.", field="code")
     wrong_codes = RateGuard("archive_code_wrong", 0, 10)
-    limited = await env.store.rate_peek(msisdn, wrong_codes)
+    limited = await platform.store.rate_peek(msisdn, wrong_codes)
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
-    profile = await env.store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     digest = profile.sms_archive_digest
-    key_bytes = env.settings.secret_key_bytes()
+    key_bytes = platform.settings.secret_key_bytes()
     if not digest or not code_matches(key_bytes, CodePurpose.SMS_ARCHIVE, msisdn, code, digest):
-        await env.store.attempt(msisdn, wrong_codes)
-        await env.store.audit(msisdn, api_audit("sms_archive_open", channel, "wrong_code"))
+        await platform.store.attempt(msisdn, wrong_codes)
+        await platform.store.audit(msisdn, api_audit("sms_archive_open", channel, "wrong_code"))
         return Result.fail("wrong_code", "Неверный код. Получите новый: отправьте PER на 232.")
-    if profile.sms_archive_expires < env.now():
+    if profile.sms_archive_expires < platform.now():
         return Result.fail("expired", "Срок действия кода истёк. Получите новый: отправьте PER на 232.")
-    applied = await env.store.commit(msisdn, sms_archive_opened(msisdn, digest) + Change(
+    applied = await platform.store.commit(msisdn, sms_archive_opened(msisdn, digest) + Change(
         must_exist=True, audit=(api_audit("sms_archive_opened", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Код уже использован. Получите новый: отправьте PER на 232.")
     entries = []
-    for event in await env.store.audit_trail(msisdn, count=500):
+    for event in await platform.store.audit_trail(msisdn, count=500):
         if event.get("event") not in ARCHIVE_EVENTS:
             continue
         detail = parse_detail(event.get("detail", ""))
@@ -96,7 +98,7 @@ def mms_archive_reply(until: float) -> str:
     return f"Архив MMS открыт на 72 часа, до {fmt_time(until)}. Смотрите MMS в Личном кабинете."
 
 
-async def open_mms_archive(ctx: HandlerContext) -> None:
+async def open_mms_archive(ctx: Context) -> None:
     """R4 -> A2: any SMS to 1234 opens the MMS archive for 72 hours (a key with that TTL)."""
     ttl = ctx.settings.mms_archive_ttl_s
     now = ctx.clock.now()
@@ -105,12 +107,12 @@ async def open_mms_archive(ctx: HandlerContext) -> None:
     log.info("mms_archive_opened", msisdn=ctx.msisdn)
 
 
-async def mms_archive_status(env: Env, msisdn: str) -> Result:
+async def mms_archive_status(platform: Platform, msisdn: str) -> Result:
     """A2: open until `opened_at + 72 h`; the key's TTL closes it in Redis at the same moment."""
-    opened_at = await env.store.archives.mms_opened_at(msisdn)
+    opened_at = await platform.store.archives.mms_opened_at(msisdn)
     if opened_at is None:
         return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
-    until = opened_at + env.settings.mms_archive_ttl_s
-    if env.now() >= until:
+    until = opened_at + platform.settings.mms_archive_ttl_s
+    if platform.now() >= until:
         return Result.done("Архив MMS закрыт. Откройте его: любое SMS на 1234.", open=False)
     return Result.done(f"Архив MMS открыт до {fmt_time(until)}.", open=True, until=until)

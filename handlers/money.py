@@ -29,9 +29,7 @@ import structlog
 from handlers import d2
 from handlers.base import Channel
 from handlers.catalogue import Service, catalogue, rub
-from handlers.ports import CallRecord, MailError
-from handlers.selfcare import (
-    Env,
+from handlers.operations import (
     Result,
     api_audit,
     bad_msisdn,
@@ -42,6 +40,7 @@ from handlers.selfcare import (
     unknown_subscriber,
     valid_msisdn,
 )
+from handlers.ports import CallRecord, MailError, Platform
 from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
 from ussdgw import russian
 from ussdgw.audit_detail import render
@@ -79,9 +78,9 @@ def _balance(result: CommitResult) -> int:
 
 
 # ---- M2: balance and top-up ------------------------------------------------------------------
-async def balance(store: Store, msisdn: str, *, channel: Channel | str = Channel.API) -> Result:
+async def balance(platform: Platform, msisdn: str, *, channel: Channel | str = Channel.API) -> Result:
     """M2: the balance, bonus points and tariff. Free, at any balance (M1)."""
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     kop, points = profile.balance_kop, profile.bonus_points
     tariff = catalogue().tariff(profile.tariff)
     text = f"Баланс: {rub(kop)}. Бонусные баллы: {points}."
@@ -91,7 +90,7 @@ async def balance(store: Store, msisdn: str, *, channel: Channel | str = Channel
                        tariff=profile.tariff, tariff_name=tariff.name if tariff else "")
 
 
-async def top_up(store: Store, msisdn: str, amount: object, *, channel: Channel | str = Channel.API,
+async def top_up(platform: Platform, msisdn: str, amount: object, *, channel: Channel | str = Channel.API,
                  payment_id: str | None = None) -> Result:
     """M2: pay `amount` kopecks in (from a card); one bonus point per 10 ₽. Idempotent by `payment_id`."""
     amount_kop = parse_amount_kop(amount)
@@ -103,7 +102,7 @@ async def top_up(store: Store, msisdn: str, amount: object, *, channel: Channel 
         refusal=api_audit("top_up", channel, detail=f"amount_kop={amount_kop}"))
     if payment_id:
         change = ledger.payment_once(msisdn, payment_id, amount_kop) + change
-    applied = await store.commit(msisdn, change)
+    applied = await platform.store.commit(msisdn, change)
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", "Этот платёж уже зачислен.", payment_id=payment_id)
@@ -114,9 +113,9 @@ async def top_up(store: Store, msisdn: str, amount: object, *, channel: Channel 
 
 
 # ---- M3: tariffs -----------------------------------------------------------------------------
-async def list_tariffs(store: Store, msisdn: str) -> Result:
+async def list_tariffs(platform: Platform, msisdn: str) -> Result:
     """M3: every tariff with its description and price, and which one is current."""
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     current, corporate = profile.tariff, profile.corporate
     tariffs = [{**t.to_dict(), "current": t.id == current, "available": corporate or not t.corporate_only}
                for t in catalogue().tariffs]
@@ -124,13 +123,14 @@ async def list_tariffs(store: Store, msisdn: str) -> Result:
     return Result.done(f"Тарифы: {names}.", current=current, tariffs=tariffs)
 
 
-async def switch_tariff(store: Store, msisdn: str, tariff_id: str, *, channel: Channel | str = Channel.API) -> Result:
+async def switch_tariff(platform: Platform, msisdn: str, tariff_id: str, *,
+                        channel: Channel | str = Channel.API) -> Result:
     """M3 "Перейти на этот тариф": at once; the switch price is charged (M1: positive balance needed)."""
     tariff = catalogue().tariff(tariff_id) if isinstance(tariff_id, str) else None
     if tariff is None:
         ids = ", ".join(t.id for t in catalogue().tariffs)
         return Result.fail("not_found", f"Тариф «{tariff_id}» не найден. Доступные тарифы: {ids}.")
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     current = profile.tariff
@@ -139,10 +139,10 @@ async def switch_tariff(store: Store, msisdn: str, tariff_id: str, *, channel: C
     if tariff.corporate_only and not profile.corporate:
         return Result.fail("corporate", f"Тариф «{tariff.name}» доступен только корпоративным клиентам.")
     price = tariff.switch_price_kop
-    switch = ledger.tariff_switched(profile, tariff.id, store.clock.now()) + Change(
+    switch = ledger.tariff_switched(profile, tariff.id, platform.now()) + Change(
         must_exist=True, refusal=api_audit("tariff_switch", channel, detail=f"to={tariff.id}"),
         audit=(api_audit("tariff_switched", channel, detail=f"from={current} to={tariff.id} price_kop={price}"),))
-    applied = await store.update(msisdn, lambda fresh: switch + ledger.debit(fresh, price))
+    applied = await platform.store.update(msisdn, lambda fresh: switch + ledger.debit(fresh, price))
     if not applied.ok:
         return _refusal(applied, profile, price, "Смена тарифа")
     log.info("tariff_switched", msisdn=msisdn, tariff=tariff.id, channel=str(channel))
@@ -160,9 +160,9 @@ def _refusal(applied: CommitResult, profile: Profile, price_kop: int, what: str)
 
 
 # ---- M4: services ----------------------------------------------------------------------------
-async def list_services(store: Store, msisdn: str) -> Result:
+async def list_services(platform: Platform, msisdn: str) -> Result:
     """M4: every service with its price and whether it is connected."""
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     on = profile.services
     services: list[dict[str, Any]] = []
     for s in catalogue().services:
@@ -198,7 +198,7 @@ def _service(service_id: object) -> Service | Result:
     return service
 
 
-async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Channel | str = Channel.API,
+async def service_on(platform: Platform, msisdn: str, service_id: str, *, channel: Channel | str = Channel.API,
                      params: Mapping[str, Any] | None = None) -> Result:
     """M4: connect a service (paid: positive balance needed, M1). Автоплатёж takes
     params {amount_kop, threshold_kop}: when a debit leaves the balance at or below the threshold,
@@ -212,14 +212,14 @@ async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Cha
         if isinstance(parsed, Result):
             return parsed
         autopay = parsed
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     if not profile.exists:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     price = service.connect_price_kop
-    connect = ledger.service_on(msisdn, service.id, store.clock.now(), autopay) + Change(
+    connect = ledger.service_on(msisdn, service.id, platform.now(), autopay) + Change(
         must_exist=True, refusal=api_audit("service_on", channel, detail=f"service={service.id}"),
         audit=(api_audit("service_on", channel, detail=f"service={service.id} price_kop={price}"),))
-    applied = await store.update(msisdn, lambda fresh: connect + ledger.debit(fresh, price))
+    applied = await platform.store.update(msisdn, lambda fresh: connect + ledger.debit(fresh, price))
     if not applied.ok:
         if applied.code == "conflict":
             return Result.fail("conflict", f"Услуга «{service.name}» уже подключена.", service=service.id)
@@ -229,12 +229,13 @@ async def service_on(store: Store, msisdn: str, service_id: str, *, channel: Cha
                        balance_kop=_balance(applied))
 
 
-async def service_off(store: Store, msisdn: str, service_id: str, *, channel: Channel | str = Channel.API) -> Result:
+async def service_off(platform: Platform, msisdn: str, service_id: str, *,
+                      channel: Channel | str = Channel.API) -> Result:
     """M4: switch a service off. Free, at any balance."""
     service = _service(service_id)
     if isinstance(service, Result):
         return service
-    applied = await store.commit(msisdn, ledger.service_off(msisdn, service.id) + Change(
+    applied = await platform.store.commit(msisdn, ledger.service_off(msisdn, service.id) + Change(
         must_exist=True, audit=(api_audit("service_off", channel, detail=f"service={service.id}"),),
         refusal=api_audit("service_off", channel, detail=f"service={service.id}")))
     if not applied.ok:
@@ -245,7 +246,7 @@ async def service_off(store: Store, msisdn: str, service_id: str, *, channel: Ch
     return Result.done(f"Услуга «{service.name}» отключена.", service=service.id, enabled=False)
 
 
-async def charge(store: Store, msisdn: str, amount: object, *, reason: str = "usage",
+async def charge(platform: Platform, msisdn: str, amount: object, *, reason: str = "usage",
                  channel: Channel | str = "billing") -> Result:
     """Billing takes money for usage (calls, monthly fees); the balance may go negative.
     This is what Автоплатёж reacts to."""
@@ -254,7 +255,7 @@ async def charge(store: Store, msisdn: str, amount: object, *, reason: str = "us
         return amount_kop
     charged = Change(must_exist=True,
                      audit=(api_audit("charged", channel, detail=render(amount_kop=amount_kop, reason=reason)),))
-    applied = await store.update(msisdn, lambda fresh: charged + ledger.debit(fresh, amount_kop, pay=False))
+    applied = await platform.store.update(msisdn, lambda fresh: charged + ledger.debit(fresh, amount_kop, pay=False))
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     return Result.done(f"Списано {rub(amount_kop)}. Баланс: {rub(_balance(applied))}.",
@@ -307,7 +308,7 @@ def gift_sms(sender: str, points: int, code: str, ttl_s: int) -> str:
     return f"{sender} дарит {russian.count(points, 'балл')}. Код: {code}. Введите в ЛК за {max(1, ttl_s // 60)} мин"
 
 
-async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: object,
+async def gift_points(platform: Platform, sender: str, recipient_raw: object, points_raw: object,
                       *, channel: Channel | str = Channel.API) -> Result:
     """M6: the sender's points go into a hold, the recipient gets an SMS code; the points reach the
     recipient only when the code is entered (`accept_gift`), else they return to the sender."""
@@ -319,43 +320,44 @@ async def gift_points(env: Env, sender: str, recipient_raw: object, points_raw: 
     points = parse_points(points_raw)
     if isinstance(points, Result):
         return points
-    if not (await env.store.subscribers.profile(recipient)).exists:
+    if not (await platform.store.subscribers.profile(recipient)).exists:
         return unknown_subscriber(recipient)
     # D2: the code is an SMS the sender causes: the recipient's budget for such SMS and the sender's,
     # never the recipient's own (`handlers.d2`).
-    received, caused = d2.to_recipient(env.settings, d2.Kind.GIFT_CODE), d2.by_sender(env.settings)
-    busy = await d2.peek(env.store, sender, caused)
+    received, caused = d2.to_recipient(platform.settings, d2.Kind.GIFT_CODE), d2.by_sender(platform.settings)
+    busy = await d2.peek(platform.store, sender, caused)
     if busy is not None:
         return Result.fail("rate_limited", f"Вы отправили слишком много подарков: не более "
                            f"{caused[0].per_hour} в час. Повторите после {fmt_time(busy[2])}.", retry_at=busy[2])
-    busy = await d2.peek(env.store, recipient, received)
+    busy = await d2.peek(platform.store, recipient, received)
     if busy is not None:
-        return Result.fail("rate_limited", _recipient_busy(busy[1], busy[2], env.now()), retry_at=busy[2])
+        return Result.fail("rate_limited", _recipient_busy(busy[1], busy[2], platform.now()), retry_at=busy[2])
     tid = new_op_id()
-    held = await place_hold(env.store, sender, tid, asset=Asset.POINTS, amount=points, purpose="gift",
+    held = await place_hold(platform.store, sender, tid, asset=Asset.POINTS, amount=points, purpose="gift",
                             to=recipient, channel=channel, paid=False, event="gift_sent", guards=caused)
     if held.outcome is Outcome.LIMITED:
         return Result.fail("rate_limited", f"Вы отправили слишком много подарков: не более "
                            f"{caused[0].per_hour} в час. Повторите позже.", retry_at=held.retry_at)
     if not held.ok:
-        have = (await env.store.subscribers.profile(sender)).bonus_points
+        have = (await platform.store.subscribers.profile(sender)).bonus_points
         return Result.fail("insufficient_funds", f"Недостаточно бонусных баллов: у вас {russian.count(have, 'балл')}, "
                            f"а подарок — {russian.count(points, 'балл')}.", bonus_points=have)
     code = generate_code(GIFT_CODE_DIGITS)
-    digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
-    ttl = env.settings.gift_code_ttl_s
-    expires = env.now() + ttl
+    digest = code_digest(platform.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
+    ttl = platform.settings.gift_code_ttl_s
+    expires = platform.now() + ttl
     mt = new_mt(recipient, gift_sms(sender, points, code, ttl), secret=True)
-    offered = await env.store.commit(recipient, ledger.gift_offered(
+    offered = await platform.store.commit(recipient, ledger.gift_offered(
         recipient, tid, sender=sender, points=points, digest=digest, expires=expires) + Change(
         must_exist=True, guards=received, messages=(mt,),
         audit=(api_audit("gift_offered", channel, detail=f"op={tid} points={points} from={sender}"),)))
     if not offered.ok:
-        await _void_gift(env.store, recipient, tid)
-        await settle_hold(env.store, sender, tid, "refunded", channel=channel)
-        return Result.fail("rate_limited", _recipient_busy(offered.code, offered.retry_at or env.now(), env.now())
+        await _void_gift(platform.store, recipient, tid)
+        await settle_hold(platform.store, sender, tid, "refunded", channel=channel)
+        now = platform.now()
+        return Result.fail("rate_limited", _recipient_busy(offered.code, offered.retry_at or now, now)
                            + " Баллы возвращены.", retry_at=offered.retry_at)
-    env.dispatch([mt])
+    platform.dispatch([mt])
     log.info("gift_offered", msisdn=sender, recipient=recipient, points=points)
     return Result.done(f"Код подтверждения отправлен на номер {recipient}. Баллы ({points}) будут зачислены "
                        "после ввода кода получателем.", gift_id=tid, points=points, to=recipient,
@@ -379,42 +381,43 @@ async def _expire_gift(store: Store, recipient: str, gift: Gift, now: float) -> 
     return applied.ok
 
 
-async def accept_gift(env: Env, recipient: str, code_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def accept_gift(platform: Platform, recipient: str, code_raw: object, *,
+                      channel: Channel | str = Channel.API) -> Result:
     """M6: the recipient enters the SMS code; the points are credited once, the sender's hold captured."""
     code = ascii_digits(code_raw, max_digits=GIFT_CODE_DIGITS)
     if code is None or len(code) != GIFT_CODE_DIGITS:
         return Result.fail("bad_request", f"Код подтверждения — {GIFT_CODE_DIGITS} цифр из SMS.", field="code")
     wrong_codes = RateGuard("gift_code_wrong", 0, 10)  # 10 wrong codes an hour: no brute force of 6 digits
-    limited = await env.store.rate_peek(recipient, wrong_codes)
+    limited = await platform.store.rate_peek(recipient, wrong_codes)
     if limited is not None:
         return Result.fail("rate_limited", "Слишком много неверных кодов. Попробуйте позже.", retry_at=limited[1])
-    digest = code_digest(env.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
-    gift = await env.store.money.gift_by_code(recipient, digest)
+    digest = code_digest(platform.settings.secret_key_bytes(), CodePurpose.BONUS_GIFT, recipient, code)
+    gift = await platform.store.money.gift_by_code(recipient, digest)
     if gift is None:
-        await env.store.attempt(recipient, wrong_codes)
-        await env.store.audit(recipient, api_audit("gift_accept", channel, "wrong_code"))
+        await platform.store.attempt(recipient, wrong_codes)
+        await platform.store.audit(recipient, api_audit("gift_accept", channel, "wrong_code"))
         return Result.fail("wrong_code", "Неверный код подтверждения. Баллы не зачислены.")
     sender, points, tid = gift.sender, gift.points, gift.tid
-    now = env.now()
-    applied = await env.store.commit(recipient, ledger.gift_accepted(recipient, gift, now) + Change(
+    now = platform.now()
+    applied = await platform.store.commit(recipient, ledger.gift_accepted(recipient, gift, now) + Change(
         must_exist=True, audit=(api_audit("gift_accepted", channel, detail=f"op={tid} points={points} from={sender}"),),
         refusal=api_audit("gift_accept", channel, detail=f"op={tid}")))
     if not applied.ok:
-        if applied.code == "expired" and await _expire_gift(env.store, recipient, gift, now):
-            await settle_hold(env.store, sender, tid, "refunded")
+        if applied.code == "expired" and await _expire_gift(platform.store, recipient, gift, now):
+            await settle_hold(platform.store, sender, tid, "refunded")
         if applied.code == "expired":
             return Result.fail("expired", "Срок действия кода истёк. Баллы возвращены отправителю.")
         return Result.fail("conflict", "Этот подарок уже получен или отменён.")
-    await settle_hold(env.store, sender, tid, "captured", channel=channel)
+    await settle_hold(platform.store, sender, tid, "captured", channel=channel)
     log.info("gift_accepted", msisdn=recipient, sender=sender, points=points)
     return Result.done(f"Подарок зачислен: {russian.count(points, 'балл')} от {sender}.", points=points, gift_id=tid,
                        **{"from": sender})
 
 
-async def pending_gifts(store: Store, msisdn: str) -> Result:
+async def pending_gifts(platform: Platform, msisdn: str) -> Result:
     """Gifts sent and received that are still waiting for their code."""
-    incoming = await store.money.gifts(msisdn)
-    holds = await store.money.holds(msisdn)
+    incoming = await platform.store.money.gifts(msisdn)
+    holds = await platform.store.money.holds(msisdn)
     received = [{"gift_id": g.tid, "from": g.sender, "points": g.points, "state": g.state, "expires_at": g.expires_at}
                 for g in incoming.values()]
     sent = [{"gift_id": h.op, "to": h.to, "points": h.amount, "state": h.state}
@@ -423,28 +426,28 @@ async def pending_gifts(store: Store, msisdn: str) -> Result:
                        received=received, sent=sent)
 
 
-async def recover_holds(env: Env, *, older_than_s: float | None = None) -> dict[str, int]:
+async def recover_holds(platform: Platform, *, older_than_s: float | None = None) -> dict[str, int]:
     """Finish holds a crash (or an unanswered gift) left open: capture what the other side applied,
     refund what it never will. Safe to run anywhere, any number of times."""
-    age = env.settings.hold_recovery_s if older_than_s is None else older_than_s
+    age = platform.settings.hold_recovery_s if older_than_s is None else older_than_s
     counts = {"captured": 0, "refunded": 0, "pending": 0}
-    now = env.now()
-    for payer, op, placed_at in await env.store.money.holds_due(now - age):
-        hold = await env.store.money.hold(payer, op)
+    now = platform.now()
+    for payer, op, placed_at in await platform.store.money.holds_due(now - age):
+        hold = await platform.store.money.hold(payer, op)
         if hold is None and placed_at > now - HOLD_PLACING_S:
             continue  # its entry is written before the hold: the hold may be landing right now
         if hold is None or hold.state != "held":
-            await env.store.money.unindex_hold(payer, op)
+            await platform.store.money.unindex_hold(payer, op)
             continue
         outcome: str | None
         if hold.purpose == "gift":
-            outcome = await _gift_outcome(env.store, hold.to, op, now)
+            outcome = await _gift_outcome(platform.store, hold.to, op, now)
         else:
-            outcome = await _op_outcome(env.store, hold.to, op)
+            outcome = await _op_outcome(platform.store, hold.to, op)
         if outcome is None:
             counts["pending"] += 1
             continue
-        if await settle_hold(env.store, payer, op, outcome, channel="recovery"):
+        if await settle_hold(platform.store, payer, op, outcome, channel="recovery"):
             counts[outcome] += 1
     if counts["captured"] or counts["refunded"]:
         log.info("holds_recovered", **counts)
@@ -487,13 +490,13 @@ def _months_back(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
-def _period(env: Env, start_raw: object, end_raw: object) -> tuple[date, date] | Result:
+def _period(platform: Platform, start_raw: object, end_raw: object) -> tuple[date, date] | Result:
     start, end = _parse_day(start_raw, "from"), _parse_day(end_raw, "to")
     if isinstance(start, Result):
         return start
     if isinstance(end, Result):
         return end
-    today = datetime.fromtimestamp(env.now(), OPERATOR_TZ).date()
+    today = datetime.fromtimestamp(platform.now(), OPERATOR_TZ).date()
     if start > end:
         return Result.fail("bad_request", "Начало периода позже его конца.", field="from")
     if end > today:
@@ -505,54 +508,54 @@ def _period(env: Env, start_raw: object, end_raw: object) -> tuple[date, date] |
     return start, end
 
 
-async def call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
+async def call_detail(platform: Platform, msisdn: str, start_raw: object, end_raw: object,
                       *, channel: Channel | str = Channel.API) -> Result:
     """M5: calls, SMS and data sessions for a period within the last 6 months. Free."""
-    period = _period(env, start_raw, end_raw)
+    period = _period(platform, start_raw, end_raw)
     if isinstance(period, Result):
         return period
     start, end = period
-    if env.billing is None:
+    if platform.billing is None:
         return Result.fail("unavailable", "Детализация сейчас недоступна.")
-    since = (await env.store.subscribers.profile(msisdn)).owner_since
-    records = [_record_dict(r) for r in _since_owner(env.billing.call_records(msisdn, start, end), since)]
+    since = (await platform.store.subscribers.profile(msisdn)).owner_since
+    records = [_record_dict(r) for r in _since_owner(platform.billing.call_records(msisdn, start, end), since)]
     total = sum(int(r["cost_kop"]) for r in records)
-    await env.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=online"))
+    await platform.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=online"))
     entries = russian.count(len(records), "запись")
     return Result.done(f"Детализация за {start:%d.%m.%Y}–{end:%d.%m.%Y}: {entries} на {rub(total)}.",
                        records=records, total_cost_kop=total, **{"from": start.isoformat(), "to": end.isoformat()})
 
 
-async def email_call_detail(env: Env, msisdn: str, start_raw: object, end_raw: object,
+async def email_call_detail(platform: Platform, msisdn: str, start_raw: object, end_raw: object,
                             *, channel: Channel | str = Channel.API) -> Result:
     """M5 by e-mail: a CSV to the subscriber's address; a refused mail is reported (D3)."""
-    period = _period(env, start_raw, end_raw)
+    period = _period(platform, start_raw, end_raw)
     if isinstance(period, Result):
         return period
     start, end = period
-    profile = await env.store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     address = profile.email
     if not address:
         return Result.fail("bad_request", "E-mail для номера не указан.", field="email")
-    if env.mailer is None:
+    if platform.mailer is None:
         return Result.fail("unavailable", "Отправка e-mail сейчас недоступна.")
-    if env.billing is None:
+    if platform.billing is None:
         return Result.fail("unavailable", "Детализация сейчас недоступна.")
-    records = _since_owner(env.billing.call_records(msisdn, start, end), profile.owner_since)
+    records = _since_owner(platform.billing.call_records(msisdn, start, end), profile.owner_since)
     try:
-        await env.mailer.send(address, f"Детализация {start:%d.%m.%Y}–{end:%d.%m.%Y}",
+        await platform.mailer.send(address, f"Детализация {start:%d.%m.%Y}–{end:%d.%m.%Y}",
                               f"Детализация номера {msisdn} за {start:%d.%m.%Y}–{end:%d.%m.%Y} во вложении.",
                               (("detail.csv", "text/csv", _records_csv(records).encode()),))
     except MailError as exc:
-        await env.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
+        await platform.store.audit(msisdn, api_audit("email_failed", channel, exc.kind, f"smtp={exc.smtp_code}"))
         log.warning("email_failed", msisdn=msisdn, smtp_code=exc.smtp_code, kind=exc.kind)
         return Result.fail("mail_failed", f"Письмо не доставлено: {exc.reply}.", smtp_code=exc.smtp_code)
-    await env.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=email"))
+    await platform.store.audit(msisdn, api_audit("call_detail", channel, detail=f"from={start} to={end} via=email"))
     return Result.done(f"Детализация отправлена на {address}.", records=len(records))
 
 
 # ---- M4: Лёгкий платёж, Локатор, Родительский контроль --------------------------------------
-async def easy_payment(store: Store, msisdn: str, merchant: object, amount: object,
+async def easy_payment(platform: Platform, msisdn: str, merchant: object, amount: object,
                        *, channel: Channel | str = Channel.API) -> Result:
     """Лёгкий платёж: pay a merchant from the phone's balance (needs the service and the money)."""
     amount_kop = parse_amount_kop(amount)
@@ -560,11 +563,11 @@ async def easy_payment(store: Store, msisdn: str, merchant: object, amount: obje
         return amount_kop
     if not isinstance(merchant, str) or not 1 <= len(merchant.strip()) <= 64:
         return Result.fail("bad_request", "Укажите получателя платежа (до 64 символов).", field="merchant")
-    profile = await store.subscribers.profile(msisdn)
+    profile = await platform.store.subscribers.profile(msisdn)
     payment = ledger.service_required(msisdn, "easy_pay") + Change(
         must_exist=True, refusal=api_audit("easy_payment", channel, detail=f"amount_kop={amount_kop}"),
         audit=(api_audit("easy_payment", channel, detail=render(amount_kop=amount_kop, merchant=merchant.strip())),))
-    applied = await store.update(msisdn, lambda fresh: payment + ledger.debit(fresh, amount_kop))
+    applied = await platform.store.update(msisdn, lambda fresh: payment + ledger.debit(fresh, amount_kop))
     if not applied.ok:
         if applied.code == "forbidden":
             return Result.fail("forbidden", "Подключите услугу «Лёгкий платёж».")
@@ -573,7 +576,7 @@ async def easy_payment(store: Store, msisdn: str, merchant: object, amount: obje
                        balance_kop=_balance(applied), autopaid_kop=applied.autopaid_kop)
 
 
-async def locator_consent(store: Store, msisdn: str, requester_raw: object, allow: bool,
+async def locator_consent(platform: Platform, msisdn: str, requester_raw: object, allow: bool,
                           *, channel: Channel | str = Channel.API) -> Result:
     """Локатор: this subscriber lets `requester` see where they are (or takes it back)."""
     requester = valid_msisdn(requester_raw)
@@ -581,7 +584,7 @@ async def locator_consent(store: Store, msisdn: str, requester_raw: object, allo
         return bad_msisdn(requester_raw, "requester")
     if requester == msisdn:
         return Result.fail("bad_request", "Согласие даётся другому абоненту, не себе.", field="msisdn")
-    applied = await store.commit(msisdn, sets.locator_consent(msisdn, requester, allow) + Change(
+    applied = await platform.store.commit(msisdn, sets.locator_consent(msisdn, requester, allow) + Change(
         must_exist=True,
         audit=(api_audit("locator_consent", channel, detail=f"requester={requester} allow={int(allow)}"),)))
     if not applied.ok:
@@ -590,9 +593,10 @@ async def locator_consent(store: Store, msisdn: str, requester_raw: object, allo
                        requester=requester, allowed=allow)
 
 
-async def locate(env: Env, msisdn: str, target_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def locate(platform: Platform, msisdn: str, target_raw: object, *,
+                 channel: Channel | str = Channel.API) -> Result:
     """Локатор: where `target` is, only with the service on and the target's consent."""
-    store = env.store
+    store = platform.store
     target = valid_msisdn(target_raw)
     if target is None:
         return bad_msisdn(target_raw, "target")
@@ -608,10 +612,10 @@ async def locate(env: Env, msisdn: str, target_raw: object, *, channel: Channel 
     await store.audit(target, api_audit("located", channel, detail=f"by={msisdn}"))
     await store.audit(msisdn, api_audit("locate", channel, detail=f"target={target}"))
     return Result.done(f"Абонент {target} находится в регионе {target_profile.region}.",
-                       **(env.network.locate(target, target_profile.region or "77") if env.network else {}))
+                       **(platform.network.locate(target, target_profile.region or "77") if platform.network else {}))
 
 
-async def parental_blacklist(env: Env, parent: str, child_raw: object, number_raw: object, add: bool,
+async def parental_blacklist(platform: Platform, parent: str, child_raw: object, number_raw: object, add: bool,
                              *, channel: Channel | str = Channel.API) -> Result:
     """Родительский контроль: block `number` for the child's number (which must be in the parent's
     «Мои номера», N1)."""
@@ -621,27 +625,28 @@ async def parental_blacklist(env: Env, parent: str, child_raw: object, number_ra
         return bad_msisdn(child_raw, "child")
     if number is None:
         return bad_msisdn(number_raw, "number")
-    denied = await _parental_access(env.store, parent, child)
+    denied = await _parental_access(platform.store, parent, child)
     if denied is not None:
         return denied
-    await env.store.commit(child, sets.blacklisted(child, number, add) + Change(
+    await platform.store.commit(child, sets.blacklisted(child, number, add) + Change(
         must_exist=True,
         audit=(api_audit("parental_blacklist", channel, detail=f"number={number} add={int(add)} by={parent}"),)))
-    await env.store.audit(parent, api_audit("parental_blacklist", channel, detail=f"child={child} number={number}"))
+    await platform.store.audit(parent, api_audit("parental_blacklist", channel,
+                                                 detail=f"child={child} number={number}"))
     return Result.done(f"Номер {number} {'добавлен в чёрный список' if add else 'убран из чёрного списка'} "
                        f"для {child}.", child=child, number=number, blocked=add)
 
 
-async def parental_overview(env: Env, parent: str, child_raw: object) -> Result:
+async def parental_overview(platform: Platform, parent: str, child_raw: object) -> Result:
     """Родительский контроль: the child's balance, services and blacklist."""
     child = valid_msisdn(child_raw)
     if child is None:
         return bad_msisdn(child_raw, "child")
-    denied = await _parental_access(env.store, parent, child)
+    denied = await _parental_access(platform.store, parent, child)
     if denied is not None:
         return denied
-    profile = await env.store.subscribers.profile(child)
-    blocked = sorted(await env.store.numbers.blacklist(child))
+    profile = await platform.store.subscribers.profile(child)
+    blocked = sorted(await platform.store.numbers.blacklist(child))
     kop = profile.balance_kop
     return Result.done(f"Баланс ребёнка: {rub(kop)}.", child=child, balance_kop=kop,
                        services=enabled_services(profile), blacklist=blocked, tariff=profile.tariff)

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import structlog
 
 from handlers import access, d2
-from handlers.base import Channel, HandlerContext
+from handlers.base import Channel, Context
+from handlers.operations import Result, fmt_time
 from handlers.password import password_reply, spread_common
-from handlers.selfcare import Result, fmt_time
-from handlers.ussd import UssdContext, ussd_context
+from handlers.ports import Platform
 from sms_codes import generate_password
 from ussdgw import russian
 from ussdgw.config import Settings
@@ -143,26 +143,25 @@ def state_view(profile: Profile) -> dict[str, object]:
 
 
 # ---- the USSD handler: *111*828#, *111*828*1#, *111*828*2#, *111*828*3# ------------------------------
-async def number_management(ctx: HandlerContext) -> None:
-    ussd = ussd_context(ctx)
-    command, *rest = ussd.args or ("",)
+async def number_management(ctx: Context) -> None:
+    command, *rest = ctx.ussd_step().args or ("",)
     if command == "1":
         named = [parse_msisdn(r) for r in rest]
         if None in named:
-            await ussd.end("Неверный номер. Пример: *111*828*1*79161234568#",
-                           audit=[AuditEvent("n2_apply", Channel.USSD, outcome="bad_number")])
+            await ctx.end("Неверный номер. Пример: *111*828*1*79161234568#",
+                          audit=[AuditEvent("n2_apply", Channel.USSD, outcome="bad_number")])
             return
-        await apply(ussd, [n for n in named if n is not None])
+        await apply(ctx, [n for n in named if n is not None])
     elif command == "2" and not rest:
-        await switch_off(ussd)
+        await switch_off(ctx)
     elif command == "3" and not rest:
-        await common_password(ussd)
+        await common_password(ctx)
     elif command == "" and not rest:
         account = await account_of(ctx.store, ctx.msisdn)
-        await ussd.end(state_text(account), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
+        await ctx.end(state_text(account), audit=[AuditEvent("n2_state_shown", Channel.USSD)])
     else:
-        await ussd.end("*111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
-                       audit=[AuditEvent("n2_unknown_command", Channel.USSD, outcome="help_sent")])
+        await ctx.end("*111*828*1# - подключить, *111*828*2# - отключить, *111*828# - состояние.",
+                      audit=[AuditEvent("n2_unknown_command", Channel.USSD, outcome="help_sent")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +197,7 @@ async def prepare(store: Store, settings: Settings, msisdn: str, named: Sequence
         f"Заявка на услугу {OPTION} принята: {russian.count(len(numbers), 'номер')}. Ответ по SMS за 24 ч.")
 
 
-async def apply(ctx: UssdContext, named: Sequence[str] = ()) -> None:
+async def apply(ctx: Context, named: Sequence[str] = ()) -> None:
     """R5: check the rules now, then leave the application pending for review."""
     prepared = await prepare(ctx.store, ctx.settings, ctx.msisdn, named, now=ctx.clock.now(), channel=Channel.USSD)
     if isinstance(prepared, Refusal):
@@ -245,7 +244,7 @@ def _recipient_busy(number: str, retry_at: float) -> str:
     return f"много SMS на {number}. Повторите после {fmt_time(retry_at)}."
 
 
-async def switch_off(ctx: UssdContext) -> None:
+async def switch_off(ctx: Context) -> None:
     """R6: the option off (a pending application is withdrawn), from any member. Free."""
     account = await account_of(ctx.store, ctx.msisdn)
     if account.n2.state not in ("pending", "active"):
@@ -322,23 +321,23 @@ async def member_changed(store: Store, msisdn: str, before: Profile, *, reason: 
 
 
 # ---- the self-care API: the same application, state and switch-off ----------------------------------
-async def api_state(store: Store, msisdn: str) -> Result:
-    account = await account_of(store, msisdn)
-    members = await access.joined_numbers(store, msisdn)
+async def api_state(platform: Platform, msisdn: str) -> Result:
+    account = await account_of(platform.store, msisdn)
+    members = await access.joined_numbers(platform.store, msisdn)
     return Result.done(state_text(account), **state_view(account), joined=members)
 
 
-async def api_apply(store: Store, settings: Settings, msisdn: str, named_raw: object) -> Result:
+async def api_apply(platform: Platform, msisdn: str, named_raw: object) -> Result:
     """SPEC N2 "by the self-care API": as R5, `numbers` the others to join (linked ones join too)."""
     if not isinstance(named_raw, list) or len(named_raw) > MAX_NUMBERS:
         return Result.fail("bad_request", f"numbers: список номеров (не больше {MAX_NUMBERS}).", field="numbers")
     named = [parse_msisdn(n) for n in named_raw]
     if None in named:
         return Result.fail("bad_request", "numbers: каждый номер — 11 цифр, начиная с 7.", field="numbers")
-    prepared = await prepare(store, settings, msisdn, [n for n in named if n is not None],
-                             now=store.clock.now(), channel=Channel.API)
+    prepared = await prepare(platform.store, platform.settings, msisdn, [n for n in named if n is not None],
+                             now=platform.now(), channel=Channel.API)
     if isinstance(prepared, Refusal):
-        await store.audit(msisdn, AuditEvent("n2_apply", Channel.API, outcome="refused", detail=prepared.code))
+        await platform.store.audit(msisdn, AuditEvent("n2_apply", Channel.API, outcome="refused", detail=prepared.code))
         code = "conflict" if prepared.code.startswith("already_") else "forbidden" \
             if prepared.code in ("corporate", "other_owner", "other_region", "other_group") else \
             "rate_limited" if prepared.code == "rate_limited" else "bad_request"
@@ -346,27 +345,28 @@ async def api_apply(store: Store, settings: Settings, msisdn: str, named_raw: ob
         if code == "bad_request":
             return Result.fail(code, text, reason=prepared.code, field="numbers")
         return Result.fail(code, text, reason=prepared.code)
-    await store.numbers.n2_due_at(msisdn, prepared.due)  # the review's entry before the application
-    applied = await store.commit(msisdn, prepared.change + Change(must_exist=True))
+    await platform.store.numbers.n2_due_at(msisdn, prepared.due)  # the review's entry before the application
+    applied = await platform.store.commit(msisdn, prepared.change + Change(must_exist=True))
     if applied.outcome is Outcome.LIMITED:
-        return Result.fail("rate_limited", f"Отказ: {sender_busy(settings, applied.retry_at or store.clock.now())}")
+        busy = sender_busy(platform.settings, applied.retry_at or platform.now())
+        return Result.fail("rate_limited", f"Отказ: {busy}")
     if not applied.ok:
         return Result.fail("unknown_subscriber", f"Номер {msisdn} не обслуживается оператором.")
     log.info("n2_applied", msisdn=msisdn, numbers=len(prepared.numbers), channel="api")
     return Result.done(prepared.text, state="pending", numbers=prepared.numbers)
 
 
-async def api_off(store: Store, msisdn: str, *, by: str,
-                  dispatch: Callable[[list[OutboundMessage]], None]) -> Result:
+async def api_off(platform: Platform, msisdn: str, *, by: str) -> Result:
     """R6 from the API: the account (or the pending application) ends; every member is told by SMS."""
-    account = await account_of(store, msisdn)
+    account = await account_of(platform.store, msisdn)
     if account.n2.state not in ("pending", "active"):
         return Result.fail("conflict", f"Услуга {OPTION} не подключена.")
-    dispatch(await group_off(store, account, by=by, channel=Channel.API, reason=f"отключена с номера {by}"))
+    platform.dispatch(await group_off(platform.store, account, by=by, channel=Channel.API,
+                                      reason=f"отключена с номера {by}"))
     return Result.done(f"Услуга {OPTION} отключена. Об этом сообщено по SMS каждому номеру.", state="off")
 
 
-async def common_password(ctx: UssdContext) -> None:
+async def common_password(ctx: Context) -> None:
     """A new common password by SMS from 3339 for an active account: one password for every member,
     each verified a member now (one owner, both ends); every member's sessions end."""
     account = await account_of(ctx.store, ctx.msisdn)

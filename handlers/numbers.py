@@ -25,7 +25,8 @@ from handlers.account import check_owner_identity, check_password
 from handlers.base import Channel
 from handlers.catalogue import rub
 from handlers.money import new_op_id, place_hold, settle_hold
-from handlers.selfcare import Env, Result, api_audit, bad_msisdn, unknown_subscriber, valid_msisdn
+from handlers.operations import Result, api_audit, bad_msisdn, unknown_subscriber, valid_msisdn
+from handlers.ports import Platform
 from sms_codes import OPERATOR_TZ
 from ussdgw import russian
 from ussdgw.audit_detail import render
@@ -52,7 +53,7 @@ async def joined_numbers(store: Store, msisdn: str) -> list[str]:
 
 
 # ---- N1 ------------------------------------------------------------------------------------
-async def link_number(env: Env, msisdn: str, other_raw: object, password: object,
+async def link_number(platform: Platform, msisdn: str, other_raw: object, password: object,
                       *, channel: Channel | str = Channel.API) -> Result:
     """`other` into `msisdn`'s «Мои номера» with `other`'s password: the granting end in `other`'s
     slot first (guarded by the password just checked), then `msisdn`'s end (`ussdgw.store.grants`)."""
@@ -63,30 +64,30 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
         return Result.fail("bad_request", "Это ваш собственный номер.", field="msisdn")
     if not isinstance(password, str) or not 1 <= len(password) <= 64:
         return Result.fail("bad_request", f"Укажите пароль номера {other} от его Личного кабинета.", field="password")
-    if await Grants(env.store).holds(msisdn, other):
+    if await Grants(platform.store).holds(msisdn, other):
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
     # An unknown number and a wrong password answer alike (`check_password`): linking is no probe.
-    checked = await check_password(env, other, password, channel=channel, purpose="link_number")
+    checked = await check_password(platform, other, password, channel=channel, purpose="link_number")
     if not checked.ok:
         if checked.code == "wrong_password":
             return Result.fail("wrong_password", f"Неверный номер или пароль номера {other}. Номер не добавлен.")
         return checked
-    if other in await env.store.numbers.linked(msisdn):  # a dead end of an earlier grant: given anew below
+    if other in await platform.store.numbers.linked(msisdn):  # a dead end of an earlier grant: given anew below
         holder_end = Change()
-    elif len(await env.store.numbers.linked(msisdn)) >= MAX_LINKED:
+    elif len(await platform.store.numbers.linked(msisdn)) >= MAX_LINKED:
         return Result.fail("conflict", f"В «Моих номерах» не больше {MAX_LINKED} номеров.")
     else:
         holder_end = sets.linked(msisdn, other, limit=MAX_LINKED)
-    given = await env.store.commit(other, grants.granted(other, msisdn, checked.data["pw_hash"])
+    given = await platform.store.commit(other, grants.granted(other, msisdn, checked.data["pw_hash"])
                                    + failures_reset(other) + Change(
         must_exist=True, audit=(api_audit("linked_by", channel, detail=f"account={msisdn}"),)))
     if not given.ok:
         return Result.fail("conflict", f"Пароль номера {other} только что изменился. Номер не добавлен.")
-    applied = await env.store.commit(msisdn, holder_end + Change(
+    applied = await platform.store.commit(msisdn, holder_end + Change(
         must_exist=True, audit=(api_audit("number_linked", channel, detail=f"number={other}"),),
         refusal=api_audit("number_link", channel, detail=f"number={other}")))
     if not applied.ok:  # raced with another link: the lone granting end is taken back
-        await env.store.commit(other, grants.withdrawn(other, msisdn))
+        await platform.store.commit(other, grants.withdrawn(other, msisdn))
         if applied.code == "too_many":
             return Result.fail("conflict", f"В «Моих номерах» не больше {MAX_LINKED} номеров.")
         return Result.fail("conflict", f"Номер {other} уже в «Моих номерах».")
@@ -94,57 +95,59 @@ async def link_number(env: Env, msisdn: str, other_raw: object, password: object
     return Result.done(f"Номер {other} добавлен в «Мои номера».", msisdn=other)
 
 
-async def unlink_number(env: Env, msisdn: str, other_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def unlink_number(platform: Platform, msisdn: str, other_raw: object, *,
+                        channel: Channel | str = Channel.API) -> Result:
     """The holder gives a linked number up: the granting end goes first, then the holder's."""
     other = valid_msisdn(other_raw)
     if other is None:
         return bad_msisdn(other_raw)
-    if other not in await env.store.numbers.linked(msisdn):
+    if other not in await platform.store.numbers.linked(msisdn):
         return Result.fail("not_found", f"Номера {other} нет в «Моих номерах».")
-    await _revoke(env, holder=msisdn, target=other, channel=channel, by="holder")
+    await _revoke(platform, holder=msisdn, target=other, channel=channel, by="holder")
     return Result.done(f"Номер {other} убран из «Моих номеров».", msisdn=other)
 
 
-async def revoke_link(env: Env, target: str, holder_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def revoke_link(platform: Platform, target: str, holder_raw: object, *,
+                      channel: Channel | str = Channel.API) -> Result:
     """The linked number's owner takes the grant back: `holder` may no longer act on `target`."""
     holder = valid_msisdn(holder_raw)
     if holder is None:
         return bad_msisdn(holder_raw, "holder")
-    if holder not in await Grants(env.store).held_by(target):
+    if holder not in await Grants(platform.store).held_by(target):
         return Result.fail("not_found", f"Номер {holder} не управляет номером {target}.")
-    await _revoke(env, holder=holder, target=target, channel=channel, by="target")
+    await _revoke(platform, holder=holder, target=target, channel=channel, by="target")
     return Result.done(f"Номер {holder} больше не управляет номером {target}.", msisdn=holder)
 
 
-async def _revoke(env: Env, *, holder: str, target: str, channel: Channel | str, by: str) -> None:
-    await env.store.commit(target, grants.withdrawn(target, holder) + Change(
+async def _revoke(platform: Platform, *, holder: str, target: str, channel: Channel | str, by: str) -> None:
+    await platform.store.commit(target, grants.withdrawn(target, holder) + Change(
         audit=(api_audit("link_revoked", channel, detail=render(holder=holder, by=by)),)))
-    await env.store.commit(holder, sets.unlinked(holder, target, known=False) + Change(
+    await platform.store.commit(holder, sets.unlinked(holder, target, known=False) + Change(
         audit=(api_audit("number_unlinked", channel, detail=render(number=target, by=by)),)))
     log.info("link_revoked", msisdn=target, phone=holder, by=by)
 
 
-async def linked_numbers(store: Store, msisdn: str) -> Result:
+async def linked_numbers(platform: Platform, msisdn: str) -> Result:
     """The numbers `msisdn` may act on by N1 (a holder's end whose granting end is gone is not one)."""
-    held = sorted(await store.numbers.linked(msisdn))
-    live = [n for n, ok in zip(held, await Grants(store).granting_ends(msisdn, held), strict=True) if ok]
+    held = sorted(await platform.store.numbers.linked(msisdn))
+    live = [n for n, ok in zip(held, await Grants(platform.store).granting_ends(msisdn, held), strict=True) if ok]
     numbers: list[dict[str, Any]] = []
-    now = store.clock.now()
-    for other, profile in zip(live, await store.subscribers.profiles(*live), strict=True):
+    now = platform.now()
+    for other, profile in zip(live, await platform.store.subscribers.profiles(*live), strict=True):
         numbers.append({"msisdn": other, "balance_kop": profile.balance_kop,
                         "tariff": profile.tariff, "state": block_state(profile, _today(now))})
     return Result.done(f"В «Моих номерах» {russian.count(len(numbers), 'номер')}.", numbers=numbers)
 
 
-async def linked_to(store: Store, msisdn: str) -> Result:
+async def linked_to(platform: Platform, msisdn: str) -> Result:
     """Who may act on `msisdn`, and why (N1: the numbers it is linked to; N2: the joined ones),
     so that its owner sees every grant and can revoke it."""
     grantees: list[dict[str, Any]] = []
-    for holder in sorted(await Grants(store).held_by(msisdn)):
-        complete = msisdn in await store.numbers.linked(holder)
+    for holder in sorted(await Grants(platform.store).held_by(msisdn)):
+        complete = msisdn in await platform.store.numbers.linked(holder)
         grantees.append({"msisdn": holder, "origin": access.Origin.LINKED.value,
                          "state": "active" if complete else "incomplete"})
-    for member in await access.joined_numbers(store, msisdn):
+    for member in await access.joined_numbers(platform.store, msisdn):
         grantees.append({"msisdn": member, "origin": access.Origin.JOINED.value, "state": "active"})
     return Result.done(f"Номером управляют: {len(grantees)}.", grantees=grantees)
 
@@ -162,9 +165,10 @@ def block_state(profile: Profile, today: date) -> str:
     return "blocked" if since <= today else "scheduled"
 
 
-async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Channel | str = Channel.API) -> Result:
+async def block_number(platform: Platform, msisdn: str, from_raw: object, *,
+                       channel: Channel | str = Channel.API) -> Result:
     """N3: the SIM becomes unusable from `from` (YYYY-MM-DD, today or later)."""
-    today = _today(env.now())
+    today = _today(platform.now())
     try:
         since = date.fromisoformat(from_raw) if isinstance(from_raw, str) else None
     except ValueError:
@@ -175,7 +179,7 @@ async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Chan
         return Result.fail("bad_request", "Дата блокировки не может быть в прошлом.", field="from")
     if since > today + timedelta(days=MAX_BLOCK_AHEAD_DAYS):
         return Result.fail("bad_request", "Блокировку можно назначить не дальше чем на год вперёд.", field="from")
-    applied = await env.store.commit(msisdn, blocked(msisdn, since) + Change(
+    applied = await platform.store.commit(msisdn, blocked(msisdn, since) + Change(
         must_exist=True, audit=(api_audit("number_blocked", channel, detail=f"from={since.isoformat()}"),),
         refusal=api_audit("number_block", channel, detail=f"from={since.isoformat()}")))
     if not applied.ok:
@@ -187,14 +191,15 @@ async def block_number(env: Env, msisdn: str, from_raw: object, *, channel: Chan
     return Result.done(text, state=state, blocked_from=since.isoformat())
 
 
-async def unblock_number(env: Env, msisdn: str, *, actor: str | None = None,
+async def unblock_number(platform: Platform, msisdn: str, *, actor: str | None = None,
                          channel: Channel | str = Channel.API) -> Result:
     """N3: the owner lifts the block from another way in (`actor`: a linked or joined number's
     session; None: support); never from the blocked SIM itself."""
-    if actor == msisdn and access.blocked_on((await env.store.subscribers.profile(msisdn)).blocked_from, env.now()):
+    blocked_from = (await platform.store.subscribers.profile(msisdn)).blocked_from
+    if actor == msisdn and access.blocked_on(blocked_from, platform.now()):
         return Result.fail("forbidden", "Заблокированный номер не снимает блокировку сам: войдите в кабинет "
                            "другого номера владельца или обратитесь в поддержку.")
-    applied = await env.store.commit(msisdn, unblocked(msisdn) + Change(
+    applied = await platform.store.commit(msisdn, unblocked(msisdn) + Change(
         must_exist=True, audit=(api_audit("number_unblocked", channel),)))
     if not applied.ok:
         return Result.fail("conflict", "Номер не заблокирован.") if applied.code == "conflict" \
@@ -202,19 +207,19 @@ async def unblock_number(env: Env, msisdn: str, *, actor: str | None = None,
     return Result.done("Номер разблокирован.", state="active")
 
 
-async def support_unblock(env: Env, msisdn_raw: object, passport: object, contract: object,
+async def support_unblock(platform: Platform, msisdn_raw: object, passport: object, contract: object,
                           *, operator: str = "admin") -> Result:
     """N3 by support: the owner proved by passport data and contract number (as P9), never the SIM."""
-    msisdn, refusal = await check_owner_identity(env, msisdn_raw, passport, contract, event="number_unblock",
+    msisdn, refusal = await check_owner_identity(platform, msisdn_raw, passport, contract, event="number_unblock",
                                                  operator=operator, unchanged="Блокировка не снята.")
     if refusal is not None:
         return refusal
-    return await unblock_number(env, msisdn, channel="admin")
+    return await unblock_number(platform, msisdn, channel="admin")
 
 
-async def number_state(env: Env, msisdn: str) -> Result:
-    profile = await env.store.subscribers.profile(msisdn)
-    state = block_state(profile, _today(env.now()))
+async def number_state(platform: Platform, msisdn: str) -> Result:
+    profile = await platform.store.subscribers.profile(msisdn)
+    state = block_state(profile, _today(platform.now()))
     return Result.done({"active": "Номер активен.", "scheduled": "Блокировка назначена.",
                         "blocked": "Номер заблокирован."}[state], state=state,
                        blocked_from=profile.blocked_from.isoformat() if profile.blocked_from else None)
@@ -225,7 +230,7 @@ def _person(profile: Profile) -> tuple[str, str]:
     return profile.owner_id, "".join(profile.passport.split())
 
 
-async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_password: object,
+async def change_owner(platform: Platform, msisdn: str, new_owner_raw: object, new_owner_password: object,
                        *, channel: Channel | str = Channel.API) -> Result:
     """N4: the number passes to the owner of `new_owner` (one of their numbers), who consents with
     that number's password and pays 340 ₽ from its balance."""
@@ -237,49 +242,49 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
     same_owner = Result.fail("same_owner", "Прежний и новый владелец — одно лицо: переоформление невозможно.")
     if payer == msisdn:
         return same_owner
-    number = await env.store.subscribers.profile(msisdn)
+    number = await platform.store.subscribers.profile(msisdn)
     debt = number.balance_kop
     if debt < 0:
-        await env.store.audit(msisdn, api_audit("owner_change", channel, "debt", f"balance_kop={debt}"))
+        await platform.store.audit(msisdn, api_audit("owner_change", channel, "debt", f"balance_kop={debt}"))
         return Result.fail("debt", f"У номера задолженность {rub(-debt)}. Погасите её до переоформления.",
                            balance_kop=debt)
     # The new owner's consent first: until it is given, nothing about that number is told (an
     # unknown number and a wrong password answer alike, see `check_password`).
-    checked = await check_password(env, payer, new_owner_password, channel=channel, purpose="owner_change_consent")
+    checked = await check_password(platform, payer, new_owner_password, channel=channel, purpose="owner_change_consent")
     if not checked.ok:
         if checked.code == "wrong_password":
             return Result.fail("wrong_password", f"Неверный номер или пароль нового владельца ({payer}). "
                                "Переоформление не выполнено.")
         return checked
-    new = await env.store.subscribers.profile(payer)
+    new = await platform.store.subscribers.profile(payer)
     old_id, old_passport = _person(number)
     new_id, new_passport = _person(new)
     if old_id == new_id or (old_passport and old_passport == new_passport):
         return same_owner
     op = new_op_id()
-    held = await place_hold(env.store, payer, op, asset=Asset.MONEY, amount=OWNER_CHANGE_FEE_KOP,
+    held = await place_hold(platform.store, payer, op, asset=Asset.MONEY, amount=OWNER_CHANGE_FEE_KOP,
                             purpose="owner_change", to=msisdn, channel=channel, paid=True, event="owner_change_fee")
     if not held.ok:
         have = new.balance_kop
         return Result.fail("insufficient_funds", f"Переоформление стоит {rub(OWNER_CHANGE_FEE_KOP)}, они списываются "
                            f"с баланса нового владельца ({payer}: {rub(have)}). Пополните счёт.",
                            balance_kop=have, price_kop=OWNER_CHANGE_FEE_KOP)
-    contract = f"D-{_today(env.now()).year}-{secrets.randbelow(10**6):06d}"
-    holds, held_by = await env.store.numbers.linked(msisdn), await Grants(env.store).held_by(msisdn)
-    applied = await env.store.commit(msisdn, (
-        op_marked(msisdn, op, "applied") + owner_changed(msisdn, number, new, contract, env.now())
+    contract = f"D-{_today(platform.now()).year}-{secrets.randbelow(10**6):06d}"
+    holds, held_by = await platform.store.numbers.linked(msisdn), await Grants(platform.store).held_by(msisdn)
+    applied = await platform.store.commit(msisdn, (
+        op_marked(msisdn, op, "applied") + owner_changed(msisdn, number, new, contract, platform.now())
         + grants.all_ended(msisdn, holds, held_by) + Change(
             must_exist=True, refusal=api_audit("owner_change", channel, detail=f"op={op}"),
             audit=(api_audit("owner_changed", channel, detail=f"op={op} from={old_id} to={new_id} fee_payer={payer}"),),
             read_profile=True)))
     if not applied.ok:
-        await env.store.commit(msisdn, op_marked(msisdn, op, "void") + Change(must_exist=True))
-        await settle_hold(env.store, payer, op, "refunded", channel=channel)
+        await platform.store.commit(msisdn, op_marked(msisdn, op, "void") + Change(must_exist=True))
+        await settle_hold(platform.store, payer, op, "refunded", channel=channel)
         if applied.code == "debt":
             return Result.fail("debt", "У номера появилась задолженность. Переоформление отменено, плата возвращена.")
         return Result.fail("conflict", "Владелец номера изменился. Переоформление отменено, плата возвращена.")
-    await settle_hold(env.store, payer, op, "captured", channel=channel)
-    await _ended_with_old_owner(env, msisdn, number, holds, held_by, channel)
+    await settle_hold(platform.store, payer, op, "captured", channel=channel)
+    await _ended_with_old_owner(platform, msisdn, number, holds, held_by, channel)
     log.info("owner_changed", msisdn=msisdn, phone=payer)
     balance_kop = applied.profile.balance_kop if applied.profile else 0
     new_owner = russian.inflect_name(new.owner_name, "accs") if new.owner_name else "нового владельца"
@@ -289,14 +294,14 @@ async def change_owner(env: Env, msisdn: str, new_owner_raw: object, new_owner_p
                        owner_id=new_id, contract=contract, fee_kop=OWNER_CHANGE_FEE_KOP, balance_kop=balance_kop)
 
 
-async def _ended_with_old_owner(env: Env, msisdn: str, before: Profile, holds: set[str], held_by: set[str],
+async def _ended_with_old_owner(platform: Platform, msisdn: str, before: Profile, holds: set[str], held_by: set[str],
                                 channel: Channel | str) -> None:
     """After an owner change (already final in the number's own slot, which alone decides every
     grant): the other ends of its grants are tidied, and its N2 account is re-checked without it."""
     for holder in sorted(held_by):
-        await env.store.commit(holder, sets.unlinked(holder, msisdn, known=False) + Change(
+        await platform.store.commit(holder, sets.unlinked(holder, msisdn, known=False) + Change(
             audit=(api_audit("number_unlinked", channel, detail=render(number=msisdn, by="owner_change")),)))
     for target in sorted(holds):
-        await env.store.commit(target, grants.withdrawn(target, msisdn) + Change(
+        await platform.store.commit(target, grants.withdrawn(target, msisdn) + Change(
             audit=(api_audit("link_revoked", channel, detail=render(holder=msisdn, by="owner_change")),)))
-    env.dispatch(await number_management.member_changed(env.store, msisdn, before, reason="owner_change"))
+    platform.dispatch(await number_management.member_changed(platform.store, msisdn, before, reason="owner_change"))

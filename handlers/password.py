@@ -14,7 +14,7 @@ import secrets
 import structlog
 
 from handlers import access, d2
-from handlers.base import HandlerContext
+from handlers.base import Context
 from sms_codes import generate_password
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, Store, acting
 from ussdgw.store.profile import new_password
@@ -46,7 +46,7 @@ async def spread_common(store: Store, msisdn: str, members: list[str], pw_hash: 
     log.info("n2_common_password", msisdn=msisdn, members=len(members) + 1)
 
 
-async def issue_password(ctx: HandlerContext) -> None:
+async def issue_password(ctx: Context) -> None:
     if await ctx.replayed():  # a redelivery: its answer again, without a password hashed for nothing
         log.info("password_redelivered", msisdn=ctx.msisdn, outcome="duplicate")
         return

@@ -1,4 +1,5 @@
-"""What the handlers need from the world outside the store, as small interfaces (ports).
+"""What the handlers need from the world outside the store, as small interfaces (ports), and
+`Platform`, the one object that carries them with the store, the settings and the clock.
 
 The composition root (`ussdgw.app`) plugs in the implementations: an SMTP mailer, the gateway's
 MT sender, and, in the simulated carrier, its billing and network. Handlers import none of them,
@@ -7,11 +8,20 @@ so the production path carries no simulator code and tests can pass their own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ussdgw.store import OutboundMessage
+from handlers.operations import Result
+from sms_codes import SlidingWindow, client_key
+from ussdgw.clock import Clock
+from ussdgw.store import OutboundMessage, Store
+from ussdgw.tasks import Tasks
+
+if TYPE_CHECKING:
+    from ussdgw.config import Settings
 
 MtSender = Callable[[OutboundMessage], Awaitable[object]]
 """Hands an MT that is already queued in the outbox to a live gateway, without waiting for the SMSC."""
@@ -83,3 +93,69 @@ class Network(Protocol):
     def locate(self, msisdn: str, region: str) -> dict[str, Any]:
         """Latitude, longitude, accuracy in metres and region of the handset."""
         ...
+
+
+@dataclass(slots=True, init=False)
+class Platform:
+    """The platform as the handlers see it: the store, the settings, the one clock and the ports.
+
+    The composition root builds one and every channel's requests share it: the gateway's SMS and
+    USSD contexts (`handlers.base.Context`) and the HTTP API. Operations take it with the number
+    they act on.
+
+    `billing` and `network` are the operator's (the simulated carrier's under `ussdgw up`): without
+    them call detail and Локатор answer "unavailable".
+    `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
+    sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
+    P5 and expiry tests fast-forward it instead of waiting.
+    """
+
+    store: Store
+    settings: Settings
+    send_mt: MtSender | None
+    mailer: Mailer | None
+    billing: Billing | None
+    network: Network | None
+    clock: Clock
+    _sends: Tasks
+    _attempts: SlidingWindow
+
+    def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
+                 mailer: Mailer | None = None, clock: Clock | None = None, *,
+                 billing: Billing | None = None, network: Network | None = None) -> None:
+        self.store, self.settings, self.send_mt, self.mailer = store, settings, send_mt, mailer
+        self.billing, self.network = billing, network
+        self.clock = clock or store.clock
+        if self.clock is not store.clock:
+            raise ValueError("the platform and their store must share one clock")
+        self._sends = Tasks("platform-sends")
+        self._attempts = SlidingWindow()
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def attempt(self, client: str | None) -> Result | None:
+        """Count one attempt at a secret from `client` (its address): None, or the 429 refusal when
+        that client, or all clients together, used up the window (settings `api_client_attempts`,
+        `api_attempts_overall`, `api_attempts_window_s`). Nothing is read or written in Redis."""
+        s = self.settings
+        now = self.now()
+        retry_at = self._attempts.take(client_key(client), now, limit=s.api_client_attempts,
+                                       overall=s.api_attempts_overall, window_s=s.api_attempts_window_s)
+        if retry_at is None:
+            return None
+        wait = max(1, math.ceil(retry_at - now))
+        return Result.fail("rate_limited", f"Слишком много попыток. Повторите через {wait} с.", retry_at=retry_at)
+
+    def dispatch(self, messages: tuple[OutboundMessage, ...] | list[OutboundMessage]) -> None:
+        """Send MTs that were committed to the outbox, without waiting for the SMSC."""
+        if self.send_mt is None:
+            return
+        for mt in messages:
+            if self._sends.stopping:  # queued and leased in Redis: a gateway sends it later
+                return
+            self._sends.spawn(self.send_mt(mt), name="platform-mt")
+
+    async def drain(self, grace_s: float = 5.0) -> None:
+        """Let the MTs being sent finish for `grace_s`, then end them (each stays queued in Redis)."""
+        await self._sends.stop(grace_s=grace_s)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from handlers import number_management, ussd_selfcare
+from handlers import number_management, ussd_menu
 from handlers.archives import open_mms_archive, sms_archive_code
-from handlers.base import HandlerContext
+from handlers.base import Context
 from handlers.password import issue_password
 from handlers.routing import Router, SmsRoute, UssdRoute
 from ussdgw.store import AuditEvent
@@ -19,8 +19,8 @@ SMS_ROUTES = [
 ]
 # USSD: the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
 USSD_ROUTES: list[UssdRoute] = [
-    UssdRoute("100", ussd_selfcare.balance, "баланс"),
-    UssdRoute("111", ussd_selfcare.selfcare_menu, "меню"),
+    UssdRoute("100", ussd_menu.balance, "баланс"),
+    UssdRoute("111", ussd_menu.selfcare_menu, "меню"),
     UssdRoute("111*828", number_management.number_management, "Управление номерами"),
 ]
 
@@ -37,7 +37,7 @@ def help_text_for(router: Router, short_code: str) -> str:
 def build_router() -> Router:
     router: Router
 
-    async def send_help(ctx: HandlerContext) -> None:
+    async def send_help(ctx: Context) -> None:
         """R9: the help reply of the code that was written to."""
         await ctx.reply(
             help_text_for(router, ctx.message.short_code),

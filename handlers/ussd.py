@@ -10,7 +10,8 @@
 - a release from the network (0x81, 16, 17, or the end-of-session bit) drops the dialogue;
 - anything else ends the dialogue with a clear message. Never silence, never a crash.
 
-A handler shows a screen with `await ctx.show(text)` (USSR request: the phone shows it and
+Each MO gets the one request `Context` (`handlers.base`) with the dialogue step as its `ussd`
+part. A handler shows a screen with `await ctx.show(text)` (USSR request: the phone shows it and
 waits) or closes with `await ctx.end(text)` (PSSR response), exactly once per MO. Either call is
 one atomic commit (`Store.commit` with a `DialogueStep`): the subscriber change, the reply, any
 extra MTs (an SMS from 3339), the audit trail, the MO's idempotency mark and the dialogue state.
@@ -24,166 +25,33 @@ the simulator's "advance time" fast-forward it. There is no module-level clock.
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from handlers.base import Channel, HandlerContext, InboundMessage
+from handlers.base import PAGES, Channel, Context, InboundMessage, StepConflict, UssdStep
+from handlers.ports import Platform
 from handlers.routing import Router, UssdRoute
-from ussd_menus.engine import paginate
-from ussdgw.clock import Clock
 from ussdgw.config import Settings
-from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import (
     DialogueExpired,
     MalformedUssdString,
     MoKind,
     Timeouts,
     UssdDialogue,
-    UssdString,
     classify_op,
-    fits_one_message,
     parse_ussd_string,
-    reply_session_info,
-    ussd_length,
 )
-from ussdgw.store import (
-    NO_CHANGE,
-    AuditEvent,
-    Change,
-    CommitResult,
-    DialogueStep,
-    OutboundMessage,
-    Outcome,
-    Profile,
-    Store,
-)
+from ussdgw.store import AuditEvent, Change, CommitResult, DialogueStep, Outcome
 
 log = structlog.get_logger("ussdgw.handlers.ussd")
 
-LATE_GRACE_S = 60.0  # the dialogue outlives its deadline this long, to tell a late answer why
 CONTENT_ONLY_DIAL_TTL_S = 30  # a dial identified by its text alone is deduplicated this long
 MAX_CONFLICT_RETRIES = 3
 
 NO_DIALOGUE = "Сеанс USSD уже завершён. Наберите запрос ещё раз, например *111#."
-PAGES = "_pages"  # dialogue data: the rest of a closing text too long for one screen
 UNSUPPORTED = "Этот тип USSD-запроса не поддерживается. Наберите *111# для меню."
-
-
-class StepConflict(Exception):
-    """Another step of the same dialogue was committed first; the MO is handled again from the top."""
-
-
-@dataclass(slots=True)
-class UssdContext(HandlerContext):
-    """What a USSD handler gets: the dialogue, the dialled extras or the answer, show/end."""
-
-    dialogue: UssdDialogue = field(default_factory=lambda: UssdDialogue("", "", 0.0))
-    args: tuple[str, ...] = ()  # on a dial: the parts after the route's prefix (`*111*828*1#` -> ('1',))
-    answer: str | None = None  # on an answer: what the subscriber typed
-    dialled: UssdString | None = None
-    expect: str | None = None  # the dialogue version this step was computed from
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    read_profile: Profile | None = None  # read once per step; actions that change it go through `money`
-
-    @property
-    def is_dial(self) -> bool:
-        return self.answer is None
-
-    async def profile(self) -> Profile:
-        """The profile, read once per step (menus ask for it for several parts of one screen)."""
-        if self.read_profile is None:
-            self.read_profile = await self.store.subscribers.profile(self.msisdn)
-        return self.read_profile
-
-    @property
-    def menu_state(self) -> dict[str, Any]:
-        """The application's own state, saved with the dialogue at every step."""
-        return self.dialogue.data
-
-    async def show(self, text: str, *, change: Change = NO_CHANGE, audit: Sequence[AuditEvent] = (),
-                   messages: Sequence[OutboundMessage] = ()) -> CommitResult:
-        """Show `text` and wait for the subscriber's answer (USSR request)."""
-        return await self._step(text, close=False, change=change, audit=audit, messages=messages)
-
-    async def end(self, text: str, *, change: Change = NO_CHANGE, audit: Sequence[AuditEvent] = (),
-                  messages: Sequence[OutboundMessage] = ()) -> CommitResult:
-        """Show `text` and close the dialogue (PSSR response)."""
-        return await self._step(text, close=True, change=change, audit=audit, messages=messages)
-
-    async def reply(self, text: str, *, change: Change = NO_CHANGE, audit: Sequence[AuditEvent] = (),
-                    secret: bool = False, ussd_service_op: int | None = None) -> CommitResult:
-        """A plain handler's one reply, over USSD: the text closes the dialogue."""
-        return await self.end(text, change=change, audit=audit)
-
-    def sms(self, text: str, source: str, *, secret: bool = False) -> OutboundMessage:
-        """An SMS to this subscriber, to send along with the next show/end (e.g. a password from 3339)."""
-        return OutboundMessage(mt_id=uuid.uuid4().hex, source=source, destination=self.msisdn, text=text,
-                               secret=secret)
-
-    async def _step(self, text: str, *, close: bool, change: Change, audit: Sequence[AuditEvent],
-                    messages: Sequence[OutboundMessage]) -> CommitResult:
-        if self.result is not None:
-            raise RuntimeError("a USSD handler answers once per MO")
-        dialogue = self.dialogue
-        before = (dialogue.state, dialogue.step_at, dialogue.data)
-        if close and not fits_one_message(text):  # a long last word: pages, the dialogue closes on the last
-            pages = paginate(text, [], back=False, main=False, page_back=False)
-            dialogue.data = {PAGES: pages[1:]}
-            close, text = False, pages[0]
-        now = self.clock.now()
-        if close:
-            dialogue.end()
-        else:
-            dialogue.show(now)
-        text = fit_text(text, self.msisdn)
-        op = UssdOp.PSSR_RESPONSE if close else UssdOp.USSR_REQUEST
-        reply = OutboundMessage(
-            mt_id=uuid.uuid4().hex, source=self.message.short_code, destination=self.msisdn, text=text,
-            ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
-        )
-        events = [_received(self), *audit]
-        if close:
-            events.append(AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"))
-        ttl = dialogue.deadline(self.timeouts) - now + LATE_GRACE_S
-        step = DialogueStep(None if close else dialogue.to_json(), dialogue.version, ttl, expect=self.expect)
-        result = await self.store.commit(self.msisdn, self.message.once() + change + Change(
-            messages=(reply, *messages), audit=tuple(events), dialogue=step, create_profile=True))
-        if result.outcome is Outcome.CONFLICT:
-            raise StepConflict(dialogue.version)
-        if result.refused:
-            dialogue.state, dialogue.step_at, dialogue.data = before
-            return result
-        self.result = result
-        return result
-
-
-def ussd_context(ctx: HandlerContext) -> UssdContext:
-    """The USSD view of a handler's context (a USSD route's handler always gets one)."""
-    if not isinstance(ctx, UssdContext):
-        raise TypeError(f"a USSD handler got a {type(ctx).__name__}: route it through handle_ussd")
-    return ctx
-
-
-def fit_text(text: str, msisdn: str = "") -> str:
-    """`text` as it fits one USSD message; cut with an ellipsis (and logged) when it does not."""
-    if fits_one_message(text):
-        return text
-    _, allowed = ussd_length(text)
-    cut = text
-    while not fits_one_message(cut + "…"):
-        cut = cut[: max(0, min(len(cut) - 1, allowed - 1))]
-    log.warning("ussd_text_truncated", msisdn=msisdn, length=len(text))
-    return cut + "…"
-
-
-def _received(ctx: UssdContext) -> AuditEvent:
-    kind = "dial" if ctx.is_dial else f"answer step={ctx.dialogue.step}"
-    code = ctx.dialled.raw if ctx.dialled is not None else f"*{ctx.dialogue.service_code}#"
-    return AuditEvent("mo_received", Channel.USSD, detail=f"{kind} code={code}")
 
 
 def timeouts_of(settings: Settings) -> Timeouts:
@@ -215,14 +83,11 @@ class UssdOutcome:
     result: CommitResult
 
 
-async def handle_ussd(message: InboundMessage, store: Store, settings: Settings, router: Router,
-                      clock: Clock | None = None) -> UssdOutcome:
-    """Handle one USSD MO from start to commit; the caller sends `result.messages`.
-
-    `clock` is the platform's (default: the store's, which the composition root makes the same)."""
+async def handle_ussd(message: InboundMessage, platform: Platform, router: Router) -> UssdOutcome:
+    """Handle one USSD MO from start to commit; the caller sends `result.messages`."""
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
-            return await _handle_once(message, store, settings, router, clock or store.clock)
+            return await _handle_once(message, platform, router)
         except StepConflict:
             log.info("ussd_step_conflict", msisdn=message.msisdn)
     raise RuntimeError("USSD dialogue kept changing under this step")
@@ -233,8 +98,8 @@ def content_only(message: InboundMessage) -> bool:
     return message.content_only and message.its_session_info is None
 
 
-async def _handle_once(message: InboundMessage, store: Store, settings: Settings, router: Router,
-                       clock: Clock) -> UssdOutcome:
+async def _handle_once(message: InboundMessage, platform: Platform, router: Router) -> UssdOutcome:
+    store, settings = platform.store, platform.settings
     msisdn = message.msisdn
     kind = classify_op(message.ussd_service_op, message.its_session_info)
     if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
@@ -249,11 +114,11 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
     if applied:  # a redelivered MO: the same reply again, nothing changes
         result = await store.commit(msisdn, message.once() + Change(create_profile=True))
         return UssdOutcome("ussd.duplicate", result)
-    now = clock.now()
+    now = platform.now()
     timeouts = timeouts_of(settings)
 
-    def make(dialogue: UssdDialogue, **extra: Any) -> UssdContext:
-        return UssdContext(message, store, settings, clock, dialogue=dialogue, timeouts=timeouts, **extra)
+    def make(dialogue: UssdDialogue, **extra: Any) -> Context:
+        return Context(platform, message, ussd=UssdStep(dialogue, timeouts, **extra))
 
     if kind is MoKind.DIAL:
         text = message.text.strip() or message.short_code
@@ -335,7 +200,7 @@ async def _handle_once(message: InboundMessage, store: Store, settings: Settings
     return UssdOutcome("ussd.unsupported", _done(ctx))
 
 
-def _done(ctx: UssdContext) -> CommitResult:
+def _done(ctx: Context) -> CommitResult:
     if ctx.result is None:
-        raise RuntimeError(f"USSD handler for *{ctx.dialogue.service_code}# answered nothing")
+        raise RuntimeError(f"USSD handler for *{ctx.ussd_step().dialogue.service_code}# answered nothing")
     return ctx.result

@@ -20,8 +20,7 @@ from __future__ import annotations
 import aiohttp
 import structlog
 
-from handlers.base import Channel, Handler, HandlerContext
-from handlers.ussd import ussd_context
+from handlers.base import Channel, Context, Handler
 from ussdgw.store import AuditEvent
 
 log = structlog.get_logger("ussdgw.handlers.ussd_http_app")
@@ -48,8 +47,8 @@ def parse_app_reply(body: str) -> tuple[bool, str]:
 def http_app_handler(url: str) -> Handler:
     """A route handler that runs the dialogue on the app at `url`."""
 
-    async def http_app(ctx: HandlerContext) -> None:
-        ussd = ussd_context(ctx)
+    async def http_app(ctx: Context) -> None:
+        ussd = ctx.ussd_step()
         dialogue = ussd.dialogue
         inputs: list[str] = dialogue.data.setdefault("inputs", [])
         if ussd.is_dial:
@@ -70,15 +69,15 @@ def http_app_handler(url: str) -> Handler:
         except (AppFailed, aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
             reason = str(exc) or type(exc).__name__
             log.warning("ussd_app_failed", msisdn=ctx.msisdn, service=dialogue.service_code, reason=reason)
-            await ussd.end(APP_FAILED, audit=[AuditEvent("ussd_app_failed", Channel.USSD, outcome="failed",
+            await ctx.end(APP_FAILED, audit=[AuditEvent("ussd_app_failed", Channel.USSD, outcome="failed",
                                                          detail=f"service={dialogue.service_code} {reason}")])
             return
         event = AuditEvent("ussd_app_step", Channel.USSD, detail=f"service={dialogue.service_code} "
                                                                  f"{'end' if close else 'con'} step={len(inputs)}")
         if close:
-            await ussd.end(text, audit=[event])
+            await ctx.end(text, audit=[event])
         else:
-            await ussd.show(text, audit=[event])
+            await ctx.show(text, audit=[event])
 
     http_app.__qualname__ = f"ussd_http_app[{url}]"
     return http_app

@@ -92,7 +92,7 @@ ANSWERED = Answered()
 
 ActionResult = End | Goto | Notice | Answered
 
-# The host is the USSD dialogue step (handlers.ussd.UssdContext): it has `menu_state` (a dict
+# The host is the request in a USSD dialogue (handlers.base.Context): it has `menu_state` (a dict
 # saved with the dialogue), `await show(text)` and `await end(text, change=, audit=, messages=)`.
 MenuHost = Any
 

@@ -5,7 +5,7 @@ One `Clock` per running platform, and no module-level one: the composition root
 (`ussdgw.app.stack.Stack.clock`) or a test creates it and hands the same instance to every part that
 compares something with "now": the store (D2 limits, audit times), the gateway and its handlers
 (USSD dialogue deadlines, password issue times, archive expiries, tariff and hold timestamps, N2
-reviews), the self-care API (`handlers.selfcare.Env`: sessions, codes, gifts) and the simulator
+reviews), the self-care API (`handlers.ports.Platform`: sessions, codes, gifts) and the simulator
 (held MTs, receipts, inbox and mailbox times). So "advance time" in the simulator moves what the
 platform reads when they run in one process, and a test that fast-forwards leaves nothing behind.
 

@@ -35,6 +35,14 @@ class SessionEnded extends Error {}
 
 const SESSION_OVER = new Set(["session_expired", "unauthorized"]);
 
+let inFlight = 0;
+
+/** The page is busy while any API request is on its way (assistive technology and tests wait for it). */
+function busy(step) {
+  inFlight += step;
+  document.body.setAttribute("aria-busy", String(inFlight > 0));
+}
+
 async function api(method, path, body, { auth = true, headers = {} } = {}) {
   const sent = { Accept: "application/json", ...headers };
   if (body !== undefined) sent["Content-Type"] = "application/json";
@@ -43,14 +51,18 @@ async function api(method, path, body, { auth = true, headers = {} } = {}) {
     sent.Authorization = `Bearer ${state.token}`;
   }
   let response;
+  let data;
+  busy(+1);
   try {
     response = await fetch(API + path, {
       method, headers: sent, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
     });
+    data = await response.json().catch(() => ({}));
   } catch {
     throw new ApiError(0, "network", "Нет связи с сервером. Проверьте подключение и повторите.");
+  } finally {
+    busy(-1);
   }
-  const data = await response.json().catch(() => ({}));
   const ended = auth && response.status === 401 && SESSION_OVER.has(data.error);
   if (auth && !ended) touch(); // the API restarted the session's idle time with this request
   if (response.ok) return data;

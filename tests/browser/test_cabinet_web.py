@@ -208,6 +208,8 @@ async def test_the_idle_countdown_warns_before_the_end_and_signs_out_when_it_run
     timer, warning = page.get_by_test_id("idle-timer"), page.get_by_test_id("idle-warning")
     await expect(timer).to_contain_text("20:00")
     await expect(warning).to_be_hidden()
+    # Every answer restarts the idle time: the jump must come after the last of the sign-in's requests.
+    await expect(page.locator("body")).to_have_attribute("aria-busy", "false")
 
     await page.clock.fast_forward("18:30")
     await expect(warning).to_be_visible()
@@ -216,6 +218,7 @@ async def test_the_idle_countdown_warns_before_the_end_and_signs_out_when_it_run
     await page.get_by_role("button", name="Продолжить работу").click()  # one request restarts both timers
     await expect(warning).to_be_hidden()
     await expect(timer).to_contain_text("20:00")
+    await expect(page.locator("body")).to_have_attribute("aria-busy", "false")
 
     async with page.expect_response(lambda r: r.request.method == "DELETE" and r.url.endswith("/sessions/current")) \
             as ended:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 
-from gateway.selfcare_api import ensure_admin_token
+from gateway.http_api import ensure_admin_token
 from handlers.number_management import review_due
 from simulator.phones import InboxMessage
 from sms_codes import OPERATOR_TZ, verify_password

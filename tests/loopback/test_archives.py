@@ -68,8 +68,8 @@ async def test_any_sms_to_1234_opens_the_mms_archive_for_72_hours(stack: Stack, 
     token = await signed_in(stack, api, IVAN)
     _, body = await api.call("GET", "/accounts/me/mms-archive", token=token)
     assert body["data"]["open"] is True
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(session_idle_s=80 * 3600)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(session_idle_s=80 * 3600)
     stack.clock.advance(72 * 3600 + 1)
     _, body = await api.call("GET", "/accounts/me/mms-archive", token=token)
     assert body["data"]["open"] is False

@@ -134,7 +134,7 @@ async def test_the_cabinet_page_and_its_assets_are_served_with_their_types_cache
             assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", body.replace("http://www.w3.org/2000/svg", ""))
             async with http.get(f"{base}/static/{name}") as response:
                 assert response.headers["Cache-Control"] == "no-cache"
-        async with http.get(f"{base}/static/../selfcare_api.py") as response:
+        async with http.get(f"{base}/static/../http_api.py") as response:
             assert response.status == 404
         async with http.get(f"{base}/static/secret.txt") as response:
             assert response.status == 404 and (await response.json())["error"] == "not_found"

@@ -11,8 +11,8 @@ import pytest
 
 import handlers.ussd
 from gateway.service import Gateway
+from handlers.ports import Platform
 from handlers.registry import build_router
-from handlers.selfcare import Env
 from simulator.phones import PhoneBook
 from simulator.smsc import Smsc
 from tests.support.selfcare_helpers import sms_password
@@ -39,8 +39,8 @@ def platform_modules() -> list[ModuleType]:
 
 
 def clocks_of(stack: Stack) -> dict[str, Clock]:
-    assert stack.store and stack.gateway and stack.selfcare and stack.smsc and stack.post_office
-    return {"store": stack.store.clock, "gateway": stack.gateway.clock, "selfcare": stack.selfcare.clock,
+    assert stack.store and stack.gateway and stack.platform and stack.smsc and stack.post_office
+    return {"store": stack.store.clock, "gateway": stack.gateway.clock, "platform": stack.platform.clock,
             "smsc": stack.smsc.clock, "phones": stack.smsc.phones.clock, "mailboxes": stack.post_office.clock}
 
 
@@ -97,8 +97,8 @@ async def test_advancing_one_stack_leaves_another_stack_where_it_was(stack: Stac
 
 
 async def test_retry_after_counts_down_on_the_platform_clock(stack: Stack) -> None:
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
     await sms_password(stack, IVAN)  # the cap is per number and password: a number with none has nothing to guess
     url = f"{stack.endpoints['selfcare']}/sessions"
     wrong = {"msisdn": IVAN, "password": "Wrong1pass"}
@@ -122,8 +122,8 @@ async def test_parts_given_different_clocks_refuse_to_be_put_together(settings: 
     with pytest.raises(ValueError, match="one clock"):
         Gateway(settings, store, build_router(), clock=Clock())
     with pytest.raises(ValueError, match="one clock"):
-        Env(store, settings, clock=Clock())
+        Platform(store, settings, clock=Clock())
     with pytest.raises(ValueError, match="one clock"):
         Smsc({}, PhoneBook(), clock=Clock())
     assert Gateway(settings, store, build_router()).clock is store.clock
-    assert Env(store, settings).clock is store.clock
+    assert Platform(store, settings).clock is store.clock

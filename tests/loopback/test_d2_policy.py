@@ -50,16 +50,16 @@ async def test_the_hourly_cap_counts_only_what_the_subscriber_asks_for(stack: St
 async def test_gifts_to_a_subscriber_never_use_up_her_own_password(stack: Stack) -> None:
     """Before: gift codes spent the recipient's D2 budget, so her ПАРОЛЬ, *111# and support reset
     were refused for an hour. Now they spend a budget for SMS from others, kept apart."""
-    assert stack.store is not None and stack.selfcare is not None
+    assert stack.store is not None and stack.platform is not None
     await seed(stack)
     await stack.store.subscribers.put(IVAN, {"bonus_points": 100}, AuditEvent("test_setup", "admin"))
-    env = stack.selfcare
-    sent = [await money.gift_points(env, IVAN, MARIA, 1)]
+    platform = stack.platform
+    sent = [await money.gift_points(platform, IVAN, MARIA, 1)]
     stack.clock.advance(21)
-    sent.append(await money.gift_points(env, IVAN, MARIA, 1))
+    sent.append(await money.gift_points(platform, IVAN, MARIA, 1))
     assert all(r.ok for r in sent)
     stack.clock.advance(21)
-    third = await money.gift_points(env, IVAN, MARIA, 1)  # the recipient's budget for others' SMS: 2 an hour
+    third = await money.gift_points(platform, IVAN, MARIA, 1)  # the recipient's budget for others' SMS: 2 an hour
     assert third.code == "rate_limited" and "Получателю уже отправлено много кодов подарков" in third.text
     for _ in range(3):  # her own requests are untouched by all that
         assert "Личный кабинет:" in await text_of(stack, MARIA, "3339", "ПАРОЛЬ")
@@ -68,22 +68,22 @@ async def test_gifts_to_a_subscriber_never_use_up_her_own_password(stack: Stack)
 
 
 async def test_a_gift_right_after_another_to_the_same_number_waits_its_cool_down(stack: Stack) -> None:
-    assert stack.store is not None and stack.selfcare is not None
+    assert stack.store is not None and stack.platform is not None
     await seed(stack)
     await stack.store.subscribers.put(IVAN, {"bonus_points": 100}, AuditEvent("test_setup", "admin"))
-    assert (await money.gift_points(stack.selfcare, IVAN, MARIA, 1)).ok
-    again = await money.gift_points(stack.selfcare, IVAN, MARIA, 1)
+    assert (await money.gift_points(stack.platform, IVAN, MARIA, 1)).ok
+    again = await money.gift_points(stack.platform, IVAN, MARIA, 1)
     assert again.code == "rate_limited" and again.text == "Получателю только что отправлен код подарка. " \
                                                           "Повторите через 20 с."
 
 
 async def test_one_sender_causes_at_most_so_many_sms_an_hour(stack: Stack) -> None:
-    assert stack.store is not None and stack.selfcare is not None
+    assert stack.store is not None and stack.platform is not None
     await seed(stack)
     others = ["79031112233", IVAN2, MARIA, "79261112234"]
     await stack.store.subscribers.put("79261112234", {"owner_id": "p-9"}, AuditEvent("test_setup", "admin"))
     await stack.store.subscribers.put(IVAN, {"bonus_points": 100}, AuditEvent("test_setup", "admin"))
-    results = [await money.gift_points(stack.selfcare, IVAN, other, 1) for other in others]
+    results = [await money.gift_points(stack.platform, IVAN, other, 1) for other in others]
     assert [r.ok for r in results] == [True, True, True, False]
     assert results[3].text.startswith("Вы отправили слишком много подарков: не более 3 в час.")
     assert "Личный кабинет:" in await text_of(stack, IVAN, "3339", "ПАРОЛЬ")  # the sender's own budget is hers

@@ -48,14 +48,14 @@ async def attempts(api: Api, forwarded: list[str]) -> list[int]:
 
 
 async def test_without_trusted_proxies_a_forged_header_does_not_buy_more_attempts(stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=3)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_client_attempts=3)
     assert await attempts(api, [f"198.51.100.{i}" for i in range(5)]) == [401, 401, 401, 429, 429]
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_window(stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=3,
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_client_attempts=3,
                                                                      api_trusted_proxies="127.0.0.1/32")
     assert await attempts(api, ["198.51.100.1"] * 4) == [401, 401, 401, 429]
     assert await attempts(api, ["198.51.100.2"] * 3) == [401, 401, 401]
@@ -65,13 +65,13 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_window(s
 
 async def test_header_enrichment_believes_the_forwarded_address_only_through_a_trusted_proxy(
         stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None
-    settings = stack.selfcare.settings.with_overrides(api_trusted_networks="10.0.0.0/8")
-    stack.selfcare.settings = settings
+    assert stack.platform is not None
+    settings = stack.platform.settings.with_overrides(api_trusted_networks="10.0.0.0/8")
+    stack.platform.settings = settings
     enriched = {"X-MSISDN": "79161234567", "X-Forwarded-For": "10.1.2.3"}
     status, body = await api.call("POST", "/sessions/network", headers=enriched)
     assert status == 403 and body["error"] == "not_trusted_network", body
-    stack.selfcare.settings = settings.with_overrides(api_trusted_proxies="127.0.0.1")
+    stack.platform.settings = settings.with_overrides(api_trusted_proxies="127.0.0.1")
     status, body = await api.call("POST", "/sessions/network", headers=enriched)
     assert status == 201, body
     status, body = await api.call("POST", "/sessions/network",

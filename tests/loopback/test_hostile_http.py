@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import yaml
 
-from gateway.selfcare_api import ensure_admin_token
+from gateway.http_api import ensure_admin_token
 from handlers import account
 from tests.support.hostile import (
     HOSTILE_BODIES,
@@ -123,8 +123,8 @@ async def auth(stack: Stack, api: Api) -> dict[str, str]:
 
 
 async def session_token(stack: Stack) -> str:
-    assert stack.selfcare is not None
-    return (await account._open_session(stack.selfcare, IVAN, "password")).token
+    assert stack.platform is not None
+    return (await account._open_session(stack.platform, IVAN, "password")).token
 
 
 async def test_the_self_care_api_answers_every_hostile_request_below_500_naming_the_field(

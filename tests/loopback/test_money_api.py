@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from gateway.selfcare_api import ensure_admin_token
+from gateway.http_api import ensure_admin_token
 from tests.support.platform import one_per_primary
 from tests.support.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, seed, signed_in, wait_sms
 from ussdgw.app.stack import Stack
@@ -228,9 +228,9 @@ async def test_bad_gifts_are_refused_and_move_no_points(stack: Stack, api: Api, 
 
 async def test_a_wrong_or_late_code_credits_nothing_and_a_late_one_returns_the_points(stack: Stack,
                                                                                      api: Api) -> None:
-    assert stack.smsc is not None and stack.selfcare is not None
+    assert stack.smsc is not None and stack.platform is not None
     await give_points(stack, IVAN, 100)
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(gift_code_ttl_s=300)
+    stack.platform.settings = stack.platform.settings.with_overrides(gift_code_ttl_s=300)
     ivan, maria = await signed_in(stack, api, IVAN), await signed_in(stack, api, MARIA)
     after = stack.smsc.phones.last_seq
     await api.call("POST", "/accounts/me/gifts", token=ivan, body={"to": MARIA, "points": 40})

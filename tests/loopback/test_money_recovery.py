@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
-from handlers.selfcare import Env, Result
+from handlers.operations import Result
+from handlers.ports import Platform
 from simulator.cdr import SimulatedCarrier
 from ussdgw.config import Settings
 from ussdgw.store import Asset, AuditEvent, Store
@@ -20,41 +21,42 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def env(settings: Settings, store: Store) -> Env:
+async def platform(settings: Settings, store: Store) -> Platform:
     for msisdn in (A, B):
         await store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
                                     AuditEvent("seeded", "admin"))
-    return Env(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
+    return Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
 
 
-async def points(env: Env) -> tuple[int, int]:
-    a, b = await env.store.subscribers.fields(A), await env.store.subscribers.fields(B)
+async def points(platform: Platform) -> tuple[int, int]:
+    a, b = await platform.store.subscribers.fields(A), await platform.store.subscribers.fields(B)
     return int(a["bonus_points"]), int(b["bonus_points"])
 
 
-async def test_a_hold_whose_offer_never_happened_is_refunded_and_can_never_be_offered(env: Env) -> None:
-    held = await place_hold(env.store, A, "op1", asset=Asset.POINTS, amount=40, purpose="gift", to=B,
+async def test_a_hold_whose_offer_never_happened_is_refunded_and_can_never_be_offered(platform: Platform) -> None:
+    held = await place_hold(platform.store, A, "op1", asset=Asset.POINTS, amount=40, purpose="gift", to=B,
                             channel="api", paid=False, event="gift_sent")
-    assert held.ok and await points(env) == (60, 100)  # the process dies here
-    counts = await recover_holds(env, older_than_s=0)
-    assert counts["refunded"] == 1 and await points(env) == (100, 100)
-    late_offer = await env.store.commit(B, gift_offered(B, "op1", sender=A, points=40, digest="d", expires=env.now()))
+    assert held.ok and await points(platform) == (60, 100)  # the process dies here
+    counts = await recover_holds(platform, older_than_s=0)
+    assert counts["refunded"] == 1 and await points(platform) == (100, 100)
+    offer = gift_offered(B, "op1", sender=A, points=40, digest="d", expires=platform.now())
+    late_offer = await platform.store.commit(B, offer)
     assert late_offer.code == "conflict"
-    assert (await recover_holds(env, older_than_s=0))["refunded"] == 0  # twice changes nothing
+    assert (await recover_holds(platform, older_than_s=0))["refunded"] == 0  # twice changes nothing
 
 
 async def test_an_accepted_gift_whose_hold_was_left_open_is_captured_not_refunded(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[str] = []
 
     async def keep(mt: object) -> None:
         sent.append(getattr(mt, "text", ""))
 
-    env.send_mt = keep
-    result = await gift_points(env, A, B, 30)
+    platform.send_mt = keep
+    result = await gift_points(platform, A, B, 30)
     assert result.ok
-    await env.drain()
+    await platform.drain()
     code = sent[0].split("Код: ")[1][:6]
 
     async def crash(*_: object, **__: object) -> bool:
@@ -63,19 +65,19 @@ async def test_an_accepted_gift_whose_hold_was_left_open_is_captured_not_refunde
     with monkeypatch.context() as patched:
         patched.setattr("handlers.money.settle_hold", crash)
         with pytest.raises(ConnectionError):
-            await accept_gift(env, B, code)
-    assert await points(env) == (70, 130)
-    holds = await env.store.money.holds(A)
+            await accept_gift(platform, B, code)
+    assert await points(platform) == (70, 130)
+    holds = await platform.store.money.holds(A)
     assert holds[result.data["gift_id"]].state == "held"
-    counts = await recover_holds(env, older_than_s=0)
+    counts = await recover_holds(platform, older_than_s=0)
     assert counts == {"captured": 1, "refunded": 0, "pending": 0}
-    assert await points(env) == (70, 130)
+    assert await points(platform) == (70, 130)
 
 
-async def test_an_unanswered_gift_is_returned_to_the_sender_once_its_code_expires(env: Env) -> None:
-    result = await gift_points(env, A, B, 25)
+async def test_an_unanswered_gift_is_returned_to_the_sender_once_its_code_expires(platform: Platform) -> None:
+    result = await gift_points(platform, A, B, 25)
     assert isinstance(result, Result) and result.ok
-    assert (await recover_holds(env, older_than_s=0))["pending"] == 1  # still waiting for the code
-    env.clock.advance(float(result.data["expires_at"]) + 1 - env.now())
-    assert (await recover_holds(env, older_than_s=0))["refunded"] == 1
-    assert await points(env) == (100, 100)
+    assert (await recover_holds(platform, older_than_s=0))["pending"] == 1  # still waiting for the code
+    platform.clock.advance(float(result.data["expires_at"]) + 1 - platform.now())
+    assert (await recover_holds(platform, older_than_s=0))["refunded"] == 1
+    assert await points(platform) == (100, 100)

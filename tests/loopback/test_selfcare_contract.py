@@ -6,8 +6,8 @@ from __future__ import annotations
 import yaml
 from openapi_spec_validator import validate
 
-from gateway.selfcare_api import API, create_app
-from handlers.selfcare import Env
+from gateway.http_api import API, create_app
+from handlers.ports import Platform
 from tests.support.platform import StoreFactory
 from tests.support.selfcare_helpers import SPEC_PATH
 from ussdgw.config import Settings
@@ -22,7 +22,7 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
 async def test_every_served_route_and_method_is_documented_and_nothing_else(settings: Settings,
                                                                            store_factory: StoreFactory) -> None:
     store = store_factory("redis://127.0.0.1:1")  # never connected
-    app = create_app(Env(store, settings), admin_token="t", recovery=False)
+    app = create_app(Platform(store, settings), admin_token="t", recovery=False)
     routes = [(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"]
     served = {(method, path.removeprefix(API)) for method, path in routes if path.startswith(f"{API}/")}

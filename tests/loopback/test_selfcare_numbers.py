@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.selfcare_api import ensure_admin_token
+from gateway.http_api import ensure_admin_token
 from tests.support.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS

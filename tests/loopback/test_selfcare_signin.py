@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.selfcare_api import ensure_admin_token
+from gateway.http_api import ensure_admin_token
 from sms_codes import checksum_ok, generate_password, is_generated_shape, verify_password
 from tests.support.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_password, signed_in, sms_password, wait_sms
 from ussdgw.app.stack import Stack
@@ -76,7 +76,7 @@ async def test_three_wrong_passwords_lock_sign_in_until_a_new_sms_password(stack
 
 async def test_a_session_ends_after_the_idle_timeout_and_on_logout(stack: Stack, api: Api) -> None:
     token = await signed_in(stack, api, IVAN)
-    assert stack.selfcare is not None
+    assert stack.platform is not None
     assert (await api.call("GET", "/sessions/current", token=token))[0] == 200
     idle = stack.settings.session_idle_s
     stack.clock.advance(idle - 60)  # activity within 20 min keeps it alive
@@ -103,8 +103,8 @@ async def test_header_enrichment_signs_in_from_a_trusted_network_only(stack: Sta
     status, body = await api.call("POST", "/sessions/network", headers={"X-MSISDN": IVAN})
     assert status == 201 and body["data"]["via"] == "network"
     assert (await api.call("GET", "/accounts/me", token=body["data"]["token"]))[1]["data"]["msisdn"] == IVAN
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_trusted_networks="10.0.0.0/8")
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_trusted_networks="10.0.0.0/8")
     status, body = await api.call("POST", "/sessions/network", headers={"X-MSISDN": IVAN})
     assert status == 403 and body["error"] == "not_trusted_network"
     status, body = await api.call("POST", "/sessions/network")
@@ -123,8 +123,8 @@ async def test_unknown_and_malformed_msisdns_get_clear_errors_and_create_nothing
 
 
 async def test_sign_in_attempts_are_capped_per_hour_and_password(stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(signin_per_hour=2, signin_max_failures=10)
     await sms_password(stack, IVAN)
     statuses = [(await api.call("POST", "/sessions", body={"msisdn": IVAN, "password": "Wrong1pass"}))[0]
                 for _ in range(3)]
@@ -184,8 +184,8 @@ async def test_a_spray_from_one_client_is_refused_before_any_number_is_touched(s
 
 
 async def test_all_clients_together_meet_the_overall_window(stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=5, api_attempts_overall=12)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_client_attempts=5, api_attempts_overall=12)
     got = []
     for n in range(2, 6):  # four clients, five attempts each: the overall twelve run out in the third
         async with client_at(stack, f"127.0.0.{n}") as client:
@@ -199,8 +199,8 @@ async def test_all_clients_together_meet_the_overall_window(stack: Stack, api: A
 async def test_unknown_numbers_no_password_and_a_wrong_one_get_one_answer_in_one_time(stack: Stack,
                                                                                      api: Api) -> None:
     """The answer and the work are the same (scrypt against a dummy hash when there is none)."""
-    assert stack.selfcare is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=100, signin_max_failures=100)
+    assert stack.platform is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_client_attempts=100, signin_max_failures=100)
     await sms_password(stack, IVAN)  # IVAN2 has never had a password; 79990000000 is nobody's
     cases = {"unknown": "79990000000", "no password": IVAN2, "wrong password": IVAN}
     answers: dict[str, set[str]] = {kind: set() for kind in cases}
@@ -218,8 +218,8 @@ async def test_unknown_numbers_no_password_and_a_wrong_one_get_one_answer_in_one
 
 
 async def test_recovery_is_refused_per_client_before_any_lookup(stack: Stack, api: Api) -> None:
-    assert stack.selfcare is not None and stack.store is not None
-    stack.selfcare.settings = stack.selfcare.settings.with_overrides(api_client_attempts=3)
+    assert stack.platform is not None and stack.store is not None
+    stack.platform.settings = stack.platform.settings.with_overrides(api_client_attempts=3)
     keys_before = await data_keys(stack.store.redis)
     statuses = [(await api.call("POST", "/password-recovery",
                                 body={"msisdn": f"7990000000{i}", "code_word": "x", "delivery": "sms"}))[0]

@@ -116,7 +116,7 @@ async def test_the_simulator_alone_needs_no_redis(tmp_path: Path) -> None:
     stack = await Stack(settings).start(gateway=False)
     try:
         assert stack.smsc is not None and stack.handsets is not None
-        assert stack.store is None and stack.redis is None and stack.selfcare is None
+        assert stack.store is None and stack.redis is None and stack.platform is None
         assert "redis" not in stack.endpoints and not (tmp_path / "redis").exists()
     finally:
         await stack.stop()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers.catalogue import catalogue
-from handlers.ussd_selfcare import BINDINGS
+from handlers.ussd_menu import BINDINGS
 from sms_codes import verify_password
 from tests.support.platform import extract_password
 from tests.support.ussd_helpers import answer, choose, dial, read_to_end, seed

@@ -25,13 +25,13 @@ import structlog
 from aiohttp import web
 
 from gateway import observe
+from gateway.http_api import create_app as create_http_api
 from gateway.mail import SmtpMailer
-from gateway.selfcare_api import create_app as create_selfcare_app
 from gateway.service import Gateway
 from handlers.number_management import time_hook
+from handlers.ports import Platform
 from handlers.registry import build_router
 from handlers.routing import Router
-from handlers.selfcare import Env
 from simulator.cdr import SimulatedCarrier
 from simulator.handset import Handsets
 from simulator.http import create_app as create_sim_app
@@ -62,7 +62,7 @@ class Stack:
     handsets: Handsets | None = None
     gateway: Gateway | None = None
     post_office: PostOffice | None = None  # the simulator's SMTP sink + mailbox view
-    selfcare: Env | None = None  # what the self-care API runs on
+    platform: Platform | None = None  # the platform as every channel's requests see it (gateway and API)
     selfcare_link: SelfcareLink | None = None  # the simulator's way to the self-care API
     endpoints: dict[str, str] = field(default_factory=dict)
     gates: dict[str, Gate] = field(default_factory=dict)  # each HTTP server's live and refused connections
@@ -96,6 +96,9 @@ class Stack:
                 await self.store.check_sealing_key()
             if smsc:
                 await self._start_smsc()
+            if self.store is not None and (gateway or api):  # after the simulator: its SMTP sink's port
+                self.platform = Platform(self.store, self.settings, mailer=SmtpMailer(self.settings), clock=self.clock,
+                                         billing=self.carrier, network=self.carrier)
             if gateway:
                 await self._start_gateway()
             if api:
@@ -190,7 +193,10 @@ class Stack:
 
     async def _start_gateway(self) -> None:
         assert self.store is not None, "the gateway needs the store"
-        self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock, metrics=self.metrics)
+        self.gateway = Gateway(self.settings, self.store, build_router(), clock=self.clock, metrics=self.metrics,
+                               platform=self.platform)
+        if self.platform is not None:  # operations of the API hand their MTs to this gateway at once
+            self.platform.send_mt = self.gateway.send
         await self.gateway.start()
         self._on_stop("gateway", self.gateway.stop)
         if self.handsets is not None:  # after "advance time" (our clock) the N2 reviews now due run
@@ -198,11 +204,8 @@ class Stack:
         self.endpoints["gateway"] = f"bound to {self.settings.smsc_host}:{self.settings.smsc_port}"
 
     async def _start_api(self) -> None:
-        assert self.store is not None, "the self-care API needs the store"
-        self.selfcare = Env(self.store, self.settings, send_mt=self.gateway.send if self.gateway else None,
-                            mailer=SmtpMailer(self.settings), clock=self.clock,
-                            billing=self.carrier, network=self.carrier)
-        app = create_selfcare_app(self.selfcare)
+        assert self.store is not None and self.platform is not None, "the self-care API needs the store"
+        app = create_http_api(self.platform)
         # /metrics, /health and /ready of the gateway process, beside the API (gateway/observe.py)
         readiness = observe.Readiness(self.store, self.gateway.clients if self.gateway else None)
         observe.install(app, self.metrics, readiness, self.store)

@@ -4,7 +4,7 @@
 The contract is `gateway/openapi.yaml` (OpenAPI 3.1); the tests validate every request and
 response against it. Success: `{"message": <Russian text>, "data": {...}}`. Failure:
 `{"error": <code>, "message": <Russian text>, "details": {...}}` with the status of
-`handlers.selfcare.STATUS_BY_CODE`; a refusal has changed nothing.
+`handlers.operations.STATUS_BY_CODE`; a refusal has changed nothing.
 
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
@@ -39,7 +39,8 @@ from handlers.access import Act, Denied, authorize
 from handlers.account import Session
 from handlers.base import Channel
 from handlers.catalogue import catalogue
-from handlers.selfcare import Env, Result, valid_msisdn
+from handlers.operations import Result, valid_msisdn
+from handlers.ports import Platform
 from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_whole_number
@@ -48,9 +49,9 @@ from ussdgw.store import StoreUnavailable, acting
 from ussdgw.tasks import Tasks
 from ussdgw.web import BadInput, BodySchema, body_timeout, client_address, networks, read_json_object
 
-log = structlog.get_logger("ussdgw.selfcare_api")
+log = structlog.get_logger("ussdgw.http_api")
 
-ENV_KEY = web.AppKey("selfcare_env", Env)
+PLATFORM_KEY = web.AppKey("platform", Platform)
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
@@ -101,10 +102,10 @@ def _reply(result: Result, status: int = 200) -> web.Response:
 
 
 async def _retry_after(request: web.Request, response: web.StreamResponse) -> None:
-    """Retry-After of a refusal, counted on the platform's clock (`Env.clock`), not the host's."""
+    """Retry-After of a refusal, counted on the platform's clock (`Platform.clock`), not the host's."""
     retry_at = response.get(RETRY_AT_KEY)
     if retry_at is not None:
-        response.headers["Retry-After"] = str(max(1, int(retry_at - request.app[ENV_KEY].now())))
+        response.headers["Retry-After"] = str(max(1, int(retry_at - request.app[PLATFORM_KEY].now())))
 
 
 def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
@@ -221,41 +222,41 @@ def _path_msisdn(request: web.Request, name: str) -> str:
 
 
 async def _session(request: web.Request) -> Session:
-    env = request.app[ENV_KEY]
-    found = await account.authenticate(env, _bearer(request))
+    platform = request.app[PLATFORM_KEY]
+    found = await account.authenticate(platform, _bearer(request))
     if isinstance(found, Result):
         raise ApiError(found.status, found.code, found.text)
     request[SESSION_KEY] = found
     return found
 
 
-async def _account(request: web.Request, act: Act = Act.VIEW) -> tuple[Env, Session, str]:
+async def _account(request: web.Request, act: Act = Act.VIEW) -> tuple[Platform, Session, str]:
     """The session and the number it acts on (`me`, or another), if the access model lets the
     session's number do `act` on it (`handlers.access.authorize`, the one check)."""
-    env = request.app[ENV_KEY]
+    platform = request.app[PLATFORM_KEY]
     session = await _session(request)
     raw = request.match_info["msisdn"]
     target = session.msisdn if raw == "me" else valid_msisdn(raw)
     if target is None:
         raise ApiError(400, "bad_request", "Номер в адресе: me или 11 цифр, начиная с 7.", {"field": "msisdn"})
-    granted = await authorize(env.store, session.msisdn, target, act)
+    granted = await authorize(platform.store, session.msisdn, target, act)
     if isinstance(granted, Denied):
         raise ApiError(403, granted.code, granted.text)
     acting.act_as(session.msisdn, f"{Channel.API}:{granted.origin}")
-    return env, session, target
+    return platform, session, target
 
 
 def client(request: web.Request) -> str | None:
     """The client's address: the connection's, or behind `api_trusted_proxies` the one they forward."""
-    proxies = request.app[ENV_KEY].settings.api_trusted_proxies
+    proxies = request.app[PLATFORM_KEY].settings.api_trusted_proxies
     if not proxies:
         return request.remote
     return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), networks(proxies))
 
 
 def _count_attempt(request: web.Request) -> None:
-    """An attempt at someone's password counts against the client's window (`Env.attempt`)."""
-    refused = request.app[ENV_KEY].attempt(client(request))
+    """An attempt at someone's password counts against the client's window (`Platform.attempt`)."""
+    refused = request.app[PLATFORM_KEY].attempt(client(request))
     if refused is not None:
         raise ApiError(refused.status, refused.code, refused.text, {"retry_at": refused.retry_at})
 
@@ -274,7 +275,7 @@ async def health(request: web.Request) -> web.Response:
     (`gateway.observe`), else whether the store answers."""
     readiness = request.app.get(READINESS_KEY)
     if readiness is None:
-        ok = await request.app[ENV_KEY].store.ping()
+        ok = await request.app[PLATFORM_KEY].store.ping()
         return _json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
     report = await readiness.check()
     return _json_response({"status": "ok" if report.ready else "degraded", "checks": report.checks},
@@ -290,7 +291,7 @@ async def get_catalogue(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.Response:
     try:
         body = await _body(request)
-        result = await account.sign_in(request.app[ENV_KEY], body.get("msisdn"), body.get("password"),
+        result = await account.sign_in(request.app[PLATFORM_KEY], body.get("msisdn"), body.get("password"),
                                        client=client(request))
     except (BadInput, ApiError) as exc:
         count_signin_refusal(request, "bad_request" if exc.status == 400 else str(exc.status))
@@ -301,12 +302,12 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 async def sign_in_network(request: web.Request) -> web.Response:
-    env = request.app[ENV_KEY]
-    header = request.headers.get(env.settings.api_msisdn_header)
+    platform = request.app[PLATFORM_KEY]
+    header = request.headers.get(platform.settings.api_msisdn_header)
     if header is None:
         count_signin_refusal(request, "bad_request")
-        raise ApiError(400, "bad_request", f"Нет заголовка {env.settings.api_msisdn_header} с номером.")
-    result = await account.sign_in_by_header(env, header, client(request))
+        raise ApiError(400, "bad_request", f"Нет заголовка {platform.settings.api_msisdn_header} с номером.")
+    result = await account.sign_in_by_header(platform, header, client(request))
     if not result.ok:
         count_signin_refusal(request, result.code)
     return _reply(result, 201)
@@ -319,12 +320,12 @@ async def current_session(request: web.Request) -> web.Response:
 
 async def sign_out(request: web.Request) -> web.Response:
     session = await _session(request)
-    return _reply(await account.sign_out(request.app[ENV_KEY], session))
+    return _reply(await account.sign_out(request.app[PLATFORM_KEY], session))
 
 
 async def recover(request: web.Request) -> web.Response:
     body = await _body(request)
-    return _reply(await account.recover_by_code_word(request.app[ENV_KEY], body.get("msisdn"),
+    return _reply(await account.recover_by_code_word(request.app[PLATFORM_KEY], body.get("msisdn"),
                                                      body.get("code_word"), body.get("delivery", "sms"),
                                                      client=client(request)))
 
@@ -332,7 +333,7 @@ async def recover(request: web.Request) -> web.Response:
 async def request_password(request: web.Request) -> web.Response:
     """«Получить пароль по SMS» (R1 from the web): the password comes from 3339, D2 limits as the SMS."""
     body = await _body(request)
-    return _reply(await account.request_password_by_sms(request.app[ENV_KEY], body.get("msisdn"),
+    return _reply(await account.request_password_by_sms(request.app[PLATFORM_KEY], body.get("msisdn"),
                                                         client=client(request)))
 
 
@@ -340,7 +341,7 @@ async def request_password(request: web.Request) -> web.Response:
 async def admin_reset(request: web.Request) -> web.Response:
     _admin(request)
     body = await _body(request)
-    return _reply(await account.support_reset(request.app[ENV_KEY], body.get("msisdn"), body.get("passport"),
+    return _reply(await account.support_reset(request.app[PLATFORM_KEY], body.get("msisdn"), body.get("passport"),
                                               body.get("contract")))
 
 
@@ -348,7 +349,7 @@ async def admin_unblock(request: web.Request) -> web.Response:
     """N3 by support: the block is lifted after the owner's passport and contract are checked."""
     _admin(request)
     body = await _body(request)
-    return _reply(await numbers.support_unblock(request.app[ENV_KEY], body.get("msisdn"), body.get("passport"),
+    return _reply(await numbers.support_unblock(request.app[PLATFORM_KEY], body.get("msisdn"), body.get("passport"),
                                                 body.get("contract")))
 
 
@@ -359,19 +360,19 @@ async def admin_charge(request: web.Request) -> web.Response:
     if msisdn is None:
         raise ApiError(400, "bad_request", "Номер: 11 цифр, начиная с 7.", {"field": "msisdn"})
     reason = body.get("reason", "usage")
-    return _reply(await money.charge(request.app[ENV_KEY].store, msisdn, body.get("amount_kop"),
+    return _reply(await money.charge(request.app[PLATFORM_KEY], msisdn, body.get("amount_kop"),
                                      reason=reason if isinstance(reason, str) else "usage"))
 
 
 async def admin_audit(request: web.Request) -> web.Response:
     _admin(request)
     msisdn = _path_msisdn(request, "msisdn")
-    return _audit_response(await request.app[ENV_KEY].store.audit_trail(msisdn, count=_count(request)))
+    return _audit_response(await request.app[PLATFORM_KEY].store.audit_trail(msisdn, count=_count(request)))
 
 
 async def admin_recover(request: web.Request) -> web.Response:
     _admin(request)
-    counts = await money.recover_holds(request.app[ENV_KEY], older_than_s=0)
+    counts = await money.recover_holds(request.app[PLATFORM_KEY], older_than_s=0)
     return _json_response({"message": "Незавершённые операции обработаны.", "data": counts})
 
 
@@ -391,12 +392,12 @@ def _audit_response(entries: list[dict[str, str]]) -> web.Response:
 
 
 async def get_account(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    profile = await env.store.subscribers.profile(target)
-    state = (await numbers.number_state(env, target)).data
+    platform, _, target = await _account(request)
+    profile = await platform.store.subscribers.profile(target)
+    state = (await numbers.number_state(platform, target)).data
     cat = catalogue()
     tariff = cat.tariff(profile.tariff)
-    joined = await numbers.joined_numbers(env.store, target)  # N2: acted on like linked numbers
+    joined = await numbers.joined_numbers(platform.store, target)  # N2: acted on like linked numbers
     n2_state = profile.n2.state or "off"
     return _json_response({"message": "Личный кабинет.", "data": {
         "msisdn": target, "owner_name": profile.owner_name, "region": profile.region,
@@ -410,8 +411,8 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 async def get_balance(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.balance(env.store, target, channel=Channel.API))
+    platform, _, target = await _account(request)
+    return _reply(await money.balance(platform, target, channel=Channel.API))
 
 
 IDEMPOTENCY_PENDING_S = 60  # a claim whose request died unanswered frees the key after this
@@ -434,10 +435,10 @@ async def _once(request: web.Request, target: str, body: dict[str, Any],
     key = _idempotency_key(request)
     if key is None:
         return await run()
-    env = request.app[ENV_KEY]
+    platform = request.app[PLATFORM_KEY]
     what = json.dumps([request.method, _route_name(request), target, body], sort_keys=True, ensure_ascii=False)
     fingerprint = hashlib.sha256(what.encode()).hexdigest()
-    first = await env.store.money.idempotency_begin(target, key, fingerprint, IDEMPOTENCY_PENDING_S)
+    first = await platform.store.money.idempotency_begin(target, key, fingerprint, IDEMPOTENCY_PENDING_S)
     if first is not None:
         if first.get("fp") != fingerprint:
             raise ApiError(422, "idempotency_key_reused", "Idempotency-Key уже использован для другого запроса: "
@@ -451,258 +452,258 @@ async def _once(request: web.Request, target: str, body: dict[str, Any],
     try:
         response = await run()
     except BaseException:
-        await _forget(env, target, key)
+        await _forget(platform, target, key)
         raise
     if response.status >= 500 or response.status == 429 or not isinstance(response.body, bytes):
-        await _forget(env, target, key)  # not an answer to keep: the retry runs it again
+        await _forget(platform, target, key)  # not an answer to keep: the retry runs it again
     else:
-        await env.store.money.idempotency_answered(target, key, fingerprint, response.status,
+        await platform.store.money.idempotency_answered(target, key, fingerprint, response.status,
                                                    response.body.decode(), IDEMPOTENCY_KEEP_S)
     return response
 
 
-async def _forget(env: Env, target: str, key: str) -> None:
+async def _forget(platform: Platform, target: str, key: str) -> None:
     try:
-        await env.store.money.idempotency_dropped(target, key)
+        await platform.store.money.idempotency_dropped(target, key)
     except StoreUnavailable:
         log.warning("idempotency_key_left_claimed", msisdn=target, free_in_s=IDEMPOTENCY_PENDING_S)
 
 
 async def post_top_up(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     key = _idempotency_key(request)
 
     async def run() -> web.Response:
-        return _reply(await money.top_up(env.store, target, body.get("amount_kop"), channel=Channel.API,
+        return _reply(await money.top_up(platform, target, body.get("amount_kop"), channel=Channel.API,
                                          payment_id=key))
 
     return await _once(request, target, body, run)
 
 
 async def get_tariffs(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.list_tariffs(env.store, target))
+    platform, _, target = await _account(request)
+    return _reply(await money.list_tariffs(platform, target))
 
 
 async def put_tariff(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
     tariff_id = body["tariff_id"]  # declared and required: a string
-    return _reply(await money.switch_tariff(env.store, target, tariff_id, channel=Channel.API))
+    return _reply(await money.switch_tariff(platform, target, tariff_id, channel=Channel.API))
 
 
 async def get_services(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.list_services(env.store, target))
+    platform, _, target = await _account(request)
+    return _reply(await money.list_services(platform, target))
 
 
 async def put_service(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     params = (await _body(request, optional=True)).get("params")  # declared: an object
-    return _reply(await money.service_on(env.store, target, request.match_info["service_id"], channel=Channel.API,
+    return _reply(await money.service_on(platform, target, request.match_info["service_id"], channel=Channel.API,
                                          params=params))
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
-    return _reply(await money.service_off(env.store, target, request.match_info["service_id"], channel=Channel.API))
+    platform, _, target = await _account(request, Act.MANAGE)
+    return _reply(await money.service_off(platform, target, request.match_info["service_id"], channel=Channel.API))
 
 
 async def post_payment(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
 
     async def run() -> web.Response:
-        return _reply(await money.easy_payment(env.store, target, body.get("merchant"), body.get("amount_kop")))
+        return _reply(await money.easy_payment(platform, target, body.get("merchant"), body.get("amount_kop")))
 
     return await _once(request, target, body, run)
 
 
 async def get_calls(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.call_detail(env, target, request.query.get("from"), request.query.get("to")))
+    platform, _, target = await _account(request)
+    return _reply(await money.call_detail(platform, target, request.query.get("from"), request.query.get("to")))
 
 
 async def post_calls_email(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    platform, _, target = await _account(request)
     body = await _body(request)
-    return _reply(await money.email_call_detail(env, target, body.get("from"), body.get("to")))
+    return _reply(await money.email_call_detail(platform, target, body.get("from"), body.get("to")))
 
 
 async def post_gift(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
 
     async def run() -> web.Response:
-        return _reply(await money.gift_points(env, target, body.get("to"), body.get("points")), 202)
+        return _reply(await money.gift_points(platform, target, body.get("to"), body.get("points")), 202)
 
     return await _once(request, target, body, run)
 
 
 async def get_gifts(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.pending_gifts(env.store, target))
+    platform, _, target = await _account(request)
+    return _reply(await money.pending_gifts(platform, target))
 
 
 async def post_gift_accept(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
 
     async def run() -> web.Response:
-        return _reply(await money.accept_gift(env, target, body.get("code")))
+        return _reply(await money.accept_gift(platform, target, body.get("code")))
 
     return await _once(request, target, body, run)
 
 
 async def get_linked(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await numbers.linked_numbers(env.store, target))
+    platform, _, target = await _account(request)
+    return _reply(await numbers.linked_numbers(platform, target))
 
 
 async def post_linked(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.SELF)
+    platform, _, target = await _account(request, Act.SELF)
     body = await _body(request)
     _count_attempt(request)
-    return _reply(await numbers.link_number(env, target, body.get("msisdn"), body.get("password")))
+    return _reply(await numbers.link_number(platform, target, body.get("msisdn"), body.get("password")))
 
 
 async def delete_linked(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
-    return _reply(await numbers.unlink_number(env, target, _path_msisdn(request, "other")))
+    platform, _, target = await _account(request, Act.MANAGE)
+    return _reply(await numbers.unlink_number(platform, target, _path_msisdn(request, "other")))
 
 
 async def put_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
-    return _reply(await numbers.block_number(env, target, body.get("from")))
+    return _reply(await numbers.block_number(platform, target, body.get("from")))
 
 
 async def delete_block(request: web.Request) -> web.Response:
-    env, session, target = await _account(request, Act.MANAGE)
-    return _reply(await numbers.unblock_number(env, target, actor=session.msisdn))
+    platform, session, target = await _account(request, Act.MANAGE)
+    return _reply(await numbers.unblock_number(platform, target, actor=session.msisdn))
 
 
 async def post_owner_change(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
+    platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
     _count_attempt(request)
 
     async def run() -> web.Response:
-        return _reply(await numbers.change_owner(env, target, body.get("new_owner_msisdn"), body.get("password")))
+        return _reply(await numbers.change_owner(platform, target, body.get("new_owner_msisdn"), body.get("password")))
 
     return await _once(request, target, body, run)
 
 
 async def put_password(request: web.Request) -> web.Response:
-    env, session, target = await _account(request, Act.SELF)
+    platform, session, target = await _account(request, Act.SELF)
     body = await _body(request)
     _count_attempt(request)
-    return _reply(await account.change_password(env, target, body.get("old_password"), body.get("new_password"),
+    return _reply(await account.change_password(platform, target, body.get("old_password"), body.get("new_password"),
                                                 body.get("new_password_repeat"), session=session))
 
 
 async def get_grants(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
-    return _reply(await numbers.linked_to(env.store, target))
+    platform, _, target = await _account(request, Act.OWNER)
+    return _reply(await numbers.linked_to(platform, target))
 
 
 async def delete_grant(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
-    return _reply(await numbers.revoke_link(env, target, _path_msisdn(request, "holder")))
+    platform, _, target = await _account(request, Act.OWNER)
+    return _reply(await numbers.revoke_link(platform, target, _path_msisdn(request, "holder")))
 
 
 async def put_code_word(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
+    platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
-    return _reply(await account.set_code_word(env, target, body.get("code_word")))
+    return _reply(await account.set_code_word(platform, target, body.get("code_word")))
 
 
 async def put_email(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
+    platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
-    return _reply(await account.set_email(env, target, body.get("email")))
+    return _reply(await account.set_email(platform, target, body.get("email")))
 
 
 async def get_number_management(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.VIEW)
-    return _reply(await number_management.api_state(env.store, target))
+    platform, _, target = await _account(request, Act.VIEW)
+    return _reply(await number_management.api_state(platform, target))
 
 
 async def post_number_management(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.OWNER)
+    platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
-    return _reply(await number_management.api_apply(env.store, env.settings, target, body.get("numbers", [])), 202)
+    return _reply(await number_management.api_apply(platform, target, body.get("numbers", [])), 202)
 
 
 async def delete_number_management(request: web.Request) -> web.Response:
-    env, session, target = await _account(request, Act.OWNER)
-    return _reply(await number_management.api_off(env.store, target, by=session.msisdn, dispatch=env.dispatch))
+    platform, session, target = await _account(request, Act.OWNER)
+    return _reply(await number_management.api_off(platform, target, by=session.msisdn))
 
 
 async def put_locator_consent(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
-    return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), True))
+    platform, _, target = await _account(request, Act.MANAGE)
+    return _reply(await money.locator_consent(platform, target, _path_msisdn(request, "requester"), True))
 
 
 async def delete_locator_consent(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
-    return _reply(await money.locator_consent(env.store, target, _path_msisdn(request, "requester"), False))
+    platform, _, target = await _account(request, Act.MANAGE)
+    return _reply(await money.locator_consent(platform, target, _path_msisdn(request, "requester"), False))
 
 
 async def get_locate(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.locate(env, target, _path_msisdn(request, "target")))
+    platform, _, target = await _account(request)
+    return _reply(await money.locate(platform, target, _path_msisdn(request, "target")))
 
 
 async def get_parental(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await money.parental_overview(env, target, _path_msisdn(request, "child")))
+    platform, _, target = await _account(request)
+    return _reply(await money.parental_overview(platform, target, _path_msisdn(request, "child")))
 
 
 async def put_parental_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
-    return _reply(await money.parental_blacklist(env, target, child, number, True))
+    return _reply(await money.parental_blacklist(platform, target, child, number, True))
 
 
 async def delete_parental_block(request: web.Request) -> web.Response:
-    env, _, target = await _account(request, Act.MANAGE)
+    platform, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
-    return _reply(await money.parental_blacklist(env, target, child, number, False))
+    return _reply(await money.parental_blacklist(platform, target, child, number, False))
 
 
 async def post_sms_archive(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
+    platform, _, target = await _account(request)
     body = await _body(request)
-    return _reply(await archives.open_sms_archive(env, target, body.get("code")))
+    return _reply(await archives.open_sms_archive(platform, target, body.get("code")))
 
 
 async def get_mms_archive(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _reply(await archives.mms_archive_status(env, target))
+    platform, _, target = await _account(request)
+    return _reply(await archives.mms_archive_status(platform, target))
 
 
 async def get_audit(request: web.Request) -> web.Response:
-    env, _, target = await _account(request)
-    return _audit_response(await env.store.audit_trail(target, count=_count(request)))
+    platform, _, target = await _account(request)
+    return _audit_response(await platform.store.audit_trail(target, count=_count(request)))
 
 
-def create_app(env: Env, *, admin_token: str | None = None, recovery: bool = True) -> web.Application:
-    """The self-care API around `env` (store, settings, MT sender, mailer, clock)."""
+def create_app(platform: Platform, *, admin_token: str | None = None, recovery: bool = True) -> web.Application:
+    """The self-care API around `platform` (store, settings, MT sender, mailer, clock)."""
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
-    app[ENV_KEY] = env
-    app[ADMIN_TOKEN_KEY] = admin_token or ensure_admin_token(env.settings)
+    app[PLATFORM_KEY] = platform
+    app[ADMIN_TOKEN_KEY] = admin_token or ensure_admin_token(platform.settings)
     app.on_response_prepare.append(_retry_after)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         loops = Tasks("selfcare-loops")
         if recovery:
-            loops.every(max(1.0, env.settings.hold_recovery_s / 2), lambda: money.recover_holds(env),
+            loops.every(max(1.0, platform.settings.hold_recovery_s / 2), lambda: money.recover_holds(platform),
                         name="hold-recovery", quiet=(StoreUnavailable,))
         yield
         await loops.stop()
-        await env.drain()
+        await platform.drain()
 
     app.cleanup_ctx.append(background)
     cabinet.register_routes(app)  # the cabinet page at / (gateway/cabinet.py), a client of the routes below

@@ -13,18 +13,17 @@ from importlib import resources
 import structlog
 
 from handlers import access, d2, money, number_management
-from handlers.base import Channel, HandlerContext
+from handlers.base import Channel, Context
 from handlers.catalogue import catalogue, rub
+from handlers.operations import Result
 from handlers.password import password_reply
-from handlers.selfcare import Result
-from handlers.ussd import UssdContext, ussd_context
 from sms_codes import generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
 from ussdgw.inputs import parse_whole_number
 from ussdgw.store import AuditEvent, Change, Profile
 from ussdgw.store.profile import new_password
 
-log = structlog.get_logger("ussdgw.handlers.ussd_selfcare")
+log = structlog.get_logger("ussdgw.handlers.ussd_menu")
 
 
 def balance_text(profile: Profile) -> str:
@@ -35,21 +34,21 @@ def balance_text(profile: Profile) -> str:
     return text
 
 
-async def balance(ctx: HandlerContext) -> None:
+async def balance(ctx: Context) -> None:
     """R8: *100# shows the balance and closes."""
-    ussd = ussd_context(ctx)
+    ctx.ussd_step()  # a USSD route: never reached over SMS
     profile = await ctx.profile()
-    await ussd.end(balance_text(profile), audit=[AuditEvent("balance_shown", Channel.USSD)])
+    await ctx.end(balance_text(profile), audit=[AuditEvent("balance_shown", Channel.USSD)])
 
 
-async def selfcare_menu(ctx: HandlerContext) -> None:
+async def selfcare_menu(ctx: Context) -> None:
     """R7: *111# and its direct strings (*111*2#: the tariffs at once)."""
-    ussd = ussd_context(ctx)
+    ussd = ctx.ussd_step()
     if ussd.is_dial:
-        await MENU.start(ussd, ussd.args)
+        await MENU.start(ctx, ussd.args)
     else:
         assert ussd.answer is not None
-        await MENU.answer(ussd, ussd.answer)
+        await MENU.answer(ctx, ussd.answer)
 
 
 # ---- actions ------------------------------------------------------------------------------------
@@ -58,39 +57,39 @@ def _end(result: Result, event: str, detail: str = "") -> End:
     return End(result.text, {"audit": [AuditEvent(event, Channel.USSD, outcome=outcome, detail=detail)]})
 
 
-async def act_balance(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_balance(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     return End(balance_text(await ctx.profile()), {"audit": [AuditEvent("balance_shown", Channel.USSD)]})
 
 
-async def act_switch_tariff(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
-    result = await money.switch_tariff(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+async def act_switch_tariff(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
+    result = await money.switch_tariff(ctx.platform, ctx.msisdn, params["id"], channel=Channel.USSD)
     return _end(result, "ussd_tariff_switch", f"to={params['id']}")
 
 
-async def act_service_on(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_service_on(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     if params["id"] == "autopay":
         return Goto("autopay_amount", {"id": "autopay"})
-    result = await money.service_on(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+    result = await money.service_on(ctx.platform, ctx.msisdn, params["id"], channel=Channel.USSD)
     return _end(result, "ussd_service_on", f"service={params['id']}")
 
 
-async def act_autopay_on(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_autopay_on(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     assert value is not None
     roubles = parse_whole_number(value, minimum=AUTOPAY_MIN_RUB, maximum=AUTOPAY_MAX_RUB)
     if roubles is None:  # the menu's validator let it through: it cannot, but never crash on it
         return End(ROUBLES_HINT)
     amount_kop = roubles * 100
-    result = await money.service_on(ctx.store, ctx.msisdn, "autopay", channel=Channel.USSD,
+    result = await money.service_on(ctx.platform, ctx.msisdn, "autopay", channel=Channel.USSD,
                                     params={"amount_kop": amount_kop, "threshold_kop": 0})
     return _end(result, "ussd_service_on", "service=autopay")
 
 
-async def act_service_off(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
-    result = await money.service_off(ctx.store, ctx.msisdn, params["id"], channel=Channel.USSD)
+async def act_service_off(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
+    result = await money.service_off(ctx.platform, ctx.msisdn, params["id"], channel=Channel.USSD)
     return _end(result, "ussd_service_off", f"service={params['id']}")
 
 
-async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_new_password(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     """R1 from the menu: the password goes by SMS from 3339; the USSD screen only says so. A member
     of an N2 account gets the common one, set on every member."""
     if await access.joined_numbers(ctx.store, ctx.msisdn):
@@ -113,34 +112,34 @@ async def act_new_password(ctx: UssdContext, params: Mapping[str, str], value: s
     )
 
 
-async def act_n2_apply(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_n2_apply(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     await number_management.apply(ctx)
     return ANSWERED
 
 
-async def act_n2_off(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_n2_off(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     await number_management.switch_off(ctx)
     return ANSWERED
 
 
-async def act_n2_password(ctx: UssdContext, params: Mapping[str, str], value: str | None) -> ActionResult:
+async def act_n2_password(ctx: Context, params: Mapping[str, str], value: str | None) -> ActionResult:
     await number_management.common_password(ctx)
     return ANSWERED
 
 
 # ---- lists, texts, validators ---------------------------------------------------------------------
-async def list_tariffs(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
+async def list_tariffs(ctx: Context, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
     corporate = (await ctx.profile()).corporate
     return [(t.id, f"{t.name} {rub(t.monthly_fee_kop)}/мес")
             for t in catalogue().tariffs if corporate or not t.corporate_only]
 
 
-async def text_current_tariff(ctx: UssdContext, params: Mapping[str, str]) -> str:
+async def text_current_tariff(ctx: Context, params: Mapping[str, str]) -> str:
     tariff = catalogue().tariff((await ctx.profile()).tariff)
     return f"Ваш тариф: {tariff.name}. Тарифы:" if tariff else "Тарифы:"
 
 
-async def text_tariff_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+async def text_tariff_card(ctx: Context, params: Mapping[str, str]) -> str:
     tariff = catalogue().tariff(params.get("id", ""))
     if tariff is None:
         return "Тариф не найден."
@@ -148,12 +147,12 @@ async def text_tariff_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
     return f"{tariff.name}: {tariff.description} {rub(tariff.monthly_fee_kop)}/мес, {price}."
 
 
-async def list_services(ctx: UssdContext, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
+async def list_services(ctx: Context, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
     on = set(money.enabled_services(await ctx.profile()))
     return [(s.id, f"{s.name} ({'вкл' if s.id in on else 'выкл'})") for s in catalogue().services]
 
 
-async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+async def text_service_card(ctx: Context, params: Mapping[str, str]) -> str:
     service = catalogue().service(params.get("id", ""))
     if service is None:
         return "Услуга не найдена."
@@ -162,7 +161,7 @@ async def text_service_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
     return f"Услуга «{service.name}» {state}. {service.description} {fee}."
 
 
-async def text_numbers_card(ctx: UssdContext, params: Mapping[str, str]) -> str:
+async def text_numbers_card(ctx: Context, params: Mapping[str, str]) -> str:
     return f"{number_management.OPTION}: {number_management.short_state(await ctx.profile())}."
 
 

@@ -1,34 +1,25 @@
-"""What every self-care business function shares: its result, its environment, input checks.
+"""What every business operation shares: its `Result`, the checks of what it is given.
 
-The functions in `account`, `numbers`, `money` and `archives` are plain async functions: the HTTP
-API (`gateway/selfcare_api.py`), the SMS handlers and the USSD menu all call the same ones. A
-refusal is a `Result` with `ok=False`, a machine `code` and a Russian `text` for the subscriber;
-it has changed nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
+The operations in `account`, `numbers`, `money`, `archives` and `number_management` are plain async
+functions taking the platform's `Platform` (`handlers.ports`) and the number they act on: the HTTP
+API (`gateway/http_api.py`), the SMS handlers and the USSD menu all call the same ones. A refusal is
+a `Result` with `ok=False`, a machine `code` and a Russian `text` for the subscriber; it has changed
+nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from handlers.base import Channel
-from handlers.ports import Billing, Mailer, MtSender, Network
-from sms_codes import SlidingWindow, client_key
 from ussdgw import russian
-from ussdgw.clock import Clock
 from ussdgw.inputs import parse_msisdn, parse_whole_number
-from ussdgw.store import AuditEvent, OutboundMessage, Store
-from ussdgw.tasks import Tasks
+from ussdgw.store import AuditEvent, OutboundMessage
 
 if TYPE_CHECKING:
-    from ussdgw.config import Settings
-
-log = structlog.get_logger("ussdgw.handlers.selfcare")
+    from handlers.base import Channel
 
 SELFCARE_SENDER = "3339"
 """Short code that self-care SMS (passwords, codes, notices) come from."""
@@ -86,68 +77,6 @@ class Result:
     @property
     def status(self) -> int:
         return STATUS_BY_CODE.get(self.code, 400)
-
-
-@dataclass(slots=True, init=False)
-class Env:
-    """What the operations that send SMS or e-mail, or keep sessions, need beyond the store.
-
-    `billing` and `network` are the operator's (the simulated carrier's under `ussdgw up`): without
-    them call detail and Локатор answer "unavailable".
-    `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
-    sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
-    P5 and expiry tests fast-forward it instead of waiting.
-    """
-
-    store: Store
-    settings: Settings
-    send_mt: MtSender | None
-    mailer: Mailer | None
-    billing: Billing | None
-    network: Network | None
-    clock: Clock
-    _sends: Tasks
-    _attempts: SlidingWindow
-
-    def __init__(self, store: Store, settings: Settings, send_mt: MtSender | None = None,
-                 mailer: Mailer | None = None, clock: Clock | None = None, *,
-                 billing: Billing | None = None, network: Network | None = None) -> None:
-        self.store, self.settings, self.send_mt, self.mailer = store, settings, send_mt, mailer
-        self.billing, self.network = billing, network
-        self.clock = clock or store.clock
-        if self.clock is not store.clock:
-            raise ValueError("the self-care environment and its store must share one clock")
-        self._sends = Tasks("selfcare-sends")
-        self._attempts = SlidingWindow()
-
-    def now(self) -> float:
-        return self.clock.now()
-
-    def attempt(self, client: str | None) -> Result | None:
-        """Count one attempt at a secret from `client` (its address): None, or the 429 refusal when
-        that client, or all clients together, used up the window (settings `api_client_attempts`,
-        `api_attempts_overall`, `api_attempts_window_s`). Nothing is read or written in Redis."""
-        s = self.settings
-        now = self.now()
-        retry_at = self._attempts.take(client_key(client), now, limit=s.api_client_attempts,
-                                       overall=s.api_attempts_overall, window_s=s.api_attempts_window_s)
-        if retry_at is None:
-            return None
-        wait = max(1, math.ceil(retry_at - now))
-        return Result.fail("rate_limited", f"Слишком много попыток. Повторите через {wait} с.", retry_at=retry_at)
-
-    def dispatch(self, messages: tuple[OutboundMessage, ...] | list[OutboundMessage]) -> None:
-        """Send MTs that were committed to the outbox, without waiting for the SMSC."""
-        if self.send_mt is None:
-            return
-        for mt in messages:
-            if self._sends.stopping:  # queued and leased in Redis: a gateway sends it later
-                return
-            self._sends.spawn(self.send_mt(mt), name="selfcare-mt")
-
-    async def drain(self, grace_s: float = 5.0) -> None:
-        """Let the MTs being sent finish for `grace_s`, then end them (each stays queued in Redis)."""
-        await self._sends.stop(grace_s=grace_s)
 
 
 def new_mt(destination: str, text: str, *, secret: bool = False, source: str = SELFCARE_SENDER) -> OutboundMessage:
