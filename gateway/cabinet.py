@@ -20,10 +20,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ussdgw.web import BROWSER_DIR, BROWSER_SCRIPTS
+
 WEB_DIR = Path(__file__).parent / "cabinet_web"
 PAGE = "index.html"
 ASSETS = {"cabinet.css": "text/css; charset=utf-8", "cabinet.js": "text/javascript; charset=utf-8",
-          "icon.svg": "image/svg+xml"}
+          "icon.svg": "image/svg+xml", **dict.fromkeys(BROWSER_SCRIPTS, "text/javascript; charset=utf-8")}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
@@ -54,9 +56,13 @@ class Cabinet:
         self._stamp: tuple[int, ...] = ()
         self._files: dict[str, File] = {}
 
+    def path(self, name: str) -> Path:
+        """Where a file is: the page's own folder, or the core's for the scripts both pages share."""
+        return BROWSER_DIR / name if name in BROWSER_SCRIPTS else self.web_dir / name
+
     def files(self) -> dict[str, File]:
         names = [PAGE, *ASSETS]
-        stamp = tuple((self.web_dir / name).stat().st_mtime_ns for name in names)
+        stamp = tuple(self.path(name).stat().st_mtime_ns for name in names)
         if stamp != self._stamp:
             self._files, self._stamp = self._load(), stamp
         return self._files
@@ -65,7 +71,7 @@ class Cabinet:
         files: dict[str, File] = {}
         page = (self.web_dir / PAGE).read_text(encoding="utf-8")
         for name, content_type in ASSETS.items():
-            body = (self.web_dir / name).read_bytes()
+            body = self.path(name).read_bytes()
             files[name] = File(body, content_type, _version(body))
             page = page.replace(f'"/static/{name}"', f'"/static/{name}?v={files[name].version}"')
         body = page.encode()

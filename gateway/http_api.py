@@ -269,6 +269,23 @@ def _admin(request: web.Request) -> None:
         raise ApiError(403, "forbidden", "Неверный токен администратора.")
 
 
+def _operation(act: Act, operation: Callable[..., Awaitable[Result]], *fields: str, path: str | None = None,
+               attempt: bool = False) -> Handler:
+    """A route that runs one operation on the number in its address, if the session may do `act` on
+    it: `operation(platform, number, <each body field named>, <the number in the path named>)`,
+    answered as its `Result`. `attempt`: the request tries someone's password (`_count_attempt`)."""
+
+    async def route(request: web.Request) -> web.Response:
+        platform, _, target = await _account(request, act)
+        body = await _body(request) if fields else {}
+        if attempt:
+            _count_attempt(request)
+        extra = [_path_msisdn(request, path)] if path is not None else []
+        return _reply(await operation(platform, target, *(body.get(name) for name in fields), *extra))
+
+    return route
+
+
 # ---- public ---------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
     """The gateway's readiness (Redis and the SMPP binds) where the composition root installed it
@@ -410,11 +427,6 @@ async def get_account(request: web.Request) -> web.Response:
     }})
 
 
-async def get_balance(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.balance(platform, target, channel=Channel.API))
-
-
 IDEMPOTENCY_PENDING_S = 60  # a claim whose request died unanswered frees the key after this
 IDEMPOTENCY_KEEP_S = 24 * 3600  # a first answer is given again this long
 
@@ -481,23 +493,6 @@ async def post_top_up(request: web.Request) -> web.Response:
     return await _once(request, target, body, run)
 
 
-async def get_tariffs(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.list_tariffs(platform, target))
-
-
-async def put_tariff(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.MANAGE)
-    body = await _body(request)
-    tariff_id = body["tariff_id"]  # declared and required: a string
-    return _reply(await money.switch_tariff(platform, target, tariff_id, channel=Channel.API))
-
-
-async def get_services(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.list_services(platform, target))
-
-
 async def put_service(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.MANAGE)
     params = (await _body(request, optional=True)).get("params")  # declared: an object
@@ -525,12 +520,6 @@ async def get_calls(request: web.Request) -> web.Response:
     return _reply(await money.call_detail(platform, target, request.query.get("from"), request.query.get("to")))
 
 
-async def post_calls_email(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    body = await _body(request)
-    return _reply(await money.email_call_detail(platform, target, body.get("from"), body.get("to")))
-
-
 async def post_gift(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
@@ -541,11 +530,6 @@ async def post_gift(request: web.Request) -> web.Response:
     return await _once(request, target, body, run)
 
 
-async def get_gifts(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.pending_gifts(platform, target))
-
-
 async def post_gift_accept(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.MANAGE)
     body = await _body(request)
@@ -554,29 +538,6 @@ async def post_gift_accept(request: web.Request) -> web.Response:
         return _reply(await money.accept_gift(platform, target, body.get("code")))
 
     return await _once(request, target, body, run)
-
-
-async def get_linked(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await numbers.linked_numbers(platform, target))
-
-
-async def post_linked(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.SELF)
-    body = await _body(request)
-    _count_attempt(request)
-    return _reply(await numbers.link_number(platform, target, body.get("msisdn"), body.get("password")))
-
-
-async def delete_linked(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.MANAGE)
-    return _reply(await numbers.unlink_number(platform, target, _path_msisdn(request, "other")))
-
-
-async def put_block(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.MANAGE)
-    body = await _body(request)
-    return _reply(await numbers.block_number(platform, target, body.get("from")))
 
 
 async def delete_block(request: web.Request) -> web.Response:
@@ -603,33 +564,6 @@ async def put_password(request: web.Request) -> web.Response:
                                                 body.get("new_password_repeat"), session=session))
 
 
-async def get_grants(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.OWNER)
-    return _reply(await numbers.linked_to(platform, target))
-
-
-async def delete_grant(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.OWNER)
-    return _reply(await numbers.revoke_link(platform, target, _path_msisdn(request, "holder")))
-
-
-async def put_code_word(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.OWNER)
-    body = await _body(request)
-    return _reply(await account.set_code_word(platform, target, body.get("code_word")))
-
-
-async def put_email(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.OWNER)
-    body = await _body(request)
-    return _reply(await account.set_email(platform, target, body.get("email")))
-
-
-async def get_number_management(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request, Act.VIEW)
-    return _reply(await number_management.api_state(platform, target))
-
-
 async def post_number_management(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
@@ -651,16 +585,6 @@ async def delete_locator_consent(request: web.Request) -> web.Response:
     return _reply(await money.locator_consent(platform, target, _path_msisdn(request, "requester"), False))
 
 
-async def get_locate(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.locate(platform, target, _path_msisdn(request, "target")))
-
-
-async def get_parental(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await money.parental_overview(platform, target, _path_msisdn(request, "child")))
-
-
 async def put_parental_block(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
@@ -671,17 +595,6 @@ async def delete_parental_block(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.MANAGE)
     child, number = _path_msisdn(request, "child"), _path_msisdn(request, "number")
     return _reply(await money.parental_blacklist(platform, target, child, number, False))
-
-
-async def post_sms_archive(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    body = await _body(request)
-    return _reply(await archives.open_sms_archive(platform, target, body.get("code")))
-
-
-async def get_mms_archive(request: web.Request) -> web.Response:
-    platform, _, target = await _account(request)
-    return _reply(await archives.mms_archive_status(platform, target))
 
 
 async def get_audit(request: web.Request) -> web.Response:
@@ -723,40 +636,40 @@ def create_app(platform: Platform, *, admin_token: str | None = None, recovery: 
     r.add_post(f"{API}/admin/holds/recover", admin_recover)
     acc = f"{API}/accounts/{{msisdn}}"
     r.add_get(acc, get_account)
-    r.add_get(f"{acc}/balance", get_balance)
+    r.add_get(f"{acc}/balance", _operation(Act.VIEW, money.balance))
     r.add_post(f"{acc}/top-ups", post_top_up)
-    r.add_get(f"{acc}/tariffs", get_tariffs)
-    r.add_put(f"{acc}/tariff", put_tariff)
-    r.add_get(f"{acc}/services", get_services)
+    r.add_get(f"{acc}/tariffs", _operation(Act.VIEW, money.list_tariffs))
+    r.add_put(f"{acc}/tariff", _operation(Act.MANAGE, money.switch_tariff, "tariff_id"))
+    r.add_get(f"{acc}/services", _operation(Act.VIEW, money.list_services))
     r.add_put(f"{acc}/services/{{service_id}}", put_service)
     r.add_delete(f"{acc}/services/{{service_id}}", delete_service)
     r.add_post(f"{acc}/payments", post_payment)
     r.add_get(f"{acc}/calls", get_calls)
-    r.add_post(f"{acc}/calls/email", post_calls_email)
+    r.add_post(f"{acc}/calls/email", _operation(Act.VIEW, money.email_call_detail, "from", "to"))
     r.add_post(f"{acc}/gifts", post_gift)
-    r.add_get(f"{acc}/gifts", get_gifts)
+    r.add_get(f"{acc}/gifts", _operation(Act.VIEW, money.pending_gifts))
     r.add_post(f"{acc}/gifts/accept", post_gift_accept)
-    r.add_get(f"{acc}/linked", get_linked)
-    r.add_post(f"{acc}/linked", post_linked)
-    r.add_delete(f"{acc}/linked/{{other}}", delete_linked)
-    r.add_put(f"{acc}/block", put_block)
+    r.add_get(f"{acc}/linked", _operation(Act.VIEW, numbers.linked_numbers))
+    r.add_post(f"{acc}/linked", _operation(Act.SELF, numbers.link_number, "msisdn", "password", attempt=True))
+    r.add_delete(f"{acc}/linked/{{other}}", _operation(Act.MANAGE, numbers.unlink_number, path="other"))
+    r.add_put(f"{acc}/block", _operation(Act.MANAGE, numbers.block_number, "from"))
     r.add_delete(f"{acc}/block", delete_block)
     r.add_post(f"{acc}/owner-change", post_owner_change)
     r.add_put(f"{acc}/password", put_password)
-    r.add_put(f"{acc}/code-word", put_code_word)
-    r.add_put(f"{acc}/email", put_email)
-    r.add_get(f"{acc}/grants", get_grants)
-    r.add_delete(f"{acc}/grants/{{holder}}", delete_grant)
-    r.add_get(f"{acc}/number-management", get_number_management)
+    r.add_put(f"{acc}/code-word", _operation(Act.OWNER, account.set_code_word, "code_word"))
+    r.add_put(f"{acc}/email", _operation(Act.OWNER, account.set_email, "email"))
+    r.add_get(f"{acc}/grants", _operation(Act.OWNER, numbers.linked_to))
+    r.add_delete(f"{acc}/grants/{{holder}}", _operation(Act.OWNER, numbers.revoke_link, path="holder"))
+    r.add_get(f"{acc}/number-management", _operation(Act.VIEW, number_management.api_state))
     r.add_post(f"{acc}/number-management", post_number_management)
     r.add_delete(f"{acc}/number-management", delete_number_management)
     r.add_put(f"{acc}/locator/consents/{{requester}}", put_locator_consent)
     r.add_delete(f"{acc}/locator/consents/{{requester}}", delete_locator_consent)
-    r.add_get(f"{acc}/locator/{{target}}", get_locate)
-    r.add_get(f"{acc}/parental/{{child}}", get_parental)
+    r.add_get(f"{acc}/locator/{{target}}", _operation(Act.VIEW, money.locate, path="target"))
+    r.add_get(f"{acc}/parental/{{child}}", _operation(Act.VIEW, money.parental_overview, path="child"))
     r.add_put(f"{acc}/parental/{{child}}/blacklist/{{number}}", put_parental_block)
     r.add_delete(f"{acc}/parental/{{child}}/blacklist/{{number}}", delete_parental_block)
-    r.add_post(f"{acc}/sms-archive", post_sms_archive)
-    r.add_get(f"{acc}/mms-archive", get_mms_archive)
+    r.add_post(f"{acc}/sms-archive", _operation(Act.VIEW, archives.open_sms_archive, "code"))
+    r.add_get(f"{acc}/mms-archive", _operation(Act.VIEW, archives.mms_archive_status))
     r.add_get(f"{acc}/audit", get_audit)
     return app

@@ -96,27 +96,29 @@ def bad_msisdn(value: object, field_name: str = "msisdn") -> Result:
 
 def parse_amount_kop(value: object, *, field_name: str = "amount_kop", maximum: int = MAX_AMOUNT_KOP) -> int | Result:
     """A positive whole number of kopecks (int, or a string of digits from USSD), else a refusal."""
-    parsed = parse_whole_number(value, maximum=10**12)
-    if parsed is None:
-        return Result.fail("bad_request", "Сумма должна быть целым числом копеек.", field=field_name)
-    value = parsed
-    if value <= 0:
-        return Result.fail("bad_request", "Сумма должна быть больше нуля.", field=field_name)
-    if value > maximum:
-        return Result.fail("bad_request", f"Сумма не может быть больше {maximum // 100} ₽.", field=field_name)
-    return value
+    return _positive_whole(value, field_name, maximum, ("Сумма должна быть целым числом копеек.",
+                                                        "Сумма должна быть больше нуля.",
+                                                        f"Сумма не может быть больше {maximum // 100} ₽."))
 
 
 def parse_points(value: object, *, field_name: str = "points") -> int | Result:
+    """A positive whole number of bonus points, at most a million at once, else a refusal."""
+    return _positive_whole(value, field_name, 1_000_000, ("Количество баллов должно быть целым числом.",
+                                                          "Количество баллов должно быть больше нуля.",
+                                                          "Слишком много баллов за один раз."))
+
+
+def _positive_whole(value: object, field_name: str, maximum: int, refusals: tuple[str, str, str]) -> int | Result:
+    """`value` as a whole number from 1 to `maximum`; else the refusal for not a number, not above
+    zero or above `maximum`, naming the field."""
     parsed = parse_whole_number(value, maximum=10**12)
     if parsed is None:
-        return Result.fail("bad_request", "Количество баллов должно быть целым числом.", field=field_name)
-    value = parsed
-    if value <= 0:
-        return Result.fail("bad_request", "Количество баллов должно быть больше нуля.", field=field_name)
-    if value > 1_000_000:
-        return Result.fail("bad_request", "Слишком много баллов за один раз.", field=field_name)
-    return value
+        return Result.fail("bad_request", refusals[0], field=field_name)
+    if parsed <= 0:
+        return Result.fail("bad_request", refusals[1], field=field_name)
+    if parsed > maximum:
+        return Result.fail("bad_request", refusals[2], field=field_name)
+    return parsed
 
 
 def unknown_subscriber(msisdn: str) -> Result:

@@ -1,4 +1,4 @@
-"""USSD dialogues for handlers: the gateway's one entry point, and the context USSD apps get.
+"""USSD dialogues for handlers: the gateway's one entry point, which gives each MO its context and dialogue step.
 
 `handle_ussd` takes every USSD MO (PROTOCOL.md "USSD over SMPP"):
 

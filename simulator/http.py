@@ -61,7 +61,7 @@ from simulator.smsc import MoRefused, Smsc
 from ussdgw.inputs import parse_address, parse_whole_number
 from ussdgw.metrics import CONTENT_TYPE, exposition
 from ussdgw.smpp.ussd import MalformedUssdString
-from ussdgw.web import BadInput, body_timeout, host_allowed, read_json_object
+from ussdgw.web import BROWSER_DIR, BROWSER_SCRIPTS, BadInput, body_timeout, host_allowed, read_json_object
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SMSC_KEY = web.AppKey("smsc", Smsc)
@@ -444,6 +444,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def browser_script(request: web.Request) -> web.FileResponse:
+    """A script the web phone shares with the cabinet's page (`ussdgw/browser/`), one source for both."""
+    name = request.path.rsplit("/", 1)[1]
+    return web.FileResponse(BROWSER_DIR / name, headers={"Cache-Control": "no-cache"})
+
+
 async def _say_goodbye(app: web.Application) -> None:
     """Let event streams end at once on shutdown, so that stopping never waits for a browser."""
     app[CLOSING_KEY].set()
@@ -472,6 +478,8 @@ def create_app(smsc: Smsc, *, handsets: Handsets | None = None,
     app.on_cleanup.append(_close_handsets)
     r = app.router
     r.add_get("/", index)
+    for name in BROWSER_SCRIPTS:  # the scripts the cabinet's page loads too, from the core (one source)
+        r.add_get(f"/static/{name}", browser_script)
     r.add_static("/static", WEB_DIR, append_version=True)
     r.add_get("/api/health", health)
     r.add_get("/metrics", metrics)

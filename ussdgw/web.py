@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,6 +27,11 @@ from aiohttp.web_protocol import RequestHandler
 from ussdgw.connections import ConnectionLimits, Gate, GuardedProtocol
 
 log = structlog.get_logger("ussdgw.web")
+
+BROWSER_DIR = Path(__file__).parent / "browser"
+"""Scripts both web pages load (the cabinet's and the web phone's), each served by its page's server at
+`/static/<name>` next to the page's own script: one source, two applications."""
+BROWSER_SCRIPTS = ("dom.js",)
 
 MAX_DEPTH = 16
 """JSON nesting deeper than this is refused unread; no request of ours nests past 3."""

@@ -8,6 +8,8 @@
 // says the session has ended (or when the countdown runs out). It never calls the API on its own, so an
 // idle page does stay idle.
 
+import { el } from "./dom.js";
+
 const API = "/api/v1";
 const STORE_KEY = "ussdgw.cabinet";
 const WARN_BEFORE_S = 120;
@@ -130,22 +132,6 @@ function duration(seconds) {
 function mmss(seconds) {
   const s = Math.max(0, Math.ceil(seconds));
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
 }
 
 const EVENTS = {

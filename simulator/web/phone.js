@@ -2,6 +2,8 @@
 // Plain ES module, no build step. Everything it shows comes from /api/phones/{msisdn}/events;
 // every time on it is the simulator's clock (real time plus how far a tester fast-forwarded it).
 
+import { el } from "./dom.js";
+
 const $ = (selector) => document.querySelector(selector);
 const DEFAULT_PHONE = "79161234567";
 const SECOND_PHONE = "79260000001";
@@ -133,21 +135,6 @@ function duration(seconds) {
 }
 
 const rubles = (kop) => `${new Intl.NumberFormat("ru-RU", { minimumFractionDigits: 2 }).format(kop / 100)} ₽`;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat(Infinity)) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 // ---- codes and passwords: a copy button each ----------------------------------------------------
 const CODE_RE = /(?<![\p{L}\p{N}])(?=[\p{L}\p{N}]*\p{N})[A-Za-z0-9]{4,12}(?![\p{L}\p{N}])/gu;

@@ -8,22 +8,27 @@ Ivan owns 79161234567 (IVAN) and 79161234568 (IVAN2); Maria owns 79261112233 (MA
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from gateway.http_api import ensure_admin_token
 from handlers.number_management import review_due
 from simulator.phones import InboxMessage
 from sms_codes import OPERATOR_TZ, verify_password
-from tests.support.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_password, seed, signed_in, sms_password
+from tests.support.selfcare_helpers import (
+    IVAN,
+    IVAN2,
+    MARIA,
+    Api,
+    extract_password,
+    operator_today,
+    seed,
+    signed_in,
+    sms_password,
+)
 from tests.support.ussd_helpers import dial
 from ussdgw.app.stack import Stack
 from ussdgw.audit_detail import parse
 from ussdgw.store import AuditEvent
-
-
-def operator_today() -> date:
-    """The operator's calendar date (Moscow), as the platform counts days; not the machine's."""
-    return datetime.now(OPERATOR_TZ).date()
 
 OLGA = "79051234567"
 
@@ -234,7 +239,7 @@ async def test_n2_by_the_api_members_manage_each_other_and_switching_off_tells_e
     assert state["data"]["state"] == "active" and state["data"]["joined"] == [IVAN]
     assert (await api.call("POST", f"/accounts/{IVAN2}/top-ups", token=ivan, body={"amount_kop": 700}))[0] == 200
     status, body = await api.call("PUT", f"/accounts/{IVAN2}/block", token=ivan,
-                                  body={"from": (operator_today() + timedelta(days=3)).isoformat()})
+                                  body={"from": (operator_today(stack) + timedelta(days=3)).isoformat()})
     assert status == 200 and body["data"]["state"] == "scheduled"
     _, grants = await api.call("GET", f"/accounts/{IVAN2}/grants", token=ivan)
     assert grants["data"]["grantees"] == [{"msisdn": IVAN, "origin": "n2", "state": "active"}]
@@ -282,7 +287,7 @@ async def test_a_blocked_number_is_refused_on_every_channel_and_unblocked_from_a
     maria = opened["data"]["token"]
     old_hash = (await fields(stack, MARIA))["pw_hash"]
     status, body = await api.call("PUT", f"/accounts/{MARIA}/block", token=ivan,
-                                  body={"from": operator_today().isoformat()})
+                                  body={"from": operator_today(stack).isoformat()})
     assert status == 200 and body["data"]["state"] == "blocked"
     entry = [e for e in await trail(stack, MARIA) if e["event"] == "number_blocked"][-1]
     assert parse(entry["detail"])["actor"] == IVAN and parse(entry["detail"])["actor_channel"] == "api:n1"
@@ -315,9 +320,9 @@ async def test_a_blocked_number_is_refused_on_every_channel_and_unblocked_from_a
 
 async def test_support_unblocks_after_checking_the_owner_and_the_sim_never_can(stack: Stack, api: Api) -> None:
     maria = await signed_in(stack, api, MARIA)
-    tomorrow = (operator_today() + timedelta(days=1)).isoformat()
-    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": operator_today().isoformat()}))[0] \
-        == 200
+    tomorrow = (operator_today(stack) + timedelta(days=1)).isoformat()
+    today = operator_today(stack).isoformat()
+    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": today}))[0] == 200
     status, _ = await api.call("DELETE", "/accounts/me/block", token=maria)
     assert status in (401, 403)
     admin = ensure_admin_token(stack.settings)
@@ -400,7 +405,7 @@ async def test_sale_with_fee_and_balance_then_the_new_owner_sets_code_word_and_e
 async def test_acts_on_another_number_are_audited_with_the_actor_and_the_grant(stack: Stack, api: Api) -> None:
     ivan = await signed_in(stack, api, IVAN)
     await link(api, stack, ivan, MARIA)
-    today = operator_today()
+    today = operator_today(stack)
     period = {"from": (today - timedelta(days=7)).isoformat(), "to": today.isoformat()}
     assert (await api.call("POST", f"/accounts/{MARIA}/calls/email", token=ivan, body=period))[0] == 200
     assert (await api.call("POST", f"/accounts/{MARIA}/top-ups", token=ivan, body={"amount_kop": 100}))[0] == 200

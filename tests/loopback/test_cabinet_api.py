@@ -14,6 +14,7 @@ from tests.support.selfcare_helpers import IVAN, IVAN2, MARIA, Api, extract_pass
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.store import AuditEvent
+from ussdgw.web import BROWSER_DIR
 
 
 @pytest.fixture
@@ -138,3 +139,20 @@ async def test_the_cabinet_page_and_its_assets_are_served_with_their_types_cache
             assert response.status == 404
         async with http.get(f"{base}/static/secret.txt") as response:
             assert response.status == 404 and (await response.json())["error"] == "not_found"
+
+
+async def test_both_web_pages_load_one_shared_script_from_their_own_server(stack: Stack) -> None:
+    """`el()` and its kin are written once (ussdgw/browser/dom.js): the cabinet's server and the web
+    phone's each answer it next to their page's script, which imports it as "./dom.js"."""
+    source = (BROWSER_DIR / "dom.js").read_bytes()
+    cabinet = stack.endpoints["cabinet"].removesuffix("/")
+    served = []
+    async with aiohttp.ClientSession() as http:
+        for base, script in ((cabinet, "cabinet.js"), (stack.endpoints["simulator"], "phone.js")):
+            async with http.get(f"{base}/static/{script}") as response:
+                assert response.status == 200 and 'import { el } from "./dom.js";' in await response.text()
+            async with http.get(f"{base}/static/dom.js") as response:
+                assert response.status == 200 and "javascript" in response.headers["Content-Type"]  # a module script
+                assert response.headers["Cache-Control"] == "no-cache"
+                served.append(await response.read())
+    assert served == [source, source] and b"export function el(" in source

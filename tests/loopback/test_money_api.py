@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from gateway.http_api import ensure_admin_token
-from sms_codes import OPERATOR_TZ
 from tests.support.platform import one_per_primary
-from tests.support.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, extract_code, seed, signed_in, wait_sms
+from tests.support.selfcare_helpers import (
+    CORP,
+    IVAN,
+    IVAN2,
+    MARIA,
+    Api,
+    extract_code,
+    operator_today,
+    seed,
+    signed_in,
+    wait_sms,
+)
 from ussdgw.app.stack import Stack
 from ussdgw.store import AuditEvent
-
-
-def operator_today() -> date:
-    """The operator's calendar date (Moscow), as the platform counts days; not the machine's."""
-    return datetime.now(OPERATOR_TZ).date()
 
 pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
@@ -164,7 +169,7 @@ async def test_parental_control_blacklists_numbers_for_a_linked_childs_number(st
 # ---- M5 ------------------------------------------------------------------------------------
 async def test_call_detail_online_for_up_to_six_months(stack: Stack, api: Api) -> None:
     token = await signed_in(stack, api, IVAN)
-    today = operator_today()
+    today = operator_today(stack)
     status, body = await api.call("GET", "/accounts/me/calls", token=token,
                                   params={"from": (today - timedelta(days=150)).isoformat(), "to": today.isoformat()})
     assert status == 200 and len(body["data"]["records"]) > 100
@@ -180,7 +185,7 @@ async def test_call_detail_by_e_mail_arrives_as_csv_and_an_unknown_address_is_re
                                                                                       api: Api) -> None:
     assert stack.post_office is not None
     token = await signed_in(stack, api, IVAN)
-    period = {"from": (operator_today() - timedelta(days=30)).isoformat(), "to": operator_today().isoformat()}
+    period = {"from": (operator_today(stack) - timedelta(days=30)).isoformat(), "to": operator_today(stack).isoformat()}
     after = stack.post_office.last_seq
     status, body = await api.call("POST", "/accounts/me/calls/email", token=token, body=period)
     assert status == 200, body

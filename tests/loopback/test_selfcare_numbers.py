@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.http_api import ensure_admin_token
-from sms_codes import OPERATOR_TZ
-from tests.support.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, signed_in, sms_password
+from tests.support.selfcare_helpers import CORP, IVAN, IVAN2, MARIA, Api, operator_today, signed_in, sms_password
 from ussdgw.app.stack import Stack
 from ussdgw.logs import MSISDN_KEYS
 from ussdgw.store import AuditEvent
-
-
-def operator_today() -> date:
-    """The operator's calendar date (Moscow), as the platform counts days; not the machine's."""
-    return datetime.now(OPERATOR_TZ).date()
 
 
 async def profile(stack: Stack, msisdn: str) -> dict[str, str]:
@@ -72,14 +66,15 @@ async def test_linking_oneself_an_unknown_or_malformed_number_is_refused(stack: 
 # ---- N3 ------------------------------------------------------------------------------------
 async def test_block_today_or_from_a_later_date_and_unblock(stack: Stack, api: Api) -> None:
     token = await signed_in(stack, api, IVAN)
-    later = (operator_today() + timedelta(days=10)).isoformat()
+    later = (operator_today(stack) + timedelta(days=10)).isoformat()
     status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": later})
     assert status == 200 and body["data"]["state"] == "scheduled"
     assert (await api.call("PUT", "/accounts/me/block", token=token, body={"from": later}))[0] == 409
     _, account = await api.call("GET", "/accounts/me", token=token)
     assert account["data"]["state"] == "scheduled" and account["data"]["blocked_from"] == later
     assert (await api.call("DELETE", "/accounts/me/block", token=token))[0] == 200
-    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": operator_today().isoformat()})
+    today = operator_today(stack).isoformat()
+    status, body = await api.call("PUT", "/accounts/me/block", token=token, body={"from": today})
     assert status == 200 and body["data"]["state"] == "blocked"
     # from now on nobody is signed in as the number: the block is lifted from another way in
     status, body = await api.call("DELETE", "/accounts/me/block", token=token)

@@ -79,7 +79,7 @@ def test_the_wheel_ships_every_data_file(wheel: Path) -> None:
     expected = source_data_files()
     assert {"simulator/web/index.html", "simulator/web/phone.js", "simulator/web/phone.css",
             "ussd_menus/selfcare.yaml", "handlers/catalogue.yaml", "gateway/openapi.yaml",
-            "gateway/cabinet_web/index.html", "ussdgw/py.typed"} <= expected
+            "gateway/cabinet_web/index.html", "ussdgw/browser/dom.js", "ussdgw/py.typed"} <= expected
     assert expected <= names, sorted(expected - names)
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "bench/"))]
 
@@ -118,6 +118,7 @@ def test_the_installed_package_runs_up_and_serves_the_web_phone(wheel: Path, tmp
                 time.sleep(0.1)
         assert status == 200 and "<title>ussdgw · виртуальный телефон</title>" in page
         assert get(f"http://127.0.0.1:{http_port}/static/phone.js")[0] == 200
+        assert get(f"http://127.0.0.1:{http_port}/static/dom.js")[0] == 200  # the core's, shared with the cabinet
         up.send_signal(signal.SIGINT)
         out, err = up.communicate(timeout=20)
         assert up.returncode == 0, err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import aiohttp
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from sms_codes import OPERATOR_TZ
 from tests.support.platform import send_and_wait
 from ussdgw.app.seed import seed_subscribers
 from ussdgw.app.stack import Stack
@@ -72,6 +74,12 @@ class Api:
             spec().validate_request(request)
         spec().validate_response(request, MockResponse(payload, status_code=status, content_type=content_type))
         return status, json.loads(payload)
+
+
+def operator_today(stack: Stack) -> date:
+    """Today where the operator is (Moscow), on the platform's clock: what N3 block dates and call
+    detail periods are checked against (the host's `date.today()` is yesterday there after 21:00 UTC)."""
+    return datetime.fromtimestamp(stack.clock.now(), OPERATOR_TZ).date()
 
 
 async def seed(stack: Stack, people: list[dict[str, Any]] | None = None) -> None:
