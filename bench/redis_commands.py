@@ -7,7 +7,8 @@ subscribers each send one MO and wait for its answer before the next one goes (n
 recovery racing the count), for three paths: ПАРОЛЬ to 3339 (R1: D2 check, N2 membership, the
 password's commit, a two-part SMS), HELLO to 5555 (the help reply) and the USSD dial *100#.
 Printed per path: the commands per MO from `INFO commandstats` (commands inside Lua scripts
-included), and each command's share.
+included), each command's share, and the gateway's round trips to Redis per MO (batches of its
+auto-pipeline: with one MO at a time, each is a wait the MO's latency and CPU pay for).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ async def measure(mos: int) -> None:
         inbox = stack.smsc.phones
         for to, text, op in PATHS:
             before = command_calls(server.url)
+            batches = stack.store.pipeline.batches
             for msisdn in phones:
                 seq = inbox.last_seq
                 stack.smsc.submit_mo(msisdn, to, text, ussd_service_op=op)
@@ -62,10 +64,12 @@ async def measure(mos: int) -> None:
                         pass
             await asyncio.sleep(1.5)  # the submit and receipt bookkeeping of the last MTs
             after = command_calls(server.url)
+            trips = stack.store.pipeline.batches - batches
             spent = {name: after[name] - before.get(name, 0) for name in after
                      if after[name] - before.get(name, 0) and name != "info"}
             shares = ", ".join(f"{name} {count / mos:.2f}" for name, count in sorted(spent.items()))
-            print(f"{text} to {to}: {sum(spent.values()) / mos:.2f} Redis commands per MO ({shares})")
+            print(f"{text} to {to}: {sum(spent.values()) / mos:.2f} Redis commands per MO ({shares}); "
+                  f"{trips / mos:.2f} round trips per MO")
     finally:
         await stack.stop()
         server.stop()

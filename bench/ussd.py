@@ -48,9 +48,11 @@ SCRIPT = [(UssdOp.PSSR_INDICATION, "*111#", UssdOp.USSR_REQUEST), (UssdOp.USSR_C
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, which: str = "both") -> float:
+    """User + system (or only "user" / "system") CPU time so far of a process, from Linux /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return {"user": user, "system": system}.get(which, user + system)
 
 
 class Link:
@@ -242,15 +244,21 @@ async def main(args: argparse.Namespace) -> int:
         for phone in phones:
             phone.position = 0
         before = {k: cpu_seconds(p) for k, p in pids.items()}
+        kernel_before = sum(cpu_seconds(g.pid, "system") for g in gateways)
         started = time.perf_counter()
         _, latencies, errors2, skipped = await open_loop(smsc, phones, args.rate, args.seconds)
         elapsed = time.perf_counter() - started
         cpu = {k: (cpu_seconds(p) - before[k]) / elapsed for k, p in pids.items()}
+        kernel = sum(cpu_seconds(g.pid, "system") for g in gateways) - kernel_before
         print(f"open loop at {args.rate:,.0f} steps/s: {len(latencies):,} steps in {elapsed:.1f} s, "
               f"p50 {pct(latencies, 0.5):.2f} ms, p99 {pct(latencies, 0.99):.2f} ms, "
               f"max {pct(latencies, 1.0):.2f} ms, mean {statistics.mean(latencies or [0]) * 1000:.2f} ms; "
               f"no idle phone {skipped} times, errors {len(errors2)}, redelivered {smsc.redelivered}")
         print("  CPU (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        gateways_cpu = sum(v for k, v in cpu.items() if k.startswith("gateway"))
+        if latencies:
+            print(f"  gateway CPU per step: {gateways_cpu / (len(latencies) / elapsed) * 1e6:,.0f} µs "
+                  f"(of it kernel {kernel / len(latencies) * 1e6:,.0f} µs)")
         for line in (errors + errors2)[:5]:
             print("  error:", line)
         return 0 if not errors and not errors2 else 1

@@ -27,9 +27,9 @@ import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gateway.esme import EsmeClient
-from gateway.inbound import Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
+from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
-from handlers.access import mt_withheld, refuse_blocked_mo
+from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked
 from handlers.base import Channel, Context, InboundMessage
 from handlers.number_management import review_due
 from handlers.ports import Platform
@@ -44,7 +44,7 @@ from ussdgw.logs import mask_msisdn
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
-from ussdgw.store import AuditEvent, OutboundMessage, Store, StoreUnavailable
+from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, StoreUnavailable
 from ussdgw.store.core import lease_now
 from ussdgw.tasks import Tasks
 
@@ -169,8 +169,9 @@ class Gateway:
         def ms() -> float:
             return round((time.perf_counter() - started) * 1000, 2)
 
-        try:
-            message = await self._assemble(pdu)
+        part, payload = find_part(pdu)
+        try:  # a whole MO (the common case) needs no round trip, nor a coroutine, to be read
+            message = self._message(pdu, payload, None) if part is None else await self._assemble(pdu, part)
         except StoreUnavailable as exc:
             metrics.store_unavailable.inc("mo")
             metrics.mo.inc(channel, "-", "deferred")
@@ -206,17 +207,19 @@ class Gateway:
             reset_contextvars(**mo_token)
         return Status.ROK
 
-    async def _assemble(self, pdu: DeliverSm | DataSm) -> InboundMessage | None:
-        part, payload = find_part(pdu)
-        if part is not None:
-            whole = await self.store.add_part(
-                pdu.source_addr, f"{pdu.destination_addr}:{part.reference}:{part.total}", part.seqnum, part.total,
-                part.payload,
-            )
-            if whole is None:
-                log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
-                return None
-            payload = whole
+    async def _assemble(self, pdu: DeliverSm | DataSm, part: Part) -> InboundMessage | None:
+        """One part of a long MO kept in Redis; the whole message once every part is in, else None."""
+        whole = await self.store.add_part(
+            pdu.source_addr, f"{pdu.destination_addr}:{part.reference}:{part.total}", part.seqnum, part.total,
+            part.payload,
+        )
+        if whole is None:
+            log.debug("mo_part_stored", msisdn=pdu.source_addr, part=part.seqnum, total=part.total)
+            return None
+        return self._message(pdu, whole, part)
+
+    def _message(self, pdu: DeliverSm | DataSm, payload: bytes, part: Part | None) -> InboundMessage:
+        """What the handlers read of an MO whose payload is whole."""
         mo_id, mo_ttl = mo_identity(pdu, payload, part, window_s=self.settings.mo_dedup_window_s)
         try:
             text = decode_text(payload, pdu.data_coding)
@@ -240,15 +243,20 @@ class Gateway:
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
-        refused = await refuse_blocked_mo(message, self.platform)
+        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
+            # The gate's read goes with the dialogue's, in one round trip.
+            first = await self.store.dialogues.step_read(message.msisdn, message.mo_id)
+            refused = await refuse_if_blocked(message, self.platform, first[2])
+        else:
+            first = None
+            refused = await refuse_blocked_mo(message, self.platform)
         if refused is not None:
             for mt in refused.messages:
                 self._spawn(self.send(mt))
             return "access.blocked", refused.outcome
-        if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
-            outcome = await handle_ussd(message, self.platform, self.router)
-            for mt in outcome.result.messages:
-                self._spawn(self.send(mt))
+        if first is not None:
+            outcome = await handle_ussd(message, self.platform, self.router, first=(first[0], first[1]))
+            self._send_all(outcome.result)
             if outcome.result.outcome == "applied":
                 reply_op = next((m.ussd_service_op for m in outcome.result.messages
                                  if m.ussd_service_op is not None), None)
@@ -260,9 +268,14 @@ class Gateway:
         await handler(ctx)
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
-        for mt in ctx.result.messages:
-            self._spawn(self.send(mt))
+        self._send_all(ctx.result)
         return handler.__qualname__, ctx.result.outcome
+
+    def _send_all(self, result: CommitResult) -> None:
+        """Send the MTs a commit queued; those it saw go to a number not blocked skip the N3 read."""
+        cleared = cleared_to_send(result, self.clock.now())
+        for mt in result.messages:
+            self._spawn(self.send(mt, cleared=cleared))
 
     async def on_receipts(self, pdus: list[DeliverSm], bind: str = "") -> list[int]:
         """Delivery receipts (those one read brought, together) to the statuses their responses carry.
@@ -354,13 +367,14 @@ class Gateway:
             for part in split.parts
         ]
 
-    async def send(self, mt: OutboundMessage) -> bool:
+    async def send(self, mt: OutboundMessage, *, cleared: bool = False) -> bool:
         """Submit one MT (all its parts); leave it queued for recovery if the link stays down.
 
         Throttling, timeouts and lost links are retried by the bind (never a drop); a submit that
         comes back unsent (the gateway is stopping) leaves the MT in the outbox, and its lease
         hands it to any live gateway. Once submitted, one pipelined round trip takes it out of
         the outbox, records its state and ties the SMSC message ids to it for the receipts.
+        `cleared`: the commit that queued it has just seen its number not blocked (N3).
         """
         held = self._held.get(mt.mt_id)
         if held is not None:  # this process is sending it already (a redelivered MO, its own recovery):
@@ -370,7 +384,7 @@ class Gateway:
         self.mts_in_flight.begin(mt.mt_id)
         self._held[mt.mt_id] = mt
         try:
-            if await self._withheld(mt):
+            if not cleared and await self._withheld(mt):
                 return False
             return await self._send(mt)
         finally:

@@ -45,6 +45,7 @@ from sms_codes import OPERATOR_TZ
 from ussdgw.smpp.ussd import MoKind, UssdDialogue, classify_op
 from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store
 from ussdgw.store.grants import Grants
+from ussdgw.store.profile import block_day
 
 log = structlog.get_logger("ussdgw.handlers.access")
 
@@ -147,8 +148,16 @@ async def authorize(store: Store, actor: str, target: str, act: Act) -> Grant | 
 async def refuse_blocked_mo(message: InboundMessage, platform: Platform) -> CommitResult | None:
     """The answer to an MO from a blocked number: one refusal (SMS, or a closing USSD screen),
     audited, once per MO; None when the number is not blocked (or the MO needs no answer)."""
+    blocked_from = await platform.store.subscribers.blocked_from(message.msisdn)
+    return await refuse_if_blocked(message, platform, blocked_from)
+
+
+async def refuse_if_blocked(message: InboundMessage, platform: Platform,
+                            blocked_from: date | None) -> CommitResult | None:
+    """`refuse_blocked_mo` with the number's block day read already (a USSD step reads it with its
+    dialogue, in one round trip)."""
     store, now = platform.store, platform.now()
-    if not await is_blocked(store, message.msisdn, now):
+    if not blocked_on(blocked_from, now):
         return None
     refused = AuditEvent("mo_refused", message.channel, outcome="blocked", detail=f"to={message.short_code}")
     if message.channel is Channel.USSD:
@@ -174,3 +183,10 @@ async def mt_withheld(store: Store, mt: OutboundMessage, now: float) -> bool:
     if mt.ussd_service_op is not None or mt.reaches_blocked:
         return False
     return await is_blocked(store, mt.destination, now)
+
+
+def cleared_to_send(result: CommitResult, now: float) -> bool:
+    """Did the commit that queued `result.messages` see their number not blocked (N3)? Then their
+    first send, right after it, needs no second read (`mt_withheld`); a later send (recovery, a
+    redelivered MO's MTs) reads again."""
+    return result.blocked_from is not None and not blocked_on(block_day(result.blocked_from), now)

@@ -179,8 +179,13 @@ class Context:
             secret=secret,
         )
         received = AuditEvent("mo_received", msg.channel, detail=render(to=msg.short_code))
-        step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
-        result = await self.store.commit(msg.msisdn, step + Change(audit=tuple(audit)) if audit else step)
+        if change is NO_CHANGE:  # the common reply: one Change, the audit trail in its order
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received, *audit), create_profile=True)
+        else:
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
+            if audit:
+                step += Change(audit=tuple(audit))
+        result = await self.store.commit(msg.msisdn, step)
         if not result.refused:
             self.result = result
         return result

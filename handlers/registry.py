@@ -34,15 +34,22 @@ def help_text_for(router: Router, short_code: str) -> str:
     return f"Номер {short_code} не обслуживается. Сервисные номера: {codes}. Справка: *111#."
 
 
+HELP_TEXTS_KEPT = 1024  # help texts kept per router, one per short code written to (any digits may be)
+
+
 def build_router() -> Router:
     router: Router
+    texts: dict[str, str] = {}  # the routes never change once built: each code's help is written once
 
     async def send_help(ctx: Context) -> None:
         """R9: the help reply of the code that was written to."""
-        await ctx.reply(
-            help_text_for(router, ctx.message.short_code),
-            audit=[AuditEvent("unknown_request", ctx.message.channel, outcome="help_sent")],
-        )
+        code = ctx.message.short_code
+        text = texts.get(code)
+        if text is None:
+            text = help_text_for(router, code)
+            if len(texts) < HELP_TEXTS_KEPT:
+                texts[code] = text
+        await ctx.reply(text, audit=[AuditEvent("unknown_request", ctx.message.channel, outcome="help_sent")])
 
     router = Router(SMS_ROUTES, USSD_ROUTES, send_help)
     return router

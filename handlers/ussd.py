@@ -83,13 +83,17 @@ class UssdOutcome:
     result: CommitResult
 
 
-async def handle_ussd(message: InboundMessage, platform: Platform, router: Router) -> UssdOutcome:
-    """Handle one USSD MO from start to commit; the caller sends `result.messages`."""
+async def handle_ussd(message: InboundMessage, platform: Platform, router: Router, *,
+                      first: tuple[bool, bytes | None] | None = None) -> UssdOutcome:
+    """Handle one USSD MO from start to commit; the caller sends `result.messages`.
+
+    `first`: what `Dialogues.load` gave the caller just now (the first try uses it, a retry reads again)."""
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
-            return await _handle_once(message, platform, router)
+            return await _handle_once(message, platform, router, first)
         except StepConflict:
             log.info("ussd_step_conflict", msisdn=message.msisdn)
+            first = None
     raise RuntimeError("USSD dialogue kept changing under this step")
 
 
@@ -98,13 +102,14 @@ def content_only(message: InboundMessage) -> bool:
     return message.content_only and message.its_session_info is None
 
 
-async def _handle_once(message: InboundMessage, platform: Platform, router: Router) -> UssdOutcome:
+async def _handle_once(message: InboundMessage, platform: Platform, router: Router,
+                       first: tuple[bool, bytes | None] | None) -> UssdOutcome:
     store, settings = platform.store, platform.settings
     msisdn = message.msisdn
     kind = classify_op(message.ussd_service_op, message.its_session_info)
     if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
         message = dataclasses.replace(message, mo_ttl_s=CONTENT_ONLY_DIAL_TTL_S)
-    applied, raw = await store.dialogues.load(msisdn, message.mo_id)
+    applied, raw = first if first is not None else await store.dialogues.load(msisdn, message.mo_id)
     open_dialogue = UssdDialogue.from_json(raw) if raw is not None else None
     if content_only(message) and kind is MoKind.ANSWER and open_dialogue is not None:
         # "2" answered on two screens is two answers: the step tells them apart (the commit still

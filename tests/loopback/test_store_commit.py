@@ -4,11 +4,15 @@ once per MO, one slot per step; Автоплатёж decided in Python and guard
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from handlers.access import cleared_to_send
+from sms_codes import OPERATOR_TZ
 from tests.support.platform import StoreFactory, one_per_primary
+from ussdgw.app.stack import Stack
 from ussdgw.store import (
     STALE,
     AuditEvent,
@@ -20,6 +24,7 @@ from ussdgw.store import (
     Store,
 )
 from ussdgw.store.commit import script_call
+from ussdgw.store.indexes import ALL_BUCKETS
 from ussdgw.store.keys import outbox_key
 from ussdgw.store.money import Autopay, credit, debit, service_on
 from ussdgw.store.profile import new_password
@@ -117,3 +122,41 @@ async def primaries_holding_keys(store: Store) -> list[str]:
     sizes = {node.name: await store.redis.execute_command("DBSIZE", target_nodes=node)
              for node in store.redis.get_primaries()}
     return sorted(name for name, size in sizes.items() if size)
+
+
+async def test_a_commit_that_queues_an_sms_reads_the_block_day_and_a_ussd_screen_does_not(store: Store) -> None:
+    await store.subscribers.put(A, {"balance_kop": 100}, AuditEvent("seeded", "admin"))
+    plain = await store.commit(A, Change(messages=(mt(1),), read_profile=True))
+    assert plain.blocked_from == "" and plain.profile is not None and plain.profile.balance_kop == 100
+    assert cleared_to_send(plain, store.clock.now())
+    due = await store.indexes.mts_due(ALL_BUCKETS, store.clock.now() + 3600)
+    assert (A, "mt1") in due  # its recovery entry went in with the commit
+
+    today = datetime.fromtimestamp(store.clock.now(), OPERATOR_TZ).date()
+    await store.subscribers.put(A, {"blocked_from": (today + timedelta(days=1)).isoformat()},
+                                AuditEvent("seeded", "admin"))
+    tomorrow = await store.commit(A, Change(messages=(mt(2),)))
+    assert tomorrow.blocked_from == (today + timedelta(days=1)).isoformat() and tomorrow.profile is None
+    assert cleared_to_send(tomorrow, store.clock.now())  # not blocked yet: its first send is not read again
+    assert not cleared_to_send(tomorrow, store.clock.now() + 2 * 86400)
+
+    screen = OutboundMessage(mt_id="mt3", source="*100#", destination=A, text="Баланс", ussd_service_op=17)
+    refusal = OutboundMessage(mt_id="mt4", source="3339", destination=A, text="Заблокирован", reaches_blocked=True)
+    for queued in (screen, refusal):
+        result = await store.commit(A, Change(messages=(queued,)))
+        assert result.outcome is Outcome.APPLIED and result.blocked_from is None  # never gated: not read
+        assert not cleared_to_send(result, store.clock.now())
+
+
+async def test_an_sms_queued_for_a_number_blocked_by_then_is_withheld_at_its_first_send(stack: Stack) -> None:
+    """The race the MO gate cannot see: the block lands between the gate's read and the commit."""
+    assert stack.store is not None and stack.gateway is not None
+    store = stack.store
+    today = datetime.fromtimestamp(stack.clock.now(), OPERATOR_TZ).date()
+    await store.subscribers.put(A, {"blocked_from": today.isoformat()}, AuditEvent("seeded", "admin"))
+    result = await store.commit(A, Change(messages=(mt(1),)))
+    assert result.blocked_from == today.isoformat()
+    assert not cleared_to_send(result, stack.clock.now())
+    sent = await stack.gateway.send(result.messages[0], cleared=cleared_to_send(result, stack.clock.now()))
+    assert sent is False
+    assert [e["event"] for e in await store.audit_trail(A)][-1] == "mt_withheld"

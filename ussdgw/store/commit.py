@@ -173,6 +173,9 @@ class CommitResult:
     retry_at: float | None = None
     profile: Profile | None = None  # after the change, when the change asked (`read_profile`)
     autopaid_kop: int = 0
+    # The number's N3 block day ("" for none) as the commit saw it, read when it queued an SMS
+    # (`Store.commit`); None when not read.
+    blocked_from: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -192,9 +195,10 @@ class CommitResult:
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
                 sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
-                replay: bool = False, created_field: str = "created_at") -> tuple[list[str], bytes]:
+                replay: bool = False, created_field: str = "created_at", gate: str = "") -> tuple[list[str], bytes]:
     """The keys and the JSON argument (UTF-8 bytes) of `lua/commit.lua` for `change` (only the parts it has);
-    `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`).
+    `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`);
+    `gate`: the stored name of the N3 block field, read back when the step applies.
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn),
@@ -246,4 +250,6 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
         p["refusal"] = [clean(refusal.event), clean(refusal.channel), clean(refusal.detail)]
     if change.read_profile:
         p["read"] = True
+    if gate:
+        p["gate"] = gate
     return keys, orjson.dumps(p)  # UTF-8 JSON, as Lua's cjson reads it; several times json.dumps' speed

@@ -69,6 +69,12 @@ def _leased(messages: Sequence[OutboundMessage], until: float) -> tuple[Outbound
     return tuple(dataclasses.replace(m, leased_until=until) for m in messages)
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a command nobody awaits any more (asyncio warns of one never read)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _flat_hash(raw: Sequence[bytes]) -> dict[str, str]:
     return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
 
@@ -80,6 +86,7 @@ class Store:
                  clock: Clock | None = None, wait_replicas: int = 0, wait_timeout_ms: int = 200,
                  reclaim_grace_s: float = 1.0) -> None:
         self.redis = redis_client
+        self._cluster = isinstance(redis_client, RedisCluster)  # asked once: RedisCluster's isinstance is slow
         self.sealer = Sealer(secret_key)
         self.lease_s = lease_s
         # How long past its end an MT's lease stays untouched (by recovery, by a redelivered MO):
@@ -108,7 +115,7 @@ class Store:
 
     @property
     def cluster(self) -> bool:
-        return isinstance(self.redis, RedisCluster)
+        return self._cluster
 
     async def close(self) -> None:
         await self.pipeline.close()
@@ -144,24 +151,44 @@ class Store:
 
     # ---- the one commit engine -------------------------------------------------------------
     async def commit(self, msisdn: str, change: Change) -> CommitResult:
-        """Apply `change` to `msisdn`'s slot, all or nothing, once per MO when it has an MO mark."""
+        """Apply `change` to `msisdn`'s slot, all or nothing, once per MO when it has an MO mark.
+
+        A change that queues an SMS also reads the number's N3 block day, within the script
+        (`CommitResult.blocked_from`): the first send of an MT queued for a number not blocked then
+        needs no second read. The MTs' recovery entries are in Redis before the commit runs: on one
+        server they travel in the same batch, ahead of it on one connection (one round trip); on a
+        cluster they live on another node, so their answer is awaited first."""
         now, leased = self.clock.now(), lease_now()
         until = round(leased + self.lease_s, 3)
-        sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in change.messages]
+        messages = change.messages
+        sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in messages]
+        gate = any(m.ussd_service_op is None and not m.reaches_blocked for m in messages)
         keys, arg = script_call(msisdn, stored_change(msisdn, change), now=now, lease_until=until,
                                 tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
-                                lease_now=leased, grace_s=self.reclaim_grace_s, created_field=STORED["created_at"])
+                                lease_now=leased, grace_s=self.reclaim_grace_s, created_field=STORED["created_at"],
+                                gate=STORED["blocked_from"] if gate else "")
+        indexed = None
         if sealed:  # the recovery entries first: an entry for nothing is harmless, an MT without one is not
-            await guarded(self.indexes.mts_queued(msisdn, (m.mt_id for m in change.messages), until))
-        raw = await guarded(self.scripts.submit("commit", keys, [arg], durable=True))
+            indexed = self.indexes.mts_queued(msisdn, (m.mt_id for m in messages), until)
+            if self.cluster:
+                await guarded(indexed)
+                indexed = None
+        committed = self.scripts.submit("commit", keys, [arg], durable=True)
+        if indexed is not None:
+            try:
+                await guarded(indexed)
+            except BaseException:  # the batch failed: the commit's fate is unknown, the step is retried whole
+                committed.add_done_callback(_consume)
+                raise
+        raw = await guarded(committed)
         outcome = Outcome(raw[0].decode())
         if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
             with contextlib.suppress(StoreUnavailable):
-                await self.indexes.mts_dropped(msisdn, [m.mt_id for m in change.messages])
+                await self.indexes.mts_dropped(msisdn, [m.mt_id for m in messages])
         if outcome is Outcome.APPLIED:
-            profile = Profile.from_stored(msisdn, _flat_hash(raw[1])) if len(raw) > 1 else None
-            return CommitResult(outcome, _leased(change.messages, until), profile=profile,
-                                autopaid_kop=change.autopaid_kop)
+            profile = Profile.from_stored(msisdn, _flat_hash(raw[1])) if change.read_profile else None
+            return CommitResult(outcome, _leased(messages, until), profile=profile,
+                                autopaid_kop=change.autopaid_kop, blocked_from=raw[2].decode() if gate else None)
         if outcome is Outcome.DUPLICATE:
             return await self._answered_again(msisdn, change.mo, raw[1:], until)
         if outcome is Outcome.LIMITED:
@@ -252,9 +279,18 @@ class Store:
             [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in message_ids]
-        results = await guarded(asyncio.gather(done, *meets))
-        with contextlib.suppress(StoreUnavailable):  # out of the outbox: its entry can go (or recovery drops it)
-            await self.indexes.mt_done(msisdn, mt_id)
+        # Out of the outbox, its recovery entry can go (or recovery drops it). On one server the
+        # ZREM rides in the same batch, after the script on one connection: Redis runs it only
+        # after the MT left the outbox. On a cluster it waits for the script's answer.
+        dropped = None if self.cluster else self.indexes.mt_dropping(msisdn, mt_id)
+        try:
+            results = await guarded(asyncio.gather(done, *meets))
+        except BaseException:
+            if dropped is not None:
+                dropped.add_done_callback(_consume)
+            raise
+        with contextlib.suppress(StoreUnavailable):
+            await (guarded(dropped) if dropped is not None else self.indexes.mt_done(msisdn, mt_id))
         return [_flat_hash(raw) for raw in results[1:]]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis._parsers.base import BaseParser
 from redis.asyncio.cluster import RedisCluster
 
 from ussdgw.store.errors import StoreUnavailable
@@ -53,6 +54,7 @@ MAX_ATTEMPTS = 8  # redirections and refusals one command may meet before the st
 RETRY_PAUSE_S = 0.05  # TRYAGAIN / CLUSTERDOWN: the first pause, doubled on each further refusal
 REFRESH_PAUSE_S = 0.5  # the slot map is read again at most this often after a failed batch
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
+_ERRORS = BaseParser  # redis-py's table of error words to exceptions
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -92,10 +94,89 @@ class _Queued:
     ask: str | None = None  # "host:port" an ASK redirection sent it to, for this one try
     attempts: int = 0
     durable: bool = False  # with `AutoPipeline.wait_replicas`: answered once that many replicas have it
+    moved: redis.exceptions.MovedError | None = None  # the MOVED answer, until the slot map is corrected
 
     @property
     def wire(self) -> bytes:
         return ASKING + self.packed if self.ask else self.packed
+
+
+class _Socket(asyncio.Protocol):
+    """The protocol of one opened socket: it speaks for its wire only while it is the wire's socket
+    (the callbacks of a socket closed before a reconnect reach nobody)."""
+
+    def __init__(self, wire: _Wire) -> None:
+        self.wire = wire
+
+    def data_received(self, data: bytes) -> None:
+        if self.wire.socket is self:
+            self.wire.received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.wire.socket is self:
+            self.wire.fail(f"connection lost{f': {exc}' if exc else ''}")
+
+
+class _Wire:
+    """One connection of a lane, read by hiredis as bytes arrive: a batch's replies are parsed in the
+    callback that brings them, with no task, timer or await per reply (redis-py's connection
+    object only opens the socket and does the handshake: AUTH, SELECT, TLS as configured)."""
+
+    def __init__(self, lane: _Lane, make_connection: Callable[[], Any]) -> None:
+        self._lane = lane
+        self.conn = make_connection()
+        self.transport: asyncio.Transport | None = None
+        self.socket: _Socket | None = None
+        self._reader = hiredis.Reader(protocolError=redis.exceptions.InvalidResponse, replyError=_parse_error)
+        self.batch: list[_Queued] = []
+        self._expected = 0  # replies the batch on the wire will get (ASKINGs and a WAIT included)
+        self._replies: list[Any] = []
+        self.wait = False
+        self.sent_at = 0.0
+
+    async def open(self) -> None:
+        """Connect (redis-py: socket, TLS, handshake), then read the socket here."""
+        if self.conn.is_connected:
+            await self.conn.disconnect(nowait=True)
+        await self.conn.connect()
+        transport = self.conn._writer.transport
+        self._reader = hiredis.Reader(protocolError=redis.exceptions.InvalidResponse, replyError=_parse_error)
+        self.socket = _Socket(self)
+        transport.set_protocol(self.socket)
+        self.transport = transport
+
+    def send(self, batch: list[_Queued], wait: bytes | None) -> None:
+        assert self.transport is not None
+        self.batch, self._replies, self.wait = batch, [], wait is not None
+        self._expected = len(batch) + sum(1 for q in batch if q.ask) + (1 if wait else 0)
+        self.sent_at = time.monotonic()
+        self.transport.write(b"".join([q.wire for q in batch]) + (wait or b""))
+
+    def received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        replies = self._replies
+        try:
+            while (reply := reader.gets()) is not False:
+                replies.append(reply)
+        except redis.exceptions.InvalidResponse as exc:  # not RESP: this connection is beyond repair
+            self.fail(f"{exc}")
+            return
+        if len(replies) >= self._expected and self.batch:
+            batch, self.batch = self.batch, []
+            self._lane.answered(self, batch, replies, self.wait)
+
+    def fail(self, why: str) -> None:
+        """The batch on the wire (if any) fails whole; the connection is closed, to be opened again."""
+        batch, self.batch = self.batch, []
+        transport, self.transport, self.socket = self.transport, None, None
+        if transport is not None:
+            transport.abort()
+        self._lane.broken(self, batch, why)
+
+    @property
+    def ready(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
 
 class _Lane:
@@ -105,11 +186,14 @@ class _Lane:
                  connections: int) -> None:
         self.name = name
         self._pipeline = pipeline
-        self._idle = [make_connection() for _ in range(connections)]
+        self._idle = [_Wire(self, make_connection) for _ in range(connections)]
         self._all = list(self._idle)
         self._queue: list[_Queued] = []
-        self.sending: set[asyncio.Task[None]] = set()
+        self._opening: set[asyncio.Task[None]] = set()
         self._scheduled = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._all_idle = asyncio.Event()
+        self._all_idle.set()
 
     def add(self, queued: _Queued) -> None:
         self._queue.append(queued)
@@ -122,56 +206,96 @@ class _Lane:
         if not self._idle or not self._queue:
             return
         batch, self._queue = self._queue, []
-        conn = self._idle.pop()
-        task = asyncio.ensure_future(self._run(conn, batch))
-        self.sending.add(task)
-        task.add_done_callback(lambda done: self._sent(done, conn))
+        wire = self._idle.pop()
+        self._all_idle.clear()
+        if wire.ready:
+            self._send(wire, batch)
+        else:  # the first batch, or the first after a failure: connect first
+            task = asyncio.ensure_future(self._open_and_send(wire, batch))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
 
-    def _sent(self, task: asyncio.Task[None], conn: Any) -> None:
-        self.sending.discard(task)
-        self._idle.append(conn)
-        self._flush()  # what piled up meanwhile leaves now, as one batch
+    def _send(self, wire: _Wire, batch: list[_Queued]) -> None:
+        wait = self._pipeline.wait_command if any(q.durable for q in batch) else None
+        try:
+            wire.send(batch, wait)
+        except Exception as exc:
+            wire.fail(f"{exc or type(exc).__name__}")
+            return
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(self._pipeline.timeout_s, self._check_deadline)
 
-    async def _run(self, conn: Any, batch: list[_Queued]) -> None:
-        results: list[Any] = []
-        started = time.perf_counter()
+    async def _open_and_send(self, wire: _Wire, batch: list[_Queued]) -> None:
         try:
             async with asyncio.timeout(self._pipeline.timeout_s):
-                if not conn.is_connected:
-                    await conn.connect()
-                wait = self._pipeline.wait_command if any(q.durable for q in batch) else None
-                await conn.send_packed_command(b"".join(q.wire for q in batch) + (wait or b""), False)
-                for queued in batch:
-                    results.append(await self._reply(conn, queued))
-                if wait:  # WAIT: how many replicas have every write sent on this connection so far
-                    self._pipeline.replicated(batch, results, int(await conn.read_response(disconnect_on_error=False)))
-            elapsed = time.perf_counter() - started
-        except Exception as exc:  # the batch as a whole failed: this node away, or too slow
-            await conn.disconnect(nowait=True)
+                await wire.open()
+        except Exception as exc:
             self._pipeline.batch_failed(self.name, batch, StoreUnavailable(f"{self.name}: {exc or type(exc).__name__}"))
+            self._release(wire)
             return
-        except BaseException:  # cancelled mid-batch (shutdown): no caller may wait forever
-            await conn.disconnect(nowait=True)
+        except BaseException:  # cancelled (shutdown): no caller may wait forever
             _fail(batch, StoreUnavailable("batch cancelled"))
+            self._release(wire)
             raise
-        self._pipeline.batch_done(len(batch), elapsed)
-        await self._pipeline.settle(batch, results)
+        self._send(wire, batch)
 
-    @staticmethod
-    async def _reply(conn: Any, queued: _Queued) -> Any:
-        if queued.ask:  # ASKING's own +OK (or its error, which the command's reply repeats)
-            with contextlib.suppress(redis.exceptions.ResponseError):
-                await conn.read_response(disconnect_on_error=False)
-        try:
-            return await conn.read_response(disconnect_on_error=False)
-        except redis.exceptions.ResponseError as exc:  # this command's error, not the batch's
-            return exc
+    def _check_deadline(self) -> None:
+        """One timer per lane, not one per batch: a batch out longer than `timeout_s` fails whole."""
+        self._deadline = None
+        now = time.monotonic()
+        oldest = None
+        for wire in self._all:
+            if wire.batch:
+                if now - wire.sent_at >= self._pipeline.timeout_s:
+                    wire.fail(f"no answer in {self._pipeline.timeout_s:g} s")
+                elif oldest is None or wire.sent_at < oldest:
+                    oldest = wire.sent_at
+        if oldest is not None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                max(0.0, oldest + self._pipeline.timeout_s - now), self._check_deadline)
+
+    def answered(self, wire: _Wire, batch: list[_Queued], replies: list[Any], wait: bool) -> None:
+        elapsed = time.monotonic() - wire.sent_at
+        results: list[Any] = []
+        at = 0
+        for queued in batch:
+            if queued.ask:  # ASKING's own +OK (or its error, which the command's reply repeats)
+                at += 1
+            results.append(replies[at])
+            at += 1
+        if wait:  # WAIT: how many replicas have every write sent on this connection so far
+            self._pipeline.replicated(batch, results, int(replies[at]))
+        self._release(wire)
+        self._pipeline.batch_done(len(batch), elapsed)
+        self._pipeline.settle(batch, results)
+
+    def broken(self, wire: _Wire, batch: list[_Queued], why: str) -> None:
+        if batch:
+            self._pipeline.batch_failed(self.name, batch, StoreUnavailable(f"{self.name}: {why}"))
+            self._release(wire)
+
+    def _release(self, wire: _Wire) -> None:
+        self._idle.append(wire)
+        if len(self._idle) == len(self._all):
+            self._all_idle.set()
+        self._flush()  # what piled up meanwhile leaves now, as one batch
 
     async def close(self, timeout_s: float) -> None:
-        if self.sending:
-            await asyncio.wait(self.sending, timeout=timeout_s)
-        for conn in self._all:
-            await conn.disconnect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._all_idle.wait()
+        for task in list(self._opening):
+            task.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        for wire in self._all:
+            transport, wire.transport, wire.socket = wire.transport, None, None
+            _fail(wire.batch, StoreUnavailable("store closed"))
+            wire.batch = []
+            if transport is not None:
+                transport.close()
+            with contextlib.suppress(Exception):
+                await wire.conn.disconnect(nowait=True)
 
 
 class AutoPipeline:
@@ -180,6 +304,9 @@ class AutoPipeline:
     def __init__(self, redis_client: aioredis.Redis | RedisCluster, timeout_s: float = 5.0,
                  connections: int = 2) -> None:
         self._client = redis_client
+        # redis-py's RedisCluster derives from typing Protocols: isinstance() on it costs microseconds
+        # per call, once per command on the hot path, so it is asked once here.
+        self._cluster: RedisCluster | None = redis_client if isinstance(redis_client, RedisCluster) else None
         self.timeout_s = timeout_s
         # Two connections per node, so that the gateway prepares the next batch while Redis runs the last.
         self._connections = connections
@@ -222,16 +349,16 @@ class AutoPipeline:
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         queued = _Queued(command, pack(command), asyncio.get_running_loop().create_future(), script,
                          durable=durable and self.wait_replicas > 0)
-        if isinstance(self._client, RedisCluster) and keys:
-            queued.slot = self._client.keyslot(keys[0])
+        if self._cluster is not None and keys:
+            queued.slot = self._cluster.keyslot(keys[0])
         return self._add(queued)
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
         """Any one-key Redis command in the next batch (the key second, as in HSET key ...); the
         reply as Redis sent it (RESP2, bytes)."""
         queued = _Queued(args, pack(args), asyncio.get_running_loop().create_future())
-        if isinstance(self._client, RedisCluster) and len(args) > 1:
-            queued.slot = self._client.keyslot(args[1])
+        if self._cluster is not None and len(args) > 1:
+            queued.slot = self._cluster.keyslot(args[1])
         return self._add(queued)
 
     def _add(self, queued: _Queued) -> asyncio.Future[Any]:
@@ -248,8 +375,8 @@ class AutoPipeline:
     # ---- a cluster's routing ----------------------------------------------------------------
     @property
     def _mapped(self) -> bool:
-        assert isinstance(self._client, RedisCluster)
-        return bool(self._client.nodes_manager.slots_cache)
+        assert self._cluster is not None
+        return bool(self._cluster.nodes_manager.slots_cache)
 
     async def _map(self) -> None:
         """Read the slot map once (redis-py's `initialize`), then route what waited for it."""
@@ -356,13 +483,17 @@ class AutoPipeline:
             with contextlib.suppress(Exception):  # a metrics hook never fails a command
                 self.on_redirect(kind)
 
-    async def settle(self, batch: list[_Queued], results: list[Any]) -> None:
+    def settle(self, batch: list[_Queued], results: list[Any]) -> None:
         """Each command's own outcome: its reply, its error, or another try (module docstring)."""
         reloading: set[tuple[str, str | int | None]] = set()  # one SCRIPT LOAD per script and node
+        moved: list[_Queued] = []
         for queued, result in zip(batch, results, strict=True):
             if queued.future.done():
                 continue
             asked, queued.ask = queued.ask, None
+            if not isinstance(result, Exception):  # the common case first: a reply
+                queued.future.set_result(result)
+                continue
             kind = _kind(result)
             if kind:
                 self._count(kind)
@@ -372,10 +503,8 @@ class AutoPipeline:
                 self._reload(queued, load=where not in reloading)
                 reloading.add(where)
             elif isinstance(result, redis.exceptions.MovedError):
-                if isinstance(self._client, RedisCluster):
-                    with contextlib.suppress(Exception):
-                        await self._client.nodes_manager.move_slot(result)
-                self._again(queued, f"MOVED {result.slot_id} {result.node_addr}")
+                moved.append(queued)
+                queued.moved = result
             elif isinstance(result, redis.exceptions.AskError):
                 queued.ask = f"{result.host}:{result.port}"
                 self._again(queued, f"ASK {result.slot_id} {result.node_addr}")
@@ -383,10 +512,22 @@ class AutoPipeline:
                 if isinstance(result, redis.exceptions.ClusterDownError):
                     self._refresh_soon()
                 self._again(queued, kind, pause=RETRY_PAUSE_S * 2 ** min(queued.attempts, 4))
-            elif isinstance(result, Exception):
-                queued.future.set_exception(result)
             else:
-                queued.future.set_result(result)
+                queued.future.set_exception(result)
+        if moved:
+            task = asyncio.ensure_future(self._moved(moved))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _moved(self, moved: list[_Queued]) -> None:
+        """MOVED: the slot map corrected (redis-py's `move_slot`), then each command queued again."""
+        for queued in moved:
+            result, queued.moved = queued.moved, None
+            assert result is not None
+            if isinstance(self._client, RedisCluster):
+                with contextlib.suppress(Exception):
+                    await self._client.nodes_manager.move_slot(result)
+            self._again(queued, f"MOVED {result.slot_id} {result.node_addr}")
 
     def _reload(self, queued: _Queued, *, load: bool) -> None:
         """SCRIPT LOAD, then the same EVALSHA, both in the next batch of the same node (in that
@@ -422,6 +563,12 @@ def _fail(batch: list[_Queued], failure: StoreUnavailable) -> None:
     for queued in batch:
         if not queued.future.done():
             queued.future.set_exception(failure)
+
+
+def _parse_error(message: str) -> Exception:
+    """An error reply as redis-py's exception for it (MOVED, ASK, NOSCRIPT, ... by their word)."""
+    error: Exception = _ERRORS.parse_error(message)  # type: ignore[no-untyped-call]
+    return error
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -236,6 +236,16 @@ class Profile:
         return service_id in self.services
 
 
+def block_day(raw: bytes | str | None) -> date | None:
+    """The N3 block day as Redis keeps it (ISO), or None: none set, or unreadable."""
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:
+        return None
+
+
 class Subscribers:
     """Reads of profiles, and the writes that are not a `Change` (seeding, the P4 counter)."""
 
@@ -256,11 +266,7 @@ class Subscribers:
 
     async def blocked_from(self, msisdn: str) -> date | None:
         """N3: the day the number's block starts (None: no block), one field read (the MO and MT gates)."""
-        raw = await guarded(self._store.pipeline.command("HGET", sub_key(msisdn), STORED["blocked_from"]))
-        try:
-            return date.fromisoformat(raw.decode()) if raw else None
-        except ValueError:
-            return None
+        return block_day(await guarded(self._store.pipeline.command("HGET", sub_key(msisdn), STORED["blocked_from"])))
 
     async def profiles(self, *msisdns: str) -> list[Profile]:
         return list(await asyncio.gather(*(self.profile(m) for m in msisdns)))

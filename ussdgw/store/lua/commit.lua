@@ -21,8 +21,9 @@
 --   audit     [[field, value, ...]]                P10 entries
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
+--   gate      a profile field (the N3 block day) returned as it is, '' when absent
 --   replay    only the redelivery's answer: 'absent' when the MO has no mark (nothing written)
--- -> {'applied'[, profile flat]} | {'duplicate', sealed MTs now leased to the caller...} | {'conflict'}
+-- -> {'applied'[, profile flat or {}[, gate field]]} | {'duplicate', sealed MTs now leased to the caller...} | {'conflict'}
 --    | {'absent'} (replay only)
 --    | {'refused', code, field} | {'limited', reason, retry_at}
 local p = cjson.decode(ARGV[1])
@@ -126,5 +127,10 @@ if p.dialogue then
     redis.call('PEXPIRE', dialogue, p.dialogue.ttl_ms)
   end
 end
-if p.read then return {'applied', redis.call('HGETALL', sub)} end
-return {'applied'}
+local out = {'applied'}
+if p.read then out[2] = redis.call('HGETALL', sub) end
+if p.gate then
+  out[2] = out[2] or {}
+  out[3] = redis.call('HGET', sub, p.gate) or ''
+end
+return out
