@@ -11,7 +11,9 @@ Flow control on the sending side, per bind:
 - a window: at most `window` requests outstanding, the next one waits for a response;
 - a rate: at most `rate_per_s` submit_sm per second (0: no limit), spaced evenly;
 - ESME_RTHROTTLED / ESME_RMSGQFUL: the whole bind pauses with exponential backoff and the
-  message is sent again, never dropped; so are timeouts and a lost link (next bind);
+  message is sent again, never dropped; so are timeouts and a lost link (next bind); a resend
+  after a try whose answer was lost (it may have reached the SMSC) is counted and logged
+  (`submit_resent`): it is a second copy if the SMSC had taken the first;
 - response timeouts: a request unanswered within `response_timeout_s` is given up and retried;
   an enquire_link unanswered means the link is dead: it is closed and bound again.
 
@@ -258,6 +260,7 @@ class EsmeClient:
         it, e.g. its lease), answering ESME_RMSGQFUL: the caller leaves the message queued for later.
         """
         attempt = 0
+        answer_lost = False  # a try may have reached the SMSC, its answer never came back
         while not self._stopping and (attempts is None or attempt < attempts):
             attempt += 1
             if not self.bound.is_set() and not await self._bound_or_stopped():
@@ -276,6 +279,7 @@ class EsmeClient:
             try:
                 resp = await conn.call(pdu)
             except (TimeoutError, LinkDown) as exc:
+                answer_lost = answer_lost or not isinstance(exc, LinkDown) or exc.maybe_sent
                 self.metrics.submit_sm_errors.inc("timeout" if isinstance(exc, TimeoutError) else "link_down")
                 self._log.warning("submit_retry", attempt=attempt, error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(self._next_backoff())
@@ -290,6 +294,11 @@ class EsmeClient:
                     self._log.info("submit_throttled", status=resp.status, attempt=attempt, pause_s=round(pause, 3))
                 continue  # the others sent before the pause just wait it out and go again
             self._backoff.reset()
+            if answer_lost and resp.status == Status.ROK:
+                # SMPP has no way to ask whether the lost try was taken: if it was, this is a second copy
+                self.metrics.mt_resent.inc("answer_lost")
+                self._log.warning("submit_resent", reason="answer_lost", attempt=attempt,
+                                  msisdn=pdu.destination_addr)
             if isinstance(resp, SubmitSmResp):
                 return resp
             return SubmitSmResp(sequence=resp.sequence, status=resp.status or Status.RSYSERR)

@@ -2,7 +2,9 @@
 that another gateway process on the same Redis would need.
 
 An MO is answered ESME_ROK only after its handler's commit is durable in Redis, ESME_RX_T_APPN
-when Redis is unreachable (the SMSC keeps it and retries), and a permanent error, with nothing
+when Redis is unreachable (the SMSC keeps it and retries), ESME_RTHROTTLED when its costly work (a password's
+scrypt) would wait too long (`ussdgw.costly`: the SMSC brings it back once the backlog has drained,
+and cheap MOs keep flowing meanwhile), and a permanent error, with nothing
 queued, when its reply could never be addressed (`gateway.inbound.unanswerable`). MTs are queued in the same commit
 and sent after it; one whose sender died is picked up by any gateway once its lease runs out.
 """
@@ -36,6 +38,7 @@ from handlers.ussd import handle_ussd
 from ussdgw.audit_detail import render
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
+from ussdgw.costly import Overloaded
 from ussdgw.inputs import ascii_digits
 from ussdgw.logs import mask_msisdn
 from ussdgw.metrics import GatewayMetrics, message_state_label
@@ -111,6 +114,10 @@ class Gateway:
             for client in self.clients:
                 await client.bound.wait()
 
+    async def sends_done(self, timeout: float = 10.0) -> None:
+        """Until the MTs this process is sending now are submitted and recorded (or `timeout`)."""
+        await self._sends.wait(timeout)
+
     async def stop(self) -> None:
         """Finish in-flight work, unbind every link, stop background loops; returns only when all have ended.
 
@@ -183,6 +190,11 @@ class Gateway:
                 log.warning("mo_deferred", to=message.short_code, reason="redis_unavailable", error=str(exc),
                             ms=ms())
                 return Status.RX_T_APPN
+            except Overloaded as exc:  # its costly work would wait too long: the SMSC brings it back later
+                metrics.mo.inc(channel, "-", "throttled")
+                log.info("mo_deferred", to=message.short_code, reason="busy",
+                         expected_wait_s=round(exc.expected_wait_s, 2), ms=ms())
+                return Status.RTHROTTLED
             except Exception:  # answered as the ESME would; logged here, in the MO's context
                 metrics.mo.inc(channel, "-", "failed")
                 log.exception("mo_failed", to=message.short_code, ms=ms())
@@ -484,5 +496,8 @@ class Gateway:
         """Heartbeat, then take the MTs due in this gateway's share of the recovery buckets."""
         self._share = await self.store.indexes.heartbeat(self.gateway_id, lease_now(), self._recovery_s)
         for mt in await self.store.reclaim(self._share):
-            log.info("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id)
+            # Its sender died (or lost Redis) between its commit and its record: it may have been
+            # submitted already, and SMPP cannot tell without the message id that died with it.
+            self.metrics.mt_resent.inc("reclaimed")
+            log.warning("mt_reclaimed", msisdn=mt.destination, mt_id=mt.mt_id, maybe_sent=True)
             self._spawn(self.send(mt))

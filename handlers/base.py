@@ -11,7 +11,6 @@ reply back instead of a second change. Whatever a handler compares with "now" it
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import structlog
 from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
+from ussdgw.costly import pool_for
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import Timeouts, UssdDialogue, UssdString, fits_one_message, reply_session_info, ussd_length
 from ussdgw.store import (
@@ -75,7 +75,10 @@ class InboundMessage:
     @property
     def mark(self) -> MoMark | None:
         """What makes a commit apply once per MO: its idempotency mark (none without an MO id)."""
-        return MoMark(self.mo_id, self.mo_ttl_s) if self.mo_id is not None else None
+        if self.mo_id is None:
+            return None
+        # An SMS known by its text alone: a repeat may be the subscriber asking again, answered like the first.
+        return MoMark(self.mo_id, self.mo_ttl_s, again=self.content_only and self.channel is not Channel.USSD)
 
     def once(self) -> Change:
         """The mark as a change, to add to one."""
@@ -262,8 +265,11 @@ class Context:
         await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])
 
     async def hash_password(self, password: str) -> str:
-        """scrypt off the event loop: it costs ~40 ms of CPU and releases the GIL."""
-        return await asyncio.to_thread(hash_password, password)
+        """scrypt off the event loop, on the process's bounded pool for costly work: ~40-80 ms of CPU
+        each. Raises `ussdgw.costly.Overloaded` (nothing done: the MO is deferred) when it would wait
+        longer than `costly_max_wait_s`, so that a burst of them cannot make every reply late."""
+        pool = pool_for(self.settings.costly_workers, self.settings.costly_max_wait_s)
+        return await pool.run(hash_password, password)
 
 
 def fit_text(text: str, msisdn: str = "") -> str:

@@ -84,6 +84,12 @@ class Settings(BaseModel):
     # Its message reference (a handset's 8 bits wrap every 256 messages; a restarted SMSC may start
     # again at 1) tells repeats apart only within it, so keep it well short of that.
     mo_dedup_window_s: Seconds = 300.0
+    # Costly work of an MO (a password's scrypt) runs on `costly_workers` threads per gateway process
+    # (0: half its CPUs, at least one); one that would wait longer than `costly_max_wait_s` for them
+    # is not started: its MO is answered ESME_RTHROTTLED and the SMSC delivers it again later
+    # (`ussdgw/costly.py`). Cheap MOs never wait behind it.
+    costly_workers: Count = 0
+    costly_max_wait_s: Seconds = 2.0
     # D2 (`handlers/d2.py`): a code of one kind (password, archive code) at most once per cool-down,
     # and at most `secret_per_hour` a subscriber asks for herself per hour; SMS others cause (a gift
     # code, an N2 joining notice) at most `d2_from_others_per_hour` to one recipient and `d2_caused_per_hour` from one
@@ -294,7 +300,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "redis": ("redis_", ("redis_url", "redis_cluster", "redis_wait_replicas", "redis_wait_timeout_ms")),
     "smsc": ("smsc_", ("smsc_host", "smsc_port", "system_id", "password", "system_type", "binds", "window",
                        "enquire_link_s", "response_timeout_s", "reconnect_max_s", "mt_rate_per_s", "mt_lease_s",
-                       "mo_dedup_window_s")),
+                       "mo_dedup_window_s", "costly_workers", "costly_max_wait_s")),
     "simulator": ("sim_", ("sim_host", "sim_port", "sim_http_port", "sim_url", "sim_selfcare_url", "sim_accounts",
                            "sim_validity_s", "sim_smtp_port", "sim_max_connections", "sim_max_phones",
                            "sim_bind_timeout_s", "sim_smtp_max_connections", "sim_smtp_timeout_s")),

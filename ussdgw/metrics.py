@@ -157,8 +157,9 @@ class GatewayMetrics(_Metrics):
             "ussdgw_mo", "MOs taken from the SMSC, by channel (sms, ussd), route (the handler that answered; "
             "'-' before routing) and outcome: applied, duplicate (a redelivery answered again), part (a part of a "
             "long SMS, kept until the rest arrives), deferred (Redis away: ESME_RX_T_APPN), failed (the handler "
-            "raised: ESME_RX_T_APPN), refused (no reply could be addressed: a permanent error)", "channel",
-            "route", "outcome")
+            "raised: ESME_RX_T_APPN), throttled (its costly work, a password's scrypt, would wait too long: "
+            "ESME_RTHROTTLED, the SMSC brings it back), refused (no reply could be addressed: a permanent error)",
+            "channel", "route", "outcome")
         self.mo_seconds = self._histogram(
             "ussdgw_mo_duration_seconds", "From a deliver_sm read to its handler's commit done (the "
             "deliver_sm_resp leaves then), by channel", ("channel",), LATENCY_BUCKETS)
@@ -194,6 +195,15 @@ class GatewayMetrics(_Metrics):
         self.mt_sending = self._scrape_gauge(
             "ussdgw_mt_sending", "MTs this gateway process is submitting now (waiting for a bind, the window, a "
             "throttling pause or a response)")
+        self.mt_resent = self._counter(
+            "ussdgw_mt_resent", "MTs submitted again without knowing whether the SMSC had taken the first "
+            "copy (then the phone gets it twice), by reason: answer_lost (a submit_sm whose response never "
+            "came: a timeout, a link cut), reclaimed (a dead gateway's MT: it may have been submitted and not "
+            "recorded)", "reason")
+        self.mt_resent.start_at_zero("answer_lost", "reclaimed")
+        self.costly_pending = self._scrape_gauge(
+            "ussdgw_costly_pending", "Costly tasks (password hashes) running or waiting for this process's "
+            "bounded pool; one that would wait longer than costly_max_wait_s is refused (outcome throttled)")
         self.mt_oldest_age = self._scrape_gauge(
             "ussdgw_mt_oldest_age_seconds", "Age of the oldest MT this gateway process is still submitting, from "
             "when it took it (its commit here, or its recovery from a dead gateway); 0 when none")

@@ -2,7 +2,7 @@
 redis-server), a proxy in the SMPP link, a steady load of MOs through the simulator's HTTP API, and
 two faults: a gateway SIGKILLed, Redis SIGKILLed. Nothing may be lost, applied twice, left without
 a reply, late or stranded in an outbox, and money must add up. A reply that arrives twice is
-expected only where nothing can prevent it (the xfail's reason says when): only that assertion is marked."""
+allowed only after a resend that SMPP cannot rule out as a second copy, and each such resend is counted."""
 
 from __future__ import annotations
 
@@ -36,16 +36,15 @@ def test_every_mo_is_acknowledged_applied_once_and_answered_and_money_adds_up(re
 
 
 # A gateway SIGKILLed between a submit_sm and the record of it that follows leaves an MT the SMSC
-# has accepted in the outbox: its lease runs out and another gateway sends it again. Nothing can
-# tell the two apart without asking the SMSC; the window is a round trip to Redis per MT in flight.
-KNOWN_DOUBLES = {"gateway-kill": "a gateway killed between a submit_sm and its record (one Redis round trip)"}
+# may have accepted in the outbox: its lease runs out and another gateway sends it again, and SMPP
+# cannot tell (the message id died with the gateway). Such resends are counted (`resent`): a double
+# is allowed only where one happened, and after a Redis fault none at all.
+MAY_DOUBLE = {"gateway-kill"}
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param(fault, marks=pytest.mark.xfail(strict=False, raises=AssertionError, reason=KNOWN_DOUBLES[fault]))
-    if fault in KNOWN_DOUBLES else fault
-    for fault in FAULTS
-])
-def test_no_phone_gets_its_reply_twice(results: list[Result], fault: str) -> None:
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_reply_is_doubled_only_by_a_resend_smpp_cannot_rule_out(results: list[Result], fault: str) -> None:
     [r] = [r for r in results if r.fault == fault]
-    assert r.replies[">1"] == 0, (r.replies, r.notes)
+    assert r.replies[">1"] <= r.resent_lost + r.resent_reclaimed, (r.replies, r.notes)
+    if fault not in MAY_DOUBLE:
+        assert r.replies[">1"] == 0, (r.replies, r.notes)

@@ -28,12 +28,20 @@ async def _no_mo(_: DeliverSm | DataSm) -> int:
     return Status.ROK
 
 
+def resent(client: EsmeClient, reason: str) -> float:
+    """How many MTs `client` submitted again not knowing whether the SMSC had the first copy."""
+    value = client.metrics.registry.get_sample_value("ussdgw_mt_resent_total", {"reason": reason})
+    return value or 0.0
+
+
 async def test_throttled_and_queue_full_answers_are_retried_until_the_mt_is_delivered(stack: Stack) -> None:
-    assert stack.smsc is not None
+    assert stack.smsc is not None and stack.gateway is not None
     stack.smsc.refuse_submits.extend([Status.RTHROTTLED, Status.RMSGQFUL, Status.RTHROTTLED])
     [reply] = await send_and_wait(stack, "79161234567", "5555", "hello")
     assert "3339" in reply.text
     assert stack.smsc.submit_refusals == {Status.RTHROTTLED: 2, Status.RMSGQFUL: 1}
+    # a refusal is an answer: the SMSC did not take that try, so the resend is no possible double
+    assert resent(stack.gateway.clients[0], "answer_lost") == 0
 
 
 async def test_an_smsc_rate_limit_throttles_the_gateway_and_still_every_reply_arrives(settings: Settings) -> None:
@@ -115,6 +123,8 @@ async def test_an_unanswered_submit_times_out_and_is_sent_again_without_leaking_
         assert resp.status == Status.ROK and resp.message_id == "msg0001"
         assert len(smsc.submits) == 2
         assert client._conn is not None and not client._conn.session.outstanding  # the one table of requests
+        # the first try may have been taken: the resend is counted as a possible second copy
+        assert resent(client, "answer_lost") == 1
     finally:
         await client.stop()
         runner.cancel()

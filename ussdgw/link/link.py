@@ -33,7 +33,12 @@ READ_SIZE = 65536
 
 class LinkDown(ConnectionError):
     """The SMPP link went away (or is unbinding) while a request was outstanding or about to be
-    sent; safe to retry on the next bind."""
+    sent; safe to retry on the next bind. `maybe_sent`: the request may have reached the peer (it
+    was outstanding when the link went), so a resend may repeat it; False when it never left."""
+
+    def __init__(self, reason: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(reason)
+        self.maybe_sent = maybe_sent
 
 
 class ResponseTimeout(TimeoutError):
@@ -80,7 +85,7 @@ class SmppLink:
         """Send a request outside the window; the future gets its response, `ResponseTimeout`
         (after `timeout`, default `response_timeout_s`) or `LinkDown`."""
         if self.closed.is_set() or self.session.state >= SessionState.UNBINDING:
-            raise LinkDown("link closed" if self.closed.is_set() else "link unbinding")
+            raise LinkDown("link closed" if self.closed.is_set() else "link unbinding", maybe_sent=False)
         loop = self._loop
         future: asyncio.Future[Pdu] = loop.create_future()
         deadline = loop.time() + (self.response_timeout_s if timeout is None else timeout)

@@ -91,10 +91,14 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class MoMark:
-    """The MO this step answers: the step is applied once per `mo_id`; its mark lives `ttl_s`."""
+    """The MO this step answers: the step is applied once per `mo_id`; its mark lives `ttl_s`.
+    `again`: nothing but its content identifies the MO, so a repeat may be the subscriber asking
+    again: it is answered like the first (its replies already sent go out once more; the mark
+    keeps their sealed copies), never applied twice and never left without an answer."""
 
     mo_id: str
     ttl_s: int
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,8 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     p: dict[str, Any] = {"now": now, "ts": f"{now:.3f}", "maxlen": AUDIT_MAXLEN, "lease_until": lease_until}
     if change.mo is not None:
         p["mo"] = change.mo.ttl_s
+        if change.mo.again:
+            p["again"] = True
         p["lease_now"], p["grace"] = lease_now, grace_s
         if replay:
             p["replay"] = True

@@ -190,9 +190,7 @@ class Store:
             return CommitResult(outcome, _leased(messages, until), profile=profile,
                                 autopaid_kop=change.autopaid_kop, blocked_from=raw[2].decode() if gate else None)
         if outcome is Outcome.DUPLICATE:
-            # Only MTs whose lease had run out come back (now leased to us): their entries are still
-            # there (removed only after a send), so nothing to index.
-            return CommitResult(outcome, _leased([self.sealer.open_message(blob) for blob in raw[1:]], until))
+            return await self._answered_again(msisdn, change.mo, raw[1:], until)
         if outcome is Outcome.LIMITED:
             return CommitResult(outcome, code=raw[1].decode(), retry_at=float(raw[2]))
         if outcome is Outcome.REFUSED:
@@ -210,7 +208,18 @@ class Store:
         raw = await guarded(self.scripts.submit("commit", keys, [arg]))
         if raw[0] == b"absent":
             return None
-        return CommitResult(Outcome.DUPLICATE, _leased([self.sealer.open_message(blob) for blob in raw[1:]], until))
+        return await self._answered_again(msisdn, mark, raw[1:], until)
+
+    async def _answered_again(self, msisdn: str, mark: MoMark | None, blobs: Sequence[bytes],
+                              until: float) -> CommitResult:
+        """A repeated MO's result: its MTs that come back, now leased to the caller. Those whose lease
+        had run out still have their recovery entries (removed only after a send); copies queued again
+        for a repeat known by its text alone (`MoMark.again`) get theirs here (a crash before this
+        leaves the MO unacknowledged: its redelivery finds them in the outbox once their lease ran out)."""
+        again = [self.sealer.open_message(blob) for blob in blobs]
+        if again and mark is not None and mark.again:
+            await guarded(self.indexes.mts_queued(msisdn, (m.mt_id for m in again), until))
+        return CommitResult(Outcome.DUPLICATE, _leased(again, until))
 
     async def update(self, msisdn: str, build: Callable[[Profile], Change]) -> CommitResult:
         """Commit what `build` makes of `msisdn`'s profile as it is now; when a check it made on that

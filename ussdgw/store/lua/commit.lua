@@ -9,6 +9,8 @@
 --   lease_now, grace                    wall time for leases; how long past its end a lease stays
 --                                       untouched by a redelivery
 --   mo        the MO mark's TTL: applied once per MO; a redelivery gets the same MTs back
+--   again     the MO is known by its text alone: the mark keeps its MTs' sealed copies, and a
+--             repeat gets those already sent queued again (the first answer, once more)
 --   expect    the dialogue version this step was computed from ('conflict' if it moved on)
 --   dialogue  {write?, version, ttl_ms}: write the dialogue (or delete it when no write)
 --   must_exist, create   refuse when there is no profile / give a new one [field, value] (created_at)
@@ -30,13 +32,22 @@ local sub, audit, outbox, lease, mo, dialogue = KEYS[1], KEYS[2], KEYS[3], KEYS[
 if p.mo and redis.call('EXISTS', mo) == 1 then
   -- A redelivery: its MTs still queued go out again only when nobody is sending them (their lease
   -- ran out `grace` seconds ago: a sender that lost Redis for a moment may be recording one).
+  -- An MO marked `again` (nothing but its text identifies it: it may be the subscriber asking
+  -- again) gets its MTs already sent queued once more, from the copies its mark keeps.
+  local mark = cjson.decode(redis.call('GET', mo))
+  local ids, copies = mark, nil
+  if mark.ids then ids, copies = mark.ids, mark.copies end
   local out = {'duplicate'}
-  for _, id in ipairs(cjson.decode(redis.call('GET', mo))) do
+  for i, id in ipairs(ids) do
     local blob = redis.call('HGET', outbox, id)
     local ends = tonumber(redis.call('ZSCORE', lease, id) or '0')
     if blob and ends + (p.grace or 0) <= p.lease_now then
       redis.call('ZADD', lease, exact(p.lease_until), id)
       table.insert(out, blob)
+    elseif not blob and p.again and copies and copies[i] then
+      redis.call('HSET', outbox, id, copies[i])
+      redis.call('ZADD', lease, exact(p.lease_until), id)
+      table.insert(out, copies[i])
     end
   end
   return out
@@ -96,14 +107,19 @@ for _, w in ipairs(p.writes or {}) do
   else redis.call('SET', key, w[4], 'EX', w[5]) end
 end
 for i, g in ipairs(p.guards or {}) do rate_record(KEYS[g[1]], p.now, p.tag .. ':' .. i) end
-local ids = {}
+local ids, copies = {}, {}
 for _, m in ipairs(p.mts or {}) do
   redis.call('HSET', outbox, m[1], m[2])
   redis.call('ZADD', lease, exact(p.lease_until), m[1])
   table.insert(ids, m[1])
+  table.insert(copies, m[2])
 end
 for _, a in ipairs(p.audit or {}) do audit_add(audit, p.maxlen, a) end
-if p.mo then redis.call('SET', mo, cjson.encode(ids), 'EX', p.mo) end
+if p.mo and p.again and #ids > 0 then
+  redis.call('SET', mo, cjson.encode({ids = ids, copies = copies}), 'EX', p.mo)
+elseif p.mo then
+  redis.call('SET', mo, cjson.encode(ids), 'EX', p.mo)
+end
 if p.dialogue then
   redis.call('DEL', dialogue)
   if p.dialogue.write then
