@@ -37,6 +37,8 @@ Redis (audit trail, MO marks, outboxes, balances):
                  copy, from their logs: `lost` after a submit_sm whose answer never came (a link cut,
                  a timeout), `reclaimed` a dead gateway's MT (it may have been submitted, unrecorded).
                  SMPP cannot tell; each is a doubled reply if the SMSC had the first copy
+    throttled    MOs a gateway answered ESME_RTHROTTLED because their password hash would have
+                 waited too long for its pool (the SMSC delivered them again later), from the logs
     money        the phones' balances before -> after, and what they should be (100 ₽ per switch)
     recovery s   from the fault until the part is back (restarted, reconnected) and every MO offered
                  during the fault, and the first one after it, has its reply (- : some never came)
@@ -436,6 +438,7 @@ class Result:
     index_left: int = 0
     resent_lost: int = 0
     resent_reclaimed: int = 0
+    throttled: int = 0
     money_before: int = 0
     money_after: int = 0
     money_expected: int = 0
@@ -554,20 +557,22 @@ class Scenario:
                 pipe.hlen(outbox_key(msisdn))
             return sum(int(n) for n in await pipe.execute())
 
-    def _resends(self) -> tuple[int, int]:
-        """(submits resent after a lost answer, dead gateways' MTs reclaimed) logged since the start."""
-        counts = {"submit_resent": 0, "mt_reclaimed": 0}
+    def _resends(self) -> tuple[int, int, int]:
+        """(submits resent after a lost answer, dead gateways' MTs reclaimed, MOs throttled for a busy
+        hashing pool) logged since the start."""
+        counts = {"submit_resent": 0, "mt_reclaimed": 0, "mo_deferred": 0}
         for path, mark in self._log_marks.items():
             with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as log:
                 log.seek(mark)
                 for line in log:
-                    if '"submit_resent"' not in line and '"mt_reclaimed"' not in line:
+                    if '"submit_resent"' not in line and '"mt_reclaimed"' not in line and '"busy"' not in line:
                         continue
                     with contextlib.suppress(ValueError):
-                        event = json.loads(line).get("event")
-                        if event in counts:
+                        entry = json.loads(line)
+                        event = entry.get("event")
+                        if event in counts and (event != "mo_deferred" or entry.get("reason") == "busy"):
                             counts[event] += 1
-        return counts["submit_resent"], counts["mt_reclaimed"]
+        return counts["submit_resent"], counts["mt_reclaimed"], counts["mo_deferred"]
 
     async def _count(self, result: Result, accepted: list[Offer], fault_at: float, healed_at: float) -> None:
         db, http = self.platform.db, self.platform.http
@@ -615,7 +620,7 @@ class Scenario:
         for bucket in range(INDEX_BUCKETS):
             members = await db.zrange(mt_due_key(bucket), 0, -1)
             result.index_left += sum(1 for m in members if m.decode().partition("|")[0] in mine)
-        result.resent_lost, result.resent_reclaimed = self._resends()
+        result.resent_lost, result.resent_reclaimed, result.throttled = self._resends()
         result.money_after = sum(await self._balances())
         result.money_expected = result.money_before - SWITCH_KOP * switched
         # Recovered: every MO offered during the fault answered, and the first one offered after it too.
@@ -667,14 +672,14 @@ async def run_faults(plan: Plan, faults: list[str], *, workdir: Path | None = No
 
 def render(results: list[Result], plan: Plan, out: TextIO = sys.stdout) -> None:
     headers = ["fault", "offered", "refused", "acked", "applied", "applied 2x", "replies 0/1/>1", "late",
-               "stranded", "index", "resent lost/reclaimed", "money before -> after (expected)", "recovery s",
-               "verdict"]
+               "stranded", "index", "resent lost/reclaimed", "throttled", "money before -> after (expected)",
+               "recovery s", "verdict"]
     rows = []
     for r in results:
         money = f"{r.money_before / 100:,.0f} -> {r.money_after / 100:,.0f} ({r.money_expected / 100:,.0f}) ₽"
         rows.append([r.fault, str(r.offered), str(r.refused), str(r.acked), str(r.applied), str(r.applied_twice),
                      f"{r.replies['0']}/{r.replies['1']}/{r.replies['>1']}", str(r.late), str(r.stranded),
-                     str(r.index_left), f"{r.resent_lost}/{r.resent_reclaimed}", money,
+                     str(r.index_left), f"{r.resent_lost}/{r.resent_reclaimed}", str(r.throttled), money,
                      "-" if r.recovery_s is None else f"{r.recovery_s:g}", "ok" if r.ok else "FAIL"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     print(f"load {plan.rate:g} MO/s for {plan.load_s:g} s (ПАРОЛЬ, *100#, *111*2*3*1# = 100 ₽), fault at "

@@ -192,7 +192,7 @@ class Gateway:
                 return Status.RX_T_APPN
             except Overloaded as exc:  # its costly work would wait too long: the SMSC brings it back later
                 metrics.mo.inc(channel, "-", "throttled")
-                log.info("mo_deferred", to=message.short_code, reason="busy",
+                log.warning("mo_deferred", to=message.short_code, reason="busy",
                          expected_wait_s=round(exc.expected_wait_s, 2), ms=ms())
                 return Status.RTHROTTLED
             except Exception:  # answered as the ESME would; logged here, in the MO's context
