@@ -244,9 +244,9 @@ class Gateway:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
-            # The gate's read goes with the dialogue's, in one round trip.
+            # The gate's read (the profile) goes with the dialogue's, in one round trip.
             first = await self.store.dialogues.step_read(message.msisdn, message.mo_id)
-            refused = await refuse_if_blocked(message, self.platform, first[2])
+            refused = await refuse_if_blocked(message, self.platform, first.blocked_from)
         else:
             first = None
             refused = await refuse_blocked_mo(message, self.platform)
@@ -255,7 +255,7 @@ class Gateway:
                 self._spawn(self.send(mt))
             return "access.blocked", refused.outcome
         if first is not None:
-            outcome = await handle_ussd(message, self.platform, self.router, first=(first[0], first[1]))
+            outcome = await handle_ussd(message, self.platform, self.router, first=first)
             self._send_all(outcome.result)
             if outcome.result.outcome == "applied":
                 reply_op = next((m.ussd_service_op for m in outcome.result.messages

@@ -120,6 +120,9 @@ class Context:
     ussd: UssdStep | None = None
     result: CommitResult | None = None
     read_profile: Profile | None = None  # read once per request; actions that change it commit
+    # The profile hash as the request's first read found it (a USSD step reads it with its dialogue):
+    # `profile()` makes the Profile of it only when a handler asks.
+    stored_profile: list[bytes] | None = None
 
     @property
     def msisdn(self) -> str:
@@ -144,7 +147,11 @@ class Context:
     async def profile(self) -> Profile:
         """The profile, read once per request (menus ask for it for several parts of one screen)."""
         if self.read_profile is None:
-            self.read_profile = await self.store.subscribers.profile(self.msisdn)
+            stored = self.stored_profile
+            if stored is not None:
+                self.read_profile = Profile.from_stored(self.msisdn, dict(zip(stored[::2], stored[1::2], strict=True)))
+            else:
+                self.read_profile = await self.store.subscribers.profile(self.msisdn)
         return self.read_profile
 
     def ussd_step(self) -> UssdStep:

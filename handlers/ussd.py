@@ -44,6 +44,7 @@ from ussdgw.smpp.ussd import (
     parse_ussd_string,
 )
 from ussdgw.store import AuditEvent, Change, CommitResult, DialogueStep, Outcome
+from ussdgw.store.dialogues import StepRead
 
 log = structlog.get_logger("ussdgw.handlers.ussd")
 
@@ -84,10 +85,11 @@ class UssdOutcome:
 
 
 async def handle_ussd(message: InboundMessage, platform: Platform, router: Router, *,
-                      first: tuple[bool, bytes | None] | None = None) -> UssdOutcome:
+                      first: StepRead | None = None) -> UssdOutcome:
     """Handle one USSD MO from start to commit; the caller sends `result.messages`.
 
-    `first`: what `Dialogues.load` gave the caller just now (the first try uses it, a retry reads again)."""
+    `first`: what `Dialogues.step_read` gave the caller just now (the first try uses it, a retry
+    reads again)."""
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
             return await _handle_once(message, platform, router, first)
@@ -103,13 +105,15 @@ def content_only(message: InboundMessage) -> bool:
 
 
 async def _handle_once(message: InboundMessage, platform: Platform, router: Router,
-                       first: tuple[bool, bytes | None] | None) -> UssdOutcome:
+                       first: StepRead | None) -> UssdOutcome:
     store, settings = platform.store, platform.settings
     msisdn = message.msisdn
     kind = classify_op(message.ussd_service_op, message.its_session_info)
     if content_only(message) and kind is MoKind.DIAL:  # the same string dialled again later is a new dial
         message = dataclasses.replace(message, mo_ttl_s=CONTENT_ONLY_DIAL_TTL_S)
-    applied, raw = first if first is not None else await store.dialogues.load(msisdn, message.mo_id)
+    applied, raw = (first.applied, first.dialogue) if first is not None else await store.dialogues.load(
+        msisdn, message.mo_id)
+    stored_profile = first.profile if first is not None else None
     open_dialogue = UssdDialogue.from_json(raw) if raw is not None else None
     if content_only(message) and kind is MoKind.ANSWER and open_dialogue is not None:
         # "2" answered on two screens is two answers: the step tells them apart (the commit still
@@ -123,7 +127,7 @@ async def _handle_once(message: InboundMessage, platform: Platform, router: Rout
     timeouts = timeouts_of(settings)
 
     def make(dialogue: UssdDialogue, **extra: Any) -> Context:
-        return Context(platform, message, ussd=UssdStep(dialogue, timeouts, **extra))
+        return Context(platform, message, ussd=UssdStep(dialogue, timeouts, **extra), stored_profile=stored_profile)
 
     if kind is MoKind.DIAL:
         text = message.text.strip() or message.short_code

@@ -38,6 +38,18 @@ def plain_client(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
+def all_keys(url: str, pattern: str) -> list[bytes]:
+    """Every key matching `pattern`, from every primary of a cluster (a cluster client's plain
+    KEYS asks one node only) or from the one server."""
+    client = plain_client(url)
+    try:
+        if url.startswith("redis+cluster://"):
+            return list(client.keys(pattern, target_nodes=redis.RedisCluster.PRIMARIES))
+        return list(client.keys(pattern))
+    finally:
+        client.close()
+
+
 def one_per_primary(url: str, count: int = 3) -> list[str]:
     """MSISDNs whose keys land on different primaries (a cluster's every primary, in its slot order);
     on a single Redis simply the first `count` candidates. Tests that must touch every shard use them."""

@@ -6,6 +6,7 @@ late answer is told politely that it came too late."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,27 @@ from ussdgw.store.profile import STORED, block_day
 
 if TYPE_CHECKING:
     from ussdgw.store.core import Store
+
+
+_BLOCKED_FROM = STORED["blocked_from"].encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StepRead:
+    """What a USSD step reads first (`Dialogues.step_read`), as Redis returned it."""
+
+    applied: bool  # the MO was applied already (a redelivery)
+    dialogue: bytes | None  # the open dialogue's JSON
+    profile: list[bytes]  # the subscriber's hash, flat: field, value, ... (`Profile.from_stored`)
+
+    @property
+    def blocked_from(self) -> date | None:
+        """The N3 block day in the profile read (the MO gate's question)."""
+        raw = self.profile
+        for i in range(0, len(raw) - 1, 2):
+            if raw[i] == _BLOCKED_FROM:
+                return block_day(raw[i + 1])
+        return None
 
 
 class Dialogues:
@@ -29,14 +51,16 @@ class Dialogues:
                                                  batch.command("HGET", ussd_key(msisdn), "d")))
         return bool(seen) and mo_id is not None, raw
 
-    async def step_read(self, msisdn: str, mo_id: str | None) -> tuple[bool, bytes | None, date | None]:
-        """`load`, and the number's N3 block day (the MO gate's read), in the same round trip: the
-        first thing every USSD step needs to know."""
+    async def step_read(self, msisdn: str, mo_id: str | None) -> StepRead:
+        """`load`, and the subscriber's profile hash (the MO gate's block day is in it, and most
+        menus show a part of it), in the same round trip: what every USSD step reads first."""
         batch = self._store.pipeline
-        seen, raw, blocked = await guarded(asyncio.gather(
+        seen, raw, profile = await guarded(asyncio.gather(
             batch.command("EXISTS", mo_key(msisdn, mo_id or "-")), batch.command("HGET", ussd_key(msisdn), "d"),
-            batch.command("HGET", sub_key(msisdn), STORED["blocked_from"])))
-        return bool(seen) and mo_id is not None, raw, block_day(blocked)
+            batch.command("HGETALL", sub_key(msisdn))))
+        if isinstance(profile, dict):  # a map when the connection speaks RESP3
+            profile = [item for pair in profile.items() for item in pair]
+        return StepRead(bool(seen) and mo_id is not None, raw, profile)
 
     async def ttl(self, msisdn: str) -> float | None:
         """Seconds the open dialogue has left in Redis (None when there is none)."""
