@@ -7,33 +7,24 @@ has ended, or that ran out of idle time on the page's countdown (P5), returns to
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from handlers.account import WRONG_TEXT
-from tests.support.browser import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS
+from tests.support.browser import CHROMIUM, TIMEOUT_MS
 from tests.support.selfcare_helpers import IVAN, IVAN2, extract_code, extract_password, seed, sms_password, wait_sms
 from ussdgw.app.stack import Stack
 
 pytestmark = pytest.mark.needs_tool(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
 
 if CHROMIUM.exists():
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Page, expect
 
 SCREENS: dict[str, dict[str, Any]] = {
     "laptop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
 }
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield launched
-        await launched.close()
 
 
 async def open_cabinet(browser: Browser, stack: Stack, *, fake_clock: bool = False, **context: Any) -> Page:

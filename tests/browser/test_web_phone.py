@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import smtplib
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from simulator.pdulog import status_label
 from simulator.scenario import load_scenario, report_lines, run_against
-from tests.support.browser import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS
+from tests.support.browser import CHROMIUM, TIMEOUT_MS
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.smpp.ussd import DialogueState
@@ -30,15 +29,7 @@ PHONE = "79161234567"
 pytestmark = pytest.mark.needs_tool(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
 
 if CHROMIUM.exists():
-    from playwright.async_api import Browser, Page, async_playwright, expect
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield launched
-        await launched.close()
+    from playwright.async_api import Browser, Page, expect
 
 
 async def open_phone(browser: Browser, stack: Stack, msisdn: str, **context: object) -> Page:
