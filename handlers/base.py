@@ -11,7 +11,6 @@ reply back instead of a second change. Whatever a handler compares with "now" it
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -232,7 +231,7 @@ class Context:
         text = fit_text(text, self.msisdn)
         op = UssdOp.PSSR_RESPONSE if close else UssdOp.USSR_REQUEST
         reply = OutboundMessage(
-            mt_id=os.urandom(16).hex(), source=self.message.short_code, destination=self.msisdn, text=text,
+            mt_id=uuid.uuid4().hex, source=self.message.short_code, destination=self.msisdn, text=text,
             ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
         )
         events = (_dialled(ussd), *audit)
