@@ -233,13 +233,18 @@ class Context:
             mt_id=uuid.uuid4().hex, source=self.message.short_code, destination=self.msisdn, text=text,
             ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
         )
-        events = [_dialled(ussd), *audit]
+        events = (_dialled(ussd), *audit)
         if close:
-            events.append(AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"))
+            events += (AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"),)
         ttl = dialogue.deadline(ussd.timeouts) - now + LATE_GRACE_S
         step = DialogueStep(None if close else dialogue.to_json(), dialogue.version, ttl, expect=ussd.expect)
-        result = await self.store.commit(self.msisdn, self.message.once() + change + Change(
-            messages=(reply, *messages), audit=tuple(events), dialogue=step, create_profile=True))
+        if change is NO_CHANGE:  # most screens change nothing but the dialogue: one Change, built once
+            whole = Change(mo=self.message.mark, messages=(reply, *messages), audit=events, dialogue=step,
+                           create_profile=True)
+        else:
+            whole = self.message.once() + change + Change(messages=(reply, *messages), audit=events, dialogue=step,
+                                                          create_profile=True)
+        result = await self.store.commit(self.msisdn, whole)
         if result.outcome is Outcome.CONFLICT:
             raise StepConflict(dialogue.version)
         if result.refused:
