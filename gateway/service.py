@@ -24,7 +24,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gateway.esme import EsmeClient
 from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
@@ -40,7 +39,7 @@ from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.costly import Overloaded
 from ussdgw.inputs import ascii_digits
-from ussdgw.logs import mask_msisdn
+from ussdgw.logs import bind_context, mask_msisdn, unbind_context
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
@@ -143,9 +142,7 @@ class Gateway:
         MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
         """
         channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
-        # Bound by token and reset by token: structlog's `bound_contextvars` reads the whole context
-        # twice per call, a cost paid for every PDU.
-        tokens = bind_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
+        token = bind_context(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
         try:
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
                 return (await self.on_receipts([pdu], bind))[0]
@@ -160,7 +157,7 @@ class Gateway:
                 return refused
             return await self._on_mo(pdu, channel)
         finally:
-            reset_contextvars(**tokens)
+            unbind_context(token)
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:
         started = time.perf_counter()
@@ -180,7 +177,7 @@ class Gateway:
         if message is None:  # a part of a long MO, kept in Redis until the others come
             metrics.mo.inc(channel, "-", "part")
             return Status.ROK
-        mo_token = bind_contextvars(mo_id=message.mo_id)
+        mo_token = bind_context(mo_id=message.mo_id)
         try:
             try:
                 handler_name, outcome = await self._dispatch(message)
@@ -204,7 +201,7 @@ class Gateway:
             ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
             log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
         finally:
-            reset_contextvars(**mo_token)
+            unbind_context(mo_token)
         return Status.ROK
 
     async def _assemble(self, pdu: DeliverSm | DataSm, part: Part) -> InboundMessage | None:

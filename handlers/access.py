@@ -31,7 +31,6 @@ reached one slot, never leaves a grant standing.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -43,7 +42,7 @@ from handlers.ports import Platform
 from handlers.ussd import timeouts_of
 from sms_codes import OPERATOR_TZ
 from ussdgw.smpp.ussd import MoKind, UssdDialogue, classify_op
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store
+from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store, new_mt_id
 from ussdgw.store.grants import Grants
 from ussdgw.store.profile import block_day
 
@@ -168,7 +167,7 @@ async def refuse_if_blocked(message: InboundMessage, platform: Platform,
         ctx = Context(platform, message, ussd=UssdStep(dialogue, timeouts_of(platform.settings)))
         result = await ctx.end(BLOCKED_USSD, audit=[refused])
     else:
-        reply = OutboundMessage(mt_id=uuid.uuid4().hex, source=message.short_code, destination=message.msisdn,
+        reply = OutboundMessage(mt_id=new_mt_id(), source=message.short_code, destination=message.msisdn,
                                 text=BLOCKED_TEXT, reaches_blocked=True)
         result = await store.commit(message.msisdn, message.once() + Change(
             messages=(reply,), create_profile=True,

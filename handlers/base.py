@@ -11,7 +11,6 @@ reply back instead of a second change. Whatever a handler compares with "now" it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +35,7 @@ from ussdgw.store import (
     Outcome,
     Profile,
     Store,
+    new_mt_id,
 )
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Context:
             return await self.end(text, change=change, audit=audit)
         msg = self.message
         mt = OutboundMessage(
-            mt_id=uuid.uuid4().hex,
+            mt_id=new_mt_id(),
             source=msg.short_code,
             destination=msg.msisdn,
             text=text,
@@ -209,7 +209,7 @@ class Context:
 
     def sms(self, text: str, source: str, *, secret: bool = False) -> OutboundMessage:
         """An SMS to this subscriber, to send along with the next show/end (e.g. a password from 3339)."""
-        return OutboundMessage(mt_id=uuid.uuid4().hex, source=source, destination=self.msisdn, text=text,
+        return OutboundMessage(mt_id=new_mt_id(), source=source, destination=self.msisdn, text=text,
                                secret=secret)
 
     async def _step(self, text: str, *, close: bool, change: Change, audit: Sequence[AuditEvent],
@@ -231,7 +231,7 @@ class Context:
         text = fit_text(text, self.msisdn)
         op = UssdOp.PSSR_RESPONSE if close else UssdOp.USSR_REQUEST
         reply = OutboundMessage(
-            mt_id=uuid.uuid4().hex, source=self.message.short_code, destination=self.msisdn, text=text,
+            mt_id=new_mt_id(), source=self.message.short_code, destination=self.msisdn, text=text,
             ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
         )
         events = [_dialled(ussd), *audit]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -66,7 +65,7 @@ def lease_now() -> float:
 
 
 def _leased(messages: Sequence[OutboundMessage], until: float) -> tuple[OutboundMessage, ...]:
-    return tuple(dataclasses.replace(m, leased_until=until) for m in messages)
+    return tuple(m.leased(until) for m in messages)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -338,7 +337,7 @@ class Store:
         msisdn = mt.destination
         renewed = await self.scripts.run("renew", [outbox_key(msisdn), lease_key(msisdn)],
                                          [mt.mt_id, repr(mt.leased_until), repr(until)])
-        return dataclasses.replace(mt, leased_until=until) if renewed else None
+        return mt.leased(until) if renewed else None
 
     async def reclaim(self, buckets: Sequence[int], limit: int = 100) -> list[OutboundMessage]:
         """MTs due in `buckets` whose sender died (their lease ran out, and was seen so `reclaim_grace_s`
@@ -367,5 +366,5 @@ class Store:
             else:
                 self._expired_seen.pop((msisdn, mt_id), None)
                 await self.indexes.mt_due_at(msisdn, mt_id, until)
-                out.append(dataclasses.replace(self.sealer.open_message(raw[1]), leased_until=until))
+                out.append(self.sealer.open_message(raw[1]).leased(until))
         return out

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import orjson
 
 from ussdgw.audit_detail import clean
+
+
+def new_mt_id() -> str:
+    """A fresh MT id: 128 random bits in hex (what `uuid4().hex` gave, without building a UUID per MT)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +31,11 @@ class OutboundMessage:
     # truth); its sender renews it while it waits, and gives up sending if it is lost.
     leased_until: float = 0.0
     reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
+
+    def leased(self, until: float) -> OutboundMessage:
+        """This MT held under a lease ending `until` (`dataclasses.replace`, without its field walk)."""
+        return OutboundMessage(self.mt_id, self.source, self.destination, self.text, self.ussd_service_op,
+                               self.its_session_info, self.secret, until, self.reaches_blocked)
 
     def to_json(self) -> bytes:
         fields: dict[str, object] = {
