@@ -28,8 +28,8 @@ import structlog
 from gateway.esme import EsmeClient
 from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
-from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked
-from handlers.base import Channel, Context, InboundMessage
+from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked, today
+from handlers.base import Channel, Context, Handler, InboundMessage
 from handlers.number_management import review_due
 from handlers.ports import Platform
 from handlers.routing import Router
@@ -45,6 +45,7 @@ from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, S
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, StoreUnavailable
 from ussdgw.store.core import lease_now
+from ussdgw.store.profile import block_day
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -240,13 +241,28 @@ class Gateway:
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
+        handler = None
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             # The gate's read (the profile) goes with the dialogue's, in one round trip.
             first = await self.store.dialogues.step_read(message.msisdn, message.mo_id)
             refused = await refuse_if_blocked(message, self.platform, first.blocked_from)
         else:
             first = None
-            refused = await refuse_blocked_mo(message, self.platform)
+            handler = self.router.route_sms(message.short_code, message.text)
+            if handler is self.router.help_handler:
+                # The help reply does nothing before its one commit: that commit checks N3 itself
+                # (one read fewer per MO); a blocked number's gets the refusal instead, below.
+                ctx = Context(self.platform, message, unless_blocked_on=today(self.clock.now()).isoformat())
+                await handler(ctx)
+                if ctx.blocked_from is None:
+                    return self._handled(handler, ctx)
+                refused = await refuse_if_blocked(message, self.platform, block_day(ctx.blocked_from))
+                if refused is None:  # the block was lifted meanwhile: the help reply after all
+                    ctx = Context(self.platform, message)
+                    await handler(ctx)
+                    return self._handled(handler, ctx)
+            else:
+                refused = await refuse_blocked_mo(message, self.platform)
         if refused is not None:
             for mt in refused.messages:
                 self._spawn(self.send(mt))
@@ -260,9 +276,13 @@ class Gateway:
                 self.dialogues.step(message.msisdn, message.ussd_service_op, message.its_session_info,
                                     outcome.handler, reply_op)
             return outcome.handler, outcome.result.outcome
-        handler = self.router.route_sms(message.short_code, message.text)
+        assert handler is not None
         ctx = Context(self.platform, message)
         await handler(ctx)
+        return self._handled(handler, ctx)
+
+    def _handled(self, handler: Handler, ctx: Context) -> tuple[str, str]:
+        """A handler's MTs on their way; (its name, its commit's outcome)."""
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
         self._send_all(ctx.result)

@@ -123,6 +123,11 @@ class Context:
     # The profile hash as the request's first read found it (a USSD step reads it with its dialogue):
     # `profile()` makes the Profile of it only when a handler asks.
     stored_profile: list[bytes] | None = None
+    # N3 checked by the reply's own commit (`Change.unless_blocked_on`), for a handler with no side
+    # effect before it: the operator's day, ISO; and, when that commit found the number blocked, its
+    # block day (nothing was committed: the gateway answers with the refusal instead).
+    unless_blocked_on: str = ""
+    blocked_from: str | None = None
 
     @property
     def msisdn(self) -> str:
@@ -187,13 +192,17 @@ class Context:
         )
         received = AuditEvent("mo_received", msg.channel, detail=render(to=msg.short_code))
         if change is NO_CHANGE:  # the common reply: one Change, the audit trail in its order
-            step = Change(mo=msg.mark, messages=(mt,), audit=(received, *audit), create_profile=True)
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received, *audit), create_profile=True,
+                          unless_blocked_on=self.unless_blocked_on)
         else:
-            step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True,
+                          unless_blocked_on=self.unless_blocked_on) + change
             if audit:
                 step += Change(audit=tuple(audit))
         result = await self.store.commit(msg.msisdn, step)
-        if not result.refused:
+        if result.outcome is Outcome.BLOCKED:
+            self.blocked_from = result.detail
+        elif not result.refused:
             self.result = result
         return result
 

@@ -59,6 +59,9 @@ UPDATE_ATTEMPTS = 5
 SEALING_TEXT = b"ussdgw: this key seals the queued MTs"
 
 
+_OUTCOMES = {outcome.value.encode(): outcome for outcome in Outcome}  # the script's first word, read per commit
+
+
 def lease_now() -> float:
     """Real wall time, for MT leases and the outbox index only (never the business clock)."""
     return time.time()
@@ -165,7 +168,7 @@ class Store:
         keys, arg = script_call(msisdn, stored_change(msisdn, change), now=now, lease_until=until,
                                 tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
                                 lease_now=leased, grace_s=self.reclaim_grace_s, created_field=STORED["created_at"],
-                                gate=STORED["blocked_from"] if gate else "")
+                                gate=STORED["blocked_from"] if gate else "", block_field=STORED["blocked_from"])
         indexed = None
         if sealed:  # the recovery entries first: an entry for nothing is harmless, an MT without one is not
             indexed = self.indexes.mts_queued(msisdn, (m.mt_id for m in messages), until)
@@ -180,7 +183,7 @@ class Store:
                 committed.add_done_callback(_consume)
                 raise
         raw = await guarded(committed)
-        outcome = Outcome(raw[0].decode())
+        outcome = _OUTCOMES[raw[0]]
         if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
             with contextlib.suppress(StoreUnavailable):
                 await self.indexes.mts_dropped(msisdn, [m.mt_id for m in messages])
@@ -194,6 +197,8 @@ class Store:
             return CommitResult(outcome, code=raw[1].decode(), retry_at=float(raw[2]))
         if outcome is Outcome.REFUSED:
             return CommitResult(outcome, code=raw[1].decode(), detail=raw[2].decode())
+        if outcome is Outcome.BLOCKED:
+            return CommitResult(outcome, detail=raw[1].decode())
         return CommitResult(outcome)
 
     async def replay(self, msisdn: str, mark: MoMark) -> CommitResult | None:
