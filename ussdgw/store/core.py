@@ -49,7 +49,7 @@ from ussdgw.store.keys import (
 from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard, audit_entry
 from ussdgw.store.money import Money
 from ussdgw.store.numbers import Numbers
-from ussdgw.store.pipeline import AutoPipeline
+from ussdgw.store.pipeline import AutoPipeline, replies
 from ussdgw.store.profile import STORED, Profile, Subscribers, stored_change
 from ussdgw.store.scripts import Scripts
 from ussdgw.store.sealing import Sealer
@@ -288,7 +288,7 @@ class Store:
         # after the MT left the outbox. On a cluster it waits for the script's answer.
         dropped = None if self.cluster else self.indexes.mt_dropping(msisdn, mt_id)
         try:
-            results = await guarded(asyncio.gather(done, *meets))
+            results = await guarded(replies([done, *meets]))
         except BaseException:
             if dropped is not None:
                 dropped.add_done_callback(_consume)
@@ -304,9 +304,9 @@ class Store:
 
     async def receipts_arrived(self, receipts: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
         """`receipt_arrived` for each (message id, state, err) of a batch, in one round trip."""
-        raws = await guarded(asyncio.gather(*(
+        raws = await guarded(replies([
             self.scripts.submit("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
-            for message_id, state, err in receipts)))
+            for message_id, state, err in receipts]))
         return [_flat_hash(raw) for raw in raws]
 
     async def receipt_recorded(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent) -> None:
@@ -321,9 +321,9 @@ class Store:
         for msisdn, mt_id, state, audit in receipts:
             fields = audit.fields(now)
             by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([mt_id, state, len(fields), *fields])
-        await guarded(asyncio.gather(*(
+        await guarded(replies([
             self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
-            for msisdn, args in by_subscriber.items())))
+            for msisdn, args in by_subscriber.items()]))
 
     async def mt_states(self, msisdn: str) -> dict[str, str]:
         """MT id -> its last known state, for the MTs of the last `DLR_TTL_S`."""
