@@ -56,6 +56,7 @@ REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are 
 RECOVERY_MAX_INTERVAL_S = 1.0  # MT recovery looks at least this often: a stranded MT waits its lease plus ~2 s
 LEASE_MARGIN_S = 0.2  # a submit is not started on a lease with less than this left
 RECORD_RETRY_MAX_S = 1.0
+RECENT_SUBMITS_KEPT = 100_000  # message ids this process submitted, kept to meet their receipts without Redis
 
 
 class Gateway:
@@ -91,6 +92,10 @@ class Gateway:
         self._recovery_s = min(RECOVERY_MAX_INTERVAL_S, max(0.2, settings.mt_lease_s / 3))
         # MTs this process is sending, with the lease it holds on each (renewed while they wait).
         self._held: dict[str, OutboundMessage] = {}
+        # SMSC message id -> (msisdn, MT id), for the parts this process submitted and recorded, oldest
+        # first: a receipt that comes back through this process (the common case) needs no
+        # correlation in Redis. Any other process, or this one after a restart, finds `dlr:<id>`.
+        self._submitted: dict[str, tuple[str, str]] = {}
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
         self.mts_in_flight = MtsInFlight()
@@ -297,11 +302,12 @@ class Gateway:
     async def on_receipts(self, pdus: list[DeliverSm], bind: str = "") -> list[int]:
         """Delivery receipts (those one read brought, together) to the statuses their responses carry.
 
-        Each is correlated with its MT (`dlr:<message id>`, whichever of receipt and submit_sm_resp
-        comes second completes it), and those whose MT is known are recorded (state and audit
-        entry): two pipelined round trips for the whole batch. Redis away: ESME_RX_T_APPN, the
-        SMSC delivers them again. An unreadable receipt is answered ESME_ROK (a redelivery would
-        be as unreadable) and logged."""
+        Each is correlated with its MT: by this process's memory when it submitted the part and
+        recorded it (`_submitted`), else in Redis (`dlr:<message id>`, whichever of receipt and
+        submit_sm_resp comes second completes it). Those whose MT is known are recorded (state and
+        audit entry): one round trip for the batch, two when some had to be met in Redis. Redis
+        away: ESME_RX_T_APPN, the SMSC delivers them again. An unreadable receipt is answered
+        ESME_ROK (a redelivery would be as unreadable) and logged."""
         statuses = [int(Status.ROK)] * len(pdus)
         readable: list[tuple[int, Receipt]] = []
         for at, pdu in enumerate(pdus):
@@ -320,11 +326,22 @@ class Gateway:
             readable.append((at, receipt))
         if not readable:
             return statuses
+        complete: list[dict[str, str]] = []
+        meet: list[Receipt] = []
+        submitted = self._submitted
+        for _, receipt in readable:
+            sent_here = submitted.pop(receipt.message_id, None)
+            if sent_here is None:
+                meet.append(receipt)
+            else:
+                complete.append({"msisdn": sent_here[0], "mt_id": sent_here[1], "state": receipt.state.name,
+                                 "err": receipt.error})
         try:
-            known = await self.store.receipts_arrived(
-                [(receipt.message_id, receipt.state.name, receipt.error) for _, receipt in readable])
-            # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
-            complete = [k for k in known if "msisdn" in k]
+            if meet:
+                known = await self.store.receipts_arrived(
+                    [(receipt.message_id, receipt.state.name, receipt.error) for receipt in meet])
+                # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
+                complete += [k for k in known if "msisdn" in k]
             if complete:
                 await self._record_receipts(complete)
         except StoreUnavailable as exc:
@@ -500,6 +517,12 @@ class Gateway:
                     return status == Status.ROK
                 await asyncio.sleep(delay)
                 delay = min(RECORD_RETRY_MAX_S, delay * 2)
+        submitted = self._submitted
+        for message_id, receipt in zip(message_ids, known, strict=True):
+            if "state" not in receipt:  # its receipt, when it comes here, is met without Redis
+                submitted[message_id] = (mt.destination, mt.mt_id)
+        while len(submitted) > RECENT_SUBMITS_KEPT:
+            del submitted[next(iter(submitted))]
         try:
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
