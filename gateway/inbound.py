@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 
 from ussdgw.inputs import parse_address
+from ussdgw.records import record
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, Status
 from ussdgw.smpp.receipt import Receipt
@@ -51,7 +51,7 @@ def is_notification(pdu: DeliverSm | DataSm) -> bool:
     return esm_type != 0 and not esm_type & EsmClass.DELIVERY_RECEIPT
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Part:
     """One part of a long MO: reference, total and number, wherever the sender put them."""
 

@@ -32,7 +32,7 @@ reached one slot, never leaves a grant standing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 import structlog
@@ -86,8 +86,20 @@ class Denied:
     text: str
 
 
+_current_day: tuple[float, float, date] = (0.0, 0.0, date.min)  # [start, end) of the day last asked for
+
+
 def today(now: float) -> date:
-    return datetime.fromtimestamp(now, OPERATOR_TZ).date()
+    """The operator's calendar day at `now` (asked once per MO: the day's bounds are kept)."""
+    global _current_day
+    start, end, day = _current_day
+    if start <= now < end:
+        return day
+    day = datetime.fromtimestamp(now, OPERATOR_TZ).date()
+    start = datetime.combine(day, time(), OPERATOR_TZ).timestamp()
+    end = datetime.combine(day + timedelta(days=1), time(), OPERATOR_TZ).timestamp()
+    _current_day = (start, end, day)
+    return day
 
 
 def blocked_on(since: date | None, now: float) -> bool:

@@ -22,6 +22,7 @@ from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
 from ussdgw.costly import pool_for
+from ussdgw.records import record
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import Timeouts, UssdDialogue, UssdString, fits_one_message, reply_session_info, ussd_length
 from ussdgw.store import (
@@ -55,7 +56,7 @@ class Channel(StrEnum):
     API = "api"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboundMessage:
     """An MO after decoding and reassembly: who sent what to which code."""
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ussdgw.audit_detail import clean
+from ussdgw.records import record
 from ussdgw.store.acting import attributed
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
@@ -89,7 +90,7 @@ class Write:
     ttl_s: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MoMark:
     """The MO this step answers: the step is applied once per `mo_id`; its mark lives `ttl_s`.
     `again`: nothing but its content identifies the MO, so a repeat may be the subscriber asking
@@ -120,7 +121,7 @@ def _join_one(a: Any, b: Any, what: str) -> Any:
     return a if a is not None else b
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Change:
     """One atomic step on one subscriber's slot (module docstring). Empty parts do nothing."""
 
@@ -170,7 +171,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"  # `Change.unless_blocked_on`: the number is blocked (N3), nothing written; `detail` its day
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommitResult:
     outcome: Outcome
     messages: tuple[OutboundMessage, ...] = ()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 
 from ussdgw.audit_detail import clean
+from ussdgw.records import record
 
 
 def new_mt_id() -> str:
@@ -16,7 +17,7 @@ def new_mt_id() -> str:
     return os.urandom(16).hex()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutboundMessage:
     """An MT waiting to be sent. `text` may hold a secret: it is sealed before it reaches Redis."""
 
@@ -52,7 +53,7 @@ class OutboundMessage:
         return cls(**json.loads(data))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuditEvent:
     """P10: what happened, through which channel, with what outcome. Never a secret in `detail`."""
 
