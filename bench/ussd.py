@@ -1,6 +1,6 @@
 """USSD dialogue steps per second and p99 step latency, through the real gateway and Redis over SMPP.
 
-    .venv/bin/python bench/ussd.py [--gateways 1] [--phones 200] [--seconds 10] [--rate 500]
+    .venv/bin/python bench/ussd.py [--gateways 1] [--phones 200] [--seconds 10] [--rate 500] [--profile FILE]
 
 Processes, all on 127.0.0.1: a private redis-server, N gateways exactly as `ussdgw gateway` runs
 them (log level warning), and this script as the SMSC: it accepts the binds and writes each
@@ -14,7 +14,9 @@ atomic commit (dialogue state, MO mark, sealed reply, audit) + a submit_sm back:
 
 A step's latency runs from writing its deliver_sm to reading the gateway's submit_sm for that
 phone. Printed: steps/s with every phone busy (closed loop), then p50/p99/max latency at a fixed
-offered rate (open loop, default 500 steps/s), and the CPU each process used.
+offered rate (open loop, default 500 steps/s), and the CPU each process used. With `--profile FILE`,
+py-spy samples the first gateway in each measured phase: FILE.closed and FILE.open (collapsed stacks,
+only while it holds the GIL).
 """
 
 from __future__ import annotations
@@ -196,6 +198,17 @@ def start_gateway(env: dict[str, str], port: int, log_path: Path, level: str = "
                                  "--smsc", f"127.0.0.1:{port}"], env=env, cwd=log_path.parent, stderr=log_file)
 
 
+def profiler(args: argparse.Namespace, pid: int, phase: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for one phase into `<--profile>.<phase>` (None without --profile)."""
+    if not args.profile:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+                             "--format", "raw", "--rate", "250", "--gil", "--nonblocking",
+                             "--output", str(Path(f"{args.profile}.{phase}").absolute())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def pct(values: list[float], q: float) -> float:
     """Milliseconds at the `q`-th fraction of `values` (seconds)."""
     return percentile(values, q * 100) * 1000
@@ -229,10 +242,13 @@ async def main(args: argparse.Namespace) -> int:
                 "bench(smsc)": os.getpid()}
 
         before = {k: cpu_seconds(p) for k, p in pids.items()}
+        sampler = profiler(args, gateways[0].pid, "closed")
         started = time.perf_counter()
         steps, latencies, errors = await closed_loop(smsc, phones, args.seconds)
         elapsed = time.perf_counter() - started
         cpu = {k: (cpu_seconds(p) - before[k]) / elapsed for k, p in pids.items()}
+        if sampler is not None:
+            await asyncio.to_thread(sampler.wait, 60)
         print(f"closed loop, {args.phones} phones busy: {steps / elapsed:,.0f} steps/s over {elapsed:.1f} s "
               f"(p50 {pct(latencies, 0.5):.2f} ms, p99 {pct(latencies, 0.99):.2f} ms), errors {len(errors)}, "
               f"redelivered {smsc.redelivered}")
@@ -245,10 +261,13 @@ async def main(args: argparse.Namespace) -> int:
             phone.position = 0
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         kernel_before = sum(cpu_seconds(g.pid, "system") for g in gateways)
+        sampler = profiler(args, gateways[0].pid, "open")
         started = time.perf_counter()
         _, latencies, errors2, skipped = await open_loop(smsc, phones, args.rate, args.seconds)
         elapsed = time.perf_counter() - started
         cpu = {k: (cpu_seconds(p) - before[k]) / elapsed for k, p in pids.items()}
+        if sampler is not None:
+            await asyncio.to_thread(sampler.wait, 60)
         kernel = sum(cpu_seconds(g.pid, "system") for g in gateways) - kernel_before
         print(f"open loop at {args.rate:,.0f} steps/s: {len(latencies):,} steps in {elapsed:.1f} s, "
               f"p50 {pct(latencies, 0.5):.2f} ms, p99 {pct(latencies, 0.99):.2f} ms, "
@@ -283,6 +302,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=500.0, help="offered steps/s in the open-loop phase")
     p.add_argument("--log-level", default="info", help="the gateways' log level (info: one line per step)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="sample the first gateway with py-spy in each phase into FILE.closed and FILE.open")
     return p.parse_args(argv)
 
 

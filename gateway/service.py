@@ -71,6 +71,7 @@ class Gateway:
         # What every MO's context carries: the composition root's (shared with the HTTP API), else
         # the platform without ports (the gateway sends what the handlers commit itself).
         self.platform = platform or Platform(store, settings, clock=self.clock)
+        self._owns_platform = platform is None  # then its costly pool is stopped with the gateway
         if self.platform.store is not store:
             raise ValueError("the gateway and its platform must share one store")
         self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
@@ -131,6 +132,8 @@ class Gateway:
         await self._sends.stop(grace_s=STOP_GRACE_S)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
         await self._loops.stop()
+        if self._owns_platform:
+            await self.platform.stop()
         with contextlib.suppress(StoreUnavailable):  # the others take this one's recovery buckets at once
             await self.store.indexes.gone(self.gateway_id)
 
@@ -139,6 +142,8 @@ class Gateway:
         await asyncio.gather(*(client.abort() for client in self.clients))
         await self._loops.stop()
         await self._sends.stop()
+        if self._owns_platform:
+            await self.platform.stop()
 
     # ---- inbound ----------------------------------------------------------------------------
     async def on_deliver(self, pdu: DeliverSm | DataSm, bind: str = "") -> int:
@@ -506,7 +511,9 @@ class Gateway:
         delay = 0.05
         while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
             try:
-                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids)
+                # A USSD screen asks for no receipt (registered_delivery 0): no message id to tie to it.
+                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit,
+                                                      message_ids if mt.ussd_service_op is None else ())
                 break
             except StoreUnavailable:
                 self.metrics.store_unavailable.inc("mt")

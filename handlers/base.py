@@ -21,7 +21,6 @@ import structlog
 from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
-from ussdgw.costly import pool_for
 from ussdgw.records import record
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import Timeouts, UssdDialogue, UssdString, fits_one_message, reply_session_info, ussd_length
@@ -244,13 +243,18 @@ class Context:
             mt_id=new_mt_id(), source=self.message.short_code, destination=self.msisdn, text=text,
             ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
         )
-        events = [_dialled(ussd), *audit]
+        events = (_dialled(ussd), *audit)
         if close:
-            events.append(AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"))
+            events += (AuditEvent("ussd_dialogue_closed", Channel.USSD, detail=f"service={dialogue.service_code}"),)
         ttl = dialogue.deadline(ussd.timeouts) - now + LATE_GRACE_S
         step = DialogueStep(None if close else dialogue.to_json(), dialogue.version, ttl, expect=ussd.expect)
-        result = await self.store.commit(self.msisdn, self.message.once() + change + Change(
-            messages=(reply, *messages), audit=tuple(events), dialogue=step, create_profile=True))
+        if change is NO_CHANGE:  # most screens change nothing but the dialogue: one Change, built once
+            whole = Change(mo=self.message.mark, messages=(reply, *messages), audit=events, dialogue=step,
+                           create_profile=True)
+        else:
+            whole = self.message.once() + change + Change(messages=(reply, *messages), audit=events, dialogue=step,
+                                                          create_profile=True)
+        result = await self.store.commit(self.msisdn, whole)
         if result.outcome is Outcome.CONFLICT:
             raise StepConflict(dialogue.version)
         if result.refused:
@@ -275,11 +279,10 @@ class Context:
         await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])
 
     async def hash_password(self, password: str) -> str:
-        """scrypt off the event loop, on the process's bounded pool for costly work: ~40-80 ms of CPU
+        """scrypt off the event loop, on the platform's bounded pool for costly work: ~40-80 ms of CPU
         each. Raises `ussdgw.costly.Overloaded` (nothing done: the MO is deferred) when it would wait
         longer than `costly_max_wait_s`, so that a burst of them cannot make every reply late."""
-        pool = pool_for(self.settings.costly_workers, self.settings.costly_max_wait_s)
-        return await pool.run(hash_password, password)
+        return await self.platform.costly.run(hash_password, password)
 
 
 def fit_text(text: str, msisdn: str = "") -> str:

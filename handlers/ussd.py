@@ -25,6 +25,7 @@ the simulator's "advance time" fast-forward it. There is no module-level clock.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,13 @@ UNSUPPORTED = "Этот тип USSD-запроса не поддерживает
 
 
 def timeouts_of(settings: Settings) -> Timeouts:
-    return Timeouts(step_s=settings.ussd_step_timeout_s, dialogue_s=settings.ussd_dialogue_timeout_s)
+    return _timeouts(settings.ussd_step_timeout_s, settings.ussd_dialogue_timeout_s)
+
+
+@functools.lru_cache(maxsize=16)
+def _timeouts(step_s: float, dialogue_s: float) -> Timeouts:
+    """One `Timeouts` per configuration, not one per step."""
+    return Timeouts(step_s=step_s, dialogue_s=dialogue_s)
 
 
 def find_route(router: Router, settings: Settings, path: str) -> UssdRoute | None:
@@ -151,7 +158,8 @@ async def _handle_once(message: InboundMessage, platform: Platform, router: Rout
         ctx = make(dialogue, args=dialled.parts[skip:], dialled=dialled)
         if open_dialogue is not None:
             log.info("ussd_dialogue_replaced", msisdn=msisdn, old=open_dialogue.service_code)
-        log.info("ussd_dialogue_started", msisdn=msisdn, service=route.service_code)
+        # The step's canonical line (the gateway's `mo_handled`) names the handler; the metrics count the start.
+        log.debug("ussd_dialogue_started", msisdn=msisdn, service=route.service_code)
         await route.handler(ctx)
         return UssdOutcome(route.handler.__qualname__, _done(ctx))
 

@@ -7,6 +7,7 @@ Self-care is free at any balance (M1); a paid switch is refused with the reason 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
@@ -129,13 +130,23 @@ async def act_n2_password(ctx: Context, params: Mapping[str, str], value: str | 
 
 # ---- lists, texts, validators ---------------------------------------------------------------------
 async def list_tariffs(ctx: Context, params: Mapping[str, str]) -> Sequence[tuple[str, str]]:
-    corporate = (await ctx.profile()).corporate
-    return [(t.id, f"{t.name} {rub(t.monthly_fee_kop)}/мес")
-            for t in catalogue().tariffs if corporate or not t.corporate_only]
+    return tariff_entries((await ctx.profile()).corporate)
+
+
+@functools.cache
+def tariff_entries(corporate: bool) -> tuple[tuple[str, str], ...]:
+    """The tariffs' list lines, the same for every subscriber of a kind (the catalogue is read once)."""
+    return tuple((t.id, f"{t.name} {rub(t.monthly_fee_kop)}/мес")
+                 for t in catalogue().tariffs if corporate or not t.corporate_only)
 
 
 async def text_current_tariff(ctx: Context, params: Mapping[str, str]) -> str:
-    tariff = catalogue().tariff((await ctx.profile()).tariff)
+    return current_tariff_header((await ctx.profile()).tariff)
+
+
+@functools.lru_cache(maxsize=256)
+def current_tariff_header(tariff_id: str) -> str:
+    tariff = catalogue().tariff(tariff_id)
     return f"Ваш тариф: {tariff.name}. Тарифы:" if tariff else "Тарифы:"
 
 

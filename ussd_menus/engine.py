@@ -376,11 +376,14 @@ def _paginate(header: str, lines: tuple[str, ...], back: bool, main: bool, page_
 
 
 # ---- running ------------------------------------------------------------------------------------
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Rendered:
     pages: tuple[Page, ...]
-    choices: list[tuple[str, Item | None, str | None]]  # (label, static item, or list key)
-    lines: list[str]  # one line per choice, as shown
+    choices: tuple[tuple[str, Item | None, str | None], ...]  # (label, static item, or list key)
+    lines: tuple[str, ...]  # one line per choice, as shown
+
+
+MAX_LAYOUTS = 4096  # screens laid out and kept (per menu); past it the cache starts afresh
 
 
 class Menu:
@@ -389,6 +392,9 @@ class Menu:
     def __init__(self, spec: MenuSpec, bindings: Bindings) -> None:
         self.spec = spec
         self.bindings = bindings
+        # A screen's layout is the same for every subscriber who sees the same header and entries:
+        # laid out once (lines, pages), then looked up at each step.
+        self._layouts: dict[tuple[str, str, tuple[tuple[str, str], ...], bool], _Rendered] = {}
 
     @property
     def service_code(self) -> str:
@@ -494,15 +500,27 @@ class Menu:
         header = screen.text or ""
         if screen.text_from is not None:
             header = await self.bindings.texts[screen.text_from](host, params)
+        entries: tuple[tuple[str, str], ...] = ()
+        if screen.list is not None:
+            entries = tuple(tuple(entry) for entry in await self.bindings.lists[screen.list](host, params))  # type: ignore[misc]
+        key = (screen.id, header, entries, bool(state["back"]))
+        rendered = self._layouts.get(key)
+        if rendered is None:
+            if len(self._layouts) >= MAX_LAYOUTS:
+                self._layouts.clear()
+            rendered = self._layouts[key] = self._layout(screen, header, entries, key[3])
+        return rendered
+
+    def _layout(self, screen: Screen, header: str, entries: Sequence[tuple[str, str]], back: bool) -> _Rendered:
+        """The screen's choices, lines and pages for this header and these list entries."""
         if screen.input is not None:
             header = f"{header}\n{screen.input.prompt}" if header else screen.input.prompt
         choices: list[tuple[str, Item | None, str | None]] = [(i.label, i, None) for i in screen.items]
         if screen.list is not None:
-            entries = await self.bindings.lists[screen.list](host, params)
             choices += [(label[:MAX_LABEL], None, key) for key, label in entries[:MAX_ITEMS - len(choices)]]
-        lines = [f"{n} {label}" for n, (label, _, _) in enumerate(choices, start=1)]
+        lines = tuple(f"{n} {label}" for n, (label, _, _) in enumerate(choices, start=1))
         at_start = screen.id == self.spec.start
-        return _Rendered(pages(header, lines, back=bool(state["back"]), main=not at_start), choices, lines)
+        return _Rendered(pages(header, lines, back=back, main=not at_start), tuple(choices), lines)
 
     async def _render(self, host: MenuHost, notice: str | None) -> None:
         state = host.menu_state

@@ -71,6 +71,19 @@ async def test_a_step_computed_from_an_old_dialogue_is_a_conflict(store: Store) 
     assert raw == b'{"s": 1}' and await store.redis.hlen(outbox_key(A)) == 0
 
 
+async def test_a_ussd_steps_first_read_is_the_mark_the_dialogue_and_the_profile_in_one_call(store: Store) -> None:
+    nothing = await store.dialogues.step_read(A, "mo-1")  # a number never seen: nothing, and no error
+    assert (nothing.applied, nothing.dialogue, nothing.profile, nothing.blocked_from) == (False, None, [], None)
+    await store.subscribers.put(A, {"balance_kop": 700, "blocked_from": "2030-01-02"}, AuditEvent("seeded", "admin"))
+    await store.commit(A, Change(mo=MoMark("mo-1", 60), dialogue=DialogueStep('{"s": 1}', "d:1", 60.0)))
+    read = await store.dialogues.step_read(A, "mo-1")
+    assert read.applied and read.dialogue == b'{"s": 1}'
+    assert str(read.blocked_from) == "2030-01-02" and b"700" in read.profile
+    assert not (await store.dialogues.step_read(A, "mo-2")).applied  # another MO's mark is not this one's
+    assert not (await store.dialogues.step_read(A, None)).applied  # an MO without an id is never "applied"
+    assert (await store.dialogues.step_read(B, "mo-1")).dialogue is None  # nor is A's dialogue B's
+
+
 def test_a_step_never_spans_two_slots() -> None:
     with pytest.raises(ValueError, match="slot"):
         script_call(A, credit(B, 1), now=0.0, lease_until=0.0, tag="", sealed=[])

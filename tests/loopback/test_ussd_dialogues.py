@@ -7,11 +7,12 @@ import asyncio
 import pytest
 
 from simulator.phones import InboxMessage
-from tests.support.platform import one_per_primary
+from tests.support.platform import all_keys, one_per_primary
 from tests.support.ussd_helpers import answer, dial, events, seed, send_without_reply, submits_seen, ussd
 from ussdgw.app.stack import Stack
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import SessionInfo, unpack_session_info
+from ussdgw.store import OutboundMessage
 
 pytestmark = pytest.mark.redis_both  # each test on a single Redis and on a cluster
 
@@ -123,3 +124,16 @@ async def test_phones_on_every_primary_walk_the_menu_side_by_side(stack: Stack, 
     for n, (menu, balance) in enumerate(walks):
         assert menu.ussd_op == UssdOp.USSR_REQUEST and balance.ussd_op == UssdOp.PSSR_RESPONSE
         assert f"{100 * (n + 1)}" in balance.text, balance.text
+
+
+async def test_a_screen_leaves_the_outbox_submitted_with_no_receipt_to_wait_for(stack: Stack, redis_url: str) -> None:
+    """A USSD screen asks for no delivery receipt: once submitted it is recorded, and nothing is
+    kept to correlate a receipt that never comes (an SMS keeps its message id for one)."""
+    await seed(stack, MSISDN, balance_kop=100)
+    await dial(stack, MSISDN, "*100#")
+    assert stack.gateway is not None and stack.store is not None
+    await stack.gateway.sends_done()
+    assert list((await stack.store.mt_states(MSISDN)).values()) == ["SUBMITTED"]
+    assert all_keys(redis_url, "dlr:*") == []
+    await stack.gateway.send(OutboundMessage(mt_id="sms-1", source="3339", destination=MSISDN, text="Код"))
+    assert len(all_keys(redis_url, "dlr:*")) == 1

@@ -278,3 +278,22 @@ async def test_new_password_from_the_menu_comes_by_sms_from_3339(stack: Stack) -
             after = stack.smsc.phones.last_seq
     assert sms[0].sender == "3339"
     assert verify_password(extract_password(sms[0].text), (await stack.store.subscribers.fields(MSISDN))["pw_hash"])
+
+
+async def test_the_tariff_list_laid_out_once_is_never_another_kind_of_subscribers(stack: Stack) -> None:
+    """Layouts are shared between subscribers who see the same screen: a corporate number's list
+    (with the corporate-only tariffs) and a private number's are two layouts, whichever came first."""
+    firm, person = "79160000001", "79160000002"
+    await seed(stack, firm, balance_kop=50000, tariff="smart", corporate=1)
+    await seed(stack, person, balance_kop=50000, tariff="smart")
+    corporate = [t.name for t in catalogue().tariffs if t.corporate_only]
+    assert corporate
+    for _ in range(2):  # the second walk meets both layouts laid out already
+        for msisdn, sees_corporate in ((firm, True), (person, False), (firm, True)):
+            await dial(stack, msisdn, "*111#")
+            screen = await answer(stack, msisdn, "2")
+            text = screen.text
+            while "98 Далее" in screen.text:
+                screen = await answer(stack, msisdn, "98")
+                text += screen.text
+            assert all((name in text) is sees_corporate for name in corporate), (msisdn, text)

@@ -30,12 +30,13 @@ Errors (each carries `reply`, the Russian text that ends the dialogue on the pho
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
+
+import orjson
 
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.text import _GSM7_ENCODE  # the default alphabet's table, to count septets
@@ -331,16 +332,16 @@ class UssdDialogue:
         raise IllegalTransition(self.ROLE, self.state, DialogueEvent.SHOW)
 
     def to_json(self) -> str:
-        return json.dumps(
+        """The dialogue as the store keeps it (UTF-8 JSON; orjson: one is written at every step)."""
+        return orjson.dumps(
             {"msisdn": self.msisdn, "service_code": self.service_code, "started_at": self.started_at,
              "id": self.dialogue_id, "state": int(self.state), "step": self.step, "step_at": self.step_at,
              "session_info": self.session_info, "data": self.data},
-            ensure_ascii=False, separators=(",", ":"),
-        )
+        ).decode()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> UssdDialogue:
-        d = json.loads(raw)
+        d = orjson.loads(raw)
         return cls(d["msisdn"], d["service_code"], d["started_at"], d["id"], DialogueState(d["state"]), d["step"],
                    d["step_at"], d["session_info"], d["data"])
 

@@ -53,11 +53,10 @@ class Dialogues:
 
     async def step_read(self, msisdn: str, mo_id: str | None) -> StepRead:
         """`load`, and the subscriber's profile hash (the MO gate's block day is in it, and most
-        menus show a part of it), in the same round trip: what every USSD step reads first."""
-        batch = self._store.pipeline
-        seen, raw, profile = await guarded(asyncio.gather(
-            batch.command("EXISTS", mo_key(msisdn, mo_id or "-")), batch.command("HGET", ussd_key(msisdn), "d"),
-            batch.command("HGETALL", sub_key(msisdn))))
+        menus show a part of it), in one script call (`lua/ussd_read.lua`): what every USSD step
+        reads first. One call, not three commands: a step's read is one future, one reply."""
+        seen, raw, profile = await guarded(self._store.scripts.submit(
+            "ussd_read", [mo_key(msisdn, mo_id or "-"), ussd_key(msisdn), sub_key(msisdn)], ()))
         if isinstance(profile, dict):  # a map when the connection speaks RESP3
             profile = [item for pair in profile.items() for item in pair]
         return StepRead(bool(seen) and mo_id is not None, raw, profile)

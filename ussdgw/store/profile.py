@@ -126,6 +126,8 @@ def logical_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, 
 def stored_change(msisdn: str, change: Change) -> Change:
     """`change` with every check and write on `msisdn`'s profile in the names and values Redis keeps
     (`Store.commit` sends nothing else)."""
+    if not change.checks and not change.writes:  # a USSD screen, an MO's reply: nothing to rename
+        return change
     key = sub_key(msisdn)
     if not any(c.key == key for c in change.checks) and not any(w.key == key for w in change.writes):
         return change
