@@ -4,7 +4,9 @@
 The contract is `gateway/openapi.yaml` (OpenAPI 3.1); the tests validate every request and
 response against it. Success: `{"message": <Russian text>, "data": {...}}`. Failure:
 `{"error": <code>, "message": <Russian text>, "details": {...}}` with the status of
-`handlers.operations.STATUS_BY_CODE`; a refusal has changed nothing.
+`handlers.operations.STATUS_BY_CODE`; a refusal has changed nothing. A request whose password hash
+the platform's costly-work pool refuses (`ussdgw.costly.Overloaded`: a sign-in storm) gets 503 `busy`
+with Retry-After, before any attempt is counted (`handlers.account`).
 
 Auth: `POST /api/v1/sessions` (MSISDN + password) or `POST /api/v1/sessions/network` (P6 header,
 trusted networks only) give a bearer token; `{msisdn}` in `/api/v1/accounts/{msisdn}/...` is `me`
@@ -20,6 +22,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import time
@@ -43,6 +46,7 @@ from handlers.operations import Result, valid_msisdn
 from handlers.ports import Platform
 from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
+from ussdgw.costly import Overloaded
 from ussdgw.inputs import parse_whole_number
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable, acting
@@ -108,8 +112,10 @@ async def _retry_after(request: web.Request, response: web.StreamResponse) -> No
         response.headers["Retry-After"] = str(max(1, int(retry_at - request.app[PLATFORM_KEY].now())))
 
 
-def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return _json_response({"error": code, "message": message, "details": details or {}}, status=status)
+def _error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None, *,
+                    headers: dict[str, str] | None = None) -> web.Response:
+    return _json_response({"error": code, "message": message, "details": details or {}}, status=status,
+                          headers=headers)
 
 
 @web.middleware
@@ -155,9 +161,20 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreUnavailable:
         count_store_unavailable(request)
         return _error_response(503, "unavailable", "Сервис временно недоступен. Повторите через минуту.")
+    except Overloaded as exc:
+        return _busy(exc)
     except Exception:
         log.exception("api_failed")
         return _error_response(500, "internal", "Внутренняя ошибка. Мы уже разбираемся.")
+
+
+def _busy(exc: Overloaded) -> web.Response:
+    """503 for a request the costly pool refused: nothing was counted or changed; come back once the
+    hashes ahead of it are done (Retry-After, at least 1 s)."""
+    wait = max(1, math.ceil(exc.expected_wait_s))
+    text = f"Сервис сейчас перегружен. Повторите через {wait} с; ничего не изменено."
+    return _error_response(503, "busy", text, {"reason": "costly_work_overloaded", "retry_after_s": wait},
+                           headers={"Retry-After": str(wait)})
 
 
 def _request_id(request: web.Request) -> str:
@@ -278,10 +295,12 @@ def _operation(act: Act, operation: Callable[..., Awaitable[Result]], *fields: s
     async def route(request: web.Request) -> web.Response:
         platform, _, target = await _account(request, act)
         body = await _body(request) if fields else {}
-        if attempt:
-            _count_attempt(request)
         extra = [_path_msisdn(request, path)] if path is not None else []
-        return _reply(await operation(platform, target, *(body.get(name) for name in fields), *extra))
+        if not attempt:
+            return _reply(await operation(platform, target, *(body.get(name) for name in fields), *extra))
+        with platform.costly.reserved():  # refused (503) before the attempt is counted
+            _count_attempt(request)
+            return _reply(await operation(platform, target, *(body.get(name) for name in fields), *extra))
 
     return route
 
@@ -312,6 +331,9 @@ async def sign_in(request: web.Request) -> web.Response:
                                        client=client(request))
     except (BadInput, ApiError) as exc:
         count_signin_refusal(request, "bad_request" if exc.status == 400 else str(exc.status))
+        raise
+    except Overloaded:
+        count_signin_refusal(request, "busy")
         raise
     if not result.ok:
         count_signin_refusal(request, result.code)
@@ -548,20 +570,23 @@ async def delete_block(request: web.Request) -> web.Response:
 async def post_owner_change(request: web.Request) -> web.Response:
     platform, _, target = await _account(request, Act.OWNER)
     body = await _body(request)
-    _count_attempt(request)
 
     async def run() -> web.Response:
         return _reply(await numbers.change_owner(platform, target, body.get("new_owner_msisdn"), body.get("password")))
 
-    return await _once(request, target, body, run)
+    with platform.costly.reserved():  # refused (503) before the attempt is counted
+        _count_attempt(request)
+        return await _once(request, target, body, run)
 
 
 async def put_password(request: web.Request) -> web.Response:
     platform, session, target = await _account(request, Act.SELF)
     body = await _body(request)
-    _count_attempt(request)
-    return _reply(await account.change_password(platform, target, body.get("old_password"), body.get("new_password"),
-                                                body.get("new_password_repeat"), session=session))
+    with platform.costly.reserved():  # refused (503) before the attempt is counted
+        _count_attempt(request)
+        return _reply(await account.change_password(platform, target, body.get("old_password"),
+                                                    body.get("new_password"), body.get("new_password_repeat"),
+                                                    session=session))
 
 
 async def post_number_management(request: web.Request) -> web.Response:

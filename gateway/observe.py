@@ -23,7 +23,6 @@ from aiohttp import web
 from gateway.esme import EsmeClient
 from handlers.operations import STATUS_BY_CODE
 from ussdgw.clock import Clock
-from ussdgw.costly import pool_for
 from ussdgw.metrics import CONTENT_TYPE, GatewayMetrics, exposition
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import MoKind, classify_op
@@ -186,7 +185,7 @@ def watch_gateway(metrics: GatewayMetrics, gateway: Gateway) -> None:
     metrics.mt_sending.read = lambda: [((), float(len(gateway.mts_in_flight)))]
     metrics.mt_oldest_age.read = lambda: [((), gateway.mts_in_flight.oldest_age())]
     metrics.ussd_open.read = lambda: [((), float(gateway.dialogues.open_count()))]
-    costly = pool_for(gateway.settings.costly_workers, gateway.settings.costly_max_wait_s)
+    costly = gateway.platform.costly
     metrics.costly_pending.read = lambda: [((), float(costly.pending))]
 
 

@@ -70,6 +70,7 @@ class Gateway:
         # What every MO's context carries: the composition root's (shared with the HTTP API), else
         # the platform without ports (the gateway sends what the handlers commit itself).
         self.platform = platform or Platform(store, settings, clock=self.clock)
+        self._owns_platform = platform is None  # then its costly pool is stopped with the gateway
         if self.platform.store is not store:
             raise ValueError("the gateway and its platform must share one store")
         self.metrics = metrics or GatewayMetrics()  # the composition root's registry, else a private one
@@ -126,6 +127,8 @@ class Gateway:
         await self._sends.stop(grace_s=STOP_GRACE_S)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
         await self._loops.stop()
+        if self._owns_platform:
+            await self.platform.stop()
         with contextlib.suppress(StoreUnavailable):  # the others take this one's recovery buckets at once
             await self.store.indexes.gone(self.gateway_id)
 
@@ -134,6 +137,8 @@ class Gateway:
         await asyncio.gather(*(client.abort() for client in self.clients))
         await self._loops.stop()
         await self._sends.stop()
+        if self._owns_platform:
+            await self.platform.stop()
 
     # ---- inbound ----------------------------------------------------------------------------
     async def on_deliver(self, pdu: DeliverSm | DataSm, bind: str = "") -> int:

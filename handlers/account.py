@@ -16,18 +16,23 @@
 - `request_password_by_sms`: the cabinet's «Получить пароль по SMS» — R1 from the web: a new
   password from 3339 under the same D2 guard (cool-down, hourly cap) as ПАРОЛЬ to 3339.
 
-Passwords are hashed and checked only with `sms_codes` in a thread; no password, code word or token
-reaches a log line or the audit trail.
+Passwords are hashed and checked only with `sms_codes`, on the platform's costly-work pool
+(`Platform.costly`, shared with the SMS and USSD channels), so a storm of sign-ins cannot starve their
+replies. A request the pool refuses raises `ussdgw.costly.Overloaded` (the API answers 503 with
+Retry-After) before anything is counted or changed: its place in the pool is taken (`reserved`)
+before the attempt is counted, so a refused try never counts towards a client's window, a number's
+hourly cap or its P4 lock. No password, code word or token reaches a log line or the audit trail.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import hashlib
 import ipaddress
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +85,23 @@ class Session:
     token: str
 
 
-async def _verify(password: str, stored: str) -> bool:
+async def _verify(platform: Platform, password: str, stored: str) -> bool:
     try:
-        return await asyncio.to_thread(verify_password, password, stored)
+        return await platform.costly.run(verify_password, password, stored)
     except ValueError:
         log.error("stored_hash_malformed")
         return False
+
+
+@contextlib.contextmanager
+def _place_for(platform: Platform, password: str) -> Iterator[None]:
+    """The costly pool's place for this password's scrypt, taken before anything is counted
+    (`Overloaded` at once); none for a password that fails the P1 checksum: no scrypt runs for it."""
+    if not precheck(password):
+        yield
+        return
+    with platform.costly.reserved():
+        yield
 
 
 def _secret_arg(value: object, what: str, field_name: str) -> str | Result:
@@ -114,12 +130,12 @@ def generation(pw_hash: str) -> str:
     return hashlib.sha256(pw_hash.encode()).hexdigest()[:12] if pw_hash else "none"
 
 
-async def _matches(secret: str, stored: str) -> bool:
+async def _matches(platform: Platform, secret: str, stored: str) -> bool:
     """scrypt against `stored`, or against a dummy when there is none (same cost, never a match)."""
     if not stored:
-        await _verify(secret, await asyncio.to_thread(_dummy_hash))
+        await _verify(platform, secret, await platform.costly.run(_dummy_hash))
         return False
-    return await _verify(secret, stored)
+    return await _verify(platform, secret, stored)
 
 
 async def check_password(platform: Platform, msisdn: str, password: str, *, channel: Channel | str,
@@ -128,7 +144,14 @@ async def check_password(platform: Platform, msisdn: str, password: str, *, chan
     the same `wrong_password` (WRONG_TEXT) after the same work, whether the number is unknown, has
     no password, or the password is wrong; only the right password on a locked number learns that
     it is locked. `per_hour`: also cap the attempts on this number's current password (429).
-    Used by sign-in, P7 (old password), N1 and N4 (the other number's password)."""
+    Used by sign-in, P7 (old password), N1 and N4 (the other number's password). `Overloaded`
+    (the costly pool is full) comes before the attempt is counted."""
+    with _place_for(platform, password):
+        return await _check_password(platform, msisdn, password, channel=channel, purpose=purpose, per_hour=per_hour)
+
+
+async def _check_password(platform: Platform, msisdn: str, password: str, *, channel: Channel | str,
+                          purpose: str, per_hour: int | None) -> Result:
     profile = await platform.store.subscribers.profile(msisdn)
     stored = profile.pw_hash
     if stored and per_hour is not None:
@@ -141,7 +164,7 @@ async def check_password(platform: Platform, msisdn: str, password: str, *, chan
             return Result.fail("rate_limited", text, retry_at=retry_at)
     # P1: a password whose checksum fails is wrong without running scrypt (the same for any number).
     shaped = precheck(password)
-    right = shaped and await _matches(password, stored)
+    right = shaped and await _matches(platform, password, stored)
     if right and profile.locked:
         await platform.store.audit(msisdn, api_audit(purpose, channel, "locked"))
         return Result.fail("locked", f"Вход заблокирован после 3 неверных паролей подряд. {NEW_PASSWORD_HINT}")
@@ -172,18 +195,20 @@ def _signed_in(session: Session, platform: Platform) -> Result:
 async def sign_in(platform: Platform, msisdn_raw: object, password_raw: object,
                   *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
     """P1, P4, P5: MSISDN + password -> a session token. `client` (its address) is counted first
-    (`Platform.attempt`): a spray is refused before anything about a number is read or written."""
+    (`Platform.attempt`): a spray is refused before anything about a number is read or written.
+    Before that the costly pool takes the hash's place (`Overloaded`: nothing counted)."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
     password = _secret_arg(password_raw, "пароль", "password")
     if isinstance(password, Result):
         return password
-    limited = platform.attempt(client)
-    if limited is not None:
-        return limited
-    checked = await check_password(platform, msisdn, password, channel=channel, purpose="signin",
-                                   per_hour=platform.settings.signin_per_hour)
+    with _place_for(platform, password):
+        limited = platform.attempt(client)
+        if limited is not None:
+            return limited
+        checked = await check_password(platform, msisdn, password, channel=channel, purpose="signin",
+                                       per_hour=platform.settings.signin_per_hour)
     if not checked.ok:
         return checked
     if await access.is_blocked(platform.store, msisdn, platform.now()):
@@ -290,12 +315,13 @@ async def change_password(platform: Platform, msisdn: str, old: object, new: obj
         await platform.store.audit(msisdn, api_audit("password_change", channel, code))
         return Result.fail(code, exc.reply,
                            field="new_password_repeat" if code == "password_mismatch" else "new_password")
-    checked = await check_password(platform, msisdn, old_pw, channel=channel, purpose="password_change")
-    if not checked.ok:
-        if checked.code == "wrong_password":
-            return Result.fail("wrong_password", "Старый пароль неверен. Пароль не изменён.")
-        return checked
-    new_hash = await asyncio.to_thread(hash_password, new_pw)
+    with platform.costly.reserved():  # both hashes in one place: the second is never refused after the first
+        checked = await check_password(platform, msisdn, old_pw, channel=channel, purpose="password_change")
+        if not checked.ok:
+            if checked.code == "wrong_password":
+                return Result.fail("wrong_password", "Старый пароль неверен. Пароль не изменён.")
+            return checked
+        new_hash = await platform.costly.run(hash_password, new_pw)
     changed = password_changed(msisdn, checked.data["pw_hash"], new_hash, platform.now())
     applied = await platform.store.commit(msisdn, changed + Change(
         must_exist=True, audit=(api_audit("password_changed", channel),)))
@@ -333,7 +359,7 @@ async def _issue_new_password(platform: Platform, msisdn: str, *, delivery: str,
                            retry_at=retry_at)
     members = await access.joined_numbers(platform.store, msisdn)
     password = generate_password()
-    pw_hash = await asyncio.to_thread(hash_password, password)
+    pw_hash = await platform.costly.run(hash_password, password)
     if delivery == "email":
         if platform.mailer is None:
             return Result.fail("unavailable", "Отправка e-mail сейчас недоступна. Выберите SMS.")
@@ -374,7 +400,8 @@ async def recover_by_code_word(platform: Platform, msisdn_raw: object, code_word
                                *, channel: Channel | str = Channel.API, client: str | None = None) -> Result:
     """P8: MSISDN + code word -> a new password by SMS or e-mail, as chosen. The client is counted
     before anything is looked up; an unknown number, one without a code word and a wrong code word
-    get the same answer after the same scrypt."""
+    get the same answer after the same scrypt. The costly pool's place is taken first, for both
+    hashes (the code word's, the new password's): `Overloaded` comes before anything is counted."""
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
@@ -383,6 +410,12 @@ async def recover_by_code_word(platform: Platform, msisdn_raw: object, code_word
         return code_word
     if delivery not in ("sms", "email"):
         return Result.fail("bad_request", "Способ доставки: sms или email.", field="delivery")
+    with platform.costly.reserved():
+        return await _recover(platform, msisdn, code_word, str(delivery), channel=channel, client=client)
+
+
+async def _recover(platform: Platform, msisdn: str, code_word: str, delivery: str, *, channel: Channel | str,
+                   client: str | None) -> Result:
     limited = platform.attempt(client)
     if limited is not None:
         return limited
@@ -394,7 +427,7 @@ async def recover_by_code_word(platform: Platform, msisdn_raw: object, code_word
         if refused is not None:
             return Result.fail("rate_limited", "Слишком много попыток восстановления. Попробуйте позже.",
                                retry_at=refused[1])
-    if not await _matches(code_word.strip().casefold(), stored):
+    if not await _matches(platform, code_word.strip().casefold(), stored):
         if stored:
             await platform.store.audit(msisdn, api_audit("password_recovery", channel, "wrong_code_word"))
             log.info("wrong_code_word", msisdn=msisdn)
@@ -402,7 +435,7 @@ async def recover_by_code_word(platform: Platform, msisdn_raw: object, code_word
     email = profile.email
     if delivery == "email" and not email:
         return Result.fail("bad_request", "E-mail для номера не указан. Выберите доставку по SMS.", field="delivery")
-    return await _issue_new_password(platform, msisdn, delivery=str(delivery), email=email,
+    return await _issue_new_password(platform, msisdn, delivery=delivery, email=email,
                                      event="password_recovered", channel=channel)
 
 
@@ -417,14 +450,15 @@ async def request_password_by_sms(platform: Platform, msisdn_raw: object, *, cha
     msisdn = valid_msisdn(msisdn_raw)
     if msisdn is None:
         return bad_msisdn(msisdn_raw)
-    limited = platform.attempt(client)
-    if limited is not None:
-        return limited
-    sent = Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
-    if not (await platform.store.subscribers.profile(msisdn)).exists:
-        return sent
-    issued = await _issue_new_password(platform, msisdn, delivery="sms", email="", event="password_issued",
-                                       channel=channel)
+    with platform.costly.reserved():  # `Overloaded` before the client is counted
+        limited = platform.attempt(client)
+        if limited is not None:
+            return limited
+        sent = Result.done(f"Пароль отправлен по SMS с номера {SELFCARE_SENDER} на {msisdn}.", delivery="sms")
+        if not (await platform.store.subscribers.profile(msisdn)).exists:
+            return sent
+        issued = await _issue_new_password(platform, msisdn, delivery="sms", email="", event="password_issued",
+                                           channel=channel)
     return issued if not issued.ok and issued.code != "blocked" else sent  # a block is not told to anybody
 
 
@@ -474,7 +508,7 @@ async def set_code_word(platform: Platform, msisdn: str, code_word_raw: object,
     number is told by SMS, so a code word set by somebody else does not go unnoticed."""
     if not isinstance(code_word_raw, str) or not 3 <= len(code_word_raw.strip()) <= MAX_SECRET_LENGTH:
         return Result.fail("bad_request", f"Кодовое слово: от 3 до {MAX_SECRET_LENGTH} символов.", field="code_word")
-    digest = await asyncio.to_thread(hash_password, code_word_raw.strip().casefold())
+    digest = await platform.costly.run(hash_password, code_word_raw.strip().casefold())
     notice = new_mt(msisdn, "Кодовое слово для восстановления пароля изменено. Если это были не вы, "
                     "обратитесь в поддержку.")
     applied = await platform.store.commit(msisdn, code_word_set(msisdn, digest, platform.now()) + Change(

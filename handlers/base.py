@@ -22,7 +22,6 @@ import structlog
 from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
-from ussdgw.costly import pool_for
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import Timeouts, UssdDialogue, UssdString, fits_one_message, reply_session_info, ussd_length
 from ussdgw.store import (
@@ -270,11 +269,10 @@ class Context:
         await self.reply(text, audit=[AuditEvent(event, self.message.channel, outcome="rate_limited", detail=reason)])
 
     async def hash_password(self, password: str) -> str:
-        """scrypt off the event loop, on the process's bounded pool for costly work: ~40-80 ms of CPU
+        """scrypt off the event loop, on the platform's bounded pool for costly work: ~40-80 ms of CPU
         each. Raises `ussdgw.costly.Overloaded` (nothing done: the MO is deferred) when it would wait
         longer than `costly_max_wait_s`, so that a burst of them cannot make every reply late."""
-        pool = pool_for(self.settings.costly_workers, self.settings.costly_max_wait_s)
-        return await pool.run(hash_password, password)
+        return await self.platform.costly.run(hash_password, password)
 
 
 def fit_text(text: str, msisdn: str = "") -> str:

@@ -53,6 +53,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "rate_limited": 429,
     "mail_failed": 502,
     "unavailable": 503,
+    "busy": 503,  # the costly-work pool (password hashes) is full: Retry-After, nothing counted or changed
 }
 
 

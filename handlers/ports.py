@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from handlers.operations import Result
 from sms_codes import SlidingWindow, client_key
 from ussdgw.clock import Clock
+from ussdgw.costly import CostlyPool, default_workers
 from ussdgw.store import OutboundMessage, Store
 from ussdgw.tasks import Tasks
 
@@ -108,6 +109,10 @@ class Platform:
     `send_mt` hands a queued MT to a live gateway at once (without one, any gateway's recovery loop
     sends it when its lease runs out). `clock` is the platform's one clock (default: the store's):
     P5 and expiry tests fast-forward it instead of waiting.
+    `costly` is the bounded pool for password hashes (`ussdgw.costly`, settings `costly_workers`,
+    `costly_max_wait_s`), one per platform and shared by every channel, so that sign-ins to the API
+    cannot starve SMS and USSD replies: whoever built the platform stops it (`stop`) after the parts
+    that submit to it, or uses the platform as `async with Platform(...)`.
     """
 
     store: Store
@@ -117,6 +122,7 @@ class Platform:
     billing: Billing | None
     network: Network | None
     clock: Clock
+    costly: CostlyPool
     _sends: Tasks
     _attempts: SlidingWindow
 
@@ -128,8 +134,20 @@ class Platform:
         self.clock = clock or store.clock
         if self.clock is not store.clock:
             raise ValueError("the platform and their store must share one clock")
+        self.costly = CostlyPool(settings.costly_workers or default_workers(), settings.costly_max_wait_s)
         self._sends = Tasks("platform-sends")
         self._attempts = SlidingWindow()
+
+    async def __aenter__(self) -> Platform:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """End the costly pool's threads (the tasks admitted finish first). Last, after the gateway
+        and the HTTP API that submit to it have stopped: whatever comes later is refused."""
+        await self.costly.stop()
 
     def now(self) -> float:
         return self.clock.now()

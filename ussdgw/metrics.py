@@ -244,7 +244,7 @@ class GatewayMetrics(_Metrics):
             "ussdgw_api_request_duration_seconds", "Self-care API request handling time, by method and route "
             "template", ("method", "route"), LATENCY_BUCKETS)
         self.signin_refusals = self._counter(
-            "ussdgw_api_signin_refusals", "Sign-ins refused, by reason (wrong_password, locked, rate_limited, "
+            "ussdgw_api_signin_refusals", "Sign-ins refused, by reason (wrong_password, locked, rate_limited, busy, "
             "not_trusted_network, bad_request, ...)", "reason")
         self.store_unavailable.start_at_zero("mo", "receipt", "mt", "api")
         self.store_redirections.start_at_zero("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "batch_failed")

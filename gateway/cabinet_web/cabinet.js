@@ -68,12 +68,23 @@ async function api(method, path, body, { auth = true, headers = {} } = {}) {
   const ended = auth && response.status === 401 && SESSION_OVER.has(data.error);
   if (auth && !ended) touch(); // the API restarted the session's idle time with this request
   if (response.ok) return data;
-  const message = data.message || `Сервер ответил ошибкой ${response.status}. Повторите позже.`;
+  const message = data.message || fallbackMessage(response);
   if (ended) {
     endSession(message, "warn");
     throw new SessionEnded(message);
   }
   throw new ApiError(response.status, data.error || "http", message, data.details || {});
+}
+
+/** What to show for an error answer without the API's own words (a proxy's page, an empty body). */
+function fallbackMessage(response) {
+  if (response.status === 503) { // busy: the API says when to come back
+    const wait = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+    return Number.isFinite(wait) && wait > 0
+      ? `Сервис сейчас перегружен. Повторите через ${wait} с.`
+      : "Сервис сейчас перегружен. Повторите чуть позже.";
+  }
+  return `Сервер ответил ошибкой ${response.status}. Повторите позже.`;
 }
 
 /** The account the page acts on: `me`, or a linked or joined number. */

@@ -6,15 +6,27 @@ has ended, or that ran out of idle time on the page's countdown (P5), returns to
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from typing import Any
 
 import pytest
 
 from handlers.account import WRONG_TEXT
 from tests.support.browser import CHROMIUM, TIMEOUT_MS
-from tests.support.selfcare_helpers import IVAN, IVAN2, extract_code, extract_password, seed, sms_password, wait_sms
+from tests.support.selfcare_helpers import (
+    IVAN,
+    IVAN2,
+    extract_code,
+    extract_password,
+    seed,
+    seed_with_passwords,
+    sms_password,
+    wait_sms,
+)
 from ussdgw.app.stack import Stack
+from ussdgw.config import Settings
 
 pytestmark = pytest.mark.needs_tool(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package chromium)")
 
@@ -172,6 +184,45 @@ async def test_a_wrong_password_shows_the_apis_refusal_and_empty_fields_the_page
     await expect(result).to_have_attribute("data-state", "error")
     await expect(page.locator("body")).to_have_attribute("data-view", "signin")
     await page.context.close()
+
+
+async def test_a_sign_in_the_busy_pool_refuses_says_when_to_try_again_and_the_next_try_signs_in(
+        settings: Settings, browser: Browser) -> None:
+    stack = Stack(settings.with_overrides(costly_workers=1, costly_max_wait_s=0.0))
+    await stack.start(smsc=False, gateway=False, api=True)
+    gate = threading.Event()
+    try:
+        assert stack.platform is not None
+        passwords = await seed_with_passwords(stack, [IVAN])
+        costly = stack.platform.costly
+        await costly.run(len, "timed")  # the pool knows what a task costs: nothing may wait behind one
+        hashing = asyncio.ensure_future(costly.run(gate.wait, 30))  # its one thread busy (another hash)
+        page = await open_cabinet(browser, stack)
+        form = page.get_by_role("region", name="Вход", exact=True)
+        await form.get_by_label("Номер телефона").fill(IVAN)
+        await form.get_by_label("Пароль").fill(passwords[IVAN])
+        await form.get_by_role("button", name="Войти").click()
+        result = page.get_by_test_id("signin-result")
+        await expect(result).to_have_text(re.compile(r"^Сервис сейчас перегружен\. Повторите через \d+ с"))
+        await expect(result).to_have_attribute("data-state", "error")
+        await expect(page.locator("body")).to_have_attribute("data-view", "signin")
+
+        # A 503 without the API's words (a proxy's page in front of it) reads the same, from Retry-After.
+        await page.route("**/api/v1/sessions", lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "7", "Content-Type": "text/html"}, body="<h1>503</h1>"))
+        await form.get_by_role("button", name="Войти").click()
+        await expect(result).to_have_text("Сервис сейчас перегружен. Повторите через 7 с.")
+        await page.unroute("**/api/v1/sessions")
+
+        gate.set()
+        await hashing
+        await form.get_by_role("button", name="Войти").click()  # the refused tries counted nowhere
+        await expect(page.locator("body")).to_have_attribute("data-view", "cabinet")
+        assert page.problems == [] or all("503" in p for p in page.problems)  # type: ignore[attr-defined]
+        await page.context.close()
+    finally:
+        gate.set()
+        await stack.stop()
 
 
 async def test_when_the_api_says_the_session_has_ended_the_page_returns_to_sign_in(

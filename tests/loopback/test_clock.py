@@ -126,4 +126,5 @@ async def test_parts_given_different_clocks_refuse_to_be_put_together(settings: 
     with pytest.raises(ValueError, match="one clock"):
         Smsc({}, PhoneBook(), clock=Clock())
     assert Gateway(settings, store, build_router()).clock is store.clock
-    assert Platform(store, settings).clock is store.clock
+    async with Platform(store, settings) as platform:
+        assert platform.clock is store.clock

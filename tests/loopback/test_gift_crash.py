@@ -36,7 +36,6 @@ async def send_gift_and_die(url: str, key: str, sender: str, recipient: str, kil
     settings = Settings(redis_url=url, secret_key=key, secret_cooldown_s=0, d2_caused_per_hour=100,
                         d2_from_others_per_hour=100)
     store = Store.from_url(url, settings.secret_key_bytes(), lease_s=1.0)
-    platform = Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
     writes = 0
 
     def then_maybe_die(step: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -53,9 +52,10 @@ async def send_gift_and_die(url: str, key: str, sender: str, recipient: str, kil
     store.money.index_hold = then_maybe_die(store.money.index_hold)  # type: ignore[method-assign]
     store.money.unindex_hold = then_maybe_die(store.money.unindex_hold)  # type: ignore[method-assign]
     store.commit = then_maybe_die(store.commit)  # type: ignore[method-assign]
-    result = await gift_points(platform, sender, recipient, GIFT)
-    assert result.ok, result
-    await platform.drain()
+    async with Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier()) as platform:
+        result = await gift_points(platform, sender, recipient, GIFT)
+        assert result.ok, result
+        await platform.drain()
     return writes
 
 
@@ -79,7 +79,6 @@ async def points(store: Store, *msisdns: str) -> list[int]:
 
 async def test_a_gift_killed_after_any_of_its_writes_leaves_no_frozen_hold_and_points_exact(
         settings: Settings, store: Store) -> None:
-    platform = Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
     await seed(store, "79160000100", "79160000200")
     whole = run_child(settings, "79160000100", "79160000200", 0)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -98,10 +97,11 @@ async def test_a_gift_killed_after_any_of_its_writes_leaves_no_frozen_hold_and_p
 
     # Recovery after the placing grace: holds whose gift was never offered come back at once; those
     # offered wait for their code, and come back once it expires (nobody entered it).
-    platform.clock.advance(60)
-    await recover_holds(platform, older_than_s=0)
-    platform.clock.advance(settings.gift_code_ttl_s + 1)
-    await recover_holds(platform, older_than_s=0)
+    async with Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier()) as platform:
+        platform.clock.advance(60)
+        await recover_holds(platform, older_than_s=0)
+        platform.clock.advance(settings.gift_code_ttl_s + 1)
+        await recover_holds(platform, older_than_s=0)
     for kill_after in range(1, writes + 1):
         sender, recipient = f"7916100{kill_after:04d}", f"7916200{kill_after:04d}"
         assert await points(store, sender, recipient) == [SEEDED, SEEDED], kill_after

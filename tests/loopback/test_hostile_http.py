@@ -30,6 +30,7 @@ from tests.support.hostile import (
 )
 from tests.support.selfcare_helpers import IVAN, IVAN2, MARIA, SPEC_PATH, Api
 from ussdgw.app.stack import Stack
+from ussdgw.config import Settings
 
 PATH_SAMPLES = {"msisdn": "me", "service_id": "autopay", "number": IVAN2, "other": IVAN2, "holder": IVAN2,
                 "requester": MARIA, "target": MARIA, "child": IVAN2}
@@ -114,6 +115,13 @@ def _check(answer: Answer, *, field: str | None = None, app_reached: bool = True
         named = str(body.get("details", {}).get("field", body.get("field")))
         assert named == field or named.startswith(field + ".") or (field, named) in RELATED, (answer.request, field,
                                                                                              body)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These cases test input, not load, yet go 32 at a time, many of them a password hash: the
+    costly pool takes them all here (its refusals under a storm have their own test_costly_api)."""
+    return settings.with_overrides(costly_workers=Checks.CONCURRENCY // 4, costly_max_wait_s=60.0)
 
 
 @pytest.fixture

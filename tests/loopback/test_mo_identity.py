@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.service import Gateway
 from handlers.registry import build_router
+from simulator.phones import InboxMessage
 from simulator.smsc import Smsc
 from sms_codes import verify_password
 from tests.support.platform import StoreFactory, extract_password
@@ -28,6 +29,17 @@ def parol(reference: int | None) -> DeliverSm:
 
 async def issued(store: Store) -> int:
     return [e["event"] for e in await store.audit_trail(PHONE)].count("password_issued")
+
+
+async def first_answer(stack: Stack, mo: DeliverSm) -> InboxMessage:
+    """`mo` handed to the bound gateway: acknowledged ESME_ROK, its one reply on the phone, and
+    that reply's submit recorded (so that what follows is a repeat of a finished MO)."""
+    assert stack.gateway is not None and stack.smsc is not None
+    after = stack.smsc.phones.last_seq
+    assert await stack.gateway.on_deliver(mo) == Status.ROK
+    [first] = await stack.smsc.phones.wait_inbox(PHONE, after, 10)
+    await stack.gateway.sends_done()
+    return first
 
 
 async def test_a_reference_is_trusted_within_the_window_and_a_wrapped_one_after_it_is_a_new_mo(
@@ -94,74 +106,45 @@ async def test_a_parol_repeated_after_a_simulator_restart_gets_a_new_password(
 
 
 async def test_without_a_reference_a_repeat_within_the_window_is_answered_like_the_first_not_applied_again(
-        settings: Settings) -> None:
+        stack: Stack) -> None:
     """Nothing tells the subscriber asking again from a redelivery: the first answer goes out once
     more (the same password, which still verifies), and nothing is applied twice."""
-    stack = Stack(settings)
-    await stack.start()
-    try:
-        assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
-        await stack.gateway.wait_bound(5)
-        phones = stack.smsc.phones
-        after = phones.last_seq
-        assert await stack.gateway.on_deliver(parol(None)) == Status.ROK
-        [first] = await phones.wait_inbox(PHONE, after, 10)
-        await stack.gateway.sends_done()
-        assert await stack.gateway.on_deliver(parol(None)) == Status.ROK  # the same text, no reference
-        [again] = await phones.wait_inbox(PHONE, first.seq, 10)
-        assert again.text == first.text and again.sender == "3339"
-        assert await issued(stack.store) == 1
-        stored = (await stack.store.subscribers.fields(PHONE))["pw_hash"]
-        assert verify_password(extract_password(first.text), stored)
-        await stack.gateway.sends_done()
-        # A third time: answered once more, still the same
-        assert await stack.gateway.on_deliver(parol(None)) == Status.ROK
-        [third] = await phones.wait_inbox(PHONE, again.seq, 10)
-        assert third.text == first.text and await issued(stack.store) == 1
-        await stack.gateway.sends_done()
-        assert (await stack.store.outbox_depth())[0] == 0  # nothing left queued
-    finally:
-        await stack.stop()
+    assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
+    phones = stack.smsc.phones
+    first = await first_answer(stack, parol(None))
+    assert await stack.gateway.on_deliver(parol(None)) == Status.ROK  # the same text, no reference
+    [again] = await phones.wait_inbox(PHONE, first.seq, 10)
+    assert again.text == first.text and again.sender == "3339"
+    assert await issued(stack.store) == 1
+    stored = (await stack.store.subscribers.fields(PHONE))["pw_hash"]
+    assert verify_password(extract_password(first.text), stored)
+    await stack.gateway.sends_done()
+    # A third time: answered once more, still the same
+    assert await stack.gateway.on_deliver(parol(None)) == Status.ROK
+    [third] = await phones.wait_inbox(PHONE, again.seq, 10)
+    assert third.text == first.text and await issued(stack.store) == 1
+    await stack.gateway.sends_done()
+    assert (await stack.store.outbox_depth())[0] == 0  # nothing left queued
 
 
-async def test_a_redelivery_with_its_reference_is_dropped_and_its_answer_not_sent_again(settings: Settings) -> None:
+async def test_a_redelivery_with_its_reference_is_dropped_and_its_answer_not_sent_again(stack: Stack) -> None:
     """The hostile side: what carries a reference is known for a redelivery, and a reply already
     sent is not sent twice."""
-    stack = Stack(settings)
-    await stack.start()
-    try:
-        assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
-        await stack.gateway.wait_bound(5)
-        phones = stack.smsc.phones
-        after = phones.last_seq
-        assert await stack.gateway.on_deliver(parol(17)) == Status.ROK
-        [first] = await phones.wait_inbox(PHONE, after, 10)
-        await stack.gateway.sends_done()
-        assert await stack.gateway.on_deliver(parol(17)) == Status.ROK
-        assert await phones.wait_inbox(PHONE, first.seq, 1.0) == []
-        assert await issued(stack.store) == 1
-    finally:
-        await stack.stop()
+    assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
+    first = await first_answer(stack, parol(17))
+    assert await stack.gateway.on_deliver(parol(17)) == Status.ROK
+    assert await stack.smsc.phones.wait_inbox(PHONE, first.seq, 1.0) == []
+    assert await issued(stack.store) == 1
 
 
 async def test_any_sms_to_1234_repeated_without_a_reference_is_answered_twice_and_opens_the_archive_once(
-        settings: Settings) -> None:
-    stack = Stack(settings)
-    await stack.start()
-    try:
-        assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
-        await stack.gateway.wait_bound(5)
-        phones = stack.smsc.phones
-        after = phones.last_seq
-        any_sms = DeliverSm(source_addr_ton=1, source_addr_npi=1, source_addr=PHONE, destination_addr="1234",
-                            short_message=b"open")
-        assert await stack.gateway.on_deliver(any_sms) == Status.ROK
-        [first] = await phones.wait_inbox(PHONE, after, 10)
-        await stack.gateway.sends_done()
-        assert await stack.gateway.on_deliver(any_sms) == Status.ROK
-        [again] = await phones.wait_inbox(PHONE, first.seq, 10)
-        assert again.text == first.text
-        events = [e["event"] for e in await stack.store.audit_trail(PHONE)]
-        assert events.count("mo_received") == 1
-    finally:
-        await stack.stop()
+        stack: Stack) -> None:
+    assert stack.gateway is not None and stack.store is not None and stack.smsc is not None
+    any_sms = DeliverSm(source_addr_ton=1, source_addr_npi=1, source_addr=PHONE, destination_addr="1234",
+                        short_message=b"open")
+    first = await first_answer(stack, any_sms)
+    assert await stack.gateway.on_deliver(any_sms) == Status.ROK
+    [again] = await stack.smsc.phones.wait_inbox(PHONE, first.seq, 10)
+    assert again.text == first.text
+    events = [e["event"] for e in await stack.store.audit_trail(PHONE)]
+    assert events.count("mo_received") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from handlers.base import Channel
@@ -23,9 +25,10 @@ async def store(store: Store) -> Store:
 
 
 @pytest.fixture
-def platform(store: Store, settings: Settings) -> Platform:
+async def platform(store: Store, settings: Settings) -> AsyncIterator[Platform]:
     """What the operations take: the store with the settings (and no ports: none of these sends)."""
-    return Platform(store, settings)
+    async with Platform(store, settings) as platform:
+        yield platform
 
 
 async def test_balance_is_shown_at_a_negative_balance_too(store: Store, platform: Platform) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from handlers.money import accept_gift, gift_points, place_hold, recover_holds
@@ -21,11 +23,12 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def platform(settings: Settings, store: Store) -> Platform:
+async def platform(settings: Settings, store: Store) -> AsyncIterator[Platform]:
     for msisdn in (A, B):
         await store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "balance_kop": 10000, "bonus_points": 100},
                                     AuditEvent("seeded", "admin"))
-    return Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier())
+    async with Platform(store, settings, billing=SimulatedCarrier(), network=SimulatedCarrier()) as platform:
+        yield platform
 
 
 async def points(platform: Platform) -> tuple[int, int]:

@@ -22,9 +22,10 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
 async def test_every_served_route_and_method_is_documented_and_nothing_else(settings: Settings,
                                                                            store_factory: StoreFactory) -> None:
     store = store_factory("redis://127.0.0.1:1")  # never connected
-    app = create_app(Platform(store, settings), admin_token="t", recovery=False)
-    routes = [(r.method.lower(), r.resource.canonical) for r in app.router.routes()
-              if r.resource is not None and r.method != "HEAD"]
+    async with Platform(store, settings) as platform:
+        app = create_app(platform, admin_token="t", recovery=False)
+        routes = [(r.method.lower(), r.resource.canonical) for r in app.router.routes()
+                  if r.resource is not None and r.method != "HEAD"]
     served = {(method, path.removeprefix(API)) for method, path in routes if path.startswith(f"{API}/")}
     assert {route for route in routes if not route[1].startswith(f"{API}/")} == {  # the cabinet page
         ("get", "/"), ("get", "/static/{name}")}

@@ -5,16 +5,18 @@ several binds share the load, and a SIGTERM ends every bind with unbind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.esme import EsmeClient
 from simulator.smsc import Smsc
 from tests.support.platform import send_and_wait
-from tests.support.smpp_peer import ScriptedSmsc
+from tests.support.smpp_peer import ScriptedSmsc, SubmitHook
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.smpp.pdu import DataSm, DeliverSm, Pdu, Status, SubmitSm, SubmitSmResp
@@ -183,6 +185,24 @@ def _parts(count: int) -> list[SubmitSm]:
                      short_message=f"part {i}".encode()) for i in range(count)]
 
 
+@contextlib.asynccontextmanager
+async def three_parts_submitted(on_submit: SubmitHook, *, window: int,
+                                ) -> AsyncIterator[tuple[ScriptedSmsc, EsmeClient, list[SubmitSmResp]]]:
+    """The three parts of one MT through a bound client with this `window` to an SMSC answering
+    with `on_submit`: the SMSC, the client (still bound inside the block) and the parts' results."""
+    smsc = ScriptedSmsc(on_submit)
+    host, port = await smsc.start()
+    client = EsmeClient(host, port, "esme", "pw", _no_mo, window=window)
+    runner = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.bound.wait(), 5)
+        yield smsc, client, await asyncio.wait_for(client.submit_all(_parts(3)), 10)
+    finally:
+        await client.stop()
+        runner.cancel()
+        await smsc.stop()
+
+
 async def test_the_parts_of_one_mt_are_outstanding_together_and_a_throttled_part_goes_again_alone() -> None:
     arrived = 0
     all_in = asyncio.Event()
@@ -197,22 +217,12 @@ async def test_the_parts_of_one_mt_are_outstanding_together_and_a_throttled_part
             return SubmitSmResp(status=Status.RTHROTTLED)
         return SubmitSmResp(message_id=smsc.next_message_id())
 
-    smsc = ScriptedSmsc(together)
-    host, port = await smsc.start()
-    client = EsmeClient(host, port, "esme", "pw", _no_mo, window=8)
-    runner = asyncio.create_task(client.run())
-    try:
-        await asyncio.wait_for(client.bound.wait(), 5)
-        results = await asyncio.wait_for(client.submit_all(_parts(3)), 10)
+    async with three_parts_submitted(together, window=8) as (smsc, client, results):
         assert [r.status for r in results] == [Status.ROK] * 3
         assert len({r.message_id for r in results}) == 3
         assert [p.short_message for p in smsc.submits] == [b"part 0", b"part 1", b"part 2", b"part 1"]
         assert client._conn is not None and client._conn.window.in_use == 0
         assert not client._conn.session.outstanding
-    finally:
-        await client.stop()
-        runner.cancel()
-        await smsc.stop()
 
 
 async def test_parts_that_do_not_fit_the_window_go_one_by_one_and_a_refused_part_ends_the_mt() -> None:
@@ -228,20 +238,10 @@ async def test_parts_that_do_not_fit_the_window_go_one_by_one_and_a_refused_part
             return SubmitSmResp(status=Status.RINVDSTADR)
         return SubmitSmResp(message_id=smsc.next_message_id())
 
-    smsc = ScriptedSmsc(refuse_second)
-    host, port = await smsc.start()
-    client = EsmeClient(host, port, "esme", "pw", _no_mo, window=2)
-    runner = asyncio.create_task(client.run())
-    try:
-        await asyncio.wait_for(client.bound.wait(), 5)
-        results = await asyncio.wait_for(client.submit_all(_parts(3)), 10)
+    async with three_parts_submitted(refuse_second, window=2) as (smsc, client, results):
         assert [r.status for r in results] == [Status.ROK, Status.RINVDSTADR]  # the third is not sent
         assert most == 1 and len(smsc.submits) == 2
         assert client._conn is not None and client._conn.window.in_use == 0
-    finally:
-        await client.stop()
-        runner.cancel()
-        await smsc.stop()
 
 
 async def test_parts_written_together_are_not_written_when_the_lease_is_gone() -> None:

@@ -91,6 +91,7 @@ async def test_a_stop_that_hangs_is_given_up_after_its_timeout(settings: Setting
 
 
 async def test_parts_stop_newest_first(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newest first; the platform's costly pool after the gateway and the API that submit to it."""
     order: list[str] = []
     original = Stack._stop_part
 
@@ -101,7 +102,7 @@ async def test_parts_stop_newest_first(settings: Settings, monkeypatch: pytest.M
     monkeypatch.setattr(Stack, "_stop_part", recording)
     stack = await Stack(settings).start()
     await stack.stop()
-    assert order == ["selfcare_http", "gateway", "smtp", "simulator_http", "smsc", "store"]
+    assert order == ["selfcare_http", "gateway", "costly_pool", "smtp", "simulator_http", "smsc", "store"]
 
 
 async def test_stop_is_idempotent_even_when_called_twice_at_once(settings: Settings) -> None:

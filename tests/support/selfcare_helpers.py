@@ -3,6 +3,7 @@ gateway/openapi.yaml (openapi-core), and subscribers seeded the way `ussdgw seed
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -15,10 +16,11 @@ import aiohttp
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from sms_codes import OPERATOR_TZ
+from sms_codes import OPERATOR_TZ, generate_password, hash_password
 from tests.support.platform import send_and_wait
 from ussdgw.app.seed import seed_subscribers
 from ussdgw.app.stack import Stack
+from ussdgw.store import AuditEvent
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "gateway" / "openapi.yaml"
 PASSWORD = re.compile(r"Личный кабинет: (\S+)")
@@ -57,6 +59,15 @@ class Api:
     async def call(self, method: str, path: str, *, body: Any = None, token: str | None = None,
                    headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
                    raw: bytes | None = None, validate_request: bool = True) -> tuple[int, dict[str, Any]]:
+        status, payload, _ = await self.exchange(method, path, body=body, token=token, headers=headers,
+                                                 params=params, raw=raw, validate_request=validate_request)
+        return status, payload
+
+    async def exchange(self, method: str, path: str, *, body: Any = None, token: str | None = None,
+                       headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+                       raw: bytes | None = None, validate_request: bool = True,
+                       ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """`call`, with the response's headers too."""
         sent_headers = dict(headers or {})
         if token is not None:
             sent_headers["Authorization"] = f"Bearer {token}"
@@ -67,13 +78,15 @@ class Api:
         async with self.http.request(method, url, data=data, headers=sent_headers, params=params) as response:
             payload = await response.read()
             status = response.status
+            received = dict(response.headers)
             content_type = response.headers.get("Content-Type", "").split(";")[0]
         request = MockRequest(self.host, method.lower(), f"{self.prefix}{path}", args=params or {},
                               headers=sent_headers, data=data)
         if validate_request:
             spec().validate_request(request)
-        spec().validate_response(request, MockResponse(payload, status_code=status, content_type=content_type))
-        return status, json.loads(payload)
+        spec().validate_response(request, MockResponse(payload, status_code=status, content_type=content_type,
+                                                        headers=received))
+        return status, json.loads(payload), received
 
 
 def operator_today(stack: Stack) -> date:
@@ -85,6 +98,18 @@ def operator_today(stack: Stack) -> date:
 async def seed(stack: Stack, people: list[dict[str, Any]] | None = None) -> None:
     assert stack.store is not None
     await seed_subscribers(stack.store, people or PEOPLE)
+
+
+async def seed_with_passwords(stack: Stack, msisdns: list[str]) -> dict[str, str]:
+    """Subscribers with passwords the test knows, hashed here (not on the platform's costly pool),
+    without an SMS: for tests that must not wait on the gateway."""
+    assert stack.store is not None
+    passwords = {m: generate_password() for m in msisdns}
+    hashes = await asyncio.gather(*(asyncio.to_thread(hash_password, p) for p in passwords.values()))
+    for (msisdn, _), pw_hash in zip(passwords.items(), hashes, strict=True):
+        await stack.store.subscribers.put(msisdn, {"owner_id": f"p-{msisdn}", "region": "77", "pw_hash": pw_hash},
+                                          AuditEvent("seeded", "admin"))
+    return passwords
 
 
 def extract_password(text: str) -> str:

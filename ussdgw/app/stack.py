@@ -1,7 +1,8 @@
 """The whole platform in one process: Redis (embedded unless REDIS_URL), the SMSC simulator with its
 HTTP API, the gateway bound to it. `ussdgw up` runs this; the tests run the same thing on free ports.
 
-Parts start in order and stop in the reverse order. Each part pushes its own stop onto an
+Parts start in order and stop in the reverse order (the platform's costly-work pool after the
+gateway and the self-care API that submit to it, before the store). Each part pushes its own stop onto an
 `AsyncExitStack` as soon as it has started, so a failure half way through `start` stops what had
 started, and one stop that fails (logged) or overruns `stop_timeout_s` does not keep the others
 from running. Redis and the store are started only for the parts that need them (the gateway,
@@ -99,6 +100,9 @@ class Stack:
             if self.store is not None and (gateway or api):  # after the simulator: its SMTP sink's port
                 self.platform = Platform(self.store, self.settings, mailer=SmtpMailer(self.settings), clock=self.clock,
                                          billing=self.carrier, network=self.carrier)
+                # Its costly pool stops after the gateway and the HTTP API (pushed later, stopped
+                # earlier): nothing submits to it any more.
+                self._on_stop("costly_pool", self.platform.stop)
             if gateway:
                 await self._start_gateway()
             if api:
