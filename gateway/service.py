@@ -511,9 +511,9 @@ class Gateway:
         delay = 0.05
         while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
             try:
-                # A USSD screen asks for no receipt (registered_delivery 0): no message id to tie to it.
-                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit,
-                                                      message_ids if mt.ussd_service_op is None else ())
+                # A USSD screen asks for no receipt (registered_delivery 0): nothing to correlate.
+                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids,
+                                                      receipts=mt.ussd_service_op is None)
                 break
             except StoreUnavailable:
                 self.metrics.store_unavailable.inc("mt")

@@ -154,7 +154,7 @@ class Context:
         if self.read_profile is None:
             stored = self.stored_profile
             if stored is not None:
-                self.read_profile = Profile.from_stored(self.msisdn, dict(zip(stored[::2], stored[1::2], strict=True)))
+                self.read_profile = Profile.from_flat(self.msisdn, stored)
             else:
                 self.read_profile = await self.store.subscribers.profile(self.msisdn)
         return self.read_profile

@@ -20,6 +20,7 @@ import redis
 
 from tests.support.platform import StoreFactory, flush_cluster
 from tests.support.processes import MARK, Command, marked
+from tests.support.reruns import FailedAttempts
 from ussdgw.app.stack import Stack
 from ussdgw.config import Settings
 from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
@@ -39,6 +40,7 @@ DEFAULT_BACKEND = os.environ.get("USSDGW_TEST_REDIS", "single")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FailedAttempts(), "failed-attempts")
     config.addinivalue_line(
         "markers", "redis_both: every test of the module that uses Redis runs on a single server and on a cluster")
     config.addinivalue_line(

@@ -270,10 +270,11 @@ class Store:
 
     # ---- MTs after the commit --------------------------------------------------------------
     async def mt_submitted(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent,
-                           message_ids: Sequence[str]) -> list[dict[str, str]]:
+                           message_ids: Sequence[str], *, receipts: bool = True) -> list[dict[str, str]]:
         """The MT left the outbox with `state` (SUBMITTED / REJECTED) and its SMSC message ids are
         tied to it for receipt correlation, in one round trip. Returns, per message id, everything
         known about it: a receipt that arrived before the submit_sm_resp shows up with its `state`.
+        Without `receipts` (a USSD screen asks for none) nothing is tied: nothing known, per id.
 
         Not one script: the `dlr:<id>` keys live in other cluster slots than the subscriber's; each
         step is atomic and idempotent, so a crash in between is repaired by the lease (the MT is
@@ -282,7 +283,7 @@ class Store:
             "mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)],
             [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
-                 for m in message_ids]
+                 for m in (message_ids if receipts else ())]
         # Out of the outbox, its recovery entry can go (or recovery drops it). On one server the
         # ZREM rides in the same batch, after the script on one connection: Redis runs it only
         # after the MT left the outbox. On a cluster it waits for the script's answer.
@@ -295,7 +296,7 @@ class Store:
             raise
         with contextlib.suppress(StoreUnavailable):
             await (guarded(dropped) if dropped is not None else self.indexes.mt_done(msisdn, mt_id))
-        return [_flat_hash(raw) for raw in results[1:]]
+        return [_flat_hash(raw) for raw in results[1:]] if receipts else [{} for _ in message_ids]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
         """A receipt's side of the correlation: everything known about `message_id` (with `msisdn`
