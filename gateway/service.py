@@ -524,12 +524,13 @@ class Gateway:
                     return status == Status.ROK
                 await asyncio.sleep(delay)
                 delay = min(RECORD_RETRY_MAX_S, delay * 2)
-        submitted = self._submitted
-        for message_id, receipt in zip(message_ids, known, strict=True):
-            if "state" not in receipt:  # its receipt, when it comes here, is met without Redis
-                submitted[message_id] = (mt.destination, mt.mt_id)
-        while len(submitted) > RECENT_SUBMITS_KEPT:
-            del submitted[next(iter(submitted))]
+        if mt.ussd_service_op is None:  # an SMS part's receipt, when it comes here, is met without Redis
+            submitted = self._submitted
+            for message_id, receipt in zip(message_ids, known, strict=True):
+                if "state" not in receipt:
+                    submitted[message_id] = (mt.destination, mt.mt_id)
+            while len(submitted) > RECENT_SUBMITS_KEPT:
+                del submitted[next(iter(submitted))]
         try:
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp
