@@ -33,7 +33,6 @@ from typing import Any
 import structlog
 import yaml
 from aiohttp import web
-from structlog.contextvars import bound_contextvars
 
 from gateway import cabinet
 from gateway.observe import READINESS_KEY, count_signin_refusal, count_store_unavailable
@@ -48,6 +47,7 @@ from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
 from ussdgw.costly import Overloaded
 from ussdgw.inputs import parse_whole_number
+from ussdgw.logs import bound_context
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable, acting
 from ussdgw.tasks import Tasks
@@ -128,7 +128,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     request_id = _request_id(request)
     status = 500  # unless a response comes back (a cancelled request has none)
-    with bound_contextvars(request_id=request_id, method=request.method, route=_route_name(request)):
+    with bound_context(request_id=request_id, method=request.method, route=_route_name(request)):
         try:
             with acting.scope():  # P10: a request acting on another number says who did it (`_account`)
                 response = await _handle(request, handler)

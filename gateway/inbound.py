@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 
 from ussdgw.inputs import parse_address
+from ussdgw.records import record
 from ussdgw.smpp.concat import ConcatError, parse_udh
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, Status
 from ussdgw.smpp.receipt import Receipt
@@ -51,7 +51,7 @@ def is_notification(pdu: DeliverSm | DataSm) -> bool:
     return esm_type != 0 and not esm_type & EsmClass.DELIVERY_RECEIPT
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Part:
     """One part of a long MO: reference, total and number, wherever the sender put them."""
 
@@ -88,9 +88,9 @@ def mo_identity(pdu: DeliverSm | DataSm, payload: bytes, part: Part | None = Non
     from 1 again, so it is never trusted longer than the window. Without one, only the content
     identifies the MO: the same text again within the window is taken for a redelivery.
     """
-    digest = hashlib.blake2b(digest_size=12)
-    for value in (pdu.source_addr, pdu.destination_addr, str(pdu.data_coding), str(pdu.user_message_reference),
-                  str(pdu.its_session_info), str(part.reference if part else ""), str(part.total if part else "")):
-        digest.update(value.encode() + b"\x00")
-    digest.update(payload)
-    return digest.hexdigest(), max(1, math.ceil(window_s))
+    # The fields, each ended by a NUL, then the payload: hashed in one call (a redelivery after an
+    # upgrade must get the same id, so these bytes never change).
+    reference, total = (part.reference, part.total) if part else ("", "")
+    head = (f"{pdu.source_addr}\0{pdu.destination_addr}\0{pdu.data_coding}\0{pdu.user_message_reference}\0"
+            f"{pdu.its_session_info}\0{reference}\0{total}\0")
+    return hashlib.blake2b(head.encode() + payload, digest_size=12).hexdigest(), max(1, math.ceil(window_s))

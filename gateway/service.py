@@ -24,13 +24,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gateway.esme import EsmeClient
 from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
-from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked
-from handlers.base import Channel, Context, InboundMessage
+from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked, today
+from handlers.base import Channel, Context, Handler, InboundMessage
 from handlers.number_management import review_due
 from handlers.ports import Platform
 from handlers.routing import Router
@@ -40,12 +39,13 @@ from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.costly import Overloaded
 from ussdgw.inputs import ascii_digits
-from ussdgw.logs import mask_msisdn
+from ussdgw.logs import bind_context, mask_msisdn, unbind_context
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, StoreUnavailable
 from ussdgw.store.core import lease_now
+from ussdgw.store.profile import block_day
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -56,6 +56,7 @@ REVIEW_INTERVAL_S = 5.0  # how often every gateway runs the N2 reviews that are 
 RECOVERY_MAX_INTERVAL_S = 1.0  # MT recovery looks at least this often: a stranded MT waits its lease plus ~2 s
 LEASE_MARGIN_S = 0.2  # a submit is not started on a lease with less than this left
 RECORD_RETRY_MAX_S = 1.0
+RECENT_SUBMITS_KEPT = 100_000  # message ids this process submitted, kept to meet their receipts without Redis
 
 
 class Gateway:
@@ -92,6 +93,10 @@ class Gateway:
         self._recovery_s = min(RECOVERY_MAX_INTERVAL_S, max(0.2, settings.mt_lease_s / 3))
         # MTs this process is sending, with the lease it holds on each (renewed while they wait).
         self._held: dict[str, OutboundMessage] = {}
+        # SMSC message id -> (msisdn, MT id), for the parts this process submitted and recorded, oldest
+        # first: a receipt that comes back through this process (the common case) needs no
+        # correlation in Redis. Any other process, or this one after a restart, finds `dlr:<id>`.
+        self._submitted: dict[str, tuple[str, str]] = {}
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
         self.mts_in_flight = MtsInFlight()
@@ -148,9 +153,7 @@ class Gateway:
         MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
         """
         channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
-        # Bound by token and reset by token: structlog's `bound_contextvars` reads the whole context
-        # twice per call, a cost paid for every PDU.
-        tokens = bind_contextvars(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
+        token = bind_context(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
         try:
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
                 return (await self.on_receipts([pdu], bind))[0]
@@ -165,7 +168,7 @@ class Gateway:
                 return refused
             return await self._on_mo(pdu, channel)
         finally:
-            reset_contextvars(**tokens)
+            unbind_context(token)
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, channel: Channel) -> int:
         started = time.perf_counter()
@@ -185,7 +188,7 @@ class Gateway:
         if message is None:  # a part of a long MO, kept in Redis until the others come
             metrics.mo.inc(channel, "-", "part")
             return Status.ROK
-        mo_token = bind_contextvars(mo_id=message.mo_id)
+        mo_token = bind_context(mo_id=message.mo_id)
         try:
             try:
                 handler_name, outcome = await self._dispatch(message)
@@ -209,7 +212,7 @@ class Gateway:
             ussd = {"ussd_op": message.ussd_service_op} if message.ussd_service_op is not None else {}
             log.info("mo_handled", to=message.short_code, handler=handler_name, status="ROK", ms=ms(), **ussd)
         finally:
-            reset_contextvars(**mo_token)
+            unbind_context(mo_token)
         return Status.ROK
 
     async def _assemble(self, pdu: DeliverSm | DataSm, part: Part) -> InboundMessage | None:
@@ -248,13 +251,28 @@ class Gateway:
     async def _dispatch(self, message: InboundMessage) -> tuple[str, str]:
         """Run the handler; (its name, the commit's outcome: applied or duplicate). A blocked
         number's MO is answered by the access model's refusal instead (`handlers.access`)."""
+        handler = None
         if message.channel is Channel.USSD:  # dialogues, timeouts, aborts: handlers/ussd.py
             # The gate's read (the profile) goes with the dialogue's, in one round trip.
             first = await self.store.dialogues.step_read(message.msisdn, message.mo_id)
             refused = await refuse_if_blocked(message, self.platform, first.blocked_from)
         else:
             first = None
-            refused = await refuse_blocked_mo(message, self.platform)
+            handler = self.router.route_sms(message.short_code, message.text)
+            if handler is self.router.help_handler:
+                # The help reply does nothing before its one commit: that commit checks N3 itself
+                # (one read fewer per MO); a blocked number's gets the refusal instead, below.
+                ctx = Context(self.platform, message, unless_blocked_on=today(self.clock.now()).isoformat())
+                await handler(ctx)
+                if ctx.blocked_from is None:
+                    return self._handled(handler, ctx)
+                refused = await refuse_if_blocked(message, self.platform, block_day(ctx.blocked_from))
+                if refused is None:  # the block was lifted meanwhile: the help reply after all
+                    ctx = Context(self.platform, message)
+                    await handler(ctx)
+                    return self._handled(handler, ctx)
+            else:
+                refused = await refuse_blocked_mo(message, self.platform)
         if refused is not None:
             for mt in refused.messages:
                 self._spawn(self.send(mt))
@@ -268,9 +286,13 @@ class Gateway:
                 self.dialogues.step(message.msisdn, message.ussd_service_op, message.its_session_info,
                                     outcome.handler, reply_op)
             return outcome.handler, outcome.result.outcome
-        handler = self.router.route_sms(message.short_code, message.text)
+        assert handler is not None
         ctx = Context(self.platform, message)
         await handler(ctx)
+        return self._handled(handler, ctx)
+
+    def _handled(self, handler: Handler, ctx: Context) -> tuple[str, str]:
+        """A handler's MTs on their way; (its name, its commit's outcome)."""
         if ctx.result is None:
             raise RuntimeError(f"handler {handler.__qualname__} committed nothing")
         self._send_all(ctx.result)
@@ -285,11 +307,12 @@ class Gateway:
     async def on_receipts(self, pdus: list[DeliverSm], bind: str = "") -> list[int]:
         """Delivery receipts (those one read brought, together) to the statuses their responses carry.
 
-        Each is correlated with its MT (`dlr:<message id>`, whichever of receipt and submit_sm_resp
-        comes second completes it), and those whose MT is known are recorded (state and audit
-        entry): two pipelined round trips for the whole batch. Redis away: ESME_RX_T_APPN, the
-        SMSC delivers them again. An unreadable receipt is answered ESME_ROK (a redelivery would
-        be as unreadable) and logged."""
+        Each is correlated with its MT: by this process's memory when it submitted the part and
+        recorded it (`_submitted`), else in Redis (`dlr:<message id>`, whichever of receipt and
+        submit_sm_resp comes second completes it). Those whose MT is known are recorded (state and
+        audit entry): one round trip for the batch, two when some had to be met in Redis. Redis
+        away: ESME_RX_T_APPN, the SMSC delivers them again. An unreadable receipt is answered
+        ESME_ROK (a redelivery would be as unreadable) and logged."""
         statuses = [int(Status.ROK)] * len(pdus)
         readable: list[tuple[int, Receipt]] = []
         for at, pdu in enumerate(pdus):
@@ -308,11 +331,22 @@ class Gateway:
             readable.append((at, receipt))
         if not readable:
             return statuses
+        complete: list[dict[str, str]] = []
+        meet: list[Receipt] = []
+        submitted = self._submitted
+        for _, receipt in readable:
+            sent_here = submitted.pop(receipt.message_id, None)
+            if sent_here is None:
+                meet.append(receipt)
+            else:
+                complete.append({"msisdn": sent_here[0], "mt_id": sent_here[1], "state": receipt.state.name,
+                                 "err": receipt.error})
         try:
-            known = await self.store.receipts_arrived(
-                [(receipt.message_id, receipt.state.name, receipt.error) for _, receipt in readable])
-            # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
-            complete = [k for k in known if "msisdn" in k]
+            if meet:
+                known = await self.store.receipts_arrived(
+                    [(receipt.message_id, receipt.state.name, receipt.error) for receipt in meet])
+                # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
+                complete += [k for k in known if "msisdn" in k]
             if complete:
                 await self._record_receipts(complete)
         except StoreUnavailable as exc:
@@ -477,9 +511,9 @@ class Gateway:
         delay = 0.05
         while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
             try:
-                # A USSD screen asks for no receipt (registered_delivery 0): no message id to tie to it.
-                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit,
-                                                      message_ids if mt.ussd_service_op is None else ())
+                # A USSD screen asks for no receipt (registered_delivery 0): nothing to correlate.
+                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids,
+                                                      receipts=mt.ussd_service_op is None)
                 break
             except StoreUnavailable:
                 self.metrics.store_unavailable.inc("mt")
@@ -490,6 +524,13 @@ class Gateway:
                     return status == Status.ROK
                 await asyncio.sleep(delay)
                 delay = min(RECORD_RETRY_MAX_S, delay * 2)
+        if mt.ussd_service_op is None:  # an SMS part's receipt, when it comes here, is met without Redis
+            submitted = self._submitted
+            for message_id, receipt in zip(message_ids, known, strict=True):
+                if "state" not in receipt:
+                    submitted[message_id] = (mt.destination, mt.mt_id)
+            while len(submitted) > RECENT_SUBMITS_KEPT:
+                del submitted[next(iter(submitted))]
         try:
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp

@@ -31,9 +31,8 @@ reached one slot, never leaves a grant standing.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 import structlog
@@ -43,7 +42,7 @@ from handlers.ports import Platform
 from handlers.ussd import timeouts_of
 from sms_codes import OPERATOR_TZ
 from ussdgw.smpp.ussd import MoKind, UssdDialogue, classify_op
-from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store
+from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store, new_mt_id
 from ussdgw.store.grants import Grants
 from ussdgw.store.profile import block_day
 
@@ -87,8 +86,20 @@ class Denied:
     text: str
 
 
+_current_day: tuple[float, float, date] = (0.0, 0.0, date.min)  # [start, end) of the day last asked for
+
+
 def today(now: float) -> date:
-    return datetime.fromtimestamp(now, OPERATOR_TZ).date()
+    """The operator's calendar day at `now` (asked once per MO: the day's bounds are kept)."""
+    global _current_day
+    start, end, day = _current_day
+    if start <= now < end:
+        return day
+    day = datetime.fromtimestamp(now, OPERATOR_TZ).date()
+    start = datetime.combine(day, time(), OPERATOR_TZ).timestamp()
+    end = datetime.combine(day + timedelta(days=1), time(), OPERATOR_TZ).timestamp()
+    _current_day = (start, end, day)
+    return day
 
 
 def blocked_on(since: date | None, now: float) -> bool:
@@ -168,7 +179,7 @@ async def refuse_if_blocked(message: InboundMessage, platform: Platform,
         ctx = Context(platform, message, ussd=UssdStep(dialogue, timeouts_of(platform.settings)))
         result = await ctx.end(BLOCKED_USSD, audit=[refused])
     else:
-        reply = OutboundMessage(mt_id=uuid.uuid4().hex, source=message.short_code, destination=message.msisdn,
+        reply = OutboundMessage(mt_id=new_mt_id(), source=message.short_code, destination=message.msisdn,
                                 text=BLOCKED_TEXT, reaches_blocked=True)
         result = await store.commit(message.msisdn, message.once() + Change(
             messages=(reply,), create_profile=True,

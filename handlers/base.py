@@ -11,7 +11,6 @@ reply back instead of a second change. Whatever a handler compares with "now" it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +21,7 @@ import structlog
 from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
+from ussdgw.records import record
 from ussdgw.smpp.pdu import UssdOp
 from ussdgw.smpp.ussd import Timeouts, UssdDialogue, UssdString, fits_one_message, reply_session_info, ussd_length
 from ussdgw.store import (
@@ -35,6 +35,7 @@ from ussdgw.store import (
     Outcome,
     Profile,
     Store,
+    new_mt_id,
 )
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class Channel(StrEnum):
     API = "api"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboundMessage:
     """An MO after decoding and reassembly: who sent what to which code."""
 
@@ -122,6 +123,11 @@ class Context:
     # The profile hash as the request's first read found it (a USSD step reads it with its dialogue):
     # `profile()` makes the Profile of it only when a handler asks.
     stored_profile: list[bytes] | None = None
+    # N3 checked by the reply's own commit (`Change.unless_blocked_on`), for a handler with no side
+    # effect before it: the operator's day, ISO; and, when that commit found the number blocked, its
+    # block day (nothing was committed: the gateway answers with the refusal instead).
+    unless_blocked_on: str = ""
+    blocked_from: str | None = None
 
     @property
     def msisdn(self) -> str:
@@ -148,7 +154,7 @@ class Context:
         if self.read_profile is None:
             stored = self.stored_profile
             if stored is not None:
-                self.read_profile = Profile.from_stored(self.msisdn, dict(zip(stored[::2], stored[1::2], strict=True)))
+                self.read_profile = Profile.from_flat(self.msisdn, stored)
             else:
                 self.read_profile = await self.store.subscribers.profile(self.msisdn)
         return self.read_profile
@@ -178,7 +184,7 @@ class Context:
             return await self.end(text, change=change, audit=audit)
         msg = self.message
         mt = OutboundMessage(
-            mt_id=uuid.uuid4().hex,
+            mt_id=new_mt_id(),
             source=msg.short_code,
             destination=msg.msisdn,
             text=text,
@@ -186,13 +192,17 @@ class Context:
         )
         received = AuditEvent("mo_received", msg.channel, detail=render(to=msg.short_code))
         if change is NO_CHANGE:  # the common reply: one Change, the audit trail in its order
-            step = Change(mo=msg.mark, messages=(mt,), audit=(received, *audit), create_profile=True)
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received, *audit), create_profile=True,
+                          unless_blocked_on=self.unless_blocked_on)
         else:
-            step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True) + change
+            step = Change(mo=msg.mark, messages=(mt,), audit=(received,), create_profile=True,
+                          unless_blocked_on=self.unless_blocked_on) + change
             if audit:
                 step += Change(audit=tuple(audit))
         result = await self.store.commit(msg.msisdn, step)
-        if not result.refused:
+        if result.outcome is Outcome.BLOCKED:
+            self.blocked_from = result.detail
+        elif not result.refused:
             self.result = result
         return result
 
@@ -208,7 +218,7 @@ class Context:
 
     def sms(self, text: str, source: str, *, secret: bool = False) -> OutboundMessage:
         """An SMS to this subscriber, to send along with the next show/end (e.g. a password from 3339)."""
-        return OutboundMessage(mt_id=uuid.uuid4().hex, source=source, destination=self.msisdn, text=text,
+        return OutboundMessage(mt_id=new_mt_id(), source=source, destination=self.msisdn, text=text,
                                secret=secret)
 
     async def _step(self, text: str, *, close: bool, change: Change, audit: Sequence[AuditEvent],
@@ -230,7 +240,7 @@ class Context:
         text = fit_text(text, self.msisdn)
         op = UssdOp.PSSR_RESPONSE if close else UssdOp.USSR_REQUEST
         reply = OutboundMessage(
-            mt_id=uuid.uuid4().hex, source=self.message.short_code, destination=self.msisdn, text=text,
+            mt_id=new_mt_id(), source=self.message.short_code, destination=self.msisdn, text=text,
             ussd_service_op=op, its_session_info=reply_session_info(self.message.its_session_info, end=close),
         )
         events = (_dialled(ussd), *audit)

@@ -9,14 +9,13 @@ nothing. Codes map to HTTP statuses in `STATUS_BY_CODE`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ussdgw import russian
 from ussdgw.inputs import parse_msisdn, parse_whole_number
-from ussdgw.store import AuditEvent, OutboundMessage
+from ussdgw.store import AuditEvent, OutboundMessage, new_mt_id
 
 if TYPE_CHECKING:
     from handlers.base import Channel
@@ -81,7 +80,7 @@ class Result:
 
 
 def new_mt(destination: str, text: str, *, secret: bool = False, source: str = SELFCARE_SENDER) -> OutboundMessage:
-    return OutboundMessage(mt_id=uuid.uuid4().hex, source=source, destination=destination, text=text, secret=secret)
+    return OutboundMessage(mt_id=new_mt_id(), source=source, destination=destination, text=text, secret=secret)
 
 
 def valid_msisdn(value: object) -> str | None:

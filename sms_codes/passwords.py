@@ -26,8 +26,8 @@ Storage (P2)
     ``scrypt$n$r$p$salt_b64$hash_b64``. The parameters are read back from the stored
     string, so they can be raised later; :func:`needs_rehash` tells when to upgrade.
     ``hashlib.scrypt`` releases the GIL while it runs (~40 ms at n=2**14), so async
-    callers should run :func:`hash_password` / :func:`verify_password` in a thread
-    (``asyncio.to_thread``) to keep the event loop responsive.
+    callers should run :func:`hash_password` / :func:`verify_password` in a thread to keep
+    the event loop responsive (the platform runs them on its bounded pool, ``ussdgw.costly``).
 
 Errors: :class:`NewPasswordError` (a ``ValueError``) carries ``.reply``, the Russian
 text to send back; subclasses are :class:`PasswordMismatchError` and

@@ -84,10 +84,11 @@ class Settings(BaseModel):
     # Its message reference (a handset's 8 bits wrap every 256 messages; a restarted SMSC may start
     # again at 1) tells repeats apart only within it, so keep it well short of that.
     mo_dedup_window_s: Seconds = 300.0
-    # Costly work of an MO (a password's scrypt) runs on `costly_workers` threads per gateway process
-    # (0: half its CPUs, at least one); one that would wait longer than `costly_max_wait_s` for them
-    # is not started: its MO is answered ESME_RTHROTTLED and the SMSC delivers it again later
-    # (`ussdgw/costly.py`). Cheap MOs never wait behind it.
+    # Costly work (a password's scrypt, of an MO or of a self-care API request) runs on
+    # `costly_workers` threads per gateway process (0: half its CPUs, at least one); one that would
+    # wait longer than `costly_max_wait_s` for them is not started: its MO is answered ESME_RTHROTTLED
+    # and the SMSC delivers it again later, an API request gets 503 with Retry-After, with nothing
+    # counted (`ussdgw/costly.py`). Cheap MOs and requests never wait behind it.
     costly_workers: Count = 0
     costly_max_wait_s: Seconds = 2.0
     # D2 (`handlers/d2.py`): a code of one kind (password, archive code) at most once per cool-down,

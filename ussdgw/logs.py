@@ -1,10 +1,12 @@
 """structlog set-up: one event per thing that happened, MSISDNs masked, secrets and bodies dropped.
 
 Readable lines on a terminal, JSON lines otherwise (orjson when installed: the gateway logs
-several lines per MO). Context is bound per unit of work with `structlog.contextvars`
-(`bound_contextvars(mo_id=..., msisdn=mask_msisdn(...))`): every line logged while an MO or an
-API request is handled carries it, and each ends with one canonical line (`mo_handled`,
-`api_request`) that has the whole story.
+several lines per MO). Context is bound per unit of work with `bind_context`/`unbind_context`
+or `bound_context(mo_id=..., msisdn=mask_msisdn(...))`: every line logged while an MO or an API
+request is handled carries it, and each ends with one canonical line (`mo_handled`,
+`api_request`) that has the whole story. The context is one variable holding a dict: binding
+three keys is one `set` (structlog.contextvars makes three), and a line merges one dict instead
+of walking a copy of the whole context.
 
 MSISDNs are masked everywhere: exactly under the keys that hold one, and as any 10-15 digit run
 standing alone (between non-alphanumerics) in any other string, an id like `mo-79161234567-1-1`
@@ -13,15 +15,16 @@ or an exception's text included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 import structlog
-from structlog.contextvars import merge_contextvars
 
 try:
     import orjson
@@ -33,6 +36,38 @@ SECRET_KEYS = frozenset({"password", "text", "short_message", "code", "pw_hash",
 # 10 to 15 digits not part of a longer word (a hex digest's digits run into its letters): kept are
 # the first four and the last four, as mask_msisdn does.
 _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{2,7}(\d{4})(?![0-9A-Za-z])")
+
+
+_BOUND: ContextVar[dict[str, Any]] = ContextVar("ussdgw_log_context", default={})  # noqa: B039 - never mutated
+
+
+def bind_context(**values: Any) -> Token[dict[str, Any]]:
+    """Add `values` to the context of every line logged from here on in this task; `unbind_context` undoes it."""
+    return _BOUND.set({**_BOUND.get(), **values})
+
+
+def unbind_context(token: Token[dict[str, Any]]) -> None:
+    """Back to the context as it was before the `bind_context` that gave `token`."""
+    _BOUND.reset(token)
+
+
+@contextlib.contextmanager
+def bound_context(**values: Any) -> Iterator[None]:
+    """`values` in the context of every line logged inside the block."""
+    token = bind_context(**values)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def merge_bound(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The processor: the bound context into the event (a key the call itself gives wins)."""
+    context = _BOUND.get()
+    if context:
+        for key, value in context.items():
+            event.setdefault(key, value)
+    return event
 
 
 def mask_msisdn(value: str) -> str:
@@ -118,7 +153,10 @@ _LEVEL_OF = {"exception": "error", "warn": "warning"}
 def json_line(logger: Any, method_name: str, event: MutableMapping[str, Any]) -> str:
     """The whole JSON set-up in one processor (bound context, level, UTC instant, traceback,
     redaction, orjson): one call per line instead of six, the gateway writes one per MO."""
-    merge_contextvars(logger, method_name, event)
+    context = _BOUND.get()
+    if context:
+        for key, value in context.items():
+            event.setdefault(key, value)
     event["level"] = _LEVEL_OF.get(method_name, method_name)
     _STAMP_UTC(logger, method_name, event)
     if "exc_info" in event:
@@ -139,7 +177,7 @@ def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> 
     """`fmt`: "auto" (console on a terminal, else JSON), "console" or "json"."""
     console = wants_console(fmt)
     processors: list[Any] = [
-        merge_contextvars,
+        merge_bound,
         structlog.processors.add_log_level,
         # a person reads the local time of day; a collector gets the full instant in UTC
         structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),

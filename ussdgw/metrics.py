@@ -12,20 +12,21 @@ Label values are bounded by the code, never by the traffic: route and handler na
 and message-state names, HTTP route templates (not paths), reasons from fixed tables. An MSISDN,
 a message id or a raw path is never a label value.
 
-Cost on the hot path: a counter's children are looked up once per label set and kept in a dict
-(`_Family`), so counting is a dict lookup and a locked add. What needs a look around (windows,
+Cost on the hot path: counters and histograms are plain numbers in dicts by label values
+(`_Family`), turned into samples only when scraped, so counting is one dict update. What needs a look around (windows,
 binds, dialogues open, MTs in flight) is a `ScrapeGauge`, read only when Prometheus scrapes; what
 needs Redis (the outbox) is refreshed by a periodic task of the gateway.
 """
 
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics", "ScrapeGauge", "SimulatorMetrics", "exposition", "message_state_label",
@@ -67,31 +68,84 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 
 class _Family:
-    """A labelled counter or histogram with its children kept by label values: one dict lookup per
-    use instead of prometheus_client's `labels()` (argument checks, a lock, a tuple of str)."""
+    """A labelled counter or histogram kept in plain Python numbers, turned into Prometheus samples
+    only when scraped (`collect`): counting on the hot path is a dict update, not prometheus_client's
+    `labels()` lookup, argument checks and a lock per child (per bucket, for a histogram's observe).
 
-    __slots__ = ("_children", "_metric")
+    Updated from the event loop's thread only (the gateway and the simulator are single-threaded
+    asyncio; the costly-work threads count nothing)."""
 
-    def __init__(self, metric: Counter | Histogram, labelled: bool) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {} if labelled else {(): metric}
+    __slots__ = ("_bounds", "_counts", "_sums", "_values", "documentation", "labelnames", "name")
 
-    def child(self, *labels: str) -> Any:
-        found = self._children.get(labels)
-        if found is None:
-            found = self._children[labels] = self._metric.labels(*labels)
-        return found
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 buckets: tuple[float, ...] | None = None) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self._values: dict[tuple[str, ...], float] = {}  # a counter's children
+        self._bounds = buckets  # a histogram's upper bounds (None: a counter)
+        self._counts: dict[tuple[str, ...], list[int]] = {}  # a histogram's children: count per bucket, +Inf last
+        self._sums: dict[tuple[str, ...], float] = {}
+        if not labelnames:
+            self.start_at_zero()
 
     def inc(self, *labels: str) -> None:
-        self.child(*labels).inc()
+        values = self._values
+        try:
+            values[labels] += 1.0
+        except KeyError:
+            values[labels] = 1.0
 
     def start_at_zero(self, *values: str) -> None:
-        """Show these label values at 0 before anything happened (a panel then says 0, not "no data")."""
-        for value in values:
-            self.child(value)
+        """Show these label values at 0 before anything happened (a panel then says 0, not "no data");
+        with no labels, the one child."""
+        for labels in [(value,) for value in values] if values else [()]:
+            self._child(labels)
+
+    def _child(self, labels: tuple[str, ...]) -> None:
+        if self._bounds is None:
+            self._values.setdefault(labels, 0.0)
+        elif labels not in self._counts:
+            self._counts[labels] = [0] * (len(self._bounds) + 1)
+            self._sums[labels] = 0.0
 
     def observe(self, value: float, *labels: str) -> None:
-        self.child(*labels).observe(value)
+        counts = self._counts.get(labels)
+        if counts is None:
+            self._child(labels)
+            counts = self._counts[labels]
+        counts[bisect_left(self._bounds, value)] += 1  # type: ignore[arg-type]
+        self._sums[labels] += value
+
+    def value(self, *labels: str) -> float:
+        """A counter child's value (0 when never counted)."""
+        return self._values.get(labels, 0.0)
+
+    def family(self, with_samples: bool = True) -> Metric:
+        if self._bounds is None:
+            counter = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            if with_samples:
+                for labels, count in list(self._values.items()):
+                    counter.add_metric(list(labels), count)
+            return counter
+        histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        if with_samples:
+            uppers = [repr(float(bound)) for bound in self._bounds] + ["+Inf"]  # as prometheus_client writes them
+            for labels, counts in list(self._counts.items()):
+                cumulative = list(itertools.accumulate(counts))
+                histogram.add_metric(list(labels), list(zip(uppers, cumulative, strict=True)), self._sums[labels])
+        return histogram
+
+
+class _Families(Collector):
+    def __init__(self, families: list[_Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.family()
+
+    def describe(self) -> Iterator[Metric]:  # names only: the registry checks for duplicates without reading
+        for family in self.families:
+            yield family.family(with_samples=False)
 
 
 ScrapeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
@@ -130,13 +184,18 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._scrape_gauges: list[ScrapeGauge] = []
+        self._families: list[_Family] = []
 
     def _counter(self, name: str, documentation: str, *labels: str) -> _Family:
-        return _Family(Counter(name, documentation, labels, registry=self.registry), bool(labels))
+        family = _Family(name, documentation, labels)
+        self._families.append(family)
+        return family
 
     def _histogram(self, name: str, documentation: str, labels: tuple[str, ...],
                    buckets: tuple[float, ...]) -> _Family:
-        return _Family(Histogram(name, documentation, labels, registry=self.registry, buckets=buckets), bool(labels))
+        family = _Family(name, documentation, labels, buckets)
+        self._families.append(family)
+        return family
 
     def _scrape_gauge(self, name: str, documentation: str, *labels: str) -> ScrapeGauge:
         gauge = ScrapeGauge(name, documentation, labels)
@@ -144,6 +203,8 @@ class _Metrics:
         return gauge
 
     def _register_scrape_gauges(self) -> None:
+        """Register what was declared: the counters and histograms, then the scrape gauges."""
+        self.registry.register(_Families(self._families))
         self.registry.register(_ScrapeGauges(self._scrape_gauges))
 
 

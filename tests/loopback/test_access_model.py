@@ -318,6 +318,34 @@ async def test_a_blocked_number_is_refused_on_every_channel_and_unblocked_from_a
     assert "Пароль для входа" in (await _password_sms(stack, MARIA))[0].text
 
 
+async def test_a_blocked_number_writing_anything_gets_the_refusal_and_never_the_help(stack: Stack, api: Api) -> None:
+    """The help reply checks N3 inside its own commit (no read before it): a block from a later day
+    still lets it through, one in force turns it into the refusal, audited once, nothing else sent."""
+    assert stack.smsc is not None
+    maria = await signed_in(stack, api, MARIA)
+    tomorrow = (operator_today(stack) + timedelta(days=1)).isoformat()
+    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": tomorrow}))[0] == 200
+    after = stack.smsc.phones.last_seq
+    stack.smsc.submit_mo(MARIA, "5555", "HELLO")  # not blocked yet: the help
+    help_reply = await sms_from(stack, MARIA, "5555", after)
+    assert "заблокирован" not in help_reply.text and "Сервисные номера" in help_reply.text
+
+    admin = ensure_admin_token(stack.settings)
+    assert (await api.call("POST", "/admin/unblocks", token=admin, body={
+        "msisdn": MARIA, "passport": "4612 654321", "contract": "D-2022-0107"}))[0] == 200
+    maria = await signed_in(stack, api, MARIA)
+    today = operator_today(stack).isoformat()
+    assert (await api.call("PUT", "/accounts/me/block", token=maria, body={"from": today}))[0] == 200
+    before = len(await trail(stack, MARIA))
+    after = stack.smsc.phones.last_seq
+    stack.smsc.submit_mo(MARIA, "5555", "HELLO")
+    refusal = await sms_from(stack, MARIA, "5555", after)
+    assert "заблокирован" in refusal.text and "Сервисные номера" not in refusal.text
+    assert [m.text for m in await inbox_after(stack, MARIA, after)] == [refusal.text]  # one answer only
+    events = [e["event"] for e in (await trail(stack, MARIA))[before:]]
+    assert events.count("mo_refused") == 1 and "unknown_request" not in events
+
+
 async def test_support_unblocks_after_checking_the_owner_and_the_sim_never_can(stack: Stack, api: Api) -> None:
     maria = await signed_in(stack, api, MARIA)
     tomorrow = (operator_today(stack) + timedelta(days=1)).isoformat()

@@ -73,6 +73,15 @@ async def test_scripts_flushed_from_redis_are_loaded_again(store: Store) -> None
     assert known == [{"msisdn": "79161234567", "mt_id": "mt2"}]
 
 
+async def test_a_submit_without_receipts_leaves_the_outbox_and_ties_no_message_id(store: Store) -> None:
+    await store.commit("79161234567", answered("first", reply("79161234567", 1)))
+    known = await store.mt_submitted("79161234567", "mt1", "SUBMITTED", AuditEvent("mt_submitted", "ussd"),
+                                     ["m-1"], receipts=False)
+    assert known == [{}]  # one answer per message id: nothing is known of it, nothing was tied
+    assert await store.mt_states("79161234567") == {"mt1": "SUBMITTED"}
+    assert await store.receipt_arrived("m-1", "DELIVERED", "000") == {"state": "DELIVERED", "err": "000"}
+
+
 async def test_a_redis_that_is_gone_fails_the_batch_with_store_unavailable(store_factory: StoreFactory) -> None:
     gone = store_factory("redis://127.0.0.1:1")
     with pytest.raises(StoreUnavailable):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.platform import eventually
 from tests.support.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
 from ussdgw.smpp.concat import parse_udh
@@ -12,6 +13,7 @@ from ussdgw.smpp.pdu import DeliverSm, DeliverSmResp, EsmClass, MessageState, Pd
 from ussdgw.smpp.session import SmppSession
 from ussdgw.smpp.text import decode_text
 from ussdgw.store import Store
+from ussdgw.store.keys import dlr_key
 
 PHONE = "79161234567"
 FIRST, SECOND = "ПАР".encode("utf-16-be"), "ОЛЬ".encode("utf-16-be")
@@ -107,3 +109,61 @@ async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorde
         trail = await store.audit_trail(PHONE)
     assert set(states.values()) == {"DELIVERED"}
     assert any(e["event"] == "mt_receipt" and "state=DELIVERED" in e["detail"] for e in trail)
+
+
+def delivered(message_id: str) -> DeliverSm:
+    return DeliverSm(source_addr=PHONE, destination_addr="3339", esm_class=EsmClass.DELIVERY_RECEIPT,
+                     receipted_message_id=message_id, message_state=MessageState.DELIVERED,
+                     short_message=f"id:{message_id} sub:001 dlvrd:001 submit date:2501010000 done date:2501010000 "
+                                   "stat:DELIVRD err:000 text:".encode("ascii"))
+
+
+async def reply_submitted(smsc: ScriptedSmsc) -> None:
+    """Deliver one MO and wait until it is acknowledged and its reply's first part submitted."""
+    await smsc.deliver(mo("HELLO".encode("utf-16-be")))
+    async with asyncio.timeout(10):
+        while not isinstance(await smsc.responses.get(), DeliverSmResp):
+            pass
+        await smsc.submitted.get()
+
+
+async def test_a_receipt_back_through_the_gateway_that_sent_the_part_is_met_in_its_memory(
+    settings: Settings, store: Store,
+) -> None:
+    smsc = ScriptedSmsc()
+    async with gateway_against(smsc, store, settings) as gateway:
+        await reply_submitted(smsc)
+        await gateway.sends_done()
+        message_ids = [f"msg{n:04d}" for n in range(1, smsc.message_ids + 1)]
+        for message_id in message_ids:
+            await smsc.deliver(delivered(message_id))
+
+        async def recorded() -> None:
+            assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
+        await eventually(recorded)
+        trail = await store.audit_trail(PHONE)
+        # met without Redis: the receipt side never wrote its half of the correlation
+        halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
+    assert message_ids and all(b"msisdn" in h and b"state" not in h for h in halves)
+    assert sum(e["event"] == "mt_receipt" for e in trail) == len(message_ids)
+
+
+async def test_a_receipt_that_comes_back_through_another_gateway_is_met_in_redis(
+    settings: Settings, store: Store,
+) -> None:
+    """Any gateway process may get any receipt: the one that did not send the part finds its MT
+    through `dlr:<message id>`, which the sender wrote."""
+    sender_smsc, other_smsc = ScriptedSmsc(), ScriptedSmsc()
+    async with gateway_against(sender_smsc, store, settings) as sender, \
+            gateway_against(other_smsc, store, settings):
+        await reply_submitted(sender_smsc)
+        await sender.sends_done()
+        message_ids = [f"msg{n:04d}" for n in range(1, sender_smsc.message_ids + 1)]
+        for message_id in message_ids:
+            await other_smsc.deliver(delivered(message_id))
+
+        async def recorded() -> None:
+            assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
+        await eventually(recorded)
+        halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
+    assert message_ids and all(h.get(b"state") == b"DELIVERED" for h in halves)

@@ -6,22 +6,13 @@ Nothing here does I/O or knows the wire format; `codec.py` turns these into byte
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from enum import IntEnum
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from typing import Any, ClassVar, TypeVar
 
-T = TypeVar("T")
-
-
-@dataclass_transform(frozen_default=True)
-def pdu_class(cls: type[T]) -> type[T]:
-    """A PDU (or what one says): a dataclass with slots, hashable, frozen in the type checker's eyes (mypy --strict
-    refuses any assignment to a field), but built as a plain one. A frozen dataclass sets each
-    field through `object.__setattr__`: a submit_sm or deliver_sm has 28 fields, and the gateway
-    builds or decodes seven of them per MO; built plainly each costs a third (~1.5 against ~4.6 us).
-    Every change goes through `with_sequence` or `dataclasses.replace`, never an assignment."""
-    return dataclass(slots=True, unsafe_hash=True)(cls)
+# A PDU (or what one says) is a `record`: see there for why not a frozen dataclass.
+from ussdgw.records import record as pdu_class
 
 
 class CommandId(IntEnum):

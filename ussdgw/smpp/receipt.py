@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, pdu_class
+from ussdgw.records import record
+from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState
 
 STAT_WORDS: dict[MessageState, str] = {
     MessageState.ENROUTE: "ENROUTE", MessageState.DELIVERED: "DELIVRD", MessageState.EXPIRED: "EXPIRED",
@@ -38,7 +39,7 @@ _KEYS = {"id": "message_id", "sub": "submitted", "dlvrd": "delivered", "submit d
 NETWORK_ERROR_GSM = 3  # network_error_code: its first octet says which network type the code is of
 
 
-@pdu_class  # frozen to mypy, built at a plain dataclass's cost: two per MO
+@record  # frozen to mypy, built at a plain dataclass's cost: two per MO
 class Receipt:
     """What a delivery receipt says. Fields other than the id and the state are kept as written
     (`error` "000", dates `YYMMDDhhmm`), empty when the receipt did not carry them."""

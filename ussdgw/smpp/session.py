@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from ussdgw.records import record
 from ussdgw.smpp import codec
 from ussdgw.smpp.pdu import (
     REQUEST_RESPONSE,
@@ -157,14 +158,14 @@ class SessionError(Exception):
         self.role, self.state, self.event = role, state, event
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestReceived:
     """A request the application must answer with `respond` (submit_sm, deliver_sm, bind, ...)."""
 
     pdu: Pdu
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResponseReceived:
     """A response, paired with the request of ours it answers (None if we sent no such request)
     and the token that request was sent with."""

@@ -52,7 +52,7 @@ from ussdgw.store.keys import (
     sub_key,
     ussd_key,
 )
-from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard
+from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard, new_mt_id
 from ussdgw.store.money import Asset, Autopay, Gift, Hold
 from ussdgw.store.pipeline import AutoPipeline
 from ussdgw.store.profile import N2Application, Profile
@@ -97,6 +97,7 @@ __all__ = [
     "linked_key",
     "locator_allow_key",
     "mms_archive_key",
+    "new_mt_id",
     "ops_key",
     "rate_key",
     "session_key",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ussdgw.audit_detail import clean
+from ussdgw.records import record
 from ussdgw.store.acting import attributed
 from ussdgw.store.keys import (
     AUDIT_MAXLEN,
@@ -89,7 +90,7 @@ class Write:
     ttl_s: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MoMark:
     """The MO this step answers: the step is applied once per `mo_id`; its mark lives `ttl_s`.
     `again`: nothing but its content identifies the MO, so a repeat may be the subscriber asking
@@ -120,7 +121,7 @@ def _join_one(a: Any, b: Any, what: str) -> Any:
     return a if a is not None else b
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Change:
     """One atomic step on one subscriber's slot (module docstring). Empty parts do nothing."""
 
@@ -136,6 +137,10 @@ class Change:
     dialogue: DialogueStep | None = None
     read_profile: bool = False  # the result carries the profile as it is after the change
     autopaid_kop: int = 0  # money Автоплатёж pays in within this step (`ussdgw.store.money.debit`)
+    # N3 checked inside the step (the operator's day, ISO): nothing is written, outcome BLOCKED, when
+    # the number's block has begun by then. For a step with no side effect before its commit (the
+    # help reply): the gate costs no read of its own, and no block can slip in between.
+    unless_blocked_on: str = ""
 
     def __add__(self, other: Change) -> Change:
         if other is NO_CHANGE:  # the common case of an MO's reply without a change: nothing to build
@@ -150,6 +155,7 @@ class Change:
             create_profile=self.create_profile or other.create_profile,
             mo=_join_one(self.mo, other.mo, "MO mark"), dialogue=_join_one(self.dialogue, other.dialogue, "dialogue"),
             read_profile=self.read_profile or other.read_profile, autopaid_kop=self.autopaid_kop + other.autopaid_kop,
+            unless_blocked_on=max(self.unless_blocked_on, other.unless_blocked_on),
         )
 
 
@@ -162,9 +168,10 @@ class Outcome(StrEnum):
     REFUSED = "refused"  # a check failed (`code`, and the field in `detail`)
     LIMITED = "limited"  # a D2 guard refused (`code` = cooldown | hourly_cap, `retry_at`)
     CONFLICT = "conflict"  # the USSD dialogue moved on since the step was computed
+    BLOCKED = "blocked"  # `Change.unless_blocked_on`: the number is blocked (N3), nothing written; `detail` its day
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommitResult:
     outcome: Outcome
     messages: tuple[OutboundMessage, ...] = ()
@@ -195,10 +202,12 @@ class CommitResult:
 
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
                 sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
-                replay: bool = False, created_field: str = "created_at", gate: str = "") -> tuple[list[str], bytes]:
+                replay: bool = False, created_field: str = "created_at", gate: str = "",
+                block_field: str = "blocked_from") -> tuple[list[str], bytes]:
     """The keys and the JSON argument (UTF-8 bytes) of `lua/commit.lua` for `change` (only the parts it has);
     `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`);
-    `gate`: the stored name of the N3 block field, read back when the step applies.
+    `gate`: the stored name of the N3 block field, read back when the step applies; `block_field`:
+    the same name, for `Change.unless_blocked_on`.
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn),
@@ -252,4 +261,6 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
         p["read"] = True
     if gate:
         p["gate"] = gate
+    if change.unless_blocked_on:
+        p["unblocked"] = [block_field, change.unless_blocked_on]
     return keys, orjson.dumps(p)  # UTF-8 JSON, as Lua's cjson reads it; several times json.dumps' speed

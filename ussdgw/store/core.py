@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +49,7 @@ from ussdgw.store.keys import (
 from ussdgw.store.model import AuditEvent, OutboundMessage, RateGuard, audit_entry
 from ussdgw.store.money import Money
 from ussdgw.store.numbers import Numbers
-from ussdgw.store.pipeline import AutoPipeline
+from ussdgw.store.pipeline import AutoPipeline, replies
 from ussdgw.store.profile import STORED, Profile, Subscribers, stored_change
 from ussdgw.store.scripts import Scripts
 from ussdgw.store.sealing import Sealer
@@ -60,13 +59,16 @@ UPDATE_ATTEMPTS = 5
 SEALING_TEXT = b"ussdgw: this key seals the queued MTs"
 
 
+_OUTCOMES = {outcome.value.encode(): outcome for outcome in Outcome}  # the script's first word, read per commit
+
+
 def lease_now() -> float:
     """Real wall time, for MT leases and the outbox index only (never the business clock)."""
     return time.time()
 
 
 def _leased(messages: Sequence[OutboundMessage], until: float) -> tuple[OutboundMessage, ...]:
-    return tuple(dataclasses.replace(m, leased_until=until) for m in messages)
+    return tuple(m.leased(until) for m in messages)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -166,7 +168,7 @@ class Store:
         keys, arg = script_call(msisdn, stored_change(msisdn, change), now=now, lease_until=until,
                                 tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
                                 lease_now=leased, grace_s=self.reclaim_grace_s, created_field=STORED["created_at"],
-                                gate=STORED["blocked_from"] if gate else "")
+                                gate=STORED["blocked_from"] if gate else "", block_field=STORED["blocked_from"])
         indexed = None
         if sealed:  # the recovery entries first: an entry for nothing is harmless, an MT without one is not
             indexed = self.indexes.mts_queued(msisdn, (m.mt_id for m in messages), until)
@@ -181,7 +183,7 @@ class Store:
                 committed.add_done_callback(_consume)
                 raise
         raw = await guarded(committed)
-        outcome = Outcome(raw[0].decode())
+        outcome = _OUTCOMES[raw[0]]
         if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
             with contextlib.suppress(StoreUnavailable):
                 await self.indexes.mts_dropped(msisdn, [m.mt_id for m in messages])
@@ -195,6 +197,8 @@ class Store:
             return CommitResult(outcome, code=raw[1].decode(), retry_at=float(raw[2]))
         if outcome is Outcome.REFUSED:
             return CommitResult(outcome, code=raw[1].decode(), detail=raw[2].decode())
+        if outcome is Outcome.BLOCKED:
+            return CommitResult(outcome, detail=raw[1].decode())
         return CommitResult(outcome)
 
     async def replay(self, msisdn: str, mark: MoMark) -> CommitResult | None:
@@ -266,10 +270,11 @@ class Store:
 
     # ---- MTs after the commit --------------------------------------------------------------
     async def mt_submitted(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent,
-                           message_ids: Sequence[str]) -> list[dict[str, str]]:
+                           message_ids: Sequence[str], *, receipts: bool = True) -> list[dict[str, str]]:
         """The MT left the outbox with `state` (SUBMITTED / REJECTED) and its SMSC message ids are
         tied to it for receipt correlation, in one round trip. Returns, per message id, everything
         known about it: a receipt that arrived before the submit_sm_resp shows up with its `state`.
+        Without `receipts` (a USSD screen asks for none) nothing is tied: nothing known, per id.
 
         Not one script: the `dlr:<id>` keys live in other cluster slots than the subscriber's; each
         step is atomic and idempotent, so a crash in between is repaired by the lease (the MT is
@@ -278,20 +283,20 @@ class Store:
             "mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)],
             [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
-                 for m in message_ids]
+                 for m in (message_ids if receipts else ())]
         # Out of the outbox, its recovery entry can go (or recovery drops it). On one server the
         # ZREM rides in the same batch, after the script on one connection: Redis runs it only
         # after the MT left the outbox. On a cluster it waits for the script's answer.
         dropped = None if self.cluster else self.indexes.mt_dropping(msisdn, mt_id)
         try:
-            results = await guarded(asyncio.gather(done, *meets))
+            results = await guarded(replies([done, *meets]))
         except BaseException:
             if dropped is not None:
                 dropped.add_done_callback(_consume)
             raise
         with contextlib.suppress(StoreUnavailable):
             await (guarded(dropped) if dropped is not None else self.indexes.mt_done(msisdn, mt_id))
-        return [_flat_hash(raw) for raw in results[1:]]
+        return [_flat_hash(raw) for raw in results[1:]] if receipts else [{} for _ in message_ids]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
         """A receipt's side of the correlation: everything known about `message_id` (with `msisdn`
@@ -300,9 +305,9 @@ class Store:
 
     async def receipts_arrived(self, receipts: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
         """`receipt_arrived` for each (message id, state, err) of a batch, in one round trip."""
-        raws = await guarded(asyncio.gather(*(
+        raws = await guarded(replies([
             self.scripts.submit("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
-            for message_id, state, err in receipts)))
+            for message_id, state, err in receipts]))
         return [_flat_hash(raw) for raw in raws]
 
     async def receipt_recorded(self, msisdn: str, mt_id: str, state: str, audit: AuditEvent) -> None:
@@ -317,9 +322,9 @@ class Store:
         for msisdn, mt_id, state, audit in receipts:
             fields = audit.fields(now)
             by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([mt_id, state, len(fields), *fields])
-        await guarded(asyncio.gather(*(
+        await guarded(replies([
             self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
-            for msisdn, args in by_subscriber.items())))
+            for msisdn, args in by_subscriber.items()]))
 
     async def mt_states(self, msisdn: str) -> dict[str, str]:
         """MT id -> its last known state, for the MTs of the last `DLR_TTL_S`."""
@@ -338,7 +343,7 @@ class Store:
         msisdn = mt.destination
         renewed = await self.scripts.run("renew", [outbox_key(msisdn), lease_key(msisdn)],
                                          [mt.mt_id, repr(mt.leased_until), repr(until)])
-        return dataclasses.replace(mt, leased_until=until) if renewed else None
+        return mt.leased(until) if renewed else None
 
     async def reclaim(self, buckets: Sequence[int], limit: int = 100) -> list[OutboundMessage]:
         """MTs due in `buckets` whose sender died (their lease ran out, and was seen so `reclaim_grace_s`
@@ -367,5 +372,5 @@ class Store:
             else:
                 self._expired_seen.pop((msisdn, mt_id), None)
                 await self.indexes.mt_due_at(msisdn, mt_id, until)
-                out.append(dataclasses.replace(self.sealer.open_message(raw[1]), leased_until=until))
+                out.append(self.sealer.open_message(raw[1]).leased(until))
         return out

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import orjson
 
 from ussdgw.audit_detail import clean
+from ussdgw.records import record
 
 
-@dataclass(frozen=True, slots=True)
+def new_mt_id() -> str:
+    """A fresh MT id: 128 random bits in hex (what `uuid4().hex` gave, without building a UUID per MT)."""
+    return os.urandom(16).hex()
+
+
+@record
 class OutboundMessage:
     """An MT waiting to be sent. `text` may hold a secret: it is sealed before it reaches Redis."""
 
@@ -25,6 +32,11 @@ class OutboundMessage:
     # truth); its sender renews it while it waits, and gives up sending if it is lost.
     leased_until: float = 0.0
     reaches_blocked: bool = False  # N3: the one answer a blocked number gets (why it was refused)
+
+    def leased(self, until: float) -> OutboundMessage:
+        """This MT held under a lease ending `until` (`dataclasses.replace`, without its field walk)."""
+        return OutboundMessage(self.mt_id, self.source, self.destination, self.text, self.ussd_service_op,
+                               self.its_session_info, self.secret, until, self.reaches_blocked)
 
     def to_json(self) -> bytes:
         fields: dict[str, object] = {
@@ -41,7 +53,7 @@ class OutboundMessage:
         return cls(**json.loads(data))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuditEvent:
     """P10: what happened, through which channel, with what outcome. Never a secret in `detail`."""
 

@@ -547,6 +547,22 @@ class AutoPipeline:
         return list(self._lanes)
 
 
+async def replies(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+    """The replies of commands queued together, in order. The first await waits for their batch;
+    by then the others are answered, and awaiting them costs nothing: a third of
+    `asyncio.gather`'s cost (no gathering future, no callback per command). On a failure the
+    commands not awaited yet are left answered without a warning (the caller retries the step)."""
+    out = []
+    for at, future in enumerate(futures):
+        try:
+            out.append(await future)
+        except BaseException:
+            for rest in futures[at + 1:]:
+                rest.add_done_callback(_consume)
+            raise
+    return out
+
+
 def _kind(result: Any) -> str:
     """The cluster's word for `result` when it is a redirection or a refusal ("" otherwise): redis-py's
     parser has turned "MOVED 3999 host:port" into a MovedError whose text lacks the word."""

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -214,6 +215,14 @@ class Profile:
         return cls.from_fields(msisdn, logical_fields(raw))
 
     @classmethod
+    def from_flat(cls, msisdn: str, flat: Sequence[bytes]) -> Profile:
+        """The profile from the hash as a read returned it, flat (field, value, ...). The same stored
+        hash always makes the same (immutable) profile, and the steps of a USSD dialogue read an
+        unchanged one again and again: each distinct one is parsed once (the stored content is the
+        key, so a changed profile is a new entry, never a stale one)."""
+        return _profile_of(msisdn, tuple(flat))
+
+    @classmethod
     def from_fields(cls, msisdn: str, fields: Mapping[str, str]) -> Profile:
         get = fields.get
         blocked = get("blocked_from")
@@ -236,6 +245,14 @@ class Profile:
 
     def has_service(self, service_id: str) -> bool:
         return service_id in self.services
+
+
+PARSED_PROFILES_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=PARSED_PROFILES_KEPT)
+def _profile_of(msisdn: str, flat: tuple[bytes, ...]) -> Profile:
+    return Profile.from_stored(msisdn, dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def block_day(raw: bytes | str | None) -> date | None:

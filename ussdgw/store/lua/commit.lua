@@ -22,10 +22,12 @@
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
 --   gate      a profile field (the N3 block day) returned as it is, '' when absent
+--   unblocked [field, day]   N3 inside the step: 'blocked' (nothing written) when the profile's block
+--             day (ISO, in `field`) is on or before `day`
 --   replay    only the redelivery's answer: 'absent' when the MO has no mark (nothing written)
 -- -> {'applied'[, profile flat or {}[, gate field]]} | {'duplicate', sealed MTs now leased to the caller...} | {'conflict'}
 --    | {'absent'} (replay only)
---    | {'refused', code, field} | {'limited', reason, retry_at}
+--    | {'refused', code, field} | {'limited', reason, retry_at} | {'blocked', block day}
 local p = cjson.decode(ARGV[1])
 local sub, audit, outbox, lease, mo, dialogue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
@@ -54,6 +56,10 @@ if p.mo and redis.call('EXISTS', mo) == 1 then
 end
 if p.replay then return {'absent'} end  -- only a redelivery's answer was asked for: nothing to do
 if p.expect and (redis.call('HGET', dialogue, 'v') or '') ~= p.expect then return {'conflict'} end
+if p.unblocked then
+  local day = redis.call('HGET', sub, p.unblocked[1]) or ''
+  if string.match(day, '^%d%d%d%d%-%d%d%-%d%d$') and day <= p.unblocked[2] then return {'blocked', day} end
+end
 
 local function refuse(outcome, code, detail, audited)
   if p.refusal then
