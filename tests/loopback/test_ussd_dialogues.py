@@ -76,15 +76,22 @@ async def test_a_dialogue_that_is_not_answered_times_out_and_the_late_answer_end
 
 
 async def test_quick_answers_do_not_keep_a_dialogue_open_past_its_whole_timeout(stack: Stack) -> None:
+    # The clock is real time plus what the test advances, so every answer is half a step away from
+    # both deadlines: a slow machine's seconds move neither across.
+    step_s, dialogue_s = stack.settings.ussd_step_timeout_s, stack.settings.ussd_dialogue_timeout_s
+    gap = step_s / 2
+    answers = int(dialogue_s // gap) - 1  # the last of them still half a step inside the whole timeout
     await dial(stack, MSISDN, "*111#")
-    step = stack.settings.ussd_step_timeout_s - 1
-    for _ in range(int(stack.settings.ussd_dialogue_timeout_s // step)):
-        stack.clock.advance(step)
+    for _ in range(answers):
+        stack.clock.advance(gap)
         screen = await answer(stack, MSISDN, "0")
         assert screen.ussd_op == UssdOp.USSR_REQUEST
-    stack.clock.advance(step)
+    stack.clock.advance((dialogue_s - answers * gap + step_s) / 2)  # past the whole timeout, inside the step's
     screen = await answer(stack, MSISDN, "0")
     assert screen.ussd_op == UssdOp.PSSR_RESPONSE and "истекло" in screen.text
+    assert stack.store is not None
+    [late] = [e for e in await stack.store.audit_trail(MSISDN, 500) if e["event"] == "ussd_late_answer"]
+    assert "(dialogue timeout)" in late["detail"]
 
 
 async def test_an_abort_from_the_network_ends_the_dialogue_without_a_reply(stack: Stack) -> None:
