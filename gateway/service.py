@@ -20,7 +20,8 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -57,6 +58,45 @@ RECOVERY_MAX_INTERVAL_S = 1.0  # MT recovery looks at least this often: a strand
 LEASE_MARGIN_S = 0.2  # a submit is not started on a lease with less than this left
 RECORD_RETRY_MAX_S = 1.0
 RECENT_SUBMITS_KEPT = 100_000  # message ids this process submitted, kept to meet their receipts without Redis
+RECORD_WAIT_S = 1.0  # how long a receipt waits for its part's record in this process before going through Redis
+
+
+@dataclass(slots=True)
+class PartSentHere:
+    """An SMS part this process submitted: its MT, and `recorded`, resolved True once the part's
+    record is in Redis (False when this process gave up recording it: its receipt goes through Redis)."""
+
+    msisdn: str
+    mt_id: str
+    recorded: asyncio.Future[bool]
+
+
+class SubmittedHere:
+    """SMSC message id -> the part this process submitted under it, the newest `kept`, oldest first."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._parts: dict[str, PartSentHere] = {}
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def add(self, message_ids: list[str], msisdn: str, mt_id: str) -> asyncio.Future[bool]:
+        """The parts of one MT, just submitted; the future tells whether their record went in."""
+        recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        parts = self._parts
+        for message_id in message_ids:
+            parts[message_id] = PartSentHere(msisdn, mt_id, recorded)
+        while len(parts) > self.kept:
+            del parts[next(iter(parts))]
+        return recorded
+
+    def take(self, message_id: str) -> PartSentHere | None:
+        return self._parts.pop(message_id, None)
+
+    def forget(self, message_ids: Iterable[str]) -> None:
+        for message_id in message_ids:
+            self._parts.pop(message_id, None)
 
 
 class Gateway:
@@ -93,10 +133,10 @@ class Gateway:
         self._recovery_s = min(RECOVERY_MAX_INTERVAL_S, max(0.2, settings.mt_lease_s / 3))
         # MTs this process is sending, with the lease it holds on each (renewed while they wait).
         self._held: dict[str, OutboundMessage] = {}
-        # SMSC message id -> (msisdn, MT id), for the parts this process submitted and recorded, oldest
-        # first: a receipt that comes back through this process (the common case) needs no
-        # correlation in Redis. Any other process, or this one after a restart, finds `dlr:<id>`.
-        self._submitted: dict[str, tuple[str, str]] = {}
+        # The SMS parts this process submitted: a receipt that comes back through it (the common
+        # case) needs no correlation in Redis. Any other process, or this one after a restart,
+        # finds `dlr:<id>`.
+        self._submitted = SubmittedHere(RECENT_SUBMITS_KEPT)
         self._sends = Tasks("gateway-sends")  # MTs being sent: finished (or left leased) on stop
         self._loops = Tasks("gateway-loops")  # the binds' runners and the periodic loops
         self.mts_in_flight = MtsInFlight()
@@ -333,14 +373,25 @@ class Gateway:
             return statuses
         complete: list[dict[str, str]] = []
         meet: list[Receipt] = []
-        submitted = self._submitted
+        here: list[tuple[Receipt, PartSentHere]] = []
         for _, receipt in readable:
-            sent_here = submitted.pop(receipt.message_id, None)
-            if sent_here is None:
+            part = self._submitted.take(receipt.message_id)
+            if part is None:
                 meet.append(receipt)
             else:
-                complete.append({"msisdn": sent_here[0], "mt_id": sent_here[1], "state": receipt.state.name,
-                                 "err": receipt.error})
+                here.append((receipt, part))
+        if here:
+            # A receipt may overtake its part's record (SMSCs answer a submit and send its receipt at
+            # once): it waits for it here, in this process, rather than going through Redis.
+            pending = {part.recorded for _, part in here if not part.recorded.done()}
+            if pending:
+                await asyncio.wait(pending, timeout=RECORD_WAIT_S)
+            for receipt, part in here:
+                if part.recorded.done() and part.recorded.result():
+                    complete.append({"msisdn": part.msisdn, "mt_id": part.mt_id, "state": receipt.state.name,
+                                     "err": receipt.error})
+                else:  # its record failed or is late: through Redis, as any other process would
+                    meet.append(receipt)
         try:
             if meet:
                 known = await self.store.receipts_arrived(
@@ -508,29 +559,35 @@ class Gateway:
                            detail=render(mt=mt.mt_id, **{"from": mt.source}, parts=len(message_ids),
                                          status=status.name))
         state = "SUBMITTED" if outcome == "ok" else "REJECTED"
+        # An SMS part's receipt that comes back here is met in memory, once the record below is done.
+        recorded = (self._submitted.add(message_ids, mt.destination, mt.mt_id)
+                    if mt.ussd_service_op is None and message_ids else None)
         delay = 0.05
-        while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
-            try:
-                # A USSD screen asks for no receipt (registered_delivery 0): nothing to correlate.
-                known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids,
-                                                      receipts=mt.ussd_service_op is None)
-                break
-            except StoreUnavailable:
-                self.metrics.store_unavailable.inc("mt")
-                if delay == 0.05:
-                    log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=True)
-                if self._sends.stopping:
-                    log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=False)
-                    return status == Status.ROK
-                await asyncio.sleep(delay)
-                delay = min(RECORD_RETRY_MAX_S, delay * 2)
-        if mt.ussd_service_op is None:  # an SMS part's receipt, when it comes here, is met without Redis
-            submitted = self._submitted
-            for message_id, receipt in zip(message_ids, known, strict=True):
-                if "state" not in receipt:
-                    submitted[message_id] = (mt.destination, mt.mt_id)
-            while len(submitted) > RECENT_SUBMITS_KEPT:
-                del submitted[next(iter(submitted))]
+        try:
+            while True:  # sent: until it is recorded, nobody may send it again (its lease is kept meanwhile)
+                try:
+                    # A USSD screen asks for no receipt (registered_delivery 0): nothing to correlate.
+                    known = await self.store.mt_submitted(mt.destination, mt.mt_id, state, audit, message_ids,
+                                                          receipts=mt.ussd_service_op is None)
+                    break
+                except StoreUnavailable:
+                    self.metrics.store_unavailable.inc("mt")
+                    if delay == 0.05:
+                        log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=True)
+                    if self._sends.stopping:
+                        log.warning("mt_done_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id, retry=False)
+                        return status == Status.ROK
+                    await asyncio.sleep(delay)
+                    delay = min(RECORD_RETRY_MAX_S, delay * 2)
+            if recorded is not None:
+                recorded.set_result(True)
+                # those whose receipt came first, through Redis, are recorded just below
+                self._submitted.forget(m for m, known_part in zip(message_ids, known, strict=True)
+                                       if "state" in known_part)
+        finally:
+            if recorded is not None and not recorded.done():  # not recorded here: receipts go through Redis
+                recorded.set_result(False)
+                self._submitted.forget(message_ids)
         try:
             for receipt in known:
                 if "state" in receipt:  # the receipt came before the submit_sm_resp

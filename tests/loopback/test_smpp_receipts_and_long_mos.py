@@ -167,3 +167,29 @@ async def test_a_receipt_that_comes_back_through_another_gateway_is_met_in_redis
         await eventually(recorded)
         halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
     assert message_ids and all(h.get(b"state") == b"DELIVERED" for h in halves)
+
+
+async def test_a_receipt_that_overtakes_its_parts_record_waits_for_it_in_the_same_process(
+    settings: Settings, store: Store,
+) -> None:
+    """The SMSC answers each submit_sm and sends its receipt at once: the receipt reaches the gateway
+    while the part's record is still on its way to Redis, waits for it in memory, and is recorded
+    after it (SUBMITTED, then DELIVERED), without a correlation in Redis."""
+    async def receipt_at_once(smsc: ScriptedSmsc, _: SmppSession, pdu: SubmitSm) -> Pdu:
+        message_id = smsc.next_message_id()
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(smsc.deliver(delivered(message_id))))
+        return SubmitSmResp(message_id=message_id)
+
+    smsc = ScriptedSmsc(receipt_at_once)
+    async with gateway_against(smsc, store, settings) as gateway:
+        await reply_submitted(smsc)
+
+        async def recorded() -> None:
+            assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
+            assert sum(e["event"] == "mt_receipt" for e in await store.audit_trail(PHONE)) == smsc.message_ids
+        await eventually(recorded)
+        await gateway.sends_done()
+        message_ids = [f"msg{n:04d}" for n in range(1, smsc.message_ids + 1)]
+        halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
+        assert len(gateway._submitted) == 0  # every part met, none left behind
+    assert message_ids and all(b"msisdn" in h and b"state" not in h for h in halves)

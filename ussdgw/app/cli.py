@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -230,6 +231,21 @@ async def _unless(stopping: asyncio.Event, work: Awaitable[None]) -> bool:
     return True
 
 
+SERVING_GC_THRESHOLD = 20_000  # allocations between two young-generation collections while serving
+
+
+def _serving_gc() -> None:
+    """Once everything has started, what exists (modules, routes, menus, settings) is taken out of
+    the collector's sight (`gc.freeze`), and the young generation is collected every 20,000
+    allocations instead of 700. A gateway makes a few hundred short-lived containers per MO, nearly
+    all freed by reference counting before any collection: at the default threshold a collection
+    ran every few MOs, walking the same live objects again (about 4 % of the gateway's CPU)."""
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, SERVING_GC_THRESHOLD), middle, old)
+
+
 async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitable[None]], hint: str = "",
                  first_stop: Callable[[], Awaitable[None]] | None = None) -> int:
     """Start (a signal cancels a start half way), run until SIGINT/SIGTERM, then stop everything
@@ -237,6 +253,7 @@ async def _serve(stack: Stack, name: str, what: str, start: Callable[[], Awaitab
     with _stop_signals(what) as stopping:
         try:
             if await _unless(stopping, start()):
+                _serving_gc()
                 await stopping.wait()
         except (OSError, RedisServerError) as exc:  # a port taken, an address not available, no Redis
             print(f"ussdgw {name} cannot start: {exc}{hint}", file=sys.stderr)
