@@ -135,19 +135,6 @@ class _Family:
         return histogram
 
 
-class _Families(Collector):
-    def __init__(self, families: list[_Family]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.families:
-            yield family.family()
-
-    def describe(self) -> Iterator[Metric]:  # names only: the registry checks for duplicates without reading
-        for family in self.families:
-            yield family.family(with_samples=False)
-
-
 ScrapeReader = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
 
 
@@ -167,17 +154,19 @@ class ScrapeGauge:
         return family
 
 
-class _ScrapeGauges(Collector):
-    def __init__(self, gauges: list[ScrapeGauge]) -> None:
-        self.gauges = gauges
+class _Collected(Collector):
+    """What the registry reads at a scrape: the counters and histograms, then the scrape gauges."""
+
+    def __init__(self, parts: list[_Family | ScrapeGauge]) -> None:
+        self.parts = parts
 
     def collect(self) -> Iterator[Metric]:
-        for gauge in self.gauges:
-            yield gauge.family()
+        for part in self.parts:
+            yield part.family()
 
     def describe(self) -> Iterator[Metric]:  # names only: the registry checks for duplicates without reading
-        for gauge in self.gauges:
-            yield gauge.family(with_samples=False)
+        for part in self.parts:
+            yield part.family(with_samples=False)
 
 
 class _Metrics:
@@ -204,8 +193,7 @@ class _Metrics:
 
     def _register_scrape_gauges(self) -> None:
         """Register what was declared: the counters and histograms, then the scrape gauges."""
-        self.registry.register(_Families(self._families))
-        self.registry.register(_ScrapeGauges(self._scrape_gauges))
+        self.registry.register(_Collected([*self._families, *self._scrape_gauges]))
 
 
 class GatewayMetrics(_Metrics):

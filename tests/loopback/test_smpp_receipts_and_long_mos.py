@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.service import Gateway
 from tests.support.platform import eventually
 from tests.support.smpp_peer import ScriptedSmsc, gateway_against
 from ussdgw.config import Settings
@@ -127,25 +128,32 @@ async def reply_submitted(smsc: ScriptedSmsc) -> None:
         await smsc.submitted.get()
 
 
+async def receipts_recorded(store: Store, sender: Gateway, sending: ScriptedSmsc, receiving: ScriptedSmsc,
+                            ) -> list[dict[bytes, bytes]]:
+    """One reply submitted by `sender` through `sending`, and a receipt for each of its parts delivered
+    through `receiving`: once every part is recorded DELIVERED, each part's `dlr:` hash."""
+    await reply_submitted(sending)
+    await sender.sends_done()
+    message_ids = [f"msg{n:04d}" for n in range(1, sending.message_ids + 1)]
+    assert message_ids
+    for message_id in message_ids:
+        await receiving.deliver(delivered(message_id))
+
+    async def recorded() -> None:
+        assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
+        assert sum(e["event"] == "mt_receipt" for e in await store.audit_trail(PHONE)) == len(message_ids)
+    await eventually(recorded)
+    return [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
+
+
 async def test_a_receipt_back_through_the_gateway_that_sent_the_part_is_met_in_its_memory(
     settings: Settings, store: Store,
 ) -> None:
     smsc = ScriptedSmsc()
     async with gateway_against(smsc, store, settings) as gateway:
-        await reply_submitted(smsc)
-        await gateway.sends_done()
-        message_ids = [f"msg{n:04d}" for n in range(1, smsc.message_ids + 1)]
-        for message_id in message_ids:
-            await smsc.deliver(delivered(message_id))
-
-        async def recorded() -> None:
-            assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
-        await eventually(recorded)
-        trail = await store.audit_trail(PHONE)
-        # met without Redis: the receipt side never wrote its half of the correlation
-        halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
-    assert message_ids and all(b"msisdn" in h and b"state" not in h for h in halves)
-    assert sum(e["event"] == "mt_receipt" for e in trail) == len(message_ids)
+        halves = await receipts_recorded(store, gateway, smsc, smsc)
+    # met without Redis: the receipt side never wrote its half of the correlation
+    assert all(b"msisdn" in h and b"state" not in h for h in halves)
 
 
 async def test_a_receipt_that_comes_back_through_another_gateway_is_met_in_redis(
@@ -153,20 +161,10 @@ async def test_a_receipt_that_comes_back_through_another_gateway_is_met_in_redis
 ) -> None:
     """Any gateway process may get any receipt: the one that did not send the part finds its MT
     through `dlr:<message id>`, which the sender wrote."""
-    sender_smsc, other_smsc = ScriptedSmsc(), ScriptedSmsc()
-    async with gateway_against(sender_smsc, store, settings) as sender, \
-            gateway_against(other_smsc, store, settings):
-        await reply_submitted(sender_smsc)
-        await sender.sends_done()
-        message_ids = [f"msg{n:04d}" for n in range(1, sender_smsc.message_ids + 1)]
-        for message_id in message_ids:
-            await other_smsc.deliver(delivered(message_id))
-
-        async def recorded() -> None:
-            assert set((await store.mt_states(PHONE)).values()) == {"DELIVERED"}
-        await eventually(recorded)
-        halves = [await store.redis.hgetall(dlr_key(m)) for m in message_ids]
-    assert message_ids and all(h.get(b"state") == b"DELIVERED" for h in halves)
+    sending, receiving = ScriptedSmsc(), ScriptedSmsc()
+    async with gateway_against(sending, store, settings) as sender, gateway_against(receiving, store, settings):
+        halves = await receipts_recorded(store, sender, sending, receiving)
+    assert all(h.get(b"state") == b"DELIVERED" for h in halves)
 
 
 async def test_a_receipt_that_overtakes_its_parts_record_waits_for_it_in_the_same_process(

@@ -212,9 +212,11 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn),
             mo_key(msisdn, change.mo.mo_id if change.mo is not None else "-"), ussd_key(msisdn)]
-    index = {key: i for i, key in enumerate(keys, 1)}
+    index: dict[str, int] = {}  # filled on the first use: most steps name no other key
 
     def at(key: str) -> int:
+        if not index:
+            index.update((k, i) for i, k in enumerate(keys, 1))
         found = index.get(key)
         if found is None:
             if not in_slot(msisdn, key):
