@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ PHONE = "79161234567"
 
 
 def line(**event: Any) -> dict[str, Any]:
-    return json.loads(logs.json_line(None, "info", {"event": "test", **event}))
+    decoded: dict[str, Any] = json.loads(logs.json_line(None, "info", {"event": "test", **event}))
+    return decoded
 
 
 def test_secrets_are_dropped_by_key_at_any_depth() -> None:
@@ -76,7 +78,7 @@ def test_the_instant_is_written_as_structlogs_iso_utc_stamper_writes_it(monkeypa
                     datetime.datetime(2027, 1, 1, 0, 0, 0, 999999, tzinfo=datetime.UTC)):
         # the clock's nanoseconds are cut to microseconds, as datetime.now does
         ns = int(instant.timestamp()) * 1_000_000_000 + instant.microsecond * 1000 + 999
-        monkeypatch.setattr(logs.time, "time_ns", lambda ns=ns: ns)
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
         # what structlog's TimeStamper(fmt="iso", utc=True) writes for that instant
         assert logs._utc_stamp() == instant.isoformat().replace("+00:00", "Z")
     monkeypatch.undo()
