@@ -52,6 +52,7 @@ from ussdgw.smpp.pdu import (
     Unbind,
     UnbindResp,
     command_of,
+    with_sequence,
 )
 
 HEADER = struct.Struct(">IIII")
@@ -168,8 +169,14 @@ _TLV_BY_NAME = {name: (tag, kind) for tag, (name, kind) in _TLV_SPEC.items()}
 _TLV_ORDER = tuple(_TLV_BY_NAME)
 
 
-def encode(pdu: Pdu) -> bytes:
-    """Bytes on the wire for `pdu`, header included."""
+def encode(pdu: Pdu, sequence: int | None = None) -> bytes:
+    """Bytes on the wire for `pdu`, header included; numbered `sequence` when given (a response
+    takes its request's number: a plain response is written so without a copy of it)."""
+    if sequence is not None and sequence != pdu.sequence:
+        numbered = _NUMBERED_ENCODERS.get(type(pdu))
+        if numbered is not None:
+            return numbered(pdu, sequence)
+        pdu = with_sequence(pdu, sequence)
     fast = _FAST_ENCODERS.get(type(pdu))
     if fast is not None:
         return fast(pdu)
@@ -457,7 +464,7 @@ def _encode_short_message_stepwise(pdu: Pdu) -> bytes:
     return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status, pdu.sequence) + body
 
 
-def _encode_message_id_resp(pdu: Pdu) -> bytes:
+def _encode_message_id_resp(pdu: Pdu, sequence: int | None = None) -> bytes:
     assert isinstance(pdu, SubmitSmResp | DeliverSmResp)
     if pdu.status:
         body = b""  # SMPP 3.4 §4: an error response carries no body
@@ -466,11 +473,12 @@ def _encode_message_id_resp(pdu: Pdu) -> bytes:
             body = _c_string(pdu.message_id, _MAX_MESSAGE_ID, "message_id")
         except UnicodeEncodeError as exc:
             raise PduEncodeError(f"message_id: {exc}") from exc
-    return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status, pdu.sequence) + body
+    return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status,
+                       pdu.sequence if sequence is None else sequence) + body
 
 
-def _encode_header_only(pdu: Pdu) -> bytes:
-    return HEADER.pack(HEADER_SIZE, pdu.command_id, pdu.status, pdu.sequence)
+def _encode_header_only(pdu: Pdu, sequence: int | None = None) -> bytes:
+    return HEADER.pack(HEADER_SIZE, pdu.command_id, pdu.status, pdu.sequence if sequence is None else sequence)
 
 
 _FAST_ENCODERS: dict[type[Pdu], Callable[[Any], bytes]] = {
@@ -483,6 +491,11 @@ _FAST_ENCODERS: dict[type[Pdu], Callable[[Any], bytes]] = {
     Unbind: _encode_header_only,
     UnbindResp: _encode_header_only,
     GenericNack: _encode_header_only,
+}
+
+# The encoders that take the sequence number apart from the PDU (`encode(pdu, sequence)`).
+_NUMBERED_ENCODERS: dict[type[Pdu], Callable[[Any, int], bytes]] = {
+    cls: fast for cls, fast in _FAST_ENCODERS.items() if fast in (_encode_message_id_resp, _encode_header_only)
 }
 
 
