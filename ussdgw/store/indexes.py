@@ -98,11 +98,7 @@ class Indexes:
                                                    pair_member(msisdn, mt_id)))
 
     async def mt_done(self, msisdn: str, mt_id: str) -> None:
-        await guarded(self.mt_dropping(msisdn, mt_id))
-
-    def mt_dropping(self, msisdn: str, mt_id: str) -> asyncio.Future[Any]:
-        """`mt_done` as a future, queued now (to follow a command of the same batch)."""
-        return self._store.pipeline.command("ZREM", mt_due_key(bucket_of(msisdn)), pair_member(msisdn, mt_id))
+        await guarded(self._store.pipeline.command("ZREM", mt_due_key(bucket_of(msisdn)), pair_member(msisdn, mt_id)))
 
     async def mts_due(self, buckets: Sequence[int], now: float, limit: int = 100) -> list[tuple[str, str]]:
         """(msisdn, mt_id) of entries due by `now` in `buckets`, at most `limit` per bucket."""
