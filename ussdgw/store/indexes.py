@@ -9,8 +9,11 @@ so they spread over a cluster's slots; an entry lives in the bucket of its subsc
     holds   "msisdn|op" -> when the hold was placed: settled or refunded by the hold recovery.
     N2      msisdn -> when its application is due for review.
 
-Every entry is written before the change it indexes, as a command of its own (one script touches
-one slot): a stray entry costs one look and is dropped then; a missing one would strand the work.
+Every entry is written before the change it indexes, on a cluster as a command of its own (one
+script touches one slot); on a single server the MT entries are written and dropped by the MT's
+own scripts (`lua/commit.lua` before it queues the MT, `lua/mt_done.lua` once it left the outbox),
+a command less each. A stray entry costs one look and is dropped then; a missing one would strand
+the work.
 The work found per look is bounded by what is due, never by how many subscribers exist.
 
 Which gateway looks at which buckets: each one heartbeats into `gateways:alive` and takes the
