@@ -32,6 +32,7 @@ from ussdgw.store.keys import (
     lease_key,
     mo_key,
     outbox_key,
+    pair_member,
     rate_key,
     slot_tag,
     sub_key,
@@ -203,11 +204,13 @@ class CommitResult:
 def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, tag: str,
                 sealed: list[list[str]], lease_now: float = 0.0, grace_s: float = 0.0,
                 replay: bool = False, created_field: str = "created_at", gate: str = "",
-                block_field: str = "blocked_from") -> tuple[list[str], bytes]:
+                block_field: str = "blocked_from", index_key: str = "") -> tuple[list[str], bytes]:
     """The keys and the JSON argument (UTF-8 bytes) of `lua/commit.lua` for `change` (only the parts it has);
     `change` names profile fields as Redis keeps them (`ussdgw.store.profile.stored_change`);
     `gate`: the stored name of the N3 block field, read back when the step applies; `block_field`:
-    the same name, for `Change.unless_blocked_on`.
+    the same name, for `Change.unless_blocked_on`; `index_key`: the MT recovery index bucket the
+    script writes the MTs' entries to before it queues them (on a single server only: the bucket is
+    another cluster slot).
 
     Raises ValueError for a key outside `msisdn`'s slot: a step never spans two slots."""
     keys = [sub_key(msisdn), audit_key(msisdn), outbox_key(msisdn), lease_key(msisdn),
@@ -254,6 +257,9 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
                        for w in change.writes]
     if sealed:
         p["mts"] = sealed
+        if index_key:
+            keys.append(index_key)
+            p["index"] = [len(keys), *(pair_member(msisdn, m[0]) for m in sealed)]
     if change.audit:
         p["audit"] = [attributed(msisdn, a).fields(now) for a in change.audit]
     if change.refusal is not None:

@@ -39,10 +39,13 @@ from ussdgw.store.keys import (
     PARTS_TTL_S,
     SEALING_CHECK,
     audit_key,
+    bucket_of,
     dlr_key,
     lease_key,
+    mt_due_key,
     mt_state_key,
     outbox_key,
+    pair_member,
     parts_key,
     rate_key,
 )
@@ -157,34 +160,26 @@ class Store:
 
         A change that queues an SMS also reads the number's N3 block day, within the script
         (`CommitResult.blocked_from`): the first send of an MT queued for a number not blocked then
-        needs no second read. The MTs' recovery entries are in Redis before the commit runs: on one
-        server they travel in the same batch, ahead of it on one connection (one round trip); on a
-        cluster they live on another node, so their answer is awaited first."""
+        needs no second read. The MTs' recovery entries are in Redis before the MTs: on one server
+        the script writes them itself, ahead of the MTs and only when it queues them; on a cluster
+        they live on another node, so they are written first and their answer awaited."""
         now, leased = self.clock.now(), lease_now()
         until = round(leased + self.lease_s, 3)
         messages = change.messages
         sealed = [[m.mt_id, self.sealer.seal_message(m)] for m in messages]
         gate = any(m.ussd_service_op is None and not m.reaches_blocked for m in messages)
+        # An index entry for nothing is harmless, an MT without one is not (docstring).
+        indexed = bool(sealed) and self.cluster
         keys, arg = script_call(msisdn, stored_change(msisdn, change), now=now, lease_until=until,
                                 tag=os.urandom(4).hex() if change.guards else "", sealed=sealed,
                                 lease_now=leased, grace_s=self.reclaim_grace_s, created_field=STORED["created_at"],
-                                gate=STORED["blocked_from"] if gate else "", block_field=STORED["blocked_from"])
-        indexed = None
-        if sealed:  # the recovery entries first: an entry for nothing is harmless, an MT without one is not
-            indexed = self.indexes.mts_queued(msisdn, (m.mt_id for m in messages), until)
-            if self.cluster:
-                await guarded(indexed)
-                indexed = None
-        committed = self.scripts.submit("commit", keys, [arg], durable=True)
-        if indexed is not None:
-            try:
-                await guarded(indexed)
-            except BaseException:  # the batch failed: the commit's fate is unknown, the step is retried whole
-                committed.add_done_callback(_consume)
-                raise
-        raw = await guarded(committed)
+                                gate=STORED["blocked_from"] if gate else "", block_field=STORED["blocked_from"],
+                                index_key=mt_due_key(bucket_of(msisdn)) if sealed and not indexed else "")
+        if indexed:
+            await guarded(self.indexes.mts_queued(msisdn, (m.mt_id for m in messages), until))
+        raw = await guarded(self.scripts.submit("commit", keys, [arg], durable=True))
         outcome = _OUTCOMES[raw[0]]
-        if sealed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
+        if indexed and outcome is not Outcome.APPLIED:  # nothing was queued: its entries go now, not at their due time
             with contextlib.suppress(StoreUnavailable):
                 await self.indexes.mts_dropped(msisdn, [m.mt_id for m in messages])
         if outcome is Outcome.APPLIED:
@@ -276,26 +271,31 @@ class Store:
         known about it: a receipt that arrived before the submit_sm_resp shows up with its `state`.
         Without `receipts` (a USSD screen asks for none) nothing is tied: nothing known, per id.
 
-        Not one script: the `dlr:<id>` keys live in other cluster slots than the subscriber's; each
-        step is atomic and idempotent, so a crash in between is repaired by the lease (the MT is
-        sent again) and by the receipt correlation (whichever side comes second)."""
-        done = self.scripts.submit(
-            "mt_done", [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)],
-            [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, *audit.fields(self.clock.now())])
+        On one server it is one script (`lua/mt_done.lua`): the state, the audit entry, the recovery
+        entry's removal and every part's `dlr:<id>`. On a cluster the `dlr:<id>` keys and the index
+        live in other slots than the subscriber's: a script per part, and the index entry removed
+        once the MT is out of the outbox. Each step is atomic and idempotent, so a crash in between
+        is repaired by the lease (the MT is sent again) and by the receipt correlation (whichever
+        side comes second)."""
+        keys = [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)]
+        if not self.cluster:
+            keys.append(mt_due_key(bucket_of(msisdn)))
+            if receipts:
+                keys += [dlr_key(m) for m in message_ids]
+            met = await self.scripts.run("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn,
+                                                           pair_member(msisdn, mt_id), *audit.fields(self.clock.now())])
+            if not receipts:
+                return [{} for _ in message_ids]
+            return [{"msisdn": msisdn, "mt_id": mt_id, "state": met[i].decode(), "err": met[i + 1].decode()}
+                    if met[i] else {"msisdn": msisdn, "mt_id": mt_id} for i in range(0, len(met), 2)]
+        done = self.scripts.submit("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn, "",
+                                                     *audit.fields(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in (message_ids if receipts else ())]
-        # Out of the outbox, its recovery entry can go (or recovery drops it). On one server the
-        # ZREM rides in the same batch, after the script on one connection: Redis runs it only
-        # after the MT left the outbox. On a cluster it waits for the script's answer.
-        dropped = None if self.cluster else self.indexes.mt_dropping(msisdn, mt_id)
-        try:
-            results = await guarded(replies([done, *meets]))
-        except BaseException:
-            if dropped is not None:
-                dropped.add_done_callback(_consume)
-            raise
+        results = await guarded(replies([done, *meets]))
+        # Out of the outbox, its recovery entry can go (or recovery drops it).
         with contextlib.suppress(StoreUnavailable):
-            await (guarded(dropped) if dropped is not None else self.indexes.mt_done(msisdn, mt_id))
+            await self.indexes.mt_done(msisdn, mt_id)
         return [_flat_hash(raw) for raw in results[1:]] if receipts else [{} for _ in message_ids]
 
     async def receipt_arrived(self, message_id: str, state: str, err: str) -> dict[str, str]:
@@ -316,12 +316,26 @@ class Store:
 
     async def receipts_recorded(self, receipts: Sequence[tuple[str, str, str, AuditEvent]]) -> None:
         """`receipt_recorded` for each (msisdn, MT id, state, audit event) of a batch, in one round
-        trip: one script per subscriber (its slot), with all of its receipts (a reply's parts)."""
+        trip: on one server one script for all of them; on a cluster one per subscriber (its slot),
+        with all of its receipts (a reply's parts)."""
         now = self.clock.now()
+        if not self.cluster:
+            keys: list[str] = []
+            at: dict[str, int] = {}
+            args: list[str | int] = [DLR_TTL_S, AUDIT_MAXLEN]
+            for msisdn, mt_id, state, audit in receipts:
+                s = at.get(msisdn)
+                if s is None:
+                    s = at[msisdn] = len(at) + 1
+                    keys += [mt_state_key(msisdn), audit_key(msisdn)]
+                fields = audit.fields(now)
+                args += [s, mt_id, state, len(fields), *fields]
+            await self.scripts.run("mt_receipt", keys, args)
+            return
         by_subscriber: dict[str, list[str | int]] = {}
         for msisdn, mt_id, state, audit in receipts:
             fields = audit.fields(now)
-            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([mt_id, state, len(fields), *fields])
+            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([1, mt_id, state, len(fields), *fields])
         await guarded(replies([
             self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
             for msisdn, args in by_subscriber.items()]))

@@ -9,8 +9,11 @@ so they spread over a cluster's slots; an entry lives in the bucket of its subsc
     holds   "msisdn|op" -> when the hold was placed: settled or refunded by the hold recovery.
     N2      msisdn -> when its application is due for review.
 
-Every entry is written before the change it indexes, as a command of its own (one script touches
-one slot): a stray entry costs one look and is dropped then; a missing one would strand the work.
+Every entry is written before the change it indexes, on a cluster as a command of its own (one
+script touches one slot); on a single server the MT entries are written and dropped by the MT's
+own scripts (`lua/commit.lua` before it queues the MT, `lua/mt_done.lua` once it left the outbox),
+a command less each. A stray entry costs one look and is dropped then; a missing one would strand
+the work.
 The work found per look is bounded by what is due, never by how many subscribers exist.
 
 Which gateway looks at which buckets: each one heartbeats into `gateways:alive` and takes the
@@ -98,11 +101,7 @@ class Indexes:
                                                    pair_member(msisdn, mt_id)))
 
     async def mt_done(self, msisdn: str, mt_id: str) -> None:
-        await guarded(self.mt_dropping(msisdn, mt_id))
-
-    def mt_dropping(self, msisdn: str, mt_id: str) -> asyncio.Future[Any]:
-        """`mt_done` as a future, queued now (to follow a command of the same batch)."""
-        return self._store.pipeline.command("ZREM", mt_due_key(bucket_of(msisdn)), pair_member(msisdn, mt_id))
+        await guarded(self._store.pipeline.command("ZREM", mt_due_key(bucket_of(msisdn)), pair_member(msisdn, mt_id)))
 
     async def mts_due(self, buckets: Sequence[int], now: float, limit: int = 100) -> list[tuple[str, str]]:
         """(msisdn, mt_id) of entries due by `now` in `buckets`, at most `limit` per bucket."""

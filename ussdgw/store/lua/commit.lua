@@ -18,6 +18,8 @@
 --   guards    [[key, cooldown, per_hour]]          D2: 'limited' with reason and retry time
 --   writes    [[op, key, field, value, ttl]]       hset hincr hdel sadd srem setex, in order
 --   mts       [[mt_id, sealed]]                    queued and leased
+--   index     [key, member...]                     the MTs' recovery entries (due at lease_until),
+--                                                  written first; a single server's only (another slot)
 --   audit     [[field, value, ...]]                P10 entries
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
@@ -113,6 +115,9 @@ for _, w in ipairs(p.writes or {}) do
   else redis.call('SET', key, w[4], 'EX', w[5]) end
 end
 for i, g in ipairs(p.guards or {}) do rate_record(KEYS[g[1]], p.now, p.tag .. ':' .. i) end
+if p.index then
+  for i = 2, #p.index do redis.call('ZADD', KEYS[p.index[1]], exact(p.lease_until), p.index[i]) end
+end
 local ids, copies = {}, {}
 for _, m in ipairs(p.mts or {}) do
   redis.call('HSET', outbox, m[1], m[2])

@@ -1,8 +1,23 @@
 -- The MT left the outbox (submitted, or failed for good): its state recorded, with its audit entry.
--- KEYS: outbox, lease, audit, MT states. ARGV: mt_id, audit maxlen, state, state TTL, audit fields...
+-- On a single server (never on a cluster: those keys live in other slots) the same step also drops
+-- the MT's recovery entry, once it is out of the outbox, and ties each SMSC message id to it for
+-- receipt correlation (the sender's side of lua/dlr_meet.lua): one command instead of one per part.
+-- KEYS: outbox, lease, audit, MT states[, recovery index bucket, dlr:<message id>...]
+-- ARGV: mt_id, audit maxlen, state, state TTL (a dlr hash's too), msisdn, index member ('' for none),
+--       audit fields...
+-- -> per dlr key, what its receipt said so far: state, err ('', '' while none has come)
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-if #ARGV > 4 then audit_add(KEYS[3], ARGV[2], {unpack(ARGV, 5)}) end
-return 1
+if #ARGV > 6 then audit_add(KEYS[3], ARGV[2], {unpack(ARGV, 7)}) end
+if ARGV[6] ~= '' then redis.call('ZREM', KEYS[5], ARGV[6]) end
+local out = {}
+for i = 6, #KEYS do
+  redis.call('HSET', KEYS[i], 'msisdn', ARGV[5], 'mt_id', ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+  local known = redis.call('HMGET', KEYS[i], 'state', 'err')
+  out[#out + 1] = known[1] or ''
+  out[#out + 1] = known[2] or ''
+end
+return out
