@@ -122,7 +122,7 @@ def codec_rates(seconds: float = 1.0) -> dict[str, float]:
 # handling counts as "receipts" whole (its Redis commands and log line included); any other is
 # given to the first of these its frames (from the innermost outwards) names; the rest is the
 # event loop itself: tasks, callbacks, socket reads and writes.
-RECEIPT_FRAMES = ("Gateway._on_receipt", "Gateway._record_receipt", "Gateway._on_receipts", "Gateway._receipts")
+RECEIPT_FRAMES = ("Gateway.on_receipts", "Gateway._record_receipts", "EsmeClient._deliver_receipts")
 SPLIT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("structlog/", "ussdgw/logs.py", "logging/")),
     ("Redis", ("ussdgw/store/pipeline.py", "ussdgw/store/scripts.py", "ussdgw/store/core.py",

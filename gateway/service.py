@@ -29,7 +29,7 @@ import structlog
 from gateway.esme import EsmeClient
 from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
-from handlers.access import cleared_to_send, mt_withheld, refuse_blocked_mo, refuse_if_blocked, today
+from handlers.access import cleared_to_send, mt_withheld, refuse_blocked, refuse_blocked_mo, refuse_if_blocked, today
 from handlers.base import Channel, Context, Handler, InboundMessage
 from handlers.number_management import review_due
 from handlers.ports import Platform
@@ -46,7 +46,6 @@ from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, S
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
 from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, StoreUnavailable
 from ussdgw.store.core import lease_now
-from ussdgw.store.profile import block_day
 from ussdgw.tasks import Tasks
 
 log = structlog.get_logger("ussdgw.gateway")
@@ -172,8 +171,7 @@ class Gateway:
         await self._sends.stop(grace_s=STOP_GRACE_S)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
         await self._loops.stop()
-        if self._owns_platform:
-            await self.platform.stop()
+        await self._stop_own_platform()
         with contextlib.suppress(StoreUnavailable):  # the others take this one's recovery buckets at once
             await self.store.indexes.gone(self.gateway_id)
 
@@ -182,6 +180,10 @@ class Gateway:
         await asyncio.gather(*(client.abort() for client in self.clients))
         await self._loops.stop()
         await self._sends.stop()
+        await self._stop_own_platform()
+
+    async def _stop_own_platform(self) -> None:
+        """The platform this gateway made itself (none was given) ends with it: its costly pool."""
         if self._owns_platform:
             await self.platform.stop()
 
@@ -298,19 +300,16 @@ class Gateway:
             refused = await refuse_if_blocked(message, self.platform, first.blocked_from)
         else:
             first = None
-            handler = self.router.route_sms(message.short_code, message.text)
-            if handler is self.router.help_handler:
-                # The help reply does nothing before its one commit: that commit checks N3 itself
-                # (one read fewer per MO); a blocked number's gets the refusal instead, below.
+            route = self.router.route_sms(message.short_code, message.text)
+            handler = route.handler
+            if route.one_commit:
+                # That commit checks N3 itself (no read before it); a blocked number's MO commits
+                # nothing and gets the refusal instead.
                 ctx = Context(self.platform, message, unless_blocked_on=today(self.clock.now()).isoformat())
                 await handler(ctx)
                 if ctx.blocked_from is None:
                     return self._handled(handler, ctx)
-                refused = await refuse_if_blocked(message, self.platform, block_day(ctx.blocked_from))
-                if refused is None:  # the block was lifted meanwhile: the help reply after all
-                    ctx = Context(self.platform, message)
-                    await handler(ctx)
-                    return self._handled(handler, ctx)
+                refused = await refuse_blocked(message, self.platform)
             else:
                 refused = await refuse_blocked_mo(message, self.platform)
         if refused is not None:
@@ -407,9 +406,6 @@ class Gateway:
             for at, _ in readable:
                 statuses[at] = Status.RX_T_APPN
         return statuses
-
-    async def _record_receipt(self, known: dict[str, str]) -> None:
-        await self._record_receipts([known])
 
     async def _record_receipts(self, known: list[dict[str, str]]) -> None:
         """Each MT's final state and its audit entry, from what the correlation knows, in one round trip."""
@@ -589,9 +585,9 @@ class Gateway:
                 recorded.set_result(False)
                 self._submitted.forget(message_ids)
         try:
-            for receipt in known:
-                if "state" in receipt:  # the receipt came before the submit_sm_resp
-                    await self._record_receipt(receipt)
+            early = [receipt for receipt in known if "state" in receipt]  # came before the submit_sm_resp
+            if early:
+                await self._record_receipts(early)
         except StoreUnavailable:
             log.warning("receipt_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
         log.debug("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)

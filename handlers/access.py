@@ -167,9 +167,15 @@ async def refuse_if_blocked(message: InboundMessage, platform: Platform,
                             blocked_from: date | None) -> CommitResult | None:
     """`refuse_blocked_mo` with the number's block day read already (a USSD step reads it with its
     dialogue, in one round trip)."""
-    store, now = platform.store, platform.now()
-    if not blocked_on(blocked_from, now):
+    if not blocked_on(blocked_from, platform.now()):
         return None
+    return await refuse_blocked(message, platform)
+
+
+async def refuse_blocked(message: InboundMessage, platform: Platform) -> CommitResult | None:
+    """The refusal of an MO from a number known to be blocked (its commit found it so, or a read
+    did); None for what needs no answer (a USSD abort or notice acknowledgement)."""
+    store, now = platform.store, platform.now()
     refused = AuditEvent("mo_refused", message.channel, outcome="blocked", detail=f"to={message.short_code}")
     if message.channel is Channel.USSD:
         kind = classify_op(message.ussd_service_op, message.its_session_info)

@@ -102,9 +102,10 @@ async def open_mms_archive(ctx: Context) -> None:
     """R4 -> A2: any SMS to 1234 opens the MMS archive for 72 hours (a key with that TTL)."""
     ttl = ctx.settings.mms_archive_ttl_s
     now = ctx.clock.now()
-    await ctx.reply(mms_archive_reply(now + ttl), change=mms_archive_opened(ctx.msisdn, now, ttl),
-                    audit=[AuditEvent("mms_archive_opened", ctx.message.channel, detail=f"ttl_s={ttl}")])
-    log.info("mms_archive_opened", msisdn=ctx.msisdn)
+    result = await ctx.reply(mms_archive_reply(now + ttl), change=mms_archive_opened(ctx.msisdn, now, ttl),
+                             audit=[AuditEvent("mms_archive_opened", ctx.message.channel, detail=f"ttl_s={ttl}")])
+    if ctx.result is not None:  # not a blocked number's (its commit wrote nothing: it gets the refusal)
+        log.info("mms_archive_opened", msisdn=ctx.msisdn, outcome=result.outcome)
 
 
 async def mms_archive_status(platform: Platform, msisdn: str) -> Result:

@@ -15,7 +15,7 @@ SMS_ROUTES = [
     SmsRoute("7888", frozenset({"логин", "login"}), issue_password, "ЛОГИН - восстановить пароль"),
     # Archives: R3 -> A1 code, R4 -> A2 open for 72 h (any text, the empty SMS included).
     SmsRoute("232", frozenset({"per", "on"}), sms_archive_code, "PER или ON - код доступа к архиву SMS"),
-    SmsRoute("1234", None, open_mms_archive, "любое SMS - открыть архив MMS на 72 часа"),
+    SmsRoute("1234", None, open_mms_archive, "любое SMS - открыть архив MMS на 72 часа", one_commit=True),
 ]
 # USSD: the longest registered prefix wins (`*111*828*1#` -> 111*828); handlers/ussd.py runs them.
 USSD_ROUTES: list[UssdRoute] = [

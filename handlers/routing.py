@@ -39,6 +39,9 @@ class SmsRoute:
     keywords: frozenset[str] | None  # None: any text at all, the empty SMS included
     handler: Handler
     description: str
+    # The handler does nothing but its one commit (no costly work, no other write, nothing sent):
+    # N3 is checked inside that commit, with no read of the block before it.
+    one_commit: bool = False
 
     def matches(self, keyword: str) -> bool:
         return self.keywords is None or keyword in self.keywords
@@ -61,7 +64,7 @@ class Router:
         self._skeletons: dict[tuple[str, str], SmsRoute] = {}
         for route in sms:
             normalised = frozenset(normalise_keyword(k) for k in route.keywords) if route.keywords else None
-            kept = SmsRoute(route.short_code, normalised, route.handler, route.description)
+            kept = SmsRoute(route.short_code, normalised, route.handler, route.description, route.one_commit)
             self._sms.setdefault(route.short_code, []).append(kept)
             for keyword in normalised or ():
                 other = self._skeletons.setdefault((route.short_code, skeleton(keyword)), kept)
@@ -69,20 +72,21 @@ class Router:
                     raise AmbiguousKeywords(f"{route.short_code}: {keyword!r} ({route.description}) looks like a "
                                             f"keyword of {other.description}")
         self._ussd = {route.service_code: route for route in ussd}
-        self.help_handler = help_handler
+        # R9: what matches nothing gets the code's help, a reply and nothing else.
+        self.help_route = SmsRoute("", None, help_handler, "справка", one_commit=True)
 
-    def route_sms(self, short_code: str, text: str) -> Handler:
+    def route_sms(self, short_code: str, text: str) -> SmsRoute:
         keyword = normalise_keyword(text)
         for route in self._sms.get(short_code, ()):
             if route.keywords is not None and keyword in route.keywords:
-                return route.handler
+                return route
         look_alike = self._skeletons.get((short_code, skeleton(keyword)))
         if look_alike is not None:
-            return look_alike.handler
+            return look_alike
         for route in self._sms.get(short_code, ()):
             if route.keywords is None:
-                return route.handler
-        return self.help_handler
+                return route
+        return self.help_route
 
     def route_ussd(self, service_code: str) -> UssdRoute | None:
         """The longest registered prefix of `service_code` (`111*828` before `111`)."""

@@ -345,6 +345,16 @@ async def test_a_blocked_number_writing_anything_gets_the_refusal_and_never_the_
     events = [e["event"] for e in (await trail(stack, MARIA))[before:]]
     assert events.count("mo_refused") == 1 and "unknown_request" not in events
 
+    # The MMS archive's route also does nothing but its one commit: refused the same way, nothing opened.
+    after = stack.smsc.phones.last_seq
+    stack.smsc.submit_mo(MARIA, "1234", "открой")
+    refusal = await sms_from(stack, MARIA, "1234", after)
+    assert "заблокирован" in refusal.text and "Архив MMS" not in refusal.text
+    assert [m.text for m in await inbox_after(stack, MARIA, after)] == [refusal.text]
+    events = [e["event"] for e in (await trail(stack, MARIA))[before:]]
+    assert events.count("mo_refused") == 2 and "mms_archive_opened" not in events
+    assert stack.store is not None and await stack.store.archives.mms_opened_at(MARIA) is None
+
 
 async def test_support_unblocks_after_checking_the_owner_and_the_sim_never_can(stack: Stack, api: Api) -> None:
     maria = await signed_in(stack, api, MARIA)

@@ -97,13 +97,13 @@ async def test_a_receipt_that_arrives_before_its_submit_sm_resp_is_still_recorde
     smsc = ScriptedSmsc(receipt_first)
     async with gateway_against(smsc, store, settings) as gateway:
         recorded = asyncio.Event()
-        record = gateway._record_receipt
+        record = gateway._record_receipts
 
-        async def record_and_tell(known: dict[str, str]) -> None:
+        async def record_and_tell(known: list[dict[str, str]]) -> None:
             await record(known)
             recorded.set()
 
-        gateway._record_receipt = record_and_tell  # type: ignore[method-assign]
+        gateway._record_receipts = record_and_tell  # type: ignore[method-assign]
         await smsc.deliver(mo("HELLO".encode("utf-16-be")))
         await asyncio.wait_for(recorded.wait(), 10)
         states = await store.mt_states(PHONE)

@@ -39,7 +39,7 @@ def router() -> Router:
     ("5555", "PER", _help),
 ])
 def test_look_alike_letters_find_the_keyword_and_nothing_else(code: str, text: str, expected: Any) -> None:
-    assert router().route_sms(code, text) is expected
+    assert router().route_sms(code, text).handler is expected
 
 
 def test_two_keywords_that_only_look_alike_cannot_share_a_short_code() -> None:
@@ -51,3 +51,16 @@ def test_two_keywords_that_only_look_alike_cannot_share_a_short_code() -> None:
 def test_the_skeleton_maps_only_cyrillic_look_alikes() -> None:
     assert skeleton("пароль") == "пapoль"
     assert skeleton("per") == "per"
+
+
+def test_only_routes_that_do_nothing_but_their_one_commit_check_the_block_inside_it() -> None:
+    """N3 inside the reply's commit is for handlers with nothing before it: the help, the MMS
+    archive; never the password (its hash is costly work done before the commit)."""
+    from handlers.registry import build_router
+
+    registry = build_router()
+    assert registry.route_sms("5555", "HELLO").one_commit
+    assert registry.route_sms("1234", "").one_commit
+    assert not registry.route_sms("3339", "ПАРОЛЬ").one_commit
+    assert not registry.route_sms("232", "PER").one_commit
+    assert router().route_sms("1234", "x").one_commit is False  # the default
