@@ -43,6 +43,27 @@ def clean(text: str) -> str:
 
 def render(**fields: object) -> str:
     """`key=value ...` for the given fields (None skipped); values are cut at `MAX_VALUE`."""
+    # What the gateway writes per MO, MT and receipt is ids, states, short codes and counts: ASCII
+    # letters and digits (or an int), written bare as they are, or nothing at all (`""`). Any other
+    # value is left to `_render_each`, which quotes, escapes and cuts.
+    parts = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if type(value) is not str and type(value) is not int:
+            return _render_each(fields)
+        text = str(value)
+        if not text:
+            parts.append(f'{key}=""')
+        elif len(text) <= MAX_VALUE and text.isascii() and (type(value) is int or text.isalnum()):
+            parts.append(f"{key}={text}")
+        else:
+            return _render_each(fields)
+    return " ".join(parts)
+
+
+def _render_each(fields: dict[str, object]) -> str:
+    """`render`, one value at a time: quoted, escaped and cut as each needs."""
     parts = []
     for key, value in fields.items():
         if value is None:

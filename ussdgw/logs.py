@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
@@ -79,11 +80,29 @@ def mask_msisdn(value: str) -> str:
 
 def mask_digits(value: str) -> str:
     """Every MSISDN-looking digit run in a text masked: `mo-79161234567-1` -> `mo-7916***4567-1`."""
-    # Most values hold no such run: one search, and the substitution (a template expanded per
-    # call, several times the cost) only when there is something to mask.
-    if _DIGIT_RUN.search(value) is None:
+    # Checked cheapest first: too short for a run, no digit at all, one word of ASCII letters and
+    # digits (a hex id: a run inside it does not stand alone), a value masked before (event names,
+    # short codes, binds, masked numbers: lines repeat them). Only then the regex, and the
+    # substitution (a template expanded per call, several times the cost) only when it matched.
+    if len(value) < 10 or value.isalpha():
         return value
-    return _DIGIT_RUN.sub(_keep_ends, value)
+    masked = _MASKED.get(value)
+    if masked is not None:
+        return masked
+    if value.isascii() and value.isalnum() and not value.isdigit():
+        return value
+    masked = value if _DIGIT_RUN.search(value) is None else _DIGIT_RUN.sub(_keep_ends, value)
+    if len(value) <= _MASKED_LONGEST:
+        if len(_MASKED) >= _MASKED_MOST:
+            _MASKED.clear()
+        _MASKED[value] = masked
+    return masked
+
+
+# Short values already masked, by their text as given: a bounded memo, emptied when full.
+_MASKED: dict[str, str] = {}
+_MASKED_MOST = 4096
+_MASKED_LONGEST = 64
 
 
 def _keep_ends(match: re.Match[str]) -> str:
@@ -92,8 +111,7 @@ def _keep_ends(match: re.Match[str]) -> str:
 
 def _masked(value: Any) -> Any:
     if type(value) is str:
-        # Shorter than an MSISDN, or no digit at all: nothing to mask (most values; no regex run).
-        return mask_digits(value) if len(value) >= 10 and not value.isalpha() else value
+        return mask_digits(value)
     if isinstance(value, int | float | bool | None):
         return value
     if isinstance(value, list | tuple):
@@ -107,19 +125,33 @@ def _masked(value: Any) -> Any:
 _OURS = frozenset({"level", "timestamp", "logger"})
 
 
+# What `redact` does under each key it knows; any other key's value is searched for digit runs.
+_KEEP, _SECRET, _NUMBER = 0, 1, 2
+_KEY_RULE = {**dict.fromkeys(_OURS, _KEEP), **dict.fromkeys(SECRET_KEYS, _SECRET),
+             **dict.fromkeys(MSISDN_KEYS, _NUMBER)}
+# Values with nothing inside to mask.
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Secrets out, MSISDNs masked: under their keys, and inside any other value."""
     for key, value in event.items():
-        if key in _OURS:
-            continue
-        if key in SECRET_KEYS:
+        rule = _KEY_RULE.get(key)
+        if rule is None:
+            if type(value) is str:
+                if len(value) >= 10:
+                    event[key] = mask_digits(value)
+            elif type(value) not in _SCALARS:
+                event[key] = _masked(value)
+        elif rule == _SECRET:
             event[key] = "[redacted]"
-        elif key in MSISDN_KEYS and isinstance(value, str):
-            event[key] = mask_msisdn(value)
-        elif key in MSISDN_KEYS and type(value) is int and value > 999_999:
-            event[key] = mask_msisdn(str(value))
-        else:
-            event[key] = _masked(value)
+        elif rule == _NUMBER:
+            if isinstance(value, str):
+                event[key] = mask_msisdn(value)
+            elif type(value) is int and value > 999_999:
+                event[key] = mask_msisdn(str(value))
+            else:
+                event[key] = _masked(value)
     return event
 
 
@@ -145,9 +177,28 @@ def json_renderer() -> structlog.processors.JSONRenderer:
     return structlog.processors.JSONRenderer(serializer=json.dumps, ensure_ascii=False)
 
 
-_STAMP_UTC = structlog.processors.TimeStamper(fmt="iso", utc=True)
 _FORMAT_EXC = structlog.processors.format_exc_info
 _LEVEL_OF = {"exception": "error", "warn": "warning"}
+
+
+class _UtcStamp:
+    """The instant as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
+    (`2026-12-01T02:15:03.590232Z`, no fraction on a whole second), from the system clock as it
+    reads it (microseconds, rounded down), with the date and time of day formatted once a second."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second, self.prefix = -1, ""
+
+    def __call__(self) -> str:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self.second:
+            self.second, self.prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self.prefix}.{micro:06d}Z" if micro else f"{self.prefix}Z"
+
+
+_utc_stamp = _UtcStamp()
 
 
 def json_line(logger: Any, method_name: str, event: MutableMapping[str, Any]) -> str:
@@ -158,7 +209,7 @@ def json_line(logger: Any, method_name: str, event: MutableMapping[str, Any]) ->
         for key, value in context.items():
             event.setdefault(key, value)
     event["level"] = _LEVEL_OF.get(method_name, method_name)
-    _STAMP_UTC(logger, method_name, event)
+    event["timestamp"] = _utc_stamp()
     if "exc_info" in event:
         _FORMAT_EXC(logger, method_name, event)  # before redact: a traceback's text is masked too
     redact(logger, method_name, event)
@@ -188,6 +239,7 @@ def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        # One write of the line and its newline, then a flush (print writes them apart).
+        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=cache,
     )

@@ -4,13 +4,24 @@ what they answer is itself valid SMPP, and a session that survived garbage still
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.pdus import answers, every_pdu
+from tests.support.pdus import answers, every_pdu, short_message_pdu
 from ussdgw.smpp import codec
-from ussdgw.smpp.pdu import Bind, BindMode, BindResp, EnquireLink, EnquireLinkResp, Status
+from ussdgw.smpp.pdu import (
+    Bind,
+    BindMode,
+    BindResp,
+    CommandId,
+    DeliverSm,
+    EnquireLink,
+    EnquireLinkResp,
+    Status,
+    SubmitSm,
+)
 from ussdgw.smpp.session import ProtocolError, Role, SessionState, SmppSession
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -104,3 +115,48 @@ def test_a_command_length_that_cannot_be_framed_ends_the_session_with_generic_na
     assert nack.status == Status.RINVCMDLEN
     assert isinstance(events[0], ProtocolError) and events[0].fatal
     assert session.state is SessionState.CLOSED
+
+
+def _outcome(decode: Any, data: bytes) -> Any:
+    try:
+        return decode(data, 0, 1)
+    except codec.PduDecodeError as exc:
+        return (exc.status, str(exc))
+
+
+@FUZZ
+@given(st.one_of(short_message_pdu(SubmitSm), short_message_pdu(DeliverSm)).map(codec.encode) | mutated()
+       | st.binary(min_size=16, max_size=300))
+def test_the_one_match_read_of_a_message_pdu_agrees_with_the_field_by_field_read(data: bytes) -> None:
+    """submit_sm / deliver_sm are read by one regex match, or field by field when it does not match:
+    both give the same PDU for any bytes, or refuse them with the same status and reason."""
+    for command, cls in ((CommandId.SUBMIT_SM, SubmitSm), (CommandId.DELIVER_SM, DeliverSm)):
+        fast = codec._FAST_DECODERS[command]
+        stepwise = codec._decode_short_message_stepwise(cls)
+        assert _outcome(fast, data) == _outcome(stepwise, data)
+
+
+def _wild_text(limit: int) -> st.SearchStrategy[str]:
+    """A string field as a buggy caller might fill it: NULs, non-Latin-1 characters, too long."""
+    return st.text(st.characters(max_codepoint=0x500), max_size=limit + 3) | st.just("\x00")
+
+
+_wild_octet = st.integers(-2, 258)
+
+
+@FUZZ
+@given(short_message_pdu(SubmitSm) | short_message_pdu(DeliverSm)
+       | st.builds(SubmitSm, service_type=_wild_text(6), source_addr_ton=_wild_octet, source_addr=_wild_text(21),
+                   destination_addr=_wild_text(21), esm_class=_wild_octet, schedule_delivery_time=_wild_text(17),
+                   validity_period=_wild_text(17), data_coding=_wild_octet, short_message=st.binary(max_size=258),
+                   ussd_service_op=st.none() | st.integers(0, 255)))
+def test_the_one_string_write_of_a_message_pdu_agrees_with_the_field_by_field_write(pdu: SubmitSm) -> None:
+    """submit_sm / deliver_sm are written as one latin-1 string, or field by field when anything is
+    out of the ordinary: the same bytes, or the same error, for any PDU."""
+    def outcome(encode: Any) -> Any:
+        try:
+            return encode(pdu)
+        except Exception as exc:  # the error itself is what is compared
+            return (type(exc), str(exc))
+
+    assert outcome(codec._encode_short_message) == outcome(codec._encode_short_message_stepwise)

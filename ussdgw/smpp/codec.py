@@ -19,6 +19,7 @@ and, when the header could be read, the sequence number to answer to.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import fields
@@ -51,6 +52,7 @@ from ussdgw.smpp.pdu import (
     Unbind,
     UnbindResp,
     command_of,
+    with_sequence,
 )
 
 HEADER = struct.Struct(">IIII")
@@ -167,8 +169,14 @@ _TLV_BY_NAME = {name: (tag, kind) for tag, (name, kind) in _TLV_SPEC.items()}
 _TLV_ORDER = tuple(_TLV_BY_NAME)
 
 
-def encode(pdu: Pdu) -> bytes:
-    """Bytes on the wire for `pdu`, header included."""
+def encode(pdu: Pdu, sequence: int | None = None) -> bytes:
+    """Bytes on the wire for `pdu`, header included; numbered `sequence` when given (a response
+    takes its request's number: a plain response is written so without a copy of it)."""
+    if sequence is not None and sequence != pdu.sequence:
+        numbered = _NUMBERED_ENCODERS.get(type(pdu))
+        if numbered is not None:
+            return numbered(pdu, sequence)
+        pdu = with_sequence(pdu, sequence)
     fast = _FAST_ENCODERS.get(type(pdu))
     if fast is not None:
         return fast(pdu)
@@ -398,7 +406,38 @@ def _c_string(value: str, limit: int, name: str) -> bytes:
     return raw + b"\x00"
 
 
+_NO_TLV_VALUES = (None,) * len(_TLV_ORDER)
+
+
 def _encode_short_message(pdu: Pdu) -> bytes:
+    """submit_sm / deliver_sm: the mandatory part written as one latin-1 string (its octets as
+    characters 0-255) and encoded once. A PDU with anything out of the ordinary (a field too
+    long, a NUL in a string, a value out of range) goes the field-by-field way, which raises."""
+    assert isinstance(pdu, SubmitSm | DeliverSm)
+    try:
+        service_type, source_addr, destination_addr = pdu.service_type, pdu.source_addr, pdu.destination_addr
+        schedule, validity, message = pdu.schedule_delivery_time, pdu.validity_period, pdu.short_message
+        if (len(service_type) < _MAX_SERVICE_TYPE and len(source_addr) < _MAX_ADDR and len(destination_addr) < _MAX_ADDR
+                and len(schedule) < _MAX_TIME and len(validity) < _MAX_TIME and len(message) <= 254
+                and "\x00" not in service_type + source_addr + destination_addr + schedule + validity):
+            head = (
+                f"{service_type}\x00{chr(pdu.source_addr_ton)}{chr(pdu.source_addr_npi)}{source_addr}\x00"
+                f"{chr(pdu.dest_addr_ton)}{chr(pdu.dest_addr_npi)}{destination_addr}\x00{chr(pdu.esm_class)}"
+                f"{chr(pdu.protocol_id)}{chr(pdu.priority_flag)}{schedule}\x00{validity}\x00"
+                f"{chr(pdu.registered_delivery)}{chr(pdu.replace_if_present_flag)}{chr(pdu.data_coding)}"
+                f"{chr(pdu.sm_default_msg_id)}{chr(len(message))}"
+            ).encode("latin-1")
+            tlvs = b"" if _TLV_VALUES(pdu) == _NO_TLV_VALUES and not pdu.other_tlvs else _encode_tlvs(pdu)
+            return b"".join((HEADER.pack(HEADER_SIZE + len(head) + len(message) + len(tlvs), pdu.command_id,
+                                         pdu.status, pdu.sequence), head, message, tlvs))
+    except Exception:  # the field-by-field way below raises what is wrong
+        return _encode_short_message_stepwise(pdu)
+    return _encode_short_message_stepwise(pdu)
+
+
+def _encode_short_message_stepwise(pdu: Pdu) -> bytes:
+    """`_encode_short_message` one field at a time: the path of a PDU the fast one does not take,
+    which says what is wrong with it, and the reference the tests hold the fast one to."""
     assert isinstance(pdu, SubmitSm | DeliverSm)
     try:
         message = pdu.short_message
@@ -425,7 +464,7 @@ def _encode_short_message(pdu: Pdu) -> bytes:
     return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status, pdu.sequence) + body
 
 
-def _encode_message_id_resp(pdu: Pdu) -> bytes:
+def _encode_message_id_resp(pdu: Pdu, sequence: int | None = None) -> bytes:
     assert isinstance(pdu, SubmitSmResp | DeliverSmResp)
     if pdu.status:
         body = b""  # SMPP 3.4 §4: an error response carries no body
@@ -434,11 +473,12 @@ def _encode_message_id_resp(pdu: Pdu) -> bytes:
             body = _c_string(pdu.message_id, _MAX_MESSAGE_ID, "message_id")
         except UnicodeEncodeError as exc:
             raise PduEncodeError(f"message_id: {exc}") from exc
-    return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status, pdu.sequence) + body
+    return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status,
+                       pdu.sequence if sequence is None else sequence) + body
 
 
-def _encode_header_only(pdu: Pdu) -> bytes:
-    return HEADER.pack(HEADER_SIZE, pdu.command_id, pdu.status, pdu.sequence)
+def _encode_header_only(pdu: Pdu, sequence: int | None = None) -> bytes:
+    return HEADER.pack(HEADER_SIZE, pdu.command_id, pdu.status, pdu.sequence if sequence is None else sequence)
 
 
 _FAST_ENCODERS: dict[type[Pdu], Callable[[Any], bytes]] = {
@@ -453,6 +493,11 @@ _FAST_ENCODERS: dict[type[Pdu], Callable[[Any], bytes]] = {
     GenericNack: _encode_header_only,
 }
 
+# The encoders that take the sequence number apart from the PDU (`encode(pdu, sequence)`).
+_NUMBERED_ENCODERS: dict[type[Pdu], Callable[[Any, int], bytes]] = {
+    cls: fast for cls, fast in _FAST_ENCODERS.items() if fast in (_encode_message_id_resp, _encode_header_only)
+}
+
 
 def _read_c_string(data: bytes, pos: int, name: str) -> tuple[str, int]:
     end = data.find(b"\x00", pos)
@@ -461,7 +506,92 @@ def _read_c_string(data: bytes, pos: int, name: str) -> tuple[str, int]:
     return data[pos:end].decode("latin-1"), end + 1
 
 
+# The mandatory part of submit_sm / deliver_sm after the header, in one regex match: five C-octet
+# strings, each the bytes up to its first NUL (as `_read_c_string` reads them), and the fixed-size
+# octets between them (any value, NULs included). A body it does not match is read field by field,
+# which says what is wrong with it.
+_SM_MANDATORY = re.compile(
+    rb"([^\x00]*)\x00(..)([^\x00]*)\x00(..)([^\x00]*)\x00(...)([^\x00]*)\x00([^\x00]*)\x00(.....)", re.DOTALL)
+# The fields of a message PDU in their dataclass order: the header's two, the TLVs (`MessageTlvs`),
+# then the mandatory body; the fast path builds PDUs positionally (a keyword call costs more).
+_TLV_FIELDS = tuple(f.name for f in fields(MessageTlvs))[2:]
+_NO_TLVS: tuple[Any, ...] = (None,) * (len(_TLV_FIELDS) - 1) + ((),)
+_TLV_SLOT = {tag: (_TLV_FIELDS.index(name), kind) for tag, (name, kind) in _TLV_SPEC.items()}
+_OTHER_SLOT = _TLV_FIELDS.index("other_tlvs")
+_SM_BODY_FIELDS = ("service_type", "source_addr_ton", "source_addr_npi", "source_addr", "dest_addr_ton",
+                   "dest_addr_npi", "destination_addr", "esm_class", "protocol_id", "priority_flag",
+                   "schedule_delivery_time", "validity_period", "registered_delivery", "replace_if_present_flag",
+                   "data_coding", "sm_default_msg_id", "short_message")
+assert tuple(f.name for f in fields(SubmitSm)) == ("sequence", "status", *_TLV_FIELDS, *_SM_BODY_FIELDS)
+assert tuple(f.name for f in fields(DeliverSm)) == ("sequence", "status", *_TLV_FIELDS, *_SM_BODY_FIELDS)
+
+
+def _message_tlvs(data: bytes, pos: int) -> tuple[Any, ...]:
+    """The TLVs of a submit_sm / deliver_sm from `pos` on, in `_TLV_FIELDS` order: what
+    `_decode_tlvs` reads, with the same errors."""
+    end = len(data)
+    if pos >= end:
+        return _NO_TLVS
+    values: list[Any] = list(_NO_TLVS)
+    other: list[tuple[int, bytes]] = []
+    header = _TLV_HEADER.unpack_from
+    while pos < end:
+        if end - pos < 4:
+            raise PduDecodeError("truncated optional parameter header", Status.RINVOPTPARSTREAM)
+        tag, length = header(data, pos)
+        start = pos + 4
+        pos = start + length
+        if pos > end:
+            raise PduDecodeError(f"optional parameter 0x{tag:04x} runs past the PDU", Status.RINVOPTPARSTREAM)
+        spec = _TLV_SLOT.get(tag)
+        if spec is None:
+            other.append((tag, data[start:pos]))
+            continue
+        slot, kind = spec
+        if kind == "str":
+            values[slot] = data[start:pos].rstrip(b"\x00").decode("latin-1")
+        elif kind == "bytes":
+            values[slot] = data[start:pos]
+        elif 1 <= length <= 4:  # vendors differ in integer widths (a 2-octet ussd_service_op is seen in the wild)
+            values[slot] = int.from_bytes(data[start:pos], "big")
+        else:
+            raise PduDecodeError(f"optional parameter 0x{tag:04x} has length {length}", Status.RINVPARLEN)
+    if other:
+        values[_OTHER_SLOT] = tuple(other)
+    return tuple(values)
+
+
 def _decode_short_message(cls: type[SubmitSm | DeliverSm]) -> Callable[[bytes, int, int], Pdu]:
+    stepwise = _decode_short_message_stepwise(cls)
+    make: Callable[..., Pdu] = cls  # called with every field in order (`_SM_BODY_FIELDS`)
+    match = _SM_MANDATORY.match
+    tail = _SM_TAIL.unpack
+
+    def decode_sm(data: bytes, status: int, sequence: int) -> Pdu:
+        found = match(data, HEADER_SIZE)
+        if found is None:
+            return stepwise(data, status, sequence)  # raises what is wrong
+        (service_type, source_ton_npi, source_addr, dest_ton_npi, destination_addr, middle, schedule_delivery_time,
+         validity_period, fixed) = found.groups()
+        registered_delivery, replace_if_present_flag, data_coding, sm_default_msg_id, sm_length = tail(fixed)
+        pos = found.end()
+        end = pos + sm_length
+        if end > len(data):
+            raise PduDecodeError("sm_length runs past the PDU", Status.RINVMSGLEN)
+        return make(
+            sequence, status, *_message_tlvs(data, end),
+            service_type.decode("latin-1"), source_ton_npi[0], source_ton_npi[1], source_addr.decode("latin-1"),
+            dest_ton_npi[0], dest_ton_npi[1], destination_addr.decode("latin-1"), middle[0], middle[1], middle[2],
+            schedule_delivery_time.decode("latin-1"), validity_period.decode("latin-1"), registered_delivery,
+            replace_if_present_flag, data_coding, sm_default_msg_id, data[pos:end],
+        )
+
+    return decode_sm
+
+
+def _decode_short_message_stepwise(cls: type[SubmitSm | DeliverSm]) -> Callable[[bytes, int, int], Pdu]:
+    """`decode_sm` one field at a time: the path of a body the regex does not match, and the
+    reference the tests hold the fast one to."""
     command = cls.command_id
 
     def decode_sm(data: bytes, status: int, sequence: int) -> Pdu:

@@ -325,9 +325,11 @@ REQUEST_RESPONSE: dict[CommandId, CommandId] = {
 
 def command_of(pdu: Pdu) -> CommandId:
     """The command id of any PDU, binds included (their id depends on the mode)."""
-    if isinstance(pdu, Bind | BindResp):
+    try:
+        return pdu.command_id  # every class's own but the binds'
+    except AttributeError:
+        assert isinstance(pdu, Bind | BindResp), type(pdu)
         return pdu.command
-    return pdu.command_id
 
 
 P = TypeVar("P", bound=Pdu)

@@ -270,14 +270,13 @@ class SmppSession:
         """Queue the response to a request we received (sequence copied from the request)."""
         if self.state is SessionState.CLOSED:
             return
-        response = with_sequence(response, request.sequence)
         if isinstance(request, Bind) and isinstance(response, BindResp):
-            response = replace(response, mode=request.mode)
+            response = replace(response, sequence=request.sequence, mode=request.mode)
             if response.status == Status.ROK:
                 self._bound(request.mode, request.system_id)
             else:
                 self._must_move(SessionEvent.BIND_FAILED)
-        self._out += codec.encode(response)
+        self._out += codec.encode(response, request.sequence)
 
     def forget(self, sequence: int) -> Pdu | None:
         """Stop waiting for the response to a request; a late response then arrives as a
