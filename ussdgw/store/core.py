@@ -283,13 +283,13 @@ class Store:
             if receipts:
                 keys += [dlr_key(m) for m in message_ids]
             met = await self.scripts.run("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn,
-                                                           pair_member(msisdn, mt_id), *audit.fields(self.clock.now())])
+                                                           pair_member(msisdn, mt_id), audit.packed(self.clock.now())])
             if not receipts:
                 return [{} for _ in message_ids]
             return [{"msisdn": msisdn, "mt_id": mt_id, "state": met[i].decode(), "err": met[i + 1].decode()}
                     if met[i] else {"msisdn": msisdn, "mt_id": mt_id} for i in range(0, len(met), 2)]
         done = self.scripts.submit("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn, "",
-                                                     *audit.fields(self.clock.now())])
+                                                     audit.packed(self.clock.now())])
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in (message_ids if receipts else ())]
         results = await guarded(replies([done, *meets]))
@@ -328,14 +328,12 @@ class Store:
                 if s is None:
                     s = at[msisdn] = len(at) + 1
                     keys += [mt_state_key(msisdn), audit_key(msisdn)]
-                fields = audit.fields(now)
-                args += [s, mt_id, state, len(fields), *fields]
+                args += [s, mt_id, state, audit.packed(now)]
             await self.scripts.run("mt_receipt", keys, args)
             return
         by_subscriber: dict[str, list[str | int]] = {}
         for msisdn, mt_id, state, audit in receipts:
-            fields = audit.fields(now)
-            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([1, mt_id, state, len(fields), *fields])
+            by_subscriber.setdefault(msisdn, [DLR_TTL_S, AUDIT_MAXLEN]).extend([1, mt_id, state, audit.packed(now)])
         await guarded(replies([
             self.scripts.submit("mt_receipt", [mt_state_key(msisdn), audit_key(msisdn)], args)
             for msisdn, args in by_subscriber.items()]))

@@ -4,13 +4,13 @@
 -- receipt correlation (the sender's side of lua/dlr_meet.lua): one command instead of one per part.
 -- KEYS: outbox, lease, audit, MT states[, recovery index bucket, dlr:<message id>...]
 -- ARGV: mt_id, audit maxlen, state, state TTL (a dlr hash's too), msisdn, index member ('' for none),
---       audit fields...
+--       the audit entry (AuditEvent.packed; '' for none)
 -- -> per dlr key, what its receipt said so far: state, err ('', '' while none has come)
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-if #ARGV > 6 then audit_add(KEYS[3], ARGV[2], {unpack(ARGV, 7)}) end
+if ARGV[7] ~= '' then audit_push(KEYS[3], ARGV[2], ARGV[7]) end
 if ARGV[6] ~= '' then redis.call('ZREM', KEYS[5], ARGV[6]) end
 local out = {}
 for i = 6, #KEYS do

@@ -3,13 +3,11 @@
 -- single server one call for all of them.
 -- KEYS: per subscriber, its MT states and its audit (subscriber s: KEYS[2s-1], KEYS[2s]).
 -- ARGV: state TTL, audit maxlen, then per receipt:
---   s (its subscriber), mt_id, state, n (how many audit field/value items follow), the n items
-local i = 3
-while i <= #ARGV do
-  local s, n = tonumber(ARGV[i]), tonumber(ARGV[i + 3])
+--   s (its subscriber), mt_id, state, its audit entry (AuditEvent.packed; '' for none)
+for i = 3, #ARGV, 4 do
+  local s = tonumber(ARGV[i])
   redis.call('HSET', KEYS[2 * s - 1], ARGV[i + 1], ARGV[i + 2])
-  if n > 0 then audit_add(KEYS[2 * s], ARGV[2], {unpack(ARGV, i + 4, i + 3 + n)}) end
-  i = i + 4 + n
+  if ARGV[i + 3] ~= '' then audit_push(KEYS[2 * s], ARGV[2], ARGV[i + 3]) end
 end
 for s = 1, #KEYS, 2 do redis.call('EXPIRE', KEYS[s], ARGV[1]) end
 return 1

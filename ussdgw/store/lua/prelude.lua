@@ -51,19 +51,25 @@ local function num(v)
   return tonumber(v or '0') or 0
 end
 
--- One P10 entry on the audit list `key` (newest first, the newest `maxlen` kept). `fields` is the
--- flat field/value list of AuditEvent.fields: ts, event, channel, outcome, detail in this order, then
--- any others as name, value. The entry is one string: its number in this trail (one more than the
--- newest entry's), the five values, the other pairs, apart by the unit separator (0x1f: no value
--- holds it, audit_detail.clean escapes control characters). A list of such strings costs ~0.2 KB
--- for one entry where a stream cost ~4.7 KB (ussdgw/store/model.py reads them back).
-local function audit_add(key, maxlen, fields)
+-- One P10 entry on the audit list `key` (newest first, the newest `maxlen` kept). `entry` is the
+-- entry without its number (AuditEvent.packed): the five values ts, event, channel, outcome, detail
+-- and any other name/value pairs, apart by the unit separator (0x1f: no value holds it,
+-- audit_detail.clean escapes control characters). The entry goes in as one string, its number in
+-- this trail (one more than the newest entry's) first. A list of such strings costs ~0.2 KB for
+-- one entry where a stream cost ~4.7 KB (ussdgw/store/model.py reads them back).
+local function audit_push(key, maxlen, entry)
   local newest = redis.call('LINDEX', key, 0)
   local seq = 1
   if newest then seq = (tonumber(string.match(newest, '^%d+')) or 0) + 1 end
-  local parts = {string.format('%d', seq)}
+  redis.call('LPUSH', key, string.format('%d', seq) .. '\31' .. entry)
+  redis.call('LTRIM', key, 0, tonumber(maxlen) - 1)
+end
+
+-- `audit_push` of an entry given as the flat field/value list of AuditEvent.fields: ts, event,
+-- channel, outcome, detail in this order, then any others as name, value.
+local function audit_add(key, maxlen, fields)
+  local parts = {}
   for i = 2, 10, 2 do parts[#parts + 1] = fields[i] or '' end
   for i = 11, #fields do parts[#parts + 1] = fields[i] end
-  redis.call('LPUSH', key, table.concat(parts, '\31'))
-  redis.call('LTRIM', key, 0, tonumber(maxlen) - 1)
+  audit_push(key, maxlen, table.concat(parts, '\31'))
 end
