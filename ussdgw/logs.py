@@ -184,18 +184,21 @@ _LEVEL_OF = {"exception": "error", "warn": "warning"}
 class _UtcStamp:
     """The instant as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
     (`2026-12-01T02:15:03.590232Z`, no fraction on a whole second), from the system clock as it
-    reads it (microseconds, rounded down), with the date and time of day formatted once a second."""
+    reads it (microseconds, rounded down), with the date and time of day formatted once a second.
+    The second and its text are swapped as one tuple: a thread logging meanwhile sees both or neither."""
 
-    __slots__ = ("prefix", "second")
+    __slots__ = ("second",)
 
     def __init__(self) -> None:
-        self.second, self.prefix = -1, ""
+        self.second: tuple[int, str] = (-1, "")
 
     def __call__(self) -> str:
         second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-        if second != self.second:
-            self.second, self.prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.prefix}.{micro:06d}Z" if micro else f"{self.prefix}Z"
+        known, prefix = self.second
+        if second != known:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = (second, prefix)
+        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
 
 _utc_stamp = _UtcStamp()
