@@ -58,6 +58,7 @@ LEASE_MARGIN_S = 0.2  # a submit is not started on a lease with less than this l
 RECORD_RETRY_MAX_S = 1.0
 RECENT_SUBMITS_KEPT = 100_000  # message ids this process submitted, kept to meet their receipts without Redis
 RECORD_WAIT_S = 1.0  # how long a receipt waits for its part's record in this process before going through Redis
+DELIVERED = MessageState.DELIVERED.name  # an enum's name is a property: read once, not per receipt
 
 
 @dataclass(slots=True)
@@ -195,7 +196,7 @@ class Gateway:
         MO's id once it is known); each MO ends with one canonical line, `mo_handled` or `mo_deferred`.
         """
         channel = Channel.USSD if pdu.ussd_service_op is not None else Channel.SMS
-        token = bind_context(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel.value)
+        token = bind_context(bind=bind, msisdn=mask_msisdn(pdu.source_addr), channel=channel._value_)
         try:
             if isinstance(pdu, DeliverSm) and pdu.is_delivery_receipt:
                 return (await self.on_receipts([pdu], bind))[0]
@@ -366,7 +367,7 @@ class Gateway:
             if receipt is None:
                 log.warning("receipt_unreadable", bind=bind, msisdn=mask_msisdn(pdu.source_addr))
                 continue
-            self.metrics.receipts.inc(message_state_label(receipt.state.name))
+            self.metrics.receipts.inc(message_state_label(receipt.state._name_))
             readable.append((at, receipt))
         if not readable:
             return statuses
@@ -387,14 +388,14 @@ class Gateway:
                 await asyncio.wait(pending, timeout=RECORD_WAIT_S)
             for receipt, part in here:
                 if part.recorded.done() and part.recorded.result():
-                    complete.append({"msisdn": part.msisdn, "mt_id": part.mt_id, "state": receipt.state.name,
+                    complete.append({"msisdn": part.msisdn, "mt_id": part.mt_id, "state": receipt.state._name_,
                                      "err": receipt.error})
                 else:  # its record failed or is late: through Redis, as any other process would
                     meet.append(receipt)
         try:
             if meet:
                 known = await self.store.receipts_arrived(
-                    [(receipt.message_id, receipt.state.name, receipt.error) for receipt in meet])
+                    [(receipt.message_id, receipt.state._name_, receipt.error) for receipt in meet])
                 # Without `msisdn`, the submit_sm_resp is still on its way: `send` finishes the job.
                 complete += [k for k in known if "msisdn" in k]
             if complete:
@@ -412,7 +413,7 @@ class Gateway:
         batch = []
         for k in known:
             msisdn, mt_id, state, err = k["msisdn"], k["mt_id"], k["state"], k.get("err", "")
-            outcome = "ok" if state == MessageState.DELIVERED.name else "failed"
+            outcome = "ok" if state == DELIVERED else "failed"
             detail = render(mt=mt_id, state=state, err=err)
             audit = AuditEvent("mt_receipt", Channel.SMS, outcome=outcome, detail=detail)
             batch.append((msisdn, mt_id, state, audit))
@@ -553,7 +554,7 @@ class Gateway:
         outcome = "ok" if status == Status.ROK else "failed"
         audit = AuditEvent("mt_submitted", channel, outcome=outcome,
                            detail=render(mt=mt.mt_id, **{"from": mt.source}, parts=len(message_ids),
-                                         status=status.name))
+                                         status=status._name_))
         state = "SUBMITTED" if outcome == "ok" else "REJECTED"
         # An SMS part's receipt that comes back here is met in memory, once the record below is done.
         recorded = (self._submitted.add(message_ids, mt.destination, mt.mt_id)
@@ -590,7 +591,7 @@ class Gateway:
                 await self._record_receipts(early)
         except StoreUnavailable:
             log.warning("receipt_unrecorded", msisdn=mt.destination, mt_id=mt.mt_id)
-        log.debug("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status.name)
+        log.debug("mt_sent", msisdn=mt.destination, mt_id=mt.mt_id, parts=len(message_ids), status=status._name_)
         return status == Status.ROK
 
     async def _recover_once(self) -> None:

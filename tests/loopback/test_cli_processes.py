@@ -139,7 +139,8 @@ def test_smsc_runs_without_redis_and_a_gateway_process_binds_to_it(ussdgw: Calla
     assert gateway.endpoints()["gateway"] == f"bound to {smpp}", gateway.output
     api_port = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/api/v1", gateway.endpoints()["selfcare"])
     assert api_port and int(api_port.group(1)) > 0, gateway.output  # --api-port 0: the port it took, printed
-    gateway.wait_line(rf'"part": ?"selfcare".*"port": ?{api_port.group(1)}\b', stderr=True, timeout=0)  # and logged
+    # and logged (before it was printed; stderr is read apart from stdout, so its line may come in a moment later)
+    gateway.wait_line(rf'"part": ?"selfcare".*"port": ?{api_port.group(1)}\b', stderr=True, timeout=5)
     sms = run(ussdgw, "sms", "--from", "79161234567", "--to", "3339", "HELP", "--api", endpoints["simulator"])
     assert sms.popen.returncode == 0 and sms.out[1].startswith("← 3339: "), sms.output
     # the gateway process serves its metrics and readiness beside its API, the simulator its own metrics

@@ -25,6 +25,7 @@ STAT_WORDS: dict[MessageState, str] = {
     MessageState.UNKNOWN: "UNKNOWN", MessageState.REJECTED: "REJECTD",
 }
 _STATES = {word: state for state, word in STAT_WORDS.items()}
+_STATE_OF = {state.value: state for state in MessageState}  # the message_state TLV's value to its state
 
 # What `format_receipt` writes, with or without its `text:` (many SMSCs leave it out), read in one
 # match (the common case, and the cheap one: the field by field reading costs several times more); anything
@@ -102,10 +103,7 @@ def read_receipt(pdu: DeliverSm | DataSm, text: str) -> Receipt | None:
     if not message_id:
         return None
     if pdu.message_state is not None:
-        try:
-            state = MessageState(pdu.message_state)
-        except ValueError:
-            state = MessageState.UNKNOWN
+        state = _STATE_OF.get(pdu.message_state, MessageState.UNKNOWN)
     else:
         state = parsed.state if parsed else MessageState.UNKNOWN
     if parsed is None:

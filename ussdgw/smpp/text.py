@@ -256,7 +256,7 @@ def split_text(
     ``ValueError`` for more than 255 parts, a ``reference`` out of range, or an unsupported coding.
     """
     if data_coding is None:
-        data_coding = choose_encoding(text)
+        data_coding = _choose_cached(text) if cache and len(text) <= _CACHED_TEXT_MAX else choose_encoding(text)
     ref_limit = 0xFFFF if use_16bit_ref else 0xFF
     if not 0 <= reference <= ref_limit:
         raise ValueError(f"reference {reference} out of range 0..{ref_limit}")
@@ -299,3 +299,4 @@ def _split_payloads(text: str, data_coding: int, udh_octets: int) -> tuple[bool,
 # texts go out over and over: those (and only those: `cache=True`) are cut once.
 _CACHED_TEXT_MAX = 4096
 _split_cached = functools.lru_cache(maxsize=512)(_split_payloads)
+_choose_cached = functools.lru_cache(maxsize=512)(choose_encoding)
