@@ -82,6 +82,34 @@ async def test_receipts_met_at_another_gateway_before_and_after_the_record(
 
 
 @pytest.mark.redis_both
+async def test_a_read_of_receipts_at_another_gateway_is_met_in_one_step(
+        store: Store, store_factory: StoreFactory) -> None:
+    """A gateway that did not send the parts gets a read of receipts: those whose sender recorded its
+    side come back with their MT, the one whose submit_sm_resp is still on its way with its state
+    only (left for the sender), a receipt repeated in the same read is met again, unchanged."""
+    other = store_factory()
+    for n in (1, 2):
+        queued = (await store.commit(PHONE, answered(f"mo-{n}", reply(PHONE, f"mt-{n}")))).messages[0]
+        await store.mt_submitted(PHONE, queued.mt_id, "SUBMITTED", SUBMITTED, [f"m-{n}"])
+    await other.receipts_arrived([("m-0", "DELIVERED", "000")])  # Redis knows the script from now on
+    trips = other.pipeline.batches
+    known = await other.receipts_arrived([("m-1", "DELIVERED", "000"), ("m-9", "EXPIRED", "001"),
+                                          ("m-2", "UNDELIVERABLE", ""), ("m-1", "DELIVERED", "000")])
+    if not other.cluster:
+        assert other.pipeline.batches - trips == 1
+    assert known == [{"msisdn": PHONE, "mt_id": "mt-1", "state": "DELIVERED", "err": "000"},
+                     {"state": "EXPIRED", "err": "001"},
+                     {"msisdn": PHONE, "mt_id": "mt-2", "state": "UNDELIVERABLE", "err": ""},
+                     {"msisdn": PHONE, "mt_id": "mt-1", "state": "DELIVERED", "err": "000"}]
+    assert await other.receipts_arrived([]) == []
+    # The sender of m-9 records its submit later: it finds the receipt that came first.
+    queued = (await store.commit(PHONE, answered("mo-9", reply(PHONE, "mt-9")))).messages[0]
+    assert await store.mt_submitted(PHONE, queued.mt_id, "SUBMITTED", SUBMITTED, ["m-9"]) == [
+        {"msisdn": PHONE, "mt_id": "mt-9", "state": "EXPIRED", "err": "001"}]
+    assert 0 < await store.redis.ttl(dlr_key("m-9")) <= 7 * 24 * 3600
+
+
+@pytest.mark.redis_both
 async def test_a_submit_without_receipts_still_drops_its_recovery_entry(store: Store) -> None:
     queued = (await store.commit(PHONE, answered("mo-1", reply(PHONE, "mt-1")))).messages[0]
     assert await store.mt_submitted(PHONE, queued.mt_id, "SUBMITTED", SUBMITTED, ["m-1"], receipts=False) == [{}]

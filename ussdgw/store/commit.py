@@ -261,7 +261,7 @@ def script_call(msisdn: str, change: Change, *, now: float, lease_until: float, 
             keys.append(index_key)
             p["index"] = [len(keys), *(pair_member(msisdn, m[0]) for m in sealed)]
     if change.audit:
-        p["audit"] = [attributed(msisdn, a).fields(now) for a in change.audit]
+        p["audit"] = [attributed(msisdn, a).packed(now) for a in change.audit]
     if change.refusal is not None:
         refusal = attributed(msisdn, change.refusal)
         p["refusal"] = [clean(refusal.event), clean(refusal.channel), clean(refusal.detail)]

@@ -304,7 +304,17 @@ class Store:
         return (await self.receipts_arrived([(message_id, state, err)]))[0]
 
     async def receipts_arrived(self, receipts: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
-        """`receipt_arrived` for each (message id, state, err) of a batch, in one round trip."""
+        """`receipt_arrived` for each (message id, state, err) of a batch, in one round trip: on one
+        server one script for all of them, on a cluster one per receipt (each `dlr:<id>` its slot)."""
+        if not receipts:
+            return []
+        if not self.cluster:
+            args: list[str | int] = [DLR_TTL_S]
+            for _, state, err in receipts:
+                args += [state, err]
+            sender = await self.scripts.run("dlr_receipts", [dlr_key(m) for m, _, _ in receipts], args)
+            return [{"msisdn": sender[2 * i].decode(), "mt_id": sender[2 * i + 1].decode(), "state": state, "err": err}
+                    if sender[2 * i] else {"state": state, "err": err} for i, (_, state, err) in enumerate(receipts)]
         raws = await guarded(replies([
             self.scripts.submit("dlr_meet", [dlr_key(message_id)], [DLR_TTL_S, "state", state, "err", err])
             for message_id, state, err in receipts]))

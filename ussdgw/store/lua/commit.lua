@@ -20,7 +20,7 @@
 --   mts       [[mt_id, sealed]]                    queued and leased
 --   index     [key, member...]                     the MTs' recovery entries (due at lease_until),
 --                                                  written first; a single server's only (another slot)
---   audit     [[field, value, ...]]                P10 entries
+--   audit     [entry]                              P10 entries (AuditEvent.packed)
 --   refusal   [event, channel, detail]             audited with the refusal's code as outcome
 --   read      return the profile after the change
 --   gate      a profile field (the N3 block day) returned as it is, '' when absent
@@ -125,7 +125,7 @@ for _, m in ipairs(p.mts or {}) do
   table.insert(ids, m[1])
   table.insert(copies, m[2])
 end
-for _, a in ipairs(p.audit or {}) do audit_add(audit, p.maxlen, a) end
+for _, a in ipairs(p.audit or {}) do audit_push(audit, p.maxlen, a) end
 if p.mo and p.again and #ids > 0 then
   redis.call('SET', mo, cjson.encode({ids = ids, copies = copies}), 'EX', p.mo)
 elseif p.mo then
