@@ -27,10 +27,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import structlog
-
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.link import LinkDown, ResponseTimeout, SmppLink
+from ussdgw.logs import get_logger
 from ussdgw.metrics import GatewayMetrics, status_name
 from ussdgw.smpp.pdu import (
     Bind,
@@ -57,7 +56,7 @@ from ussdgw.tasks import Tasks, stop_task
 
 __all__ = ["BindRefused", "DeliverHandler", "EsmeClient", "LinkDown", "ResponseTimeout"]
 
-log = structlog.get_logger("ussdgw.esme")
+log = get_logger("ussdgw.esme")
 
 DeliverHandler = Callable[[DeliverSm | DataSm], Awaitable[int]]
 # Delivery receipts of one read, handled together: one status per receipt, in order.

@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 from aiohttp import web
 
@@ -47,13 +46,13 @@ from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.config import Settings
 from ussdgw.costly import Overloaded
 from ussdgw.inputs import parse_whole_number
-from ussdgw.logs import bound_context
+from ussdgw.logs import bound_context, get_logger
 from ussdgw.private_files import read_or_create_secret
 from ussdgw.store import StoreUnavailable, acting
 from ussdgw.tasks import Tasks
 from ussdgw.web import BadInput, BodySchema, body_timeout, client_address, networks, read_json_object
 
-log = structlog.get_logger("ussdgw.http_api")
+log = get_logger("ussdgw.http_api")
 
 PLATFORM_KEY = web.AppKey("platform", Platform)
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -11,12 +11,12 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
-import structlog
 
 from handlers.ports import MailError
 from ussdgw.config import Settings
+from ussdgw.logs import get_logger
 
-log = structlog.get_logger("ussdgw.mail")
+log = get_logger("ussdgw.mail")
 
 
 class SmtpMailer:

@@ -24,8 +24,6 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from gateway.esme import EsmeClient
 from gateway.inbound import Part, Receipt, find_part, is_notification, mo_identity, parse_receipt, unanswerable
 from gateway.observe import MtsInFlight, UssdDialogues, route_label, watch_gateway
@@ -40,7 +38,7 @@ from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.costly import Overloaded
 from ussdgw.inputs import ascii_digits
-from ussdgw.logs import bind_context, mask_msisdn, unbind_context
+from ussdgw.logs import bind_context, get_logger, mask_msisdn, unbind_context
 from ussdgw.metrics import GatewayMetrics, message_state_label
 from ussdgw.smpp.pdu import DataSm, DeliverSm, EsmClass, MessageState, Status, SubmitSm
 from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, encode_text, split_text
@@ -48,7 +46,7 @@ from ussdgw.store import AuditEvent, CommitResult, OutboundMessage, Store, Store
 from ussdgw.store.core import lease_now
 from ussdgw.tasks import Tasks
 
-log = structlog.get_logger("ussdgw.gateway")
+log = get_logger("ussdgw.gateway")
 
 USSD_MAX_OCTETS = 160
 STOP_GRACE_S = 5.0  # how long a stop lets MTs being sent finish

@@ -35,18 +35,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
-import structlog
-
 from handlers.base import Channel, Context, InboundMessage, UssdStep
 from handlers.ports import Platform
 from handlers.ussd import timeouts_of
 from sms_codes import OPERATOR_TZ
+from ussdgw.logs import get_logger
 from ussdgw.smpp.ussd import MoKind, UssdDialogue, classify_op
 from ussdgw.store import AuditEvent, Change, CommitResult, OutboundMessage, Store, new_mt_id
 from ussdgw.store.grants import Grants
 from ussdgw.store.profile import block_day
 
-log = structlog.get_logger("ussdgw.handlers.access")
+log = get_logger("ussdgw.handlers.access")
 
 BLOCKED_TEXT = ("Номер заблокирован по заявке владельца: SMS, USSD и вход в Личный кабинет недоступны. "
                 "Снять блокировку можно из Личного кабинета другого номера владельца или через поддержку.")

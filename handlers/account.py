@@ -36,8 +36,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from handlers import access, d2
 from handlers.base import Channel
 from handlers.operations import (
@@ -61,6 +59,7 @@ from sms_codes import (
     precheck,
     verify_password,
 )
+from ussdgw.logs import get_logger
 from ussdgw.store import Change, Outcome, RateGuard
 from ussdgw.store.profile import (
     code_word_set,
@@ -71,7 +70,7 @@ from ussdgw.store.profile import (
     signed_in_by_network,
 )
 
-log = structlog.get_logger("ussdgw.handlers.account")
+log = get_logger("ussdgw.handlers.account")
 
 MAX_SECRET_LENGTH = 64
 NEW_PASSWORD_HINT = "Получите новый пароль: отправьте ПАРОЛЬ на 3339."

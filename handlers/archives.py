@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import structlog
-
 from handlers import d2
 from handlers.base import Channel, Context
 from handlers.operations import Result, api_audit, fmt_time
@@ -19,12 +17,13 @@ from sms_codes import CodePurpose, code_digest, code_matches, generate_code
 from ussdgw import russian
 from ussdgw.audit_detail import parse as parse_detail
 from ussdgw.inputs import ascii_digits
+from ussdgw.logs import get_logger
 from ussdgw.store import AuditEvent, Change, RateGuard
 from ussdgw.store.archives import mms_archive_opened
 from ussdgw.store.profile import sms_archive_code as archive_code_set
 from ussdgw.store.profile import sms_archive_opened
 
-log = structlog.get_logger("ussdgw.handlers.archives")
+log = get_logger("ussdgw.handlers.archives")
 
 ARCHIVE_CODE_DIGITS = 6
 ARCHIVE_EVENTS = frozenset({"mo_received", "mt_submitted", "mt_receipt"})

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from sms_codes import hash_password
 from ussd_menus.engine import paginate
 from ussdgw.audit_detail import render
@@ -43,7 +41,9 @@ if TYPE_CHECKING:
     from ussdgw.clock import Clock
     from ussdgw.config import Settings
 
-log = structlog.get_logger("ussdgw.handlers.base")
+from ussdgw.logs import get_logger
+
+log = get_logger("ussdgw.handlers.base")
 
 LATE_GRACE_S = 60.0  # a dialogue outlives its deadline this long, to tell a late answer why
 PAGES = "_pages"  # dialogue data: the rest of a closing text too long for one screen

@@ -24,8 +24,6 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-import structlog
-
 from handlers import d2
 from handlers.base import Channel
 from handlers.catalogue import Service, catalogue, rub
@@ -45,12 +43,13 @@ from sms_codes import OPERATOR_TZ, CodePurpose, code_digest, generate_code
 from ussdgw import russian
 from ussdgw.audit_detail import render
 from ussdgw.inputs import ascii_digits
+from ussdgw.logs import get_logger
 from ussdgw.store import Asset, Autopay, Change, CommitResult, Gift, Outcome, Profile, RateGuard, Store
 from ussdgw.store import money as ledger
 from ussdgw.store import numbers as sets
 from ussdgw.store.grants import Grants
 
-log = structlog.get_logger("ussdgw.handlers.money")
+log = get_logger("ussdgw.handlers.money")
 
 POINTS_PER_KOP = 1000  # one bonus point for every 10 ₽ paid in
 AUTOPAY_MIN_KOP = 10_000

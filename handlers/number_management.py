@@ -30,8 +30,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import structlog
-
 from handlers import access, d2
 from handlers.base import Channel, Context
 from handlers.operations import Result, fmt_time
@@ -41,6 +39,7 @@ from sms_codes import generate_password
 from ussdgw import russian
 from ussdgw.config import Settings
 from ussdgw.inputs import parse_msisdn
+from ussdgw.logs import get_logger
 from ussdgw.store import (
     MO_TTL_S,
     AuditEvent,
@@ -56,7 +55,7 @@ from ussdgw.store import (
 from ussdgw.store.grants import Grants
 from ussdgw.store.profile import n2_applied, n2_joined, n2_left, n2_members, n2_off, n2_reviewed, new_password
 
-log = structlog.get_logger("ussdgw.handlers.number_management")
+log = get_logger("ussdgw.handlers.number_management")
 
 OPTION = "«Управление номерами»"
 NOTIFY_FROM = "111"

@@ -18,8 +18,6 @@ import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import structlog
-
 from handlers import access, number_management
 from handlers.account import check_owner_identity, check_password
 from handlers.base import Channel
@@ -30,13 +28,14 @@ from handlers.ports import Platform
 from sms_codes import OPERATOR_TZ
 from ussdgw import russian
 from ussdgw.audit_detail import render
+from ussdgw.logs import get_logger
 from ussdgw.store import Asset, Change, Profile, Store, grants
 from ussdgw.store import numbers as sets
 from ussdgw.store.grants import Grants
 from ussdgw.store.money import op_marked
 from ussdgw.store.profile import blocked, failures_reset, owner_changed, unblocked
 
-log = structlog.get_logger("ussdgw.handlers.numbers")
+log = get_logger("ussdgw.handlers.numbers")
 
 OWNER_CHANGE_FEE_KOP = 34_000
 MAX_LINKED = 20

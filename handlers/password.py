@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import structlog
-
 from handlers import access, d2
 from handlers.base import Context
 from sms_codes import generate_password
+from ussdgw.logs import get_logger
 from ussdgw.store import MO_TTL_S, AuditEvent, Change, MoMark, Store, acting
 from ussdgw.store.profile import new_password
 
-log = structlog.get_logger("ussdgw.handlers.password")
+log = get_logger("ussdgw.handlers.password")
 
 SESSIONS_ENDED = "Все сеансы Личного кабинета этого номера завершены."
 SESSIONS_ENDED_SMS = "Прежние сеансы ЛК завершены."  # short: the SMS stays two UCS2 parts

@@ -29,12 +29,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from handlers.base import PAGES, Channel, Context, InboundMessage, StepConflict, UssdStep
 from handlers.ports import Platform
 from handlers.routing import Router, UssdRoute
 from ussdgw.config import Settings
+from ussdgw.logs import get_logger
 from ussdgw.smpp.ussd import (
     DialogueExpired,
     MalformedUssdString,
@@ -47,7 +46,7 @@ from ussdgw.smpp.ussd import (
 from ussdgw.store import AuditEvent, Change, CommitResult, DialogueStep, Outcome
 from ussdgw.store.dialogues import StepRead
 
-log = structlog.get_logger("ussdgw.handlers.ussd")
+log = get_logger("ussdgw.handlers.ussd")
 
 CONTENT_ONLY_DIAL_TTL_S = 30  # a dial identified by its text alone is deduplicated this long
 MAX_CONFLICT_RETRIES = 3

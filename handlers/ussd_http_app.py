@@ -18,12 +18,12 @@ Routes come from settings: `ussd_http_apps = {"500": "http://127.0.0.1:8090/ussd
 from __future__ import annotations
 
 import aiohttp
-import structlog
 
 from handlers.base import Channel, Context, Handler
+from ussdgw.logs import get_logger
 from ussdgw.store import AuditEvent
 
-log = structlog.get_logger("ussdgw.handlers.ussd_http_app")
+log = get_logger("ussdgw.handlers.ussd_http_app")
 
 APP_FAILED = "Сервис временно недоступен. Попробуйте позже."
 APP_ENDED = "Сеанс завершён."

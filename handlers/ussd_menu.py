@@ -11,8 +11,6 @@ import functools
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
-import structlog
-
 from handlers import access, d2, money, number_management
 from handlers.base import Channel, Context
 from handlers.catalogue import catalogue, rub
@@ -21,10 +19,11 @@ from handlers.password import password_reply
 from sms_codes import generate_password
 from ussd_menus.engine import ANSWERED, ActionResult, Bindings, End, Goto, Menu, load_menu
 from ussdgw.inputs import parse_whole_number
+from ussdgw.logs import get_logger
 from ussdgw.store import AuditEvent, Change, Profile
 from ussdgw.store.profile import new_password
 
-log = structlog.get_logger("ussdgw.handlers.ussd_menu")
+log = get_logger("ussdgw.handlers.ussd_menu")
 
 
 def balance_text(profile: Profile) -> str:

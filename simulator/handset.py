@@ -18,14 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from simulator.phones import OutboxEntry, PhoneBook, UssdDialogue
 from simulator.smsc import MoRefused, Smsc, check_mo, check_text
+from ussdgw.logs import get_logger
 from ussdgw.smpp.text import split_text
 from ussdgw.smpp.ussd import UssdRequest
 
-log = structlog.get_logger("ussdgw.simulator")
+log = get_logger("ussdgw.simulator")
 
 TimeHook = Callable[[float], Awaitable[Any]]
 

@@ -20,16 +20,16 @@ from email.message import EmailMessage
 from enum import StrEnum
 from typing import Any
 
-import structlog
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ussdgw.clock import Clock
 from ussdgw.connections import Gate, GuardedProtocol
 from ussdgw.inputs import parse_whole_number
+from ussdgw.logs import get_logger
 from ussdgw.web import body_timeout, read_json_object
 
-log = structlog.get_logger("ussdgw.simulator.mail")
+log = get_logger("ussdgw.simulator.mail")
 
 
 class MailboxState(StrEnum):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-import structlog
 
-log = structlog.get_logger("ussdgw.simulator.selfcare")
+from ussdgw.logs import get_logger
+
+log = get_logger("ussdgw.simulator.selfcare")
 
 TIMEOUT_S = 5.0
 

@@ -30,8 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from simulator.phones import Fate, PhoneBook, PhoneBookFull
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
@@ -39,6 +37,7 @@ from ussdgw.inputs import parse_address
 from ussdgw.link.backoff import Backoff
 from ussdgw.link.flow import TokenBucket
 from ussdgw.link.link import LinkDown, SmppLink
+from ussdgw.logs import get_logger
 from ussdgw.metrics import SimulatorMetrics, status_name
 from ussdgw.smpp import codec
 from ussdgw.smpp.concat import ConcatError, ConcatInfo, parse_udh
@@ -63,7 +62,7 @@ from ussdgw.smpp.text import TextDecodeError, choose_encoding, decode_text, enco
 from ussdgw.smpp.ussd import fits_one_message, is_ussd_string
 from ussdgw.tasks import Tasks, stop_tasks
 
-log = structlog.get_logger("ussdgw.smsc")
+log = get_logger("ussdgw.smsc")
 
 # deliver_sm_resp statuses that mean "not now, later": the SMSC keeps the PDU and tries again.
 RETRY_STATUSES = frozenset({Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR})

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 
-import structlog
+from ussdgw.logs import get_logger
 
-log = structlog.get_logger("ussdgw.clock")
+log = get_logger("ussdgw.clock")
 
 
 class Clock:

@@ -22,9 +22,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
+from ussdgw.logs import get_logger
 
-log = structlog.get_logger("ussdgw.connections")
+log = get_logger("ussdgw.connections")
 
 REFUSAL_LINGER_S = 1.0
 """How long a refused connection stays open after its refusal, so that the client reads it (a

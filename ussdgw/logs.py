@@ -229,6 +229,7 @@ def wants_console(fmt: str = "auto") -> bool:
 
 def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     """`fmt`: "auto" (console on a terminal, else JSON), "console" or "json"."""
+    _configured.cached = cache
     console = wants_console(fmt)
     processors: list[Any] = [
         merge_bound,
@@ -246,3 +247,61 @@ def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> 
         logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=cache,
     )
+    for logger in _module_loggers:  # each points at the logger this configuration makes
+        logger.point()
+
+
+class _Configured:
+    """Whether `configure` lets loggers keep the logger they looked up."""
+
+    cached = False
+
+
+_configured = _Configured()
+_module_loggers: list[Logger] = []  # every `get_logger` logger: a module's, living as long as it
+
+
+class Logger:
+    """A module's logger (`get_logger`). structlog's lazy proxy looks its bound logger up again on
+    every call, through a failed attribute lookup: 1-2 µs more than the logger itself, a dropped
+    debug line included, several times per MO. Here each method is the configured logger's own,
+    pointed again by every `configure`; without caching (the tests' set-up, so that structlog's
+    `capture_logs` sees every line) each call asks structlog, as the proxy does."""
+
+    __slots__ = ("bind", "debug", "error", "exception", "info", "name", "warning")
+    bind: Callable[..., Any]
+    debug: Callable[..., Any]
+    info: Callable[..., Any]
+    warning: Callable[..., Any]
+    error: Callable[..., Any]
+    exception: Callable[..., Any]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.point()
+
+    def point(self) -> None:
+        """Methods of the logger the present configuration makes (a fresh proxy's: one that cached
+        its logger would keep it through a new configuration)."""
+        proxy = structlog.get_logger(self.name)
+        if _configured.cached:
+            logger = proxy.bind()
+            self.bind, self.debug, self.info = logger.bind, logger.debug, logger.info
+            self.warning, self.error, self.exception = logger.warning, logger.error, logger.exception
+        else:
+            self.bind, self.debug, self.info = proxy.bind, _asking(proxy, "debug"), _asking(proxy, "info")
+            self.warning, self.error = _asking(proxy, "warning"), _asking(proxy, "error")
+            self.exception = _asking(proxy, "exception")
+
+
+def _asking(proxy: Any, method: str) -> Callable[..., Any]:
+    def call(event: str, *args: Any, **values: Any) -> Any:
+        return getattr(proxy, method)(event, *args, **values)
+    return call
+
+
+def get_logger(name: str) -> Logger:
+    """The logger of module `name` (`Logger`): what `structlog.get_logger` gives, at less cost per line."""
+    logger = Logger(name)
+    _module_loggers.append(logger)
+    return logger

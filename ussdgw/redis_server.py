@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import structlog
 
+from ussdgw.logs import get_logger
 from ussdgw.private_files import PRIVATE_UMASK, private_dir
 
-log = structlog.get_logger("ussdgw.redis")
+log = get_logger("ussdgw.redis")
 
 
 class RedisServerError(RuntimeError):

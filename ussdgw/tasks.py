@@ -20,9 +20,9 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import structlog
+from ussdgw.logs import get_logger
 
-log = structlog.get_logger("ussdgw.tasks")
+log = get_logger("ussdgw.tasks")
 
 RECANCEL_S = 0.2
 

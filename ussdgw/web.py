@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
 from ussdgw.connections import ConnectionLimits, Gate, GuardedProtocol
+from ussdgw.logs import get_logger
 
-log = structlog.get_logger("ussdgw.web")
+log = get_logger("ussdgw.web")
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 """Scripts both web pages load (the cabinet's and the web phone's), each served by its page's server at

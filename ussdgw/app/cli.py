@@ -17,17 +17,16 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ussdgw import __version__, logs
 from ussdgw.config import CONFIG_ENV, Settings, SettingsError, load_settings
+from ussdgw.logs import get_logger
 from ussdgw.redis_server import RedisServerError
 from ussdgw.store import SealingKeyMismatch, StoreUnavailable
 
 if TYPE_CHECKING:
     from ussdgw.app.stack import Stack
 
-log = structlog.get_logger("ussdgw.app.cli")
+log = get_logger("ussdgw.app.cli")
 DEFAULT_SIM_URL = "http://127.0.0.1:8080"
 
 

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import structlog
 from aiohttp import web
 
 from gateway import observe
@@ -44,12 +43,13 @@ from simulator.smsc import Smsc
 from ussdgw.clock import Clock
 from ussdgw.config import Settings
 from ussdgw.connections import ConnectionLimits, Gate
+from ussdgw.logs import get_logger
 from ussdgw.metrics import GatewayMetrics, SimulatorMetrics
 from ussdgw.redis_server import EmbeddedCluster, EmbeddedRedis
 from ussdgw.store import Store
 from ussdgw.web import CONNECTION_LIMITS_KEY, api_refusal, serve
 
-log = structlog.get_logger("ussdgw.app.stack")
+log = get_logger("ussdgw.app.stack")
 
 
 @dataclass

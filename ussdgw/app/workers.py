@@ -25,13 +25,12 @@ import contextlib
 import signal
 from collections.abc import Callable, Sequence
 
-import structlog
-
 from ussdgw.link.backoff import Backoff
+from ussdgw.logs import get_logger
 from ussdgw.redis_server import die_with_parent
 from ussdgw.tasks import Tasks
 
-log = structlog.get_logger("ussdgw.app.workers")
+log = get_logger("ussdgw.app.workers")
 
 STOP_TIMEOUT_S = 20.0
 RESTART_MIN_S = 0.5
