@@ -5,10 +5,8 @@
 -- -> per key, the sender's side: msisdn, mt_id ('', '' while it is not in)
 local out = {}
 for i = 1, #KEYS do
-  redis.call('HSET', KEYS[i], 'state', ARGV[2 * i], 'err', ARGV[2 * i + 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-  local sender = redis.call('HMGET', KEYS[i], 'msisdn', 'mt_id')
-  out[#out + 1] = sender[1] or ''
-  out[#out + 1] = sender[2] or ''
+  local msisdn, mt_id = dlr_side(KEYS[i], ARGV[1], 'state', ARGV[2 * i], 'err', ARGV[2 * i + 1], 'msisdn', 'mt_id')
+  out[#out + 1] = msisdn
+  out[#out + 1] = mt_id
 end
 return out

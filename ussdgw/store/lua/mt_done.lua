@@ -14,10 +14,8 @@ if ARGV[7] ~= '' then audit_push(KEYS[3], ARGV[2], ARGV[7]) end
 if ARGV[6] ~= '' then redis.call('ZREM', KEYS[5], ARGV[6]) end
 local out = {}
 for i = 6, #KEYS do
-  redis.call('HSET', KEYS[i], 'msisdn', ARGV[5], 'mt_id', ARGV[1])
-  redis.call('EXPIRE', KEYS[i], ARGV[4])
-  local known = redis.call('HMGET', KEYS[i], 'state', 'err')
-  out[#out + 1] = known[1] or ''
-  out[#out + 1] = known[2] or ''
+  local state, err = dlr_side(KEYS[i], ARGV[4], 'msisdn', ARGV[5], 'mt_id', ARGV[1], 'state', 'err')
+  out[#out + 1] = state
+  out[#out + 1] = err
 end
 return out

@@ -73,3 +73,13 @@ local function audit_add(key, maxlen, fields)
   for i = 11, #fields do parts[#parts + 1] = fields[i] end
   audit_push(key, maxlen, table.concat(parts, '\31'))
 end
+
+-- One side of a receipt correlation on a dlr:<message id> hash (lua/dlr_meet.lua): this side's two
+-- fields written (the sender's msisdn and mt_id, or the receipt's state and err), the key kept for
+-- `ttl`, and the other side's two fields returned ('' while that side is not in).
+local function dlr_side(key, ttl, field1, value1, field2, value2, other1, other2)
+  redis.call('HSET', key, field1, value1, field2, value2)
+  redis.call('EXPIRE', key, ttl)
+  local other = redis.call('HMGET', key, other1, other2)
+  return other[1] or '', other[2] or ''
+end
