@@ -229,7 +229,8 @@ def wants_console(fmt: str = "auto") -> bool:
 
 def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     """`fmt`: "auto" (console on a terminal, else JSON), "console" or "json"."""
-    _configured.cached = cache
+    global _cache_loggers
+    _cache_loggers = cache
     console = wants_console(fmt)
     processors: list[Any] = [
         merge_bound,
@@ -251,13 +252,7 @@ def configure(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> 
         logger.point()
 
 
-class _Configured:
-    """Whether `configure` lets loggers keep the logger they looked up."""
-
-    cached = False
-
-
-_configured = _Configured()
+_cache_loggers = False  # whether `configure` lets loggers keep the logger they looked up
 _module_loggers: list[Logger] = []  # every `get_logger` logger: a module's, living as long as it
 
 
@@ -284,7 +279,7 @@ class Logger:
         """Methods of the logger the present configuration makes (a fresh proxy's: one that cached
         its logger would keep it through a new configuration)."""
         proxy = structlog.get_logger(self.name)
-        if _configured.cached:
+        if _cache_loggers:
             logger = proxy.bind()
             self.bind, self.debug, self.info = logger.bind, logger.debug, logger.info
             self.warning, self.error, self.exception = logger.warning, logger.error, logger.exception

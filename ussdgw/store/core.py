@@ -278,18 +278,19 @@ class Store:
         is repaired by the lease (the MT is sent again) and by the receipt correlation (whichever
         side comes second)."""
         keys = [outbox_key(msisdn), lease_key(msisdn), audit_key(msisdn), mt_state_key(msisdn)]
-        if not self.cluster:
+        single = not self.cluster
+        args = [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn, pair_member(msisdn, mt_id) if single else "",
+                audit.packed(self.clock.now())]
+        if single:
             keys.append(mt_due_key(bucket_of(msisdn)))
             if receipts:
                 keys += [dlr_key(m) for m in message_ids]
-            met = await self.scripts.run("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn,
-                                                           pair_member(msisdn, mt_id), audit.packed(self.clock.now())])
+            met = await self.scripts.run("mt_done", keys, args)
             if not receipts:
                 return [{} for _ in message_ids]
             return [{"msisdn": msisdn, "mt_id": mt_id, "state": met[i].decode(), "err": met[i + 1].decode()}
                     if met[i] else {"msisdn": msisdn, "mt_id": mt_id} for i in range(0, len(met), 2)]
-        done = self.scripts.submit("mt_done", keys, [mt_id, AUDIT_MAXLEN, state, DLR_TTL_S, msisdn, "",
-                                                     audit.packed(self.clock.now())])
+        done = self.scripts.submit("mt_done", keys, args)
         meets = [self.scripts.submit("dlr_meet", [dlr_key(m)], [DLR_TTL_S, "msisdn", msisdn, "mt_id", mt_id])
                  for m in (message_ids if receipts else ())]
         results = await guarded(replies([done, *meets]))
